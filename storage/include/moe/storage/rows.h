@@ -1,0 +1,104 @@
+// Rows of the controller database as plain values, shared by Store (writes)
+// and Reader (queries). Times are nanoseconds since the Unix epoch.
+
+#ifndef MOE_STORAGE_ROWS_H_
+#define MOE_STORAGE_ROWS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moe::storage {
+
+// A decision's life: proposed -> (rejected | sent -> (acked | failed) -> measured)
+// or rolled back. `verdict` is the guard's word on the proposal.
+struct DecisionRow {
+  int64_t id = 0;  // assigned by Store::RecordDecision
+  std::string engine_id;
+  int64_t created_ns = 0;
+  std::string policy;         // e.g. "capacity", "guard-rollback"
+  int32_t layer = -1;         // -1: every layer
+  std::string knob;           // e.g. "capacity_factor"
+  std::string inputs_json;    // the snapshot figures the policy used
+  std::string proposal_json;  // what the policy asked for
+  std::string verdict;        // "accepted", "clamped", "rejected"
+  std::string verdict_reason;
+  std::string command_json;       // the settings sent (after the guard); empty if none
+  std::string status;             // "rejected", "sent", "acked", "failed", "measured"
+  std::optional<uint64_t> epoch;  // epoch of the command, when one was sent
+  std::optional<int64_t> sent_ns;
+  std::optional<int64_t> acked_ns;
+  std::optional<uint64_t> applied_at_step;
+  std::string ack_error;
+  std::string outcome_json;  // measured on the steps that ran under `epoch`
+  std::optional<double> reward_before;
+  std::optional<double> reward_after;
+};
+
+struct DecisionOutcome {
+  std::string outcome_json;
+  std::optional<double> reward_before;
+  std::optional<double> reward_after;
+  int64_t measured_ns = 0;
+};
+
+// The settings in force from an epoch on.
+struct EpochRow {
+  std::string engine_id;
+  uint64_t epoch = 0;
+  int64_t created_ns = 0;
+  std::string knobs_json;
+  int64_t decision_id = 0;  // 0 when not from a decision (engine start)
+};
+
+struct EngineRow {
+  std::string engine_id;
+  std::string backend;
+  uint32_t num_layers = 0;
+  uint32_t num_experts = 0;
+  uint32_t num_replicas = 0;
+  uint32_t num_devices = 0;
+  int64_t first_seen_ns = 0;
+  int64_t last_seen_ns = 0;
+  uint64_t last_step = 0;
+  uint64_t last_epoch = 0;
+};
+
+// One layer of one step, summarised.
+struct StepRow {
+  std::string engine_id;
+  uint64_t step = 0;
+  uint64_t seq = 0;
+  int64_t timestamp_ns = 0;
+  uint64_t epoch = 0;
+  uint32_t layer = 0;
+  uint32_t num_tokens = 0;
+  uint64_t num_token_slots = 0;
+  uint32_t overflowed = 0;
+  uint32_t rerouted = 0;
+  uint32_t dropped = 0;
+  double drop_rate = 0;      // dropped / num_token_slots
+  double max_over_mean = 0;  // expert load imbalance
+  double router_entropy = 0;
+  double gate_mass = 0;
+  std::optional<double> quality_error;
+  double router_us = 0;
+  double expert_us = 0;
+  double layer_us = 0;
+  double step_us = 0;
+  bool rollup = false;  // true: a per-minute rollup (sums/means over the bucket)
+};
+
+// Load of one expert summed over a window.
+struct ExpertLoadRow {
+  uint32_t layer = 0;
+  uint32_t expert = 0;
+  uint64_t tokens = 0;
+  double share = 0;    // tokens / all routed token-slots of the layer in the window
+  double vs_mean = 0;  // tokens / mean tokens per expert of the layer
+};
+
+}  // namespace moe::storage
+
+#endif  // MOE_STORAGE_ROWS_H_

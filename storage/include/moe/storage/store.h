@@ -1,0 +1,95 @@
+// Store: the controller's SQLite database (WAL mode).
+//
+// One writer: a Store owns the only read-write connection and a writer thread
+// that drains a queue of pending writes in batched transactions with prepared
+// statements. Calls that enqueue never block on disk and never fail; a write
+// that SQLite rejects (busy, I/O error, disk full) stays queued and is retried,
+// so a record handed to the Store is either committed or still queued, never
+// silently lost. Only if the queue exceeds `max_queue` are new *telemetry*
+// rows refused (counted in stats().rejected); decision rows are never refused.
+//
+// Readers (the CLI) open the file with Reader (reader.h), read-only.
+//
+// Schema: numbered migrations recorded in table `schema_migrations`; opening a
+// database applies the missing ones in order in one transaction each. See
+// docs/storage.md for the tables.
+//
+// Thread safety: every method of Store may be called from any thread.
+
+#ifndef MOE_STORAGE_STORE_H_
+#define MOE_STORAGE_STORE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "moe/common/clock.h"
+#include "moe/common/status.h"
+#include "moe/storage/rows.h"
+#include "moe/telemetry/types.h"
+
+namespace moe::storage {
+
+struct StoreOptions {
+  // Database file; created with its directory if missing.
+  std::string path;
+  // Most rows written in one transaction.
+  size_t batch_rows = 2000;
+  // The writer commits at least this often while rows are pending.
+  std::chrono::milliseconds flush_interval{200};
+  // Pending telemetry rows beyond which new telemetry is refused (counted).
+  size_t max_queue = 200000;
+  // Raw per-step rows older than this are rolled up into per-minute rows and
+  // deleted; 0 keeps raw rows forever. Rollups are kept forever.
+  std::chrono::seconds raw_retention{0};
+  // How long SQLite waits on a lock held by a reader checkpoint before
+  // reporting busy (the write is then retried).
+  std::chrono::milliseconds busy_timeout{2000};
+};
+
+struct StoreStats {
+  uint64_t steps_written = 0;  // StepRecords committed
+  uint64_t rows_written = 0;   // rows of any table committed
+  uint64_t transactions = 0;   // committed write transactions
+  uint64_t pending = 0;        // writes queued, not yet committed
+  uint64_t rejected = 0;       // telemetry refused because the queue was full
+  uint64_t write_errors = 0;   // failed attempts (retried)
+  std::string last_error;      // text of the most recent failed attempt
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database, sets WAL mode, applies
+  // migrations, and starts the writer thread. `clock` must outlive the Store.
+  static Result<std::unique_ptr<Store>> Open(const StoreOptions& options, Clock* clock);
+  virtual ~Store() = default;  // flushes and stops (see Close)
+
+  // Enqueue writes; all return at once.
+  virtual void UpsertEngine(const telemetry::Hello& hello) = 0;
+  virtual void AppendStep(const telemetry::StepRecord& record) = 0;
+  virtual void RecordEpoch(const EpochRow& row) = 0;
+
+  // Assigns the decision a new id (larger than any in the database), enqueues
+  // it, and returns the id.
+  virtual int64_t RecordDecision(DecisionRow row) = 0;
+  // Updates of an existing decision, by id.
+  virtual void RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) = 0;
+  virtual void RecordAck(int64_t decision_id, const telemetry::Ack& ack) = 0;
+  virtual void RecordOutcome(int64_t decision_id, const DecisionOutcome& outcome) = 0;
+
+  // Blocks until every write enqueued before the call is committed, or the
+  // timeout passes (kTimeout; the writes stay queued).
+  virtual Status Flush(std::chrono::milliseconds timeout = std::chrono::seconds(10)) = 0;
+
+  // Flushes, then stops the writer thread. Idempotent.
+  virtual Status Close() = 0;
+
+  virtual StoreStats stats() const = 0;
+  virtual const std::string& path() const = 0;
+};
+
+}  // namespace moe::storage
+
+#endif  // MOE_STORAGE_STORE_H_

@@ -1,0 +1,142 @@
+// ZeroMQ transport between engines and the controller.
+//
+// Two channels, both over ZeroMQ (tcp:// or ipc://):
+//   - telemetry: engine PUSH (connects) -> controller PULL (binds). Carries
+//     Hello, StepRecord and Heartbeat. Many engines may feed one controller.
+//   - commands: controller ROUTER (binds) <-> engine DEALER (connects, with the
+//     engine id as its routing id). Carries Command one way and Ack (and a
+//     Hello, so the controller learns the route) the other.
+//
+// The engine never blocks on a slow or absent controller: every send is
+// non-blocking into a bounded queue (`send_queue` messages); a message that
+// does not fit is dropped and counted, and the count travels in the next
+// StepRecord's `telemetry_dropped`.
+//
+// Optional CURVE encryption: when `curve` is set the controller is the CURVE
+// server and accepts only the engine public keys in its allow-list; engines
+// accept commands only from the controller's key.
+//
+// Thread safety: each link object must be used from one thread at a time
+// (ZeroMQ sockets are not thread safe). Links own their ZeroMQ context.
+
+#ifndef MOE_TELEMETRY_TRANSPORT_H_
+#define MOE_TELEMETRY_TRANSPORT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/common/status.h"
+#include "moe/telemetry/codec.h"
+#include "moe/telemetry/types.h"
+
+namespace moe::telemetry {
+
+// Z85-encoded CURVE keys (40 characters each).
+struct CurveKeys {
+  std::string public_key;
+  std::string secret_key;
+};
+
+struct EngineLinkOptions {
+  std::string engine_id;              // required; also the DEALER routing id
+  std::string telemetry_endpoint;     // e.g. "tcp://127.0.0.1:5555"
+  std::string command_endpoint;       // e.g. "tcp://127.0.0.1:5556"
+  int send_queue = 1000;              // messages queued per channel before drops
+  std::optional<CurveKeys> curve;     // this engine's key pair
+  std::string controller_public_key;  // required with `curve`
+};
+
+class EngineLink {
+ public:
+  // Connects both channels and sends a Hello on each. Connecting succeeds even
+  // when no controller is listening yet (ZeroMQ reconnects in the background).
+  static Result<std::unique_ptr<EngineLink>> Connect(const EngineLinkOptions& options,
+                                                     const Hello& hello);
+  virtual ~EngineLink() = default;
+
+  // Non-blocking. Stamps `seq` (and `telemetry_dropped`) and queues the
+  // message; when the queue is full the message is dropped and counted.
+  // Returns an error only for an encoding or socket failure, never for a drop.
+  virtual Status Publish(StepRecord record) = 0;
+  virtual Status PublishHeartbeat(Heartbeat heartbeat) = 0;
+
+  // Non-blocking: every Command that arrived since the last call, in order.
+  // Malformed command messages are counted in `malformed()` and skipped.
+  virtual Result<std::vector<Command>> PollCommands() = 0;
+
+  // Non-blocking; dropped and counted if the queue is full.
+  virtual Status SendAck(const Ack& ack) = 0;
+
+  virtual uint64_t dropped() const = 0;    // messages dropped so far (all channels)
+  virtual uint64_t malformed() const = 0;  // inbound messages that failed to decode
+};
+
+struct ControllerLinkOptions {
+  std::string telemetry_endpoint;  // bound, e.g. "tcp://127.0.0.1:5555"
+  std::string command_endpoint;    // bound, e.g. "tcp://127.0.0.1:5556"
+  int receive_queue = 10000;
+  std::optional<CurveKeys> curve;                // the controller's key pair
+  std::vector<std::string> allowed_engine_keys;  // public keys; required with `curve`
+};
+
+// A message received by the controller, with the engine it came from.
+struct Inbound {
+  Message message;
+  std::string peer;  // engine id (command channel routing id or message field)
+};
+
+// Per-engine receive statistics kept by the ControllerLink.
+struct LinkStats {
+  uint64_t received = 0;                 // good messages
+  uint64_t malformed = 0;                // messages that failed to decode (all engines)
+  std::map<std::string, uint64_t> gaps;  // per engine: messages missing by seq
+};
+
+class ControllerLink {
+ public:
+  // Binds both channels. Fails with kUnavailable if an endpoint is in use.
+  static Result<std::unique_ptr<ControllerLink>> Bind(const ControllerLinkOptions& options);
+  virtual ~ControllerLink() = default;
+
+  // Waits up to `timeout` for the next good message from either channel.
+  // Returns std::nullopt on timeout. A malformed message is counted, logged,
+  // and skipped: it never ends the wait with an error. Errors are reserved for
+  // the sockets themselves failing.
+  virtual Result<std::optional<Inbound>> Receive(std::chrono::milliseconds timeout) = 0;
+
+  // Sends `command` to engine `command.engine_id` on the command channel.
+  // Fails with kUnavailable if that engine is not connected.
+  virtual Status SendCommand(const Command& command) = 0;
+
+  virtual LinkStats stats() const = 0;
+
+  // The endpoints actually bound (resolves "tcp://127.0.0.1:*" wildcards).
+  virtual std::string telemetry_endpoint() const = 0;
+  virtual std::string command_endpoint() const = 0;
+};
+
+// Detects gaps and restarts in a per-engine sequence of seq numbers. Pure.
+class SequenceTracker {
+ public:
+  // Records `seq` from `engine_id`; returns how many messages were skipped
+  // since the previous one (0 when in order). A seq at or below the previous
+  // one is taken as an engine restart and resets the tracker for that engine.
+  uint64_t Observe(const std::string& engine_id, uint64_t seq);
+  uint64_t total_gaps(const std::string& engine_id) const;
+
+ private:
+  std::map<std::string, uint64_t> last_;
+  std::map<std::string, uint64_t> gaps_;
+};
+
+// Generates a CURVE key pair (for `moectl keygen`-style tooling and tests).
+Result<CurveKeys> GenerateCurveKeys();
+
+}  // namespace moe::telemetry
+
+#endif  // MOE_TELEMETRY_TRANSPORT_H_
