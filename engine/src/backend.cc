@@ -1,0 +1,34 @@
+#include "moe/engine/backend.h"
+
+#include <string>
+
+namespace moe::engine {
+
+std::string_view FeatureName(Feature feature) {
+  switch (feature) {
+    case Feature::kSoftmaxScoring:
+      return "softmax_scoring";
+    case Feature::kSigmoidScoring:
+      return "sigmoid_scoring";
+    case Feature::kGroupedExpertFfn:
+      return "grouped_expert_ffn";
+    case Feature::kHostRouting:
+      return "host_routing";
+    case Feature::kTiming:
+      return "timing";
+  }
+  return "unknown_feature";
+}
+
+size_t ExpertWorkspaceFloats(int max_rows, int max_ffn, int hidden) {
+  // [rows, 2F] gate/up activations; SwiGLU is applied in place.
+  return static_cast<size_t>(max_rows) * 2 * static_cast<size_t>(max_ffn);
+}
+
+Status RequireFeature(const Backend& backend, Feature feature) {
+  if (backend.Supports(feature)) return Status::Ok();
+  return Status::Unsupported(std::string(FeatureName(feature)) + " unsupported on backend " +
+                             std::string(backend.name()));
+}
+
+}  // namespace moe::engine

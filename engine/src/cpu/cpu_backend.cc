@@ -1,0 +1,223 @@
+// The CPU backend: OpenBLAS GEMMs plus plain loops. Always built; the
+// reference every other backend is compared against.
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <string>
+
+#include "../backend_factories.h"
+#include "moe/engine/backend.h"
+
+namespace moe::engine {
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+class HostBuffer final : public BackendBuffer {
+ public:
+  HostBuffer(void* data, size_t size) : data_(data), size_(size) {}
+  ~HostBuffer() override { std::free(data_); }
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+
+  void* data() override { return data_; }
+  size_t size_bytes() const override { return size_; }
+
+ private:
+  void* data_;
+  size_t size_;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendOptions& options) : num_threads_(options.num_threads) {
+    if (num_threads_ > 0) openblas_set_num_threads(num_threads_);
+  }
+
+  std::string_view name() const override { return "cpu"; }
+
+  std::string description() const override {
+    std::string config = openblas_get_config();
+    return config + " (" +
+           (num_threads_ > 0 ? std::to_string(num_threads_) + " BLAS thread(s)"
+                             : std::string("default BLAS threads")) +
+           ")";
+  }
+
+  bool Supports(Feature feature) const override {
+    switch (feature) {
+      case Feature::kSoftmaxScoring:
+      case Feature::kSigmoidScoring:
+      case Feature::kGroupedExpertFfn:
+      case Feature::kHostRouting:
+      case Feature::kTiming:
+        return true;
+    }
+    return false;
+  }
+
+  Result<std::unique_ptr<BackendBuffer>> Allocate(size_t num_bytes) override {
+    size_t rounded =
+        std::max<size_t>(kAlignment, (num_bytes + kAlignment - 1) / kAlignment * kAlignment);
+    void* data = std::aligned_alloc(kAlignment, rounded);
+    if (data == nullptr) {
+      return Status::Unavailable("cpu backend: out of memory allocating " +
+                                 std::to_string(num_bytes) + " bytes");
+    }
+    return std::unique_ptr<BackendBuffer>(new HostBuffer(data, num_bytes));
+  }
+
+  Status Upload(const void* host, size_t num_bytes, void* dst) override {
+    if (num_bytes > 0) std::memcpy(dst, host, num_bytes);
+    return Status::Ok();
+  }
+
+  Status Download(const void* src, size_t num_bytes, void* host) override {
+    if (num_bytes > 0) std::memcpy(host, src, num_bytes);
+    return Status::Ok();
+  }
+
+  Status Fill(float value, size_t num_floats, float* dst) override {
+    std::fill(dst, dst + num_floats, value);
+    return Status::Ok();
+  }
+
+  Status Synchronize() override { return Status::Ok(); }
+
+  Status RmsNorm(const float* x, const float* weight, int num_tokens, int hidden, float eps,
+                 float* out) override {
+    for (int t = 0; t < num_tokens; ++t) {
+      const float* row = x + static_cast<size_t>(t) * hidden;
+      float* dst = out + static_cast<size_t>(t) * hidden;
+      double sum_sq = 0;
+      for (int h = 0; h < hidden; ++h)
+        sum_sq += static_cast<double>(row[h]) * row[h];
+      float inv = static_cast<float>(1.0 / std::sqrt(sum_sq / hidden + eps));
+      for (int h = 0; h < hidden; ++h)
+        dst[h] = row[h] * inv * weight[h];
+    }
+    return Status::Ok();
+  }
+
+  Status Gemm(const float* a, const float* b, float* c, int m, int n, int k, float beta) override {
+    if (m == 0 || n == 0) return Status::Ok();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, beta, c, n);
+    return Status::Ok();
+  }
+
+  Status Score(const float* logits, int num_tokens, int num_experts, ScoreFunction fn,
+               float* scores) override {
+    for (int t = 0; t < num_tokens; ++t) {
+      const float* row = logits + static_cast<size_t>(t) * num_experts;
+      float* dst = scores + static_cast<size_t>(t) * num_experts;
+      if (fn == ScoreFunction::kSigmoid) {
+        for (int e = 0; e < num_experts; ++e)
+          dst[e] = 1.0f / (1.0f + std::exp(-row[e]));
+        continue;
+      }
+      float max_logit = *std::max_element(row, row + num_experts);
+      float sum = 0;
+      for (int e = 0; e < num_experts; ++e) {
+        dst[e] = std::exp(row[e] - max_logit);
+        sum += dst[e];
+      }
+      for (int e = 0; e < num_experts; ++e)
+        dst[e] /= sum;
+    }
+    return Status::Ok();
+  }
+
+  Status TopK(const float* selection, int num_tokens, int num_experts, int k,
+              int32_t* indices) override {
+    if (k < 0 || k > num_experts) {
+      return Status::InvalidArgument("TopK: k=" + std::to_string(k) + " outside [0, " +
+                                     std::to_string(num_experts) + "]");
+    }
+    std::vector<int32_t> order(num_experts);
+    for (int t = 0; t < num_tokens; ++t) {
+      const float* row = selection + static_cast<size_t>(t) * num_experts;
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [row](int32_t a, int32_t b) {
+        return row[a] > row[b] || (row[a] == row[b] && a < b);
+      });
+      std::copy(order.begin(), order.begin() + k, indices + static_cast<size_t>(t) * k);
+    }
+    return Status::Ok();
+  }
+
+  Status Gather(const float* x, const int32_t* rows, int num_rows, int hidden,
+                float* out) override {
+    const size_t row_bytes = sizeof(float) * static_cast<size_t>(hidden);
+    for (int i = 0; i < num_rows; ++i) {
+      std::memcpy(out + static_cast<size_t>(i) * hidden, x + static_cast<size_t>(rows[i]) * hidden,
+                  row_bytes);
+    }
+    return Status::Ok();
+  }
+
+  Status ExpertFfn(const ExpertGroups& groups) override {
+    const int hidden = groups.hidden;
+    for (size_t g = 0; g < groups.experts.size(); ++g) {
+      const int begin = groups.offsets[g];
+      const int rows = groups.offsets[g + 1] - begin;
+      if (rows <= 0) continue;
+      const ExpertWeights& w = groups.experts[g];
+      const int ffn = w.ffn;
+      const float* x = groups.input + static_cast<size_t>(begin) * hidden;
+      float* y = groups.output + static_cast<size_t>(begin) * hidden;
+      float* act = groups.workspace;  // [rows, 2F]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, 2 * ffn, hidden, 1.0f, x, hidden,
+                  w.gate_up, 2 * ffn, 0.0f, act, 2 * ffn);
+      for (int r = 0; r < rows; ++r) {
+        float* a = act + static_cast<size_t>(r) * 2 * ffn;
+        const float* u = a + ffn;
+        for (int j = 0; j < ffn; ++j) {
+          const float g_val = a[j];
+          a[j] = g_val / (1.0f + std::exp(-g_val)) * u[j];
+        }
+      }
+      // act[:, :F] (leading dimension 2F) times W_down [F, H].
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hidden, ffn, 1.0f, act, 2 * ffn,
+                  w.down, hidden, 0.0f, y, hidden);
+    }
+    return Status::Ok();
+  }
+
+  Status ScatterAddWeighted(const float* y, const int32_t* rows, const float* weights, int num_rows,
+                            int hidden, float* out) override {
+    for (int i = 0; i < num_rows; ++i) {
+      const float w = weights[i];
+      const float* src = y + static_cast<size_t>(i) * hidden;
+      float* dst = out + static_cast<size_t>(rows[i]) * hidden;
+      for (int h = 0; h < hidden; ++h)
+        dst[h] += w * src[h];
+    }
+    return Status::Ok();
+  }
+
+  Status Add(const float* a, const float* b, size_t n, float* out) override {
+    for (size_t i = 0; i < n; ++i)
+      out[i] = a[i] + b[i];
+    return Status::Ok();
+  }
+
+ private:
+  int num_threads_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> CreateCpuBackend(const BackendOptions& options) {
+  if (options.num_threads < 0) {
+    return Status::InvalidArgument("cpu backend: num_threads must be >= 0, got " +
+                                   std::to_string(options.num_threads));
+  }
+  return std::unique_ptr<Backend>(new CpuBackend(options));
+}
+
+}  // namespace moe::engine
