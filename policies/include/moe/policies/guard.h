@@ -1,0 +1,72 @@
+// Guard: the safety check every proposal passes before it becomes a command.
+//
+// The guard bounds each knob, limits the change per decision, enforces a
+// cooldown per knob and a hysteresis (changes too small to matter are
+// rejected), freezes all changes while telemetry is stale or too few steps ran
+// under the current epoch, and rolls back a decision whose measured reward fell
+// by more than a threshold. Every call returns a verdict with a reason, which
+// the controller records as an audit row.
+//
+// Pure: time comes from the snapshot; the guard's memory (when each knob last
+// changed) is a GuardState value the caller keeps per engine.
+
+#ifndef MOE_POLICIES_GUARD_H_
+#define MOE_POLICIES_GUARD_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "moe/common/status.h"
+#include "moe/policies/reward.h"
+#include "moe/policies/snapshot.h"
+
+namespace moe::policies {
+
+struct KnobLimits {
+  double min = 0;
+  double max = 0;
+  double max_change = 0;  // largest |new - current| in one decision
+};
+
+struct GuardParams {
+  KnobLimits capacity_factor{0.5, 4.0, 0.5};
+  KnobLimits top_k{1, 8, 1};
+  int64_t cooldown_ms = 3000;       // per knob, between accepted changes
+  double hysteresis = 0.02;         // |new - current| below this is rejected
+  int64_t stale_after_ms = 3000;    // no telemetry for this long freezes changes
+  uint64_t min_steps_in_epoch = 8;  // steps under the epoch in force before the next change
+  // Roll back when reward_after < reward_before - max(rollback_threshold *
+  // |reward_before|, rollback_min_delta).
+  double rollback_threshold = 0.25;
+  double rollback_min_delta = 0.02;
+};
+
+Status Validate(const GuardParams& params);
+
+enum class VerdictKind { kAccepted, kClamped, kRejected };
+std::string_view VerdictName(VerdictKind kind);  // "accepted", "clamped", "rejected"
+
+struct Verdict {
+  VerdictKind kind = VerdictKind::kRejected;
+  double value = 0;  // the value to apply (accepted/clamped)
+  std::string reason;
+};
+
+// When each knob of one engine last changed (ns since epoch, from snapshots).
+struct GuardState {
+  std::map<std::string, int64_t> last_change_ns;
+};
+
+// Judges `proposal` against `snapshot`. On acceptance records the change time
+// in `state`. Unknown knobs are rejected.
+Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const GuardParams& params,
+              GuardState* state);
+
+// True when a decision's measured reward fell enough to roll it back.
+bool ShouldRollBack(double reward_before, double reward_after, const GuardParams& params);
+
+}  // namespace moe::policies
+
+#endif  // MOE_POLICIES_GUARD_H_

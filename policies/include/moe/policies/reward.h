@@ -1,0 +1,44 @@
+// Reward: how good the steps under one setting were, as one number (higher is
+// better). Configured in TOML; used to judge every decision's outcome and by
+// the guard's rollback.
+//
+//   reward = - latency_weight * max(0, step_us / slo_us - 1)
+//            - drop_weight    * drop_rate
+//            - quality_weight * quality_error
+//            - capacity_weight * capacity_factor
+
+#ifndef MOE_POLICIES_REWARD_H_
+#define MOE_POLICIES_REWARD_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "moe/common/status.h"
+
+namespace moe::policies {
+
+struct RewardParams {
+  double slo_us = 50'000;  // step latency objective, microseconds
+  double latency_weight = 1.0;
+  double drop_weight = 10.0;
+  double quality_weight = 5.0;
+  double capacity_weight = 0.02;  // memory/padding cost of capacity
+};
+
+Status Validate(const RewardParams& params);
+
+// Mean figures of the steps that ran under one epoch.
+struct OutcomeFigures {
+  uint64_t steps = 0;
+  double drop_rate = 0;
+  double step_us = 0;
+  double max_over_mean = 0;
+  std::optional<double> quality_error;
+  double capacity_factor = 0;
+};
+
+double Reward(const OutcomeFigures& figures, const RewardParams& params);
+
+}  // namespace moe::policies
+
+#endif  // MOE_POLICIES_REWARD_H_

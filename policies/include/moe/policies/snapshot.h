@@ -1,0 +1,67 @@
+// EngineSnapshot: the controller's state estimate for one engine, the only
+// input (besides parameters) of every policy.
+//
+// Policies are pure functions of (snapshot, parameters): no clock, no I/O, no
+// globals. Time arrives inside the snapshot as `now_ns`.
+
+#ifndef MOE_POLICIES_SNAPSHOT_H_
+#define MOE_POLICIES_SNAPSHOT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/telemetry/types.h"
+
+namespace moe::policies {
+
+// Smoothed figures of one layer over the recent steps of the current epoch.
+struct LayerEstimate {
+  uint32_t layer = 0;
+  double drop_rate = 0;      // dropped / token-slots
+  double overflow_rate = 0;  // overflowed / token-slots
+  double max_over_mean = 0;  // expert load imbalance
+  double layer_us = 0;       // layer critical path
+  std::optional<double> quality_error;
+};
+
+// Settings in force, every field present (unlike a KnobSet patch).
+struct KnobValues {
+  uint32_t top_k = 2;
+  double capacity_factor = 0;  // 0 = unlimited
+  double noise_std = 0;
+  double top_p = 0;
+  uint32_t k_min = 1;
+};
+
+struct EngineSnapshot {
+  std::string engine_id;
+  int64_t now_ns = 0;             // when the snapshot was taken
+  int64_t last_telemetry_ns = 0;  // arrival time of the newest step
+  uint64_t epoch = 0;             // epoch in force
+  uint64_t steps_in_epoch = 0;    // steps observed under `epoch`
+  uint32_t num_experts = 0;
+  KnobValues knobs;
+  // Figures over the steps of the current epoch (all layers together).
+  double drop_rate = 0;
+  double overflow_rate = 0;
+  double step_us = 0;
+  double max_over_mean = 0;
+  std::optional<double> quality_error;
+  std::vector<LayerEstimate> layers;
+};
+
+// A policy's wish: set `knob` (on `layer`, or every layer when -1) to `value`.
+struct Proposal {
+  std::string policy;  // e.g. "capacity"
+  std::string knob;    // e.g. "capacity_factor"
+  int32_t layer = -1;
+  double current = 0;
+  double value = 0;
+  std::string reason;  // human-readable: the figures that led to it
+};
+
+}  // namespace moe::policies
+
+#endif  // MOE_POLICIES_SNAPSHOT_H_
