@@ -6,6 +6,8 @@
 // protobuf or ZeroMQ. This header is the `moe_telemetry_types` target, which
 // depends on nothing but the standard library.
 //
+// Every struct compares with == field by field (exact, doubles included).
+//
 // Units: times are nanoseconds since the Unix epoch (int64); durations inside a
 // step are microseconds (double). Counts are token-slots unless said otherwise
 // (a token routed to K experts makes K token-slots).
@@ -41,6 +43,8 @@ struct LayerTiming {
   double all_to_all_us = 0;              // modelled (or measured) all-to-all time
   double total_us = 0;                   // critical path of the layer
   std::vector<double> device_expert_us;  // expert compute per device
+
+  friend bool operator==(const LayerTiming&, const LayerTiming&) = default;
 };
 
 // What one MoE layer did in one step.
@@ -61,6 +65,8 @@ struct LayerRecord {
   // the sampled tokens; absent when not sampled this step.
   std::optional<double> quality_error;
   LayerTiming timing;
+
+  friend bool operator==(const LayerRecord&, const LayerRecord&) = default;
 };
 
 // What one engine step did: the unit of telemetry.
@@ -74,6 +80,8 @@ struct StepRecord {
   double step_us = 0;              // wall time of the whole step
   uint64_t telemetry_dropped = 0;  // messages the engine dropped so far (queue full)
   std::vector<LayerRecord> layers;
+
+  friend bool operator==(const StepRecord&, const StepRecord&) = default;
 };
 
 // A set of knob values; an absent field means "leave as is".
@@ -93,12 +101,16 @@ struct KnobSet {
     return !top_k && !top_p && !k_min && !capacity_factor && !overflow_policy && !noise_std &&
            !shortlist && !availability_weight && !expert_bias && !phy2log;
   }
+
+  friend bool operator==(const KnobSet&, const KnobSet&) = default;
 };
 
 // Per-layer override of a KnobSet.
 struct LayerKnobs {
   uint32_t layer = 0;
   KnobSet knobs;
+
+  friend bool operator==(const LayerKnobs&, const LayerKnobs&) = default;
 };
 
 // Controller -> engine: apply these settings at the next step boundary under
@@ -110,6 +122,8 @@ struct Command {
   KnobSet knobs;                        // applies to every layer
   std::vector<LayerKnobs> layer_knobs;  // overrides for single layers
   std::string reason;                   // short text for logs
+
+  friend bool operator==(const Command&, const Command&) = default;
 };
 
 // Engine -> controller: the outcome of a Command.
@@ -120,6 +134,8 @@ struct Ack {
   std::string error;             // why not applied (when applied == false)
   uint64_t applied_at_step = 0;  // first step that runs under `epoch`
   int64_t timestamp_ns = 0;
+
+  friend bool operator==(const Ack&, const Ack&) = default;
 };
 
 // Engine -> controller, once at start (and again after reconnects): who the
@@ -138,6 +154,8 @@ struct Hello {
   uint64_t epoch = 0;  // epoch in force
   KnobSet knobs;       // settings in force (every field present)
   int64_t timestamp_ns = 0;
+
+  friend bool operator==(const Hello&, const Hello&) = default;
 };
 
 // Engine -> controller when there is nothing else to say, so silence can be
@@ -148,6 +166,8 @@ struct Heartbeat {
   uint64_t step = 0;
   uint64_t epoch = 0;
   int64_t timestamp_ns = 0;
+
+  friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
 };
 
 }  // namespace moe::telemetry
