@@ -1,5 +1,6 @@
 // Rows of the controller database as plain values, shared by Store (writes)
-// and Reader (queries). Times are nanoseconds since the Unix epoch.
+// and Reader (queries). Times are nanoseconds since the Unix epoch. Every row
+// compares with == field by field.
 
 #ifndef MOE_STORAGE_ROWS_H_
 #define MOE_STORAGE_ROWS_H_
@@ -34,6 +35,9 @@ struct DecisionRow {
   std::string outcome_json;  // measured on the steps that ran under `epoch`
   std::optional<double> reward_before;
   std::optional<double> reward_after;
+  std::optional<int64_t> measured_ns;  // when the outcome was recorded
+
+  friend bool operator==(const DecisionRow&, const DecisionRow&) = default;
 };
 
 struct DecisionOutcome {
@@ -41,6 +45,8 @@ struct DecisionOutcome {
   std::optional<double> reward_before;
   std::optional<double> reward_after;
   int64_t measured_ns = 0;
+
+  friend bool operator==(const DecisionOutcome&, const DecisionOutcome&) = default;
 };
 
 // The settings in force from an epoch on.
@@ -50,22 +56,34 @@ struct EpochRow {
   int64_t created_ns = 0;
   std::string knobs_json;
   int64_t decision_id = 0;  // 0 when not from a decision (engine start)
+
+  friend bool operator==(const EpochRow&, const EpochRow&) = default;
 };
 
 struct EngineRow {
   std::string engine_id;
-  std::string backend;
+  std::string backend;  // empty until the engine's Hello was stored
   uint32_t num_layers = 0;
   uint32_t num_experts = 0;
+  uint32_t num_shared_experts = 0;
   uint32_t num_replicas = 0;
   uint32_t num_devices = 0;
+  uint32_t hidden = 0;
   int64_t first_seen_ns = 0;
   int64_t last_seen_ns = 0;
   uint64_t last_step = 0;
   uint64_t last_epoch = 0;
+
+  friend bool operator==(const EngineRow&, const EngineRow&) = default;
 };
 
-// One layer of one step, summarised.
+// One layer of one step, summarised; or (rollup == true) one layer of one
+// engine over one minute, for raw rows pruned by retention. In a rollup,
+// `timestamp_ns` is the start of the minute, `step`/`seq`/`epoch` are those of
+// the latest step in it, counts are sums (saturated at the field's maximum),
+// `drop_rate` is sum(dropped) / sum(num_token_slots), and every other figure is
+// the mean over the bucket's `num_steps` rows (`quality_error` over the sampled
+// ones only).
 struct StepRow {
   std::string engine_id;
   uint64_t step = 0;
@@ -84,10 +102,17 @@ struct StepRow {
   double gate_mass = 0;
   std::optional<double> quality_error;
   double router_us = 0;
+  double dispatch_us = 0;
   double expert_us = 0;
-  double layer_us = 0;
+  double combine_us = 0;
+  double all_to_all_us = 0;
+  double layer_us = 0;  // LayerTiming::total_us
   double step_us = 0;
-  bool rollup = false;  // true: a per-minute rollup (sums/means over the bucket)
+  bool timing_on_device = false;  // in a rollup: true if any step's was
+  uint32_t num_steps = 1;         // steps summarised: 1 for a raw row
+  bool rollup = false;            // true: a per-minute rollup (sums/means over the bucket)
+
+  friend bool operator==(const StepRow&, const StepRow&) = default;
 };
 
 // Load of one expert summed over a window.
@@ -97,6 +122,8 @@ struct ExpertLoadRow {
   uint64_t tokens = 0;
   double share = 0;    // tokens / all routed token-slots of the layer in the window
   double vs_mean = 0;  // tokens / mean tokens per expert of the layer
+
+  friend bool operator==(const ExpertLoadRow&, const ExpertLoadRow&) = default;
 };
 
 }  // namespace moe::storage

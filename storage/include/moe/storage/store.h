@@ -8,6 +8,9 @@
 // silently lost. Only if the queue exceeds `max_queue` are new *telemetry*
 // rows refused (counted in stats().rejected); decision rows are never refused.
 //
+// "Rows" below are units of queued work: a StepRecord counts one row per layer
+// (at least one); every other write counts one.
+//
 // Readers (the CLI) open the file with Reader (reader.h), read-only.
 //
 // Schema: numbered migrations recorded in table `schema_migrations`; opening a
@@ -35,38 +38,59 @@ namespace moe::storage {
 struct StoreOptions {
   // Database file; created with its directory if missing.
   std::string path;
-  // Most rows written in one transaction.
+  // Most rows written in one transaction (a single larger StepRecord still
+  // goes in whole).
   size_t batch_rows = 2000;
   // The writer commits at least this often while rows are pending.
   std::chrono::milliseconds flush_interval{200};
-  // Pending telemetry rows beyond which new telemetry is refused (counted).
+  // Pending rows (queued or in a failing transaction) beyond which a new
+  // StepRecord is refused (counted in stats().rejected). Other writes are
+  // never refused.
   size_t max_queue = 200000;
-  // Raw per-step rows older than this are rolled up into per-minute rows and
-  // deleted; 0 keeps raw rows forever. Rollups are kept forever.
+  // Raw per-step rows older than this (by their timestamp, against
+  // Clock::NowNanos, rounded down to a whole minute) are rolled up into
+  // per-minute rows and deleted; 0 keeps raw rows forever. Rollups are kept
+  // forever.
   std::chrono::seconds raw_retention{0};
-  // How long SQLite waits on a lock held by a reader checkpoint before
-  // reporting busy (the write is then retried).
+  // How often the writer runs a retention pass (by Clock::MonotonicNanos),
+  // when raw_retention > 0.
+  std::chrono::seconds retention_interval{10};
+  // How long SQLite waits on a lock held by another connection before
+  // reporting busy (the write is then retried with backoff).
   std::chrono::milliseconds busy_timeout{2000};
+  // How long Close (and the destructor) keeps retrying pending writes before
+  // giving up on them.
+  std::chrono::milliseconds close_timeout{10000};
 };
 
 struct StoreStats {
-  uint64_t steps_written = 0;  // StepRecords committed
-  uint64_t rows_written = 0;   // rows of any table committed
-  uint64_t transactions = 0;   // committed write transactions
-  uint64_t pending = 0;        // writes queued, not yet committed
-  uint64_t rejected = 0;       // telemetry refused because the queue was full
-  uint64_t write_errors = 0;   // failed attempts (retried)
-  std::string last_error;      // text of the most recent failed attempt
+  uint64_t steps_written = 0;    // StepRecords committed
+  uint64_t rows_written = 0;     // rows of any table committed
+  uint64_t transactions = 0;     // committed write transactions
+  uint64_t pending = 0;          // writes queued, not yet committed
+  uint64_t rejected = 0;         // telemetry refused because the queue was full
+  uint64_t write_errors = 0;     // failed attempts (retried)
+  std::string last_error;        // text of the most recent failed attempt
+  uint64_t retention_runs = 0;   // retention passes that committed
+  uint64_t rows_rolled_up = 0;   // raw step_layers rows folded into rollups
+  int64_t last_decision_id = 0;  // highest id handed out by RecordDecision
 };
 
 class Store {
  public:
   // Opens (creating if needed) the database, sets WAL mode, applies
   // migrations, and starts the writer thread. `clock` must outlive the Store.
+  // Errors: kInvalidArgument (empty path, zero batch_rows), kFailedPrecondition
+  // (the file is not a moectl database, or its schema is newer than this
+  // binary knows), kCorruption (not an SQLite file), kIoError and others from
+  // SQLite.
   static Result<std::unique_ptr<Store>> Open(const StoreOptions& options, Clock* clock);
-  virtual ~Store() = default;  // flushes and stops (see Close)
+  virtual ~Store() = default;  // implementations Close() (see Close)
 
-  // Enqueue writes; all return at once.
+  // Enqueue writes; all return at once. After Close they are ignored (logged).
+  // UpsertEngine records the engine's shape; AppendStep also creates the
+  // engine's row if no Hello was stored, and advances its last_seen_ns,
+  // last_step and last_epoch.
   virtual void UpsertEngine(const telemetry::Hello& hello) = 0;
   virtual void AppendStep(const telemetry::StepRecord& record) = 0;
   virtual void RecordEpoch(const EpochRow& row) = 0;
@@ -83,7 +107,15 @@ class Store {
   // timeout passes (kTimeout; the writes stay queued).
   virtual Status Flush(std::chrono::milliseconds timeout = std::chrono::seconds(10)) = 0;
 
-  // Flushes, then stops the writer thread. Idempotent.
+  // Commits what is queued, then runs one retention pass on the writer thread
+  // and waits for it (OK at once when raw_retention is 0). The writer also runs
+  // passes on its own every retention_interval; this is for tests and tools.
+  virtual Status RunRetention(std::chrono::milliseconds timeout = std::chrono::seconds(30)) = 0;
+
+  // Flushes (retrying for up to close_timeout), then stops the writer thread
+  // and closes the database. Returns kUnavailable naming the number of writes
+  // that could not be committed, if any. Idempotent: later calls return the
+  // first call's status.
   virtual Status Close() = 0;
 
   virtual StoreStats stats() const = 0;

@@ -1,0 +1,360 @@
+#include "moe/storage/reader.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <tuple>
+#include <utility>
+#include <variant>
+
+#include "schema.h"
+#include "sqlite_util.h"
+
+namespace moe::storage {
+namespace {
+
+using internal::Statement;
+
+constexpr int kReaderBusyTimeoutMs = 5000;
+
+constexpr const char* kDecisionColumns =
+    "id, engine_id, created_ns, policy, layer, knob, inputs_json, proposal_json, verdict, "
+    "verdict_reason, command_json, status, epoch, sent_ns, acked_ns, applied_at_step, ack_error, "
+    "outcome_json, reward_before, reward_after, measured_ns";
+
+DecisionRow ReadDecision(const Statement& stmt) {
+  int c = 0;
+  DecisionRow row;
+  row.id = stmt.ColumnInt(c++);
+  row.engine_id = stmt.ColumnText(c++);
+  row.created_ns = stmt.ColumnInt(c++);
+  row.policy = stmt.ColumnText(c++);
+  row.layer = static_cast<int32_t>(stmt.ColumnInt(c++));
+  row.knob = stmt.ColumnText(c++);
+  row.inputs_json = stmt.ColumnText(c++);
+  row.proposal_json = stmt.ColumnText(c++);
+  row.verdict = stmt.ColumnText(c++);
+  row.verdict_reason = stmt.ColumnText(c++);
+  row.command_json = stmt.ColumnText(c++);
+  row.status = stmt.ColumnText(c++);
+  row.epoch = stmt.ColumnOptionalInt<uint64_t>(c++);
+  row.sent_ns = stmt.ColumnOptionalInt<int64_t>(c++);
+  row.acked_ns = stmt.ColumnOptionalInt<int64_t>(c++);
+  row.applied_at_step = stmt.ColumnOptionalInt<uint64_t>(c++);
+  row.ack_error = stmt.ColumnText(c++);
+  row.outcome_json = stmt.ColumnText(c++);
+  row.reward_before = stmt.ColumnOptionalReal(c++);
+  row.reward_after = stmt.ColumnOptionalReal(c++);
+  row.measured_ns = stmt.ColumnOptionalInt<int64_t>(c++);
+  return row;
+}
+
+// A WHERE clause built from optional conditions, with its parameters in order
+// (anonymous `?` placeholders).
+class Where {
+ public:
+  Where& Add(std::string clause, std::variant<int64_t, std::string> param) {
+    clauses_.push_back(std::move(clause));
+    params_.push_back(std::move(param));
+    return *this;
+  }
+  Where& AddWindow(const char* column, const TimeWindow& window) {
+    Add(fmt::format("{} >= ?", column), window.since_ns);
+    return Add(fmt::format("{} < ?", column), window.until_ns);
+  }
+  std::string Sql() const {
+    std::string sql;
+    for (const std::string& clause : clauses_) {
+      sql += sql.empty() ? " WHERE " : " AND ";
+      sql += clause;
+    }
+    return sql;
+  }
+  // Binds the parameters from 1 on; returns the next free index.
+  int Bind(Statement& stmt) const {
+    int index = 1;
+    for (const auto& param : params_) {
+      if (const auto* i = std::get_if<int64_t>(&param)) {
+        stmt.BindInt(index++, *i);
+      } else {
+        stmt.BindText(index++, std::get<std::string>(param));
+      }
+    }
+    return index;
+  }
+
+ private:
+  std::vector<std::string> clauses_;
+  std::vector<std::variant<int64_t, std::string>> params_;
+};
+
+// SQLite's LIMIT: a negative value means no limit.
+int64_t SqlLimit(size_t limit) {
+  if (limit == 0 || limit > static_cast<size_t>(std::numeric_limits<int64_t>::max())) return -1;
+  return static_cast<int64_t>(limit);
+}
+
+class ReaderImpl final : public Reader {
+ public:
+  ReaderImpl(std::string path, internal::DbHandle db)
+      : path_(std::move(path)), db_(std::move(db)) {}
+
+  Result<std::vector<EngineRow>> Engines() override;
+  Result<std::vector<StepRow>> History(const HistoryQuery& query) override;
+  Result<std::vector<DecisionRow>> Decisions(const DecisionQuery& query) override;
+  Result<DecisionRow> Decision(int64_t id) override;
+  Result<std::vector<ExpertLoadRow>> HotExperts(const ExpertQuery& query) override;
+  Result<std::vector<EpochRow>> Epochs(const std::string& engine_id,
+                                       const TimeWindow& window) override;
+  Result<int> SchemaVersion() override { return internal::ReadSchemaVersion(db_.get(), path_); }
+
+ private:
+  Result<Statement> Prepare(const std::string& sql) {
+    auto stmt = Statement::Prepare(db_.get(), sql);
+    if (!stmt.ok()) return stmt.status().WithContext(fmt::format("querying {}", path_));
+    return stmt;
+  }
+
+  std::string path_;
+  internal::DbHandle db_;
+};
+
+Result<std::vector<EngineRow>> ReaderImpl::Engines() {
+  MOE_ASSIGN_OR_RETURN(
+      Statement stmt,
+      Prepare("SELECT engine_id, backend, num_layers, num_experts, num_shared_experts, "
+              "num_replicas, num_devices, hidden, first_seen_ns, last_seen_ns, last_step, "
+              "last_epoch FROM engines ORDER BY engine_id"));
+  std::vector<EngineRow> rows;
+  while (true) {
+    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    EngineRow e;
+    e.engine_id = stmt.ColumnText(0);
+    e.backend = stmt.ColumnText(1);
+    e.num_layers = static_cast<uint32_t>(stmt.ColumnInt(2));
+    e.num_experts = static_cast<uint32_t>(stmt.ColumnInt(3));
+    e.num_shared_experts = static_cast<uint32_t>(stmt.ColumnInt(4));
+    e.num_replicas = static_cast<uint32_t>(stmt.ColumnInt(5));
+    e.num_devices = static_cast<uint32_t>(stmt.ColumnInt(6));
+    e.hidden = static_cast<uint32_t>(stmt.ColumnInt(7));
+    e.first_seen_ns = stmt.ColumnInt(8);
+    e.last_seen_ns = stmt.ColumnInt(9);
+    e.last_step = stmt.ColumnU64(10);
+    e.last_epoch = stmt.ColumnU64(11);
+    rows.push_back(std::move(e));
+  }
+  return rows;
+}
+
+Result<std::vector<StepRow>> ReaderImpl::History(const HistoryQuery& query) {
+  auto filters = [&](const char* time_column) {
+    Where where;
+    if (!query.engine_id.empty()) where.Add("engine_id = ?", query.engine_id);
+    if (query.layer) where.Add("layer = ?", static_cast<int64_t>(*query.layer));
+    where.AddWindow(time_column, query.window);
+    return where;
+  };
+  std::vector<StepRow> rows;
+  {
+    Where where = filters("timestamp_ns");
+    MOE_ASSIGN_OR_RETURN(
+        Statement stmt,
+        Prepare(fmt::format("SELECT {} FROM step_layers{} ORDER BY timestamp_ns DESC, engine_id "
+                            "DESC, layer DESC, step DESC, id DESC LIMIT ?",
+                            internal::kStepColumns, where.Sql())));
+    stmt.BindInt(where.Bind(stmt), SqlLimit(query.limit));
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      rows.push_back(internal::ReadStepRow(stmt, 0));
+    }
+  }
+  if (query.include_rollups) {
+    Where where = filters("bucket_ns");
+    MOE_ASSIGN_OR_RETURN(
+        Statement stmt,
+        Prepare(fmt::format("SELECT engine_id, layer, bucket_ns, {} FROM rollups{} ORDER BY "
+                            "bucket_ns DESC, engine_id DESC, layer DESC LIMIT ?",
+                            internal::kRollupColumns, where.Sql())));
+    stmt.BindInt(where.Bind(stmt), SqlLimit(query.limit));
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      MOE_ASSIGN_OR_RETURN(internal::RollupAgg agg, internal::ReadRollup(stmt, 3));
+      rows.push_back(internal::RollupToStepRow(
+          stmt.ColumnText(0), static_cast<uint32_t>(stmt.ColumnInt(1)), stmt.ColumnInt(2), agg));
+    }
+  }
+  // Time order; at one instant a rollup (start of its minute) comes first.
+  auto key = [](const StepRow& r) {
+    return std::tuple<int64_t, bool, const std::string&, uint32_t, uint64_t, uint64_t>(
+        r.timestamp_ns, !r.rollup, r.engine_id, r.layer, r.step, r.seq);
+  };
+  std::stable_sort(rows.begin(), rows.end(),
+                   [&](const StepRow& a, const StepRow& b) { return key(a) < key(b); });
+  if (query.limit > 0 && rows.size() > query.limit) {
+    rows.erase(rows.begin(), rows.end() - static_cast<std::ptrdiff_t>(query.limit));
+  }
+  return rows;
+}
+
+Result<std::vector<DecisionRow>> ReaderImpl::Decisions(const DecisionQuery& query) {
+  Where where;
+  if (!query.engine_id.empty()) where.Add("engine_id = ?", query.engine_id);
+  where.AddWindow("created_ns", query.window);
+  if (!query.status.empty()) where.Add("status = ?", query.status);
+  MOE_ASSIGN_OR_RETURN(Statement stmt,
+                       Prepare(fmt::format("SELECT {} FROM decisions{} ORDER BY created_ns DESC, "
+                                           "id DESC LIMIT ?",
+                                           kDecisionColumns, where.Sql())));
+  stmt.BindInt(where.Bind(stmt), SqlLimit(query.limit));
+  std::vector<DecisionRow> rows;
+  while (true) {
+    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    rows.push_back(ReadDecision(stmt));
+  }
+  std::reverse(rows.begin(), rows.end());
+  return rows;
+}
+
+Result<DecisionRow> ReaderImpl::Decision(int64_t id) {
+  MOE_ASSIGN_OR_RETURN(Statement stmt, Prepare(fmt::format("SELECT {} FROM decisions WHERE id = ?1",
+                                                           kDecisionColumns)));
+  MOE_ASSIGN_OR_RETURN(bool row, stmt.BindInt(1, id).Step());
+  if (!row) return Status::NotFound(fmt::format("no decision with id {} in {}", id, path_));
+  return ReadDecision(stmt);
+}
+
+Result<std::vector<ExpertLoadRow>> ReaderImpl::HotExperts(const ExpertQuery& query) {
+  std::string engine_id = query.engine_id;
+  if (engine_id.empty()) {
+    MOE_ASSIGN_OR_RETURN(std::vector<EngineRow> engines, Engines());
+    if (engines.empty()) return std::vector<ExpertLoadRow>{};
+    if (engines.size() > 1) {
+      std::string names;
+      for (const EngineRow& e : engines)
+        names += (names.empty() ? "" : ", ") + e.engine_id;
+      return Status::InvalidArgument(
+          fmt::format("{} holds several engines ({}); name one", path_, names));
+    }
+    engine_id = engines[0].engine_id;
+  }
+  std::map<uint32_t, std::vector<uint64_t>> sums;
+  auto accumulate = [&](const std::string& sql, const char* time_column, size_t width) -> Status {
+    Where where;
+    where.Add("engine_id = ?", engine_id);
+    if (query.layer) where.Add("layer = ?", static_cast<int64_t>(*query.layer));
+    where.AddWindow(time_column, query.window);
+    MOE_ASSIGN_OR_RETURN(Statement stmt, Prepare(sql + where.Sql()));
+    where.Bind(stmt);
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      uint32_t layer = static_cast<uint32_t>(stmt.ColumnInt(0));
+      MOE_RETURN_IF_ERROR(internal::AddBlob(stmt.ColumnBlob(1), width, &sums[layer]));
+    }
+    return Status::Ok();
+  };
+  MOE_RETURN_IF_ERROR(
+      accumulate("SELECT layer, tokens FROM step_layers JOIN expert_loads ON step_layer_id = id",
+                 "timestamp_ns", 4));
+  MOE_RETURN_IF_ERROR(accumulate("SELECT layer, expert_tokens FROM rollups", "bucket_ns", 8));
+
+  std::vector<ExpertLoadRow> rows;
+  for (const auto& [layer, tokens] : sums) {
+    if (tokens.empty()) continue;
+    uint64_t total = 0;
+    for (uint64_t t : tokens)
+      total += t;
+    double mean = static_cast<double>(total) / static_cast<double>(tokens.size());
+    std::vector<uint32_t> order(tokens.size());
+    for (size_t i = 0; i < order.size(); ++i)
+      order[i] = static_cast<uint32_t>(i);
+    size_t top = query.top == 0 ? order.size() : std::min(query.top, order.size());
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
+                      [&](uint32_t a, uint32_t b) {
+                        return tokens[a] != tokens[b] ? tokens[a] > tokens[b] : a < b;
+                      });
+    for (size_t i = 0; i < top; ++i) {
+      ExpertLoadRow r;
+      r.layer = layer;
+      r.expert = order[i];
+      r.tokens = tokens[order[i]];
+      r.share = total > 0 ? static_cast<double>(r.tokens) / static_cast<double>(total) : 0.0;
+      r.vs_mean = mean > 0 ? static_cast<double>(r.tokens) / mean : 0.0;
+      rows.push_back(r);
+    }
+  }
+  return rows;
+}
+
+Result<std::vector<EpochRow>> ReaderImpl::Epochs(const std::string& engine_id,
+                                                 const TimeWindow& window) {
+  Where where;
+  if (!engine_id.empty()) where.Add("engine_id = ?", engine_id);
+  where.AddWindow("created_ns", window);
+  MOE_ASSIGN_OR_RETURN(
+      Statement stmt,
+      Prepare(fmt::format("SELECT engine_id, epoch, created_ns, knobs_json, decision_id FROM "
+                          "epochs{} ORDER BY created_ns, engine_id, epoch",
+                          where.Sql())));
+  where.Bind(stmt);
+  std::vector<EpochRow> rows;
+  while (true) {
+    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    EpochRow e;
+    e.engine_id = stmt.ColumnText(0);
+    e.epoch = stmt.ColumnU64(1);
+    e.created_ns = stmt.ColumnInt(2);
+    e.knobs_json = stmt.ColumnText(3);
+    e.decision_id = stmt.ColumnInt(4);
+    rows.push_back(std::move(e));
+  }
+  return rows;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Reader>> Reader::Open(const std::string& path) {
+  std::error_code ec;
+  auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    return Status::NotFound(
+        fmt::format("no database at {}; is moectld running? (pass --db to choose the file)", path));
+  }
+  if (std::filesystem::is_directory(status)) {
+    return Status::InvalidArgument(
+        fmt::format("{} is a directory; pass the database file with --db", path));
+  }
+  MOE_ASSIGN_OR_RETURN(internal::DbHandle db,
+                       internal::OpenDatabase(path, SQLITE_OPEN_READONLY, kReaderBusyTimeoutMs));
+  // Belt and braces: the connection is read-only already.
+  MOE_RETURN_IF_ERROR(internal::Exec(db.get(), "PRAGMA query_only = 1", "setting query_only"));
+  MOE_ASSIGN_OR_RETURN(int version, internal::ReadSchemaVersion(db.get(), path));
+  if (version == 0) {
+    return Status::FailedPrecondition(
+        fmt::format("{} is not a moectl database (it has no tables); pass the moectld database "
+                    "with --db",
+                    path));
+  }
+  if (version > internal::kLatestSchemaVersion) {
+    return Status::FailedPrecondition(
+        fmt::format("{} has schema version {}, newer than this moectl knows ({}); upgrade moectl",
+                    path, version, internal::kLatestSchemaVersion));
+  }
+  if (version < internal::kLatestSchemaVersion) {
+    return Status::FailedPrecondition(
+        fmt::format("{} has schema version {}, older than this moectl needs ({}); start the "
+                    "matching moectld once, which migrates the file",
+                    path, version, internal::kLatestSchemaVersion));
+  }
+  return std::unique_ptr<Reader>(std::make_unique<ReaderImpl>(path, std::move(db)));
+}
+
+}  // namespace moe::storage
