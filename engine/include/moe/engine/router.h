@@ -1,0 +1,78 @@
+// The routing pipeline of one layer as one pure function: from router scores
+// and knobs to a plan that says, for every token-slot, which expert and which
+// physical slot serves it (or that it was dropped), with its gate weight.
+//
+// Steps (DESIGN.md, "Routing pipeline"), per token in token order:
+//   1. selection = scores + expert_bias + noise (noise_std, seeded); bias and
+//      noise choose experts but never change gate weights;
+//   2. group-limited routing (num_groups > 1): keep the topk_groups groups with
+//      the best group score (sum of the group's two best selection scores);
+//   3. candidates ranked by selection; with a shortlist M > 0 only the first M,
+//      re-ranked by (1 - alpha) * affinity + alpha * availability, where
+//      affinity is the selection score min-max scaled over the shortlist and
+//      availability the expert's remaining capacity fraction;
+//   4. K = top_k, or with top_p > 0 the shortest prefix whose normalised score
+//      mass reaches top_p, clamped to [k_min, top_k];
+//   5. gate weight = score (normalised over the chosen K when normalize_gates)
+//      * routed_scaling;
+//   6. capacity: per expert ceil(cf * T * top_k / E) (cf = 0: unlimited),
+//      split over its replicas (the first `capacity % r` replicas get one more);
+//      slots claim capacity in token order, then in rank order within a token;
+//      the replica is chosen round-robin, so an expert's tokens are split evenly
+//      over its replicas; a slot whose replica is full overflows and follows
+//      the overflow policy; every token-slot ends in exactly one outcome.
+//
+// Thread safety: pure; safe from any thread.
+
+#ifndef MOE_ENGINE_ROUTER_H_
+#define MOE_ENGINE_ROUTER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "moe/engine/options.h"
+
+namespace moe::engine {
+
+enum class SlotOutcome : uint8_t {
+  kUnused,    // dynamic K chose fewer than top_k experts for this token
+  kRouted,    // served by its chosen expert
+  kRerouted,  // overflowed; served by another expert (reroute) or replica (replica)
+  kDropped,   // overflowed; backup path (shared experts only)
+};
+
+struct RoutingPlan {
+  int num_tokens = 0;
+  int max_k = 0;  // slots per token in the arrays below (= knobs.top_k)
+  // [num_tokens * max_k], slot j of token t at t * max_k + j, in rank order.
+  std::vector<int32_t> expert;  // logical expert serving the slot (-1: unused/dropped)
+  std::vector<int32_t> chosen;  // expert first chosen for the slot (-1: unused)
+  std::vector<int32_t> slot;    // physical slot serving it (-1: unused/dropped)
+  std::vector<float> weight;    // gate weight (0 when unused or dropped)
+  std::vector<SlotOutcome> outcome;
+
+  uint32_t capacity = 0;         // per-expert capacity (0 = unlimited)
+  uint64_t num_token_slots = 0;  // requested slots (sum of K per token)
+  uint32_t overflowed = 0;
+  uint32_t rerouted = 0;
+  uint32_t dropped = 0;
+  std::vector<uint32_t> expert_tokens;  // [E] served slots per logical expert
+  std::vector<uint32_t> slot_tokens;    // [replicas] served slots per physical slot
+  std::vector<uint32_t> k_histogram;    // [top_k + 1]
+  double router_entropy = 0;            // mean over tokens, nats
+  double gate_mass = 0;                 // mean over tokens
+};
+
+// `scores` is [num_tokens, E] after the score function. `knobs` must have
+// passed ValidateKnobs(); an empty phy2log means DefaultPlacement(). `seed`
+// seeds the selection noise (the engine mixes step and layer into it).
+RoutingPlan Route(const float* scores, int num_tokens, const Options& options, const Knobs& knobs,
+                  uint64_t seed);
+
+// Per-expert capacity for `num_tokens` tokens (0 = unlimited).
+uint32_t ExpertCapacity(double capacity_factor, int num_tokens, uint32_t top_k,
+                        uint32_t num_experts);
+
+}  // namespace moe::engine
+
+#endif  // MOE_ENGINE_ROUTER_H_

@@ -1,0 +1,52 @@
+// What the engine reports after each step: plain values the serving program
+// turns into telemetry. Counts are token-slots unless said otherwise (a token
+// routed to K experts makes K token-slots); times are microseconds.
+
+#ifndef MOE_ENGINE_STATS_H_
+#define MOE_ENGINE_STATS_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace moe::engine {
+
+struct LayerStats {
+  uint32_t layer = 0;
+  uint32_t num_tokens = 0;              // tokens entering the layer
+  uint64_t num_token_slots = 0;         // token-slots requested (sum of K used per token)
+  std::vector<uint32_t> expert_tokens;  // routed token-slots per logical expert [E]
+  std::vector<uint32_t> slot_tokens;    // routed token-slots per physical slot [replicas]
+  std::vector<uint32_t> device_tokens;  // routed token-slots per device [D]
+  uint32_t capacity = 0;                // per-expert capacity this step (0 = unlimited)
+  uint32_t overflowed = 0;  // token-slots whose first choice was full (= rerouted + dropped)
+  uint32_t rerouted = 0;    // of those, served by another expert or replica
+  uint32_t dropped = 0;     // of those, sent to the backup path (shared experts only)
+  std::vector<uint32_t> k_histogram;    // [top_k + 1]: tokens that asked for k experts
+  double router_entropy = 0;            // mean entropy (nats) of the routing distribution
+  double gate_mass = 0;                 // mean normalised score mass of the chosen experts
+  std::optional<double> quality_error;  // probe: relative error vs unconstrained routing
+
+  double router_us = 0;      // norm + gate GEMM + scoring + selection
+  double dispatch_us = 0;    // capacity, permutation, gather
+  double expert_us = 0;      // max over devices of expert compute (with slowdown)
+  double combine_us = 0;     // shared experts + weighted scatter-add + residual
+  double all_to_all_us = 0;  // modelled dispatch + combine all-to-all
+  double total_us = 0;       // critical path: router + dispatch + expert + a2a + combine
+  std::vector<double> device_expert_us;  // [D] expert compute per device (with slowdown)
+};
+
+struct StepStats {
+  uint64_t step = 0;   // 0-based step counter
+  uint64_t epoch = 0;  // epoch of the knobs in force during the step
+  uint32_t num_tokens = 0;
+  double step_us = 0;                  // wall time of the whole step (all layers)
+  bool timing_on_device = false;       // false: virtual devices, timed one by one
+  uint64_t placement_moved_bytes = 0;  // expert weights moved by a placement change
+  double placement_move_us = 0;        // modelled time of that move
+  std::vector<LayerStats> layers;
+};
+
+}  // namespace moe::engine
+
+#endif  // MOE_ENGINE_STATS_H_

@@ -1,0 +1,181 @@
+#include "moe/engine/engine.h"
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <string>
+
+#include "moe/engine/model.h"
+#include "moe_layer.h"
+
+namespace moe::engine {
+namespace {
+
+class EngineImpl final : public Engine {
+ public:
+  EngineImpl(const Options& options, std::unique_ptr<Backend> backend)
+      : options_(options),
+        backend_(std::move(backend)),
+        knobs_(options.model.num_layers, options.knobs) {}
+
+  Status Init() {
+    for (uint32_t l = 0; l < options_.model.num_layers; ++l) {
+      MOE_ASSIGN_OR_RETURN(auto layer, MoeLayer::Create(backend_.get(), options_, l));
+      layers_.push_back(std::move(layer));
+    }
+    return Status::Ok();
+  }
+
+  Result<StepStats> Step(const StepInput& input, std::vector<float>* output) override;
+  Result<uint64_t> Submit(const KnobUpdate& update) override;
+
+  const Options& options() const override { return options_; }
+  const Backend& backend() const override { return *backend_; }
+  Knobs knobs(uint32_t layer) const override { return knobs_.at(layer); }
+  uint64_t epoch() const override { return epoch_; }
+  uint64_t next_step() const override { return next_step_; }
+
+ private:
+  // Applies queued updates; returns the modelled placement move.
+  void ApplyPending(StepStats* stats);
+  Status EnsureIo(int num_tokens);
+
+  const Options options_;
+  std::unique_ptr<Backend> backend_;
+  std::vector<std::unique_ptr<MoeLayer>> layers_;
+  std::vector<Knobs> knobs_;  // per layer, in force
+  uint64_t epoch_ = 0;
+  uint64_t next_step_ = 0;
+  LayerWorkspace workspace_;
+  std::unique_ptr<BackendBuffer> ping_, pong_;
+  int io_tokens_ = 0;
+
+  mutable std::mutex mu_;
+  std::deque<KnobUpdate> pending_;  // guarded by mu_
+  uint64_t newest_epoch_ = 0;       // guarded by mu_
+  std::vector<Knobs> staged_;       // guarded by mu_: knobs after every pending update
+};
+
+Result<uint64_t> EngineImpl::Submit(const KnobUpdate& update) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (update.epoch <= newest_epoch_) {
+    return Status::FailedPrecondition("stale epoch " + std::to_string(update.epoch) +
+                                      " (newest is " + std::to_string(newest_epoch_) + ")");
+  }
+  std::vector<Knobs> staged = pending_.empty() ? knobs_ : staged_;
+  for (Knobs& k : staged)
+    update.all_layers.ApplyTo(&k);
+  for (const auto& [layer, patch] : update.layers) {
+    if (layer >= staged.size()) {
+      return Status::InvalidArgument("layer " + std::to_string(layer) + " out of range (" +
+                                     std::to_string(staged.size()) + " layers)");
+    }
+    patch.ApplyTo(&staged[layer]);
+  }
+  for (size_t l = 0; l < staged.size(); ++l) {
+    Status st = ValidateKnobs(staged[l], options_);
+    if (!st.ok()) return st.WithContext("layer " + std::to_string(l));
+  }
+  staged_ = std::move(staged);
+  pending_.push_back(update);
+  newest_epoch_ = update.epoch;
+  return next_step_;
+}
+
+void EngineImpl::ApplyPending(StepStats* stats) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pending_.empty()) return;
+  const uint64_t expert_bytes =
+      sizeof(float) * 3ull * options_.model.hidden * options_.model.expert_ffn;
+  const uint32_t num_replicas = NumReplicas(options_);
+  const uint32_t slots_per_device = num_replicas / options_.parallel.num_devices;
+  std::vector<uint64_t> device_bytes(options_.parallel.num_devices, 0);
+  const std::vector<uint32_t> fallback = DefaultPlacement(options_);
+  for (size_t l = 0; l < knobs_.size(); ++l) {
+    const auto& before = knobs_[l].phy2log.empty() ? fallback : knobs_[l].phy2log;
+    const auto& after = staged_[l].phy2log.empty() ? fallback : staged_[l].phy2log;
+    for (uint32_t s = 0; s < num_replicas; ++s) {
+      if (before[s] != after[s]) device_bytes[s / slots_per_device] += expert_bytes;
+    }
+  }
+  double move_us = 0;
+  for (uint64_t bytes : device_bytes) {
+    stats->placement_moved_bytes += bytes;
+    move_us = std::max(move_us, bytes / (options_.parallel.inter_node_gbps * 1e3));
+  }
+  stats->placement_move_us = move_us;
+  knobs_ = staged_;
+  epoch_ = pending_.back().epoch;
+  pending_.clear();
+}
+
+Status EngineImpl::EnsureIo(int num_tokens) {
+  if (num_tokens <= io_tokens_) return Status::Ok();
+  const size_t bytes = sizeof(float) * static_cast<size_t>(num_tokens) * options_.model.hidden;
+  ping_.reset();
+  pong_.reset();
+  MOE_ASSIGN_OR_RETURN(ping_, backend_->Allocate(bytes));
+  MOE_ASSIGN_OR_RETURN(pong_, backend_->Allocate(bytes));
+  io_tokens_ = num_tokens;
+  return Status::Ok();
+}
+
+Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* output) {
+  if (input.hidden == nullptr || input.num_tokens < 1) {
+    return Status::InvalidArgument("step input needs at least one token");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  StepStats stats;
+  ApplyPending(&stats);
+  stats.step = next_step_;
+  stats.epoch = epoch_;
+  stats.num_tokens = static_cast<uint32_t>(input.num_tokens);
+  stats.timing_on_device = false;
+  const size_t num_floats = static_cast<size_t>(input.num_tokens) * options_.model.hidden;
+  MOE_RETURN_IF_ERROR(EnsureIo(input.num_tokens));
+  MOE_RETURN_IF_ERROR(backend_->Upload(input.hidden, num_floats * sizeof(float), ping_->data()));
+  float* x = ping_->floats();
+  float* y = pong_->floats();
+  const bool probe =
+      options_.quality_probe_tokens > 0 && next_step_ % options_.quality_probe_every == 0;
+  stats.layers.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    LayerContext ctx;
+    ctx.num_tokens = input.num_tokens;
+    ctx.knobs = &knobs_[l];
+    ctx.seed = MixSeed(options_.seed, next_step_, 2 * l + 1);
+    ctx.device_slowdown = &input.device_slowdown;
+    ctx.probe = probe;
+    ctx.probe_seed = MixSeed(options_.seed, next_step_, 2 * l + 2);
+    MOE_RETURN_IF_ERROR(layers_[l]->Forward(x, ctx, &workspace_, y, &stats.layers[l]));
+    std::swap(x, y);
+  }
+  if (output != nullptr) {
+    output->resize(num_floats);
+    MOE_RETURN_IF_ERROR(backend_->Download(x, num_floats * sizeof(float), output->data()));
+  }
+  MOE_RETURN_IF_ERROR(backend_->Synchronize());
+  stats.step_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  ++next_step_;
+  return stats;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::Create(const Options& options,
+                                               std::unique_ptr<Backend> backend) {
+  if (backend == nullptr) return Status::InvalidArgument("Engine::Create: null backend");
+  MOE_RETURN_IF_ERROR(ValidateOptions(options));
+  MOE_RETURN_IF_ERROR(RequireFeature(*backend, Feature::kHostRouting));
+  MOE_RETURN_IF_ERROR(RequireFeature(*backend, Feature::kGroupedExpertFfn));
+  MOE_RETURN_IF_ERROR(
+      RequireFeature(*backend, options.model.score_function == ScoreFunction::kSigmoid
+                                   ? Feature::kSigmoidScoring
+                                   : Feature::kSoftmaxScoring));
+  auto engine = std::make_unique<EngineImpl>(options, std::move(backend));
+  MOE_RETURN_IF_ERROR(engine->Init());
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+}  // namespace moe::engine

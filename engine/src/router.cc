@@ -1,0 +1,273 @@
+#include "moe/engine/router.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "moe/engine/model.h"
+
+namespace moe::engine {
+
+uint32_t ExpertCapacity(double capacity_factor, int num_tokens, uint32_t top_k,
+                        uint32_t num_experts) {
+  if (capacity_factor <= 0) return 0;
+  const double raw = capacity_factor * num_tokens * top_k / num_experts;
+  return std::max<uint32_t>(1, static_cast<uint32_t>(std::ceil(raw - 1e-9)));
+}
+
+namespace {
+
+// Capacity bookkeeping over physical slots.
+class CapacityBook {
+ public:
+  CapacityBook(const std::vector<uint32_t>& phy2log, uint32_t num_experts, uint32_t capacity)
+      : capacity_(capacity),
+        replicas_(num_experts),
+        next_(num_experts, 0),
+        expert_used_(num_experts, 0),
+        slot_used_(phy2log.size(), 0),
+        slot_cap_(phy2log.size(), 0) {
+    for (size_t s = 0; s < phy2log.size(); ++s)
+      replicas_[phy2log[s]].push_back(s);
+    for (uint32_t e = 0; e < num_experts; ++e) {
+      const auto& reps = replicas_[e];
+      const uint32_t r = reps.size();
+      for (uint32_t i = 0; i < r; ++i) {
+        slot_cap_[reps[i]] = capacity / r + (i < capacity % r ? 1 : 0);
+      }
+    }
+  }
+
+  // Claims the next round-robin replica of `e`; -1 when it is full.
+  int32_t TryPrimary(int32_t e) {
+    const auto& reps = replicas_[e];
+    const int32_t s = reps[next_[e] % reps.size()];
+    if (capacity_ != 0 && slot_used_[s] >= slot_cap_[s]) return -1;
+    ++next_[e];
+    Claim(e, s);
+    return s;
+  }
+
+  // Claims the replica of `e` with the most room; -1 when all are full.
+  int32_t TryAnyReplica(int32_t e) {
+    int32_t best = -1;
+    int64_t best_room = 0;
+    for (int32_t s : replicas_[e]) {
+      const int64_t room = static_cast<int64_t>(slot_cap_[s]) - slot_used_[s];
+      if (room > best_room) {
+        best = s;
+        best_room = room;
+      }
+    }
+    if (best >= 0) Claim(e, best);
+    return best;
+  }
+
+  // Remaining fraction of `e`'s capacity, 1 when unlimited.
+  double Availability(int32_t e) const {
+    if (capacity_ == 0) return 1.0;
+    return std::max(0.0, 1.0 - static_cast<double>(expert_used_[e]) / capacity_);
+  }
+
+  const std::vector<uint32_t>& slot_used() const { return slot_used_; }
+  const std::vector<uint32_t>& expert_used() const { return expert_used_; }
+
+ private:
+  void Claim(int32_t e, int32_t s) {
+    ++slot_used_[s];
+    ++expert_used_[e];
+  }
+
+  uint32_t capacity_;
+  std::vector<std::vector<int32_t>> replicas_;
+  std::vector<uint32_t> next_;
+  std::vector<uint32_t> expert_used_;
+  std::vector<uint32_t> slot_used_;
+  std::vector<uint32_t> slot_cap_;
+};
+
+// Experts allowed by group-limited routing: the topk_groups groups with the
+// best sum of their two best selection scores.
+void LimitGroups(const std::vector<float>& selection, uint32_t num_groups, uint32_t topk_groups,
+                 std::vector<char>* allowed) {
+  const size_t num_experts = selection.size();
+  std::fill(allowed->begin(), allowed->end(), 1);
+  if (num_groups <= 1) return;
+  const size_t group_size = num_experts / num_groups;
+  std::vector<std::pair<float, uint32_t>> group_scores(num_groups);
+  for (uint32_t g = 0; g < num_groups; ++g) {
+    float best = -std::numeric_limits<float>::infinity();
+    float second = -std::numeric_limits<float>::infinity();
+    for (size_t e = g * group_size; e < (g + 1) * group_size; ++e) {
+      if (selection[e] > best) {
+        second = best;
+        best = selection[e];
+      } else if (selection[e] > second) {
+        second = selection[e];
+      }
+    }
+    group_scores[g] = {group_size >= 2 ? best + second : best, g};
+  }
+  std::sort(group_scores.begin(), group_scores.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  std::fill(allowed->begin(), allowed->end(), 0);
+  for (uint32_t i = 0; i < topk_groups; ++i) {
+    const uint32_t g = group_scores[i].second;
+    std::fill(allowed->begin() + g * group_size, allowed->begin() + (g + 1) * group_size, 1);
+  }
+}
+
+}  // namespace
+
+RoutingPlan Route(const float* scores, int num_tokens, const Options& options, const Knobs& knobs,
+                  uint64_t seed) {
+  const ModelOptions& model = options.model;
+  const uint32_t num_experts = model.num_experts;
+  const int max_k = static_cast<int>(knobs.top_k);
+  const std::vector<uint32_t> phy2log =
+      knobs.phy2log.empty() ? DefaultPlacement(options) : knobs.phy2log;
+
+  RoutingPlan plan;
+  plan.num_tokens = num_tokens;
+  plan.max_k = max_k;
+  const size_t num_slots = static_cast<size_t>(num_tokens) * max_k;
+  plan.expert.assign(num_slots, -1);
+  plan.chosen.assign(num_slots, -1);
+  plan.slot.assign(num_slots, -1);
+  plan.weight.assign(num_slots, 0.0f);
+  plan.outcome.assign(num_slots, SlotOutcome::kUnused);
+  plan.k_histogram.assign(max_k + 1, 0);
+  plan.capacity = ExpertCapacity(knobs.capacity_factor, num_tokens, knobs.top_k, num_experts);
+
+  CapacityBook book(phy2log, num_experts, plan.capacity);
+  NormalStream noise(seed);
+  std::vector<float> selection(num_experts);
+  std::vector<char> allowed(num_experts);
+  std::vector<int32_t> candidates;
+  std::vector<double> mixed(num_experts);
+  std::vector<char> used_by_token(num_experts);
+  double entropy_sum = 0;
+  double gate_mass_sum = 0;
+
+  for (int t = 0; t < num_tokens; ++t) {
+    const float* s = scores + static_cast<size_t>(t) * num_experts;
+    double total = 0;
+    for (uint32_t e = 0; e < num_experts; ++e)
+      total += s[e];
+    if (!(total > 0)) total = 1;
+    double entropy = 0;
+    for (uint32_t e = 0; e < num_experts; ++e) {
+      const double p = s[e] / total;
+      if (p > 0) entropy -= p * std::log(p);
+    }
+    entropy_sum += entropy;
+
+    // 1. Selection scores: bias and noise pick experts, never weigh them.
+    for (uint32_t e = 0; e < num_experts; ++e) {
+      float v = s[e];
+      if (!knobs.expert_bias.empty()) v += knobs.expert_bias[e];
+      if (knobs.noise_std > 0) v += static_cast<float>(knobs.noise_std * noise.Next());
+      selection[e] = v;
+    }
+    // 2. Group-limited routing.
+    LimitGroups(selection, model.num_groups, model.topk_groups, &allowed);
+    // 3. Candidates by selection; shortlist and availability mixing.
+    candidates.clear();
+    for (uint32_t e = 0; e < num_experts; ++e) {
+      if (allowed[e]) candidates.push_back(static_cast<int32_t>(e));
+    }
+    std::stable_sort(candidates.begin(), candidates.end(),
+                     [&](int32_t a, int32_t b) { return selection[a] > selection[b]; });
+    if (knobs.shortlist > 0 && candidates.size() > knobs.shortlist) {
+      candidates.resize(knobs.shortlist);
+    }
+    if (knobs.shortlist > 0 && knobs.availability_weight > 0) {
+      const float hi = selection[candidates.front()];
+      const float lo = selection[candidates.back()];
+      const double span = hi - lo > 1e-12f ? hi - lo : 1.0;
+      const double alpha = knobs.availability_weight;
+      for (int32_t e : candidates) {
+        mixed[e] = (1 - alpha) * (selection[e] - lo) / span + alpha * book.Availability(e);
+      }
+      std::stable_sort(candidates.begin(), candidates.end(),
+                       [&](int32_t a, int32_t b) { return mixed[a] > mixed[b]; });
+    }
+    // 4. How many experts.
+    int k = std::min<int>(max_k, static_cast<int>(candidates.size()));
+    if (knobs.top_p > 0) {
+      double mass = 0;
+      int prefix = 0;
+      while (prefix < k && mass < knobs.top_p - 1e-12)
+        mass += s[candidates[prefix++]] / total;
+      k = std::clamp<int>(prefix, static_cast<int>(knobs.k_min), k);
+    }
+    plan.k_histogram[k]++;
+    plan.num_token_slots += k;
+    // 5. Gate weights.
+    double denom = 1.0;
+    if (model.normalize_gates) {
+      denom = 0;
+      for (int j = 0; j < k; ++j)
+        denom += s[candidates[j]];
+      if (!(denom > 0)) denom = 1.0;
+    }
+    const double scale = model.routed_scaling / denom;
+    double mass = 0;
+    for (int j = 0; j < k; ++j)
+      mass += s[candidates[j]] / total;
+    gate_mass_sum += mass;
+    // 6. Capacity and overflow, in rank order.
+    std::fill(used_by_token.begin(), used_by_token.end(), 0);
+    for (int j = 0; j < k; ++j)
+      used_by_token[candidates[j]] = 1;
+    size_t next_candidate = k;
+    for (int j = 0; j < k; ++j) {
+      const size_t idx = static_cast<size_t>(t) * max_k + j;
+      const int32_t e = candidates[j];
+      plan.chosen[idx] = e;
+      int32_t served_by = e;
+      int32_t slot = book.TryPrimary(e);
+      SlotOutcome outcome = SlotOutcome::kRouted;
+      if (slot < 0) {
+        plan.overflowed++;
+        outcome = SlotOutcome::kDropped;
+        if (knobs.overflow_policy == OverflowPolicy::kReplica) {
+          slot = book.TryAnyReplica(e);
+        } else if (knobs.overflow_policy == OverflowPolicy::kReroute) {
+          while (slot < 0 && next_candidate < candidates.size()) {
+            const int32_t alt = candidates[next_candidate++];
+            if (used_by_token[alt]) continue;
+            slot = book.TryPrimary(alt);
+            if (slot >= 0) {
+              served_by = alt;
+              used_by_token[alt] = 1;
+            }
+          }
+        }
+        if (slot >= 0) outcome = SlotOutcome::kRerouted;
+      }
+      plan.outcome[idx] = outcome;
+      if (outcome == SlotOutcome::kDropped) {
+        plan.dropped++;
+        continue;
+      }
+      if (outcome == SlotOutcome::kRerouted) plan.rerouted++;
+      plan.expert[idx] = served_by;
+      plan.slot[idx] = slot;
+      plan.weight[idx] = static_cast<float>(s[served_by] * scale);
+    }
+  }
+  plan.expert_tokens = book.expert_used();
+  plan.slot_tokens = book.slot_used();
+  if (num_tokens > 0) {
+    plan.router_entropy = entropy_sum / num_tokens;
+    plan.gate_mass = gate_mass_sum / num_tokens;
+  }
+  assert(plan.overflowed == plan.rerouted + plan.dropped);
+  return plan;
+}
+
+}  // namespace moe::engine

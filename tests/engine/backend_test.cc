@@ -1,0 +1,80 @@
+// Backend creation and the CPU backend's ops against plain loops.
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "moe/engine/backend.h"
+#include "moe/engine/engine.h"
+#include "test_util.h"
+
+namespace moe::engine {
+namespace {
+
+TEST_CASE("Unknown backends are refused by name", "[backend]") {
+  auto b = CreateBackend("tpu");
+  CHECK(b.status().code() == StatusCode::kNotFound);
+  CHECK(b.status().message().find("cpu") != std::string::npos);
+}
+
+TEST_CASE("CUDA backend creation fails cleanly without a device", "[backend][cuda]") {
+  auto b = CreateBackend("cuda");
+  if (b.ok()) {
+    // A GPU machine: the phase-1 CUDA backend has no compute ops yet, so the
+    // engine must refuse it instead of computing something else.
+    INFO((*b)->description());
+    auto engine = Engine::Create(testing::SmallOptions(), std::move(b).value());
+    CHECK(engine.status().code() == StatusCode::kUnsupported);
+    CHECK(engine.status().message().find("unsupported on backend cuda") != std::string::npos);
+    return;
+  }
+  const Status st = b.status();
+  INFO(st.ToString());
+  const bool no_device =
+      st.code() == StatusCode::kUnavailable && st.message().rfind("no CUDA device", 0) == 0;
+  const bool not_built =
+      st.code() == StatusCode::kUnsupported && st.message().rfind("built without CUDA", 0) == 0;
+  CHECK((no_device || not_built));
+}
+
+TEST_CASE("CPU backend ops match plain loops", "[backend]") {
+  auto created = CreateBackend("cpu");
+  REQUIRE(created.ok());
+  Backend& b = **created;
+  CHECK(b.Supports(Feature::kSigmoidScoring));
+  CHECK(RequireFeature(b, Feature::kGroupedExpertFfn).ok());
+
+  const int m = 5, n = 3, k = 4;
+  std::vector<float> a(m * k), w(k * n), c(m * n, 1.0f);
+  for (int i = 0; i < m * k; ++i)
+    a[i] = 0.1f * i - 0.7f;
+  for (int i = 0; i < k * n; ++i)
+    w[i] = 0.05f * i + 0.2f;
+  REQUIRE(b.Gemm(a.data(), w.data(), c.data(), m, n, k, 1.0f).ok());
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double ref = 1.0;
+      for (int p = 0; p < k; ++p)
+        ref += a[i * k + p] * w[p * n + j];
+      CHECK(c[i * n + j] == Approx(ref).epsilon(1e-5));
+    }
+  }
+
+  std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f}, scores(4);
+  REQUIRE(b.Score(logits.data(), 1, 4, ScoreFunction::kSigmoid, scores.data()).ok());
+  CHECK(scores[0] == Approx(1.0 / (1.0 + std::exp(-1.0))));
+  REQUIRE(b.Score(logits.data(), 1, 4, ScoreFunction::kSoftmax, scores.data()).ok());
+  CHECK(scores[0] + scores[1] + scores[2] + scores[3] == Approx(1.0));
+  std::vector<int32_t> top(2);
+  REQUIRE(b.TopK(logits.data(), 1, 4, 2, top.data()).ok());
+  CHECK(top == std::vector<int32_t>{1, 3});  // tie: lower id first
+
+  std::vector<float> y = {1, 2, 3, 4}, out(4, 0.0f);
+  std::vector<int32_t> rows = {1, 0};
+  std::vector<float> weights = {0.5f, 2.0f};
+  REQUIRE(b.ScatterAddWeighted(y.data(), rows.data(), weights.data(), 2, 2, out.data()).ok());
+  CHECK(out == std::vector<float>{6, 8, 0.5f, 1});
+}
+
+}  // namespace
+}  // namespace moe::engine

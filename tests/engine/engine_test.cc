@@ -1,0 +1,123 @@
+// Knobs change only at step boundaries, under an epoch.
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "moe/engine/engine.h"
+#include "test_util.h"
+
+namespace moe::engine {
+namespace {
+
+using testing::MakeEngine;
+using testing::RandomTokens;
+using testing::SmallOptions;
+
+TEST_CASE("Submitted knobs apply at the next step boundary under their epoch", "[engine]") {
+  Options o = SmallOptions();
+  o.model.num_layers = 2;
+  auto engine = MakeEngine(o);
+  const int num_tokens = 40;
+  const std::vector<float> x = RandomTokens(num_tokens, o.model.hidden, 3);
+
+  auto s0 = engine->Step({x.data(), num_tokens, {}});
+  REQUIRE(s0.ok());
+  CHECK(s0->step == 0);
+  CHECK(s0->epoch == 0);
+  CHECK(s0->layers[0].num_token_slots == 2u * num_tokens);
+
+  KnobUpdate update;
+  update.epoch = 5;
+  update.all_layers.top_k = 3;
+  update.layers.push_back({1, KnobPatch{}});
+  update.layers.back().second.top_k = 1;
+  auto at = engine->Submit(update);
+  REQUIRE(at.ok());
+  CHECK(*at == 1);
+  // Nothing changes before the boundary.
+  CHECK(engine->epoch() == 0);
+  CHECK(engine->knobs(0).top_k == 2);
+
+  auto s1 = engine->Step({x.data(), num_tokens, {}});
+  REQUIRE(s1.ok());
+  CHECK(s1->step == 1);
+  CHECK(s1->epoch == 5);
+  CHECK(s1->layers[0].num_token_slots == 3u * num_tokens);
+  CHECK(s1->layers[1].num_token_slots == 1u * num_tokens);
+  CHECK(engine->knobs(0).top_k == 3);
+}
+
+TEST_CASE("Stale epochs and bad knobs are refused without changing anything", "[engine]") {
+  Options o = SmallOptions();
+  auto engine = MakeEngine(o);
+  KnobUpdate good;
+  good.epoch = 2;
+  good.all_layers.capacity_factor = 1.5;
+  REQUIRE(engine->Submit(good).ok());
+
+  KnobUpdate stale = good;
+  stale.epoch = 2;
+  CHECK(engine->Submit(stale).status().code() == StatusCode::kFailedPrecondition);
+
+  KnobUpdate bad;
+  bad.epoch = 3;
+  bad.all_layers.top_k = 99;
+  CHECK(engine->Submit(bad).status().code() == StatusCode::kInvalidArgument);
+  bad.all_layers.top_k.reset();
+  bad.all_layers.expert_bias = std::vector<float>(3, 0.0f);  // wrong size
+  CHECK(engine->Submit(bad).status().code() == StatusCode::kInvalidArgument);
+  bad.all_layers.expert_bias.reset();
+  bad.layers.push_back({7, KnobPatch{}});  // no such layer
+  CHECK(engine->Submit(bad).status().code() == StatusCode::kInvalidArgument);
+
+  const std::vector<float> x = RandomTokens(16, o.model.hidden, 1);
+  auto s = engine->Step({x.data(), 16, {}});
+  REQUIRE(s.ok());
+  CHECK(s->epoch == 2);
+  CHECK(engine->knobs(0).capacity_factor == 1.5);
+}
+
+TEST_CASE("Knobs submitted from another thread never change within a step", "[engine]") {
+  Options o = SmallOptions();
+  o.model.num_layers = 4;
+  auto engine = MakeEngine(o);
+  const int num_tokens = 32;
+  const std::vector<float> x = RandomTokens(num_tokens, o.model.hidden, 4);
+  std::atomic<bool> done{false};
+  std::thread submitter([&] {
+    uint64_t epoch = 1;
+    while (!done.load()) {
+      KnobUpdate u;
+      u.epoch = epoch;
+      u.all_layers.top_k = 1 + epoch % 4;
+      if (engine->Submit(u).ok()) ++epoch;
+      std::this_thread::yield();
+    }
+  });
+  for (int i = 0; i < 60; ++i) {
+    auto s = engine->Step({x.data(), num_tokens, {}});
+    REQUIRE(s.ok());
+    // Every layer of a step ran under the same knobs: the epoch's top_k.
+    const uint64_t k = s->epoch == 0 ? 2 : 1 + s->epoch % 4;
+    for (const LayerStats& layer : s->layers) {
+      CHECK(layer.num_token_slots == k * num_tokens);
+    }
+  }
+  done = true;
+  submitter.join();
+}
+
+TEST_CASE("Engine refuses a bad input and bad options", "[engine]") {
+  Options o = SmallOptions();
+  auto engine = MakeEngine(o);
+  CHECK(engine->Step({nullptr, 0, {}}).status().code() == StatusCode::kInvalidArgument);
+  o.model.num_groups = 3;  // does not divide 8 experts
+  auto backend = CreateBackend("cpu");
+  REQUIRE(backend.ok());
+  CHECK(Engine::Create(o, std::move(backend).value()).status().code() ==
+        StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moe::engine
