@@ -257,7 +257,7 @@ class StoreImpl final : public Store {
   Status ApplyStep(const telemetry::StepRecord& record, BatchCounts* counts);
   Status ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std::string_view what,
                              BatchCounts* counts);
-  Status RetentionPass(uint64_t* num_rolled);
+  Status RetentionPass(bool bounded, uint64_t* num_rolled);
   Status RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool* more);
   Status InTransaction(const std::function<Status()>& body);
 
@@ -441,8 +441,10 @@ void StoreImpl::WriterLoop() {
       uint64_t request = retention_requested_;
       lock.unlock();
       uint64_t num_rolled = 0;
-      Status status =
-          options_.raw_retention.count() > 0 ? RetentionPass(&num_rolled) : Status::Ok();
+      // A requested pass runs to the end; a periodic one yields to writes.
+      Status status = options_.raw_retention.count() > 0
+                          ? RetentionPass(/*bounded=*/!requested, &num_rolled)
+                          : Status::Ok();
       lock.lock();
       next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
       if (status.ok()) {
@@ -641,7 +643,7 @@ Status StoreImpl::ApplyStep(const telemetry::StepRecord& record, BatchCounts* co
   return Status::Ok();
 }
 
-Status StoreImpl::RetentionPass(uint64_t* num_rolled) {
+Status StoreImpl::RetentionPass(bool bounded, uint64_t* num_rolled) {
   int64_t retention_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(options_.raw_retention).count();
   int64_t horizon = internal::FloorToMinute(clock_->NowNanos() - retention_ns);
@@ -649,7 +651,7 @@ Status StoreImpl::RetentionPass(uint64_t* num_rolled) {
   while (true) {
     bool more = false;
     MOE_RETURN_IF_ERROR(RetentionChunk(horizon, num_rolled, &more));
-    if (!more || SteadyClock::now() - start > kRetentionBudget) return Status::Ok();
+    if (!more || (bounded && SteadyClock::now() - start > kRetentionBudget)) return Status::Ok();
   }
 }
 

@@ -1,0 +1,508 @@
+// Store: schema migrations, WAL, round trips, decisions, and the promise that
+// a record handed to the Store is either committed or still queued.
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "moe/storage/reader.h"
+#include "moe/storage/store.h"
+#include "storage_test_util.h"
+#include "support/fake_clock.h"
+#include "support/temp_dir.h"
+
+namespace moe::storage {
+namespace {
+
+using moe::testing::FakeClock;
+using moe::testing::TempDir;
+using namespace moe::storage::testing;
+
+constexpr int64_t kSecond = 1'000'000'000;
+
+std::unique_ptr<Store> OpenStore(const StoreOptions& options, Clock* clock) {
+  auto store = Store::Open(options, clock);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  return std::move(store).value();
+}
+
+std::unique_ptr<Reader> OpenReader(const std::string& path) {
+  auto reader = Reader::Open(path);
+  INFO(reader.status().ToString());
+  REQUIRE(reader.ok());
+  return std::move(reader).value();
+}
+
+std::vector<StepRow> AllSteps(Reader& reader, const std::string& engine_id = "") {
+  HistoryQuery q;
+  q.engine_id = engine_id;
+  q.limit = 0;
+  auto rows = reader.History(q);
+  INFO(rows.status().ToString());
+  REQUIRE(rows.ok());
+  return *rows;
+}
+
+TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twice", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("sub/dir/moectl.db");  // directories are created
+  const int64_t opened_at = clock.NowNanos();
+  REQUIRE(OpenStore(TestOptions(path), &clock)->Close().ok());
+
+  auto read_migrations = [&] {
+    RawDb raw(path);
+    std::string rows = raw.QueryText(
+        "SELECT group_concat(version || ':' || name || ':' || applied_ns, ',') FROM "
+        "(SELECT * FROM schema_migrations ORDER BY version)");
+    return rows;
+  };
+  const std::string expected =
+      "1:initial:" + std::to_string(opened_at) + ",2:rollups:" + std::to_string(opened_at);
+  CHECK(read_migrations() == expected);
+
+  clock.Advance(3600 * kSecond);
+  REQUIRE(OpenStore(TestOptions(path), &clock)->Close().ok());
+  CHECK(read_migrations() == expected);  // same rows, same applied_ns
+
+  auto reader = OpenReader(path);
+  auto version = reader->SchemaVersion();
+  REQUIRE(version.ok());
+  CHECK(*version == 2);
+}
+
+TEST_CASE("the database runs in WAL mode", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  RawDb raw(path);
+  CHECK(raw.QueryText("PRAGMA journal_mode") == "wal");
+}
+
+TEST_CASE("a file whose schema is newer than the binary is refused", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  REQUIRE(OpenStore(TestOptions(path), &clock)->Close().ok());
+  {
+    RawDb raw(path);
+    REQUIRE(raw.Exec("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)") ==
+            SQLITE_OK);
+  }
+  auto store = Store::Open(TestOptions(path), &clock);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(store.status().message(), Catch::Contains("schema version 99") &&
+                                           Catch::Contains("newer") && Catch::Contains(path));
+  auto reader = Reader::Open(path);
+  REQUIRE_FALSE(reader.ok());
+  CHECK(reader.status().code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(reader.status().message(), Catch::Contains("newer"));
+}
+
+TEST_CASE("a foreign SQLite database is left alone", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("other.db");
+  {
+    RawDb raw(path);
+    REQUIRE(raw.Exec("CREATE TABLE invoices(id INTEGER PRIMARY KEY, total REAL)") == SQLITE_OK);
+  }
+  auto store = Store::Open(TestOptions(path), &clock);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(store.status().message(), Catch::Contains("not a moectl database"));
+  RawDb raw(path);
+  CHECK(raw.QueryInt("SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'") == 0);
+  CHECK(raw.QueryText("PRAGMA journal_mode") == "delete");
+}
+
+TEST_CASE("steps are written and read back exactly", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  const int64_t t0 = clock.NowNanos();
+  store->UpsertEngine(MakeHello("e1", t0));
+  std::vector<telemetry::StepRecord> records;
+  for (uint64_t s = 1; s <= 3; ++s) {
+    records.push_back(MakeStep("e1", s, t0 + static_cast<int64_t>(s) * kSecond, 2, 8));
+  }
+  // A layer with no routed tokens and no token slots: both ratios are 0.
+  records[2].layers[1].expert_tokens.assign(8, 0);
+  records[2].layers[1].num_token_slots = 0;
+  // A layer with a known imbalance: mean 3, max 6.
+  records[1].layers[0].expert_tokens = {1, 2, 3, 6, 0, 3, 4, 5};
+  for (const auto& r : records)
+    store->AppendStep(r);
+  REQUIRE(store->Flush().ok());
+
+  auto reader = OpenReader(path);
+  std::vector<StepRow> rows = AllSteps(*reader);
+  REQUIRE(rows.size() == 6);
+  size_t i = 0;
+  for (const auto& r : records) {
+    for (size_t l = 0; l < r.layers.size(); ++l, ++i) {
+      INFO("step " << r.step << " layer " << l);
+      CHECK(rows[i] == ExpectedRow(r, l));
+      CHECK_FALSE(rows[i].rollup);
+    }
+  }
+  CHECK(rows[2].max_over_mean == Approx(2.0));
+  CHECK(rows[5].max_over_mean == 0.0);
+  CHECK(rows[5].drop_rate == 0.0);
+  CHECK(rows[0].drop_rate == Approx(1.0 / (2.0 * 65)));
+  CHECK(rows[1].quality_error.has_value() == false);  // step 1: odd, not sampled
+
+  auto engines = reader->Engines();
+  REQUIRE(engines.ok());
+  REQUIRE(engines->size() == 1);
+  const EngineRow& e = engines->front();
+  CHECK(e.engine_id == "e1");
+  CHECK(e.backend == "cpu");
+  CHECK(e.num_layers == 2);
+  CHECK(e.num_experts == 8);
+  CHECK(e.num_shared_experts == 1);
+  CHECK(e.num_replicas == 10);
+  CHECK(e.num_devices == 2);
+  CHECK(e.hidden == 256);
+  CHECK(e.first_seen_ns == t0);
+  CHECK(e.last_seen_ns == t0 + 3 * kSecond);
+  CHECK(e.last_step == 3);
+
+  StoreStats stats = store->stats();
+  CHECK(stats.steps_written == 3);
+  CHECK(stats.pending == 0);
+  CHECK(stats.write_errors == 0);
+  CHECK(stats.transactions >= 1);
+}
+
+TEST_CASE("steps of an engine that never said hello still create its row", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  store->AppendStep(MakeStep("anon", 7, 5 * kSecond, 3, 4));
+  store->AppendStep(MakeStep("anon", 6, 4 * kSecond, 3, 4));  // late, older
+  REQUIRE(store->Flush().ok());
+  auto engines = OpenReader(path)->Engines();
+  REQUIRE(engines.ok());
+  REQUIRE(engines->size() == 1);
+  CHECK(engines->front().backend.empty());
+  CHECK(engines->front().num_layers == 3);
+  CHECK(engines->front().num_experts == 4);
+  CHECK(engines->front().first_seen_ns == 4 * kSecond);
+  CHECK(engines->front().last_seen_ns == 5 * kSecond);
+  CHECK(engines->front().last_step == 7);  // the newest step wins, not the last written
+}
+
+TEST_CASE("a decision's life is recorded and read back", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  const int64_t t0 = clock.NowNanos();
+
+  DecisionRow accepted = MakeDecision("e1", t0, "capacity");
+  const int64_t id1 = store->RecordDecision(accepted);
+  DecisionRow rejected = MakeDecision("e1", t0 + 1, "noise");
+  rejected.verdict = "rejected";
+  rejected.verdict_reason = "cooldown";
+  rejected.command_json.clear();
+  rejected.status = "rejected";
+  rejected.layer = 3;
+  const int64_t id2 = store->RecordDecision(rejected);
+  const int64_t id3 = store->RecordDecision(MakeDecision("e2", t0 + 2, "bias"));
+  CHECK(id1 == 1);
+  CHECK(id2 == 2);
+  CHECK(id3 == 3);
+
+  store->RecordCommandSent(id1, 7, t0 + 10);
+  telemetry::Ack ack;
+  ack.engine_id = "e1";
+  ack.epoch = 7;
+  ack.applied = true;
+  ack.applied_at_step = 1234;
+  ack.timestamp_ns = t0 + 20;
+  store->RecordAck(id1, ack);
+  DecisionOutcome outcome;
+  outcome.outcome_json = R"({"drop_rate_after":0.01})";
+  outcome.reward_before = -0.4;
+  outcome.reward_after = -0.1;
+  outcome.measured_ns = t0 + 30;
+  store->RecordOutcome(id1, outcome);
+
+  store->RecordCommandSent(id3, 8, t0 + 11);
+  telemetry::Ack failed;
+  failed.engine_id = "e2";
+  failed.epoch = 8;
+  failed.applied = false;
+  failed.error = "bias has 7 entries, engine has 8 experts";
+  failed.timestamp_ns = t0 + 21;
+  store->RecordAck(id3, failed);
+
+  EpochRow epoch;
+  epoch.engine_id = "e1";
+  epoch.epoch = 7;
+  epoch.created_ns = t0 + 10;
+  epoch.knobs_json = R"({"capacity_factor":1.5})";
+  epoch.decision_id = id1;
+  store->RecordEpoch(epoch);
+  REQUIRE(store->Flush().ok());
+
+  auto reader = OpenReader(path);
+  auto d1 = reader->Decision(id1);
+  REQUIRE(d1.ok());
+  DecisionRow want1 = accepted;
+  want1.id = id1;
+  want1.status = "measured";
+  want1.epoch = 7;
+  want1.sent_ns = t0 + 10;
+  want1.acked_ns = t0 + 20;
+  want1.applied_at_step = 1234;
+  want1.outcome_json = outcome.outcome_json;
+  want1.reward_before = -0.4;
+  want1.reward_after = -0.1;
+  want1.measured_ns = t0 + 30;
+  CHECK(*d1 == want1);
+
+  auto d2 = reader->Decision(id2);
+  REQUIRE(d2.ok());
+  DecisionRow want2 = rejected;
+  want2.id = id2;
+  CHECK(*d2 == want2);
+
+  auto d3 = reader->Decision(id3);
+  REQUIRE(d3.ok());
+  CHECK(d3->status == "failed");
+  CHECK(d3->epoch == 8u);
+  CHECK(d3->ack_error == failed.error);
+  CHECK_FALSE(d3->applied_at_step.has_value());
+  CHECK(d3->acked_ns == t0 + 21);
+
+  auto missing = reader->Decision(99);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().code() == StatusCode::kNotFound);
+
+  DecisionQuery q;
+  auto all = reader->Decisions(q);
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 3);
+  CHECK((*all)[0].id == id1);  // oldest first
+  CHECK((*all)[2].id == id3);
+
+  q.engine_id = "e1";
+  auto e1 = reader->Decisions(q);
+  REQUIRE(e1.ok());
+  CHECK(e1->size() == 2);
+
+  q.engine_id.clear();
+  q.status = "failed";
+  auto by_status = reader->Decisions(q);
+  REQUIRE(by_status.ok());
+  REQUIRE(by_status->size() == 1);
+  CHECK(by_status->front().id == id3);
+
+  DecisionQuery newest;
+  newest.limit = 2;
+  auto two = reader->Decisions(newest);
+  REQUIRE(two.ok());
+  REQUIRE(two->size() == 2);
+  CHECK((*two)[0].id == id2);
+  CHECK((*two)[1].id == id3);
+
+  DecisionQuery window;
+  window.window.since_ns = t0 + 1;
+  window.window.until_ns = t0 + 2;  // half-open
+  auto windowed = reader->Decisions(window);
+  REQUIRE(windowed.ok());
+  REQUIRE(windowed->size() == 1);
+  CHECK(windowed->front().id == id2);
+
+  auto epochs = reader->Epochs("e1", TimeWindow{});
+  REQUIRE(epochs.ok());
+  REQUIRE(epochs->size() == 1);
+  CHECK(epochs->front() == epoch);
+}
+
+TEST_CASE("decision ids continue after reopening", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  {
+    auto store = OpenStore(TestOptions(path), &clock);
+    for (int i = 1; i <= 3; ++i) {
+      CHECK(store->RecordDecision(MakeDecision("e1", i, "capacity")) == i);
+    }
+    REQUIRE(store->Close().ok());
+    REQUIRE(store->Close().ok());  // idempotent
+  }
+  auto store = OpenStore(TestOptions(path), &clock);
+  CHECK(store->stats().last_decision_id == 3);
+  CHECK(store->RecordDecision(MakeDecision("e1", 4, "capacity")) == 4);
+  REQUIRE(store->Flush().ok());
+  auto rows = OpenReader(path)->Decisions(DecisionQuery{});
+  REQUIRE(rows.ok());
+  CHECK(rows->size() == 4);
+}
+
+TEST_CASE("no record is lost while another connection holds the write lock", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  StoreOptions options = TestOptions(path);
+  options.busy_timeout = std::chrono::milliseconds(20);
+  auto store = OpenStore(options, &clock);
+
+  RawDb blocker(path);
+  REQUIRE(blocker.Exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+
+  constexpr int kSteps = 300;
+  std::vector<int64_t> ids;
+  for (int s = 0; s < kSteps; ++s) {
+    store->AppendStep(MakeStep("e1", s, (s + 1) * kSecond, 2, 4));
+    if (s % 50 == 0) {
+      int64_t id = store->RecordDecision(MakeDecision("e1", s, "capacity"));
+      store->RecordCommandSent(id, s, s + 1);
+      ids.push_back(id);
+    }
+  }
+  REQUIRE(WaitUntil([&] { return store->stats().write_errors > 0; }));
+  Status timed_out = store->Flush(std::chrono::milliseconds(50));
+  CHECK(timed_out.code() == StatusCode::kTimeout);
+  StoreStats stats = store->stats();
+  CHECK(stats.pending > 0);
+  CHECK(stats.steps_written == 0);
+  CHECK_THAT(stats.last_error, Catch::Contains("locked") || Catch::Contains("busy"));
+
+  // WAL: readers still read while the lock is held.
+  {
+    auto reader = OpenReader(path);
+    CHECK(AllSteps(*reader).empty());
+  }
+
+  REQUIRE(blocker.Exec("COMMIT") == SQLITE_OK);
+  Status flushed = store->Flush(std::chrono::seconds(20));
+  INFO(flushed.ToString());
+  REQUIRE(flushed.ok());
+  stats = store->stats();
+  CHECK(stats.pending == 0);
+  CHECK(stats.steps_written == kSteps);
+
+  auto reader = OpenReader(path);
+  std::vector<StepRow> rows = AllSteps(*reader);
+  REQUIRE(rows.size() == 2 * kSteps);
+  for (int s = 0; s < kSteps; ++s) {
+    CHECK(rows[2 * s].step == static_cast<uint64_t>(s));
+    CHECK(rows[2 * s + 1].step == static_cast<uint64_t>(s));
+  }
+  for (int64_t id : ids) {
+    auto d = reader->Decision(id);
+    REQUIRE(d.ok());
+    CHECK(d->status == "sent");
+  }
+}
+
+TEST_CASE("a full queue refuses telemetry but never decisions", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  StoreOptions options = TestOptions(path);
+  options.busy_timeout = std::chrono::milliseconds(10);
+  options.max_queue = 10;
+  options.batch_rows = 4;
+  auto store = OpenStore(options, &clock);
+
+  RawDb blocker(path);
+  REQUIRE(blocker.Exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+  for (int s = 0; s < 30; ++s)
+    store->AppendStep(MakeStep("e1", s, s * kSecond, 1, 4));
+  for (int i = 0; i < 5; ++i)
+    store->RecordDecision(MakeDecision("e1", i, "capacity"));
+  StoreStats stats = store->stats();
+  CHECK(stats.rejected == 20);
+  CHECK(stats.pending == 15);
+
+  REQUIRE(blocker.Exec("COMMIT") == SQLITE_OK);
+  REQUIRE(store->Flush(std::chrono::seconds(20)).ok());
+  auto reader = OpenReader(path);
+  std::vector<StepRow> rows = AllSteps(*reader);
+  REQUIRE(rows.size() == 10);
+  CHECK(rows.front().step == 0);
+  CHECK(rows.back().step == 9);
+  auto decisions = reader->Decisions(DecisionQuery{});
+  REQUIRE(decisions.ok());
+  CHECK(decisions->size() == 5);
+  CHECK(store->stats().rejected == 20);
+}
+
+TEST_CASE("a write SQLite rejects for good is discarded without blocking the rest", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  {
+    // Another writer took decision id 1 behind the Store's back.
+    RawDb raw(path);
+    REQUIRE(raw.Exec("INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, "
+                     "inputs_json, proposal_json, verdict, verdict_reason, command_json, status) "
+                     "VALUES (1, 'x', 0, 'p', -1, 'k', '', '', 'accepted', '', '', 'proposed')") ==
+            SQLITE_OK);
+  }
+  for (int s = 0; s < 10; ++s) {
+    store->AppendStep(MakeStep("e1", s, s * kSecond, 1, 4));
+    if (s == 5) CHECK(store->RecordDecision(MakeDecision("e1", 5, "capacity")) == 1);
+  }
+  REQUIRE(store->Flush().ok());
+  StoreStats stats = store->stats();
+  CHECK(stats.write_errors >= 1);
+  CHECK_THAT(stats.last_error, Catch::Contains("UNIQUE") || Catch::Contains("constraint"));
+  CHECK(stats.steps_written == 10);
+  auto reader = OpenReader(path);
+  CHECK(AllSteps(*reader).size() == 10);
+  auto d = reader->Decision(1);
+  REQUIRE(d.ok());
+  CHECK(d->engine_id == "x");  // the other writer's row is intact
+}
+
+TEST_CASE("an update of an unknown decision is ignored, not retried", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  auto store = OpenStore(TestOptions(dir.File("moectl.db")), &clock);
+  store->RecordCommandSent(42, 1, 1);
+  REQUIRE(store->Flush().ok());
+  CHECK(store->stats().write_errors == 0);
+  CHECK(store->stats().pending == 0);
+}
+
+TEST_CASE("Close flushes; writes after Close are ignored", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  for (int s = 0; s < 100; ++s)
+    store->AppendStep(MakeStep("e1", s, s * kSecond, 1, 4));
+  REQUIRE(store->Close().ok());
+  store->AppendStep(MakeStep("e1", 100, 100 * kSecond, 1, 4));
+  CHECK(store->stats().pending == 0);
+  auto reader = OpenReader(path);
+  CHECK(AllSteps(*reader).size() == 100);
+}
+
+TEST_CASE("Open validates its options", "[store]") {
+  FakeClock clock;
+  StoreOptions empty;
+  CHECK(Store::Open(empty, &clock).status().code() == StatusCode::kInvalidArgument);
+  TempDir dir;
+  StoreOptions zero_batch = TestOptions(dir.File("moectl.db"));
+  zero_batch.batch_rows = 0;
+  CHECK(Store::Open(zero_batch, &clock).status().code() == StatusCode::kInvalidArgument);
+  CHECK(Store::Open(TestOptions(dir.File("moectl.db")), nullptr).status().code() ==
+        StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moe::storage
