@@ -12,6 +12,16 @@
 // does not fit is dropped and counted, and the count travels in the next
 // StepRecord's `telemetry_dropped`.
 //
+// Sequence numbers: EngineLink stamps every telemetry-channel message (Hello,
+// StepRecord, Heartbeat) with one per-link counter starting at 1; the
+// controller counts gaps per engine with a SequenceTracker. The Hello that
+// also travels on the command channel carries the same seq but is not counted.
+// After the command channel reconnects (e.g. the controller restarted) the
+// EngineLink sends its Hello again, with a fresh seq, on both channels.
+//
+// Errors: every ZeroMQ failure becomes a Status naming the failed call, its
+// source position and errno text; no exception leaves these classes.
+//
 // Optional CURVE encryption: when `curve` is set the controller is the CURVE
 // server and accepts only the engine public keys in its allow-list; engines
 // accept commands only from the controller's key.
@@ -43,18 +53,30 @@ struct CurveKeys {
 };
 
 struct EngineLinkOptions {
-  std::string engine_id;              // required; also the DEALER routing id
-  std::string telemetry_endpoint;     // e.g. "tcp://127.0.0.1:5555"
-  std::string command_endpoint;       // e.g. "tcp://127.0.0.1:5556"
-  int send_queue = 1000;              // messages queued per channel before drops
+  std::string engine_id;              // required (1..255 bytes); also the DEALER routing id
+  std::string telemetry_endpoint;     // required, e.g. "tcp://127.0.0.1:5555"
+  std::string command_endpoint;       // required, e.g. "tcp://127.0.0.1:5556"
+  int send_queue = 1000;              // messages queued per channel before drops (>= 1)
   std::optional<CurveKeys> curve;     // this engine's key pair
-  std::string controller_public_key;  // required with `curve`
+  std::string controller_public_key;  // Z85; required with `curve`
+  // How long destruction may wait to flush queued messages; 0 drops them.
+  std::chrono::milliseconds linger{100};
+  // First reconnect delay after a lost or refused connection; doubles up to
+  // `reconnect_interval_max`.
+  std::chrono::milliseconds reconnect_interval{100};
+  std::chrono::milliseconds reconnect_interval_max{2000};
+  // Inbound messages larger than this close the connection (hostile peer).
+  int64_t max_message_bytes = int64_t{64} << 20;
 };
 
 class EngineLink {
  public:
-  // Connects both channels and sends a Hello on each. Connecting succeeds even
-  // when no controller is listening yet (ZeroMQ reconnects in the background).
+  // Connects both channels and sends a Hello on each (stamped with seq 1; the
+  // Hello is queued and delivered once the controller is reachable).
+  // Connecting succeeds even when no controller is listening yet (ZeroMQ
+  // reconnects in the background). kInvalidArgument for bad options (empty
+  // id, malformed endpoint, bad CURVE key), kUnsupported for CURVE without
+  // libzmq CURVE support.
   static Result<std::unique_ptr<EngineLink>> Connect(const EngineLinkOptions& options,
                                                      const Hello& hello);
   virtual ~EngineLink() = default;
@@ -66,35 +88,55 @@ class EngineLink {
   virtual Status PublishHeartbeat(Heartbeat heartbeat) = 0;
 
   // Non-blocking: every Command that arrived since the last call, in order.
-  // Malformed command messages are counted in `malformed()` and skipped.
+  // Malformed command messages (undecodable, not a Command, or addressed to
+  // another engine id) are counted in `malformed()`, logged and skipped. Also
+  // notices command-channel reconnects and then re-sends the Hello.
   virtual Result<std::vector<Command>> PollCommands() = 0;
 
-  // Non-blocking; dropped and counted if the queue is full.
+  // Non-blocking; dropped and counted if the queue is full. An empty
+  // `engine_id` (here and in Publish/PublishHeartbeat) is filled in with the
+  // link's; a different one is kInvalidArgument.
   virtual Status SendAck(const Ack& ack) = 0;
+
+  // Replaces the Hello re-sent after a reconnect (call it after applying a
+  // Command, so a restarted controller learns the epoch and knobs in force).
+  virtual void UpdateHello(Hello hello) {}
 
   virtual uint64_t dropped() const = 0;    // messages dropped so far (all channels)
   virtual uint64_t malformed() const = 0;  // inbound messages that failed to decode
 };
 
 struct ControllerLinkOptions {
-  std::string telemetry_endpoint;  // bound, e.g. "tcp://127.0.0.1:5555"
-  std::string command_endpoint;    // bound, e.g. "tcp://127.0.0.1:5556"
-  int receive_queue = 10000;
-  std::optional<CurveKeys> curve;                // the controller's key pair
-  std::vector<std::string> allowed_engine_keys;  // public keys; required with `curve`
+  std::string telemetry_endpoint;  // bound, e.g. "tcp://127.0.0.1:5555" or "tcp://127.0.0.1:*"
+  std::string command_endpoint;    // bound, e.g. "tcp://127.0.0.1:5556" or "tcp://127.0.0.1:*"
+  int receive_queue = 10000;       // messages queued per channel before senders see "full"
+  std::optional<CurveKeys> curve;  // the controller's key pair
+  std::vector<std::string> allowed_engine_keys;  // Z85 public keys; required with `curve`
+  // How long destruction may wait to flush queued commands; 0 drops them.
+  std::chrono::milliseconds linger{100};
+  // Inbound messages larger than this close the connection (hostile peer).
+  int64_t max_message_bytes = int64_t{64} << 20;
 };
+
+// Which channel a message arrived on.
+enum class Channel : uint8_t { kTelemetry, kCommand };
 
 // A message received by the controller, with the engine it came from.
 struct Inbound {
   Message message;
-  std::string peer;  // engine id (command channel routing id or message field)
+  // Engine id: the routing id on the command channel, the message's engine_id
+  // on the telemetry channel.
+  std::string peer;
+  Channel channel = Channel::kTelemetry;
 };
 
 // Per-engine receive statistics kept by the ControllerLink.
 struct LinkStats {
-  uint64_t received = 0;                 // good messages
-  uint64_t malformed = 0;                // messages that failed to decode (all engines)
-  std::map<std::string, uint64_t> gaps;  // per engine: messages missing by seq
+  uint64_t received = 0;     // good messages
+  uint64_t malformed = 0;    // messages skipped: undecodable, wrong channel, or spoofed id
+  uint64_t auth_denied = 0;  // CURVE handshakes refused by the allow-list
+  std::map<std::string, uint64_t> gaps;      // per engine: telemetry messages missing by seq
+  std::map<std::string, uint64_t> restarts;  // per engine: seq restarts seen
 };
 
 class ControllerLink {
@@ -106,11 +148,15 @@ class ControllerLink {
   // Waits up to `timeout` for the next good message from either channel.
   // Returns std::nullopt on timeout. A malformed message is counted, logged,
   // and skipped: it never ends the wait with an error. Errors are reserved for
-  // the sockets themselves failing.
+  // the sockets themselves failing. Accepted: Hello, StepRecord, Heartbeat on
+  // the telemetry channel; Hello and Ack on the command channel, whose
+  // engine_id must equal the sender's routing id. A Hello arrives once per
+  // channel; treat it as idempotent.
   virtual Result<std::optional<Inbound>> Receive(std::chrono::milliseconds timeout) = 0;
 
   // Sends `command` to engine `command.engine_id` on the command channel.
-  // Fails with kUnavailable if that engine is not connected.
+  // Never blocks. Fails with kUnavailable if that engine is not connected
+  // (or its queue is full), kInvalidArgument if the command does not encode.
   virtual Status SendCommand(const Command& command) = 0;
 
   virtual LinkStats stats() const = 0;
@@ -121,20 +167,26 @@ class ControllerLink {
 };
 
 // Detects gaps and restarts in a per-engine sequence of seq numbers. Pure.
+// Sequences start at 1. The first seq seen from an engine sets the baseline
+// (a controller that starts late counts nothing missing).
 class SequenceTracker {
  public:
   // Records `seq` from `engine_id`; returns how many messages were skipped
   // since the previous one (0 when in order). A seq at or below the previous
-  // one is taken as an engine restart and resets the tracker for that engine.
+  // one is taken as an engine restart and resets the tracker for that engine;
+  // the messages 1 .. seq-1 of the new run count as skipped.
   uint64_t Observe(const std::string& engine_id, uint64_t seq);
   uint64_t total_gaps(const std::string& engine_id) const;
+  uint64_t restarts(const std::string& engine_id) const;
 
  private:
   std::map<std::string, uint64_t> last_;
   std::map<std::string, uint64_t> gaps_;
+  std::map<std::string, uint64_t> restarts_;
 };
 
 // Generates a CURVE key pair (for `moectl keygen`-style tooling and tests).
+// kUnsupported when libzmq was built without CURVE.
 Result<CurveKeys> GenerateCurveKeys();
 
 }  // namespace moe::telemetry
