@@ -1,0 +1,17 @@
+// moectl: the operator CLI. Queries the controller's database read-only
+// (engines, history, decisions, explain, experts) and runs the replication
+// planner offline (plan). `moectl --help` lists the commands.
+
+#include <CLI/CLI.hpp>
+
+#include "plan_command.h"
+#include "query_commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"moectl: operate and audit the moectl MoE controller"};
+  app.require_subcommand(1);
+  moe::cli::AddQueryCommands(app);
+  moe::cli::AddPlanCommand(app);
+  CLI11_PARSE(app, argc, argv);
+  return 0;
+}

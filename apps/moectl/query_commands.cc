@@ -1,0 +1,266 @@
+#include "query_commands.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "moe/common/clock.h"
+#include "moe/common/time_format.h"
+#include "moe/storage/reader.h"
+#include "output.h"
+
+namespace moe::cli {
+namespace {
+
+constexpr const char* kDefaultDb = "/var/lib/moectld/moectl.db";
+
+// Options every query shares.
+struct QueryFlags {
+  std::string db;
+  std::string format = "table";
+  std::string since;
+  std::string until;
+  std::string engine;
+};
+
+[[noreturn]] void Fail(const Status& status) {
+  std::fprintf(stderr, "moectl: %s\n", status.message().c_str());
+  throw CLI::RuntimeError(status.code() == StatusCode::kInvalidArgument ? 2 : 1);
+}
+
+template <typename T>
+T Check(Result<T> result) {
+  if (!result.ok()) Fail(result.status());
+  return std::move(result).value();
+}
+
+void AddCommonFlags(CLI::App* cmd, QueryFlags* flags, bool with_window) {
+  const char* env_db = std::getenv("MOECTL_DB");
+  flags->db = env_db ? env_db : kDefaultDb;
+  cmd->add_option("--db", flags->db,
+                  "database file (default $MOECTL_DB or " + std::string(kDefaultDb) + ")");
+  cmd->add_option("--format", flags->format, "table | csv | json")->capture_default_str();
+  cmd->add_option("--engine", flags->engine, "engine id (default: every engine)");
+  if (with_window) {
+    cmd->add_option("--since", flags->since,
+                    "start of the window: ISO time (2026-11-23T01:00Z) or relative (-10m)");
+    cmd->add_option("--until", flags->until, "end of the window (exclusive); default now");
+  }
+}
+
+storage::TimeWindow Window(const QueryFlags& flags) {
+  storage::TimeWindow window;
+  int64_t now = SystemClock()->NowNanos();
+  if (!flags.since.empty()) {
+    Result<int64_t> since = ParseTimeArg(flags.since, now);
+    if (!since.ok()) Fail(since.status().WithContext("--since"));
+    window.since_ns = *since;
+  }
+  if (!flags.until.empty()) {
+    Result<int64_t> until = ParseTimeArg(flags.until, now);
+    if (!until.ok()) Fail(until.status().WithContext("--until"));
+    window.until_ns = *until;
+  }
+  return window;
+}
+
+std::unique_ptr<storage::Reader> OpenDb(const QueryFlags& flags) {
+  return Check(storage::Reader::Open(flags.db));
+}
+
+Cell Time(int64_t ns) {
+  return FormatIsoTime(ns);
+}
+
+void Engines(const QueryFlags& flags) {
+  auto reader = OpenDb(flags);
+  TableData t{{"engine", "backend", "layers", "experts", "replicas", "devices", "first_seen",
+               "last_seen", "last_step", "last_epoch"},
+              {}};
+  for (const storage::EngineRow& e : Check(reader->Engines())) {
+    t.rows.push_back({e.engine_id, e.backend, int64_t{e.num_layers}, int64_t{e.num_experts},
+                      int64_t{e.num_replicas}, int64_t{e.num_devices}, Time(e.first_seen_ns),
+                      Time(e.last_seen_ns), static_cast<int64_t>(e.last_step),
+                      static_cast<int64_t>(e.last_epoch)});
+  }
+  Render(t, Check(ParseFormat(flags.format)), std::cout);
+}
+
+void History(const QueryFlags& flags, int64_t layer, size_t limit) {
+  auto reader = OpenDb(flags);
+  storage::HistoryQuery q;
+  q.engine_id = flags.engine;
+  if (layer >= 0) q.layer = static_cast<uint32_t>(layer);
+  q.window = Window(flags);
+  q.limit = limit;
+  TableData t{
+      {"time", "engine", "step", "epoch", "layer", "tokens", "slots", "dropped", "drop_rate",
+       "max_over_mean", "router_us", "expert_us", "layer_us", "step_us", "quality_error", "rollup"},
+      {}};
+  for (const storage::StepRow& r : Check(reader->History(q))) {
+    t.rows.push_back({Time(r.timestamp_ns), r.engine_id, static_cast<int64_t>(r.step),
+                      static_cast<int64_t>(r.epoch), int64_t{r.layer}, int64_t{r.num_tokens},
+                      static_cast<int64_t>(r.num_token_slots), int64_t{r.dropped}, r.drop_rate,
+                      r.max_over_mean, r.router_us, r.expert_us, r.layer_us, r.step_us,
+                      OptionalCell(r.quality_error), int64_t{r.rollup ? 1 : 0}});
+  }
+  Render(t, Check(ParseFormat(flags.format)), std::cout);
+}
+
+nlohmann::json ParseOrText(const std::string& text) {
+  if (text.empty()) return nullptr;
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return j.is_discarded() ? nlohmann::json(text) : j;
+}
+
+void Decisions(const QueryFlags& flags, const std::string& status, size_t limit) {
+  auto reader = OpenDb(flags);
+  storage::DecisionQuery q;
+  q.engine_id = flags.engine;
+  q.window = Window(flags);
+  q.status = status;
+  q.limit = limit;
+  std::vector<storage::DecisionRow> rows = Check(reader->Decisions(q));
+  Format format = Check(ParseFormat(flags.format));
+  if (format == Format::kJson) {
+    nlohmann::json array = nlohmann::json::array();
+    for (const storage::DecisionRow& d : rows) {
+      nlohmann::json j = {{"id", d.id},
+                          {"engine", d.engine_id},
+                          {"time", FormatIsoTime(d.created_ns)},
+                          {"policy", d.policy},
+                          {"layer", d.layer},
+                          {"knob", d.knob},
+                          {"verdict", d.verdict},
+                          {"verdict_reason", d.verdict_reason},
+                          {"status", d.status},
+                          {"inputs", ParseOrText(d.inputs_json)},
+                          {"proposal", ParseOrText(d.proposal_json)},
+                          {"command", ParseOrText(d.command_json)},
+                          {"outcome", ParseOrText(d.outcome_json)}};
+      j["epoch"] = d.epoch ? nlohmann::json(*d.epoch) : nlohmann::json(nullptr);
+      j["acked_epoch"] = d.acked_ns && d.ack_error.empty() && d.epoch ? nlohmann::json(*d.epoch)
+                                                                      : nlohmann::json(nullptr);
+      j["acked_at"] = d.acked_ns ? nlohmann::json(FormatIsoTime(*d.acked_ns)) : nullptr;
+      j["applied_at_step"] =
+          d.applied_at_step ? nlohmann::json(*d.applied_at_step) : nlohmann::json(nullptr);
+      j["ack_error"] = d.ack_error;
+      j["reward_before"] = d.reward_before ? nlohmann::json(*d.reward_before) : nullptr;
+      j["reward_after"] = d.reward_after ? nlohmann::json(*d.reward_after) : nullptr;
+      array.push_back(std::move(j));
+    }
+    std::cout << array.dump(2) << "\n";
+    return;
+  }
+  TableData t{{"id", "time", "engine", "policy", "knob", "from", "to", "verdict", "status", "epoch",
+               "reward_before", "reward_after", "reason"},
+              {}};
+  for (const storage::DecisionRow& d : rows) {
+    nlohmann::json proposal = ParseOrText(d.proposal_json);
+    nlohmann::json command = ParseOrText(d.command_json);
+    Cell from, to;
+    if (proposal.is_object() && proposal.contains("current"))
+      from = proposal["current"].get<double>();
+    if (command.is_object() && command.contains(d.knob)) {
+      to = command[d.knob].get<double>();
+    } else if (proposal.is_object() && proposal.contains("value")) {
+      to = proposal["value"].get<double>();
+    }
+    std::string reason = d.verdict == "rejected" ? d.verdict_reason
+                         : proposal.is_object()  ? proposal.value("reason", "")
+                                                 : "";
+    if (!d.ack_error.empty()) reason = d.ack_error;
+    t.rows.push_back({d.id, Time(d.created_ns), d.engine_id, d.policy, d.knob, from, to, d.verdict,
+                      d.status, OptionalCell(d.epoch), OptionalCell(d.reward_before),
+                      OptionalCell(d.reward_after), reason});
+  }
+  Render(t, format, std::cout, 4);
+}
+
+void Explain(const QueryFlags& flags, int64_t id) {
+  auto reader = OpenDb(flags);
+  storage::DecisionRow d = Check(reader->Decision(id));
+  nlohmann::json j = {{"id", d.id},
+                      {"engine", d.engine_id},
+                      {"time", FormatIsoTime(d.created_ns)},
+                      {"policy", d.policy},
+                      {"knob", d.knob},
+                      {"layer", d.layer},
+                      {"inputs", ParseOrText(d.inputs_json)},
+                      {"proposal", ParseOrText(d.proposal_json)},
+                      {"guard", {{"verdict", d.verdict}, {"reason", d.verdict_reason}}},
+                      {"command", ParseOrText(d.command_json)},
+                      {"status", d.status},
+                      {"outcome", ParseOrText(d.outcome_json)}};
+  if (d.epoch) j["epoch"] = *d.epoch;
+  if (d.acked_ns) {
+    j["ack"] = {{"at", FormatIsoTime(*d.acked_ns)}, {"error", d.ack_error}};
+    if (d.applied_at_step) j["ack"]["applied_at_step"] = *d.applied_at_step;
+  }
+  std::cout << j.dump(2) << "\n";
+}
+
+void Experts(const QueryFlags& flags, int64_t layer, size_t top) {
+  auto reader = OpenDb(flags);
+  storage::ExpertQuery q;
+  q.engine_id = flags.engine;
+  if (layer >= 0) q.layer = static_cast<uint32_t>(layer);
+  q.window = Window(flags);
+  q.top = top;
+  TableData t{{"layer", "rank", "expert", "tokens", "share", "vs_mean"}, {}};
+  int64_t rank = 0;
+  int64_t last_layer = -1;
+  for (const storage::ExpertLoadRow& r : Check(reader->HotExperts(q))) {
+    rank = (int64_t{r.layer} == last_layer) ? rank + 1 : 1;
+    last_layer = r.layer;
+    t.rows.push_back({int64_t{r.layer}, rank, int64_t{r.expert}, static_cast<int64_t>(r.tokens),
+                      r.share, r.vs_mean});
+  }
+  Render(t, Check(ParseFormat(flags.format)), std::cout, 4);
+}
+
+}  // namespace
+
+void AddQueryCommands(CLI::App& app) {
+  auto flags = std::make_shared<QueryFlags>();
+
+  CLI::App* engines = app.add_subcommand("engines", "engines known to the controller");
+  AddCommonFlags(engines, flags.get(), /*with_window=*/false);
+  engines->callback([flags] { Engines(*flags); });
+
+  auto history_layer = std::make_shared<int64_t>(-1);
+  auto history_limit = std::make_shared<size_t>(1000);
+  CLI::App* history = app.add_subcommand("history", "per-step, per-layer telemetry summaries");
+  AddCommonFlags(history, flags.get(), /*with_window=*/true);
+  history->add_option("--layer", *history_layer, "one layer (default: every layer)");
+  history->add_option("--limit", *history_limit, "most recent rows to show")->capture_default_str();
+  history->callback([=] { History(*flags, *history_layer, *history_limit); });
+
+  auto status = std::make_shared<std::string>();
+  auto decisions_limit = std::make_shared<size_t>(200);
+  CLI::App* decisions =
+      app.add_subcommand("decisions", "the controller's decisions: verdict, ack, outcome");
+  AddCommonFlags(decisions, flags.get(), /*with_window=*/true);
+  decisions->add_option("--status", *status, "rejected | sent | acked | failed | measured");
+  decisions->add_option("--limit", *decisions_limit, "most recent decisions to show")
+      ->capture_default_str();
+  decisions->callback([=] { Decisions(*flags, *status, *decisions_limit); });
+
+  auto explain_id = std::make_shared<int64_t>(0);
+  CLI::App* explain = app.add_subcommand("explain", "everything recorded about one decision");
+  AddCommonFlags(explain, flags.get(), /*with_window=*/false);
+  explain->add_option("id", *explain_id, "decision id (see moectl decisions)")->required();
+  explain->callback([=] { Explain(*flags, *explain_id); });
+
+  auto experts_layer = std::make_shared<int64_t>(-1);
+  auto experts_top = std::make_shared<size_t>(5);
+  CLI::App* experts = app.add_subcommand("experts", "hottest experts per layer over a window");
+  AddCommonFlags(experts, flags.get(), /*with_window=*/true);
+  experts->add_option("--layer", *experts_layer, "one layer (default: every layer)");
+  experts->add_option("--top", *experts_top, "experts per layer")->capture_default_str();
+  experts->callback([=] { Experts(*flags, *experts_layer, *experts_top); });
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,111 @@
+#include "controller_config.h"
+
+#include <filesystem>
+
+#include "moe/config/toml_reader.h"
+#include "moe/controller/controller.h"
+
+namespace moe::controller {
+namespace {
+
+using config::Range;
+using config::TableReader;
+
+void ReadLimits(TableReader table, policies::KnobLimits* limits) {
+  table.Read("min", &limits->min);
+  table.Read("max", &limits->max);
+  table.Read("max_change", &limits->max_change, Range<double>{0, 1e9});
+}
+
+// The policy sections, found in controller.toml or in its policies file.
+void ReadPolicies(TableReader root, ControllerOptions* o) {
+  TableReader capacity = root.Table("capacity");
+  capacity.Read("enabled", &o->capacity_enabled);
+  capacity.Read("target_low", &o->capacity.target_low, Range<double>{0, 1});
+  capacity.Read("target_high", &o->capacity.target_high, Range<double>{0, 1});
+  capacity.Read("gain", &o->capacity.gain, Range<double>{0, 1000});
+  capacity.Read("min_increase", &o->capacity.min_increase, Range<double>{0, 10});
+  capacity.Read("decrease_step", &o->capacity.decrease_step, Range<double>{0, 10});
+  int64_t min_steps = static_cast<int64_t>(o->capacity.min_steps);
+  capacity.Read("min_steps", &min_steps, Range<int64_t>{1, 1'000'000});
+  o->capacity.min_steps = static_cast<uint64_t>(min_steps);
+
+  TableReader guard = root.Table("guard");
+  guard.Read("rollback", &o->rollback_enabled);
+  guard.ReadDurationMs("cooldown", &o->guard.cooldown_ms, {0, 86'400'000});
+  guard.Read("hysteresis", &o->guard.hysteresis, Range<double>{0, 10});
+  guard.ReadDurationMs("stale_after", &o->guard.stale_after_ms, {1, 86'400'000});
+  int64_t min_steps_in_epoch = static_cast<int64_t>(o->guard.min_steps_in_epoch);
+  guard.Read("min_steps_in_epoch", &min_steps_in_epoch, Range<int64_t>{0, 1'000'000});
+  o->guard.min_steps_in_epoch = static_cast<uint64_t>(min_steps_in_epoch);
+  guard.Read("rollback_threshold", &o->guard.rollback_threshold, Range<double>{0, 100});
+  guard.Read("rollback_min_delta", &o->guard.rollback_min_delta, Range<double>{0, 1e9});
+  ReadLimits(guard.Table("capacity_factor"), &o->guard.capacity_factor);
+  ReadLimits(guard.Table("top_k"), &o->guard.top_k);
+
+  TableReader reward = root.Table("reward");
+  reward.Read("slo_us", &o->reward.slo_us, Range<double>{1, 1e9});
+  reward.Read("latency_weight", &o->reward.latency_weight, Range<double>{0, 1e6});
+  reward.Read("drop_weight", &o->reward.drop_weight, Range<double>{0, 1e6});
+  reward.Read("quality_weight", &o->reward.quality_weight, Range<double>{0, 1e6});
+  reward.Read("capacity_weight", &o->reward.capacity_weight, Range<double>{0, 1e6});
+}
+
+}  // namespace
+
+Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
+  MOE_ASSIGN_OR_RETURN(config::TomlDocument doc, config::TomlDocument::Load(path));
+  ControllerOptions o;
+  TableReader root = doc.Root();
+  root.ReadChoice("log_level", &o.log_level,
+                  {"trace", "debug", "info", "warn", "error", "critical", "off"});
+  root.ReadDurationMs("cadence", &o.cadence_ms, {10, 3'600'000});
+  root.ReadDurationMs("ack_timeout", &o.ack_timeout_ms, {10, 3'600'000});
+  root.ReadDurationMs("progress_interval", &o.progress_interval_ms, {0, 86'400'000});
+  int64_t outcome_steps = static_cast<int64_t>(o.outcome_steps);
+  int64_t window_steps = static_cast<int64_t>(o.window_steps);
+  root.Read("outcome_steps", &outcome_steps, Range<int64_t>{1, 100'000});
+  root.Read("window_steps", &window_steps, Range<int64_t>{1, 100'000});
+  o.outcome_steps = static_cast<uint64_t>(outcome_steps);
+  o.window_steps = static_cast<uint64_t>(window_steps);
+
+  TableReader transport = root.Table("transport");
+  transport.Read("telemetry", &o.telemetry_endpoint);
+  transport.Read("commands", &o.command_endpoint);
+  TableReader curve = transport.Table("curve");
+  curve.Read("public_key", &o.curve_public_key);
+  curve.Read("secret_key", &o.curve_secret_key);
+  curve.Read("allowed_engine_keys", &o.allowed_engine_keys);
+  if (curve.Has("secret_key") != curve.Has("public_key")) {
+    curve.Fail("secret_key", "CURVE needs both public_key and secret_key");
+  }
+
+  TableReader storage = root.Table("storage");
+  storage.Read("path", &o.db_path);
+  storage.Read("batch_rows", &o.db_batch_rows, Range<int64_t>{1, 1'000'000});
+  storage.ReadDurationMs("flush_interval", &o.db_flush_interval_ms, {1, 60'000});
+  int64_t retention_ms = o.raw_retention_s * 1000;
+  storage.ReadDurationMs("raw_retention", &retention_ms, {0, INT64_MAX / 2});
+  o.raw_retention_s = retention_ms / 1000;
+
+  ReadPolicies(root.Table("policies"), &o);
+  std::string policies_file;
+  root.Read("policies_file", &policies_file);
+  MOE_RETURN_IF_ERROR(doc.Finish());
+
+  if (!policies_file.empty()) {
+    std::filesystem::path policies_path(policies_file);
+    if (policies_path.is_relative()) {
+      policies_path = std::filesystem::path(path).parent_path() / policies_path;
+    }
+    MOE_ASSIGN_OR_RETURN(config::TomlDocument policies_doc,
+                         config::TomlDocument::Load(policies_path.string()));
+    ReadPolicies(policies_doc.Root(), &o);
+    MOE_RETURN_IF_ERROR(policies_doc.Finish());
+  }
+  Status valid = Validate(o);
+  if (!valid.ok()) return Status::InvalidArgument(path + ": " + valid.message());
+  return o;
+}
+
+}  // namespace moe::controller

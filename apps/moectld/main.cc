@@ -1,0 +1,135 @@
+// moectld: the moectl controller daemon. Run by systemd (Type=notify) beside
+// the engine; see deploy/systemd/moectld.service and README.md.
+//
+// Exit status: 0 after SIGTERM/SIGINT, 78 (EX_CONFIG) for a bad configuration
+// at start, 1 for other start-up failures (e.g. an endpoint in use).
+
+#include <systemd/sd-daemon.h>
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+
+#include "controller_config.h"
+#include "moe/common/clock.h"
+#include "moe/common/logging.h"
+#include "moe/controller/controller.h"
+
+namespace {
+
+constexpr int kExitConfig = 78;  // EX_CONFIG from sysexits.h
+
+std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
+
+void OnSignal(int signal) {
+  if (signal == SIGHUP) {
+    g_reload = true;
+  } else {
+    g_stop = true;
+  }
+}
+
+void InstallSignalHandlers() {
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGHUP, &action, nullptr);
+}
+
+struct Overrides {
+  std::string db_path;
+  std::string telemetry;
+  std::string commands;
+  std::string log_level;
+};
+
+moe::Result<moe::controller::ControllerOptions> Load(const std::string& path,
+                                                     const Overrides& overrides) {
+  auto options = moe::controller::LoadControllerConfig(path);
+  if (!options.ok()) return options;
+  if (!overrides.db_path.empty()) options->db_path = overrides.db_path;
+  if (!overrides.telemetry.empty()) options->telemetry_endpoint = overrides.telemetry;
+  if (!overrides.commands.empty()) options->command_endpoint = overrides.commands;
+  if (!overrides.log_level.empty()) options->log_level = overrides.log_level;
+  return options;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moectld: the moectl controller daemon (telemetry in, decisions out)"};
+  std::string config_path = "configs/controller.toml";
+  Overrides overrides;
+  bool check_only = false;
+  app.add_option("-c,--config", config_path, "controller configuration (TOML)");
+  app.add_option("--db", overrides.db_path, "database path (overrides storage.path)");
+  app.add_option("--telemetry", overrides.telemetry,
+                 "telemetry endpoint to bind (overrides transport.telemetry)");
+  app.add_option("--commands", overrides.commands,
+                 "command endpoint to bind (overrides transport.commands)");
+  app.add_option("--log-level", overrides.log_level, "trace|debug|info|warn|error");
+  app.add_flag("--check-config", check_only, "validate the configuration and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  auto options = Load(config_path, overrides);
+  if (!options.ok()) {
+    std::fprintf(stderr, "moectld: bad configuration:\n%s\n", options.status().message().c_str());
+    return kExitConfig;
+  }
+  if (check_only) {
+    std::printf("%s: OK\n", config_path.c_str());
+    return 0;
+  }
+  if (moe::Status s = moe::InitLogging("moectld", options->log_level, journal); !s.ok()) {
+    std::fprintf(stderr, "moectld: %s\n", s.message().c_str());
+    return kExitConfig;
+  }
+  InstallSignalHandlers();
+
+  auto controller = moe::controller::Controller::Create(*options, moe::SystemClock());
+  if (!controller.ok()) {
+    spdlog::critical("cannot start: {}", controller.status().ToString());
+    return controller.status().code() == moe::StatusCode::kInvalidArgument ? kExitConfig : 1;
+  }
+  spdlog::info("serving: telemetry {} commands {} database {}", (*controller)->telemetry_endpoint(),
+               (*controller)->command_endpoint(), options->db_path);
+  sd_notifyf(0, "READY=1\nSTATUS=serving telemetry on %s",
+             (*controller)->telemetry_endpoint().c_str());
+
+  int exit_code = 0;
+  while (!g_stop) {
+    if (moe::Status s = (*controller)->Poll(std::chrono::milliseconds(100)); !s.ok()) {
+      spdlog::error("poll failed: {}", s.ToString());
+    }
+    if (g_reload.exchange(false)) {
+      sd_notify(0, "RELOADING=1");
+      auto fresh = Load(config_path, overrides);
+      moe::Status s = fresh.ok() ? (*controller)->Reload(*fresh) : fresh.status();
+      if (s.ok()) {
+        if (fresh->log_level != options->log_level) {
+          spdlog::set_level(spdlog::level::from_str(fresh->log_level));
+        }
+        options = std::move(fresh);
+      } else {
+        spdlog::error("reload refused, keeping the running configuration:\n{}", s.message());
+      }
+      sd_notify(0, "READY=1");
+    }
+  }
+  sd_notify(0, "STOPPING=1");
+  spdlog::info("stopping: flushing the database");
+  if (moe::Status s = (*controller)->Shutdown(); !s.ok()) {
+    spdlog::error("shutdown: {}", s.ToString());
+    exit_code = 1;
+  }
+  moe::controller::ControllerStats st = (*controller)->stats();
+  spdlog::info("stopped: {} steps, {} decisions, {} commands, {} malformed messages", st.steps,
+               st.decisions, st.commands_sent, st.malformed);
+  return exit_code;
+}

@@ -1,0 +1,74 @@
+// Controller: the heart of moectld.
+//
+// Ingests telemetry from any number of engines, keeps a state estimate per
+// engine, runs the policy pipeline on a cadence, passes every proposal through
+// the guard, sends accepted changes as commands under a new epoch, tracks acks,
+// measures each decision's outcome on the steps that ran under its epoch, rolls
+// back a decision whose reward fell beyond the guard's threshold, and persists
+// telemetry and every decision (accepted or not) through the Store.
+//
+// The controller never stops on bad input: malformed messages, unknown
+// engines, failed sends and database errors are logged, counted and skipped.
+//
+// Thread safety: not thread safe; one thread calls Poll/Reload/Shutdown.
+
+#ifndef MOE_CONTROLLER_CONTROLLER_H_
+#define MOE_CONTROLLER_CONTROLLER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "moe/common/clock.h"
+#include "moe/common/status.h"
+#include "moe/controller/options.h"
+
+namespace moe::controller {
+
+struct ControllerStats {
+  uint64_t messages = 0;       // good messages received
+  uint64_t malformed = 0;      // messages that failed to decode
+  uint64_t sequence_gaps = 0;  // telemetry messages missing, all engines
+  uint64_t steps = 0;          // StepRecords received
+  uint64_t engines = 0;        // engines seen
+  uint64_t decisions = 0;      // decisions recorded (any verdict)
+  uint64_t commands_sent = 0;
+  uint64_t acks = 0;
+  uint64_t failed_commands = 0;  // send failures, negative acks, ack timeouts
+  uint64_t rollbacks = 0;
+  uint64_t store_pending = 0;
+  uint64_t store_write_errors = 0;
+};
+
+class Controller {
+ public:
+  // Opens the database and binds the sockets. `clock` must outlive the
+  // controller. Options are validated first (kInvalidArgument naming the field).
+  static Result<std::unique_ptr<Controller>> Create(const ControllerOptions& options, Clock* clock);
+  virtual ~Controller() = default;
+
+  // Receives messages for up to `wait`, then runs whatever is due (policies on
+  // their cadence, ack timeouts, progress log). Returns an error only when the
+  // sockets themselves fail.
+  virtual Status Poll(std::chrono::milliseconds wait) = 0;
+
+  // Takes new policy, guard, reward and cadence settings. Endpoints, keys and
+  // the database path need a restart: a change there is reported as an error
+  // and nothing is changed.
+  virtual Status Reload(const ControllerOptions& options) = 0;
+
+  // Flushes the database and closes it. Idempotent.
+  virtual Status Shutdown() = 0;
+
+  virtual ControllerStats stats() const = 0;
+  virtual std::string telemetry_endpoint() const = 0;
+  virtual std::string command_endpoint() const = 0;
+};
+
+// Checks every field's range; the message names the field and the fix.
+Status Validate(const ControllerOptions& options);
+
+}  // namespace moe::controller
+
+#endif  // MOE_CONTROLLER_CONTROLLER_H_

@@ -1,0 +1,58 @@
+// ControllerOptions: everything moectld is configured with. Filled from
+// configs/controller.toml by apps/moectld/controller_config.cc; defaults here
+// are the documented defaults.
+
+#ifndef MOE_CONTROLLER_OPTIONS_H_
+#define MOE_CONTROLLER_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moe/policies/capacity_policy.h"
+#include "moe/policies/guard.h"
+#include "moe/policies/reward.h"
+
+namespace moe::controller {
+
+struct ControllerOptions {
+  // ZeroMQ endpoints the daemon binds (engines connect to them).
+  std::string telemetry_endpoint = "tcp://127.0.0.1:5555";
+  std::string command_endpoint = "tcp://127.0.0.1:5556";
+
+  // CURVE: when `curve_secret_key` is set, both channels are encrypted and only
+  // engines whose public keys are listed may connect. Z85 text.
+  std::string curve_public_key;
+  std::string curve_secret_key;
+  std::vector<std::string> allowed_engine_keys;
+
+  // SQLite database (WAL). Its directory is created if missing.
+  std::string db_path = "/var/lib/moectld/moectl.db";
+  int64_t db_batch_rows = 2000;
+  int64_t db_flush_interval_ms = 200;
+  int64_t raw_retention_s = 0;  // 0: keep raw per-step rows forever
+
+  // How often the policy pipeline runs for each engine.
+  int64_t cadence_ms = 1000;
+  // A command without an ack after this long is recorded as failed.
+  int64_t ack_timeout_ms = 5000;
+  // Steps under a new epoch before its outcome is measured (and judged for rollback).
+  uint64_t outcome_steps = 16;
+  // Most recent steps kept per engine for the state estimate.
+  uint64_t window_steps = 64;
+  // Log a progress line this often (0: never).
+  int64_t progress_interval_ms = 10'000;
+
+  std::string log_level = "info";
+
+  // Policies. Each can be switched off.
+  bool capacity_enabled = true;
+  policies::CapacityPolicyParams capacity;
+  policies::GuardParams guard;
+  policies::RewardParams reward;
+  bool rollback_enabled = true;
+};
+
+}  // namespace moe::controller
+
+#endif  // MOE_CONTROLLER_OPTIONS_H_

@@ -1,0 +1,457 @@
+#include "moe/controller/controller.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <variant>
+
+#include "engine_state.h"
+#include "moe/policies/capacity_policy.h"
+#include "moe/storage/store.h"
+#include "moe/telemetry/transport.h"
+
+namespace moe::controller {
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kNanosPerMilli = 1'000'000;
+// A decision whose epoch never gathers enough steps is measured on what it has
+// after this long, so one silent engine cannot hold its pipeline forever.
+constexpr int64_t kOutcomeTimeoutMs = 60'000;
+// Most messages handled in one Poll before running due work.
+constexpr int kMaxMessagesPerPoll = 2000;
+
+json FiguresJson(const policies::OutcomeFigures& f) {
+  json j = {{"steps", f.steps},
+            {"drop_rate", f.drop_rate},
+            {"step_us", f.step_us},
+            {"max_over_mean", f.max_over_mean},
+            {"capacity_factor", f.capacity_factor}};
+  if (f.quality_error) j["quality_error"] = *f.quality_error;
+  return j;
+}
+
+json SnapshotJson(const policies::EngineSnapshot& s) {
+  json layers = json::array();
+  for (const policies::LayerEstimate& l : s.layers) {
+    layers.push_back({{"layer", l.layer},
+                      {"drop_rate", l.drop_rate},
+                      {"overflow_rate", l.overflow_rate},
+                      {"max_over_mean", l.max_over_mean},
+                      {"layer_us", l.layer_us}});
+  }
+  json j = {{"epoch", s.epoch},
+            {"steps_in_epoch", s.steps_in_epoch},
+            {"drop_rate", s.drop_rate},
+            {"overflow_rate", s.overflow_rate},
+            {"step_us", s.step_us},
+            {"max_over_mean", s.max_over_mean},
+            {"telemetry_age_ms", (s.now_ns - s.last_telemetry_ns) / kNanosPerMilli},
+            {"knobs", {{"top_k", s.knobs.top_k}, {"capacity_factor", s.knobs.capacity_factor}}},
+            {"layers", std::move(layers)}};
+  if (s.quality_error) j["quality_error"] = *s.quality_error;
+  return j;
+}
+
+telemetry::KnobSet KnobPatch(const std::string& knob, double value) {
+  telemetry::KnobSet set;
+  if (knob == "capacity_factor") set.capacity_factor = value;
+  if (knob == "top_k") set.top_k = static_cast<uint32_t>(value);
+  return set;
+}
+
+class ControllerImpl final : public Controller {
+ public:
+  ControllerImpl(const ControllerOptions& options, Clock* clock,
+                 std::unique_ptr<telemetry::ControllerLink> link,
+                 std::unique_ptr<storage::Store> store)
+      : options_(options), clock_(clock), link_(std::move(link)), store_(std::move(store)) {
+    next_progress_ns_ = clock_->NowNanos() + options_.progress_interval_ms * kNanosPerMilli;
+  }
+
+  ~ControllerImpl() override { (void)Shutdown(); }
+
+  Status Poll(std::chrono::milliseconds wait) override {
+    std::chrono::milliseconds timeout = wait;
+    for (int i = 0; i < kMaxMessagesPerPoll; ++i) {
+      Result<std::optional<telemetry::Inbound>> in = link_->Receive(timeout);
+      if (!in.ok()) return in.status();
+      if (!in->has_value()) break;
+      Handle(std::move(**in));
+      timeout = std::chrono::milliseconds(0);
+    }
+    RunDue();
+    return Status::Ok();
+  }
+
+  Status Reload(const ControllerOptions& options) override {
+    MOE_RETURN_IF_ERROR(Validate(options));
+    std::vector<std::string> fixed;
+    if (options.telemetry_endpoint != options_.telemetry_endpoint) {
+      fixed.push_back("telemetry_endpoint");
+    }
+    if (options.command_endpoint != options_.command_endpoint) fixed.push_back("command_endpoint");
+    if (options.db_path != options_.db_path) fixed.push_back("db_path");
+    if (options.curve_secret_key != options_.curve_secret_key ||
+        options.allowed_engine_keys != options_.allowed_engine_keys) {
+      fixed.push_back("curve keys");
+    }
+    if (!fixed.empty()) {
+      return Status::FailedPrecondition(
+          fmt::format("reload cannot change {} (restart moectld for that); nothing was changed",
+                      fmt::join(fixed, ", ")));
+    }
+    options_ = options;
+    spdlog::info("configuration reloaded: cadence {} ms, capacity policy {}", options_.cadence_ms,
+                 options_.capacity_enabled ? "on" : "off");
+    return Status::Ok();
+  }
+
+  Status Shutdown() override {
+    if (!store_) return Status::Ok();
+    Status s = store_->Close();
+    store_.reset();
+    return s;
+  }
+
+  ControllerStats stats() const override {
+    ControllerStats s = stats_;
+    telemetry::LinkStats link = link_->stats();
+    s.malformed = link.malformed;
+    s.sequence_gaps = 0;
+    for (const auto& [engine, gaps] : link.gaps)
+      s.sequence_gaps += gaps;
+    s.engines = engines_.size();
+    if (store_) {
+      storage::StoreStats st = store_->stats();
+      s.store_pending = st.pending;
+      s.store_write_errors = st.write_errors;
+    }
+    return s;
+  }
+
+  std::string telemetry_endpoint() const override { return link_->telemetry_endpoint(); }
+  std::string command_endpoint() const override { return link_->command_endpoint(); }
+
+ private:
+  EngineState& Engine(const std::string& id) {
+    auto it = engines_.find(id);
+    if (it == engines_.end()) {
+      it = engines_.emplace(id, EngineState(id, options_.window_steps)).first;
+      spdlog::info("engine {}: first message", id);
+    }
+    return it->second;
+  }
+
+  void Handle(telemetry::Inbound inbound) {
+    ++stats_.messages;
+    int64_t now = clock_->NowNanos();
+    std::visit(
+        [&](auto& message) {
+          using T = std::decay_t<decltype(message)>;
+          if constexpr (std::is_same_v<T, telemetry::StepRecord>) {
+            OnStep(message, now);
+          } else if constexpr (std::is_same_v<T, telemetry::Hello>) {
+            OnHello(message, now);
+          } else if constexpr (std::is_same_v<T, telemetry::Ack>) {
+            OnAck(message, now);
+          } else if constexpr (std::is_same_v<T, telemetry::Heartbeat>) {
+            Engine(message.engine_id);
+          } else {
+            spdlog::warn("ignoring a Command message from {}: engines do not send commands",
+                         inbound.peer);
+          }
+        },
+        inbound.message);
+  }
+
+  void OnHello(const telemetry::Hello& hello, int64_t now) {
+    EngineState& e = Engine(hello.engine_id);
+    bool first = !e.has_hello();
+    e.OnHello(hello, now);
+    store_->UpsertEngine(hello);
+    if (first) {
+      spdlog::info("engine {}: {} backend, {} layers x {} experts, epoch {}, top_k {}, cf {}",
+                   hello.engine_id, hello.backend, hello.num_layers, hello.num_experts, hello.epoch,
+                   e.knobs().top_k, e.knobs().capacity_factor);
+      store_->RecordEpoch({hello.engine_id, hello.epoch, now,
+                           json({{"top_k", e.knobs().top_k},
+                                 {"capacity_factor", e.knobs().capacity_factor},
+                                 {"source", "engine hello"}})
+                               .dump(),
+                           0});
+    }
+  }
+
+  void OnStep(const telemetry::StepRecord& record, int64_t now) {
+    ++stats_.steps;
+    EngineState& e = Engine(record.engine_id);
+    e.OnStep(record, now);
+    store_->AppendStep(record);
+    std::optional<PendingDecision>& pending = e.pending();
+    if (pending && pending->acked && e.StepsUnder(pending->epoch) >= options_.outcome_steps) {
+      Measure(e, now);
+    }
+  }
+
+  void OnAck(const telemetry::Ack& ack, int64_t now) {
+    ++stats_.acks;
+    EngineState& e = Engine(ack.engine_id);
+    auto sent = sent_.find({ack.engine_id, ack.epoch});
+    if (sent == sent_.end()) {
+      spdlog::warn("engine {}: ack for epoch {} matches no command sent by this controller",
+                   ack.engine_id, ack.epoch);
+      return;
+    }
+    const SentCommand& cmd = sent->second;
+    store_->RecordAck(cmd.decision_id, ack);
+    std::optional<PendingDecision>& pending = e.pending();
+    bool is_pending = pending && pending->epoch == ack.epoch;
+    if (!ack.applied) {
+      ++stats_.failed_commands;
+      spdlog::warn("engine {}: refused epoch {}: {}", ack.engine_id, ack.epoch, ack.error);
+      if (is_pending) pending.reset();
+      sent_.erase(sent);
+      return;
+    }
+    e.OnApplied(ack.epoch, cmd.knob, cmd.value);
+    store_->RecordEpoch(
+        {ack.engine_id, ack.epoch, now, json({{cmd.knob, cmd.value}}).dump(), cmd.decision_id});
+    spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
+                 cmd.knob, cmd.value, ack.applied_at_step);
+    if (is_pending) pending->acked = true;
+    sent_.erase(sent);
+  }
+
+  void RunDue() {
+    int64_t now = clock_->NowNanos();
+    for (auto& [id, e] : engines_) {
+      std::optional<PendingDecision>& pending = e.pending();
+      if (pending && !pending->acked &&
+          now - pending->sent_ns > options_.ack_timeout_ms * kNanosPerMilli) {
+        telemetry::Ack timeout;
+        timeout.engine_id = id;
+        timeout.epoch = pending->epoch;
+        timeout.applied = false;
+        timeout.error = fmt::format("no ack within {} ms", options_.ack_timeout_ms);
+        timeout.timestamp_ns = now;
+        store_->RecordAck(pending->decision_id, timeout);
+        ++stats_.failed_commands;
+        spdlog::warn("engine {}: epoch {}: {}", id, pending->epoch, timeout.error);
+        pending.reset();
+      } else if (pending && pending->acked &&
+                 now - pending->sent_ns > kOutcomeTimeoutMs * kNanosPerMilli) {
+        Measure(e, now);
+      }
+      if (now >= e.next_policy_run_ns) {
+        e.next_policy_run_ns = now + options_.cadence_ms * kNanosPerMilli;
+        RunPolicies(e, now);
+      }
+    }
+    if (options_.progress_interval_ms > 0 && now >= next_progress_ns_) {
+      next_progress_ns_ = now + options_.progress_interval_ms * kNanosPerMilli;
+      ControllerStats s = stats();
+      spdlog::info(
+          "progress: {} engines, {} steps, {} decisions, {} commands ({} failed, {} rollbacks), "
+          "{} malformed, {} gaps, db pending {}",
+          s.engines, s.steps, s.decisions, s.commands_sent, s.failed_commands, s.rollbacks,
+          s.malformed, s.sequence_gaps, s.store_pending);
+    }
+  }
+
+  void RunPolicies(EngineState& e, int64_t now) {
+    // One change in flight per engine: its outcome is measured before the next.
+    if (!e.has_hello() || e.pending()) return;
+    policies::EngineSnapshot snapshot = e.Snapshot(now);
+    if (options_.capacity_enabled) {
+      if (auto proposal = policies::ProposeCapacity(snapshot, options_.capacity)) {
+        policies::Verdict verdict =
+            policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
+        Decide(e, snapshot, *proposal, verdict, /*is_rollback=*/false, now);
+      }
+    }
+  }
+
+  void Decide(EngineState& e, const policies::EngineSnapshot& snapshot,
+              const policies::Proposal& proposal, const policies::Verdict& verdict,
+              bool is_rollback, int64_t now) {
+    ++stats_.decisions;
+    storage::DecisionRow row;
+    row.engine_id = e.engine_id();
+    row.created_ns = now;
+    row.policy = proposal.policy;
+    row.layer = proposal.layer;
+    row.knob = proposal.knob;
+    row.inputs_json = SnapshotJson(snapshot).dump();
+    row.proposal_json = json({{"knob", proposal.knob},
+                              {"layer", proposal.layer},
+                              {"current", proposal.current},
+                              {"value", proposal.value},
+                              {"reason", proposal.reason}})
+                            .dump();
+    row.verdict = std::string(policies::VerdictName(verdict.kind));
+    row.verdict_reason = verdict.reason;
+    if (verdict.kind == policies::VerdictKind::kRejected) {
+      row.status = "rejected";
+      store_->RecordDecision(std::move(row));
+      spdlog::debug("engine {}: {} {} -> {} rejected: {}", e.engine_id(), proposal.knob,
+                    proposal.current, proposal.value, verdict.reason);
+      return;
+    }
+    telemetry::Command command;
+    command.engine_id = e.engine_id();
+    command.epoch = e.NextEpoch();
+    command.issued_ns = now;
+    command.knobs = KnobPatch(proposal.knob, verdict.value);
+    command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
+    row.command_json = json({{proposal.knob, verdict.value}, {"epoch", command.epoch}}).dump();
+    row.status = "sent";
+    row.epoch = command.epoch;
+    row.sent_ns = now;
+    int64_t id = store_->RecordDecision(std::move(row));
+    Status sent = link_->SendCommand(command);
+    if (!sent.ok()) {
+      ++stats_.failed_commands;
+      telemetry::Ack failure;
+      failure.engine_id = e.engine_id();
+      failure.epoch = command.epoch;
+      failure.error = "send failed: " + sent.message();
+      failure.timestamp_ns = now;
+      store_->RecordAck(id, failure);
+      spdlog::warn("engine {}: cannot send epoch {}: {}", e.engine_id(), command.epoch,
+                   sent.message());
+      return;
+    }
+    ++stats_.commands_sent;
+    store_->RecordCommandSent(id, command.epoch, now);
+    sent_[{e.engine_id(), command.epoch}] = {id, proposal.knob, verdict.value};
+    PendingDecision pending;
+    pending.decision_id = id;
+    pending.epoch = command.epoch;
+    pending.sent_ns = now;
+    pending.knob = proposal.knob;
+    pending.previous_value = proposal.current;
+    pending.new_value = verdict.value;
+    pending.is_rollback = is_rollback;
+    pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
+    pending.reward_before = policies::Reward(pending.before, options_.reward);
+    e.pending() = pending;
+    spdlog::info("engine {}: decision {}: {} {} -> {} under epoch {} ({})", e.engine_id(), id,
+                 proposal.knob, proposal.current, verdict.value, command.epoch, proposal.reason);
+  }
+
+  void Measure(EngineState& e, int64_t now) {
+    PendingDecision pending = *e.pending();
+    e.pending().reset();
+    policies::OutcomeFigures after = e.Figures(pending.epoch, options_.outcome_steps);
+    double reward_after = policies::Reward(after, options_.reward);
+    storage::DecisionOutcome outcome;
+    outcome.measured_ns = now;
+    json j = {{"epoch", pending.epoch},
+              {"before", FiguresJson(pending.before)},
+              {"after", FiguresJson(after)},
+              {"reward_before", pending.reward_before}};
+    if (after.steps > 0) {
+      outcome.reward_before = pending.reward_before;
+      outcome.reward_after = reward_after;
+      j["reward_after"] = reward_after;
+      j["reward_delta"] = reward_after - pending.reward_before;
+    } else {
+      j["note"] = "no steps ran under this epoch before the outcome timeout";
+    }
+    outcome.outcome_json = j.dump();
+    store_->RecordOutcome(pending.decision_id, outcome);
+    spdlog::info(
+        "engine {}: decision {} measured over {} steps: drop {:.4f} -> {:.4f}, reward "
+        "{:.4f} -> {:.4f}",
+        e.engine_id(), pending.decision_id, after.steps, pending.before.drop_rate, after.drop_rate,
+        pending.reward_before, reward_after);
+    if (options_.rollback_enabled && !pending.is_rollback && after.steps > 0 &&
+        policies::ShouldRollBack(pending.reward_before, reward_after, options_.guard)) {
+      ++stats_.rollbacks;
+      policies::EngineSnapshot snapshot = e.Snapshot(now);
+      policies::Proposal rollback;
+      rollback.policy = "guard-rollback";
+      rollback.knob = pending.knob;
+      rollback.current = e.KnobValue(pending.knob);
+      rollback.value = pending.previous_value;
+      rollback.reason =
+          fmt::format("decision {} lowered the reward from {:.4f} to {:.4f}; restoring {} = {}",
+                      pending.decision_id, pending.reward_before, reward_after, pending.knob,
+                      pending.previous_value);
+      policies::Verdict verdict{policies::VerdictKind::kAccepted, pending.previous_value,
+                                "rollback to the last known good setting"};
+      e.guard_state().last_change_ns[pending.knob] = now;
+      Decide(e, snapshot, rollback, verdict, /*is_rollback=*/true, now);
+    }
+  }
+
+  struct SentCommand {
+    int64_t decision_id = 0;
+    std::string knob;
+    double value = 0;
+  };
+
+  ControllerOptions options_;
+  Clock* clock_;
+  std::unique_ptr<telemetry::ControllerLink> link_;
+  std::unique_ptr<storage::Store> store_;
+  std::map<std::string, EngineState> engines_;
+  std::map<std::pair<std::string, uint64_t>, SentCommand> sent_;
+  ControllerStats stats_;
+  int64_t next_progress_ns_ = 0;
+};
+
+}  // namespace
+
+Status Validate(const ControllerOptions& o) {
+  auto bad = [](std::string_view field, std::string_view rule) {
+    return Status::InvalidArgument(fmt::format("{}: {}", field, rule));
+  };
+  if (o.telemetry_endpoint.empty()) return bad("telemetry_endpoint", "must not be empty");
+  if (o.command_endpoint.empty()) return bad("command_endpoint", "must not be empty");
+  if (o.telemetry_endpoint == o.command_endpoint) {
+    return bad("command_endpoint", "must differ from telemetry_endpoint");
+  }
+  if (o.db_path.empty()) return bad("db_path", "must not be empty");
+  if (o.cadence_ms <= 0) return bad("cadence_ms", "must be > 0");
+  if (o.ack_timeout_ms <= 0) return bad("ack_timeout_ms", "must be > 0");
+  if (o.outcome_steps == 0) return bad("outcome_steps", "must be > 0");
+  if (o.window_steps < o.outcome_steps) return bad("window_steps", "must be >= outcome_steps");
+  if (!o.curve_secret_key.empty() && o.allowed_engine_keys.empty()) {
+    return bad("allowed_engine_keys", "CURVE is on but no engine key is allowed");
+  }
+  MOE_RETURN_IF_ERROR(policies::Validate(o.capacity));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& options,
+                                                       Clock* clock) {
+  MOE_RETURN_IF_ERROR(Validate(options));
+  telemetry::ControllerLinkOptions link_options;
+  link_options.telemetry_endpoint = options.telemetry_endpoint;
+  link_options.command_endpoint = options.command_endpoint;
+  if (!options.curve_secret_key.empty()) {
+    link_options.curve = telemetry::CurveKeys{options.curve_public_key, options.curve_secret_key};
+    link_options.allowed_engine_keys = options.allowed_engine_keys;
+  }
+  storage::StoreOptions store_options;
+  store_options.path = options.db_path;
+  store_options.batch_rows = static_cast<size_t>(options.db_batch_rows);
+  store_options.flush_interval = std::chrono::milliseconds(options.db_flush_interval_ms);
+  store_options.raw_retention = std::chrono::seconds(options.raw_retention_s);
+  Result<std::unique_ptr<storage::Store>> store = storage::Store::Open(store_options, clock);
+  if (!store.ok()) return store.status().WithContext("opening the database " + options.db_path);
+  Result<std::unique_ptr<telemetry::ControllerLink>> link =
+      telemetry::ControllerLink::Bind(link_options);
+  if (!link.ok()) return link.status().WithContext("binding the controller sockets");
+  return std::unique_ptr<Controller>(
+      new ControllerImpl(options, clock, std::move(*link), std::move(*store)));
+}
+
+}  // namespace moe::controller

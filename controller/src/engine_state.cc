@@ -1,0 +1,174 @@
+#include "engine_state.h"
+
+#include <algorithm>
+
+namespace moe::controller {
+namespace {
+
+double MaxOverMean(const std::vector<uint32_t>& loads) {
+  if (loads.empty()) return 0;
+  uint64_t total = 0;
+  uint32_t max = 0;
+  for (uint32_t v : loads) {
+    total += v;
+    max = std::max(max, v);
+  }
+  if (total == 0) return 0;
+  return static_cast<double>(max) * loads.size() / static_cast<double>(total);
+}
+
+}  // namespace
+
+StepFigures Summarise(const telemetry::StepRecord& record) {
+  StepFigures f;
+  f.step = record.step;
+  f.epoch = record.epoch;
+  f.step_us = record.step_us;
+  double quality_sum = 0;
+  int quality_n = 0;
+  for (const telemetry::LayerRecord& layer : record.layers) {
+    f.token_slots += layer.num_token_slots;
+    f.dropped += layer.dropped;
+    f.overflowed += layer.overflowed;
+    policies::LayerEstimate e;
+    e.layer = layer.layer;
+    double slots = std::max<double>(1, static_cast<double>(layer.num_token_slots));
+    e.drop_rate = layer.dropped / slots;
+    e.overflow_rate = layer.overflowed / slots;
+    e.max_over_mean = MaxOverMean(layer.expert_tokens);
+    e.layer_us = layer.timing.total_us;
+    e.quality_error = layer.quality_error;
+    f.max_over_mean += e.max_over_mean;
+    if (layer.quality_error) {
+      quality_sum += *layer.quality_error;
+      ++quality_n;
+    }
+    f.layers.push_back(e);
+  }
+  if (!record.layers.empty()) f.max_over_mean /= static_cast<double>(record.layers.size());
+  if (quality_n > 0) f.quality_error = quality_sum / quality_n;
+  return f;
+}
+
+void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
+  bool restarted = has_hello_ && hello.epoch < epoch_;
+  hello_ = hello;
+  has_hello_ = true;
+  epoch_ = hello.epoch;
+  if (restarted) window_.clear();
+  const telemetry::KnobSet& k = hello.knobs;
+  if (k.top_k) knobs_.top_k = *k.top_k;
+  if (k.capacity_factor) knobs_.capacity_factor = *k.capacity_factor;
+  if (k.noise_std) knobs_.noise_std = *k.noise_std;
+  if (k.top_p) knobs_.top_p = *k.top_p;
+  if (k.k_min) knobs_.k_min = *k.k_min;
+  last_step_ns_ = std::max(last_step_ns_, now_ns);
+}
+
+void EngineState::OnStep(const telemetry::StepRecord& record, int64_t now_ns) {
+  last_step_ns_ = now_ns;
+  epoch_ = std::max(epoch_, record.epoch);
+  window_.push_back(Summarise(record));
+  while (window_.size() > window_steps_)
+    window_.pop_front();
+}
+
+void EngineState::OnApplied(uint64_t epoch, const std::string& knob, double value) {
+  if (knob == "capacity_factor") knobs_.capacity_factor = value;
+  if (knob == "top_k") knobs_.top_k = static_cast<uint32_t>(value);
+  last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
+}
+
+double EngineState::KnobValue(const std::string& knob) const {
+  if (knob == "capacity_factor") return knobs_.capacity_factor;
+  if (knob == "top_k") return knobs_.top_k;
+  return 0;
+}
+
+uint64_t EngineState::StepsUnder(uint64_t epoch) const {
+  return static_cast<uint64_t>(std::count_if(
+      window_.begin(), window_.end(), [&](const StepFigures& f) { return f.epoch == epoch; }));
+}
+
+policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) const {
+  policies::OutcomeFigures out;
+  out.capacity_factor = knobs_.capacity_factor;
+  uint64_t slots = 0, dropped = 0;
+  double step_us = 0, imbalance = 0, quality = 0;
+  int quality_n = 0;
+  for (auto it = window_.rbegin(); it != window_.rend() && out.steps < max_steps; ++it) {
+    if (it->epoch != epoch) continue;
+    ++out.steps;
+    slots += it->token_slots;
+    dropped += it->dropped;
+    step_us += it->step_us;
+    imbalance += it->max_over_mean;
+    if (it->quality_error) {
+      quality += *it->quality_error;
+      ++quality_n;
+    }
+  }
+  if (out.steps == 0) return out;
+  out.drop_rate = slots ? static_cast<double>(dropped) / static_cast<double>(slots) : 0;
+  out.step_us = step_us / static_cast<double>(out.steps);
+  out.max_over_mean = imbalance / static_cast<double>(out.steps);
+  if (quality_n > 0) out.quality_error = quality / quality_n;
+  return out;
+}
+
+policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
+  policies::EngineSnapshot s;
+  s.engine_id = engine_id_;
+  s.now_ns = now_ns;
+  s.last_telemetry_ns = last_step_ns_;
+  s.epoch = epoch_;
+  s.num_experts = hello_.num_experts;
+  s.knobs = knobs_;
+  policies::OutcomeFigures f = Figures(epoch_, window_steps_);
+  s.steps_in_epoch = f.steps;
+  s.drop_rate = f.drop_rate;
+  s.step_us = f.step_us;
+  s.max_over_mean = f.max_over_mean;
+  s.quality_error = f.quality_error;
+  uint64_t slots = 0, overflowed = 0;
+  std::vector<policies::LayerEstimate> layers;
+  std::vector<uint32_t> counts;
+  std::vector<uint32_t> quality_counts;
+  for (const StepFigures& step : window_) {
+    if (step.epoch != epoch_) continue;
+    slots += step.token_slots;
+    overflowed += step.overflowed;
+    for (const policies::LayerEstimate& e : step.layers) {
+      if (e.layer >= layers.size()) {
+        layers.resize(e.layer + 1);
+        counts.resize(e.layer + 1);
+        quality_counts.resize(e.layer + 1);
+      }
+      policies::LayerEstimate& acc = layers[e.layer];
+      acc.layer = e.layer;
+      acc.drop_rate += e.drop_rate;
+      acc.overflow_rate += e.overflow_rate;
+      acc.max_over_mean += e.max_over_mean;
+      acc.layer_us += e.layer_us;
+      if (e.quality_error) {
+        acc.quality_error = acc.quality_error.value_or(0) + *e.quality_error;
+        ++quality_counts[e.layer];
+      }
+      ++counts[e.layer];
+    }
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (counts[i] == 0) continue;
+    double n = counts[i];
+    layers[i].drop_rate /= n;
+    layers[i].overflow_rate /= n;
+    layers[i].max_over_mean /= n;
+    layers[i].layer_us /= n;
+    if (layers[i].quality_error) *layers[i].quality_error /= quality_counts[i];
+  }
+  s.overflow_rate = slots ? static_cast<double>(overflowed) / static_cast<double>(slots) : 0;
+  s.layers = std::move(layers);
+  return s;
+}
+
+}  // namespace moe::controller

@@ -1,0 +1,102 @@
+// EngineState: what the controller knows of one engine: identity, settings in
+// force, a window of recent steps, and the decision in flight.
+
+#ifndef MOE_CONTROLLER_SRC_ENGINE_STATE_H_
+#define MOE_CONTROLLER_SRC_ENGINE_STATE_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/policies/guard.h"
+#include "moe/policies/reward.h"
+#include "moe/policies/snapshot.h"
+#include "moe/telemetry/types.h"
+
+namespace moe::controller {
+
+// The figures of one step, summed over layers.
+struct StepFigures {
+  uint64_t step = 0;
+  uint64_t epoch = 0;
+  uint64_t token_slots = 0;
+  uint64_t dropped = 0;
+  uint64_t overflowed = 0;
+  double step_us = 0;
+  double max_over_mean = 0;  // mean over layers
+  std::optional<double> quality_error;
+  std::vector<policies::LayerEstimate> layers;
+};
+
+StepFigures Summarise(const telemetry::StepRecord& record);
+
+// A command sent and not yet measured.
+struct PendingDecision {
+  int64_t decision_id = 0;
+  uint64_t epoch = 0;
+  int64_t sent_ns = 0;
+  bool acked = false;
+  std::string knob;
+  double previous_value = 0;
+  double new_value = 0;
+  bool is_rollback = false;
+  policies::OutcomeFigures before;
+  double reward_before = 0;
+};
+
+class EngineState {
+ public:
+  EngineState(std::string engine_id, size_t window_steps)
+      : engine_id_(std::move(engine_id)), window_steps_(window_steps) {}
+
+  // A (re)start of the engine: adopts its settings and epoch, clears the window.
+  void OnHello(const telemetry::Hello& hello, int64_t now_ns);
+  void OnStep(const telemetry::StepRecord& record, int64_t now_ns);
+  // A command was applied: these are now the settings in force from `epoch`.
+  void OnApplied(uint64_t epoch, const std::string& knob, double value);
+
+  // State estimate over the steps of the epoch in force.
+  policies::EngineSnapshot Snapshot(int64_t now_ns) const;
+  // Mean figures of the (at most `max_steps` latest) steps run under `epoch`.
+  policies::OutcomeFigures Figures(uint64_t epoch, size_t max_steps) const;
+  uint64_t StepsUnder(uint64_t epoch) const;
+
+  // The next epoch to issue: above any epoch seen or issued.
+  uint64_t NextEpoch() {
+    last_issued_epoch_ = std::max(last_issued_epoch_, epoch_) + 1;
+    return last_issued_epoch_;
+  }
+
+  double KnobValue(const std::string& knob) const;
+
+  const std::string& engine_id() const { return engine_id_; }
+  bool has_hello() const { return has_hello_; }
+  const telemetry::Hello& hello() const { return hello_; }
+  uint64_t epoch() const { return epoch_; }
+  int64_t last_step_ns() const { return last_step_ns_; }
+  const policies::KnobValues& knobs() const { return knobs_; }
+
+  std::optional<PendingDecision>& pending() { return pending_; }
+  policies::GuardState& guard_state() { return guard_state_; }
+  int64_t next_policy_run_ns = 0;
+
+ private:
+  std::string engine_id_;
+  size_t window_steps_;
+  bool has_hello_ = false;
+  telemetry::Hello hello_;
+  uint64_t epoch_ = 0;
+  uint64_t last_issued_epoch_ = 0;
+  int64_t last_step_ns_ = 0;
+  policies::KnobValues knobs_;
+  std::deque<StepFigures> window_;
+  std::optional<PendingDecision> pending_;
+  policies::GuardState guard_state_;
+};
+
+}  // namespace moe::controller
+
+#endif  // MOE_CONTROLLER_SRC_ENGINE_STATE_H_

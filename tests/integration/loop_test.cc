@@ -1,0 +1,236 @@
+// The whole loop with real processes: moe-engine and moectld talk over ZeroMQ
+// on loopback; the controller writes a real SQLite file; the test reads it back
+// through the same read-only Reader the CLI uses.
+
+#include <signal.h>
+
+#include <fmt/format.h>
+#include <catch2/catch.hpp>
+#include <thread>
+#include <zmq.hpp>
+
+#include "moe/storage/reader.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
+
+namespace moe {
+namespace {
+
+using moe::testing::Subprocess;
+using moe::testing::TempDir;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int kExitConfig = 78;
+
+// A controller config tuned to decide quickly on a short run.
+std::string ControllerToml(const std::string& db, const std::string& telemetry,
+                           const std::string& commands) {
+  return fmt::format(R"(log_level = "debug"
+cadence = "200ms"
+ack_timeout = "3s"
+outcome_steps = 6
+window_steps = 32
+progress_interval = "1s"
+
+[transport]
+telemetry = "{}"
+commands = "{}"
+
+[storage]
+path = "{}"
+flush_interval = "50ms"
+
+[policies.capacity]
+target_low = 0.001
+target_high = 0.01
+min_steps = 4
+
+[policies.guard]
+cooldown = "300ms"
+stale_after = "5s"
+min_steps_in_epoch = 4
+rollback = false
+)",
+                     telemetry, commands, db);
+}
+
+struct Endpoints {
+  std::string telemetry = moe::testing::FreeLoopbackEndpoint();
+  std::string commands = moe::testing::FreeLoopbackEndpoint();
+};
+
+std::vector<std::string> EngineArgs(const Endpoints& ep, const std::string& engine_id, int steps) {
+  return {MOE_ENGINE_BIN,
+          "--config",
+          std::string(MOE_SOURCE_DIR) + "/configs/engine.toml",
+          "--scenario",
+          std::string(MOE_SOURCE_DIR) + "/configs/scenarios/shift.toml",
+          "--engine-id",
+          engine_id,
+          "--telemetry",
+          ep.telemetry,
+          "--commands",
+          ep.commands,
+          "--steps",
+          std::to_string(steps),
+          "--step-interval-ms",
+          "15",
+          "--log-level",
+          "info"};
+}
+
+// Starts moectld with a NOTIFY_SOCKET of the test's own and waits for READY=1.
+std::unique_ptr<Subprocess> StartDaemon(const TempDir& dir, const std::string& config,
+                                        moe::testing::NotifySocket* notify) {
+  auto daemon = std::make_unique<Subprocess>(
+      std::vector<std::string>{MOECTLD_BIN, "--config", config}, dir.File("moectld.log"),
+      std::vector<std::string>{"NOTIFY_SOCKET=" + notify->path()});
+  bool ready = notify->WaitFor("READY=1", seconds(15));
+  INFO(daemon->Log());
+  REQUIRE(ready);
+  return daemon;
+}
+
+void StopDaemon(Subprocess* daemon) {
+  REQUIRE(daemon->Signal(SIGTERM));
+  std::optional<int> status = daemon->Wait(seconds(15));
+  INFO(daemon->Log());
+  REQUIRE(status.has_value());
+  CHECK(*status == 0);
+}
+
+TEST_CASE("Engine and controller close the loop over loopback", "[integration]") {
+  TempDir dir;
+  Endpoints ep;
+  std::string db = dir.File("moectl.db");
+  std::string config = dir.Write("controller.toml", ControllerToml(db, ep.telemetry, ep.commands));
+  moe::testing::NotifySocket notify(dir.File("notify.sock"));
+  auto daemon = StartDaemon(dir, config, &notify);
+
+  Subprocess engine(EngineArgs(ep, "itest-engine", 400), dir.File("engine.log"));
+  std::optional<int> engine_status = engine.Wait(seconds(90));
+  INFO("engine log:\n" << engine.Log());
+  INFO("daemon log:\n" << daemon->Log());
+  REQUIRE(engine_status.has_value());
+  REQUIRE(*engine_status == 0);
+  StopDaemon(daemon.get());
+
+  auto reader = storage::Reader::Open(db);
+  REQUIRE(reader.ok());
+  storage::HistoryQuery hq;
+  hq.engine_id = "itest-engine";
+  hq.limit = 100000;
+  auto history = (*reader)->History(hq);
+  REQUIRE(history.ok());
+  REQUIRE_FALSE(history->empty());  // telemetry is stored
+
+  storage::DecisionQuery dq;
+  dq.engine_id = "itest-engine";
+  auto decisions = (*reader)->Decisions(dq);
+  REQUIRE(decisions.ok());
+  const storage::DecisionRow* applied = nullptr;
+  for (const storage::DecisionRow& d : *decisions) {
+    if (d.knob == "capacity_factor" && d.acked_ns && d.ack_error.empty() && d.epoch) {
+      applied = &d;
+      break;
+    }
+  }
+  REQUIRE(applied != nullptr);  // a decision changed capacity_factor and was acked
+  CHECK(applied->applied_at_step.has_value());
+  CHECK((applied->status == "acked" || applied->status == "measured"));
+  uint64_t later_epoch_rows = 0;
+  for (const storage::StepRow& row : *history) {
+    if (row.epoch >= *applied->epoch) ++later_epoch_rows;
+  }
+  CHECK(later_epoch_rows > 0);  // later telemetry carries the new epoch
+
+  bool measured = false;
+  for (const storage::DecisionRow& d : *decisions) {
+    if (d.status == "measured") {
+      measured = true;
+      CHECK(d.reward_after.has_value());
+      CHECK(d.outcome_json.find("\"after\"") != std::string::npos);
+    }
+  }
+  CHECK(measured);
+}
+
+TEST_CASE("Malformed telemetry is counted and the daemon keeps storing", "[integration]") {
+  TempDir dir;
+  Endpoints ep;
+  std::string db = dir.File("moectl.db");
+  std::string config = dir.Write("controller.toml", ControllerToml(db, ep.telemetry, ep.commands));
+  moe::testing::NotifySocket notify(dir.File("notify.sock"));
+  auto daemon = StartDaemon(dir, config, &notify);
+
+  {
+    zmq::context_t context;
+    zmq::socket_t push(context, zmq::socket_type::push);
+    push.set(zmq::sockopt::linger, 1000);
+    push.connect(ep.telemetry);
+    const std::string garbage[] = {"", "not protobuf at all", std::string(64, '\xff'),
+                                   std::string("\x0a\x05hello", 7)};
+    for (const std::string& bytes : garbage) {
+      push.send(zmq::buffer(bytes), zmq::send_flags::none);
+    }
+  }
+  Subprocess engine(EngineArgs(ep, "after-garbage", 60), dir.File("engine.log"));
+  std::optional<int> engine_status = engine.Wait(seconds(60));
+  INFO("engine log:\n" << engine.Log());
+  REQUIRE(engine_status == std::optional<int>(0));
+  std::this_thread::sleep_for(milliseconds(500));
+  CHECK(daemon->running());
+  StopDaemon(daemon.get());
+  CHECK(daemon->Log().find("malformed") != std::string::npos);
+
+  auto reader = storage::Reader::Open(db);
+  REQUIRE(reader.ok());
+  storage::HistoryQuery hq;
+  hq.engine_id = "after-garbage";
+  auto history = (*reader)->History(hq);
+  REQUIRE(history.ok());
+  CHECK_FALSE(history->empty());
+}
+
+TEST_CASE("A bad config at start exits 78 and names file, line and key", "[integration]") {
+  TempDir dir;
+  std::string config =
+      dir.Write("bad.toml", "cadence = \"1s\"\n[storage]\npath = \"x.db\"\nbatch_rowz = 10\n");
+  Subprocess daemon({MOECTLD_BIN, "--config", config}, dir.File("moectld.log"));
+  std::optional<int> status = daemon.Wait(seconds(10));
+  REQUIRE(status.has_value());
+  CHECK(*status == kExitConfig);
+  std::string log = daemon.Log();
+  INFO(log);
+  CHECK(log.find(config + ":4:1: storage.batch_rowz: unknown key") != std::string::npos);
+}
+
+TEST_CASE("SIGHUP with an invalid config keeps the running one", "[integration]") {
+  TempDir dir;
+  Endpoints ep;
+  std::string db = dir.File("moectl.db");
+  std::string good = ControllerToml(db, ep.telemetry, ep.commands);
+  std::string config = dir.Write("controller.toml", good);
+  moe::testing::NotifySocket notify(dir.File("notify.sock"));
+  auto daemon = StartDaemon(dir, config, &notify);
+
+  dir.Write("controller.toml", good + "\n[policies.reward]\nslo_us = -5\n");
+  REQUIRE(daemon->Signal(SIGHUP));
+  bool ready_again = notify.WaitFor("READY=1", seconds(10));
+  CHECK(ready_again);
+  CHECK(daemon->running());
+
+  dir.Write("controller.toml", good);
+  REQUIRE(daemon->Signal(SIGHUP));
+  CHECK(notify.WaitFor("READY=1", seconds(10)));
+  StopDaemon(daemon.get());
+  std::string log = daemon->Log();
+  INFO(log);
+  CHECK(log.find("reload refused, keeping the running configuration") != std::string::npos);
+  CHECK(log.find("policies.reward.slo_us") != std::string::npos);
+  CHECK(log.find("configuration reloaded") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace moe
