@@ -103,15 +103,35 @@ class ReaderImpl final : public Reader {
       : path_(std::move(path)), db_(std::move(db)) {}
 
   Result<std::vector<EngineRow>> Engines() override;
-  Result<std::vector<StepRow>> History(const HistoryQuery& query) override;
+  Result<std::vector<StepRow>> History(const HistoryQuery& query) override {
+    return InSnapshot([&] { return HistoryInSnapshot(query); });
+  }
   Result<std::vector<DecisionRow>> Decisions(const DecisionQuery& query) override;
   Result<DecisionRow> Decision(int64_t id) override;
-  Result<std::vector<ExpertLoadRow>> HotExperts(const ExpertQuery& query) override;
+  Result<std::vector<ExpertLoadRow>> HotExperts(const ExpertQuery& query) override {
+    return InSnapshot([&] { return HotExpertsInSnapshot(query); });
+  }
   Result<std::vector<EpochRow>> Epochs(const std::string& engine_id,
                                        const TimeWindow& window) override;
   Result<int> SchemaVersion() override { return internal::ReadSchemaVersion(db_.get(), path_); }
 
  private:
+  // Queries that read several tables run in one read transaction, so a
+  // retention pass committing in between cannot make a row count twice or
+  // not at all.
+  template <typename F>
+  auto InSnapshot(F body) -> decltype(body()) {
+    MOE_RETURN_IF_ERROR(internal::Exec(db_.get(), "BEGIN", "starting a read transaction"));
+    auto result = body();
+    // Ending a read transaction cannot lose anything; report its error only
+    // if the query itself succeeded.
+    Status end = internal::Exec(db_.get(), "COMMIT", "ending a read transaction");
+    if (result.ok() && !end.ok()) return end;
+    return result;
+  }
+  Result<std::vector<StepRow>> HistoryInSnapshot(const HistoryQuery& query);
+  Result<std::vector<ExpertLoadRow>> HotExpertsInSnapshot(const ExpertQuery& query);
+
   Result<Statement> Prepare(const std::string& sql) {
     auto stmt = Statement::Prepare(db_.get(), sql);
     if (!stmt.ok()) return stmt.status().WithContext(fmt::format("querying {}", path_));
@@ -150,7 +170,7 @@ Result<std::vector<EngineRow>> ReaderImpl::Engines() {
   return rows;
 }
 
-Result<std::vector<StepRow>> ReaderImpl::History(const HistoryQuery& query) {
+Result<std::vector<StepRow>> ReaderImpl::HistoryInSnapshot(const HistoryQuery& query) {
   auto filters = [&](const char* time_column) {
     Where where;
     if (!query.engine_id.empty()) where.Add("engine_id = ?", query.engine_id);
@@ -230,7 +250,7 @@ Result<DecisionRow> ReaderImpl::Decision(int64_t id) {
   return ReadDecision(stmt);
 }
 
-Result<std::vector<ExpertLoadRow>> ReaderImpl::HotExperts(const ExpertQuery& query) {
+Result<std::vector<ExpertLoadRow>> ReaderImpl::HotExpertsInSnapshot(const ExpertQuery& query) {
   std::string engine_id = query.engine_id;
   if (engine_id.empty()) {
     MOE_ASSIGN_OR_RETURN(std::vector<EngineRow> engines, Engines());

@@ -492,6 +492,25 @@ TEST_CASE("Close flushes; writes after Close are ignored", "[store]") {
   CHECK(AllSteps(*reader).size() == 100);
 }
 
+TEST_CASE("Close gives up after close_timeout and says how much was not written", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  StoreOptions options = TestOptions(path);
+  options.busy_timeout = std::chrono::milliseconds(10);
+  options.close_timeout = std::chrono::milliseconds(200);
+  auto store = OpenStore(options, &clock);
+  RawDb blocker(path);
+  REQUIRE(blocker.Exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+  for (int s = 0; s < 5; ++s)
+    store->AppendStep(MakeStep("e1", s, s * kSecond, 1, 4));
+  Status closed = store->Close();
+  CHECK(closed.code() == StatusCode::kUnavailable);
+  CHECK_THAT(closed.message(), Catch::Contains("5 writes could not be committed"));
+  CHECK(store->Close().code() == StatusCode::kUnavailable);  // the same answer again
+  REQUIRE(blocker.Exec("ROLLBACK") == SQLITE_OK);
+}
+
 TEST_CASE("Open validates its options", "[store]") {
   FakeClock clock;
   StoreOptions empty;
