@@ -64,11 +64,21 @@ struct NodeSolution {
 // +infinity when the experts outnumber the slots.
 double NodeLowerBound(const NodeProblem& problem);
 
+// Whether max GPU load t passes NodeLowerBound's necessary conditions (plus:
+// at most num_gpus replicas larger than t / 2, as two cannot share a GPU).
+// When it does and `counts` is given, fills it with fewest replica counts
+// meeting them (summing to at most the node's slots).
+bool NodeFeasible(const NodeProblem& problem, double t, std::vector<int>* counts);
+
 // Minimal replica count of an expert with `load` such that
 // load * ceil(c / num_gpus) / c <= t; 0 when impossible (t < load / num_gpus).
 int MinCount(double load, double t, int num_gpus);
 
 enum class Effort { kQuick, kDeep };
+
+// A node's search stops once its max load is within this relative gap of the
+// node's lower bound.
+inline constexpr double kStopGap = 1e-4;
 
 // Solves a node: candidate replica counts, greedy and differencing packings,
 // swap local search; kDeep adds count exchanges and perturbations until the

@@ -20,22 +20,75 @@ constexpr int kMaxPartitionGroups = 24;
 // Largest number of candidate blocks it enumerates.
 constexpr int64_t kMaxPartitionBlocks = 20000;
 
-// Feasibility of max GPU load t for the necessary conditions of
-// NodeLowerBound. Rounds in favour of feasibility so the bound stays valid.
-bool Feasible(const NodeProblem& problem, double t) {
+}  // namespace
+
+bool NodeFeasible(const NodeProblem& problem, double t, std::vector<int>* counts) {
   const int num_gpus = problem.num_gpus;
+  const int n = static_cast<int>(problem.loads.size());
   double total = 0.0;
   int64_t slots = 0;
-  for (double load : problem.loads) {
+  std::vector<int> cmin(n);
+  // Experts whose fewest replicas are "big" (> t / 2): two big replicas
+  // cannot share a GPU, so at most num_gpus replicas are big; the others
+  // must take enough replicas to be small (extra slots).
+  std::vector<int> big;
+  std::vector<int> extra(n, 0);
+  int64_t big_units = 0;
+  for (int e = 0; e < n; ++e) {
+    const double load = problem.loads[e];
     total += load;
     const int c = MinCount(load, t, num_gpus);
     if (c == 0) return false;
+    cmin[e] = c;
     slots += c;
+    if (load / c > 0.5 * t * (1 + 1e-12)) {
+      const double need = std::ceil(2 * load / t * (1 - 1e-12));
+      extra[e] = std::max(0, static_cast<int>(need) - c);
+      big.push_back(e);
+      big_units += c;
+    }
   }
   if (total > num_gpus * t * (1 + 1e-12)) return false;
-  return slots <= problem.num_slots();
+  std::vector<char> keep_big(n, 1);
+  if (big_units > num_gpus) {
+    // 0/1 knapsack: keep big the set B (sum of cmin <= num_gpus) that saves
+    // the most extra slots; everyone else pays its extra.
+    const int cap = num_gpus;
+    const int m = static_cast<int>(big.size());
+    std::vector<std::vector<int64_t>> best(m + 1, std::vector<int64_t>(cap + 1, 0));
+    for (int i = 0; i < m; ++i) {
+      const int w = cmin[big[i]];
+      for (int c = 0; c <= cap; ++c) {
+        best[i + 1][c] = best[i][c];
+        if (w <= c) best[i + 1][c] = std::max(best[i + 1][c], best[i][c - w] + extra[big[i]]);
+      }
+    }
+    int64_t all_extra = 0;
+    for (int e : big)
+      all_extra += extra[e];
+    slots += all_extra - best[m][cap];
+    if (counts != nullptr) {
+      int c = cap;
+      for (int i = m; i > 0; --i) {
+        const bool taken = best[i][c] != best[i - 1][c];
+        keep_big[big[i - 1]] = taken ? 1 : 0;
+        if (taken) c -= cmin[big[i - 1]];
+      }
+    }
+  }
+  if (slots > problem.num_slots()) return false;
+  if (counts != nullptr) {
+    counts->resize(n);
+    for (int e = 0; e < n; ++e)
+      (*counts)[e] = cmin[e] + (keep_big[e] ? 0 : extra[e]);
+  }
+  return true;
 }
 
+namespace {
+bool Feasible(const NodeProblem& problem, double t) {
+  return NodeFeasible(problem, t, nullptr);
+}
 }  // namespace
 
 int MinCount(double load, double t, int num_gpus) {

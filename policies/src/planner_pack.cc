@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <queue>
 
@@ -135,7 +136,7 @@ Packing PackDifferencing(const Items& items, int num_bins, int per_bin) {
 // Swaps between the most loaded bin and the others while one lowers it:
 // one-for-one, then two-for-two. Returns when no swap helps, or on the
 // deadline.
-void LocalSearch(const Items& items, const Deadline& deadline, Packing* p) {
+void LocalSearch(const Items& items, bool pair_swaps, const Deadline& deadline, Packing* p) {
   const int num_bins = static_cast<int>(p->bins.size());
   const double* size = items.size.data();
   for (int iteration = 0;; ++iteration) {
@@ -173,6 +174,7 @@ void LocalSearch(const Items& items, const Deadline& deadline, Packing* p) {
       p->load[best_h] += d;
       continue;
     }
+    if (!pair_swaps) return;
     // Two-for-two.
     int bi2 = -1, bj2 = -1;
     for (int h = 0; h < num_bins; ++h) {
@@ -208,24 +210,45 @@ void LocalSearch(const Items& items, const Deadline& deadline, Packing* p) {
   }
 }
 
-// Adds slots to the experts with the highest load per replica until the
-// counts sum to num_slots.
-void FillCounts(const std::vector<double>& loads, int num_slots, std::vector<int>* counts) {
-  int used = std::accumulate(counts->begin(), counts->end(), 0);
-  using Entry = std::pair<double, int>;
-  auto cmp = [](const Entry& a, const Entry& b) {
-    return a.first < b.first || (a.first == b.first && a.second > b.second);
-  };
-  std::priority_queue<Entry, std::vector<Entry>, decltype(cmp)> heap(cmp);
-  for (size_t e = 0; e < loads.size(); ++e) {
-    heap.emplace(loads[e] / (*counts)[e], static_cast<int>(e));
-  }
+// Load on the fullest GPU from an expert with `load` split over c replicas
+// on num_gpus GPUs: ceil(c / num_gpus) replicas share one GPU.
+double Burden(double load, int c, int num_gpus) {
+  return load * ((c + num_gpus - 1) / num_gpus) / c;
+}
+
+// Adds slots until the counts sum to num_slots: each to the expert with the
+// highest burden among those whose burden an extra replica does not raise
+// (a replica beyond a multiple of num_gpus doubles up on some GPU); when none
+// is left, to the one whose burden grows least.
+// Only experts whose replicas are at most `max_size` take slots while any
+// of them can.
+void FillCounts(const std::vector<double>& loads, int num_slots, int num_gpus,
+                std::vector<int>* counts,
+                double max_size = std::numeric_limits<double>::infinity()) {
+  std::vector<int>& c = *counts;
+  int used = std::accumulate(c.begin(), c.end(), 0);
+  const int n = static_cast<int>(loads.size());
   while (used < num_slots) {
-    const int e = heap.top().second;
-    heap.pop();
-    ++(*counts)[e];
+    int best = -1, fallback = -1;
+    double best_key = -1.0, fallback_key = std::numeric_limits<double>::infinity();
+    for (int pass = 0; pass < 2 && best < 0 && fallback < 0; ++pass) {
+      for (int e = 0; e < n; ++e) {
+        if (pass == 0 && loads[e] / c[e] > max_size) continue;
+        const double now = Burden(loads[e], c[e], num_gpus);
+        const double next = Burden(loads[e], c[e] + 1, num_gpus);
+        if (next <= now) {
+          if (now > best_key) {
+            best_key = now;
+            best = e;
+          }
+        } else if (next < fallback_key) {
+          fallback_key = next;
+          fallback = e;
+        }
+      }
+    }
+    ++c[best >= 0 ? best : fallback];
     ++used;
-    heap.emplace(loads[e] / (*counts)[e], e);
   }
 }
 
@@ -236,16 +259,17 @@ struct Candidate {
   double max_load = 0.0;
 };
 
-Candidate Evaluate(const NodeProblem& problem, std::vector<int> counts, const Deadline& deadline) {
+Candidate Evaluate(const NodeProblem& problem, std::vector<int> counts, bool pair_swaps,
+                   const Deadline& deadline) {
   Candidate best;
   best.counts = std::move(counts);
   best.items = MakeItems(problem.loads, best.counts);
   best.packing = PackGreedy(best.items, problem.num_gpus, problem.slots_per_gpu);
-  LocalSearch(best.items, deadline, &best.packing);
+  LocalSearch(best.items, pair_swaps, deadline, &best.packing);
   best.max_load = best.packing.Max();
   if (problem.num_gpus > 1 && problem.slots_per_gpu > 1) {
     Packing kk = PackDifferencing(best.items, problem.num_gpus, problem.slots_per_gpu);
-    LocalSearch(best.items, deadline, &kk);
+    LocalSearch(best.items, pair_swaps, deadline, &kk);
     if (kk.Max() < best.max_load) {
       best.packing = std::move(kk);
       best.max_load = best.packing.Max();
@@ -287,7 +311,7 @@ bool Perturb(const Items& items, const Deadline& deadline, std::mt19937_64* rng,
     std::swap(trial.bins[a][i], trial.bins[h][j]);
   }
   Recompute(items, &trial);
-  LocalSearch(items, deadline, &trial);
+  LocalSearch(items, true, deadline, &trial);
   const double before = p->Max();
   const double after = trial.Max();
   if (after <= before) {
@@ -318,8 +342,31 @@ bool ExchangeCount(const NodeProblem& problem, const Deadline& deadline, Candida
   auto after = [&](int e) { return problem.loads[e] / (c->counts[e] - 1); };
   std::sort(donors.begin(), donors.end(), [&](int a, int b) { return after(a) < after(b); });
   if (donors.size() > 4) donors.resize(4);
+  // Also the reverse: an expert on the top bin gives a replica to the
+  // experts with the heaviest replicas.
+  struct Move {
+    int x, y;
+    bool from_top;  // y's replica leaves the top bin
+  };
+  std::vector<Move> moves;
   for (int x : gainers) {
-    for (int y : donors) {
+    for (int y : donors)
+      moves.push_back({x, y, false});
+  }
+  std::vector<int> heavy(c->counts.size());
+  std::iota(heavy.begin(), heavy.end(), 0);
+  std::partial_sort(heavy.begin(), heavy.begin() + std::min<size_t>(4, heavy.size()), heavy.end(),
+                    [&](int a, int b) {
+                      return problem.loads[a] / c->counts[a] > problem.loads[b] / c->counts[b];
+                    });
+  heavy.resize(std::min<size_t>(4, heavy.size()));
+  for (int y : gainers) {
+    if (c->counts[y] < 2) continue;
+    for (int x : heavy)
+      moves.push_back({x, y, true});
+  }
+  for (const auto& [x, y, from_top] : moves) {
+    {
       if (x == y) continue;
       std::vector<int> counts = c->counts;
       ++counts[x];
@@ -332,7 +379,9 @@ bool ExchangeCount(const NodeProblem& problem, const Deadline& deadline, Candida
         for (int i : c->packing.bins[b])
           bin_experts[b].push_back(c->items.expert[i]);
         if (std::find(bin_experts[b].begin(), bin_experts[b].end(), y) != bin_experts[b].end() &&
-            (donor_bin < 0 || c->packing.load[b] < c->packing.load[donor_bin])) {
+            (donor_bin < 0 || c->packing.load[b] < c->packing.load[donor_bin] ||
+             (from_top && static_cast<int>(b) == top))) {
+          if (from_top && donor_bin == top) continue;
           donor_bin = static_cast<int>(b);
         }
       }
@@ -354,7 +403,7 @@ bool ExchangeCount(const NodeProblem& problem, const Deadline& deadline, Candida
         }
       }
       Recompute(trial.items, &trial.packing);
-      LocalSearch(trial.items, deadline, &trial.packing);
+      LocalSearch(trial.items, true, deadline, &trial.packing);
       trial.max_load = trial.packing.Max();
       if (trial.max_load < c->max_load * (1 - 1e-12)) {
         *c = std::move(trial);
@@ -384,30 +433,42 @@ NodeSolution SolveNode(const NodeProblem& problem, Effort effort, const Deadline
   const int num_experts = static_cast<int>(problem.loads.size());
   const int num_slots = problem.num_slots();
   const double bound = NodeLowerBound(problem);
-  const double done = bound * (1 + 1e-9);
+  // Closer than kStopGap to the bound is below the noise of measured loads.
+  const double done = bound * (1 + kStopGap);
 
-  // Candidate counts: EPLB's water-filling, and the counts the lower bound
-  // asks for (each replica within the bound, fullest GPU included) topped up
-  // by water-filling.
+  // Candidate counts: EPLB's water-filling, the same aware of replicas that
+  // double up on a GPU, and the counts the lower bound asks for (each
+  // expert's burden within the bound) topped up the same way.
   std::vector<std::vector<int>> count_sets;
-  count_sets.push_back(std::vector<int>(num_experts, 1));
-  FillCounts(problem.loads, num_slots, &count_sets.back());
-  {
-    std::vector<int> counts(num_experts);
-    int used = 0;
-    for (int e = 0; e < num_experts; ++e) {
-      counts[e] = MinCount(problem.loads[e], bound * (1 + 1e-9), problem.num_gpus);
-      used += counts[e];
+  auto add_set = [&](std::vector<int> counts) {
+    if (std::find(count_sets.begin(), count_sets.end(), counts) == count_sets.end()) {
+      count_sets.push_back(std::move(counts));
     }
-    if (used <= num_slots && std::find(counts.begin(), counts.end(), 0) == counts.end()) {
-      FillCounts(problem.loads, num_slots, &counts);
-      if (counts != count_sets[0]) count_sets.push_back(std::move(counts));
+  };
+  add_set(ReplicateGreedy(problem.loads, num_slots));
+  {
+    std::vector<int> counts(num_experts, 1);
+    FillCounts(problem.loads, num_slots, problem.num_gpus, &counts);
+    add_set(std::move(counts));
+  }
+  {
+    std::vector<int> counts;
+    double t = bound * (1 + 1e-9);
+    for (int k = 0; k < 4 && !NodeFeasible(problem, t, &counts); ++k)
+      t *= 1.001;
+    if (!counts.empty()) {
+      std::vector<int> topped = counts;
+      FillCounts(problem.loads, num_slots, problem.num_gpus, &topped, 0.5 * t);
+      add_set(std::move(topped));
+      FillCounts(problem.loads, num_slots, problem.num_gpus, &counts);
+      add_set(std::move(counts));
     }
   }
   Candidate best;
   best.max_load = std::numeric_limits<double>::infinity();
   for (auto& counts : count_sets) {
-    Candidate c = Evaluate(problem, counts, deadline);
+    if (best.max_load <= done) break;
+    Candidate c = Evaluate(problem, counts, effort == Effort::kDeep, deadline);
     if (c.max_load < best.max_load) best = std::move(c);
   }
   if (effort == Effort::kDeep && best.max_load > done && problem.num_gpus > 1) {
