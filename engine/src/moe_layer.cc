@@ -230,6 +230,7 @@ Status MoeLayer::Forward(const float* x, const LayerContext& ctx, LayerWorkspace
   stats->router_entropy = plan.router_entropy;
   stats->gate_mass = plan.gate_mass;
   stats->expert_tokens = plan.expert_tokens;
+  stats->expert_demand = plan.expert_demand;
   stats->slot_tokens = plan.slot_tokens;
   stats->quality_error.reset();
   if (ctx.probe && options_.quality_probe_tokens > 0) {

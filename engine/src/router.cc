@@ -261,6 +261,10 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
     }
   }
   plan.expert_tokens = book.expert_used();
+  plan.expert_demand.assign(num_experts, 0);
+  for (int32_t e : plan.chosen) {
+    if (e >= 0) plan.expert_demand[e]++;
+  }
   plan.slot_tokens = book.slot_used();
   if (num_tokens > 0) {
     plan.router_entropy = entropy_sum / num_tokens;

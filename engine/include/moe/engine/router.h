@@ -57,6 +57,7 @@ struct RoutingPlan {
   uint32_t rerouted = 0;
   uint32_t dropped = 0;
   std::vector<uint32_t> expert_tokens;  // [E] served slots per logical expert
+  std::vector<uint32_t> expert_demand;  // [E] slots that chose the expert first
   std::vector<uint32_t> slot_tokens;    // [replicas] served slots per physical slot
   std::vector<uint32_t> k_histogram;    // [top_k + 1]
   double router_entropy = 0;            // mean over tokens, nats

@@ -16,6 +16,7 @@ struct LayerStats {
   uint32_t num_tokens = 0;              // tokens entering the layer
   uint64_t num_token_slots = 0;         // token-slots requested (sum of K used per token)
   std::vector<uint32_t> expert_tokens;  // routed token-slots per logical expert [E]
+  std::vector<uint32_t> expert_demand;  // token-slots that chose each expert first [E]
   std::vector<uint32_t> slot_tokens;    // routed token-slots per physical slot [replicas]
   std::vector<uint32_t> device_tokens;  // routed token-slots per device [D]
   uint32_t capacity = 0;                // per-expert capacity this step (0 = unlimited)

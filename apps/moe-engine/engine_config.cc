@@ -1,0 +1,192 @@
+#include "engine_config.h"
+
+#include <filesystem>
+#include <vector>
+
+#include "moe/config/toml_reader.h"
+
+namespace moe::engine_app {
+namespace {
+
+using config::Range;
+using config::TableReader;
+using config::TomlDocument;
+
+std::string RelativeTo(const std::string& base_file, const std::string& path) {
+  if (path.empty() || std::filesystem::path(path).is_absolute()) return path;
+  return (std::filesystem::path(base_file).parent_path() / path).lexically_normal().string();
+}
+
+void ReadModel(TableReader t, engine::ModelOptions* m) {
+  t.Read("num_layers", &m->num_layers, Range<int64_t>{1, 256});
+  t.Read("hidden", &m->hidden, Range<int64_t>{1, 65536});
+  t.Read("num_experts", &m->num_experts, Range<int64_t>{1, 4096});
+  t.Read("expert_ffn", &m->expert_ffn, Range<int64_t>{1, 65536});
+  t.Read("num_shared_experts", &m->num_shared_experts, Range<int64_t>{0, 64});
+  t.Read("shared_ffn", &m->shared_ffn, Range<int64_t>{1, 65536});
+  std::string score = std::string(engine::ScoreFunctionName(m->score_function));
+  t.ReadChoice("score_function", &score, {"softmax", "sigmoid"});
+  m->score_function =
+      score == "sigmoid" ? engine::ScoreFunction::kSigmoid : engine::ScoreFunction::kSoftmax;
+  t.Read("normalize_gates", &m->normalize_gates);
+  t.Read("routed_scaling", &m->routed_scaling, Range<double>{1e-6, 1e6});
+  t.Read("num_groups", &m->num_groups, Range<int64_t>{1, 4096});
+  t.Read("topk_groups", &m->topk_groups, Range<int64_t>{1, 4096});
+  t.Read("router_init_scale", &m->router_init_scale, Range<double>{1e-6, 1e3});
+  double eps = m->rms_eps;
+  t.Read("rms_eps", &eps, Range<double>{1e-12, 1.0});
+  m->rms_eps = static_cast<float>(eps);
+  int64_t seed = static_cast<int64_t>(m->seed);
+  t.Read("seed", &seed, Range<int64_t>{0, INT64_MAX});
+  m->seed = static_cast<uint64_t>(seed);
+  if (m->num_experts % m->num_groups != 0) {
+    t.Fail("num_groups", "must divide num_experts");
+  }
+  if (m->topk_groups > m->num_groups) t.Fail("topk_groups", "must be <= num_groups");
+}
+
+void ReadParallel(TableReader t, engine::ParallelOptions* p) {
+  t.Read("num_devices", &p->num_devices, Range<int64_t>{1, 1024});
+  t.Read("num_replicas", &p->num_replicas, Range<int64_t>{0, 65536});
+  t.Read("devices_per_node", &p->devices_per_node, Range<int64_t>{1, 1024});
+  t.Read("intra_node_gbps", &p->intra_node_gbps, Range<double>{1e-3, 1e5});
+  t.Read("inter_node_gbps", &p->inter_node_gbps, Range<double>{1e-3, 1e5});
+}
+
+void ReadKnobs(TableReader t, engine::Knobs* k) {
+  t.Read("top_k", &k->top_k, Range<int64_t>{1, 4096});
+  t.Read("top_p", &k->top_p, Range<double>{0, 1});
+  t.Read("k_min", &k->k_min, Range<int64_t>{1, 4096});
+  t.Read("capacity_factor", &k->capacity_factor, Range<double>{0, 1000});
+  std::string policy = std::string(engine::OverflowPolicyName(k->overflow_policy));
+  t.ReadChoice("overflow_policy", &policy, {"drop", "reroute", "replica"});
+  k->overflow_policy = policy == "reroute"   ? engine::OverflowPolicy::kReroute
+                       : policy == "replica" ? engine::OverflowPolicy::kReplica
+                                             : engine::OverflowPolicy::kDrop;
+  t.Read("noise_std", &k->noise_std, Range<double>{0, 100});
+  t.Read("shortlist", &k->shortlist, Range<int64_t>{0, 4096});
+  t.Read("availability_weight", &k->availability_weight, Range<double>{0, 1});
+  if (t.Has("expert_bias")) {
+    std::vector<double> bias;
+    t.Read("expert_bias", &bias, Range<double>{-1e6, 1e6});
+    k->expert_bias.assign(bias.begin(), bias.end());
+  }
+  if (t.Has("placement")) {
+    std::vector<int64_t> placement;
+    t.Read("placement", &placement, Range<int64_t>{0, 65535});
+    k->phy2log.assign(placement.begin(), placement.end());
+  }
+}
+
+// Cross-field checks the engine would otherwise report without a position.
+void CheckOptions(TableReader knobs, const engine::Options& options) {
+  Status st = engine::ValidateOptions(options);
+  if (!st.ok()) knobs.Fail("", st.message());
+}
+
+}  // namespace
+
+Status LoadModelPreset(const std::string& path, engine::Options* options) {
+  MOE_ASSIGN_OR_RETURN(TomlDocument doc, TomlDocument::Load(path));
+  TableReader root = doc.Root();
+  std::string name;
+  root.Read("name", &name);
+  std::string description;
+  root.Read("description", &description);
+  ReadModel(root.Table("model"), &options->model);
+  ReadParallel(root.Table("parallel"), &options->parallel);
+  ReadKnobs(root.Table("knobs"), &options->knobs);
+  return doc.Finish();
+}
+
+Result<EngineConfig> LoadEngineConfig(const std::string& path) {
+  MOE_ASSIGN_OR_RETURN(TomlDocument doc, TomlDocument::Load(path));
+  EngineConfig cfg;
+  TableReader root = doc.Root();
+  std::string preset;
+  root.Read("model_preset", &preset);
+  if (!preset.empty()) {
+    MOE_RETURN_IF_ERROR(LoadModelPreset(RelativeTo(path, preset), &cfg.engine));
+  }
+
+  TableReader e = root.Table("engine");
+  AppOptions& app = cfg.app;
+  e.Read("id", &app.engine_id);
+  e.ReadChoice("backend", &app.backend, {"cpu", "cuda"});
+  int64_t threads = app.blas_threads;
+  e.Read("blas_threads", &threads, Range<int64_t>{0, 256});
+  app.blas_threads = static_cast<int>(threads);
+  int64_t device = app.cuda_device;
+  e.Read("cuda_device", &device, Range<int64_t>{0, 64});
+  app.cuda_device = static_cast<int>(device);
+  e.ReadDurationMs("step_interval", &app.step_interval_ms, Range<int64_t>{0, 3600000});
+  e.ReadDurationMs("heartbeat", &app.heartbeat_ms, Range<int64_t>{10, 3600000});
+  e.ReadDurationMs("progress", &app.progress_ms, Range<int64_t>{100, 3600000});
+  e.Read("scenario", &app.scenario);
+  app.scenario = RelativeTo(path, app.scenario);
+  int64_t seed = static_cast<int64_t>(cfg.engine.seed);
+  e.Read("seed", &seed, Range<int64_t>{0, INT64_MAX});
+  cfg.engine.seed = static_cast<uint64_t>(seed);
+
+  TableReader t = root.Table("telemetry");
+  t.Read("enabled", &app.telemetry_enabled);
+  t.Read("endpoint", &app.telemetry_endpoint);
+  t.Read("commands", &app.command_endpoint);
+  int64_t queue = app.send_queue;
+  t.Read("send_queue", &queue, Range<int64_t>{1, 1000000});
+  app.send_queue = static_cast<int>(queue);
+
+  ReadModel(root.Table("model"), &cfg.engine.model);
+  ReadParallel(root.Table("parallel"), &cfg.engine.parallel);
+  TableReader knobs = root.Table("knobs");
+  ReadKnobs(knobs, &cfg.engine.knobs);
+  TableReader probe = root.Table("probe");
+  probe.Read("tokens", &cfg.engine.quality_probe_tokens, Range<int64_t>{0, 1024});
+  probe.Read("every", &cfg.engine.quality_probe_every, Range<int64_t>{1, 1000000});
+  if (doc.errors().empty()) CheckOptions(knobs, cfg.engine);
+  MOE_RETURN_IF_ERROR(doc.Finish());
+  return cfg;
+}
+
+Result<engine::ScenarioOptions> LoadScenario(const std::string& path) {
+  MOE_ASSIGN_OR_RETURN(TomlDocument doc, TomlDocument::Load(path));
+  engine::ScenarioOptions s;
+  TableReader root = doc.Root();
+  root.Read("name", &s.name);
+  std::string description;
+  root.Read("description", &description);
+  int64_t seed = static_cast<int64_t>(s.seed);
+  root.Read("seed", &seed, Range<int64_t>{0, INT64_MAX});
+  s.seed = static_cast<uint64_t>(seed);
+  root.Read("num_domains", &s.num_domains, Range<int64_t>{1, 1024});
+  root.Read("domain_scale", &s.domain_scale, Range<double>{0, 1e3});
+  root.Read("noise_scale", &s.noise_scale, Range<double>{0, 1e3});
+  root.Read("tokens_per_step", &s.tokens_per_step, Range<int64_t>{1, 1 << 20});
+  int64_t cycle = 0;
+  root.Read("cycle_steps", &cycle, Range<int64_t>{0, INT64_MAX});
+  s.cycle_steps = static_cast<uint64_t>(cycle);
+  int64_t previous = -1;
+  for (TableReader k : root.Tables("keyframe")) {
+    engine::Keyframe kf;
+    int64_t step = 0;
+    k.Require("step");
+    k.Require("mix");
+    k.Read("step", &step, Range<int64_t>{0, INT64_MAX});
+    if (step <= previous) k.Fail("step", "keyframe steps must increase");
+    if (cycle > 0 && step >= cycle) k.Fail("step", "must be below cycle_steps");
+    previous = step;
+    kf.step = static_cast<uint64_t>(step);
+    k.Read("mix", &kf.mix, Range<double>{0, 1e6});
+    if (k.Has("mix") && kf.mix.size() != s.num_domains) {
+      k.Fail("mix", "needs num_domains = " + std::to_string(s.num_domains) + " entries");
+    }
+    k.Read("tokens_per_step", &kf.tokens_per_step, Range<int64_t>{0, 1 << 20});
+    k.Read("device_slowdown", &kf.device_slowdown, Range<double>{1, 100});
+    s.keyframes.push_back(std::move(kf));
+  }
+  MOE_RETURN_IF_ERROR(doc.Finish());
+  MOE_RETURN_IF_ERROR(engine::ValidateScenario(s).WithContext(path));
+  return s;
+}
+
+}  // namespace moe::engine_app

@@ -1,0 +1,53 @@
+// moe-engine's configuration: TOML files (configs/engine.toml, a model preset
+// in configs/models/, a scenario in configs/scenarios/) read into the engine
+// library's plain Options structs plus the program's own settings. Every key
+// is validated; an error names file:line:col.
+
+#ifndef MOE_APPS_MOE_ENGINE_ENGINE_CONFIG_H_
+#define MOE_APPS_MOE_ENGINE_ENGINE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "moe/common/status.h"
+#include "moe/engine/options.h"
+#include "moe/engine/workload.h"
+
+namespace moe::engine_app {
+
+// The program's settings beside the engine's Options.
+struct AppOptions {
+  std::string engine_id = "engine-0";  // telemetry identity and command routing id
+  std::string backend = "cpu";         // "cpu" or "cuda"
+  int blas_threads = 1;                // CPU backend BLAS threads (0 = OpenBLAS default)
+  int cuda_device = 0;                 // CUDA device ordinal
+  int64_t step_interval_ms = 0;        // minimum time between step starts (pacing)
+  int64_t heartbeat_ms = 1000;         // heartbeat when no step was published for this long
+  int64_t progress_ms = 5000;          // progress line cadence on stderr
+  bool telemetry_enabled = true;       // publish telemetry and accept commands
+  std::string telemetry_endpoint = "tcp://127.0.0.1:5555";  // controller's PULL socket
+  std::string command_endpoint = "tcp://127.0.0.1:5556";    // controller's ROUTER socket
+  int send_queue = 1000;  // messages queued per channel before drops
+  std::string scenario;   // scenario file (relative to the config file)
+};
+
+struct EngineConfig {
+  AppOptions app;
+  engine::Options engine;
+};
+
+// Loads an engine config (tables: [engine], [telemetry], [model], [parallel],
+// [knobs], [probe]; optional `model_preset` naming a model file whose [model],
+// [parallel] and [knobs] tables are read first, the config's own tables then
+// overriding them).
+Result<EngineConfig> LoadEngineConfig(const std::string& path);
+
+// Reads [model], [parallel] and [knobs] of a model preset file into `options`.
+Status LoadModelPreset(const std::string& path, engine::Options* options);
+
+// Loads a scenario file (top-level keys plus [[keyframe]] tables).
+Result<engine::ScenarioOptions> LoadScenario(const std::string& path);
+
+}  // namespace moe::engine_app
+
+#endif  // MOE_APPS_MOE_ENGINE_ENGINE_CONFIG_H_

@@ -1,0 +1,68 @@
+// Glue between the engine library's plain structs and the telemetry schema:
+// Hello/StepRecord from engine stats, commands to knob updates, acks, and the
+// progress line.
+
+#ifndef MOE_APPS_MOE_ENGINE_TELEMETRY_GLUE_H_
+#define MOE_APPS_MOE_ENGINE_TELEMETRY_GLUE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine_config.h"
+#include "moe/engine/engine.h"
+#include "moe/engine/stats.h"
+#include "moe/telemetry/transport.h"
+#include "moe/telemetry/types.h"
+
+namespace moe::engine_app {
+
+telemetry::KnobSet ToKnobSet(const engine::Knobs& knobs);
+engine::KnobPatch ToKnobPatch(const telemetry::KnobSet& set);
+
+telemetry::Hello MakeHello(const engine::Engine& engine, const AppOptions& app, int64_t now_ns);
+telemetry::StepRecord MakeStepRecord(const engine::StepStats& stats, const std::string& engine_id,
+                                     int64_t now_ns);
+
+// Turns received commands into engine knob updates and acks them: a command
+// the engine refuses is acked at once with applied=false and the reason; an
+// accepted one is acked after the step that first ran under its epoch.
+class CommandHandler {
+ public:
+  CommandHandler(engine::Engine* engine, std::string engine_id)
+      : engine_(engine), engine_id_(std::move(engine_id)) {}
+
+  // Receives and submits every waiting command; never blocks.
+  void Poll(telemetry::EngineLink* link, int64_t now_ns);
+  // Acks accepted commands whose epoch `stats` ran under.
+  void AckApplied(telemetry::EngineLink* link, const engine::StepStats& stats, int64_t now_ns);
+
+ private:
+  engine::Engine* engine_;
+  std::string engine_id_;
+  std::vector<uint64_t> accepted_;  // epochs waiting for their first step
+};
+
+// A progress line on stderr every `interval_ns`.
+class ProgressMeter {
+ public:
+  explicit ProgressMeter(int64_t interval_ns) : interval_ns_(interval_ns) {}
+  void Observe(const engine::StepStats& stats, int64_t now_ns, uint64_t telemetry_dropped);
+  void Final() const;
+
+ private:
+  int64_t interval_ns_;
+  int64_t window_start_ns_ = -1;
+  uint64_t steps_ = 0;
+  uint64_t total_steps_ = 0;
+  uint64_t slots_ = 0;
+  uint64_t dropped_ = 0;
+  double step_us_ = 0;
+  double max_over_mean_ = 0;
+  uint64_t epoch_ = 0;
+  uint64_t telemetry_dropped_ = 0;
+};
+
+}  // namespace moe::engine_app
+
+#endif  // MOE_APPS_MOE_ENGINE_TELEMETRY_GLUE_H_
