@@ -123,10 +123,16 @@ class ZmqEngineLink final : public EngineLink {
     return Status::Ok();
   }
 
-  // Sends the Hello on both channels with a fresh seq.
-  Status SendHello() {
+  // Sends the Hello on both channels with a fresh seq (and, when re-sent after
+  // a reconnect, a fresh timestamp).
+  Status SendHello(bool restamp) {
     Hello hello = hello_;
     hello.seq = next_seq_;
+    if (restamp) {
+      hello.timestamp_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    }
     hello.schema_version = kSchemaVersion;
     MOE_ASSIGN_OR_RETURN(std::string bytes, Encode(hello));
     ++next_seq_;
@@ -153,7 +159,7 @@ class ZmqEngineLink final : public EngineLink {
     if (reconnected) {
       spdlog::info("telemetry: engine '{}' reconnected to the controller; re-sending Hello",
                    options_.engine_id);
-      return SendHello();
+      return SendHello(/*restamp=*/true);
     }
     return Status::Ok();
   }
@@ -251,7 +257,7 @@ Status ZmqEngineLink::Start() {
 
   MOE_RETURN_IF_ERROR(ConfigureSocket(push_, options_.telemetry_endpoint));
   MOE_RETURN_IF_ERROR(ConfigureSocket(dealer_, options_.command_endpoint));
-  return SendHello();
+  return SendHello(/*restamp=*/false);
 }
 
 Status ValidateOptions(const EngineLinkOptions& o) {

@@ -164,6 +164,42 @@ TEST_CASE("engine publish never blocks without a controller and counts drops", "
   CHECK(Clock::now() - start < 3s);
 }
 
+TEST_CASE("a controller that starts late gets the Hello and the drop count", "[transport]") {
+  // "Messages queue even before the first connection, so a controller that
+  // starts shortly after the engine still gets the Hello."
+  // "the count so far travels in the next StepRecord's `telemetry_dropped`"
+  EngineLinkOptions o;
+  o.engine_id = "early";
+  o.telemetry_endpoint = moe::testing::FreeLoopbackEndpoint();
+  o.command_endpoint = moe::testing::FreeLoopbackEndpoint();
+  o.send_queue = 5;
+  o.reconnect_interval = 10ms;
+  o.reconnect_interval_max = 50ms;
+  auto engine = ConnectOrDie(o);
+  for (int i = 0; i < 50; ++i)
+    REQUIRE(engine->Publish(FullStep("early")).ok());
+  REQUIRE(engine->dropped() > 0);
+
+  ControllerLinkOptions c;
+  c.telemetry_endpoint = o.telemetry_endpoint;
+  c.command_endpoint = o.command_endpoint;
+  auto controller = BindOrDie(c);
+  std::vector<Inbound> seen;
+  auto publish = [&engine]() { REQUIRE(engine->Publish(FullStep("early")).ok()); };
+  REQUIRE(ReceiveUntil(
+      *controller,
+      [](const Inbound& in) {
+        const auto* s = std::get_if<StepRecord>(&in.message);
+        return s != nullptr && s->telemetry_dropped > 0;
+      },
+      kWait, &seen, publish));
+  REQUIRE_FALSE(seen.empty());
+  REQUIRE(std::holds_alternative<Hello>(seen.front().message));
+  CHECK(std::get<Hello>(seen.front().message).seq == 1);
+  // The drops show up as a gap in the sequence too.
+  CHECK(controller->stats().gaps["early"] > 0);
+}
+
 TEST_CASE("telemetry flows end to end with sequence numbers", "[transport]") {
   auto controller = BindOrDie(LoopbackController());
   CHECK(controller->telemetry_endpoint().rfind("tcp://127.0.0.1:", 0) == 0);

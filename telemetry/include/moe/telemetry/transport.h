@@ -72,7 +72,8 @@ struct EngineLinkOptions {
 class EngineLink {
  public:
   // Connects both channels and sends a Hello on each (stamped with seq 1; the
-  // Hello is queued and delivered once the controller is reachable).
+  // Hello is queued and delivered once the controller is reachable; an empty
+  // hello.engine_id is filled in from the options).
   // Connecting succeeds even when no controller is listening yet (ZeroMQ
   // reconnects in the background). kInvalidArgument for bad options (empty
   // id, malformed endpoint, bad CURVE key), kUnsupported for CURVE without
