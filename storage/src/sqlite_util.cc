@@ -42,7 +42,17 @@ Status SqliteStatus(sqlite3* db, sqlite3_stmt* stmt, int rc, std::string_view ca
   detail += fmt::format(" (code {})", rc);
   if (stmt != nullptr) {
     const char* sql = sqlite3_sql(stmt);
-    if (sql != nullptr) detail += fmt::format("; sql: {}", sql);
+    if (sql != nullptr) {
+      // One line: collapse the layout whitespace of multi-line statements.
+      std::string compact;
+      for (const char* p = sql; *p != '\0'; ++p) {
+        bool space = *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r';
+        if (space && (compact.empty() || compact.back() == ' ')) continue;
+        compact += space ? ' ' : *p;
+      }
+      if (!compact.empty() && compact.back() == ' ') compact.pop_back();
+      detail += fmt::format("; sql: {}", compact);
+    }
   }
   return Status::FromCall(code, "SQLite", call, file, line, detail);
 }

@@ -370,13 +370,14 @@ void StoreImpl::TakeBatchLocked(std::vector<Op>* batch) {
 
 void StoreImpl::WriterLoop() {
   std::vector<Op> batch;
-  Millis backoff = kMinBackoff;
+  Millis backoff = kMinBackoff;  // the wait before the next retry
+  Millis retry_wait = kMinBackoff;
   bool failing = false;
   auto next_tick = SteadyClock::now() + options_.flush_interval;
   std::unique_lock lock(mu_);
   while (true) {
     if (failing) {
-      work_cv_.wait_for(lock, backoff, [&] { return abandon_; });
+      work_cv_.wait_for(lock, retry_wait, [&] { return abandon_; });
     } else {
       work_cv_.wait_until(lock, next_tick, [&] {
         return abandon_ || retention_requested_ > retention_done_ ||
@@ -431,6 +432,7 @@ void StoreImpl::WriterLoop() {
                    batch.size(), options_.path, stats_.write_errors, backoff.count(),
                    stats_.last_error);
       failing = true;
+      retry_wait = backoff;
       backoff = std::min(backoff * 2, kMaxBackoff);
       continue;
     }

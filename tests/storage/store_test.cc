@@ -120,6 +120,18 @@ TEST_CASE("a foreign SQLite database is left alone", "[store]") {
   CHECK(raw.QueryText("PRAGMA journal_mode") == "delete");
 }
 
+TEST_CASE("a file that is not SQLite is refused and left as it was", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string garbage(4096, 'x');
+  const std::string path = dir.Write("garbage.db", garbage);
+  auto store = Store::Open(TestOptions(path), &clock);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == StatusCode::kCorruption);
+  CHECK_THAT(store.status().message(), Catch::Contains("not an SQLite database"));
+  CHECK(ReadFileBytes(path) == garbage);
+}
+
 TEST_CASE("steps are written and read back exactly", "[store]") {
   TempDir dir;
   FakeClock clock;
