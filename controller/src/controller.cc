@@ -413,7 +413,7 @@ Status Validate(const ControllerOptions& o) {
   };
   if (o.telemetry_endpoint.empty()) return bad("telemetry_endpoint", "must not be empty");
   if (o.command_endpoint.empty()) return bad("command_endpoint", "must not be empty");
-  if (o.telemetry_endpoint == o.command_endpoint) {
+  if (o.telemetry_endpoint == o.command_endpoint && !o.telemetry_endpoint.ends_with(":*")) {
     return bad("command_endpoint", "must differ from telemetry_endpoint");
   }
   if (o.db_path.empty()) return bad("db_path", "must not be empty");

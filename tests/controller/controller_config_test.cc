@@ -1,0 +1,64 @@
+#include <catch2/catch.hpp>
+
+#include "controller_config.h"
+#include "support/temp_dir.h"
+
+namespace moe::controller {
+namespace {
+
+TEST_CASE("The shipped controller config and policies file load", "[config]") {
+  auto options = LoadControllerConfig(std::string(MOE_SOURCE_DIR) + "/configs/controller.toml");
+  INFO(options.status().ToString());
+  REQUIRE(options.ok());
+  CHECK(options->cadence_ms == 1000);
+  CHECK(options->db_path == "/var/lib/moectld/moectl.db");
+  CHECK(options->capacity.target_high == 0.02);      // from policies/default.toml
+  CHECK(options->guard.capacity_factor.max == 4.0);  // from policies/default.toml
+  CHECK(options->raw_retention_s == 7 * 86400);
+}
+
+TEST_CASE("Config errors name file, line, column and key", "[config]") {
+  moe::testing::TempDir dir;
+  std::string path = dir.Write("c.toml",
+                               "cadence = \"fast\"\n"
+                               "[transport]\n"
+                               "telemetry = 5555\n"
+                               "[policies.capacity]\n"
+                               "target_high = 2\n"
+                               "[policies.gaurd]\n"
+                               "cooldown = \"1s\"\n");
+  auto options = LoadControllerConfig(path);
+  REQUIRE_FALSE(options.ok());
+  const std::string m = options.status().message();
+  INFO(m);
+  CHECK(m.find(path + ":1:11: cadence: expected a duration") != std::string::npos);
+  CHECK(m.find(path + ":3:13: transport.telemetry: expected a string, got the integer 5555") !=
+        std::string::npos);
+  CHECK(m.find(path + ":5:15: policies.capacity.target_high: expected a number in [0, 1]") !=
+        std::string::npos);
+  CHECK(m.find("policies.gaurd: unknown key") != std::string::npos);
+}
+
+TEST_CASE("A policies file is resolved beside the config and checked too", "[config]") {
+  moe::testing::TempDir dir;
+  dir.Write("p/pol.toml", "[capacity]\ntarget_low = 0.3\ntarget_high = 0.2\n");
+  std::string path = dir.Write("c.toml", "policies_file = \"p/pol.toml\"\n");
+  auto options = LoadControllerConfig(path);
+  REQUIRE_FALSE(options.ok());
+  CHECK(options.status().message().find("target_low") != std::string::npos);
+
+  dir.Write("p/pol.toml", "[capacity]\ntarget_low = 0.001\n[reward]\nslo_us = 1000\n");
+  options = LoadControllerConfig(path);
+  REQUIRE(options.ok());
+  CHECK(options->capacity.target_low == 0.001);
+  CHECK(options->reward.slo_us == 1000);
+
+  dir.Write("p/pol.toml", "[capacity]\nspeed = 3\n");
+  options = LoadControllerConfig(path);
+  REQUIRE_FALSE(options.ok());
+  CHECK(options.status().message().find("pol.toml:2:1: capacity.speed: unknown key") !=
+        std::string::npos);
+}
+
+}  // namespace
+}  // namespace moe::controller

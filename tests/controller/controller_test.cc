@@ -1,0 +1,274 @@
+// The controller against an engine played by the test: real ZeroMQ sockets on
+// loopback and a real SQLite file, with a FakeClock so cadences, cooldowns,
+// staleness and ack timeouts run on the test's schedule.
+
+#include <catch2/catch.hpp>
+#include <functional>
+
+#include "moe/controller/controller.h"
+#include "moe/storage/reader.h"
+#include "moe/telemetry/transport.h"
+#include "support/fake_clock.h"
+#include "support/temp_dir.h"
+
+namespace moe::controller {
+namespace {
+
+using std::chrono::milliseconds;
+constexpr int64_t kMs = 1'000'000;
+
+class Harness {
+ public:
+  explicit Harness(std::function<void(ControllerOptions&)> tweak = nullptr) {
+    options_.telemetry_endpoint = "tcp://127.0.0.1:*";
+    options_.command_endpoint = "tcp://127.0.0.1:*";
+    options_.db_path = dir_.File("moectl.db");
+    options_.cadence_ms = 100;
+    options_.ack_timeout_ms = 1000;
+    options_.outcome_steps = 4;
+    options_.window_steps = 32;
+    options_.progress_interval_ms = 0;
+    options_.capacity.min_steps = 4;
+    options_.guard.min_steps_in_epoch = 4;
+    options_.guard.cooldown_ms = 500;
+    options_.db_flush_interval_ms = 20;
+    if (tweak) tweak(options_);
+    auto controller = Controller::Create(options_, &clock_);
+    INFO(controller.status().ToString());
+    REQUIRE(controller.ok());
+    controller_ = std::move(*controller);
+
+    telemetry::EngineLinkOptions link;
+    link.engine_id = "e1";
+    link.telemetry_endpoint = controller_->telemetry_endpoint();
+    link.command_endpoint = controller_->command_endpoint();
+    telemetry::Hello hello;
+    hello.engine_id = "e1";
+    hello.backend = "cpu";
+    hello.num_layers = 2;
+    hello.num_experts = 4;
+    hello.knobs.top_k = 2;
+    hello.knobs.capacity_factor = 1.0;
+    auto engine = telemetry::EngineLink::Connect(link, hello);
+    REQUIRE(engine.ok());
+    engine_ = std::move(*engine);
+    PollUntil([&] { return controller_->stats().engines == 1; });
+  }
+
+  // Polls the controller (time frozen) until `done` or a bounded number of tries.
+  void PollUntil(const std::function<bool()>& done) {
+    for (int i = 0; i < 300 && !done(); ++i)
+      REQUIRE(controller_->Poll(milliseconds(10)).ok());
+    REQUIRE(done());
+  }
+
+  // Sends `n` steps under `epoch` with the given drop rate, 10 ms apart, and
+  // waits until the controller has them.
+  void Steps(int n, uint64_t epoch, double drop_rate) {
+    uint64_t want = controller_->stats().steps + static_cast<uint64_t>(n);
+    for (int i = 0; i < n; ++i) {
+      clock_.Advance(10 * kMs);
+      telemetry::StepRecord r;
+      r.engine_id = "e1";
+      r.step = ++step_;
+      r.epoch = epoch;
+      r.timestamp_ns = clock_.NowNanos();
+      r.step_us = 1000;
+      for (uint32_t layer = 0; layer < 2; ++layer) {
+        telemetry::LayerRecord l;
+        l.layer = layer;
+        l.num_tokens = 500;
+        l.num_token_slots = 1000;
+        l.dropped = static_cast<uint32_t>(drop_rate * 1000);
+        l.overflowed = l.dropped;
+        l.expert_tokens = {400, 300, 200, 100};
+        l.timing.total_us = 400;
+        r.layers.push_back(l);
+      }
+      REQUIRE(engine_->Publish(r).ok());
+    }
+    PollUntil([&] { return controller_->stats().steps >= want; });
+  }
+
+  // Runs the pipeline once (the cadence has passed) and returns the commands
+  // the engine received.
+  std::vector<telemetry::Command> Tick() {
+    clock_.Advance(options_.cadence_ms * kMs);
+    REQUIRE(controller_->Poll(milliseconds(0)).ok());
+    std::vector<telemetry::Command> commands;
+    for (int i = 0; i < 50; ++i) {
+      auto got = engine_->PollCommands();
+      REQUIRE(got.ok());
+      commands.insert(commands.end(), got->begin(), got->end());
+      if (!commands.empty() || controller_->stats().commands_sent == sent_seen_) break;
+      REQUIRE(controller_->Poll(milliseconds(10)).ok());
+    }
+    sent_seen_ = controller_->stats().commands_sent;
+    return commands;
+  }
+
+  void Ack(const telemetry::Command& command, bool applied, std::string error = "") {
+    telemetry::Ack ack;
+    ack.engine_id = "e1";
+    ack.epoch = command.epoch;
+    ack.applied = applied;
+    ack.error = std::move(error);
+    ack.applied_at_step = step_ + 1;
+    ack.timestamp_ns = clock_.NowNanos();
+    uint64_t acks = controller_->stats().acks;
+    REQUIRE(engine_->SendAck(ack).ok());
+    PollUntil([&] { return controller_->stats().acks > acks; });
+  }
+
+  std::vector<storage::DecisionRow> Decisions() {
+    REQUIRE(controller_->Shutdown().ok());
+    auto reader = storage::Reader::Open(options_.db_path);
+    REQUIRE(reader.ok());
+    auto rows = (*reader)->Decisions({});
+    REQUIRE(rows.ok());
+    return *rows;
+  }
+
+  Controller& controller() { return *controller_; }
+  moe::testing::FakeClock& clock() { return clock_; }
+  ControllerOptions& options() { return options_; }
+
+ private:
+  moe::testing::TempDir dir_;
+  moe::testing::FakeClock clock_;
+  ControllerOptions options_;
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<telemetry::EngineLink> engine_;
+  uint64_t step_ = 0;
+  uint64_t sent_seen_ = 0;
+};
+
+TEST_CASE("High drop rate raises capacity; the outcome is measured under the new epoch",
+          "[controller]") {
+  Harness h;
+  h.Steps(8, 0, 0.10);
+  std::vector<telemetry::Command> commands = h.Tick();
+  REQUIRE(commands.size() == 1);
+  const telemetry::Command& cmd = commands[0];
+  CHECK(cmd.engine_id == "e1");
+  CHECK(cmd.epoch == 1);
+  REQUIRE(cmd.knobs.capacity_factor.has_value());
+  CHECK(*cmd.knobs.capacity_factor > 1.0);
+  CHECK(*cmd.knobs.capacity_factor <= 1.5);  // the guard's max change
+
+  h.Ack(cmd, true);
+  CHECK(h.Tick().empty());  // nothing new while the decision is being measured
+  h.Steps(4, 1, 0.0);
+
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 1);
+  const storage::DecisionRow& d = rows[0];
+  CHECK(d.status == "measured");
+  CHECK(d.verdict == "accepted");
+  CHECK(d.epoch == std::optional<uint64_t>(1));
+  CHECK(d.acked_ns.has_value());
+  REQUIRE(d.reward_before.has_value());
+  REQUIRE(d.reward_after.has_value());
+  CHECK(*d.reward_after > *d.reward_before);  // fewer drops
+  CHECK(d.inputs_json.find("\"drop_rate\":0.1") != std::string::npos);
+}
+
+TEST_CASE("The guard's cooldown and epoch maturity are audited as rejections", "[controller]") {
+  Harness h([](ControllerOptions& o) { o.guard.cooldown_ms = 10'000; });
+  h.Steps(8, 0, 0.10);
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  h.Ack(first[0], true);
+  h.Steps(4, 1, 0.10);  // measured: still dropping
+  h.Steps(4, 1, 0.10);
+  CHECK(h.Tick().empty());  // cooldown: rejected, recorded
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[1].verdict == "rejected");
+  CHECK(rows[1].status == "rejected");
+  CHECK(rows[1].verdict_reason.find("cooldown") != std::string::npos);
+  CHECK_FALSE(rows[1].epoch.has_value());
+}
+
+TEST_CASE("Stale telemetry freezes changes", "[controller]") {
+  Harness h;
+  h.Steps(8, 0, 0.10);
+  h.clock().Advance(10'000 * kMs);
+  CHECK(h.Tick().empty());
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].verdict == "rejected");
+  CHECK(rows[0].verdict_reason.find("stale") != std::string::npos);
+}
+
+TEST_CASE("A refused command and a missing ack are recorded as failed", "[controller]") {
+  Harness h;
+  h.Steps(8, 0, 0.10);
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  h.Ack(first[0], false, "capacity_factor out of range for this engine");
+
+  h.clock().Advance(1000 * kMs);
+  h.Steps(8, 0, 0.10);
+  auto second = h.Tick();
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].epoch == 2);    // epochs never repeat
+  h.clock().Advance(2000 * kMs);  // past ack_timeout, no ack
+  REQUIRE(h.controller().Poll(milliseconds(0)).ok());
+  CHECK(h.controller().stats().failed_commands == 2);
+
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() >= 2);  // the pipeline may already have decided again
+  CHECK(rows[0].status == "failed");
+  CHECK(rows[0].ack_error == "capacity_factor out of range for this engine");
+  CHECK(rows[1].status == "failed");
+  CHECK(rows[1].ack_error.find("no ack within") != std::string::npos);
+}
+
+TEST_CASE("A change that lowers the reward is rolled back", "[controller]") {
+  Harness h([](ControllerOptions& o) {
+    o.capacity.target_high = 0.02;
+    o.reward.drop_weight = 10;
+  });
+  h.Steps(8, 0, 0.05);
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  h.Ack(first[0], true);
+  h.Steps(4, 1, 0.40);  // much worse under the new epoch
+  auto rollback = h.Tick();
+  REQUIRE(rollback.size() == 1);  // sent right after the measurement
+  CHECK(rollback[0].epoch == 2);
+  REQUIRE(rollback[0].knobs.capacity_factor.has_value());
+  CHECK(*rollback[0].knobs.capacity_factor == Approx(1.0));
+  CHECK(h.controller().stats().rollbacks == 1);
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[1].policy == "guard-rollback");
+  CHECK(rows[1].proposal_json.find("lowered the reward") != std::string::npos);
+}
+
+TEST_CASE("Reload takes new policy settings but refuses endpoint changes", "[controller]") {
+  Harness h;
+  ControllerOptions next = h.options();
+  next.cadence_ms = 250;
+  CHECK(h.controller().Reload(next).ok());
+  next.db_path = "/elsewhere.db";
+  Status refused = h.controller().Reload(next);
+  CHECK(refused.code() == StatusCode::kFailedPrecondition);
+  CHECK(refused.message().find("db_path") != std::string::npos);
+  next = h.options();
+  next.capacity.target_low = 0.5;  // above target_high
+  CHECK(h.controller().Reload(next).code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("Options are validated with the field named", "[controller]") {
+  ControllerOptions o;
+  o.command_endpoint = o.telemetry_endpoint;
+  CHECK(Validate(o).message().find("command_endpoint") != std::string::npos);
+  o = ControllerOptions();
+  o.window_steps = 2;
+  CHECK(Validate(o).message().find("window_steps") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace moe::controller
