@@ -50,6 +50,26 @@ class CapacityBook {
     return s;
   }
 
+  // Claims the replica of `e` on `device` with the most room if it has one
+  // there (else the next round-robin replica); -1 when the local ones are full.
+  int32_t TryLocal(int32_t e, uint32_t device, uint32_t slots_per_device) {
+    int32_t best = -1;
+    int64_t best_room = -1;
+    for (int32_t s : replicas_[e]) {
+      if (static_cast<uint32_t>(s) / slots_per_device != device) continue;
+      const int64_t room =
+          capacity_ == 0 ? INT64_MAX - slot_used_[s] : int64_t{slot_cap_[s]} - slot_used_[s];
+      if (room > best_room) {
+        best = s;
+        best_room = room;
+      }
+    }
+    if (best < 0) return TryPrimary(e);
+    if (best_room <= 0) return -1;
+    Claim(e, best);
+    return best;
+  }
+
   // Claims the replica of `e` with the most room; -1 when all are full.
   int32_t TryAnyReplica(int32_t e) {
     int32_t best = -1;
@@ -143,6 +163,8 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
   plan.capacity = ExpertCapacity(knobs.capacity_factor, num_tokens, knobs.top_k, num_experts);
 
   CapacityBook book(phy2log, num_experts, plan.capacity);
+  const uint32_t num_devices = options.parallel.num_devices;
+  const uint32_t slots_per_device = static_cast<uint32_t>(phy2log.size()) / num_devices;
   NormalStream noise(seed);
   std::vector<float> selection(num_experts);
   std::vector<char> allowed(num_experts);
@@ -229,7 +251,10 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
       const int32_t e = candidates[j];
       plan.chosen[idx] = e;
       int32_t served_by = e;
-      int32_t slot = book.TryPrimary(e);
+      int32_t slot =
+          knobs.overflow_policy == OverflowPolicy::kReplica
+              ? book.TryLocal(e, static_cast<uint32_t>(t) % num_devices, slots_per_device)
+              : book.TryPrimary(e);
       SlotOutcome outcome = SlotOutcome::kRouted;
       if (slot < 0) {
         plan.overflowed++;

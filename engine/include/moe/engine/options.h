@@ -20,7 +20,7 @@ namespace moe::engine {
 enum class OverflowPolicy {
   kDrop,     // the backup path: shared experts only for that slot
   kReroute,  // the next candidate expert (shortlist order) that has room
-  kReplica,  // another replica of the same expert that has room
+  kReplica,  // local replica first; when full, another replica with room
 };
 
 std::string_view OverflowPolicyName(OverflowPolicy policy);  // "drop", "reroute", "replica"

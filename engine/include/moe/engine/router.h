@@ -19,8 +19,15 @@
 //      split over its replicas (the first `capacity % r` replicas get one more);
 //      slots claim capacity in token order, then in rank order within a token;
 //      the replica is chosen round-robin, so an expert's tokens are split evenly
-//      over its replicas; a slot whose replica is full overflows and follows
-//      the overflow policy; every token-slot ends in exactly one outcome.
+//      over its replicas (counts differ by at most one); a slot whose replica
+//      is full overflows and follows the overflow policy; every token-slot
+//      ends in exactly one outcome.
+//   7. overflow policies: drop (backup path); reroute (the next candidate
+//      expert in rank order with room, never one the token already uses);
+//      replica: the primary replica is the one on the token's own device
+//      (token t lives on device t % D; saves all-to-all traffic) when the
+//      expert has one there, and a full primary spills to the sibling replica
+//      with the most room.
 //
 // Thread safety: pure; safe from any thread.
 
