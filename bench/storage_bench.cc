@@ -9,6 +9,7 @@
 // directory that is removed at the end.
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -19,6 +20,7 @@
 #include <system_error>
 
 #include "moe/common/clock.h"
+#include "moe/common/logging.h"
 #include "moe/storage/reader.h"
 #include "moe/storage/store.h"
 
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--db", db_path, "database file (default: a temporary one)");
   CLI11_PARSE(app, argc, argv);
+  if (moe::Status s = moe::InitLogging("storage_bench", "warn", false); !s.ok()) return 1;
 
   std::filesystem::path temp_dir;
   if (db_path.empty()) {
@@ -108,11 +111,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   moe::storage::StoreStats stats = (*store)->stats();
-  fmt::print(
-      "write: {} steps x {} layers x {} experts in {:.3f} s ({:.0f} steps/s, {:.0f} "
-      "step-layer rows/s); enqueue {:.3f} s; {} transactions, {} write errors\n",
-      num_steps, num_layers, num_experts, write_s, num_steps / write_s,
-      num_steps * num_layers / write_s, enqueue_s, stats.transactions, stats.write_errors);
+  nlohmann::json result = {
+      {"benchmark", "storage"},
+      {"shape", {{"steps", num_steps}, {"layers", num_layers}, {"experts", num_experts}}},
+      {"write",
+       {{"seconds", write_s},
+        {"steps_per_s", num_steps / write_s},
+        {"step_layer_rows_per_s", num_steps * num_layers / write_s},
+        {"enqueue_seconds", enqueue_s},
+        {"enqueue_share", enqueue_s / write_s},
+        {"transactions", stats.transactions},
+        {"write_errors", stats.write_errors}}}};
+  std::fprintf(stderr, "storage_bench: wrote %llu steps in %.3f s\n",
+               static_cast<unsigned long long>(num_steps), write_s);
 
   auto reader = moe::storage::Reader::Open(db_path);
   if (!reader.ok()) {
@@ -125,20 +136,22 @@ int main(int argc, char** argv) {
   history.limit = 1000;
   start = SteadyClock::now();
   auto rows = (*reader)->History(history);
-  fmt::print("read: History(layer 0, last 1000) {} rows in {:.2f} ms\n",
-             rows.ok() ? rows->size() : 0, SecondsSince(start) * 1e3);
+  result["history_last_1000"] = {{"rows", rows.ok() ? rows->size() : 0},
+                                 {"ms", SecondsSince(start) * 1e3}};
   moe::storage::ExpertQuery hot;
   hot.engine_id = "bench";
   start = SteadyClock::now();
   auto loads = (*reader)->HotExperts(hot);
-  fmt::print("read: HotExperts(all layers, whole history) {} rows in {:.2f} ms\n",
-             loads.ok() ? loads->size() : 0, SecondsSince(start) * 1e3);
+  result["hot_experts_all"] = {{"rows", loads.ok() ? loads->size() : 0},
+                               {"ms", SecondsSince(start) * 1e3}};
   reader->reset();
 
   moe::Status closed = (*store)->Close();
   std::error_code ec;
-  fmt::print("file: {:.1f} MiB\n",
-             static_cast<double>(std::filesystem::file_size(db_path, ec)) / (1 << 20));
+  result["file_mib"] = static_cast<double>(std::filesystem::file_size(db_path, ec)) / (1 << 20);
+  result["bytes_per_step_layer"] = static_cast<double>(std::filesystem::file_size(db_path, ec)) /
+                                   static_cast<double>(num_steps * num_layers);
+  std::printf("%s\n", result.dump(2).c_str());
   if (!temp_dir.empty()) std::filesystem::remove_all(temp_dir, ec);
   return closed.ok() && rows.ok() && loads.ok() ? 0 : 1;
 }
