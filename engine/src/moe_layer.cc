@@ -184,6 +184,8 @@ Status MoeLayer::Forward(const float* x, const LayerContext& ctx, LayerWorkspace
     shared.experts.push_back(Shared());
     shared.offsets = {0, num_tokens};
     MOE_RETURN_IF_ERROR(backend_->ExpertFfn(shared));
+    MOE_RETURN_IF_ERROR(backend_->Synchronize());
+    stats->shared_us = MicrosSince(start);
   } else {
     MOE_RETURN_IF_ERROR(backend_->Fill(0.0f, static_cast<size_t>(num_tokens) * hidden, accum));
   }

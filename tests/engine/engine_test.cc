@@ -121,3 +121,84 @@ TEST_CASE("Engine refuses a bad input and bad options", "[engine]") {
 
 }  // namespace
 }  // namespace moe::engine
+
+namespace moe::engine {
+namespace {
+
+TEST_CASE("Expert parallelism: per-device stats, slowdown, placement under an epoch",
+          "[engine][parallel]") {
+  Options o = testing::SmallOptions();
+  o.model.num_experts = 8;
+  o.parallel.num_devices = 4;
+  o.parallel.num_replicas = 12;
+  o.parallel.devices_per_node = 2;
+  auto engine = testing::MakeEngine(o);
+  const int num_tokens = 64;
+  const std::vector<float> x = testing::RandomTokens(num_tokens, o.model.hidden, 8);
+
+  auto s0 = engine->Step({x.data(), num_tokens, {1.0, 1.0, 1.0, 50.0}});
+  REQUIRE(s0.ok());
+  const LayerStats& l0 = s0->layers[0];
+  REQUIRE(l0.device_expert_us.size() == 4);
+  REQUIRE(l0.device_tokens.size() == 4);
+  REQUIRE(l0.slot_tokens.size() == 12);
+  uint32_t device_sum = 0;
+  for (uint32_t n : l0.device_tokens)
+    device_sum += n;
+  CHECK(device_sum == num_tokens * 2);
+  CHECK(l0.expert_us == l0.device_expert_us[3]);  // the straggler is the critical path
+  CHECK(l0.all_to_all_us > 0);
+  CHECK(l0.total_us >= l0.router_us + l0.expert_us + l0.combine_us);
+  CHECK(s0->placement_moved_bytes == 0);
+
+  // Move expert 0's extra replicas: slots 8..11 now hold experts 0, 0, 0, 1.
+  KnobUpdate move;
+  move.epoch = 1;
+  move.all_layers.phy2log = std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 1};
+  REQUIRE(engine->Submit(move).ok());
+  auto s1 = engine->Step({x.data(), num_tokens, {}});
+  REQUIRE(s1.ok());
+  CHECK(s1->epoch == 1);
+  // Default slots 8..11 held experts 0..3: slots 9, 10, 11 changed.
+  const uint64_t expert_bytes = 4ull * 3 * o.model.hidden * o.model.expert_ffn;
+  CHECK(s1->placement_moved_bytes == 3 * expert_bytes);
+  CHECK(s1->placement_move_us > 0);
+  const LayerStats& l1 = s1->layers[0];
+  const uint32_t expert0 = l1.expert_tokens[0];
+  uint32_t lo = UINT32_MAX, hi = 0;
+  for (int s : {0, 8, 9, 10}) {
+    lo = std::min(lo, l1.slot_tokens[s]);
+    hi = std::max(hi, l1.slot_tokens[s]);
+  }
+  CHECK(l1.slot_tokens[0] + l1.slot_tokens[8] + l1.slot_tokens[9] + l1.slot_tokens[10] == expert0);
+  CHECK(hi - lo <= 1);
+
+  // A placement without a replica of some expert is refused.
+  KnobUpdate bad;
+  bad.epoch = 2;
+  bad.all_layers.phy2log = std::vector<uint32_t>(12, 0);
+  CHECK(engine->Submit(bad).status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("Quality probe: zero error unconstrained, positive when slots drop", "[engine][probe]") {
+  Options o = testing::SmallOptions();
+  o.quality_probe_tokens = 8;
+  o.quality_probe_every = 1;
+  auto engine = testing::MakeEngine(o);
+  const std::vector<float> x = testing::RandomTokens(64, o.model.hidden, 6);
+  auto free_step = engine->Step({x.data(), 64, {}});
+  REQUIRE(free_step.ok());
+  REQUIRE(free_step->layers[0].quality_error.has_value());
+  CHECK(*free_step->layers[0].quality_error < 1e-6);
+  KnobUpdate tight;
+  tight.epoch = 1;
+  tight.all_layers.capacity_factor = 0.25;
+  REQUIRE(engine->Submit(tight).ok());
+  auto tight_step = engine->Step({x.data(), 64, {}});
+  REQUIRE(tight_step.ok());
+  CHECK(tight_step->layers[0].dropped > 0);
+  CHECK(*tight_step->layers[0].quality_error > 1e-3);
+}
+
+}  // namespace
+}  // namespace moe::engine

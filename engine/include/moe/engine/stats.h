@@ -32,6 +32,7 @@ struct LayerStats {
   double dispatch_us = 0;    // capacity, permutation, gather
   double expert_us = 0;      // max over devices of expert compute (with slowdown)
   double combine_us = 0;     // shared experts + weighted scatter-add + residual
+  double shared_us = 0;      // of combine_us, the shared experts' FFN
   double all_to_all_us = 0;  // modelled dispatch + combine all-to-all
   double total_us = 0;       // critical path: router + dispatch + expert + a2a + combine
   std::vector<double> device_expert_us;  // [D] expert compute per device (with slowdown)
