@@ -1,15 +1,24 @@
-// The CUDA backend. So far it owns device memory and answers the device query;
-// its compute ops report kUnsupported and Supports() says so, so the engine
-// refuses cleanly ("... unsupported on backend cuda") until kernels land.
+// The CUDA backend: device memory, one stream and one cuBLAS handle per
+// backend, and the op families in their own files (norm, scoring, permute,
+// ffn, gemm, elementwise). Every op is enqueued on the backend's stream and
+// returns without waiting; Download() and Synchronize() wait.
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "../backend_factories.h"
 #include "common.cuh"
+#include "elementwise.cuh"
+#include "ffn.cuh"
+#include "gemm.cuh"
 #include "moe/engine/backend.h"
+#include "norm.cuh"
+#include "permute.cuh"
+#include "scoring.cuh"
 
 namespace moe::engine {
 namespace {
@@ -17,6 +26,7 @@ namespace {
 class CudaBuffer final : public BackendBuffer {
  public:
   CudaBuffer(void* data, size_t size) : data_(data), size_(size) {}
+  // cudaFree waits for the device to finish work that may still use the block.
   ~CudaBuffer() override { cudaFree(data_); }
   CudaBuffer(const CudaBuffer&) = delete;
   CudaBuffer& operator=(const CudaBuffer&) = delete;
@@ -28,60 +38,240 @@ class CudaBuffer final : public BackendBuffer {
   size_t size_;
 };
 
-Status NotYet(const char* op) {
-  return Status::Unsupported(std::string(op) +
-                             " unsupported on backend cuda (not implemented yet)");
+// Grow-only device scratch used by one op at a time, in stream order.
+class DeviceScratch {
+ public:
+  DeviceScratch() = default;
+  ~DeviceScratch() { cudaFree(data_); }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+
+  // Makes room for `num_bytes`. Growing waits for `stream` first, since work
+  // already enqueued may still read the old block.
+  Status Reserve(size_t num_bytes, cudaStream_t stream) {
+    if (num_bytes <= size_) return Status::Ok();
+    const size_t grown = num_bytes + num_bytes / 2;
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    MOE_CUDA_CHECK(cudaFree(data_));
+    data_ = nullptr;
+    size_ = 0;
+    MOE_CUDA_CHECK(cudaMalloc(&data_, grown));
+    size_ = grown;
+    return Status::Ok();
+  }
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+cublasComputeType_t ComputeType(GemmPrecision precision) {
+  switch (precision) {
+    case GemmPrecision::kFp32:
+      return CUBLAS_COMPUTE_32F;
+    case GemmPrecision::kTf32:
+      return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case GemmPrecision::kBf16:
+      return CUBLAS_COMPUTE_32F_FAST_16BF;
+  }
+  return CUBLAS_COMPUTE_32F;
+}
+
+const char* PrecisionName(GemmPrecision precision) {
+  switch (precision) {
+    case GemmPrecision::kFp32:
+      return "fp32";
+    case GemmPrecision::kTf32:
+      return "tf32";
+    case GemmPrecision::kBf16:
+      return "bf16";
+  }
+  return "fp32";
 }
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, std::string description)
-      : device_(device), description_(std::move(description)) {}
+  CudaBackend(int device, GemmPrecision precision, std::string description)
+      : device_(device), compute_(ComputeType(precision)), description_(std::move(description)) {}
+
+  ~CudaBackend() override {
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  Status Init() {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_CUDA_CHECK(cudaStreamCreate(&stream_));
+    MOE_CUBLAS_CHECK(cublasCreate(&cublas_));
+    MOE_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    MOE_CUBLAS_CHECK(cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
+    // Tensor-core math only where the compute type asks for it.
+    MOE_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+    return Status::Ok();
+  }
 
   std::string_view name() const override { return "cuda"; }
   std::string description() const override { return description_; }
-  bool Supports(Feature feature) const override { return false; }
+
+  bool Supports(Feature feature) const override {
+    switch (feature) {
+      case Feature::kSoftmaxScoring:
+      case Feature::kSigmoidScoring:
+      case Feature::kGroupedExpertFfn:
+      case Feature::kHostRouting:  // Download() waits, so scores reach the host
+        return true;
+      case Feature::kTiming:  // ops return before they ran
+        return false;
+    }
+    return false;
+  }
 
   Result<std::unique_ptr<BackendBuffer>> Allocate(size_t num_bytes) override {
     void* data = nullptr;
     MOE_CUDA_CHECK(cudaSetDevice(device_));
-    MOE_CUDA_CHECK(cudaMalloc(&data, num_bytes == 0 ? 1 : num_bytes));
+    const cudaError_t err = cudaMalloc(&data, num_bytes == 0 ? 1 : num_bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky, but keep the next check clean
+      return Status::Unavailable("cuda backend: out of device memory allocating " +
+                                 std::to_string(num_bytes) + " bytes");
+    }
+    MOE_CUDA_CHECK(err);
     return std::unique_ptr<BackendBuffer>(new CudaBuffer(data, num_bytes));
   }
+
   Status Upload(const void* host, size_t num_bytes, void* dst) override {
-    MOE_CUDA_CHECK(cudaMemcpy(dst, host, num_bytes, cudaMemcpyHostToDevice));
+    if (num_bytes == 0) return Status::Ok();
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dst, host, num_bytes, cudaMemcpyHostToDevice, stream_));
+    // From pageable memory the copy has consumed `host` when it returns; from
+    // pinned memory it has not, and the caller may reuse `host` at once.
+    cudaPointerAttributes attr{};
+    MOE_CUDA_CHECK(cudaPointerGetAttributes(&attr, host));
+    if (attr.type == cudaMemoryTypeHost) MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return Status::Ok();
   }
+
   Status Download(const void* src, size_t num_bytes, void* host) override {
-    MOE_CUDA_CHECK(cudaMemcpy(host, src, num_bytes, cudaMemcpyDeviceToHost));
+    if (num_bytes == 0) return Status::Ok();
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(host, src, num_bytes, cudaMemcpyDeviceToHost, stream_));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return Status::Ok();
   }
-  Status Fill(float value, size_t num_floats, float* dst) override { return NotYet("Fill"); }
+
+  Status Fill(float value, size_t num_floats, float* dst) override {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    return cuda::LaunchFill(value, num_floats, dst, stream_);
+  }
+
   Status Synchronize() override {
-    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return Status::Ok();
   }
-  Status RmsNorm(const float*, const float*, int, int, float, float*) override {
-    return NotYet("RmsNorm");
+
+  Status RmsNorm(const float* x, const float* weight, int num_tokens, int hidden, float eps,
+                 float* out) override {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    return cuda::LaunchRmsNorm(x, weight, num_tokens, hidden, eps, out, stream_);
   }
-  Status Gemm(const float*, const float*, float*, int, int, int, float) override {
-    return NotYet("Gemm");
+
+  Status Gemm(const float* a, const float* b, float* c, int m, int n, int k, float beta) override {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    return cuda::RowMajorGemm(cublas_, compute_, a, k, b, n, c, n, m, n, k, beta);
   }
-  Status Score(const float*, int, int, ScoreFunction, float*) override { return NotYet("Score"); }
-  Status TopK(const float*, int, int, int, int32_t*) override { return NotYet("TopK"); }
-  Status Gather(const float*, const int32_t*, int, int, float*) override {
-    return NotYet("Gather");
+
+  Status Score(const float* logits, int num_tokens, int num_experts, ScoreFunction fn,
+               float* scores) override {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    if (fn == ScoreFunction::kSigmoid) {
+      return cuda::LaunchSigmoid(logits, num_tokens, num_experts, scores, stream_);
+    }
+    return cuda::LaunchSoftmax(logits, num_tokens, num_experts, scores, stream_);
   }
-  Status ExpertFfn(const ExpertGroups&) override { return NotYet("ExpertFfn"); }
-  Status ScatterAddWeighted(const float*, const int32_t*, const float*, int, int, float*) override {
-    return NotYet("ScatterAddWeighted");
+
+  Status TopK(const float* selection, int num_tokens, int num_experts, int k,
+              int32_t* indices) override {
+    if (k < 0 || k > num_experts) {
+      return Status::InvalidArgument("TopK: k=" + std::to_string(k) + " outside [0, " +
+                                     std::to_string(num_experts) + "]");
+    }
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    return cuda::LaunchTopK(selection, num_tokens, num_experts, k, indices, stream_);
   }
-  Status Add(const float*, const float*, size_t, float*) override { return NotYet("Add"); }
+
+  Status Gather(const float* x, const int32_t* rows, int num_rows, int hidden,
+                float* out) override {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    return cuda::LaunchGather(x, rows, num_rows, hidden, out, stream_);
+  }
+
+  Status ExpertFfn(const ExpertGroups& groups) override;
+
+  Status ScatterAddWeighted(const float* y, const int32_t* rows, const float* weights, int num_rows,
+                            int hidden, float* out) override {
+    if (num_rows <= 0 || hidden <= 0) return Status::Ok();
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_ASSIGN_OR_RETURN(const size_t bytes, cuda::ScatterScratchBytes(num_rows));
+    MOE_RETURN_IF_ERROR(sort_scratch_.Reserve(bytes, stream_));
+    return cuda::LaunchScatterAddWeighted(y, rows, weights, num_rows, hidden, out,
+                                          sort_scratch_.data(), sort_scratch_.size(), stream_);
+  }
+
+  Status Add(const float* a, const float* b, size_t n, float* out) override {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    return cuda::LaunchAdd(a, b, n, out, stream_);
+  }
 
  private:
   int device_;
+  cublasComputeType_t compute_;
   std::string description_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  bool grouped_gemm_ok_ = true;  // false once cuBLAS refused a grouped GEMM
+  DeviceScratch act_scratch_;    // grouped FFN activations
+  DeviceScratch ptr_scratch_;    // grouped GEMM pointer arrays
+  DeviceScratch sort_scratch_;   // ScatterAddWeighted's sort
+  std::vector<const void*> host_ptrs_;
 };
+
+Status CudaBackend::ExpertFfn(const ExpertGroups& groups) {
+  const size_t num_experts = groups.experts.size();
+  if (groups.offsets.size() != num_experts + 1 || groups.offsets[0] != 0) {
+    return Status::InvalidArgument("ExpertFfn: offsets must have experts + 1 entries from 0");
+  }
+  if (groups.hidden <= 0) return Status::InvalidArgument("ExpertFfn: hidden must be positive");
+  std::vector<cuda::FfnGroup> work;
+  work.reserve(num_experts);
+  for (size_t g = 0; g < num_experts; ++g) {
+    const int begin = groups.offsets[g];
+    const int rows = groups.offsets[g + 1] - begin;
+    if (rows < 0) return Status::InvalidArgument("ExpertFfn: offsets must be non-decreasing");
+    if (rows == 0) continue;
+    const ExpertWeights& w = groups.experts[g];
+    if (w.ffn <= 0) return Status::InvalidArgument("ExpertFfn: expert ffn must be positive");
+    const size_t row0 = static_cast<size_t>(begin) * groups.hidden;
+    work.push_back({groups.input + row0, w.gate_up, w.down, groups.output + row0, rows, w.ffn});
+  }
+  if (work.empty()) return Status::Ok();
+  MOE_CUDA_CHECK(cudaSetDevice(device_));
+  if (work.size() >= 2 && grouped_gemm_ok_) {
+    MOE_RETURN_IF_ERROR(
+        act_scratch_.Reserve(sizeof(float) * cuda::GroupedActFloats(work), stream_));
+    MOE_RETURN_IF_ERROR(ptr_scratch_.Reserve(6 * sizeof(void*) * work.size(), stream_));
+    const Status st = cuda::RunExpertFfnGrouped(
+        cublas_, stream_, compute_, work, groups.hidden, static_cast<float*>(act_scratch_.data()),
+        static_cast<void**>(ptr_scratch_.data()), &host_ptrs_);
+    if (st.code() != StatusCode::kUnsupported) return st;
+    grouped_gemm_ok_ = false;  // this cuBLAS has no grouped GEMM for our compute type
+  }
+  if (groups.workspace == nullptr) return Status::InvalidArgument("ExpertFfn: null workspace");
+  return cuda::RunExpertFfnLoop(cublas_, stream_, compute_, work, groups.hidden, groups.workspace);
+}
 
 // Counts devices; a driver or runtime failure means "no device" for callers.
 Status QueryDevice(int device, std::string* description) {
@@ -109,7 +299,13 @@ Status QueryDevice(int device, std::string* description) {
 Result<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions& options) {
   std::string description;
   MOE_RETURN_IF_ERROR(QueryDevice(options.device, &description));
-  return std::unique_ptr<Backend>(new CudaBackend(options.device, std::move(description)));
+  description += ", cuBLAS " + std::to_string(CUBLAS_VER_MAJOR) + "." +
+                 std::to_string(CUBLAS_VER_MINOR) + ", " + PrecisionName(options.gemm_precision) +
+                 " GEMMs";
+  auto backend =
+      std::make_unique<CudaBackend>(options.device, options.gemm_precision, std::move(description));
+  MOE_RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<Backend>(std::move(backend));
 }
 
 }  // namespace moe::engine

@@ -136,12 +136,22 @@ class Backend {
   virtual Status Add(const float* a, const float* b, size_t n, float* out) = 0;
 };
 
+// Arithmetic of a backend's GEMMs (router and expert FFNs). Inputs, outputs
+// and sums stay fp32 either way; the CPU backend always computes exact fp32.
+enum class GemmPrecision {
+  kFp32,  // fp32 products: parity with the CPU backend to fp32 rounding
+  kTf32,  // CUDA: TF32 tensor cores (inputs rounded to 10-bit mantissas), ~1e-3 relative
+  kBf16,  // CUDA: inputs rounded to bf16 on the fly for tensor cores, ~1e-2 relative
+};
+
 struct BackendOptions {
   // CPU: BLAS threads (0 = leave OpenBLAS's default). Default 1: the engine is
   // meant to share a machine politely and time expert work per virtual device.
   int num_threads = 1;
   // CUDA: device ordinal.
   int device = 0;
+  // CUDA: GEMM arithmetic. The CPU backend ignores it (always kFp32).
+  GemmPrecision gemm_precision = GemmPrecision::kFp32;
 };
 
 // Creates backend `name` ("cpu" or "cuda"). Errors: kNotFound for an unknown
