@@ -200,6 +200,7 @@ json BenchExpertFfn(const Shape& s, const DeviceModel& model, int tokens, int wa
     const double sec = Seconds(start) / iters;
     const double tflops = flops / sec / 1e12;
     results.push_back({{"precision", kPrecisions[p].name},
+                       {"backend", backend->description()},
                        {"rows", rows},
                        {"rows_per_expert", static_cast<double>(rows) / s.num_experts},
                        {"ms_per_call", sec * 1e3},

@@ -128,7 +128,7 @@ TEST_CASE("CUDA Score matches the CPU backend (softmax, sigmoid)", "[cuda][scori
       CheckClose(outs[1], outs[0], 2e-6);
       // Element-wise too: small probabilities must not be lost to the scale.
       for (size_t i = 0; i < n; ++i) {
-        if (std::fabs(outs[1][i] - outs[0][i]) > 1e-5 * std::fabs(outs[0][i]) + 1e-30) {
+        if (std::fabs(outs[1][i] - outs[0][i]) > 3e-5 * std::fabs(outs[0][i]) + 1e-30) {
           FAIL_CHECK("score " << i << ": cuda " << outs[1][i] << " cpu " << outs[0][i]);
           break;
         }

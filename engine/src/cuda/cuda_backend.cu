@@ -114,7 +114,10 @@ class CudaBackend final : public Backend {
   }
 
   std::string_view name() const override { return "cuda"; }
-  std::string description() const override { return description_; }
+  std::string description() const override {
+    return grouped_gemm_ok_ ? description_
+                            : description_ + ", one GEMM per expert (cuBLAS refused grouped GEMMs)";
+  }
 
   bool Supports(Feature feature) const override {
     switch (feature) {

@@ -8,6 +8,8 @@ namespace moe::engine::cuda {
 Status RowMajorGemm(cublasHandle_t handle, cublasComputeType_t compute, const float* a, int lda,
                     const float* b, int ldb, float* c, int ldc, int m, int n, int k, float beta) {
   if (m <= 0 || n <= 0) return Status::Ok();
+  // With k = 0 cuBLAS only scales c by beta, but a's leading dimension (k) must be >= 1.
+  if (k == 0) lda = 1;
   const float alpha = 1.0f;
   MOE_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F,
                                 ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, compute,
