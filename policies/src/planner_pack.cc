@@ -415,6 +415,44 @@ bool ExchangeCount(const NodeProblem& problem, const Deadline& deadline, Candida
   return false;
 }
 
+// Counts that keep the big replicas (above half of `max_load`) of `counts`,
+// one fewer for the expert of the largest of them when `free_gpu` (a GPU
+// freed for other big replicas), one replica for every other expert, and
+// the remaining slots each splitting the currently smallest replica (small
+// replicas fill the GPUs beside the big ones). Empty when not applicable.
+std::vector<int> SmallFill(const NodeProblem& problem, const std::vector<int>& counts,
+                           double max_load, bool free_gpu) {
+  const int n = static_cast<int>(counts.size());
+  std::vector<int> fill(n, 1);
+  int big = -1, used = 0;
+  for (int e = 0; e < n; ++e) {
+    if (problem.loads[e] / counts[e] > 0.5 * max_load) {
+      fill[e] = counts[e];
+      if (counts[e] >= 2 &&
+          (big < 0 || problem.loads[e] / counts[e] > problem.loads[big] / counts[big])) {
+        big = e;
+      }
+    }
+    used += fill[e];
+  }
+  if (free_gpu) {
+    if (big < 0) return {};
+    --fill[big];
+    --used;
+  }
+  if (used > problem.num_slots()) return {};
+  for (; used < problem.num_slots(); ++used) {
+    int light = -1;
+    for (int e = 0; e < n; ++e) {
+      if (fill[e] == counts[e] && problem.loads[e] / counts[e] > 0.5 * max_load) continue;
+      if (light < 0 || problem.loads[e] / fill[e] < problem.loads[light] / fill[light]) light = e;
+    }
+    if (light < 0) return {};
+    ++fill[light];
+  }
+  return fill;
+}
+
 }  // namespace
 
 double NodeMaxLoad(const NodeProblem& problem, const NodeSolution& solution) {
@@ -464,25 +502,49 @@ NodeSolution SolveNode(const NodeProblem& problem, Effort effort, const Deadline
       add_set(std::move(counts));
     }
   }
-  Candidate best;
-  best.max_load = std::numeric_limits<double>::infinity();
-  for (auto& counts : count_sets) {
-    if (best.max_load <= done) break;
-    Candidate c = Evaluate(problem, counts, effort == Effort::kDeep, deadline);
-    if (c.max_load < best.max_load) best = std::move(c);
-  }
-  if (effort == Effort::kDeep && best.max_load > done && problem.num_gpus > 1) {
+  auto evaluate_all = [&](const std::vector<std::vector<int>>& sets, double stop) {
+    Candidate best;
+    best.max_load = std::numeric_limits<double>::infinity();
+    for (const auto& counts : sets) {
+      if (best.max_load <= stop) break;
+      Candidate c = Evaluate(problem, counts, effort == Effort::kDeep, deadline);
+      if (c.max_load < best.max_load) best = std::move(c);
+    }
+    return best;
+  };
+  Candidate best = evaluate_all(count_sets, done);
+  auto improve = [&](Candidate* c) {
+    if (effort != Effort::kDeep || c->max_load <= done || problem.num_gpus <= 1) return;
     int stale = 0;
     const int max_stale = 60 + 4 * problem.num_gpus;
-    while (stale < max_stale && best.max_load > done && !deadline.Expired()) {
+    while (stale < max_stale && c->max_load > done && !deadline.Expired()) {
       bool improved = false;
-      if (stale % 8 == 0) improved = ExchangeCount(problem, deadline, &best);
+      if (stale % 8 == 0) improved = ExchangeCount(problem, deadline, c);
       if (!improved) {
-        improved = Perturb(best.items, deadline, rng, &best.packing);
-        best.max_load = best.packing.Max();
+        improved = Perturb(c->items, deadline, rng, &c->packing);
+        c->max_load = c->packing.Max();
       }
       stale = improved ? 0 : stale + 1;
     }
+  };
+  improve(&best);
+  // Deep effort still short of the bound: a second family of starts,
+  // SmallFill of the best counts (their big replicas kept, small ones split;
+  // and the same with a GPU freed), improved separately as it tends to lead
+  // to a different local optimum.
+  std::vector<std::vector<int>> fill_sets;
+  for (bool free_gpu : {false, true}) {
+    if (effort != Effort::kDeep || best.max_load <= done || deadline.Expired()) break;
+    std::vector<int> fill = SmallFill(problem, best.counts, best.max_load, free_gpu);
+    if (!fill.empty() &&
+        std::find(count_sets.begin(), count_sets.end(), fill) == count_sets.end()) {
+      fill_sets.push_back(std::move(fill));
+    }
+  }
+  if (!fill_sets.empty()) {
+    Candidate filled = evaluate_all(fill_sets, done);
+    improve(&filled);
+    if (filled.max_load < best.max_load) best = std::move(filled);
   }
   return ToSolution(best);
 }
