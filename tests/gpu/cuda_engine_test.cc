@@ -4,7 +4,9 @@
 // rounding of each other may pick a different expert on each backend; such
 // flips are allowed for a small share of tokens, every other token must match.
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 

@@ -262,7 +262,10 @@ Status CudaBackend::ExpertFfn(const ExpertGroups& groups) {
   }
   if (work.empty()) return Status::Ok();
   MOE_CUDA_CHECK(cudaSetDevice(device_));
-  if (work.size() >= 2 && grouped_gemm_ok_) {
+  // Tensor-core grouped GEMMs need aligned matrices (see GroupedFfnAligned).
+  const bool aligned =
+      compute_ == CUBLAS_COMPUTE_32F || cuda::GroupedFfnAligned(work, groups.hidden);
+  if (work.size() >= 2 && grouped_gemm_ok_ && aligned) {
     MOE_RETURN_IF_ERROR(
         act_scratch_.Reserve(sizeof(float) * cuda::GroupedActFloats(work), stream_));
     MOE_RETURN_IF_ERROR(ptr_scratch_.Reserve(6 * sizeof(void*) * work.size(), stream_));

@@ -1,3 +1,5 @@
+#include <cstdint>
+
 #include "common.cuh"
 #include "ffn.cuh"
 #include "gemm.cuh"
@@ -18,6 +20,14 @@ __global__ void SwiGluKernel(float* act, int rows, int ffn) {
     // Separate roundings, in the CPU reference's order: g / (1 + e^-g) * u.
     row[j] = __fmul_rn(__fdiv_rn(g, 1.0f + expf(-g)), row[ffn + j]);
   }
+}
+
+size_t ActSliceFloats(const FfnGroup& g) {
+  return (static_cast<size_t>(g.rows) * 2 * g.ffn + 3) / 4 * 4;
+}
+
+bool Aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 }  // namespace
@@ -47,8 +57,19 @@ Status RunExpertFfnLoop(cublasHandle_t handle, cudaStream_t stream, cublasComput
 size_t GroupedActFloats(const std::vector<FfnGroup>& groups) {
   size_t total = 0;
   for (const FfnGroup& g : groups)
-    total += static_cast<size_t>(g.rows) * 2 * g.ffn;
+    total += ActSliceFloats(g);
   return total;
+}
+
+bool GroupedFfnAligned(const std::vector<FfnGroup>& groups, int hidden) {
+  if (hidden % 4 != 0) return false;
+  for (const FfnGroup& g : groups) {
+    if (g.ffn % 2 != 0 || !Aligned16(g.x) || !Aligned16(g.gate_up) || !Aligned16(g.down) ||
+        !Aligned16(g.y)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 Status RunExpertFfnGrouped(cublasHandle_t handle, cudaStream_t stream, cublasComputeType_t compute,
@@ -63,10 +84,12 @@ Status RunExpertFfnGrouped(cublasHandle_t handle, cudaStream_t stream, cublasCom
     const FfnGroup& g = groups[i];
     const int two_f = 2 * g.ffn;
     acts[i] = cursor;
-    cursor += static_cast<size_t>(g.rows) * two_f;
+    cursor += ActSliceFloats(g);
     up[i] = {g.x, g.gate_up, acts[i], g.rows, two_f, hidden, hidden, two_f, two_f};
     down[i] = {acts[i], g.down, g.y, g.rows, hidden, g.ffn, two_f, hidden, hidden};
-    same_ffn = same_ffn && g.ffn == groups[0].ffn;
+    // One SwiGLU launch needs the slices back to back (no rounding gaps).
+    same_ffn = same_ffn && g.ffn == groups[0].ffn &&
+               ActSliceFloats(g) == static_cast<size_t>(g.rows) * two_f;
   }
   MOE_RETURN_IF_ERROR(RowMajorGroupedGemm(handle, stream, compute, up, device_ptrs, host_ptrs));
   if (same_ffn) {

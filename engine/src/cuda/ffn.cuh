@@ -34,8 +34,15 @@ Status LaunchSwiGlu(float* act, int rows, int ffn, cudaStream_t stream);
 Status RunExpertFfnLoop(cublasHandle_t handle, cudaStream_t stream, cublasComputeType_t compute,
                         const std::vector<FfnGroup>& groups, int hidden, float* act);
 
-// Floats of activation scratch RunExpertFfnGrouped needs: sum of rows * 2 ffn.
+// Floats of activation scratch RunExpertFfnGrouped needs: sum over groups of
+// rows * 2 ffn, each slice rounded up to 4 floats (16 bytes).
 size_t GroupedActFloats(const std::vector<FfnGroup>& groups);
+
+// True when every matrix of `groups` starts on 16 bytes and every leading
+// dimension is a multiple of 4 floats. cuBLAS requires this of grouped GEMMs
+// with tensor-core compute types, since it cannot inspect pointers that live
+// in device arrays; the caller uses RunExpertFfnLoop otherwise.
+bool GroupedFfnAligned(const std::vector<FfnGroup>& groups, int hidden);
 
 // All groups at once: one grouped GEMM for the gate/up projections, SwiGLU
 // (one launch when every group has the same ffn), one grouped GEMM for the
