@@ -20,12 +20,11 @@ TEST_CASE("Unknown backends are refused by name", "[backend]") {
 TEST_CASE("CUDA backend creation fails cleanly without a device", "[backend][cuda]") {
   auto b = CreateBackend("cuda");
   if (b.ok()) {
-    // A GPU machine: the phase-1 CUDA backend has no compute ops yet, so the
-    // engine must refuse it instead of computing something else.
+    // A GPU machine: the CUDA backend is complete; tests/gpu checks its parity
+    // with the CPU backend. Here it must at least carry an engine.
     INFO((*b)->description());
     auto engine = Engine::Create(testing::SmallOptions(), std::move(b).value());
-    CHECK(engine.status().code() == StatusCode::kUnsupported);
-    CHECK(engine.status().message().find("unsupported on backend cuda") != std::string::npos);
+    CHECK(engine.ok());
     return;
   }
   const Status st = b.status();
