@@ -1,15 +1,20 @@
 #include "query_commands.h"
 
+#include <fmt/format.h>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <memory>
+
 #include <nlohmann/json.hpp>
 
 #include "moe/common/clock.h"
 #include "moe/common/time_format.h"
 #include "moe/storage/reader.h"
 #include "output.h"
+#include "plot.h"
 
 namespace moe::cli {
 namespace {
@@ -88,13 +93,62 @@ void Engines(const QueryFlags& flags) {
   Render(t, Check(ParseFormat(flags.format)), std::cout);
 }
 
-void History(const QueryFlags& flags, int64_t layer, size_t limit) {
+// Per-step values of `field` (drop_rate summed over layers, other figures
+// averaged), with a marker at every epoch change.
+Series StepSeries(const std::vector<storage::StepRow>& rows, const std::string& field) {
+  struct Acc {
+    double value = 0, slots = 0, dropped = 0;
+    int n = 0;
+    uint64_t epoch = 0;
+  };
+  std::map<uint64_t, Acc> steps;
+  std::string engine;
+  for (const storage::StepRow& r : rows) {
+    if (engine.empty()) engine = r.engine_id;
+    if (r.engine_id != engine || r.rollup) continue;
+    Acc& a = steps[r.step];
+    a.epoch = r.epoch;
+    a.slots += static_cast<double>(r.num_token_slots);
+    a.dropped += r.dropped;
+    double v = field == "step_us"         ? r.step_us
+               : field == "layer_us"      ? r.layer_us
+               : field == "max_over_mean" ? r.max_over_mean
+               : field == "quality_error" ? r.quality_error.value_or(NAN)
+                                          : 0;
+    if (!std::isnan(v)) {
+      a.value += v;
+      ++a.n;
+    }
+  }
+  Series s;
+  s.title = fmt::format("{} of engine {} per step{}", field, engine,
+                        field == "drop_rate" ? " (all layers)" : " (mean over layers)");
+  s.marker_legend = "^ new epoch (a decision applied)";
+  uint64_t last_epoch = 0;
+  bool first = true;
+  for (const auto& [step, a] : steps) {
+    double y = field == "drop_rate" ? (a.slots > 0 ? a.dropped / a.slots : 0)
+                                    : (a.n > 0 ? a.value / a.n : NAN);
+    s.x.push_back(static_cast<double>(step));
+    s.y.push_back(y);
+    if (!first && a.epoch != last_epoch) s.markers.push_back(static_cast<double>(step));
+    last_epoch = a.epoch;
+    first = false;
+  }
+  return s;
+}
+
+void History(const QueryFlags& flags, int64_t layer, size_t limit, const std::string& plot) {
   auto reader = OpenDb(flags);
   storage::HistoryQuery q;
   q.engine_id = flags.engine;
   if (layer >= 0) q.layer = static_cast<uint32_t>(layer);
   q.window = Window(flags);
   q.limit = limit;
+  if (!plot.empty()) {
+    std::cout << RenderChart(StepSeries(Check(reader->History(q)), plot));
+    return;
+  }
   TableData t{
       {"time", "engine", "step", "epoch", "layer", "tokens", "slots", "dropped", "drop_rate",
        "max_over_mean", "router_us", "expert_us", "layer_us", "step_us", "quality_error", "rollup"},
@@ -236,7 +290,13 @@ void AddQueryCommands(CLI::App& app) {
   AddCommonFlags(history, flags.get(), /*with_window=*/true);
   history->add_option("--layer", *history_layer, "one layer (default: every layer)");
   history->add_option("--limit", *history_limit, "most recent rows to show")->capture_default_str();
-  history->callback([=] { History(*flags, *history_layer, *history_limit); });
+  auto history_plot = std::make_shared<std::string>();
+  history
+      ->add_option("--plot", *history_plot,
+                   "draw one figure per step in the terminal instead of a table")
+      ->check(
+          CLI::IsMember({"drop_rate", "step_us", "layer_us", "max_over_mean", "quality_error"}));
+  history->callback([=] { History(*flags, *history_layer, *history_limit, *history_plot); });
 
   auto status = std::make_shared<std::string>();
   auto decisions_limit = std::make_shared<size_t>(200);

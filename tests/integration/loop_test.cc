@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <thread>
 #include <zmq.hpp>
 
@@ -144,6 +145,26 @@ TEST_CASE("Engine and controller close the loop over loopback", "[integration]")
     if (row.epoch >= *applied->epoch) ++later_epoch_rows;
   }
   CHECK(later_epoch_rows > 0);  // later telemetry carries the new epoch
+
+  // The operator's view of the same run, through the CLI.
+  Subprocess decisions_cli({MOECTL_BIN, "decisions", "--db", db, "--format", "json"},
+                           dir.File("decisions.json"));
+  REQUIRE(decisions_cli.Wait(seconds(30)) == std::optional<int>(0));
+  std::string decisions_json = decisions_cli.Log();
+  INFO(decisions_json.substr(0, 2000));
+  CHECK(decisions_json.find("\"acked_epoch\": " + std::to_string(*applied->epoch)) !=
+        std::string::npos);
+  CHECK(decisions_json.find("\"outcome\": {") != std::string::npos);
+  Subprocess history_cli({MOECTL_BIN, "history", "--db", db, "--format", "csv", "--layer", "0"},
+                         dir.File("history.csv"));
+  REQUIRE(history_cli.Wait(seconds(30)) == std::optional<int>(0));
+  std::string csv = history_cli.Log();
+  CHECK(csv.rfind("time,engine,step,epoch,layer,", 0) == 0);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') > 10);
+  Subprocess plot_cli({MOECTL_BIN, "history", "--db", db, "--plot", "drop_rate"},
+                      dir.File("plot.txt"));
+  REQUIRE(plot_cli.Wait(seconds(30)) == std::optional<int>(0));
+  CHECK(plot_cli.Log().find("new epoch") != std::string::npos);
 
   bool measured = false;
   for (const storage::DecisionRow& d : *decisions) {
