@@ -2,22 +2,9 @@
 
 #include <algorithm>
 
+#include "moe/telemetry/load.h"
+
 namespace moe::controller {
-namespace {
-
-double MaxOverMean(const std::vector<uint32_t>& loads) {
-  if (loads.empty()) return 0;
-  uint64_t total = 0;
-  uint32_t max = 0;
-  for (uint32_t v : loads) {
-    total += v;
-    max = std::max(max, v);
-  }
-  if (total == 0) return 0;
-  return static_cast<double>(max) * loads.size() / static_cast<double>(total);
-}
-
-}  // namespace
 
 StepFigures Summarise(const telemetry::StepRecord& record) {
   StepFigures f;
@@ -35,7 +22,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     double slots = std::max<double>(1, static_cast<double>(layer.num_token_slots));
     e.drop_rate = layer.dropped / slots;
     e.overflow_rate = layer.overflowed / slots;
-    e.max_over_mean = MaxOverMean(layer.expert_tokens);
+    e.max_over_mean = telemetry::MaxOverMean(layer.expert_tokens);
     e.layer_us = layer.timing.total_us;
     e.quality_error = layer.quality_error;
     f.max_over_mean += e.max_over_mean;

@@ -1,5 +1,7 @@
 #include "moe/storage/store.h"
 
+#include "moe/telemetry/load.h"
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -59,19 +61,6 @@ struct BatchCounts {
   uint64_t steps = 0;
   uint64_t rows = 0;
 };
-
-double MaxOverMean(const std::vector<uint32_t>& tokens) {
-  if (tokens.empty()) return 0;
-  uint64_t sum = 0;
-  uint32_t max = 0;
-  for (uint32_t t : tokens) {
-    sum += t;
-    max = std::max(max, t);
-  }
-  if (sum == 0) return 0;
-  double mean = static_cast<double>(sum) / static_cast<double>(tokens.size());
-  return static_cast<double>(max) / mean;
-}
 
 // Statement texts; every one is prepared once at Open and reused.
 constexpr const char* kUpsertEngineHello = R"sql(
@@ -619,7 +608,7 @@ Status StoreImpl::ApplyStep(const telemetry::StepRecord& record, BatchCounts* co
                             .BindInt(10, layer.rerouted)
                             .BindInt(11, layer.dropped)
                             .BindReal(12, drop_rate)
-                            .BindReal(13, MaxOverMean(layer.expert_tokens))
+                            .BindReal(13, telemetry::MaxOverMean(layer.expert_tokens))
                             .BindReal(14, layer.router_entropy)
                             .BindReal(15, layer.gate_mass)
                             .BindOptionalReal(16, layer.quality_error)
