@@ -64,6 +64,13 @@ struct NodeSolution {
 // +infinity when the experts outnumber the slots.
 double NodeLowerBound(const NodeProblem& problem);
 
+// NodeLowerBound raised by further necessary conditions (docs/planner.md,
+// "The lower bound"): every expert's replicas share their GPUs with at least
+// the smallest other items, and of the num_gpus + 1 largest replicas two
+// share a GPU with slots_per_gpu - 2 others; both over every choice of
+// replica counts. Never below NodeLowerBound; costlier (for reports).
+double NodeLowerBoundRefined(const NodeProblem& problem);
+
 // Whether max GPU load t passes NodeLowerBound's necessary conditions (plus:
 // at most num_gpus replicas larger than t / 2, as two cannot share a GPU).
 // When it does and `counts` is given, fills it with fewest replica counts

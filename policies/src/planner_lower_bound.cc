@@ -3,7 +3,10 @@
 
 #include <algorithm>
 #include <bit>
+#include <climits>
 #include <cmath>
+#include <cstdint>
+#include <functional>
 #include <limits>
 #include <unordered_map>
 
@@ -19,6 +22,314 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int kMaxPartitionGroups = 24;
 // Largest number of candidate blocks it enumerates.
 constexpr int64_t kMaxPartitionBlocks = 20000;
+// Largest item count and spare-slot budget for the exact small-items sum.
+constexpr int kSigmaExactItems = 16;
+constexpr int kSigmaMaxBudget = 24;
+// Most interval end points the pairing check takes, and the spare-slot
+// counts it checks one by one.
+constexpr size_t kMaxPairingPoints = 96;
+constexpr int kPairingSpareSteps = 8;
+
+// Refined conditions on a node's max GPU load t, all necessary: see
+// docs/planner.md ("The lower bound"). Every plan with max load <= t has
+// counts c_e >= MinCount (basic), exactly s items, and exactly p per GPU.
+
+// Lower bounds on the sum of the k smallest of a plan's items, k = 0 .. kmax
+// (result [kmax + 1]), for every count vector with c[e] >= base[e], the
+// extras c[e] - base[e] of experts not `free` summing to at most `budget`,
+// and free experts' counts at most base[e] + free_extra. Exact, by a dynamic
+// programme over (items taken, extras used). Among experts of equal base
+// and freedom only the kmax lightest can take part: an unused lighter one
+// could take a heavier one's count and items for less.
+std::vector<double> SigmaExact(const std::vector<double>& loads, const std::vector<int>& base,
+                               int kmax, int budget, const std::vector<char>& free,
+                               int free_extra) {
+  const int n = static_cast<int>(loads.size());
+  kmax = std::max(0, kmax);
+  // Beyond these sizes the table is too big; 0 is always valid.
+  if (budget > kSigmaMaxBudget || kmax > kSigmaExactItems) {
+    return std::vector<double>(kmax + 1, 0.0);
+  }
+  std::vector<int> order(n);
+  for (int e = 0; e < n; ++e)
+    order[e] = e;
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    if (base[a] != base[b]) return base[a] < base[b];
+    if (free[a] != free[b]) return free[a] < free[b];
+    return loads[a] < loads[b];
+  });
+  const int width = budget + 1;
+  std::vector<double> best((kmax + 1) * width, kInf), next;
+  best[0] = 0.0;
+  int run = 0;
+  for (int i = 0; i < n; ++i) {
+    const int e = order[i];
+    const bool same = i > 0 && base[order[i - 1]] == base[e] && free[order[i - 1]] == free[e];
+    run = same ? run + 1 : 0;
+    if (run >= kmax) continue;
+    next = best;
+    for (int j = 0; j < kmax; ++j) {
+      for (int x = 0; x <= budget; ++x) {
+        const double have = best[j * width + x];
+        if (have == kInf) continue;
+        if (free[e]) {
+          const int most = base[e] + free_extra;
+          for (int take = 1; take <= std::min(kmax - j, most); ++take) {
+            double& slot = next[(j + take) * width + x];
+            slot = std::min(slot, have + take * loads[e] / most);
+          }
+          continue;
+        }
+        for (int extra = 0; x + extra <= budget; ++extra) {
+          const int c = base[e] + extra;
+          for (int take = 1; take <= std::min(kmax - j, c); ++take) {
+            double& slot = next[(j + take) * width + x + extra];
+            slot = std::min(slot, have + take * loads[e] / c);
+          }
+        }
+      }
+    }
+    best.swap(next);
+  }
+  std::vector<double> sigma(kmax + 1, 0.0);
+  for (int k = 1; k <= kmax; ++k) {
+    double v = kInf;
+    for (int x = 0; x <= budget; ++x)
+      v = std::min(v, best[k * width + x]);
+    // Fewer items than k can only come from a relaxation too loose to
+    // matter; 0 is always valid.
+    sigma[k] = v == kInf ? 0.0 : v;
+  }
+  return sigma;
+}
+
+// sigma[k] for k in [0, s]: a lower bound on the sum of the k smallest items
+// of any plan whose counts are at least `base` (summing to s - extra): the
+// larger of SigmaExact (k <= slots_per_gpu) and the k - extra smallest
+// items at the base counts (each extra replica lowers the number of base
+// items taken by at most one).
+std::vector<double> SigmaTable(const std::vector<double>& loads, const std::vector<int>& base,
+                               int num_slots, int slots_per_gpu) {
+  std::vector<double> items;
+  for (size_t e = 0; e < loads.size(); ++e) {
+    for (int i = 0; i < base[e]; ++i)
+      items.push_back(loads[e] / base[e]);
+  }
+  std::sort(items.begin(), items.end());
+  const int extra = num_slots - static_cast<int>(items.size());
+  std::vector<double> sigma(num_slots + 1, 0.0);
+  double prefix = 0.0;
+  for (int k = extra + 1; k <= num_slots; ++k) {
+    prefix += items[k - extra - 1];
+    sigma[k] = prefix;
+  }
+  const std::vector<char> none(loads.size(), 0);
+  const int kmax = std::min({num_slots, slots_per_gpu, kSigmaExactItems});
+  const std::vector<double> exact = SigmaExact(loads, base, kmax, extra, none, 0);
+  for (int k = 1; k <= kmax; ++k)
+    sigma[k] = std::max(sigma[k], exact[k]);
+  return sigma;
+}
+
+// Whether c replicas of an expert with `load` can sit on some d GPUs: their
+// d * p slots hold the c replicas and d * p - c other items (at least
+// sigma[d * p - c]) within d * t, and the GPU with ceil(c / d) replicas
+// holds p - ceil(c / d) others.
+bool CountAdmissible(double load, int c, double t, int num_gpus, int slots_per_gpu,
+                     const std::vector<double>& sigma) {
+  const double slack = t * 1e-12;
+  for (int d = (c + slots_per_gpu - 1) / slots_per_gpu; d <= std::min(c, num_gpus); ++d) {
+    const int most = (c + d - 1) / d;
+    if (load + sigma[d * slots_per_gpu - c] > d * (t + slack)) continue;
+    if (load * most / c + sigma[slots_per_gpu - most] > t + slack) continue;
+    return true;
+  }
+  return false;
+}
+
+// Fewest slots for counts >= cmin such that at most num_gpus replicas exceed
+// t / 2 (the knapsack of NodeFeasible).
+int64_t SlotsWithBigReplicas(const std::vector<double>& loads, const std::vector<int>& cmin,
+                             double t, int num_gpus) {
+  int64_t slots = 0, big_units = 0, all_extra = 0;
+  std::vector<int> weight, extra;
+  for (size_t e = 0; e < loads.size(); ++e) {
+    slots += cmin[e];
+    if (loads[e] / cmin[e] > 0.5 * t * (1 + 1e-12)) {
+      const double need = std::ceil(2 * loads[e] / t * (1 - 1e-12));
+      weight.push_back(cmin[e]);
+      extra.push_back(std::max(0, static_cast<int>(need) - cmin[e]));
+      big_units += cmin[e];
+      all_extra += extra.back();
+    }
+  }
+  if (big_units <= num_gpus) return slots;
+  std::vector<int64_t> best(num_gpus + 1, 0);
+  for (size_t i = 0; i < weight.size(); ++i) {
+    for (int c = num_gpus; c >= weight[i]; --c)
+      best[c] = std::max(best[c], best[c - weight[i]] + extra[i]);
+  }
+  return slots + all_extra - best[num_gpus];
+}
+
+// Pairing: of the g + 1 largest items two share a GPU with p - 2 others, so
+// x_g + x_{g+1} <= R = t - sigma_{p-2}; equivalently some z in [0, R / 2]
+// has at most g items above z and at most g - 1 above R - z. Checked over
+// intervals [z_lo, z_hi] covering [0, R / 2] with the looser thresholds
+// (z_hi, R - z_lo), choosing counts >= cmin by a knapsack over (items above
+// z_hi, items above R - z_lo). `extra_budget` bounds the sum of count raises
+// over cmin; `sigma_p2` is the lower bound on the p - 2 smallest items.
+bool PairingFeasible(const std::vector<double>& loads, const std::vector<int>& cmin, double r_pair,
+                     double theta, int num_gpus, int extra_budget) {
+  const int n = static_cast<int>(loads.size());
+  if (r_pair <= 0) return false;
+  const double half = 0.5 * r_pair;
+  // z below theta shares one check (replicas at or above theta, above R);
+  // end points and intervals cover [theta, R / 2].
+  std::vector<double> points;
+  if (half >= theta) {
+    points = {theta, half};
+    for (int e = 0; e < n; ++e) {
+      for (int c = cmin[e]; c <= cmin[e] + std::min(extra_budget, 8); ++c) {
+        const double v = loads[e] / c;
+        if (v > theta && v < half) points.push_back(v);
+        if (r_pair - v > theta && r_pair - v < half) points.push_back(r_pair - v);
+      }
+    }
+    std::sort(points.begin(), points.end());
+    points.erase(std::unique(points.begin(), points.end()), points.end());
+    if (points.size() > kMaxPairingPoints) {
+      // Keep the top ones; an interval check across the gap stays valid.
+      points.erase(points.begin() + 1, points.end() - (kMaxPairingPoints - 1));
+    }
+  }
+  const int g = num_gpus;
+  const int width = g;  // b in [0, g - 1]
+  std::vector<int> best, next;
+  // Whether a replica of size v counts as above threshold thr: strictly, or
+  // inclusively (at or above); rounding errs towards not counting.
+  auto above = [](double v, double thr, bool inclusive) {
+    return inclusive ? v > thr * (1 - 1e-12) : v > thr * (1 + 1e-12);
+  };
+  // Counts >= cmin with at most g replicas above (a_thr, a_incl) and at most
+  // g - 1 above (b_thr, b_incl), within extra_budget raises.
+  auto check = [&](double a_thr, bool a_incl, double b_thr, bool b_incl) {
+    // best[a * width + b]: least extra slots with a replicas above the first
+    // threshold and b above the second.
+    best.assign((g + 1) * width, INT32_MAX);
+    best[0] = 0;
+    for (int e = 0; e < n; ++e) {
+      if (!above(loads[e] / cmin[e], a_thr, a_incl)) continue;
+      struct Option {
+        int extra, a, b;
+      };
+      Option options[3];
+      int num_options = 0;
+      auto add = [&](int c) {
+        const double v = loads[e] / c;
+        const int a = above(v, a_thr, a_incl) ? c : 0;
+        const int b = above(v, b_thr, b_incl) ? c : 0;
+        if (a <= g && b <= g - 1) options[num_options++] = {c - cmin[e], a, b};
+      };
+      // The fewest count not above a threshold.
+      auto below = [&](double thr, bool inclusive) {
+        int c = std::max(cmin[e], static_cast<int>(std::ceil(loads[e] / thr * (1 - 1e-9))));
+        while (above(loads[e] / c, thr, inclusive))
+          ++c;
+        return c;
+      };
+      add(cmin[e]);
+      if (above(loads[e] / cmin[e], b_thr, b_incl)) add(below(b_thr, b_incl));
+      if (a_thr > 0) add(below(a_thr, a_incl));
+      next.assign(best.size(), INT32_MAX);
+      bool any = false;
+      for (int a = 0; a <= g; ++a) {
+        for (int b = 0; b < width; ++b) {
+          const int have = best[a * width + b];
+          if (have == INT32_MAX) continue;
+          for (int o = 0; o < num_options; ++o) {
+            const Option& op = options[o];
+            const int na = a + op.a, nb = b + op.b, nx = have + op.extra;
+            if (na > g || nb >= width || nx > extra_budget) continue;
+            int& slot = next[na * width + nb];
+            if (nx < slot) {
+              slot = nx;
+              any = true;
+            }
+          }
+        }
+      }
+      best.swap(next);
+      if (!any) return false;
+    }
+    return true;
+  };
+  // z at an end point, or inside an open interval (where replicas above z
+  // include those at or above the interval's top, and replicas above R - z
+  // include those at or above R - its bottom); from the top, where few
+  // replicas are above z and checks are cheap.
+  for (size_t i = points.size(); i-- > 0;) {
+    if (check(points[i], false, r_pair - points[i], false)) return true;
+    if (i > 0 && check(points[i], true, r_pair - points[i - 1], true)) return true;
+  }
+  if (check(theta, true, r_pair, false)) return true;
+  return false;
+}
+
+// The refined conditions at t (the basic ones of NodeFeasible assumed).
+bool RefinedFeasible(const NodeProblem& problem, double t) {
+  const int g = problem.num_gpus, p = problem.slots_per_gpu, s = problem.num_slots();
+  const int n = static_cast<int>(problem.loads.size());
+  const std::vector<double>& loads = problem.loads;
+  std::vector<int> cmin(n);
+  for (int e = 0; e < n; ++e) {
+    cmin[e] = MinCount(loads[e], t, g);
+    if (cmin[e] == 0) return false;
+  }
+  const std::vector<double> sigma = SigmaTable(loads, cmin, s, p);
+  // Fewest admissible counts.
+  std::vector<int> fewest(n);
+  int64_t used = 0;
+  for (int e = 0; e < n; ++e) {
+    int c = cmin[e];
+    while (c <= s && !CountAdmissible(loads[e], c, t, g, p, sigma))
+      ++c;
+    if (c > s) return false;
+    fewest[e] = c;
+    used += c;
+  }
+  if (used > s || SlotsWithBigReplicas(loads, fewest, t, g) > s) return false;
+  if (p < 2 || g < 1) return true;
+  // Pairing. Experts with a replica above theta at their fewest counts
+  // (theta: half the (g+1)-th largest such replica) may have their counts
+  // raised by the pairing knapsack, whose thresholds are all >= theta;
+  // they are free in sigma (up to fewest + spare), the others share the q
+  // spare slots the knapsack leaves. Each q is checked, those from
+  // kPairingSpareSteps on in one check (smallest sigma, largest budget).
+  const int spare = static_cast<int>(s - used);
+  std::vector<double> sizes;
+  for (int e = 0; e < n; ++e) {
+    for (int i = 0; i < fewest[e] && i <= g; ++i)
+      sizes.push_back(loads[e] / fewest[e]);
+  }
+  if (static_cast<int>(sizes.size()) <= g) return true;
+  std::nth_element(sizes.begin(), sizes.begin() + g, sizes.end(), std::greater<double>());
+  const double theta = 0.5 * sizes[g];
+  if (!(theta > 0)) return true;
+  // Every replica counted above a threshold in the pairing check is above
+  // theta * (1 - 1e-12): a wider margin here keeps such experts free.
+  std::vector<char> free(n, 0);
+  for (int e = 0; e < n; ++e)
+    free[e] = loads[e] / fewest[e] > theta * (1 - 1e-9) ? 1 : 0;
+  for (int q = 0; q <= spare; ++q) {
+    const int q_hi = q < kPairingSpareSteps ? q : spare;
+    const double sigma_p2 =
+        std::max(sigma[p - 2], SigmaExact(loads, fewest, p - 2, q_hi, free, spare)[p - 2]);
+    if (PairingFeasible(loads, fewest, t - sigma_p2, theta, g, spare - q)) return true;
+    if (q_hi == spare) break;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -127,6 +438,27 @@ double NodeLowerBound(const NodeProblem& problem) {
   return lo;
 }
 
+double NodeLowerBoundRefined(const NodeProblem& problem) {
+  const double basic = NodeLowerBound(problem);
+  if (!std::isfinite(basic) || basic <= 0) return basic;
+  // The refined conditions hold at every t at or above the optimum, so the
+  // infeasible end of a bisection stays below it.
+  auto refined = [&](double t) { return Feasible(problem, t) && RefinedFeasible(problem, t); };
+  const double start = basic * (1 + 1e-12);
+  if (refined(start)) return basic;
+  double lo = start, hi = start;
+  for (int it = 0; it < 64 && !refined(hi); ++it) {
+    lo = hi;
+    hi *= 1.0625;
+  }
+  if (!refined(hi)) return lo;
+  for (int it = 0; it < 60 && hi - lo > 1e-10 * hi; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    (refined(mid) ? hi : lo) = mid;
+  }
+  return lo;
+}
+
 int64_t CountSubsets(int n, int k, int64_t cap) {
   long double c = 1;
   for (int i = 1; i <= k; ++i) {
@@ -227,13 +559,13 @@ Result<double> LowerBound(const PlannerShape& shape, const std::vector<double>& 
   const int slots_per_gpu = shape.num_replicas / shape.num_gpus;
   if (ResolveMode(shape, mode) == PlanMode::kGlobal) {
     internal::NodeProblem problem{loads, shape.num_gpus, slots_per_gpu};
-    return std::max(1.0, internal::NodeLowerBound(problem) / mean);
+    return std::max(1.0, internal::NodeLowerBoundRefined(problem) / mean);
   }
   const int num_groups = shape.num_groups;
   const int group_size = shape.num_experts / num_groups;
   const int per_node = num_groups / shape.num_nodes;
   const int gpus_per_node = shape.num_gpus / shape.num_nodes;
-  auto node_bound = [&](uint32_t mask) {
+  auto node_problem = [&](uint32_t mask) {
     internal::NodeProblem problem;
     problem.num_gpus = gpus_per_node;
     problem.slots_per_gpu = slots_per_gpu;
@@ -242,11 +574,44 @@ Result<double> LowerBound(const PlannerShape& shape, const std::vector<double>& 
       problem.loads.insert(problem.loads.end(), loads.begin() + g * group_size,
                            loads.begin() + (g + 1) * group_size);
     }
-    return internal::NodeLowerBound(problem);
+    return problem;
+  };
+  // Any block value at most the refined node bound gives a valid bound. The
+  // basic bound (cached) is computed for every block; the refined one only
+  // for blocks whose basic bound is within 5% of the bottleneck of basic
+  // bounds, the only ones where it is likely to matter.
+  // Indexed by mask up to 2^20 groups' masks (8 MiB), else hashed.
+  const bool flat = num_groups <= 20;
+  std::vector<double> basic_flat(flat ? size_t{1} << num_groups : 0, -1.0);
+  std::unordered_map<uint32_t, double> basic_cache;
+  auto basic_bound = [&](uint32_t mask) {
+    if (flat && basic_flat[mask] >= 0) return basic_flat[mask];
+    if (!flat) {
+      auto it = basic_cache.find(mask);
+      if (it != basic_cache.end()) return it->second;
+    }
+    const double v = internal::NodeLowerBound(node_problem(mask));
+    if (flat) {
+      basic_flat[mask] = v;
+    } else {
+      basic_cache.emplace(mask, v);
+    }
+    return v;
   };
   double best = 0.0;
   std::vector<uint32_t> blocks;
-  if (internal::BottleneckPartition(num_groups, per_node, node_bound, &best, &blocks)) {
+  if (internal::BottleneckPartition(num_groups, per_node, basic_bound, &best, &blocks)) {
+    const double threshold = best / 1.05;
+    auto node_bound = [&](uint32_t mask) {
+      const double basic = basic_bound(mask);
+      if (basic < threshold) return basic;
+      return internal::NodeLowerBoundRefined(node_problem(mask));
+    };
+    double refined = best;
+    if (internal::BottleneckPartition(num_groups, per_node, node_bound, &refined, &blocks,
+                                      basic_bound)) {
+      best = std::max(best, refined);
+    }
     return std::max(1.0, best / mean);
   }
   // Too many groups to enumerate: a node holding group g also holds
