@@ -148,9 +148,10 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   return cfg;
 }
 
-Result<engine::ScenarioOptions> LoadScenario(const std::string& path) {
+Result<Scenario> LoadScenario(const std::string& path) {
   MOE_ASSIGN_OR_RETURN(TomlDocument doc, TomlDocument::Load(path));
-  engine::ScenarioOptions s;
+  Scenario scenario;
+  engine::ScenarioOptions& s = scenario.workload;
   TableReader root = doc.Root();
   root.Read("name", &s.name);
   std::string description;
@@ -184,9 +185,17 @@ Result<engine::ScenarioOptions> LoadScenario(const std::string& path) {
     k.Read("device_slowdown", &kf.device_slowdown, Range<double>{1, 100});
     s.keyframes.push_back(std::move(kf));
   }
+  if (root.Has("trace")) {
+    TableReader trace = root.Table("trace");
+    trace.Require("path");
+    trace.Read("path", &scenario.trace.path);
+    trace.Read("loop", &scenario.trace.loop);
+    if (trace.Has("path") && scenario.trace.path.empty()) trace.Fail("path", "must not be empty");
+    scenario.trace.path = RelativeTo(path, scenario.trace.path);
+  }
   MOE_RETURN_IF_ERROR(doc.Finish());
   MOE_RETURN_IF_ERROR(engine::ValidateScenario(s).WithContext(path));
-  return s;
+  return scenario;
 }
 
 }  // namespace moe::engine_app

@@ -45,8 +45,21 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path);
 // Reads [model], [parallel] and [knobs] of a model preset file into `options`.
 Status LoadModelPreset(const std::string& path, engine::Options* options);
 
-// Loads a scenario file (top-level keys plus [[keyframe]] tables).
-Result<engine::ScenarioOptions> LoadScenario(const std::string& path);
+// A scenario's routing trace ([trace] table): replayed instead of the
+// router's selection (routing_trace.h).
+struct TraceOptions {
+  std::string path;  // JSON Lines trace (relative to the scenario file); empty = none
+  bool loop = true;  // past the trace's end: start over (false: the router takes over)
+};
+
+struct Scenario {
+  engine::ScenarioOptions workload;
+  TraceOptions trace;
+};
+
+// Loads a scenario file (top-level keys, [[keyframe]] tables and an optional
+// [trace] table). The trace file itself is read by LoadRoutingTrace().
+Result<Scenario> LoadScenario(const std::string& path);
 
 }  // namespace moe::engine_app
 

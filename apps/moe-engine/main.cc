@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "moe/engine/engine.h"
 #include "moe/engine/workload.h"
 #include "moe/telemetry/transport.h"
+#include "routing_trace.h"
 #include "telemetry_glue.h"
 
 namespace {
@@ -54,6 +56,7 @@ struct Flags {
   std::string duration;
   int64_t step_interval_ms = -1;
   bool no_telemetry = false;
+  std::string record_trace;
   std::string log_level = "info";
 };
 
@@ -77,6 +80,8 @@ int main(int argc, char** argv) {
   cli.add_option("--step-interval-ms", flags.step_interval_ms,
                  "minimum milliseconds between step starts (demo pacing)");
   cli.add_flag("--no-telemetry", flags.no_telemetry, "run without telemetry and commands");
+  cli.add_option("--record-trace", flags.record_trace,
+                 "write every step's routing selection to FILE (JSON Lines routing trace)");
   cli.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error|critical|off")
       ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
@@ -120,13 +125,29 @@ int main(int argc, char** argv) {
   }
 
   engine::ScenarioOptions scenario;
+  engine_app::TraceOptions trace_options;
   if (!app.scenario.empty()) {
     auto s = engine_app::LoadScenario(app.scenario);
     if (!s.ok()) {
       spdlog::error("bad scenario: {}", s.status().message());
       return kExitConfig;
     }
-    scenario = std::move(s).value();
+    scenario = std::move(s->workload);
+    trace_options = std::move(s->trace);
+  }
+  std::optional<engine_app::RoutingTrace> trace;
+  if (!trace_options.path.empty()) {
+    auto loaded_trace = engine_app::LoadRoutingTrace(trace_options.path);
+    Status st = loaded_trace.ok() ? engine_app::CheckTraceFitsModel(*loaded_trace, cfg.engine)
+                                  : loaded_trace.status();
+    if (!st.ok()) {
+      spdlog::error("bad routing trace: {}", st.message());
+      return kExitConfig;
+    }
+    trace = std::move(loaded_trace).value();
+    spdlog::info("replaying routing trace {}: {} steps, {} layers{}", trace->path,
+                 trace->steps.size(), trace->header.num_layers,
+                 trace_options.loop ? ", looped" : "");
   }
 
   engine::BackendOptions backend_options;
@@ -150,6 +171,21 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
   std::unique_ptr<engine::Workload> workload = std::move(workload_or).value();
+
+  std::unique_ptr<engine_app::TraceRecorder> recorder;
+  if (!flags.record_trace.empty()) {
+    engine_app::TraceHeader header;
+    header.num_layers = cfg.engine.model.num_layers;
+    header.num_experts = cfg.engine.model.num_experts;
+    header.top_k = cfg.engine.knobs.top_k;
+    header.source = "moe-engine " + app.engine_id + ", scenario " + scenario.name;
+    auto opened = engine_app::TraceRecorder::Open(flags.record_trace, header);
+    if (!opened.ok()) {
+      spdlog::error("--record-trace: {}", opened.status().ToString());
+      return kExitUnavailable;
+    }
+    recorder = std::move(opened).value();
+  }
 
   Clock* clock = SystemClock();
   std::unique_ptr<telemetry::EngineLink> link;
@@ -189,8 +225,13 @@ int main(int argc, char** argv) {
     if (duration_ns > 0 && step_start_ns - start_ns >= duration_ns) break;
     if (link) commands.Poll(link.get(), clock->NowNanos());
 
-    engine::WorkloadStep input = workload->Generate(step);
-    auto stats = eng->Step({input.hidden.data(), input.num_tokens, input.device_slowdown});
+    const engine_app::TraceStep* replay =
+        trace ? trace->StepFor(step, trace_options.loop) : nullptr;
+    engine::WorkloadStep input = workload->Generate(step, replay ? replay->num_tokens : 0);
+    engine::StepInput step_input{input.hidden.data(), input.num_tokens, input.device_slowdown};
+    if (replay != nullptr) step_input.routing = engine_app::RoutingOf(*replay);
+    step_input.record_selection = recorder != nullptr;
+    auto stats = eng->Step(step_input);
     if (!stats.ok()) {
       spdlog::error("step {} failed: {}", step, stats.status().ToString());
       exit_code = kExitSoftware;
@@ -210,6 +251,13 @@ int main(int argc, char** argv) {
         spdlog::warn("publish step {}: {}", step, st.ToString());
       }
       last_publish_ns = clock->MonotonicNanos();
+    }
+    if (recorder) {
+      if (Status st = recorder->Append(*stats); !st.ok()) {
+        spdlog::error("--record-trace: {}; recording stops", st.ToString());
+        recorder.reset();
+        exit_code = kExitSoftware;
+      }
     }
     progress.Observe(*stats, clock->MonotonicNanos(), link ? link->dropped() : 0);
 
@@ -237,5 +285,12 @@ int main(int argc, char** argv) {
   spdlog::info("engine {} stopping after {} steps (epoch {})", app.engine_id, eng->next_step(),
                eng->epoch());
   progress.Final();
+  if (recorder) {
+    if (Status st = recorder->Close(); !st.ok()) {
+      spdlog::error("--record-trace: {}", st.ToString());
+      return kExitSoftware;
+    }
+    spdlog::info("recorded {} steps of routing to {}", recorder->num_steps(), flags.record_trace);
+  }
   return exit_code;
 }

@@ -124,6 +124,16 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
   if (input.hidden == nullptr || input.num_tokens < 1) {
     return Status::InvalidArgument("step input needs at least one token");
   }
+  for (size_t l = 0; l < input.routing.size(); ++l) {
+    if (input.routing[l] == nullptr) continue;
+    if (l >= layers_.size()) {
+      return Status::InvalidArgument("replayed routing for layer " + std::to_string(l) +
+                                     ", the model has " + std::to_string(layers_.size()));
+    }
+    MOE_RETURN_IF_ERROR(
+        ValidateSelection(*input.routing[l], input.num_tokens, options_.model.num_experts)
+            .WithContext("layer " + std::to_string(l)));
+  }
   const auto start = std::chrono::steady_clock::now();
   StepStats stats;
   ApplyPending(&stats);
@@ -147,6 +157,8 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
     ctx.device_slowdown = &input.device_slowdown;
     ctx.probe = probe;
     ctx.probe_seed = MixSeed(options_.seed, next_step_, 2 * l + 2);
+    ctx.forced = l < input.routing.size() ? input.routing[l] : nullptr;
+    ctx.record_selection = input.record_selection;
     MOE_RETURN_IF_ERROR(layers_[l]->Forward(x, ctx, &workspace_, y, &stats.layers[l]));
     std::swap(x, y);
   }

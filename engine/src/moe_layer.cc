@@ -108,7 +108,8 @@ Status MoeLayer::Forward(const float* x, const LayerContext& ctx, LayerWorkspace
   ws->host_scores.resize(static_cast<size_t>(num_tokens) * num_experts);
   MOE_RETURN_IF_ERROR(backend_->Download(
       ws->scores->floats(), ws->host_scores.size() * sizeof(float), ws->host_scores.data()));
-  RoutingPlan plan = Route(ws->host_scores.data(), num_tokens, options_, knobs, ctx.seed);
+  RoutingPlan plan =
+      Route(ws->host_scores.data(), num_tokens, options_, knobs, ctx.seed, ctx.forced);
   stats->router_us = MicrosSince(start);
 
   // Dispatch: counting sort of served token-slots by physical slot.
@@ -234,6 +235,8 @@ Status MoeLayer::Forward(const float* x, const LayerContext& ctx, LayerWorkspace
   stats->expert_tokens = plan.expert_tokens;
   stats->expert_demand = plan.expert_demand;
   stats->slot_tokens = plan.slot_tokens;
+  stats->replayed = ctx.forced != nullptr;
+  if (ctx.record_selection) stats->selection = SelectionOf(plan);
   stats->quality_error.reset();
   if (ctx.probe && options_.quality_probe_tokens > 0) {
     MOE_RETURN_IF_ERROR(Probe(ctx, plan, ws, stats));
@@ -269,7 +272,14 @@ Status MoeLayer::Probe(const LayerContext& ctx, const RoutingPlan& plan, LayerWo
     const int32_t t = static_cast<int32_t>(rng.Uniform() * ctx.num_tokens);
     tokens[p] = t;
     const float* s = ws->host_scores.data() + static_cast<size_t>(t) * num_experts;
-    RoutingPlan ref = Route(s, 1, options_, plain, 0);
+    // In replay the reference is the token's recorded selection, unconstrained.
+    ExpertSelection one;
+    if (ctx.forced != nullptr) {
+      const auto first = ctx.forced->experts.begin();
+      one.experts.assign(first + ctx.forced->offsets[t], first + ctx.forced->offsets[t + 1]);
+      one.offsets = {0, static_cast<uint32_t>(one.experts.size())};
+    }
+    RoutingPlan ref = Route(s, 1, options_, plain, 0, ctx.forced != nullptr ? &one : nullptr);
     std::vector<float> actual(num_experts, 0), reference(num_experts, 0);
     for (int j = 0; j < plan.max_k; ++j) {
       const size_t idx = static_cast<size_t>(t) * plan.max_k + j;

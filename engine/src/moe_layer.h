@@ -37,6 +37,8 @@ struct LayerContext {
   const std::vector<double>* device_slowdown = nullptr;  // [D] or empty
   bool probe = false;                                    // run the quality probe
   uint64_t probe_seed = 0;
+  const ExpertSelection* forced = nullptr;  // replay: recorded selection (validated)
+  bool record_selection = false;            // fill LayerStats::selection
 };
 
 class MoeLayer {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <string>
 
 #include "moe/engine/model.h"
 
@@ -142,8 +143,51 @@ void LimitGroups(const std::vector<float>& selection, uint32_t num_groups, uint3
 
 }  // namespace
 
+Status ValidateSelection(const ExpertSelection& selection, int num_tokens, uint32_t num_experts) {
+  if (selection.num_tokens() != num_tokens) {
+    return Status::InvalidArgument("routing selection has " +
+                                   std::to_string(selection.num_tokens()) + " tokens, the step " +
+                                   std::to_string(num_tokens));
+  }
+  if (selection.offsets[0] != 0 || selection.offsets.back() != selection.experts.size()) {
+    return Status::InvalidArgument("routing selection: offsets must run from 0 to experts.size()");
+  }
+  std::vector<char> seen(num_experts, 0);
+  for (int t = 0; t < num_tokens; ++t) {
+    const uint32_t begin = selection.offsets[t], end = selection.offsets[t + 1];
+    const std::string where = "routing selection, token " + std::to_string(t) + ": ";
+    if (end <= begin) return Status::InvalidArgument(where + "needs at least one expert");
+    for (uint32_t i = begin; i < end; ++i) {
+      const int32_t e = selection.experts[i];
+      if (e < 0 || static_cast<uint32_t>(e) >= num_experts) {
+        return Status::InvalidArgument(where + "expert " + std::to_string(e) +
+                                       " out of range [0, " + std::to_string(num_experts) + ")");
+      }
+      if (seen[e]) return Status::InvalidArgument(where + "expert " + std::to_string(e) + " twice");
+      seen[e] = 1;
+    }
+    for (uint32_t i = begin; i < end; ++i)
+      seen[selection.experts[i]] = 0;
+  }
+  return Status::Ok();
+}
+
+ExpertSelection SelectionOf(const RoutingPlan& plan) {
+  ExpertSelection out;
+  out.offsets.reserve(plan.num_tokens + 1);
+  out.offsets.push_back(0);
+  for (int t = 0; t < plan.num_tokens; ++t) {
+    for (int j = 0; j < plan.max_k; ++j) {
+      const int32_t e = plan.chosen[static_cast<size_t>(t) * plan.max_k + j];
+      if (e >= 0) out.experts.push_back(e);
+    }
+    out.offsets.push_back(static_cast<uint32_t>(out.experts.size()));
+  }
+  return out;
+}
+
 RoutingPlan Route(const float* scores, int num_tokens, const Options& options, const Knobs& knobs,
-                  uint64_t seed) {
+                  uint64_t seed, const ExpertSelection* forced) {
   const ModelOptions& model = options.model;
   const uint32_t num_experts = model.num_experts;
   const int max_k = static_cast<int>(knobs.top_k);
@@ -194,19 +238,30 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
       if (knobs.noise_std > 0) v += static_cast<float>(knobs.noise_std * noise.Next());
       selection[e] = v;
     }
-    // 2. Group-limited routing.
-    LimitGroups(selection, model.num_groups, model.topk_groups, &allowed);
-    // 3. Candidates by selection; shortlist and availability mixing.
+    int num_recorded = 0;  // replay: the token's recorded experts lead the candidates
     candidates.clear();
+    if (forced != nullptr) {
+      std::fill(allowed.begin(), allowed.end(), 1);
+      for (uint32_t i = forced->offsets[t]; i < forced->offsets[t + 1]; ++i) {
+        candidates.push_back(forced->experts[i]);
+        allowed[forced->experts[i]] = 0;
+      }
+      num_recorded = static_cast<int>(candidates.size());
+    } else {
+      // 2. Group-limited routing.
+      LimitGroups(selection, model.num_groups, model.topk_groups, &allowed);
+    }
+    // 3. Candidates by selection; shortlist and availability mixing. In
+    // replay the rest, ranked by selection, are the reroute fallbacks.
     for (uint32_t e = 0; e < num_experts; ++e) {
       if (allowed[e]) candidates.push_back(static_cast<int32_t>(e));
     }
-    std::stable_sort(candidates.begin(), candidates.end(),
+    std::stable_sort(candidates.begin() + num_recorded, candidates.end(),
                      [&](int32_t a, int32_t b) { return selection[a] > selection[b]; });
-    if (knobs.shortlist > 0 && candidates.size() > knobs.shortlist) {
+    if (forced == nullptr && knobs.shortlist > 0 && candidates.size() > knobs.shortlist) {
       candidates.resize(knobs.shortlist);
     }
-    if (knobs.shortlist > 0 && knobs.availability_weight > 0) {
+    if (forced == nullptr && knobs.shortlist > 0 && knobs.availability_weight > 0) {
       const float hi = selection[candidates.front()];
       const float lo = selection[candidates.back()];
       const double span = hi - lo > 1e-12f ? hi - lo : 1.0;
@@ -218,13 +273,14 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
                        [&](int32_t a, int32_t b) { return mixed[a] > mixed[b]; });
     }
     // 4. How many experts.
-    int k = std::min<int>(max_k, static_cast<int>(candidates.size()));
+    int k = std::min<int>(max_k,
+                          forced != nullptr ? num_recorded : static_cast<int>(candidates.size()));
     if (knobs.top_p > 0) {
       double mass = 0;
       int prefix = 0;
       while (prefix < k && mass < knobs.top_p - 1e-12)
         mass += s[candidates[prefix++]] / total;
-      k = std::clamp<int>(prefix, static_cast<int>(knobs.k_min), k);
+      k = std::clamp<int>(prefix, std::min<int>(static_cast<int>(knobs.k_min), k), k);
     }
     plan.k_histogram[k]++;
     plan.num_token_slots += k;

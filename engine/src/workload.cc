@@ -79,7 +79,8 @@ class WorkloadImpl final : public Workload {
     return mix;
   }
 
-  WorkloadStep Generate(uint64_t step) const override {
+  using Workload::Generate;
+  WorkloadStep Generate(uint64_t step, uint32_t num_tokens_override) const override {
     WorkloadStep out;
     const uint64_t s = Wrap(step);
     uint32_t num_tokens = scenario_.tokens_per_step;
@@ -88,6 +89,7 @@ class WorkloadImpl final : public Workload {
       if (k.tokens_per_step > 0) num_tokens = k.tokens_per_step;
       if (!k.device_slowdown.empty()) out.device_slowdown = k.device_slowdown;
     }
+    if (num_tokens_override > 0) num_tokens = num_tokens_override;
     out.num_tokens = static_cast<int>(num_tokens);
     out.hidden.resize(static_cast<size_t>(num_tokens) * hidden_);
     out.domain_tokens.assign(scenario_.num_domains, 0);

@@ -23,6 +23,7 @@
 #include "moe/common/status.h"
 #include "moe/engine/backend.h"
 #include "moe/engine/options.h"
+#include "moe/engine/router.h"
 #include "moe/engine/stats.h"
 
 namespace moe::engine {
@@ -32,6 +33,11 @@ struct StepInput {
   const float* hidden = nullptr;        // [num_tokens, H] host memory
   int num_tokens = 0;                   // >= 1
   std::vector<double> device_slowdown;  // [D] factor on each device's expert time; empty = 1
+  // Replay: per layer, a recorded selection that replaces the router's (see
+  // router.h, "Replay"); a null entry, or a layer past the end, is routed by
+  // the router. Borrowed for the call; each must have num_tokens tokens.
+  std::vector<const ExpertSelection*> routing = {};
+  bool record_selection = false;  // fill LayerStats::selection (for recording a trace)
 };
 
 class Engine {
@@ -43,7 +49,8 @@ class Engine {
   virtual ~Engine() = default;
 
   // Runs every layer over `input`. When `output` is non-null it receives the
-  // final hidden states [num_tokens, H].
+  // final hidden states [num_tokens, H]. Errors: kInvalidArgument for a bad
+  // input (no tokens, a replayed selection that does not fit the model).
   virtual Result<StepStats> Step(const StepInput& input, std::vector<float>* output = nullptr) = 0;
 
   // Validates `update` against the knobs it will apply to (those in force plus

@@ -29,6 +29,14 @@
 //      expert has one there, and a full primary spills to the sibling replica
 //      with the most room.
 //
+// Replay: with a forced ExpertSelection (a recorded routing trace), steps 1-4
+// take the token's recorded experts instead: the first min(top_k, recorded)
+// of them in recorded order (with top_p > 0, the shortest prefix reaching
+// top_p, clamped to [k_min, top_k]); bias, noise, groups and the shortlist do
+// not change them. Gate weights (5) still come from `scores`, and capacity and
+// overflow (6, 7) apply unchanged; reroute falls back to the remaining experts
+// ranked by selection score (with bias and noise).
+//
 // Thread safety: pure; safe from any thread.
 
 #ifndef MOE_ENGINE_ROUTER_H_
@@ -71,11 +79,30 @@ struct RoutingPlan {
   double gate_mass = 0;                 // mean over tokens
 };
 
+// Which experts each token chose, in rank order: a routing decision before
+// capacity (what a routing trace records). Token t's experts are
+// experts[offsets[t] .. offsets[t + 1]).
+struct ExpertSelection {
+  std::vector<int32_t> experts;   // logical expert ids, each < E, distinct within a token
+  std::vector<uint32_t> offsets;  // [num_tokens + 1], offsets[0] = 0, non-decreasing
+
+  int num_tokens() const { return offsets.empty() ? 0 : static_cast<int>(offsets.size()) - 1; }
+};
+
+// kInvalidArgument unless `selection` has `num_tokens` tokens, each with at
+// least one expert, ids in [0, num_experts) and distinct within a token.
+Status ValidateSelection(const ExpertSelection& selection, int num_tokens, uint32_t num_experts);
+
+// The selection a plan made (its `chosen` column without unused slots).
+ExpertSelection SelectionOf(const RoutingPlan& plan);
+
 // `scores` is [num_tokens, E] after the score function. `knobs` must have
 // passed ValidateKnobs(); an empty phy2log means DefaultPlacement(). `seed`
 // seeds the selection noise (the engine mixes step and layer into it).
+// `forced`, when non-null, replays a recorded selection (see "Replay" above)
+// and must have passed ValidateSelection() for `num_tokens` tokens.
 RoutingPlan Route(const float* scores, int num_tokens, const Options& options, const Knobs& knobs,
-                  uint64_t seed);
+                  uint64_t seed, const ExpertSelection* forced = nullptr);
 
 // Per-expert capacity for `num_tokens` tokens (0 = unlimited).
 uint32_t ExpertCapacity(double capacity_factor, int num_tokens, uint32_t top_k,

@@ -9,6 +9,8 @@
 #include <optional>
 #include <vector>
 
+#include "moe/engine/router.h"
+
 namespace moe::engine {
 
 struct LayerStats {
@@ -36,6 +38,9 @@ struct LayerStats {
   double all_to_all_us = 0;  // modelled dispatch + combine all-to-all
   double total_us = 0;       // critical path: router + dispatch + expert + a2a + combine
   std::vector<double> device_expert_us;  // [D] expert compute per device (with slowdown)
+
+  bool replayed = false;      // the selection came from StepInput::routing (a trace)
+  ExpertSelection selection;  // the experts each token chose; only with record_selection
 };
 
 struct StepStats {

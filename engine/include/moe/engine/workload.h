@@ -58,7 +58,10 @@ class Workload {
   static Result<std::unique_ptr<Workload>> Create(const ScenarioOptions& scenario, uint32_t hidden);
   virtual ~Workload() = default;
 
-  virtual WorkloadStep Generate(uint64_t step) const = 0;
+  // The step's tokens; `num_tokens` > 0 overrides the schedule's count (a
+  // replayed trace fixes each step's tokens).
+  virtual WorkloadStep Generate(uint64_t step, uint32_t num_tokens) const = 0;
+  WorkloadStep Generate(uint64_t step) const { return Generate(step, 0); }
   // Normalised domain proportions at `step`.
   virtual std::vector<double> Mix(uint64_t step) const = 0;
   virtual const ScenarioOptions& scenario() const = 0;

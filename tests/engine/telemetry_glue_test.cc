@@ -1,0 +1,86 @@
+// DESIGN.md, "Telemetry (per step, per layer)": every field the engine reports
+// reaches the wire. Engine LayerStats -> MakeStepRecord -> protobuf and back.
+
+#include <variant>
+
+#include "moe/telemetry/codec.h"
+#include "telemetry_glue.h"
+#include "test_util.h"
+
+namespace moe::engine {
+namespace {
+
+using testing::MakeEngine;
+using testing::RandomTokens;
+using testing::SmallOptions;
+
+TEST_CASE("A step's telemetry carries every per-layer field end to end", "[telemetry]") {
+  Options o = SmallOptions();
+  o.model.num_layers = 2;
+  o.parallel.num_devices = 2;
+  o.parallel.num_replicas = 10;  // two replicas of experts 0 and 1
+  o.knobs.top_k = 3;
+  o.knobs.top_p = 0.5;            // a real K histogram
+  o.knobs.capacity_factor = 0.5;  // overflow for sure
+  o.knobs.overflow_policy = OverflowPolicy::kReroute;
+  o.quality_probe_tokens = 3;
+  o.quality_probe_every = 1;
+  auto engine = MakeEngine(o);
+  const int num_tokens = 64;
+  const std::vector<float> x = RandomTokens(num_tokens, o.model.hidden, 21);
+  auto stats = engine->Step({x.data(), num_tokens, {1.0, 2.0}});
+  REQUIRE(stats.ok());
+
+  const telemetry::StepRecord r = engine_app::MakeStepRecord(*stats, "engine-7", 12345);
+  CHECK(r.engine_id == "engine-7");
+  CHECK(r.step == stats->step);
+  CHECK(r.epoch == stats->epoch);
+  CHECK(r.timestamp_ns == 12345);
+  CHECK(r.timing_on_device == stats->timing_on_device);
+  CHECK(r.step_us == stats->step_us);
+  REQUIRE(r.layers.size() == 2);
+  for (size_t i = 0; i < r.layers.size(); ++i) {
+    const LayerStats& l = stats->layers[i];
+    const telemetry::LayerRecord& lr = r.layers[i];
+    CHECK(lr.layer == l.layer);
+    CHECK(lr.num_tokens == num_tokens);
+    CHECK(lr.num_token_slots == l.num_token_slots);
+    CHECK(lr.expert_tokens.size() == o.model.num_experts);
+    CHECK(lr.expert_tokens == l.expert_tokens);
+    CHECK(lr.slot_tokens.size() == 10);
+    CHECK(lr.slot_tokens == l.slot_tokens);
+    CHECK(lr.device_tokens.size() == 2);
+    CHECK(lr.device_tokens == l.device_tokens);
+    CHECK(lr.overflowed == l.overflowed);
+    CHECK(lr.rerouted == l.rerouted);
+    CHECK(lr.dropped == l.dropped);
+    CHECK(lr.k_histogram == l.k_histogram);
+    CHECK(lr.router_entropy == l.router_entropy);
+    CHECK(lr.gate_mass == l.gate_mass);
+    REQUIRE(lr.quality_error.has_value());
+    CHECK(lr.quality_error == l.quality_error);
+    CHECK(lr.timing.router_us == l.router_us);
+    CHECK(lr.timing.dispatch_us == l.dispatch_us);
+    CHECK(lr.timing.expert_us == l.expert_us);
+    CHECK(lr.timing.combine_us == l.combine_us);
+    CHECK(lr.timing.all_to_all_us == l.all_to_all_us);
+    CHECK(lr.timing.total_us == l.total_us);
+    CHECK(lr.timing.device_expert_us.size() == 2);
+    CHECK(lr.timing.device_expert_us == l.device_expert_us);
+  }
+  // The stats are not trivially zero, so the comparisons above mean something.
+  CHECK(stats->layers[0].overflowed > 0);
+  CHECK(stats->layers[0].k_histogram.size() == 4);
+
+  // Through the wire codec and back.
+  auto bytes = telemetry::Encode(r);
+  INFO(bytes.status().ToString());
+  REQUIRE(bytes.ok());
+  auto decoded = telemetry::Decode(*bytes);
+  REQUIRE(decoded.ok());
+  REQUIRE(std::holds_alternative<telemetry::StepRecord>(*decoded));
+  CHECK(std::get<telemetry::StepRecord>(*decoded) == r);
+}
+
+}  // namespace
+}  // namespace moe::engine
