@@ -5,8 +5,8 @@
 #include <signal.h>
 
 #include <fmt/format.h>
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <thread>
 #include <zmq.hpp>
 

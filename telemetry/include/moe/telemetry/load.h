@@ -20,8 +20,7 @@ inline double MaxOverMean(const std::vector<uint32_t>& loads) {
     max = std::max(max, v);
   }
   if (total == 0) return 0;
-  return static_cast<double>(max) * static_cast<double>(loads.size()) /
-         static_cast<double>(total);
+  return static_cast<double>(max) * static_cast<double>(loads.size()) / static_cast<double>(total);
 }
 
 }  // namespace moe::telemetry
