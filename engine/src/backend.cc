@@ -16,8 +16,15 @@ std::string_view FeatureName(Feature feature) {
       return "host_routing";
     case Feature::kTiming:
       return "timing";
+    case Feature::kDeviceRouting:
+      return "device_routing";
   }
   return "unknown_feature";
+}
+
+Status Backend::RouteOnDevice(const DeviceRoutingArgs& /*args*/) {
+  return Status::Unsupported(std::string(FeatureName(Feature::kDeviceRouting)) +
+                             " unsupported on backend " + std::string(name()));
 }
 
 size_t ExpertWorkspaceFloats(int max_rows, int max_ffn, int hidden) {

@@ -7,7 +7,7 @@
 #include <numeric>
 #include <string>
 
-#include "moe/engine/model.h"
+#include "counter_rng.h"
 
 namespace moe::engine {
 
@@ -209,7 +209,6 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
   CapacityBook book(phy2log, num_experts, plan.capacity);
   const uint32_t num_devices = options.parallel.num_devices;
   const uint32_t slots_per_device = static_cast<uint32_t>(phy2log.size()) / num_devices;
-  NormalStream noise(seed);
   std::vector<float> selection(num_experts);
   std::vector<char> allowed(num_experts);
   std::vector<int32_t> candidates;
@@ -232,10 +231,14 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
     entropy_sum += entropy;
 
     // 1. Selection scores: bias and noise pick experts, never weigh them.
+    // Noise is counter-based (counter_rng.h): the CUDA routing kernels draw
+    // the same value for (seed, token, expert).
     for (uint32_t e = 0; e < num_experts; ++e) {
       float v = s[e];
       if (!knobs.expert_bias.empty()) v += knobs.expert_bias[e];
-      if (knobs.noise_std > 0) v += static_cast<float>(knobs.noise_std * noise.Next());
+      if (knobs.noise_std > 0) {
+        v += static_cast<float>(knobs.noise_std * CounterNormal(seed, static_cast<uint64_t>(t), e));
+      }
       selection[e] = v;
     }
     int num_recorded = 0;  // replay: the token's recorded experts lead the candidates
@@ -353,6 +356,42 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
   }
   assert(plan.overflowed == plan.rerouted + plan.dropped);
   return plan;
+}
+
+DeviceRoutingCounterLayout DeviceRoutingCounters(uint32_t num_experts, uint32_t num_slots,
+                                                 uint32_t num_devices, uint32_t top_k) {
+  DeviceRoutingCounterLayout layout;
+  layout.expert_tokens = DeviceRoutingCounterLayout::kHeader;
+  layout.expert_demand = layout.expert_tokens + num_experts;
+  layout.slot_tokens = layout.expert_demand + num_experts;
+  layout.device_tokens = layout.slot_tokens + num_slots;
+  layout.k_histogram = layout.device_tokens + num_devices;
+  layout.total = layout.k_histogram + top_k + 1;
+  return layout;
+}
+
+void ApplyDeviceRoutingCounters(const uint32_t* counters, const DeviceRoutingCounterLayout& layout,
+                                RoutingPlan* plan) {
+  using L = DeviceRoutingCounterLayout;
+  plan->num_token_slots = counters[L::kNumTokenSlots];
+  plan->overflowed = counters[L::kOverflowed];
+  plan->rerouted = counters[L::kRerouted];
+  plan->dropped = counters[L::kDropped];
+  plan->capacity = counters[L::kCapacity];
+  plan->expert_tokens.assign(counters + layout.expert_tokens, counters + layout.expert_demand);
+  plan->expert_demand.assign(counters + layout.expert_demand, counters + layout.slot_tokens);
+  plan->slot_tokens.assign(counters + layout.slot_tokens, counters + layout.device_tokens);
+  plan->k_histogram.assign(counters + layout.k_histogram, counters + layout.total);
+}
+
+Status CheckDeviceRoutingCovered(const Knobs& knobs) {
+  if (knobs.shortlist > 0) return Status::Unsupported("device routing: shortlist (two-stage)");
+  if (knobs.top_p > 0) return Status::Unsupported("device routing: top_p (dynamic K)");
+  if (knobs.overflow_policy != OverflowPolicy::kDrop) {
+    return Status::Unsupported("device routing: overflow policy " +
+                               std::string(OverflowPolicyName(knobs.overflow_policy)));
+  }
+  return Status::Ok();
 }
 
 }  // namespace moe::engine

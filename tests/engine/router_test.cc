@@ -293,5 +293,86 @@ TEST_CASE("Router statistics: entropy and gate mass", "[router]") {
   CHECK(plan.k_histogram[1] == 10);
 }
 
+// The rule the CUDA routing kernels implement instead of the sequential claim
+// loop (engine/src/cuda/routing.cuh): with the drop policy, the m-th slot (in
+// token order, then rank order) that chose expert e is kept iff m < capacity
+// (or capacity is 0) and is served by e's replica number m % r (replicas in
+// slot order).
+TEST_CASE("Drop policy: arrival rank at the expert decides keep and replica", "[router]") {
+  Options o = RouterOptions(8);
+  o.parallel.num_replicas = 12;
+  o.parallel.num_devices = 4;
+  Knobs k;
+  k.top_k = 2;
+  k.noise_std = 0.05;
+  k.phy2log = {3, 0, 1, 2, 0, 4, 5, 6, 7, 0, 3, 1};  // expert 0 x3, experts 1 and 3 x2
+  for (double cf : {0.0, 0.5, 1.0, 1.5}) {
+    INFO("capacity_factor=" << cf);
+    k.capacity_factor = cf;
+    const std::vector<float> scores = RandomScores(257, 8, 11, 1.5);
+    const RoutingPlan plan = Route(scores.data(), 257, o, k, 3);
+    CheckConservation(plan);
+    std::vector<std::vector<int32_t>> replicas(8);
+    for (size_t s = 0; s < k.phy2log.size(); ++s)
+      replicas[k.phy2log[s]].push_back(static_cast<int32_t>(s));
+    std::vector<uint32_t> arrivals(8, 0);
+    for (size_t i = 0; i < plan.chosen.size(); ++i) {
+      const int32_t e = plan.chosen[i];
+      REQUIRE(e >= 0);
+      const uint32_t m = arrivals[e]++;
+      const auto& reps = replicas[e];
+      const bool kept = plan.capacity == 0 || m < plan.capacity;
+      CHECK(plan.slot[i] == (kept ? reps[m % reps.size()] : -1));
+    }
+  }
+}
+
+TEST_CASE("Device routing: counter layout, coverage, CPU backend refuses", "[router]") {
+  const DeviceRoutingCounterLayout layout = DeviceRoutingCounters(8, 12, 4, 2);
+  CHECK(layout.expert_tokens == DeviceRoutingCounterLayout::kHeader);
+  CHECK(layout.expert_demand == layout.expert_tokens + 8);
+  CHECK(layout.slot_tokens == layout.expert_demand + 8);
+  CHECK(layout.device_tokens == layout.slot_tokens + 12);
+  CHECK(layout.k_histogram == layout.device_tokens + 4);
+  CHECK(layout.total == layout.k_histogram + 3);
+
+  std::vector<uint32_t> counters(layout.total);
+  for (size_t i = 0; i < counters.size(); ++i)
+    counters[i] = static_cast<uint32_t>(100 + i);
+  RoutingPlan plan;
+  ApplyDeviceRoutingCounters(counters.data(), layout, &plan);
+  CHECK(plan.num_token_slots == 100);
+  CHECK(plan.overflowed == 101);
+  CHECK(plan.rerouted == 102);
+  CHECK(plan.dropped == 103);
+  CHECK(plan.capacity == 104);
+  CHECK(plan.expert_tokens.size() == 8);
+  CHECK(plan.expert_tokens[0] == 100 + layout.expert_tokens);
+  CHECK(plan.expert_demand[7] == 100 + layout.expert_demand + 7);
+  CHECK(plan.slot_tokens.size() == 12);
+  CHECK(plan.k_histogram == std::vector<uint32_t>{static_cast<uint32_t>(100 + layout.total - 3),
+                                                  static_cast<uint32_t>(100 + layout.total - 2),
+                                                  static_cast<uint32_t>(100 + layout.total - 1)});
+
+  Knobs k;
+  CHECK(CheckDeviceRoutingCovered(k).ok());
+  k.shortlist = 4;
+  CHECK(CheckDeviceRoutingCovered(k).code() == StatusCode::kUnsupported);
+  k.shortlist = 0;
+  k.top_p = 0.5;
+  CHECK(CheckDeviceRoutingCovered(k).code() == StatusCode::kUnsupported);
+  k.top_p = 0;
+  k.overflow_policy = OverflowPolicy::kReplica;
+  CHECK(CheckDeviceRoutingCovered(k).code() == StatusCode::kUnsupported);
+
+  auto cpu = CreateBackend("cpu");
+  REQUIRE(cpu.ok());
+  CHECK_FALSE((*cpu)->Supports(Feature::kDeviceRouting));
+  CHECK(FeatureName(Feature::kDeviceRouting) == "device_routing");
+  const Status st = (*cpu)->RouteOnDevice(DeviceRoutingArgs{});
+  CHECK(st.code() == StatusCode::kUnsupported);
+  CHECK(st.message() == "device_routing unsupported on backend cpu");
+}
+
 }  // namespace
 }  // namespace moe::engine

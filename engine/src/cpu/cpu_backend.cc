@@ -99,6 +99,8 @@ class CpuBackend final : public Backend {
       case Feature::kHostRouting:
       case Feature::kTiming:
         return true;
+      case Feature::kDeviceRouting:  // Route() on the host is the CPU's routing
+        return false;
     }
     return false;
   }

@@ -16,8 +16,10 @@
 #include "ffn.cuh"
 #include "gemm.cuh"
 #include "moe/engine/backend.h"
+#include "moe/engine/router.h"
 #include "norm.cuh"
 #include "permute.cuh"
+#include "routing.cuh"
 #include "scoring.cuh"
 
 namespace moe::engine {
@@ -124,7 +126,8 @@ class CudaBackend final : public Backend {
       case Feature::kSoftmaxScoring:
       case Feature::kSigmoidScoring:
       case Feature::kGroupedExpertFfn:
-      case Feature::kHostRouting:  // Download() waits, so scores reach the host
+      case Feature::kHostRouting:    // Download() waits, so scores reach the host
+      case Feature::kDeviceRouting:  // RouteOnDevice(); the engine does not use it yet
         return true;
       case Feature::kTiming:  // ops return before they ran
         return false;
@@ -229,6 +232,8 @@ class CudaBackend final : public Backend {
     return cuda::LaunchAdd(a, b, n, out, stream_);
   }
 
+  Status RouteOnDevice(const DeviceRoutingArgs& args) override;
+
  private:
   int device_;
   cublasComputeType_t compute_;
@@ -239,8 +244,60 @@ class CudaBackend final : public Backend {
   DeviceScratch act_scratch_;    // grouped FFN activations
   DeviceScratch ptr_scratch_;    // grouped GEMM pointer arrays
   DeviceScratch sort_scratch_;   // ScatterAddWeighted's sort
+  DeviceScratch route_scratch_;  // RouteOnDevice's sort and tables
   std::vector<const void*> host_ptrs_;
 };
+
+Status CudaBackend::RouteOnDevice(const DeviceRoutingArgs& args) {
+  if (args.options == nullptr || args.knobs == nullptr || args.num_tokens < 0) {
+    return Status::InvalidArgument("RouteOnDevice: options, knobs and num_tokens are required");
+  }
+  const Options& options = *args.options;
+  const Knobs& knobs = *args.knobs;
+  MOE_RETURN_IF_ERROR(CheckDeviceRoutingCovered(knobs));
+  MOE_CUDA_CHECK(cudaSetDevice(device_));
+  const int num_experts = static_cast<int>(options.model.num_experts);
+  const int top_k = static_cast<int>(knobs.top_k);
+  const int num_slots = static_cast<int>(NumReplicas(options));
+
+  cuda::RouteSelectArgs select;
+  select.scores = args.scores;
+  select.expert_bias = knobs.expert_bias.empty() ? nullptr : args.expert_bias;
+  select.num_tokens = args.num_tokens;
+  select.num_experts = num_experts;
+  select.top_k = top_k;
+  select.num_groups = static_cast<int>(options.model.num_groups);
+  select.topk_groups = static_cast<int>(options.model.topk_groups);
+  select.noise_std = knobs.noise_std;
+  select.seed = args.seed;
+  select.normalize_gates = options.model.normalize_gates;
+  select.routed_scaling = options.model.routed_scaling;
+  select.chosen = args.chosen;
+  select.weight = args.weight;
+  MOE_RETURN_IF_ERROR(cuda::LaunchRouteSelect(select, stream_));
+
+  cuda::CapacityPermuteArgs place;
+  place.chosen = args.chosen;
+  place.weight = args.weight;
+  place.phy2log = args.phy2log;
+  place.num_tokens = args.num_tokens;
+  place.num_experts = num_experts;
+  place.num_slots = num_slots;
+  place.num_devices = static_cast<int>(options.parallel.num_devices);
+  place.top_k = top_k;
+  place.capacity = ExpertCapacity(knobs.capacity_factor, args.num_tokens, knobs.top_k,
+                                  options.model.num_experts);
+  place.overflow_drop = knobs.overflow_policy == OverflowPolicy::kDrop;
+  place.slot = args.slot;
+  place.rows = args.rows;
+  place.row_weights = args.row_weights;
+  place.counters = args.counters;
+  MOE_ASSIGN_OR_RETURN(const size_t bytes,
+                       cuda::RoutingScratchBytes(args.num_tokens, top_k, num_experts, num_slots));
+  MOE_RETURN_IF_ERROR(route_scratch_.Reserve(bytes, stream_));
+  return cuda::LaunchCapacityAndPermute(place, route_scratch_.data(), route_scratch_.size(),
+                                        stream_);
+}
 
 Status CudaBackend::ExpertFfn(const ExpertGroups& groups) {
   const size_t num_experts = groups.experts.size();

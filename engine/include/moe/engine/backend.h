@@ -31,6 +31,8 @@
 
 namespace moe::engine {
 
+struct DeviceRoutingArgs;  // router.h
+
 // Optional capabilities a backend may lack.
 enum class Feature {
   kSoftmaxScoring,    // Score() with ScoreFunction::kSoftmax
@@ -38,6 +40,7 @@ enum class Feature {
   kGroupedExpertFfn,  // ExpertFfn() over several expert groups in one call
   kHostRouting,       // routing decisions run on the host from downloaded scores
   kTiming,            // per-op timings are meaningful (ops run synchronously)
+  kDeviceRouting,     // RouteOnDevice(): the routing pipeline runs on the device
 };
 
 // Lowercase name, e.g. "sigmoid_scoring".
@@ -134,6 +137,11 @@ class Backend {
 
   // out[i] = a[i] + b[i] for i in [0, n). `out` may alias `a` or `b`.
   virtual Status Add(const float* a, const float* b, size_t n, float* out) = 0;
+
+  // Route() on the device, enqueued like every op (see DeviceRoutingArgs in
+  // router.h for the contract and what it covers). Only backends that report
+  // Feature::kDeviceRouting implement it; the default returns kUnsupported.
+  virtual Status RouteOnDevice(const DeviceRoutingArgs& args);
 };
 
 // Arithmetic of a backend's GEMMs (router and expert FFNs). Inputs, outputs

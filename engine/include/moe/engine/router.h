@@ -3,7 +3,8 @@
 // physical slot serves it (or that it was dropped), with its gate weight.
 //
 // Steps (DESIGN.md, "Routing pipeline"), per token in token order:
-//   1. selection = scores + expert_bias + noise (noise_std, seeded); bias and
+//   1. selection = scores + expert_bias + noise (noise_std, seeded, a pure
+//      function of (seed, token, expert) shared with the CUDA kernels); bias and
 //      noise choose experts but never change gate weights;
 //   2. group-limited routing (num_groups > 1): keep the topk_groups groups with
 //      the best group score (sum of the group's two best selection scores);
@@ -107,6 +108,78 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
 // Per-expert capacity for `num_tokens` tokens (0 = unlimited).
 uint32_t ExpertCapacity(double capacity_factor, int num_tokens, uint32_t top_k,
                         uint32_t num_experts);
+
+// ---------------------------------------------------------------------------
+// Device routing (Backend::RouteOnDevice, Feature::kDeviceRouting).
+//
+// The same pipeline as Route() for the features it covers: steps 1, 2, 3
+// without a shortlist, 4 with a fixed K, 5 and 6, with the drop policy; replay
+// (`forced`), two-stage routing (shortlist, availability), dynamic K (top_p)
+// and the reroute / replica policies are not covered (kUnsupported), and the
+// router entropy and gate mass are not computed. Parity: on the same scores,
+// knobs and seed, `chosen`, `slot` and the counters equal Route()'s `chosen`,
+// `slot` and counters, and `weight` its `weight` (computed in the same double
+// arithmetic), except where two selection scores tie to within the last bit of
+// the noise (its log/cos may round differently on the device).
+//
+// The counters the host needs after a step (to size the expert groups and to
+// fill StepStats) sit in one small uint32 array in backend memory, laid out by
+// DeviceRoutingCounters(), so one copy per step brings them back.
+struct DeviceRoutingCounterLayout {
+  // Scalars at fixed offsets (entries 6, 7 reserved, written 0).
+  static constexpr size_t kNumTokenSlots = 0;  // sum of K over tokens
+  static constexpr size_t kOverflowed = 1;
+  static constexpr size_t kRerouted = 2;  // always 0 (drop policy)
+  static constexpr size_t kDropped = 3;
+  static constexpr size_t kCapacity = 4;  // per-expert capacity, 0 = unlimited
+  static constexpr size_t kNumRows = 5;   // served token-slots = valid permutation rows
+  static constexpr size_t kHeader = 8;
+  // Offsets of the arrays, each right after the one before.
+  size_t expert_tokens = 0;  // [E] served slots per logical expert
+  size_t expert_demand = 0;  // [E] slots that chose the expert
+  size_t slot_tokens = 0;    // [num_slots] served slots per physical slot
+  size_t device_tokens = 0;  // [num_devices] served slots per device
+  size_t k_histogram = 0;    // [top_k + 1]
+  size_t total = 0;          // entries in all
+};
+
+DeviceRoutingCounterLayout DeviceRoutingCounters(uint32_t num_experts, uint32_t num_slots,
+                                                 uint32_t num_devices, uint32_t top_k);
+
+// Writes the counters of a host copy of a device counter array into `plan`
+// (capacity, num_token_slots, overflowed, rerouted, dropped, expert_tokens,
+// expert_demand, slot_tokens, k_histogram).
+void ApplyDeviceRoutingCounters(const uint32_t* counters, const DeviceRoutingCounterLayout& layout,
+                                RoutingPlan* plan);
+
+// kUnsupported naming the first knob device routing does not cover (shortlist,
+// top_p, an overflow policy other than drop); OK otherwise.
+Status CheckDeviceRoutingCovered(const Knobs& knobs);
+
+// Arguments of Backend::RouteOnDevice(). Pointers are backend memory of the
+// backend that runs it, except `options` and `knobs` (host). Outputs are
+// written in full (unused and dropped slots get -1 and 0) and are valid once
+// the backend's enqueued work has finished.
+struct DeviceRoutingArgs {
+  const Options* options = nullptr;  // must have passed ValidateOptions()
+  const Knobs* knobs = nullptr;      // must have passed ValidateKnobs()
+  uint64_t seed = 0;                 // as Route()'s `seed`
+  int num_tokens = 0;
+  const float* scores = nullptr;       // [num_tokens, E] after Score()
+  const float* expert_bias = nullptr;  // [E] copy of knobs->expert_bias; null when it is empty
+  const int32_t* phy2log = nullptr;    // [num_slots] the placement in force (never empty)
+  // Per token-slot, [num_tokens * top_k], slot j of token t at t * top_k + j:
+  int32_t* chosen = nullptr;  // Route()'s `chosen`
+  int32_t* slot = nullptr;    // Route()'s `slot`
+  float* weight = nullptr;    // Route()'s `weight`
+  // The permutation, served token-slots sorted by physical slot and, within a
+  // slot, by token-slot index (the order of the engine's host counting sort);
+  // the first counters[kNumRows] of [num_tokens * top_k] entries are valid.
+  // Slot s owns rows [sum of slot_tokens[< s], + slot_tokens[s]).
+  int32_t* rows = nullptr;       // token of each row
+  float* row_weights = nullptr;  // its gate weight
+  uint32_t* counters = nullptr;  // [DeviceRoutingCounters(...).total]
+};
 
 }  // namespace moe::engine
 
