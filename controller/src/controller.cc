@@ -21,6 +21,8 @@ constexpr int64_t kNanosPerMilli = 1'000'000;
 // A decision whose epoch never gathers enough steps is measured on what it has
 // after this long, so one silent engine cannot hold its pipeline forever.
 constexpr int64_t kOutcomeTimeoutMs = 60'000;
+// Commands never acked are forgotten after this many ack timeouts.
+constexpr int64_t kForgetUnackedFactor = 10;
 // Most messages handled in one Poll before running due work.
 constexpr int kMaxMessagesPerPoll = 2000;
 
@@ -251,6 +253,11 @@ class ControllerImpl final : public Controller {
         RunPolicies(e, now);
       }
     }
+    // A late ack is still taken (the engine did apply it), but not forever.
+    std::erase_if(sent_, [&](const auto& entry) {
+      return now - entry.second.sent_ns >
+             kForgetUnackedFactor * options_.ack_timeout_ms * kNanosPerMilli;
+    });
     if (options_.progress_interval_ms > 0 && now >= next_progress_ns_) {
       next_progress_ns_ = now + options_.progress_interval_ms * kNanosPerMilli;
       ControllerStats s = stats();
@@ -327,7 +334,7 @@ class ControllerImpl final : public Controller {
     }
     ++stats_.commands_sent;
     store_->RecordCommandSent(id, command.epoch, now);
-    sent_[{e.engine_id(), command.epoch}] = {id, proposal.knob, verdict.value};
+    sent_[{e.engine_id(), command.epoch}] = {id, proposal.knob, verdict.value, now};
     PendingDecision pending;
     pending.decision_id = id;
     pending.epoch = command.epoch;
@@ -393,6 +400,7 @@ class ControllerImpl final : public Controller {
     int64_t decision_id = 0;
     std::string knob;
     double value = 0;
+    int64_t sent_ns = 0;
   };
 
   ControllerOptions options_;

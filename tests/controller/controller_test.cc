@@ -225,6 +225,21 @@ TEST_CASE("A refused command and a missing ack are recorded as failed", "[contro
   CHECK(rows[1].ack_error.find("no ack within") != std::string::npos);
 }
 
+TEST_CASE("A late ack after the timeout still counts: the engine did apply it", "[controller]") {
+  Harness h;
+  h.Steps(8, 0, 0.10);
+  auto sent = h.Tick();
+  REQUIRE(sent.size() == 1);
+  h.clock().Advance(2000 * kMs);  // past ack_timeout
+  REQUIRE(h.controller().Poll(milliseconds(0)).ok());
+  CHECK(h.controller().stats().failed_commands == 1);
+  h.Ack(sent[0], true);
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE_FALSE(rows.empty());
+  CHECK(rows[0].status == "acked");
+  CHECK(rows[0].ack_error.empty());
+}
+
 TEST_CASE("A change that lowers the reward is rolled back", "[controller]") {
   Harness h([](ControllerOptions& o) {
     o.capacity.target_high = 0.02;
