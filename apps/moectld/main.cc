@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 
@@ -103,9 +104,25 @@ int main(int argc, char** argv) {
              (*controller)->telemetry_endpoint().c_str());
 
   int exit_code = 0;
+  auto next_status = std::chrono::steady_clock::now();
   while (!g_stop) {
     if (moe::Status s = (*controller)->Poll(std::chrono::milliseconds(100)); !s.ok()) {
       spdlog::error("poll failed: {}", s.ToString());
+    }
+    if (std::chrono::steady_clock::now() >= next_status) {
+      // `systemctl status moectld` shows this line.
+      next_status += std::chrono::seconds(5);
+      moe::controller::ControllerStats st = (*controller)->stats();
+      sd_notifyf(0,
+                 "STATUS=%llu engines, %llu steps, %llu decisions (%llu sent, %llu failed), "
+                 "%llu malformed, db pending %llu",
+                 static_cast<unsigned long long>(st.engines),
+                 static_cast<unsigned long long>(st.steps),
+                 static_cast<unsigned long long>(st.decisions),
+                 static_cast<unsigned long long>(st.commands_sent),
+                 static_cast<unsigned long long>(st.failed_commands),
+                 static_cast<unsigned long long>(st.malformed),
+                 static_cast<unsigned long long>(st.store_pending));
     }
     if (g_reload.exchange(false)) {
       sd_notify(0, "RELOADING=1");

@@ -200,7 +200,15 @@ TEST_CASE("Malformed telemetry is counted and the daemon keeps storing", "[integ
   std::optional<int> engine_status = engine.Wait(seconds(60));
   INFO("engine log:\n" << engine.Log());
   REQUIRE(engine_status == std::optional<int>(0));
-  std::this_thread::sleep_for(milliseconds(500));
+  // systemd's view (`systemctl status`) reports the malformed messages too.
+  std::optional<std::string> status;
+  for (int i = 0; i < 3 && !(status && status->find(", 0 malformed") == std::string::npos); ++i) {
+    status = notify.WaitForPrefix("STATUS=", seconds(7));
+  }
+  REQUIRE(status.has_value());
+  INFO(*status);
+  CHECK(status->find(" malformed") != std::string::npos);
+  CHECK(status->find(", 0 malformed") == std::string::npos);
   CHECK(daemon->running());
   StopDaemon(daemon.get());
   CHECK(daemon->Log().find("malformed") != std::string::npos);

@@ -105,11 +105,17 @@ NotifySocket::~NotifySocket() {
 }
 
 bool NotifySocket::WaitFor(const std::string& line, std::chrono::milliseconds timeout) {
+  std::optional<std::string> got = WaitForPrefix(line, timeout);
+  return got.has_value() && *got == line;
+}
+
+std::optional<std::string> NotifySocket::WaitForPrefix(const std::string& prefix,
+                                                       std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
+    if (left.count() <= 0) return std::nullopt;
     pollfd p{fd_, POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
     char buffer[4096];
@@ -118,7 +124,7 @@ bool NotifySocket::WaitFor(const std::string& line, std::chrono::milliseconds ti
     std::string message(buffer, static_cast<size_t>(n));
     std::istringstream lines(message);
     for (std::string l; std::getline(lines, l);) {
-      if (l == line) return true;
+      if (l.rfind(prefix, 0) == 0) return l;
     }
   }
 }

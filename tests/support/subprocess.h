@@ -50,6 +50,9 @@ class NotifySocket {
   const std::string& path() const { return path_; }
   // Waits up to `timeout` for a datagram containing `line` (e.g. "READY=1").
   bool WaitFor(const std::string& line, std::chrono::milliseconds timeout);
+  // Waits up to `timeout` for a line starting with `prefix`; returns it.
+  std::optional<std::string> WaitForPrefix(const std::string& prefix,
+                                           std::chrono::milliseconds timeout);
 
  private:
   std::string path_;
