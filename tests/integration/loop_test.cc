@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <set>
 #include <thread>
 #include <zmq.hpp>
 
@@ -220,6 +221,77 @@ TEST_CASE("Malformed telemetry is counted and the daemon keeps storing", "[integ
   auto history = (*reader)->History(hq);
   REQUIRE(history.ok());
   CHECK_FALSE(history->empty());
+}
+
+TEST_CASE("The engine keeps serving while the controller restarts; nothing stored is lost",
+          "[integration]") {
+  TempDir dir;
+  Endpoints ep;
+  std::string db = dir.File("moectl.db");
+  std::string config = dir.Write("controller.toml", ControllerToml(db, ep.telemetry, ep.commands));
+  moe::testing::NotifySocket notify(dir.File("notify.sock"));
+  auto daemon = StartDaemon(dir, config, &notify);
+  Subprocess engine(EngineArgs(ep, "steady-engine", 700), dir.File("engine.log"));
+
+  auto stored_steps = [&] {
+    auto reader = storage::Reader::Open(db);
+    REQUIRE(reader.ok());
+    storage::HistoryQuery q;
+    q.engine_id = "steady-engine";
+    q.layer = 0;
+    q.limit = 0;
+    auto rows = (*reader)->History(q);
+    REQUIRE(rows.ok());
+    return rows->size();
+  };
+  auto decisions = [&] {
+    auto reader = storage::Reader::Open(db);
+    REQUIRE(reader.ok());
+    auto rows = (*reader)->Decisions({});
+    REQUIRE(rows.ok());
+    return *rows;
+  };
+
+  std::this_thread::sleep_for(seconds(3));
+  StopDaemon(daemon.get());
+  size_t steps_first_run = stored_steps();
+  std::vector<storage::DecisionRow> first_decisions = decisions();
+  REQUIRE(steps_first_run > 0);
+
+  std::this_thread::sleep_for(seconds(1));  // the engine serves with no controller
+  CHECK(engine.running());
+  daemon = StartDaemon(dir, config, &notify);
+  std::optional<int> engine_status = engine.Wait(seconds(90));
+  INFO("engine log:\n" << engine.Log());
+  REQUIRE(engine_status == std::optional<int>(0));
+  StopDaemon(daemon.get());
+
+  CHECK(stored_steps() > steps_first_run);  // the second run stored more
+  std::vector<storage::DecisionRow> all_decisions = decisions();
+  REQUIRE(all_decisions.size() >= first_decisions.size());
+  for (size_t i = 0; i < first_decisions.size(); ++i) {
+    CHECK(all_decisions[i].id == first_decisions[i].id);  // committed decisions stay
+  }
+  std::set<int64_t> ids;
+  for (const storage::DecisionRow& d : all_decisions)
+    ids.insert(d.id);
+  CHECK(ids.size() == all_decisions.size());  // ids continue, never reused
+  // The restarted controller learnt the settings in force from the engine's
+  // re-sent Hello: its first proposal starts from a value the first run
+  // commanded (an ack may have been lost with the first daemon, so any of them).
+  auto value_of = [](const std::string& json, const std::string& key) {
+    size_t at = json.find("\"" + key + "\":");
+    return at == std::string::npos ? -1.0 : std::stod(json.substr(at + key.size() + 3));
+  };
+  std::set<double> commanded;
+  for (const storage::DecisionRow& d : first_decisions) {
+    if (d.epoch) commanded.insert(value_of(d.command_json, "capacity_factor"));
+  }
+  REQUIRE_FALSE(commanded.empty());
+  REQUIRE(all_decisions.size() > first_decisions.size());
+  const storage::DecisionRow& after = all_decisions[first_decisions.size()];
+  INFO(after.proposal_json);
+  CHECK(commanded.count(value_of(after.proposal_json, "current")) == 1);
 }
 
 TEST_CASE("A bad config at start exits 78 and names file, line and key", "[integration]") {
