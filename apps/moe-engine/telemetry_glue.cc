@@ -89,6 +89,9 @@ telemetry::StepRecord MakeStepRecord(const engine::StepStats& stats, const std::
   r.epoch = stats.epoch;
   r.timing_on_device = stats.timing_on_device;
   r.step_us = stats.step_us;
+  r.placement_moved_bytes = stats.placement_moved_bytes;
+  r.placement_copy_us = stats.placement_copy_us;
+  r.placement_move_us = stats.placement_move_us;
   r.layers.reserve(stats.layers.size());
   for (const engine::LayerStats& l : stats.layers) {
     telemetry::LayerRecord lr;

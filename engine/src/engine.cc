@@ -1,5 +1,6 @@
 #include "moe/engine/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -36,8 +37,9 @@ class EngineImpl final : public Engine {
   uint64_t next_step() const override { return next_step_; }
 
  private:
-  // Applies queued updates; returns the modelled placement move.
-  void ApplyPending(StepStats* stats);
+  // Applies queued updates; copies expert weights into the slots whose
+  // logical expert changed and reports the measured copy and modelled move.
+  Status ApplyPending(StepStats* stats);
   Status EnsureIo(int num_tokens);
 
   const Options options_;
@@ -49,6 +51,7 @@ class EngineImpl final : public Engine {
   LayerWorkspace workspace_;
   std::unique_ptr<BackendBuffer> ping_, pong_;
   int io_tokens_ = 0;
+  bool slots_stale_ = false;  // knobs_ changed; the layers' slots may not match yet
 
   mutable std::mutex mu_;
   std::deque<KnobUpdate> pending_;  // guarded by mu_
@@ -82,31 +85,42 @@ Result<uint64_t> EngineImpl::Submit(const KnobUpdate& update) {
   return next_step_;
 }
 
-void EngineImpl::ApplyPending(StepStats* stats) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (pending_.empty()) return;
-  const uint64_t expert_bytes =
-      sizeof(float) * 3ull * options_.model.hidden * options_.model.expert_ffn;
+Status EngineImpl::ApplyPending(StepStats* stats) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!pending_.empty()) {
+      knobs_ = staged_;
+      epoch_ = pending_.back().epoch;
+      pending_.clear();
+      slots_stale_ = true;
+    }
+  }
+  if (!slots_stale_) return Status::Ok();
+  // The copies run outside the lock (Submit() must not wait for them); only
+  // this thread writes knobs_. A step whose copies failed retries them.
   const uint32_t num_replicas = NumReplicas(options_);
   const uint32_t slots_per_device = num_replicas / options_.parallel.num_devices;
   std::vector<uint64_t> device_bytes(options_.parallel.num_devices, 0);
-  const std::vector<uint32_t> fallback = DefaultPlacement(options_);
-  for (size_t l = 0; l < knobs_.size(); ++l) {
-    const auto& before = knobs_[l].phy2log.empty() ? fallback : knobs_[l].phy2log;
-    const auto& after = staged_[l].phy2log.empty() ? fallback : staged_[l].phy2log;
-    for (uint32_t s = 0; s < num_replicas; ++s) {
-      if (before[s] != after[s]) device_bytes[s / slots_per_device] += expert_bytes;
-    }
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    MOE_ASSIGN_OR_RETURN(std::vector<uint32_t> changed,
+                         layers_[l]->ApplyPlacement(knobs_[l].phy2log));
+    for (uint32_t s : changed)
+      device_bytes[s / slots_per_device] += layers_[l]->ExpertBytes();
   }
   double move_us = 0;
   for (uint64_t bytes : device_bytes) {
     stats->placement_moved_bytes += bytes;
     move_us = std::max(move_us, bytes / (options_.parallel.inter_node_gbps * 1e3));
   }
+  if (stats->placement_moved_bytes > 0) {
+    MOE_RETURN_IF_ERROR(backend_->Synchronize());
+    stats->placement_copy_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  }
   stats->placement_move_us = move_us;
-  knobs_ = staged_;
-  epoch_ = pending_.back().epoch;
-  pending_.clear();
+  slots_stale_ = false;
+  return Status::Ok();
 }
 
 Status EngineImpl::EnsureIo(int num_tokens) {
@@ -136,7 +150,7 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
   }
   const auto start = std::chrono::steady_clock::now();
   StepStats stats;
-  ApplyPending(&stats);
+  MOE_RETURN_IF_ERROR(ApplyPending(&stats));
   stats.step = next_step_;
   stats.epoch = epoch_;
   stats.num_tokens = static_cast<uint32_t>(input.num_tokens);

@@ -1,6 +1,7 @@
 #include "moe_layer.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <cmath>
 #include <string>
@@ -73,11 +74,50 @@ Result<std::unique_ptr<MoeLayer>> MoeLayer::Create(Backend* backend, const Optio
     MOE_ASSIGN_OR_RETURN(l->shared_gate_up_, UploadFloats(backend, w.shared_gate_up));
     MOE_ASSIGN_OR_RETURN(l->shared_down_, UploadFloats(backend, w.shared_down));
   }
+  const uint32_t num_replicas = NumReplicas(options);
+  const size_t gate_up_bytes = l->gate_up_[0]->size_bytes();
+  const size_t down_bytes = l->down_[0]->size_bytes();
+  for (uint32_t s = 0; s < num_replicas; ++s) {
+    MOE_ASSIGN_OR_RETURN(auto gate_up, backend->Allocate(gate_up_bytes));
+    MOE_ASSIGN_OR_RETURN(auto down, backend->Allocate(down_bytes));
+    l->slot_gate_up_.push_back(std::move(gate_up));
+    l->slot_down_.push_back(std::move(down));
+  }
+  // No slot holds an expert yet: every slot is filled.
+  l->slot_expert_.assign(num_replicas, options.model.num_experts);
+  MOE_RETURN_IF_ERROR(l->ApplyPlacement(options.knobs.phy2log).status());
+  MOE_RETURN_IF_ERROR(backend->Synchronize());
   return l;
+}
+
+size_t MoeLayer::ExpertBytes() const {
+  return gate_up_[0]->size_bytes() + down_[0]->size_bytes();
+}
+
+Result<std::vector<uint32_t>> MoeLayer::ApplyPlacement(const std::vector<uint32_t>& phy2log) {
+  const std::vector<uint32_t>& target = phy2log.empty() ? DefaultPlacement(options_) : phy2log;
+  assert(target.size() == slot_expert_.size());
+  std::vector<uint32_t> changed;
+  for (uint32_t s = 0; s < target.size(); ++s) {
+    const uint32_t e = target[s];
+    if (slot_expert_[s] == e) continue;
+    MOE_RETURN_IF_ERROR(
+        backend_->Copy(gate_up_[e]->data(), gate_up_[e]->size_bytes(), slot_gate_up_[s]->data()));
+    MOE_RETURN_IF_ERROR(
+        backend_->Copy(down_[e]->data(), down_[e]->size_bytes(), slot_down_[s]->data()));
+    slot_expert_[s] = e;
+    changed.push_back(s);
+  }
+  return changed;
 }
 
 ExpertWeights MoeLayer::Expert(uint32_t e) const {
   return {gate_up_[e]->floats(), down_[e]->floats(), static_cast<int>(options_.model.expert_ffn)};
+}
+
+ExpertWeights MoeLayer::Slot(uint32_t s) const {
+  return {slot_gate_up_[s]->floats(), slot_down_[s]->floats(),
+          static_cast<int>(options_.model.expert_ffn)};
 }
 
 ExpertWeights MoeLayer::Shared() const {
@@ -143,7 +183,7 @@ Status MoeLayer::Forward(const float* x, const LayerContext& ctx, LayerWorkspace
   stats->dispatch_us = MicrosSince(start);
 
   // Experts, one grouped call per virtual device, timed one by one.
-  const std::vector<uint32_t>& phy2log =
+  [[maybe_unused]] const std::vector<uint32_t>& phy2log =
       knobs.phy2log.empty() ? DefaultPlacement(options_) : knobs.phy2log;
   stats->device_expert_us.assign(num_devices, 0.0);
   stats->device_tokens.assign(num_devices, 0);
@@ -157,7 +197,8 @@ Status MoeLayer::Forward(const float* x, const LayerContext& ctx, LayerWorkspace
     groups.workspace = ws->ffn->floats();
     groups.offsets.push_back(0);
     for (uint32_t s = first; s < first + slots_per_device; ++s) {
-      groups.experts.push_back(Expert(phy2log[s]));
+      assert(slot_expert_[s] == phy2log[s] && "placement not applied to the slots");
+      groups.experts.push_back(Slot(s));
       groups.offsets.push_back(offsets[s + 1] - row0);
     }
     stats->device_tokens[d] = groups.offsets.back();

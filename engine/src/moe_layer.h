@@ -43,8 +43,19 @@ struct LayerContext {
 
 class MoeLayer {
  public:
+  // Uploads the layer's weights and fills every physical slot with a copy of
+  // its logical expert under the initial placement (options.knobs.phy2log).
   static Result<std::unique_ptr<MoeLayer>> Create(Backend* backend, const Options& options,
                                                   uint32_t layer);
+
+  // Makes the slots hold `phy2log` (empty = default placement): enqueues a
+  // Backend::Copy of the logical expert's weights into every slot whose expert
+  // changes and returns those slots in ascending order. The caller
+  // synchronizes before timing or using them.
+  Result<std::vector<uint32_t>> ApplyPlacement(const std::vector<uint32_t>& phy2log);
+
+  // Bytes of one routed expert's weights (gate_up + down).
+  size_t ExpertBytes() const;
 
   // out[T, H] = x + MoE(RMSNorm(x)); `x` and `out` are backend memory and
   // must not alias.
@@ -56,7 +67,8 @@ class MoeLayer {
       : backend_(backend), options_(options), layer_(layer) {}
   Status Probe(const LayerContext& ctx, const RoutingPlan& plan, LayerWorkspace* ws,
                LayerStats* stats);
-  ExpertWeights Expert(uint32_t e) const;
+  ExpertWeights Expert(uint32_t e) const;  // logical expert e (the master copy)
+  ExpertWeights Slot(uint32_t s) const;    // physical slot s (its own copy)
   ExpertWeights Shared() const;
 
   Backend* backend_;
@@ -64,8 +76,12 @@ class MoeLayer {
   uint32_t layer_;
   std::unique_ptr<BackendBuffer> norm_;
   std::unique_ptr<BackendBuffer> gate_;
-  std::vector<std::unique_ptr<BackendBuffer>> gate_up_;  // [E]
-  std::vector<std::unique_ptr<BackendBuffer>> down_;     // [E]
+  std::vector<std::unique_ptr<BackendBuffer>> gate_up_;  // [E] masters
+  std::vector<std::unique_ptr<BackendBuffer>> down_;     // [E] masters
+  // Per physical slot: its copy of the weights and the logical expert it holds.
+  std::vector<std::unique_ptr<BackendBuffer>> slot_gate_up_;  // [replicas]
+  std::vector<std::unique_ptr<BackendBuffer>> slot_down_;     // [replicas]
+  std::vector<uint32_t> slot_expert_;                         // [replicas]
   std::unique_ptr<BackendBuffer> shared_gate_up_;
   std::unique_ptr<BackendBuffer> shared_down_;
   std::unique_ptr<BackendBuffer> probe_in_;   // [probe pairs, H]

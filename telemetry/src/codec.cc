@@ -186,6 +186,9 @@ void ToProto(const StepRecord& m, pb::StepRecord* out) {
   out->set_timing_on_device(m.timing_on_device);
   out->set_step_us(m.step_us);
   out->set_telemetry_dropped(m.telemetry_dropped);
+  out->set_placement_moved_bytes(m.placement_moved_bytes);
+  out->set_placement_copy_us(m.placement_copy_us);
+  out->set_placement_move_us(m.placement_move_us);
   out->mutable_layers()->Reserve(static_cast<int>(m.layers.size()));
   for (const LayerRecord& l : m.layers) {
     pb::LayerRecord* p = out->add_layers();
@@ -299,6 +302,9 @@ void FromProto(const pb::StepRecord& p, StepRecord* out, Checker& c) {
   out->timing_on_device = p.timing_on_device();
   out->step_us = p.step_us();
   out->telemetry_dropped = p.telemetry_dropped();
+  out->placement_moved_bytes = p.placement_moved_bytes();
+  out->placement_copy_us = p.placement_copy_us();
+  out->placement_move_us = p.placement_move_us();
   out->layers.reserve(static_cast<size_t>(p.layers_size()));
   for (const pb::LayerRecord& l : p.layers()) {
     LayerRecord& r = out->layers.emplace_back();

@@ -73,6 +73,16 @@ TEST_CASE("CPU backend ops match plain loops", "[backend]") {
   std::vector<float> weights = {0.5f, 2.0f};
   REQUIRE(b.ScatterAddWeighted(y.data(), rows.data(), weights.data(), 2, 2, out.data()).ok());
   CHECK(out == std::vector<float>{6, 8, 0.5f, 1});
+
+  auto src = b.Allocate(4 * sizeof(float));
+  auto dst = b.Allocate(4 * sizeof(float));
+  REQUIRE((src.ok() && dst.ok()));
+  REQUIRE(b.Upload(y.data(), 4 * sizeof(float), (*src)->data()).ok());
+  REQUIRE(b.Copy((*src)->data(), 4 * sizeof(float), (*dst)->data()).ok());
+  REQUIRE(b.Synchronize().ok());
+  std::vector<float> copied(4);
+  REQUIRE(b.Download((*dst)->data(), 4 * sizeof(float), copied.data()).ok());
+  CHECK(copied == y);
 }
 
 }  // namespace

@@ -82,5 +82,33 @@ TEST_CASE("A step's telemetry carries every per-layer field end to end", "[telem
   CHECK(std::get<telemetry::StepRecord>(*decoded) == r);
 }
 
+TEST_CASE("A step that moved expert weights reports the move on the wire", "[telemetry]") {
+  Options o = SmallOptions();
+  o.parallel.num_devices = 2;
+  o.parallel.num_replicas = 10;
+  auto engine = MakeEngine(o);
+  KnobUpdate move;
+  move.epoch = 1;
+  move.all_layers.phy2log = std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 7, 6};
+  REQUIRE(engine->Submit(move).ok());
+  const int num_tokens = 16;
+  const std::vector<float> x = RandomTokens(num_tokens, o.model.hidden, 22);
+  auto stats = engine->Step({x.data(), num_tokens, {}});
+  REQUIRE(stats.ok());
+  REQUIRE(stats->placement_moved_bytes > 0);
+
+  const telemetry::StepRecord r = engine_app::MakeStepRecord(*stats, "engine-7", 1);
+  CHECK(r.placement_moved_bytes == stats->placement_moved_bytes);
+  CHECK(r.placement_copy_us == stats->placement_copy_us);
+  CHECK(r.placement_move_us == stats->placement_move_us);
+  CHECK(r.placement_copy_us > 0);
+  auto bytes = telemetry::Encode(r);
+  REQUIRE(bytes.ok());
+  auto decoded = telemetry::Decode(*bytes);
+  REQUIRE(decoded.ok());
+  REQUIRE(std::holds_alternative<telemetry::StepRecord>(*decoded));
+  CHECK(std::get<telemetry::StepRecord>(*decoded) == r);
+}
+
 }  // namespace
 }  // namespace moe::engine

@@ -35,6 +35,9 @@ inline StepRecord FullStep(const std::string& engine_id = "engine-a") {
   s.timing_on_device = true;
   s.step_us = 1234.5;
   s.telemetry_dropped = 3;
+  s.placement_moved_bytes = 3 * 786432;
+  s.placement_copy_us = 41.25;
+  s.placement_move_us = 47.1859;
   for (uint32_t i = 0; i < 2; ++i) {
     LayerRecord l;
     l.layer = i;

@@ -126,6 +126,11 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
+  Status Copy(const void* src, size_t num_bytes, void* dst) override {
+    if (num_bytes > 0) std::memcpy(dst, src, num_bytes);
+    return Status::Ok();
+  }
+
   Status Fill(float value, size_t num_floats, float* dst) override {
     std::fill(dst, dst + num_floats, value);
     return Status::Ok();

@@ -168,6 +168,13 @@ class CudaBackend final : public Backend {
     return Status::Ok();
   }
 
+  Status Copy(const void* src, size_t num_bytes, void* dst) override {
+    if (num_bytes == 0) return Status::Ok();
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, num_bytes, cudaMemcpyDeviceToDevice, stream_));
+    return Status::Ok();
+  }
+
   Status Fill(float value, size_t num_floats, float* dst) override {
     MOE_CUDA_CHECK(cudaSetDevice(device_));
     return cuda::LaunchFill(value, num_floats, dst, stream_);

@@ -103,6 +103,9 @@ class Backend {
   virtual Result<std::unique_ptr<BackendBuffer>> Allocate(size_t num_bytes) = 0;
   virtual Status Upload(const void* host, size_t num_bytes, void* dst) = 0;
   virtual Status Download(const void* src, size_t num_bytes, void* host) = 0;
+  // dst[0, num_bytes) = src[0, num_bytes), both backend memory that must not
+  // overlap; enqueued like every op (CUDA: device-to-device on the stream).
+  virtual Status Copy(const void* src, size_t num_bytes, void* dst) = 0;
   virtual Status Fill(float value, size_t num_floats, float* dst) = 0;
   virtual Status Synchronize() = 0;
 

@@ -47,10 +47,18 @@ struct StepStats {
   uint64_t step = 0;   // 0-based step counter
   uint64_t epoch = 0;  // epoch of the knobs in force during the step
   uint32_t num_tokens = 0;
-  double step_us = 0;                  // wall time of the whole step (all layers)
-  bool timing_on_device = false;       // false: virtual devices, timed one by one
-  uint64_t placement_moved_bytes = 0;  // expert weights moved by a placement change
-  double placement_move_us = 0;        // modelled time of that move
+  double step_us = 0;             // wall time of the whole step (all layers)
+  bool timing_on_device = false;  // false: virtual devices, timed one by one
+  // A placement change applied at the start of this step (0 when none): the
+  // expert weight bytes copied into slots whose logical expert changed, summed
+  // over layers and devices;
+  uint64_t placement_moved_bytes = 0;
+  // measured: wall time of those on-backend copies, Synchronize() included
+  // (the on-device part of a move; > 0 exactly when bytes moved);
+  double placement_copy_us = 0;
+  // modelled: the network transfer a real multi-node move would need, the
+  // largest device's bytes over the inter-node bandwidth.
+  double placement_move_us = 0;
   std::vector<LayerStats> layers;
 };
 

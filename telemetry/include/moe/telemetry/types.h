@@ -80,6 +80,10 @@ struct StepRecord {
   double step_us = 0;              // wall time of the whole step
   uint64_t telemetry_dropped = 0;  // messages the engine dropped so far (queue full)
   std::vector<LayerRecord> layers;
+  // A placement change applied at the start of this step (all 0 when none).
+  uint64_t placement_moved_bytes = 0;  // expert weight bytes copied into changed slots
+  double placement_copy_us = 0;        // measured on-device copy time
+  double placement_move_us = 0;        // modelled network transfer time
 
   friend bool operator==(const StepRecord&, const StepRecord&) = default;
 };
