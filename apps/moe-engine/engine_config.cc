@@ -135,6 +135,21 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   int64_t queue = app.send_queue;
   t.Read("send_queue", &queue, Range<int64_t>{1, 1000000});
   app.send_queue = static_cast<int>(queue);
+  TableReader curve = t.Table("curve");
+  curve.Read("public_key", &app.curve_public_key);
+  curve.Read("secret_key", &app.curve_secret_key);
+  curve.Read("controller_public_key", &app.controller_public_key);
+  bool any_curve =
+      curve.Has("public_key") || curve.Has("secret_key") || curve.Has("controller_public_key");
+  if (any_curve) {
+    for (const char* key : {"public_key", "secret_key", "controller_public_key"}) {
+      if (!curve.Has(key)) {
+        curve.Fail(key,
+                   "CURVE needs public_key, secret_key and controller_public_key "
+                   "(make keys with `moectl keygen`)");
+      }
+    }
+  }
 
   ReadModel(root.Table("model"), &cfg.engine.model);
   ReadParallel(root.Table("parallel"), &cfg.engine.parallel);

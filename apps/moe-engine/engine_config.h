@@ -28,7 +28,12 @@ struct AppOptions {
   std::string telemetry_endpoint = "tcp://127.0.0.1:5555";  // controller's PULL socket
   std::string command_endpoint = "tcp://127.0.0.1:5556";    // controller's ROUTER socket
   int send_queue = 1000;  // messages queued per channel before drops
-  std::string scenario;   // scenario file (relative to the config file)
+  // CURVE (Z85 keys): this engine's key pair and the controller's public key;
+  // all empty = plain TCP. The engine accepts commands only from that key.
+  std::string curve_public_key;
+  std::string curve_secret_key;
+  std::string controller_public_key;
+  std::string scenario;  // scenario file (relative to the config file)
 };
 
 struct EngineConfig {

@@ -195,6 +195,10 @@ int main(int argc, char** argv) {
     link_options.telemetry_endpoint = app.telemetry_endpoint;
     link_options.command_endpoint = app.command_endpoint;
     link_options.send_queue = app.send_queue;
+    if (!app.curve_secret_key.empty()) {
+      link_options.curve = telemetry::CurveKeys{app.curve_public_key, app.curve_secret_key};
+      link_options.controller_public_key = app.controller_public_key;
+    }
     auto connected = telemetry::EngineLink::Connect(
         link_options, engine_app::MakeHello(*eng, app, clock->NowNanos()));
     if (!connected.ok()) {

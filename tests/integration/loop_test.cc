@@ -7,11 +7,14 @@
 #include <fmt/format.h>
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
 #include "moe/storage/reader.h"
+#include "moe/telemetry/transport.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -24,6 +27,13 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr int kExitConfig = 78;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 // A controller config tuned to decide quickly on a short run.
 std::string ControllerToml(const std::string& db, const std::string& telemetry,
@@ -292,6 +302,56 @@ TEST_CASE("The engine keeps serving while the controller restarts; nothing store
   const storage::DecisionRow& after = all_decisions[first_decisions.size()];
   INFO(after.proposal_json);
   CHECK(commanded.count(value_of(after.proposal_json, "current")) == 1);
+}
+
+TEST_CASE("With CURVE only allow-listed engines get through", "[integration]") {
+  auto controller_keys = telemetry::GenerateCurveKeys();
+  auto good_keys = telemetry::GenerateCurveKeys();
+  auto bad_keys = telemetry::GenerateCurveKeys();
+  REQUIRE(controller_keys.ok());
+  REQUIRE(good_keys.ok());
+  REQUIRE(bad_keys.ok());
+  TempDir dir;
+  Endpoints ep;
+  std::string db = dir.File("moectl.db");
+  std::string config =
+      dir.Write("controller.toml",
+                ControllerToml(db, ep.telemetry, ep.commands) +
+                    fmt::format("\n[transport.curve]\npublic_key = \"{}\"\nsecret_key = \"{}\"\n"
+                                "allowed_engine_keys = [\"{}\"]\n",
+                                controller_keys->public_key, controller_keys->secret_key,
+                                good_keys->public_key));
+  std::string engine_toml = ReadFile(std::string(MOE_SOURCE_DIR) + "/configs/engine.toml");
+  auto engine_config = [&](const std::string& name, const telemetry::CurveKeys& keys) {
+    return dir.Write(name, engine_toml + fmt::format("\n[telemetry.curve]\npublic_key = \"{}\"\n"
+                                                     "secret_key = \"{}\"\n"
+                                                     "controller_public_key = \"{}\"\n",
+                                                     keys.public_key, keys.secret_key,
+                                                     controller_keys->public_key));
+  };
+  moe::testing::NotifySocket notify(dir.File("notify.sock"));
+  auto daemon = StartDaemon(dir, config, &notify);
+
+  std::vector<std::string> good_args = EngineArgs(ep, "trusted", 80);
+  good_args[2] = engine_config("good.toml", *good_keys);
+  std::vector<std::string> bad_args = EngineArgs(ep, "intruder", 80);
+  bad_args[2] = engine_config("bad.toml", *bad_keys);
+  Subprocess good(good_args, dir.File("good.log"));
+  Subprocess bad(bad_args, dir.File("bad.log"));
+  INFO("trusted engine log:\n" << good.Log());
+  REQUIRE(good.Wait(seconds(60)) == std::optional<int>(0));
+  REQUIRE(bad.Wait(seconds(60)) == std::optional<int>(0));  // serves on, unheard
+  StopDaemon(daemon.get());
+
+  auto reader = storage::Reader::Open(db);
+  REQUIRE(reader.ok());
+  auto engines = (*reader)->Engines();
+  REQUIRE(engines.ok());
+  std::set<std::string> seen;
+  for (const storage::EngineRow& e : *engines)
+    seen.insert(e.engine_id);
+  CHECK(seen.count("trusted") == 1);
+  CHECK(seen.count("intruder") == 0);
 }
 
 TEST_CASE("A bad config at start exits 78 and names file, line and key", "[integration]") {
