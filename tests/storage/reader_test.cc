@@ -24,20 +24,6 @@ using namespace moe::storage::testing;
 
 constexpr int64_t kSecond = 1'000'000'000;
 
-std::unique_ptr<Store> OpenStore(const StoreOptions& options, Clock* clock) {
-  auto store = Store::Open(options, clock);
-  INFO(store.status().ToString());
-  REQUIRE(store.ok());
-  return std::move(store).value();
-}
-
-std::unique_ptr<Reader> OpenReader(const std::string& path) {
-  auto reader = Reader::Open(path);
-  INFO(reader.status().ToString());
-  REQUIRE(reader.ok());
-  return std::move(reader).value();
-}
-
 std::vector<StepRow> Query(Reader& reader, const HistoryQuery& q) {
   auto rows = reader.History(q);
   INFO(rows.status().ToString());

@@ -1,5 +1,7 @@
 #include "storage_test_util.h"
 
+#include <catch2/catch.hpp>
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -182,6 +184,20 @@ std::string ReadFileBytes(const std::string& path) {
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
+}
+
+std::unique_ptr<Store> OpenStore(const StoreOptions& options, Clock* clock) {
+  auto store = Store::Open(options, clock);
+  INFO(store.status().ToString());
+  REQUIRE(store.ok());
+  return std::move(store).value();
+}
+
+std::unique_ptr<Reader> OpenReader(const std::string& path) {
+  auto reader = Reader::Open(path);
+  INFO(reader.status().ToString());
+  REQUIRE(reader.ok());
+  return std::move(reader).value();
 }
 
 }  // namespace moe::storage::testing

@@ -9,9 +9,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "moe/storage/reader.h"
 #include "moe/storage/rows.h"
 #include "moe/storage/store.h"
 #include "moe/telemetry/types.h"
@@ -27,6 +29,11 @@ telemetry::StepRecord MakeStep(const std::string& engine_id, uint64_t step, int6
 StepRow ExpectedRow(const telemetry::StepRecord& record, size_t index);
 
 telemetry::Hello MakeHello(const std::string& engine_id, int64_t timestamp_ns);
+
+// Open a Store / Reader, failing the current test (with the status) if they
+// cannot be opened.
+std::unique_ptr<Store> OpenStore(const StoreOptions& options, Clock* clock);
+std::unique_ptr<Reader> OpenReader(const std::string& path);
 
 DecisionRow MakeDecision(const std::string& engine_id, int64_t created_ns,
                          const std::string& policy);
