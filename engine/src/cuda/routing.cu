@@ -7,13 +7,13 @@
 #include "common.cuh"
 #include "moe/engine/router.h"
 #include "routing.cuh"
+#include "warp_rank.cuh"
 
 namespace moe::engine::cuda {
 namespace {
 
 constexpr int kSelectThreads = 128;
 constexpr int kSelectWarps = kSelectThreads / kWarpSize;
-constexpr unsigned int kFullMask = 0xffffffffu;
 constexpr size_t kMaxSelectSmem = 48 * 1024;
 constexpr int kCountThreads = 1024;
 constexpr int kThreads = 256;
@@ -21,11 +21,6 @@ constexpr int kThreads = 256;
 // Floats of shared memory one warp of the select kernel uses.
 __host__ __device__ size_t SelectWarpFloats(int num_experts, int num_groups) {
   return static_cast<size_t>(num_experts) + 2 * static_cast<size_t>(num_groups);
-}
-
-// True when (v1, e1) ranks before (v2, e2): larger value, ties to the lower id.
-__device__ __forceinline__ bool RanksBefore(float v1, int e1, float v2, int e2) {
-  return v1 > v2 || (v1 == v2 && e1 < e2);
 }
 
 __global__ void RouteSelectKernel(RouteSelectArgs args) {
@@ -101,14 +96,7 @@ __global__ void RouteSelectKernel(RouteSelectArgs args) {
         best_e = e;
       }
     }
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-      const float other_v = __shfl_xor_sync(kFullMask, best_v, offset);
-      const int other_e = __shfl_xor_sync(kFullMask, best_e, offset);
-      if (RanksBefore(other_v, other_e, best_v, best_e)) {
-        best_v = other_v;
-        best_e = other_e;
-      }
-    }
+    WarpBest(&best_v, &best_e);
     if (lane == 0) chosen[r] = best_e == INT_MAX ? -1 : best_e;
     prev_v = best_v;
     prev_e = best_e;

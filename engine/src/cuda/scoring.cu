@@ -3,14 +3,13 @@
 
 #include "common.cuh"
 #include "scoring.cuh"
+#include "warp_rank.cuh"
 
 namespace moe::engine::cuda {
 namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
-constexpr unsigned int kFullMask = 0xffffffffu;
-
 __global__ void SoftmaxKernel(const float* logits, int num_tokens, int num_experts, float* scores) {
   const int token = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -41,11 +40,6 @@ __global__ void SigmoidKernel(const float* logits, size_t n, float* scores) {
   }
 }
 
-// True when (v1, e1) ranks before (v2, e2): larger value, ties to the lower id.
-__device__ __forceinline__ bool RanksBefore(float v1, int e1, float v2, int e2) {
-  return v1 > v2 || (v1 == v2 && e1 < e2);
-}
-
 __global__ void TopKKernel(const float* selection, int num_tokens, int num_experts, int k,
                            int32_t* indices) {
   const int token = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarpSize;
@@ -65,14 +59,7 @@ __global__ void TopKKernel(const float* selection, int num_tokens, int num_exper
         best_e = e;
       }
     }
-    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-      const float other_v = __shfl_xor_sync(kFullMask, best_v, offset);
-      const int other_e = __shfl_xor_sync(kFullMask, best_e, offset);
-      if (RanksBefore(other_v, other_e, best_v, best_e)) {
-        best_v = other_v;
-        best_e = other_e;
-      }
-    }
+    WarpBest(&best_v, &best_e);
     if (lane == 0) out[r] = best_e == INT_MAX ? -1 : best_e;
     prev_v = best_v;
     prev_e = best_e;
