@@ -112,15 +112,28 @@ void StopDaemon(Subprocess* daemon) {
   CHECK(*status == 0);
 }
 
-TEST_CASE("Engine and controller close the loop over loopback", "[integration]") {
+// One daemon run's files: a temporary directory, free loopback endpoints, the
+// database path, the controller config, and the test's own NOTIFY_SOCKET.
+struct DaemonRun {
   TempDir dir;
   Endpoints ep;
   std::string db = dir.File("moectl.db");
-  std::string config = dir.Write("controller.toml", ControllerToml(db, ep.telemetry, ep.commands));
-  moe::testing::NotifySocket notify(dir.File("notify.sock"));
-  auto daemon = StartDaemon(dir, config, &notify);
+  std::string base_toml = ControllerToml(db, ep.telemetry, ep.commands);
+  std::string config = dir.File("controller.toml");
+  moe::testing::NotifySocket notify{dir.File("notify.sock")};
 
-  Subprocess engine(EngineArgs(ep, "itest-engine", 400), dir.File("engine.log"));
+  // Writes the config (base plus `extra` TOML) and starts moectld on it.
+  std::unique_ptr<Subprocess> Start(const std::string& extra = "") {
+    dir.Write("controller.toml", base_toml + extra);
+    return StartDaemon(dir, config, &notify);
+  }
+};
+
+TEST_CASE("Engine and controller close the loop over loopback", "[integration]") {
+  DaemonRun run;
+  auto daemon = run.Start();
+
+  Subprocess engine(EngineArgs(run.ep, "itest-engine", 400), run.dir.File("engine.log"));
   std::optional<int> engine_status = engine.Wait(seconds(90));
   INFO("engine log:\n" << engine.Log());
   INFO("daemon log:\n" << daemon->Log());
@@ -128,7 +141,7 @@ TEST_CASE("Engine and controller close the loop over loopback", "[integration]")
   REQUIRE(*engine_status == 0);
   StopDaemon(daemon.get());
 
-  auto reader = storage::Reader::Open(db);
+  auto reader = storage::Reader::Open(run.db);
   REQUIRE(reader.ok());
   storage::HistoryQuery hq;
   hq.engine_id = "itest-engine";
@@ -158,22 +171,22 @@ TEST_CASE("Engine and controller close the loop over loopback", "[integration]")
   CHECK(later_epoch_rows > 0);  // later telemetry carries the new epoch
 
   // The operator's view of the same run, through the CLI.
-  Subprocess decisions_cli({MOECTL_BIN, "decisions", "--db", db, "--format", "json"},
-                           dir.File("decisions.json"));
+  Subprocess decisions_cli({MOECTL_BIN, "decisions", "--db", run.db, "--format", "json"},
+                           run.dir.File("decisions.json"));
   REQUIRE(decisions_cli.Wait(seconds(30)) == std::optional<int>(0));
   std::string decisions_json = decisions_cli.Log();
   INFO(decisions_json.substr(0, 2000));
   CHECK(decisions_json.find("\"acked_epoch\": " + std::to_string(*applied->epoch)) !=
         std::string::npos);
   CHECK(decisions_json.find("\"outcome\": {") != std::string::npos);
-  Subprocess history_cli({MOECTL_BIN, "history", "--db", db, "--format", "csv", "--layer", "0"},
-                         dir.File("history.csv"));
+  Subprocess history_cli({MOECTL_BIN, "history", "--db", run.db, "--format", "csv", "--layer", "0"},
+                         run.dir.File("history.csv"));
   REQUIRE(history_cli.Wait(seconds(30)) == std::optional<int>(0));
   std::string csv = history_cli.Log();
   CHECK(csv.rfind("time,engine,step,epoch,layer,", 0) == 0);
   CHECK(std::count(csv.begin(), csv.end(), '\n') > 10);
-  Subprocess plot_cli({MOECTL_BIN, "history", "--db", db, "--plot", "drop_rate"},
-                      dir.File("plot.txt"));
+  Subprocess plot_cli({MOECTL_BIN, "history", "--db", run.db, "--plot", "drop_rate"},
+                      run.dir.File("plot.txt"));
   REQUIRE(plot_cli.Wait(seconds(30)) == std::optional<int>(0));
   CHECK(plot_cli.Log().find("new epoch") != std::string::npos);
 
@@ -189,32 +202,28 @@ TEST_CASE("Engine and controller close the loop over loopback", "[integration]")
 }
 
 TEST_CASE("Malformed telemetry is counted and the daemon keeps storing", "[integration]") {
-  TempDir dir;
-  Endpoints ep;
-  std::string db = dir.File("moectl.db");
-  std::string config = dir.Write("controller.toml", ControllerToml(db, ep.telemetry, ep.commands));
-  moe::testing::NotifySocket notify(dir.File("notify.sock"));
-  auto daemon = StartDaemon(dir, config, &notify);
+  DaemonRun run;
+  auto daemon = run.Start();
 
   {
     zmq::context_t context;
     zmq::socket_t push(context, zmq::socket_type::push);
     push.set(zmq::sockopt::linger, 1000);
-    push.connect(ep.telemetry);
+    push.connect(run.ep.telemetry);
     const std::string garbage[] = {"", "not protobuf at all", std::string(64, '\xff'),
                                    std::string("\x0a\x05hello", 7)};
     for (const std::string& bytes : garbage) {
       push.send(zmq::buffer(bytes), zmq::send_flags::none);
     }
   }
-  Subprocess engine(EngineArgs(ep, "after-garbage", 60), dir.File("engine.log"));
+  Subprocess engine(EngineArgs(run.ep, "after-garbage", 60), run.dir.File("engine.log"));
   std::optional<int> engine_status = engine.Wait(seconds(60));
   INFO("engine log:\n" << engine.Log());
   REQUIRE(engine_status == std::optional<int>(0));
   // systemd's view (`systemctl status`) reports the malformed messages too.
   std::optional<std::string> status;
   for (int i = 0; i < 3 && !(status && status->find(", 0 malformed") == std::string::npos); ++i) {
-    status = notify.WaitForPrefix("STATUS=", seconds(7));
+    status = run.notify.WaitForPrefix("STATUS=", seconds(7));
   }
   REQUIRE(status.has_value());
   INFO(*status);
@@ -224,7 +233,7 @@ TEST_CASE("Malformed telemetry is counted and the daemon keeps storing", "[integ
   StopDaemon(daemon.get());
   CHECK(daemon->Log().find("malformed") != std::string::npos);
 
-  auto reader = storage::Reader::Open(db);
+  auto reader = storage::Reader::Open(run.db);
   REQUIRE(reader.ok());
   storage::HistoryQuery hq;
   hq.engine_id = "after-garbage";
@@ -235,16 +244,12 @@ TEST_CASE("Malformed telemetry is counted and the daemon keeps storing", "[integ
 
 TEST_CASE("The engine keeps serving while the controller restarts; nothing stored is lost",
           "[integration]") {
-  TempDir dir;
-  Endpoints ep;
-  std::string db = dir.File("moectl.db");
-  std::string config = dir.Write("controller.toml", ControllerToml(db, ep.telemetry, ep.commands));
-  moe::testing::NotifySocket notify(dir.File("notify.sock"));
-  auto daemon = StartDaemon(dir, config, &notify);
-  Subprocess engine(EngineArgs(ep, "steady-engine", 700), dir.File("engine.log"));
+  DaemonRun run;
+  auto daemon = run.Start();
+  Subprocess engine(EngineArgs(run.ep, "steady-engine", 700), run.dir.File("engine.log"));
 
   auto stored_steps = [&] {
-    auto reader = storage::Reader::Open(db);
+    auto reader = storage::Reader::Open(run.db);
     REQUIRE(reader.ok());
     storage::HistoryQuery q;
     q.engine_id = "steady-engine";
@@ -255,7 +260,7 @@ TEST_CASE("The engine keeps serving while the controller restarts; nothing store
     return rows->size();
   };
   auto decisions = [&] {
-    auto reader = storage::Reader::Open(db);
+    auto reader = storage::Reader::Open(run.db);
     REQUIRE(reader.ok());
     auto rows = (*reader)->Decisions({});
     REQUIRE(rows.ok());
@@ -270,7 +275,7 @@ TEST_CASE("The engine keeps serving while the controller restarts; nothing store
 
   std::this_thread::sleep_for(seconds(1));  // the engine serves with no controller
   CHECK(engine.running());
-  daemon = StartDaemon(dir, config, &notify);
+  daemon = StartDaemon(run.dir, run.config, &run.notify);
   std::optional<int> engine_status = engine.Wait(seconds(90));
   INFO("engine log:\n" << engine.Log());
   REQUIRE(engine_status == std::optional<int>(0));
@@ -311,39 +316,33 @@ TEST_CASE("With CURVE only allow-listed engines get through", "[integration]") {
   REQUIRE(controller_keys.ok());
   REQUIRE(good_keys.ok());
   REQUIRE(bad_keys.ok());
-  TempDir dir;
-  Endpoints ep;
-  std::string db = dir.File("moectl.db");
-  std::string config =
-      dir.Write("controller.toml",
-                ControllerToml(db, ep.telemetry, ep.commands) +
-                    fmt::format("\n[transport.curve]\npublic_key = \"{}\"\nsecret_key = \"{}\"\n"
-                                "allowed_engine_keys = [\"{}\"]\n",
-                                controller_keys->public_key, controller_keys->secret_key,
-                                good_keys->public_key));
+  DaemonRun run;
   std::string engine_toml = ReadFile(std::string(MOE_SOURCE_DIR) + "/configs/engine.toml");
   auto engine_config = [&](const std::string& name, const telemetry::CurveKeys& keys) {
-    return dir.Write(name, engine_toml + fmt::format("\n[telemetry.curve]\npublic_key = \"{}\"\n"
-                                                     "secret_key = \"{}\"\n"
-                                                     "controller_public_key = \"{}\"\n",
-                                                     keys.public_key, keys.secret_key,
-                                                     controller_keys->public_key));
+    return run.dir.Write(
+        name,
+        engine_toml + fmt::format("\n[telemetry.curve]\npublic_key = \"{}\"\n"
+                                  "secret_key = \"{}\"\n"
+                                  "controller_public_key = \"{}\"\n",
+                                  keys.public_key, keys.secret_key, controller_keys->public_key));
   };
-  moe::testing::NotifySocket notify(dir.File("notify.sock"));
-  auto daemon = StartDaemon(dir, config, &notify);
+  auto daemon = run.Start(
+      fmt::format("\n[transport.curve]\npublic_key = \"{}\"\nsecret_key = "
+                  "\"{}\"\nallowed_engine_keys = [\"{}\"]\n",
+                  controller_keys->public_key, controller_keys->secret_key, good_keys->public_key));
 
-  std::vector<std::string> good_args = EngineArgs(ep, "trusted", 80);
+  std::vector<std::string> good_args = EngineArgs(run.ep, "trusted", 80);
   good_args[2] = engine_config("good.toml", *good_keys);
-  std::vector<std::string> bad_args = EngineArgs(ep, "intruder", 80);
+  std::vector<std::string> bad_args = EngineArgs(run.ep, "intruder", 80);
   bad_args[2] = engine_config("bad.toml", *bad_keys);
-  Subprocess good(good_args, dir.File("good.log"));
-  Subprocess bad(bad_args, dir.File("bad.log"));
+  Subprocess good(good_args, run.dir.File("good.log"));
+  Subprocess bad(bad_args, run.dir.File("bad.log"));
   INFO("trusted engine log:\n" << good.Log());
   REQUIRE(good.Wait(seconds(60)) == std::optional<int>(0));
   REQUIRE(bad.Wait(seconds(60)) == std::optional<int>(0));  // serves on, unheard
   StopDaemon(daemon.get());
 
-  auto reader = storage::Reader::Open(db);
+  auto reader = storage::Reader::Open(run.db);
   REQUIRE(reader.ok());
   auto engines = (*reader)->Engines();
   REQUIRE(engines.ok());
@@ -368,23 +367,19 @@ TEST_CASE("A bad config at start exits 78 and names file, line and key", "[integ
 }
 
 TEST_CASE("SIGHUP with an invalid config keeps the running one", "[integration]") {
-  TempDir dir;
-  Endpoints ep;
-  std::string db = dir.File("moectl.db");
-  std::string good = ControllerToml(db, ep.telemetry, ep.commands);
-  std::string config = dir.Write("controller.toml", good);
-  moe::testing::NotifySocket notify(dir.File("notify.sock"));
-  auto daemon = StartDaemon(dir, config, &notify);
+  DaemonRun run;
+  auto daemon = run.Start();
+  const std::string good = run.base_toml;
 
-  dir.Write("controller.toml", good + "\n[policies.reward]\nslo_us = -5\n");
+  run.dir.Write("controller.toml", good + "\n[policies.reward]\nslo_us = -5\n");
   REQUIRE(daemon->Signal(SIGHUP));
-  bool ready_again = notify.WaitFor("READY=1", seconds(10));
+  bool ready_again = run.notify.WaitFor("READY=1", seconds(10));
   CHECK(ready_again);
   CHECK(daemon->running());
 
-  dir.Write("controller.toml", good);
+  run.dir.Write("controller.toml", good);
   REQUIRE(daemon->Signal(SIGHUP));
-  CHECK(notify.WaitFor("READY=1", seconds(10)));
+  CHECK(run.notify.WaitFor("READY=1", seconds(10)));
   StopDaemon(daemon.get());
   std::string log = daemon->Log();
   INFO(log);
