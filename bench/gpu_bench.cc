@@ -35,6 +35,7 @@ using moe::engine::BackendOptions;
 using moe::engine::ExpertGroups;
 using moe::engine::ExpertWeights;
 using moe::engine::GemmPrecision;
+using moe::engine::RoutingMode;
 using nlohmann::json;
 
 constexpr int kNoDevice = 77;
@@ -291,8 +292,10 @@ json BenchLayerOps(const Shape& s, const DeviceModel& model, int tokens, int war
           {"tokens_per_s", tokens / sec}};
 }
 
-// The engine itself (host routing pipeline, one layer) on the CUDA backend.
-json BenchEngine(const Shape& s, int tokens, int warmup, int iters, GemmPrecision precision) {
+// The engine itself (one layer) on the CUDA backend, routed on the host or
+// on the device.
+json BenchEngine(const Shape& s, int tokens, int warmup, int iters, GemmPrecision precision,
+                 moe::engine::RoutingMode routing) {
   moe::engine::Options o;
   o.model.num_layers = 1;
   o.model.hidden = s.hidden;
@@ -302,6 +305,7 @@ json BenchEngine(const Shape& s, int tokens, int warmup, int iters, GemmPrecisio
   o.model.shared_ffn = s.ffn;
   o.knobs.top_k = s.top_k;
   o.quality_probe_tokens = 0;
+  o.routing = routing;
   auto engine = Take(moe::engine::Engine::Create(o, MakeCuda(precision)), "create engine");
   moe::engine::NormalStream rng(3);
   std::vector<float> x(static_cast<size_t>(tokens) * s.hidden);
@@ -312,17 +316,24 @@ json BenchEngine(const Shape& s, int tokens, int warmup, int iters, GemmPrecisio
   input.num_tokens = tokens;
   for (int i = 0; i < warmup; ++i)
     Take(engine->Step(input), "step");
-  double step_us = 0, router = 0, dispatch = 0, expert = 0, combine = 0;
+  double step_us = 0, router = 0, dispatch = 0, expert = 0, combine = 0, waits = 0, rows = 0;
   for (int i = 0; i < iters; ++i) {
     const auto stats = Take(engine->Step(input), "step");
     step_us += stats.step_us / iters;
+    waits += static_cast<double>(stats.layers[0].host_waits) / iters;
+    rows += static_cast<double>(stats.layers[0].expert_rows) / iters;
     router += stats.layers[0].router_us / iters;
     dispatch += stats.layers[0].dispatch_us / iters;
     expert += stats.layers[0].expert_us / iters;
     combine += stats.layers[0].combine_us / iters;
   }
-  std::fprintf(stderr, "layer %s (engine): %.3f ms per step\n", s.name, step_us / 1e3);
-  return {{"how", "Engine::Step, 1 layer, capacity factor 1, host routing"},
+  const std::string mode(moe::engine::RoutingModeName(routing));
+  std::fprintf(stderr, "layer %s (engine, %s routing): %.3f ms per step\n", s.name, mode.c_str(),
+               step_us / 1e3);
+  return {{"how", "Engine::Step, 1 layer, capacity factor 1, " + mode + " routing"},
+          {"routing", mode},
+          {"host_waits_per_layer", waits},
+          {"expert_rows", rows},
           {"ms_per_layer", step_us / 1e3},
           {"tokens_per_s", tokens / (step_us * 1e-6)},
           {"breakdown_us",
@@ -388,10 +399,16 @@ int main(int argc, char** argv) {
       }
       model = DeviceModel();
       if (s == &kIssue) {
+        // Host and device routing measured back to back in the same run.
         for (const Precision& p : {kPrecisions[0], kPrecisions[1]}) {
-          json layer = BenchEngine(*s, tokens, warmup, iters, p.value);
-          layer["precision"] = p.name;
-          entry["layer"].push_back(layer);
+          json host = BenchEngine(*s, tokens, warmup, iters, p.value, RoutingMode::kHost);
+          json device = BenchEngine(*s, tokens, warmup, iters, p.value, RoutingMode::kDevice);
+          host["precision"] = p.name;
+          device["precision"] = p.name;
+          device["speedup_vs_host_routing"] =
+              host["ms_per_layer"].get<double>() / device["ms_per_layer"].get<double>();
+          entry["layer"].push_back(host);
+          entry["layer"].push_back(device);
         }
       }
     }

@@ -119,6 +119,13 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   int64_t device = app.cuda_device;
   e.Read("cuda_device", &device, Range<int64_t>{0, 64});
   app.cuda_device = static_cast<int>(device);
+  e.ReadChoice("gemm_precision", &app.gemm_precision, {"fp32", "tf32", "bf16"});
+  std::string routing(engine::RoutingModeName(cfg.engine.routing));
+  e.ReadChoice("routing", &routing, {"auto", "host", "device"});
+  cfg.engine.routing = routing == "host"     ? engine::RoutingMode::kHost
+                       : routing == "device" ? engine::RoutingMode::kDevice
+                                             : engine::RoutingMode::kAuto;
+  e.Read("max_capacity_padding", &cfg.engine.max_capacity_padding, Range<double>{0.0, 64.0});
   e.ReadDurationMs("step_interval", &app.step_interval_ms, Range<int64_t>{0, 3600000});
   e.ReadDurationMs("heartbeat", &app.heartbeat_ms, Range<int64_t>{10, 3600000});
   e.ReadDurationMs("progress", &app.progress_ms, Range<int64_t>{100, 3600000});

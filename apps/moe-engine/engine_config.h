@@ -17,14 +17,15 @@ namespace moe::engine_app {
 
 // The program's settings beside the engine's Options.
 struct AppOptions {
-  std::string engine_id = "engine-0";  // telemetry identity and command routing id
-  std::string backend = "cpu";         // "cpu" or "cuda"
-  int blas_threads = 1;                // CPU backend BLAS threads (0 = OpenBLAS default)
-  int cuda_device = 0;                 // CUDA device ordinal
-  int64_t step_interval_ms = 0;        // minimum time between step starts (pacing)
-  int64_t heartbeat_ms = 1000;         // heartbeat when no step was published for this long
-  int64_t progress_ms = 5000;          // progress line cadence on stderr
-  bool telemetry_enabled = true;       // publish telemetry and accept commands
+  std::string engine_id = "engine-0";   // telemetry identity and command routing id
+  std::string backend = "cpu";          // "cpu" or "cuda"
+  int blas_threads = 1;                 // CPU backend BLAS threads (0 = OpenBLAS default)
+  int cuda_device = 0;                  // CUDA device ordinal
+  std::string gemm_precision = "fp32";  // CUDA GEMM arithmetic: "fp32", "tf32" or "bf16"
+  int64_t step_interval_ms = 0;         // minimum time between step starts (pacing)
+  int64_t heartbeat_ms = 1000;          // heartbeat when no step was published for this long
+  int64_t progress_ms = 5000;           // progress line cadence on stderr
+  bool telemetry_enabled = true;        // publish telemetry and accept commands
   std::string telemetry_endpoint = "tcp://127.0.0.1:5555";  // controller's PULL socket
   std::string command_endpoint = "tcp://127.0.0.1:5556";    // controller's ROUTER socket
   int send_queue = 1000;  // messages queued per channel before drops

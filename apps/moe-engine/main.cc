@@ -153,16 +153,25 @@ int main(int argc, char** argv) {
   engine::BackendOptions backend_options;
   backend_options.num_threads = app.blas_threads;
   backend_options.device = app.cuda_device;
+  backend_options.gemm_precision = app.gemm_precision == "tf32"   ? engine::GemmPrecision::kTf32
+                                   : app.gemm_precision == "bf16" ? engine::GemmPrecision::kBf16
+                                                                  : engine::GemmPrecision::kFp32;
   auto backend = engine::CreateBackend(app.backend, backend_options);
   if (!backend.ok()) {
     spdlog::error("backend {}: {}", app.backend, backend.status().ToString());
     return kExitUnavailable;
   }
-  spdlog::info("backend {}: {}", app.backend, (*backend)->description());
+  spdlog::info("backend {}: {}; routing {}", app.backend, (*backend)->description(),
+               engine::RoutingModeName(cfg.engine.routing));
   auto created = engine::Engine::Create(cfg.engine, std::move(backend).value());
   if (!created.ok()) {
     spdlog::error("engine: {}", created.status().ToString());
-    return created.status().code() == StatusCode::kInvalidArgument ? kExitConfig : kExitUnavailable;
+    // A bad option, or options the backend cannot run (routing = "device" with
+    // knobs it does not cover), is the config's to fix.
+    const StatusCode code = created.status().code();
+    return code == StatusCode::kInvalidArgument || code == StatusCode::kUnsupported
+               ? kExitConfig
+               : kExitUnavailable;
   }
   std::unique_ptr<engine::Engine> eng = std::move(created).value();
   auto workload_or = engine::Workload::Create(scenario, cfg.engine.model.hidden);

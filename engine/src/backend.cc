@@ -14,10 +14,10 @@ std::string_view FeatureName(Feature feature) {
       return "grouped_expert_ffn";
     case Feature::kHostRouting:
       return "host_routing";
-    case Feature::kTiming:
-      return "timing";
     case Feature::kDeviceRouting:
       return "device_routing";
+    case Feature::kHostMemory:
+      return "host_memory";
   }
   return "unknown_feature";
 }

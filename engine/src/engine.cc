@@ -77,6 +77,9 @@ Result<uint64_t> EngineImpl::Submit(const KnobUpdate& update) {
   }
   for (size_t l = 0; l < staged.size(); ++l) {
     Status st = ValidateKnobs(staged[l], options_);
+    if (st.ok() && options_.routing == RoutingMode::kDevice) {
+      st = CheckDeviceRoutingCovered(staged[l]);
+    }
     if (!st.ok()) return st.WithContext("layer " + std::to_string(l));
   }
   staged_ = std::move(staged);
@@ -103,8 +106,7 @@ Status EngineImpl::ApplyPending(StepStats* stats) {
   std::vector<uint64_t> device_bytes(options_.parallel.num_devices, 0);
   const auto start = std::chrono::steady_clock::now();
   for (size_t l = 0; l < layers_.size(); ++l) {
-    MOE_ASSIGN_OR_RETURN(std::vector<uint32_t> changed,
-                         layers_[l]->ApplyPlacement(knobs_[l].phy2log));
+    MOE_ASSIGN_OR_RETURN(std::vector<uint32_t> changed, layers_[l]->ApplyKnobs(knobs_[l]));
     for (uint32_t s : changed)
       device_bytes[s / slots_per_device] += layers_[l]->ExpertBytes();
   }
@@ -147,6 +149,10 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
     MOE_RETURN_IF_ERROR(
         ValidateSelection(*input.routing[l], input.num_tokens, options_.model.num_experts)
             .WithContext("layer " + std::to_string(l)));
+    if (options_.routing == RoutingMode::kDevice) {
+      return Status::Unsupported("device routing: replaying a routing trace (layer " +
+                                 std::to_string(l) + "); use routing = host or auto");
+    }
   }
   const auto start = std::chrono::steady_clock::now();
   StepStats stats;
@@ -154,7 +160,7 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
   stats.step = next_step_;
   stats.epoch = epoch_;
   stats.num_tokens = static_cast<uint32_t>(input.num_tokens);
-  stats.timing_on_device = false;
+  stats.timing_on_device = !backend_->Supports(Feature::kHostMemory);
   const size_t num_floats = static_cast<size_t>(input.num_tokens) * options_.model.hidden;
   MOE_RETURN_IF_ERROR(EnsureIo(input.num_tokens));
   MOE_RETURN_IF_ERROR(backend_->Upload(input.hidden, num_floats * sizeof(float), ping_->data()));
@@ -163,8 +169,10 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
   const bool probe =
       options_.quality_probe_tokens > 0 && next_step_ % options_.quality_probe_every == 0;
   stats.layers.resize(layers_.size());
+  std::vector<LayerContext> contexts(layers_.size());
+  size_t finished = 0;  // layers whose stats are filled
   for (size_t l = 0; l < layers_.size(); ++l) {
-    LayerContext ctx;
+    LayerContext& ctx = contexts[l];
     ctx.num_tokens = input.num_tokens;
     ctx.knobs = &knobs_[l];
     ctx.seed = MixSeed(options_.seed, next_step_, 2 * l + 1);
@@ -173,14 +181,25 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
     ctx.probe_seed = MixSeed(options_.seed, next_step_, 2 * l + 2);
     ctx.forced = l < input.routing.size() ? input.routing[l] : nullptr;
     ctx.record_selection = input.record_selection;
-    MOE_RETURN_IF_ERROR(layers_[l]->Forward(x, ctx, &workspace_, y, &stats.layers[l]));
+    MOE_RETURN_IF_ERROR(layers_[l]->Forward(x, ctx, &workspace_, y));
     std::swap(x, y);
+    if (probe || input.record_selection) {
+      // The probe and the recorder read this layer's workspace before the
+      // next layer reuses it.
+      MOE_RETURN_IF_ERROR(backend_->Synchronize());
+      MOE_RETURN_IF_ERROR(layers_[l]->Finish(ctx, &workspace_, &stats.layers[l]));
+      finished = l + 1;
+    }
   }
   if (output != nullptr) {
     output->resize(num_floats);
-    MOE_RETURN_IF_ERROR(backend_->Download(x, num_floats * sizeof(float), output->data()));
+    MOE_RETURN_IF_ERROR(backend_->DownloadAsync(x, num_floats * sizeof(float), output->data()));
   }
+  // The step's one wait: every layer's work, counters and marks.
   MOE_RETURN_IF_ERROR(backend_->Synchronize());
+  for (size_t l = finished; l < layers_.size(); ++l) {
+    MOE_RETURN_IF_ERROR(layers_[l]->Finish(contexts[l], &workspace_, &stats.layers[l]));
+  }
   stats.step_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
   ++next_step_;
@@ -194,6 +213,10 @@ Result<std::unique_ptr<Engine>> Engine::Create(const Options& options,
   if (backend == nullptr) return Status::InvalidArgument("Engine::Create: null backend");
   MOE_RETURN_IF_ERROR(ValidateOptions(options));
   MOE_RETURN_IF_ERROR(RequireFeature(*backend, Feature::kHostRouting));
+  if (options.routing == RoutingMode::kDevice) {
+    MOE_RETURN_IF_ERROR(RequireFeature(*backend, Feature::kDeviceRouting));
+    MOE_RETURN_IF_ERROR(CheckDeviceRoutingCovered(options.knobs));
+  }
   MOE_RETURN_IF_ERROR(RequireFeature(*backend, Feature::kGroupedExpertFfn));
   MOE_RETURN_IF_ERROR(
       RequireFeature(*backend, options.model.score_function == ScoreFunction::kSigmoid

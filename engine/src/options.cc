@@ -16,6 +16,18 @@ std::string_view OverflowPolicyName(OverflowPolicy policy) {
   return "unknown";
 }
 
+std::string_view RoutingModeName(RoutingMode mode) {
+  switch (mode) {
+    case RoutingMode::kAuto:
+      return "auto";
+    case RoutingMode::kHost:
+      return "host";
+    case RoutingMode::kDevice:
+      return "device";
+  }
+  return "unknown";
+}
+
 std::string_view ScoreFunctionName(ScoreFunction fn) {
   return fn == ScoreFunction::kSigmoid ? "sigmoid" : "softmax";
 }
@@ -86,6 +98,7 @@ Status ValidateOptions(const Options& options) {
     return Bad("parallel bandwidths must be > 0");
   }
   if (options.quality_probe_every < 1) return Bad("quality_probe_every must be >= 1");
+  if (!(options.max_capacity_padding >= 0)) return Bad("max_capacity_padding must be >= 0");
   return ValidateKnobs(options.knobs, options);
 }
 

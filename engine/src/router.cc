@@ -1,6 +1,7 @@
 #include "moe/engine/router.h"
 
 #include <algorithm>
+#include <bit>
 #include <cassert>
 #include <cmath>
 #include <limits>
@@ -366,7 +367,8 @@ DeviceRoutingCounterLayout DeviceRoutingCounters(uint32_t num_experts, uint32_t 
   layout.slot_tokens = layout.expert_demand + num_experts;
   layout.device_tokens = layout.slot_tokens + num_slots;
   layout.k_histogram = layout.device_tokens + num_devices;
-  layout.total = layout.k_histogram + top_k + 1;
+  layout.transfer_rows = layout.k_histogram + top_k + 1;
+  layout.total = layout.transfer_rows + static_cast<size_t>(num_devices) * num_devices;
   return layout;
 }
 
@@ -381,7 +383,56 @@ void ApplyDeviceRoutingCounters(const uint32_t* counters, const DeviceRoutingCou
   plan->expert_tokens.assign(counters + layout.expert_tokens, counters + layout.expert_demand);
   plan->expert_demand.assign(counters + layout.expert_demand, counters + layout.slot_tokens);
   plan->slot_tokens.assign(counters + layout.slot_tokens, counters + layout.device_tokens);
-  plan->k_histogram.assign(counters + layout.k_histogram, counters + layout.total);
+  plan->k_histogram.assign(counters + layout.k_histogram, counters + layout.transfer_rows);
+  if (plan->num_tokens > 0) {
+    plan->router_entropy = std::bit_cast<float>(counters[L::kEntropySum]) / plan->num_tokens;
+    plan->gate_mass = std::bit_cast<float>(counters[L::kGateMassSum]) / plan->num_tokens;
+  }
+}
+
+std::vector<uint32_t> TransferRows(const RoutingPlan& plan, uint32_t num_slots,
+                                   uint32_t num_devices) {
+  std::vector<uint32_t> rows(static_cast<size_t>(num_devices) * num_devices, 0);
+  const uint32_t slots_per_device = num_slots / num_devices;
+  std::vector<char> seen(num_devices);
+  for (int t = 0; t < plan.num_tokens; ++t) {
+    const uint32_t src = static_cast<uint32_t>(t) % num_devices;
+    std::fill(seen.begin(), seen.end(), 0);
+    for (int j = 0; j < plan.max_k; ++j) {
+      const int32_t s = plan.slot[static_cast<size_t>(t) * plan.max_k + j];
+      if (s < 0) continue;
+      const uint32_t dst = static_cast<uint32_t>(s) / slots_per_device;
+      if (dst == src || seen[dst]) continue;
+      seen[dst] = 1;
+      rows[static_cast<size_t>(src) * num_devices + dst]++;
+    }
+  }
+  return rows;
+}
+
+double ModelAllToAllUs(const std::vector<uint32_t>& transfer_rows, double row_bytes,
+                       const ParallelOptions& parallel) {
+  const uint32_t num_devices = parallel.num_devices;
+  const uint32_t per_node = parallel.devices_per_node;
+  std::vector<double> send_intra(num_devices, 0), send_inter(num_devices, 0);
+  std::vector<double> recv_intra(num_devices, 0), recv_inter(num_devices, 0);
+  for (uint32_t src = 0; src < num_devices; ++src) {
+    for (uint32_t dst = 0; dst < num_devices; ++dst) {
+      if (src == dst) continue;
+      const double bytes = row_bytes * transfer_rows[static_cast<size_t>(src) * num_devices + dst];
+      const bool same_node = src / per_node == dst / per_node;
+      (same_node ? send_intra : send_inter)[src] += bytes;
+      (same_node ? recv_intra : recv_inter)[dst] += bytes;
+    }
+  }
+  double us = 0;
+  for (uint32_t d = 0; d < num_devices; ++d) {
+    const double intra = std::max(send_intra[d], recv_intra[d]);
+    const double inter = std::max(send_inter[d], recv_inter[d]);
+    us = std::max(
+        us, intra / (parallel.intra_node_gbps * 1e3) + inter / (parallel.inter_node_gbps * 1e3));
+  }
+  return us;
 }
 
 Status CheckDeviceRoutingCovered(const Knobs& knobs) {
@@ -391,6 +442,100 @@ Status CheckDeviceRoutingCovered(const Knobs& knobs) {
     return Status::Unsupported("device routing: overflow policy " +
                                std::string(OverflowPolicyName(knobs.overflow_policy)));
   }
+  return Status::Ok();
+}
+
+std::vector<int> CapacityLayoutOffsets(const std::vector<uint32_t>& phy2log, uint32_t num_experts,
+                                       uint32_t capacity, int num_tokens) {
+  const uint32_t per_expert = std::min<uint32_t>(capacity, static_cast<uint32_t>(num_tokens));
+  std::vector<uint32_t> replicas(num_experts, 0);
+  for (uint32_t e : phy2log)
+    replicas[e]++;
+  std::vector<uint32_t> index(num_experts, 0);  // replicas of each expert seen so far
+  std::vector<int> offsets(phy2log.size() + 1, 0);
+  for (size_t s = 0; s < phy2log.size(); ++s) {
+    const uint32_t e = phy2log[s];
+    const uint32_t r = replicas[e];
+    const uint32_t i = index[e]++;
+    offsets[s + 1] = offsets[s] + static_cast<int>(per_expert / r + (i < per_expert % r ? 1 : 0));
+  }
+  return offsets;
+}
+
+Status RouteIntoDeviceLayout(const DeviceRoutingArgs& args) {
+  if (args.options == nullptr || args.knobs == nullptr || args.num_tokens < 0) {
+    return Status::InvalidArgument("RouteOnDevice: options, knobs and num_tokens are required");
+  }
+  const Options& options = *args.options;
+  MOE_RETURN_IF_ERROR(CheckDeviceRoutingCovered(*args.knobs));
+  const uint32_t num_experts = options.model.num_experts;
+  const uint32_t num_slots = NumReplicas(options);
+  const uint32_t num_devices = options.parallel.num_devices;
+  // Route exactly what the device would see: the placement and bias arrays.
+  Knobs knobs = *args.knobs;
+  knobs.phy2log.assign(args.phy2log, args.phy2log + num_slots);
+  if (args.expert_bias != nullptr && !args.knobs->expert_bias.empty()) {
+    knobs.expert_bias.assign(args.expert_bias, args.expert_bias + num_experts);
+  } else {
+    knobs.expert_bias.clear();
+  }
+  const uint32_t capacity =
+      ExpertCapacity(knobs.capacity_factor, args.num_tokens, knobs.top_k, num_experts);
+  if (args.capacity_layout && capacity == 0) {
+    return Status::InvalidArgument("RouteOnDevice: the capacity layout needs a capacity > 0");
+  }
+  const RoutingPlan plan = Route(args.scores, args.num_tokens, options, knobs, args.seed);
+  const size_t num_pairs = plan.slot.size();
+  std::copy(plan.chosen.begin(), plan.chosen.end(), args.chosen);
+  std::copy(plan.slot.begin(), plan.slot.end(), args.slot);
+  std::copy(plan.weight.begin(), plan.weight.end(), args.weight);
+
+  // The permutation: a counting sort of served token-slots by physical slot.
+  std::vector<int> offsets(num_slots + 1, 0);
+  if (args.capacity_layout) {
+    offsets = CapacityLayoutOffsets(knobs.phy2log, num_experts, capacity, args.num_tokens);
+    std::fill(args.rows, args.rows + offsets.back(), -1);
+    std::fill(args.row_weights, args.row_weights + offsets.back(), 0.0f);
+  } else {
+    for (uint32_t s = 0; s < num_slots; ++s)
+      offsets[s + 1] = offsets[s] + static_cast<int>(plan.slot_tokens[s]);
+  }
+  std::vector<int> cursor(offsets.begin(), offsets.end() - 1);
+  uint32_t num_rows = 0;
+  for (size_t i = 0; i < num_pairs; ++i) {
+    const int32_t s = plan.slot[i];
+    if (s < 0) continue;
+    const int row = cursor[s]++;
+    assert(row < offsets[s + 1]);
+    args.rows[row] = static_cast<int32_t>(i / plan.max_k);
+    args.row_weights[row] = plan.weight[i];
+    ++num_rows;
+  }
+
+  using L = DeviceRoutingCounterLayout;
+  const DeviceRoutingCounterLayout layout =
+      DeviceRoutingCounters(num_experts, num_slots, num_devices, knobs.top_k);
+  uint32_t* c = args.counters;
+  std::fill(c, c + layout.total, 0u);
+  c[L::kNumTokenSlots] = static_cast<uint32_t>(plan.num_token_slots);
+  c[L::kOverflowed] = plan.overflowed;
+  c[L::kRerouted] = plan.rerouted;
+  c[L::kDropped] = plan.dropped;
+  c[L::kCapacity] = plan.capacity;
+  c[L::kNumRows] = num_rows;
+  c[L::kEntropySum] =
+      std::bit_cast<uint32_t>(static_cast<float>(plan.router_entropy * plan.num_tokens));
+  c[L::kGateMassSum] =
+      std::bit_cast<uint32_t>(static_cast<float>(plan.gate_mass * plan.num_tokens));
+  std::copy(plan.expert_tokens.begin(), plan.expert_tokens.end(), c + layout.expert_tokens);
+  std::copy(plan.expert_demand.begin(), plan.expert_demand.end(), c + layout.expert_demand);
+  std::copy(plan.slot_tokens.begin(), plan.slot_tokens.end(), c + layout.slot_tokens);
+  const uint32_t slots_per_device = num_slots / num_devices;
+  for (uint32_t s = 0; s < num_slots; ++s)
+    c[layout.device_tokens + s / slots_per_device] += plan.slot_tokens[s];
+  std::copy(plan.k_histogram.begin(), plan.k_histogram.end(), c + layout.k_histogram);
+  const std::vector<uint32_t> transfers = TransferRows(plan, num_slots, num_devices);
+  std::copy(transfers.begin(), transfers.end(), c + layout.transfer_rows);
   return Status::Ok();
 }
 

@@ -85,5 +85,44 @@ TEST_CASE("CPU backend ops match plain loops", "[backend]") {
   CHECK(copied == y);
 }
 
+TEST_CASE("CPU backend: padding rows, host buffers and marks", "[backend]") {
+  auto created = CreateBackend("cpu");
+  REQUIRE(created.ok());
+  Backend& b = **created;
+  CHECK(b.Supports(Feature::kHostMemory));
+  CHECK(b.Supports(Feature::kDeviceRouting));
+
+  // Gather: a row of -1 is padding and reads as zeros; scatter skips it.
+  const int hidden = 3;
+  const std::vector<float> x = {1, 2, 3, 4, 5, 6};
+  const std::vector<int32_t> rows = {1, -1, 0};
+  std::vector<float> gathered(9, 42.0f);
+  REQUIRE(b.Gather(x.data(), rows.data(), 3, hidden, gathered.data()).ok());
+  CHECK(gathered == std::vector<float>{4, 5, 6, 0, 0, 0, 1, 2, 3});
+  const std::vector<float> weights = {2.0f, 100.0f, 0.5f};
+  std::vector<float> out(6, 1.0f);
+  REQUIRE(b.ScatterAddWeighted(gathered.data(), rows.data(), weights.data(), 3, hidden, out.data())
+              .ok());
+  CHECK(out == std::vector<float>{1.5f, 2.0f, 2.5f, 9, 11, 13});
+
+  auto host = b.AllocateHost(sizeof(float) * 6);
+  REQUIRE(host.ok());
+  REQUIRE(b.DownloadAsync(out.data(), sizeof(float) * 6, (*host)->data()).ok());
+  REQUIRE(b.Synchronize().ok());
+  CHECK(std::vector<float>((*host)->floats(), (*host)->floats() + 6) == out);
+
+  auto from = b.CreateMark();
+  auto to = b.CreateMark();
+  REQUIRE(from.ok());
+  REQUIRE(to.ok());
+  CHECK(b.MicrosBetween(**from, **to).status().code() == StatusCode::kFailedPrecondition);
+  REQUIRE(b.RecordMark(from->get()).ok());
+  REQUIRE(b.Gemm(x.data(), x.data(), out.data(), 2, 1, 3, 0.0f).ok());
+  REQUIRE(b.RecordMark(to->get()).ok());
+  auto us = b.MicrosBetween(**from, **to);
+  REQUIRE(us.ok());
+  CHECK(*us >= 0);
+}
+
 }  // namespace
 }  // namespace moe::engine

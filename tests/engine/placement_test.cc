@@ -1,6 +1,7 @@
 // A placement change is a real move: every physical slot holds its own copy of
-// its expert's weights, and a new placement applied at a step boundary copies
-// the weights into exactly the slots whose expert changed, measured.
+// its expert's weights (there is no other copy), and a new placement applied
+// at a step boundary copies the weights into exactly the slots whose expert
+// changed, measured.
 
 #include <cstdint>
 #include <vector>
@@ -121,6 +122,37 @@ TEST_CASE("Outputs after a move equal an engine created with the new placement",
   REQUIRE(y_moved.size() == y_direct.size());
   CHECK(y_moved == y_direct);  // bit-identical on the CPU backend
   CHECK(s_moved->layers[0].slot_tokens == s_direct->layers[0].slot_tokens);
+}
+
+TEST_CASE("A swap no slot keeps is staged: outputs equal an engine created with it",
+          "[engine][placement]") {
+  // One replica per expert: a permutation leaves no slot holding a moved
+  // expert, so each is copied aside before its slot is overwritten.
+  Options o = PlacementOptions();
+  o.parallel.num_replicas = 4;
+  o.knobs.overflow_policy = OverflowPolicy::kDrop;
+  const std::vector<uint32_t> swapped = {1, 2, 3, 0};
+  const int num_tokens = 32;
+  const std::vector<float> x = testing::RandomTokens(num_tokens, o.model.hidden, 21);
+
+  auto moved = testing::MakeEngine(o);
+  REQUIRE(moved->Step({x.data(), num_tokens, {}}).ok());
+  KnobUpdate move;
+  move.epoch = 1;
+  move.all_layers.phy2log = swapped;
+  REQUIRE(moved->Submit(move).ok());
+  std::vector<float> y_moved;
+  auto s_moved = moved->Step({x.data(), num_tokens, {}}, &y_moved);
+  REQUIRE(s_moved.ok());
+  CHECK(s_moved->placement_moved_bytes == o.model.num_layers * 4 * ExpertBytes(o));
+
+  Options direct_options = o;
+  direct_options.knobs.phy2log = swapped;
+  auto direct = testing::MakeEngine(direct_options);
+  std::vector<float> y_direct;
+  REQUIRE(direct->Step({x.data(), num_tokens, {}}).ok());
+  REQUIRE(direct->Step({x.data(), num_tokens, {}}, &y_direct).ok());
+  CHECK(y_moved == y_direct);
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // Each CUDA backend op against the CPU backend on seeded inputs, per shape
 // with a per-case tolerance (ggml's test-backend-ops style). Shapes: tiny, odd
-// sizes, and the DeepSeek-like router (256 experts, top-8, hidden 1024).
+// sizes, and the DeepSeek-like router (256 experts, top-8, hidden 1024). Also
+// pinned host memory, asynchronous downloads and marks (CUDA events).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -29,7 +31,80 @@ TEST_CASE("CUDA backend answers Supports() truthfully", "[cuda]") {
   CHECK(gpu.Supports(Feature::kSigmoidScoring));
   CHECK(gpu.Supports(Feature::kGroupedExpertFfn));
   CHECK(gpu.Supports(Feature::kHostRouting));
-  CHECK_FALSE(gpu.Supports(Feature::kTiming));  // ops are asynchronous
+  CHECK(gpu.Supports(Feature::kDeviceRouting));
+  CHECK_FALSE(gpu.Supports(Feature::kHostMemory));  // device memory
+}
+
+TEST_CASE("CUDA pinned host memory and asynchronous downloads", "[cuda]") {
+  auto pair = MakePair();
+  Backend& gpu = *pair.gpu;
+  for (size_t n : {size_t{1}, size_t{4099}, size_t{1} << 20}) {
+    INFO("n=" << n);
+    const std::vector<float> host = RandomFloats(n, 41 + n);
+    auto buffer = ToBackend(gpu, host);
+    auto pinned = gpu.AllocateHost(n * sizeof(float));
+    REQUIRE(pinned.ok());
+    CHECK((*pinned)->size_bytes() == n * sizeof(float));
+    float* dst = (*pinned)->floats();
+    std::fill(dst, dst + n, -1.0f);
+    // Work before the copy is ordered before it on the stream.
+    REQUIRE(gpu.Fill(3.0f, n / 2, buffer->floats()).ok());
+    REQUIRE(gpu.DownloadAsync(buffer->data(), n * sizeof(float), dst).ok());
+    REQUIRE(gpu.Synchronize().ok());
+    std::vector<float> want = host;
+    std::fill(want.begin(), want.begin() + n / 2, 3.0f);
+    CHECK(std::vector<float>(dst, dst + n) == want);
+    // Pageable memory works too (the copy may wait).
+    std::vector<float> pageable(n, -1.0f);
+    REQUIRE(gpu.DownloadAsync(buffer->data(), n * sizeof(float), pageable.data()).ok());
+    REQUIRE(gpu.Synchronize().ok());
+    CHECK(pageable == want);
+  }
+  auto empty = gpu.AllocateHost(0);
+  REQUIRE(empty.ok());
+  CHECK(gpu.DownloadAsync(nullptr, 0, (*empty)->data()).ok());
+}
+
+TEST_CASE("CUDA marks time enqueued work without waiting", "[cuda]") {
+  auto pair = MakePair();
+  Backend& gpu = *pair.gpu;
+  auto start = gpu.CreateMark();
+  auto stop = gpu.CreateMark();
+  REQUIRE(start.ok());
+  REQUIRE(stop.ok());
+  // Never recorded: a precondition failure, not a device error.
+  CHECK(gpu.MicrosBetween(**start, **stop).status().code() == StatusCode::kFailedPrecondition);
+
+  const int m = 512, n = 512, k = 512;
+  auto a = ToBackend(gpu, RandomFloats(static_cast<size_t>(m) * k, 61));
+  auto b = ToBackend(gpu, RandomFloats(static_cast<size_t>(k) * n, 62));
+  auto c = ToBackend(gpu, std::vector<float>(static_cast<size_t>(m) * n));
+  REQUIRE(gpu.RecordMark(start->get()).ok());
+  CHECK(gpu.MicrosBetween(**start, **stop).status().code() == StatusCode::kFailedPrecondition);
+  for (int i = 0; i < 4; ++i)
+    REQUIRE(gpu.Gemm(a->floats(), b->floats(), c->floats(), m, n, k, 0.0f).ok());
+  REQUIRE(gpu.RecordMark(stop->get()).ok());
+  REQUIRE(gpu.Synchronize().ok());
+  auto us = gpu.MicrosBetween(**start, **stop);
+  INFO(us.status().ToString());
+  REQUIRE(us.ok());
+  CHECK(*us >= 0.0);
+  CHECK(*us < 10e6);  // 4 small GEMMs: well under 10 s
+  auto same = gpu.MicrosBetween(**start, **start);
+  REQUIRE(same.ok());
+  CHECK(*same == 0.0);
+
+  // Re-recording replaces the time; marks of another backend are refused.
+  REQUIRE(gpu.RecordMark(start->get()).ok());
+  REQUIRE(gpu.RecordMark(stop->get()).ok());
+  REQUIRE(gpu.Synchronize().ok());
+  auto again = gpu.MicrosBetween(**start, **stop);
+  REQUIRE(again.ok());
+  CHECK(*again >= 0.0);
+  auto cpu_mark = pair.cpu->CreateMark();
+  REQUIRE(cpu_mark.ok());
+  CHECK(gpu.RecordMark(cpu_mark->get()).code() == StatusCode::kInvalidArgument);
+  CHECK(gpu.MicrosBetween(**start, **cpu_mark).status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("CUDA memory: upload, download, fill, empty buffers", "[cuda]") {
@@ -196,6 +271,45 @@ TEST_CASE("CUDA Gather matches the CPU backend exactly", "[cuda][permute]") {
   }
 }
 
+TEST_CASE("CUDA Gather writes zeros for padding rows (-1)", "[cuda][permute]") {
+  auto pair = MakePair();
+  struct Case {
+    int rows, src_rows, hidden;
+    int offset;
+  };
+  for (Case c : {Case{1, 1, 1, 0}, Case{10, 3, 5, 0}, Case{100, 37, 128, 0}, Case{64, 20, 16, 1},
+                 Case{4096, 512, 1024, 0}}) {
+    INFO("rows=" << c.rows << " hidden=" << c.hidden << " offset=" << c.offset);
+    const auto x = RandomFloats(static_cast<size_t>(c.src_rows) * c.hidden + c.offset, 19);
+    auto rows = RandomInts(c.rows, c.src_rows, 20 + c.rows);
+    for (int i = 0; i < c.rows; ++i) {
+      if (i % 3 == 0 || i == c.rows - 1) rows[i] = -1;
+    }
+    const size_t n = static_cast<size_t>(c.rows) * c.hidden;
+    std::vector<std::vector<float>> outs;
+    for (Backend* b : {pair.cpu.get(), pair.gpu.get()}) {
+      auto dx = ToBackend(*b, x);
+      auto dr = ToBackend(*b, rows);
+      auto out = ToBackend(*b, std::vector<float>(n + c.offset, 9.0f));  // stale values
+      REQUIRE(
+          b->Gather(dx->floats() + c.offset, dr->ints(), c.rows, c.hidden, out->floats() + c.offset)
+              .ok());
+      outs.push_back(ToHost<float>(*b, *out, n + c.offset));
+    }
+    CHECK(outs[1] == outs[0]);
+    size_t num_bad = 0;
+    for (int i = 0; i < c.rows; ++i) {
+      for (int h = 0; h < c.hidden; ++h) {
+        const float got = outs[1][c.offset + static_cast<size_t>(i) * c.hidden + h];
+        const float want =
+            rows[i] < 0 ? 0.0f : x[c.offset + static_cast<size_t>(rows[i]) * c.hidden + h];
+        num_bad += got == want ? 0 : 1;
+      }
+    }
+    CHECK(num_bad == 0);
+  }
+}
+
 TEST_CASE("CUDA ScatterAddWeighted matches the in-order CPU sum, deterministically",
           "[cuda][permute]") {
   auto pair = MakePair();
@@ -223,6 +337,49 @@ TEST_CASE("CUDA ScatterAddWeighted matches the in-order CPU sum, deterministical
     // Same products and additions in the same order as the CPU loop.
     CheckClose(outs[1], outs[0], 1e-6);
     CHECK(outs[1] == outs[2]);  // run to run: bitwise
+  }
+}
+
+TEST_CASE("CUDA ScatterAddWeighted skips padding rows (-1)", "[cuda][permute]") {
+  auto pair = MakePair();
+  struct Case {
+    int rows, out_rows, hidden;
+    int pad_every;  // every pad_every-th row is padding (1: all of them)
+  };
+  for (Case c : {Case{1, 1, 1, 1}, Case{10, 3, 5, 2}, Case{1000, 37, 129, 3},
+                 Case{4096, 512, 1024, 4}, Case{300, 7, 64, 1}}) {
+    INFO("rows=" << c.rows << " out_rows=" << c.out_rows << " hidden=" << c.hidden
+                 << " pad_every=" << c.pad_every);
+    const auto y = RandomFloats(static_cast<size_t>(c.rows) * c.hidden, 71 + c.rows);
+    auto rows = RandomInts(c.rows, c.out_rows, 72 + c.rows);
+    for (int i = 0; i < c.rows; i += c.pad_every)
+      rows[i] = -1;
+    const auto weights = RandomFloats(c.rows, 73 + c.rows, 0.5);
+    const auto out0 = RandomFloats(static_cast<size_t>(c.out_rows) * c.hidden, 74);
+    std::vector<std::vector<float>> outs;
+    for (Backend* b : {pair.cpu.get(), pair.gpu.get(), pair.gpu.get()}) {
+      auto dy = ToBackend(*b, y);
+      auto dr = ToBackend(*b, rows);
+      auto dw = ToBackend(*b, weights);
+      auto out = ToBackend(*b, out0);
+      REQUIRE(b->ScatterAddWeighted(dy->floats(), dr->ints(), dw->floats(), c.rows, c.hidden,
+                                    out->floats())
+                  .ok());
+      outs.push_back(ToHost<float>(*b, *out, out0.size()));
+    }
+    // The in-order sum over the rows that are not padding.
+    std::vector<float> ref = out0;
+    for (int i = 0; i < c.rows; ++i) {
+      if (rows[i] < 0) continue;
+      for (int h = 0; h < c.hidden; ++h) {
+        ref[static_cast<size_t>(rows[i]) * c.hidden + h] +=
+            weights[i] * y[static_cast<size_t>(i) * c.hidden + h];
+      }
+    }
+    CheckClose(outs[1], outs[0], 1e-6);
+    CheckClose(outs[1], ref, 1e-6);
+    CHECK(outs[1] == outs[2]);  // run to run: bitwise
+    if (c.pad_every == 1) CHECK(outs[1] == out0);
   }
 }
 

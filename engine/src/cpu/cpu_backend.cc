@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 
 #include "../backend_factories.h"
 #include "moe/engine/backend.h"
+#include "moe/engine/router.h"
 
 namespace moe::engine {
 namespace {
@@ -75,6 +77,11 @@ class HostBuffer final : public BackendBuffer {
   size_t size_;
 };
 
+struct HostMark final : BackendMark {
+  std::chrono::steady_clock::time_point time;
+  bool recorded = false;
+};
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& options) : num_threads_(options.num_threads) {
@@ -97,10 +104,9 @@ class CpuBackend final : public Backend {
       case Feature::kSigmoidScoring:
       case Feature::kGroupedExpertFfn:
       case Feature::kHostRouting:
-      case Feature::kTiming:
+      case Feature::kDeviceRouting:  // RouteIntoDeviceLayout(): the device contract on the host
+      case Feature::kHostMemory:
         return true;
-      case Feature::kDeviceRouting:  // Route() on the host is the CPU's routing
-        return false;
     }
     return false;
   }
@@ -137,6 +143,43 @@ class CpuBackend final : public Backend {
   }
 
   Status Synchronize() override { return Status::Ok(); }
+
+  Result<std::unique_ptr<BackendBuffer>> AllocateHost(size_t num_bytes) override {
+    return Allocate(num_bytes);
+  }
+
+  Status DownloadAsync(const void* src, size_t num_bytes, void* host) override {
+    return Download(src, num_bytes, host);
+  }
+
+  // Ops run synchronously, so a mark takes the wall time at which it is recorded.
+  Result<std::unique_ptr<BackendMark>> CreateMark() override {
+    return std::unique_ptr<BackendMark>(new HostMark());
+  }
+
+  Status RecordMark(BackendMark* mark) override {
+    auto* host = dynamic_cast<HostMark*>(mark);
+    if (host == nullptr) return Status::InvalidArgument("RecordMark: not a cpu backend mark");
+    host->time = std::chrono::steady_clock::now();
+    host->recorded = true;
+    return Status::Ok();
+  }
+
+  Result<double> MicrosBetween(const BackendMark& from, const BackendMark& to) override {
+    const auto* a = dynamic_cast<const HostMark*>(&from);
+    const auto* b = dynamic_cast<const HostMark*>(&to);
+    if (a == nullptr || b == nullptr) {
+      return Status::InvalidArgument("MicrosBetween: not a cpu backend mark");
+    }
+    if (!a->recorded || !b->recorded) {
+      return Status::FailedPrecondition("MicrosBetween: mark never recorded");
+    }
+    return std::chrono::duration<double, std::micro>(b->time - a->time).count();
+  }
+
+  Status RouteOnDevice(const DeviceRoutingArgs& args) override {
+    return RouteIntoDeviceLayout(args);
+  }
 
   Status RmsNorm(const float* x, const float* weight, int num_tokens, int hidden, float eps,
                  float* out) override {
@@ -203,8 +246,12 @@ class CpuBackend final : public Backend {
                 float* out) override {
     const size_t row_bytes = sizeof(float) * static_cast<size_t>(hidden);
     for (int i = 0; i < num_rows; ++i) {
-      std::memcpy(out + static_cast<size_t>(i) * hidden, x + static_cast<size_t>(rows[i]) * hidden,
-                  row_bytes);
+      float* dst = out + static_cast<size_t>(i) * hidden;
+      if (rows[i] < 0) {
+        std::fill(dst, dst + hidden, 0.0f);
+      } else {
+        std::memcpy(dst, x + static_cast<size_t>(rows[i]) * hidden, row_bytes);
+      }
     }
     return Status::Ok();
   }
@@ -236,6 +283,7 @@ class CpuBackend final : public Backend {
   Status ScatterAddWeighted(const float* y, const int32_t* rows, const float* weights, int num_rows,
                             int hidden, float* out) override {
     for (int i = 0; i < num_rows; ++i) {
+      if (rows[i] < 0) continue;
       const float w = weights[i];
       const float* src = y + static_cast<size_t>(i) * hidden;
       float* dst = out + static_cast<size_t>(rows[i]) * hidden;

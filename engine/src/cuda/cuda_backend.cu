@@ -1,7 +1,8 @@
 // The CUDA backend: device memory, one stream and one cuBLAS handle per
 // backend, and the op families in their own files (norm, scoring, permute,
-// ffn, gemm, elementwise). Every op is enqueued on the backend's stream and
-// returns without waiting; Download() and Synchronize() wait.
+// ffn, gemm, elementwise, routing). Every op is enqueued on the backend's
+// stream and returns without waiting; Download() and Synchronize() wait.
+// DownloadAsync() into pinned memory and marks (CUDA events) do not.
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -38,6 +39,37 @@ class CudaBuffer final : public BackendBuffer {
  private:
   void* data_;
   size_t size_;
+};
+
+// Pinned host memory (AllocateHost): copies to and from it need no staging.
+class PinnedBuffer final : public BackendBuffer {
+ public:
+  PinnedBuffer(void* data, size_t size) : data_(data), size_(size) {}
+  ~PinnedBuffer() override { cudaFreeHost(data_); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* data() override { return data_; }
+  size_t size_bytes() const override { return size_; }
+
+ private:
+  void* data_;
+  size_t size_;
+};
+
+// A CUDA event with timing (default flags); `recorded` once RecordMark() ran.
+class CudaMark final : public BackendMark {
+ public:
+  explicit CudaMark(cudaEvent_t event) : event_(event) {}
+  ~CudaMark() override { cudaEventDestroy(event_); }
+  CudaMark(const CudaMark&) = delete;
+  CudaMark& operator=(const CudaMark&) = delete;
+  cudaEvent_t event() const { return event_; }
+  bool recorded() const { return recorded_; }
+  void set_recorded() { recorded_ = true; }
+
+ private:
+  cudaEvent_t event_;
+  bool recorded_ = false;
 };
 
 // Grow-only device scratch used by one op at a time, in stream order.
@@ -127,9 +159,9 @@ class CudaBackend final : public Backend {
       case Feature::kSigmoidScoring:
       case Feature::kGroupedExpertFfn:
       case Feature::kHostRouting:    // Download() waits, so scores reach the host
-      case Feature::kDeviceRouting:  // RouteOnDevice(); the engine does not use it yet
+      case Feature::kDeviceRouting:  // RouteOnDevice(): the engine routes on the device
         return true;
-      case Feature::kTiming:  // ops return before they ran
+      case Feature::kHostMemory:  // device memory: the host reaches it only by copies
         return false;
     }
     return false;
@@ -184,6 +216,62 @@ class CudaBackend final : public Backend {
     MOE_CUDA_CHECK(cudaSetDevice(device_));
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return Status::Ok();
+  }
+
+  Result<std::unique_ptr<BackendBuffer>> AllocateHost(size_t num_bytes) override {
+    void* data = nullptr;
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    const cudaError_t err = cudaMallocHost(&data, num_bytes == 0 ? 1 : num_bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      return Status::Unavailable("cuda backend: out of pinned host memory allocating " +
+                                 std::to_string(num_bytes) + " bytes");
+    }
+    MOE_CUDA_CHECK(err);
+    return std::unique_ptr<BackendBuffer>(new PinnedBuffer(data, num_bytes));
+  }
+
+  Status DownloadAsync(const void* src, size_t num_bytes, void* host) override {
+    if (num_bytes == 0) return Status::Ok();
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(host, src, num_bytes, cudaMemcpyDeviceToHost, stream_));
+    return Status::Ok();
+  }
+
+  Result<std::unique_ptr<BackendMark>> CreateMark() override {
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    cudaEvent_t event = nullptr;
+    MOE_CUDA_CHECK(cudaEventCreate(&event));
+    return std::unique_ptr<BackendMark>(new CudaMark(event));
+  }
+
+  Status RecordMark(BackendMark* mark) override {
+    auto* cuda_mark = dynamic_cast<CudaMark*>(mark);
+    if (cuda_mark == nullptr) return Status::InvalidArgument("RecordMark: not a cuda backend mark");
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    MOE_CUDA_CHECK(cudaEventRecord(cuda_mark->event(), stream_));
+    cuda_mark->set_recorded();
+    return Status::Ok();
+  }
+
+  Result<double> MicrosBetween(const BackendMark& from, const BackendMark& to) override {
+    const auto* a = dynamic_cast<const CudaMark*>(&from);
+    const auto* b = dynamic_cast<const CudaMark*>(&to);
+    if (a == nullptr || b == nullptr) {
+      return Status::InvalidArgument("MicrosBetween: not a cuda backend mark");
+    }
+    if (!a->recorded() || !b->recorded()) {
+      return Status::FailedPrecondition("MicrosBetween: mark never recorded");
+    }
+    MOE_CUDA_CHECK(cudaSetDevice(device_));
+    float ms = 0;
+    const cudaError_t err = cudaEventElapsedTime(&ms, a->event(), b->event());
+    if (err == cudaErrorNotReady) {
+      cudaGetLastError();  // keep the next check clean
+      return Status::FailedPrecondition("MicrosBetween: the backend has not reached a mark yet");
+    }
+    MOE_CUDA_CHECK(err);
+    return static_cast<double>(ms) * 1000.0;
   }
 
   Status RmsNorm(const float* x, const float* weight, int num_tokens, int hidden, float eps,
@@ -266,6 +354,18 @@ Status CudaBackend::RouteOnDevice(const DeviceRoutingArgs& args) {
   const int num_experts = static_cast<int>(options.model.num_experts);
   const int top_k = static_cast<int>(knobs.top_k);
   const int num_slots = static_cast<int>(NumReplicas(options));
+  const uint32_t capacity = ExpertCapacity(knobs.capacity_factor, args.num_tokens, knobs.top_k,
+                                           options.model.num_experts);
+  if (args.capacity_layout && capacity == 0) {
+    return Status::InvalidArgument("RouteOnDevice: the capacity layout needs a capacity > 0");
+  }
+  // The select kernel writes per-token statistics into the scratch that the
+  // capacity launcher sums, so reserve it first.
+  MOE_ASSIGN_OR_RETURN(const size_t bytes,
+                       cuda::RoutingScratchBytes(args.num_tokens, top_k, num_experts, num_slots));
+  MOE_RETURN_IF_ERROR(route_scratch_.Reserve(bytes, stream_));
+  const cuda::RoutingTokenStats token_stats =
+      cuda::TokenStatsOf(route_scratch_.data(), args.num_tokens);
 
   cuda::RouteSelectArgs select;
   select.scores = args.scores;
@@ -281,6 +381,8 @@ Status CudaBackend::RouteOnDevice(const DeviceRoutingArgs& args) {
   select.routed_scaling = options.model.routed_scaling;
   select.chosen = args.chosen;
   select.weight = args.weight;
+  select.token_entropy = token_stats.entropy;
+  select.token_gate_mass = token_stats.gate_mass;
   MOE_RETURN_IF_ERROR(cuda::LaunchRouteSelect(select, stream_));
 
   cuda::CapacityPermuteArgs place;
@@ -292,16 +394,13 @@ Status CudaBackend::RouteOnDevice(const DeviceRoutingArgs& args) {
   place.num_slots = num_slots;
   place.num_devices = static_cast<int>(options.parallel.num_devices);
   place.top_k = top_k;
-  place.capacity = ExpertCapacity(knobs.capacity_factor, args.num_tokens, knobs.top_k,
-                                  options.model.num_experts);
+  place.capacity = capacity;
   place.overflow_drop = knobs.overflow_policy == OverflowPolicy::kDrop;
+  place.capacity_layout = args.capacity_layout;
   place.slot = args.slot;
   place.rows = args.rows;
   place.row_weights = args.row_weights;
   place.counters = args.counters;
-  MOE_ASSIGN_OR_RETURN(const size_t bytes,
-                       cuda::RoutingScratchBytes(args.num_tokens, top_k, num_experts, num_slots));
-  MOE_RETURN_IF_ERROR(route_scratch_.Reserve(bytes, stream_));
   return cuda::LaunchCapacityAndPermute(place, route_scratch_.data(), route_scratch_.size(),
                                         stream_);
 }

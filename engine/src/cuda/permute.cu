@@ -17,7 +17,8 @@ __global__ void GatherKernel(const T* x, const int32_t* rows, int num_rows, int 
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const size_t r = i / row_items;
     const size_t c = i - r * row_items;
-    out[i] = x[static_cast<size_t>(rows[r]) * row_items + c];
+    const int32_t row = rows[r];
+    out[i] = row < 0 ? T{} : x[static_cast<size_t>(row) * row_items + c];
   }
 }
 
@@ -26,12 +27,13 @@ __global__ void IotaKernel(int n, int32_t* values) {
     values[i] = i;
 }
 
-// Block p handles sorted position p when it starts a run of equal rows.
+// Block p handles sorted position p when it starts a run of equal rows;
+// padding rows (-1, sorted first) are skipped.
 __global__ void OwnerAddKernel(const float* y, const float* weights, const int32_t* sorted_rows,
                                const int32_t* sorted_idx, int num_rows, int hidden, float* out) {
   const int p = blockIdx.x;
   const int32_t row = sorted_rows[p];
-  if (p > 0 && sorted_rows[p - 1] == row) return;
+  if (row < 0 || (p > 0 && sorted_rows[p - 1] == row)) return;
   int end = p + 1;
   while (end < num_rows && sorted_rows[end] == row)
     ++end;
@@ -95,7 +97,7 @@ Status LaunchScatterAddWeighted(const float* y, const int32_t* rows, const float
 
   IotaKernel<<<NumBlocks(num_rows, kThreads), kThreads, 0, stream>>>(num_rows, idx_in);
   MOE_CUDA_CHECK_LAUNCH();
-  // Rows are non-negative, so sorting all 32 bits orders them; LSD radix sort
+  // CUB orders signed keys by value (padding rows of -1 first); LSD radix sort
   // is stable, keeping equal rows in increasing i.
   MOE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_temp, sort_bytes, rows, sorted_rows, idx_in,
                                                  sorted_idx, num_rows, 0, 32, stream));

@@ -13,14 +13,16 @@
 
 namespace moe::engine::cuda {
 
-// out[i, :] = x[rows[i], :] for i in [0, num_rows).
+// out[i, :] = x[rows[i], :] for i in [0, num_rows); rows[i] = -1 (padding of
+// the capacity layout) gives zeros.
 Status LaunchGather(const float* x, const int32_t* rows, int num_rows, int hidden, float* out,
                     cudaStream_t stream);
 
 // Bytes of device scratch LaunchScatterAddWeighted needs for `num_rows` rows.
 Result<size_t> ScatterScratchBytes(int num_rows);
 
-// out[rows[i], :] += weights[i] * y[i, :] for i in [0, num_rows), in order.
+// out[rows[i], :] += weights[i] * y[i, :] for i in [0, num_rows), in order;
+// rows[i] = -1 (padding) is skipped.
 //
 // Deterministic and free of atomics: a stable radix sort of (rows[i], i) puts
 // the contributions to each output row next to each other in increasing i; the
@@ -28,7 +30,7 @@ Result<size_t> ScatterScratchBytes(int num_rows);
 // contributions one by one, multiplying and adding with separate roundings
 // like the CPU reference, so the result is bitwise the in-order sum.
 // `scratch` holds at least ScatterScratchBytes(num_rows) bytes. Precondition:
-// rows[i] >= 0 and names a row of `out`.
+// rows[i] is -1 or names a row of `out`.
 Status LaunchScatterAddWeighted(const float* y, const int32_t* rows, const float* weights,
                                 int num_rows, int hidden, float* out, void* scratch,
                                 size_t scratch_bytes, cudaStream_t stream);

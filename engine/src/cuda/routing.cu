@@ -18,6 +18,14 @@ constexpr size_t kMaxSelectSmem = 48 * 1024;
 constexpr int kCountThreads = 1024;
 constexpr int kThreads = 256;
 
+// Sum over the warp, the same in every lane: each butterfly step adds the
+// same two values in both lanes of a pair, and addition commutes.
+__device__ __forceinline__ double WarpSum(double v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
+    v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
 // Floats of shared memory one warp of the select kernel uses.
 __host__ __device__ size_t SelectWarpFloats(int num_experts, int num_groups) {
   return static_cast<size_t>(num_experts) + 2 * static_cast<size_t>(num_groups);
@@ -102,8 +110,33 @@ __global__ void RouteSelectKernel(RouteSelectArgs args) {
     prev_e = best_e;
   }
 
-  // 5. Gate weights from the plain scores, summed in rank order in double.
+  // Router entropy of p = s / sum(s) (sum 1 when not positive), as Route().
+  const bool stats = args.token_entropy != nullptr && args.token_gate_mass != nullptr;
+  double total = 1;
+  if (stats) {
+    double part = 0;
+    for (int e = lane; e < num_experts; e += kWarpSize)
+      part += s[e];
+    total = WarpSum(part);
+    if (!(total > 0)) total = 1;
+    double entropy = 0;
+    for (int e = lane; e < num_experts; e += kWarpSize) {
+      const double p = s[e] / total;
+      if (p > 0) entropy -= p * log(p);
+    }
+    entropy = WarpSum(entropy);
+    if (lane == 0) args.token_entropy[token] = entropy;
+  }
+
+  // Gate mass (the chosen experts' share of the scores) and 5. gate weights
+  // from the plain scores, both summed in rank order in double.
   if (lane != 0) return;
+  if (stats) {
+    double mass = 0;
+    for (int j = 0; j < args.top_k && chosen[j] >= 0; ++j)
+      mass += s[chosen[j]] / total;
+    args.token_gate_mass[token] = mass;
+  }
   double denom = 1.0;
   if (args.normalize_gates) {
     denom = 0;
@@ -118,6 +151,8 @@ __global__ void RouteSelectKernel(RouteSelectArgs args) {
 
 // Scratch pieces of LaunchCapacityAndPermute, carved in this order.
 struct Scratch {
+  double* token_entropy;    // [num_tokens] from RouteSelectKernel
+  double* token_gate_mass;  // [num_tokens]
   int32_t* keys_in;
   int32_t* keys_out;
   int32_t* idx_in;
@@ -128,13 +163,18 @@ struct Scratch {
   int32_t* rep_count;     // [E] replicas of the expert
   int32_t* rep_offsets;   // [E] first entry of its replicas in log2phy
   int32_t* log2phy;       // [num_slots] replicas grouped by expert, slot order
-  int32_t* slot_offsets;  // [num_slots + 1] first row of each slot
+  int32_t* slot_offsets;  // [num_slots + 1] first compact row of each slot
+  int32_t* room_offsets;  // [num_slots + 1] first capacity-layout row of each slot
   void* sort_temp;
   size_t sort_temp_bytes;
 };
 
 size_t IntBytes(size_t n) {
   return AlignUp(n * sizeof(int32_t));
+}
+
+size_t DoubleBytes(size_t n) {
+  return AlignUp(n * sizeof(double));
 }
 
 int KeyBits(int num_experts) {
@@ -153,14 +193,22 @@ Result<size_t> SortTempBytes(int num_items, int num_experts) {
   return bytes;
 }
 
-Scratch Carve(void* base, int num_items, int num_experts, int num_slots, size_t sort_temp_bytes) {
+Scratch Carve(void* base, int num_tokens, int num_items, int num_experts, int num_slots,
+              size_t sort_temp_bytes) {
   char* p = static_cast<char*>(base);
   auto take = [&p](size_t n) {
     int32_t* out = reinterpret_cast<int32_t*>(p);
     p += IntBytes(n);
     return out;
   };
+  auto take_doubles = [&p](size_t n) {
+    double* out = reinterpret_cast<double*>(p);
+    p += DoubleBytes(n);
+    return out;
+  };
   Scratch s;
+  s.token_entropy = take_doubles(num_tokens);
+  s.token_gate_mass = take_doubles(num_tokens);
   s.keys_in = take(num_items);
   s.keys_out = take(num_items);
   s.idx_in = take(num_items);
@@ -172,14 +220,15 @@ Scratch Carve(void* base, int num_items, int num_experts, int num_slots, size_t 
   s.rep_offsets = take(num_experts);
   s.log2phy = take(num_slots);
   s.slot_offsets = take(num_slots + 1);
+  s.room_offsets = take(num_slots + 1);
   s.sort_temp = p;
   s.sort_temp_bytes = sort_temp_bytes;
   return s;
 }
 
-size_t FixedScratchBytes(int num_items, int num_experts, int num_slots) {
-  return 4 * IntBytes(num_items) + 5 * IntBytes(num_experts) + IntBytes(num_slots) +
-         IntBytes(num_slots + 1);
+size_t FixedScratchBytes(int num_tokens, int num_items, int num_experts, int num_slots) {
+  return 2 * DoubleBytes(num_tokens) + 4 * IntBytes(num_items) + 5 * IntBytes(num_experts) +
+         IntBytes(num_slots) + 2 * IntBytes(num_slots + 1);
 }
 
 __global__ void KeysKernel(const int32_t* chosen, int n, int num_experts, int32_t* keys,
@@ -201,11 +250,14 @@ __global__ void RunBoundsKernel(const int32_t* sorted_keys, int n, int num_exper
 }
 
 struct CounterOffsets {
-  int expert_tokens, expert_demand, slot_tokens, device_tokens, k_histogram;
+  int expert_tokens, expert_demand, slot_tokens, device_tokens, k_histogram, transfer_rows;
 };
 
-// One block: replica tables, kept counts, slot offsets and every counter.
+// One block of kCountThreads: replica tables, kept counts, slot offsets (both
+// layouts) and every counter but the transfer rows.
 __global__ void CountKernel(CapacityPermuteArgs args, Scratch s, CounterOffsets off) {
+  __shared__ double entropy_part[kCountThreads];
+  __shared__ double mass_part[kCountThreads];
   const int num_experts = args.num_experts;
   const int num_slots = args.num_slots;
   uint32_t* c = args.counters;
@@ -237,6 +289,10 @@ __global__ void CountKernel(CapacityPermuteArgs args, Scratch s, CounterOffsets 
     const int tokens = kept / r + (index < kept % r ? 1 : 0);
     s.slot_offsets[q + 1] = tokens;
     c[off.slot_tokens + q] = tokens;
+    if (args.capacity_layout) {  // room of the replica, as CapacityLayoutOffsets()
+      const int room = min(static_cast<int>(args.capacity), args.num_tokens);
+      s.room_offsets[q + 1] = room / r + (index < room % r ? 1 : 0);
+    }
   }
   for (int h = threadIdx.x; h <= args.top_k; h += blockDim.x) {
     uint32_t tokens = 0;
@@ -248,11 +304,33 @@ __global__ void CountKernel(CapacityPermuteArgs args, Scratch s, CounterOffsets 
     }
     c[off.k_histogram + h] = tokens;
   }
+  // Entropy and gate-mass sums in a fixed order: strided partial sums per
+  // thread, then a tree over the block.
+  double entropy = 0;
+  double mass = 0;
+  for (int t = threadIdx.x; t < args.num_tokens; t += kCountThreads) {
+    entropy += s.token_entropy[t];
+    mass += s.token_gate_mass[t];
+  }
+  entropy_part[threadIdx.x] = entropy;
+  mass_part[threadIdx.x] = mass;
   __syncthreads();
+  for (int stride = kCountThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      entropy_part[threadIdx.x] += entropy_part[threadIdx.x + stride];
+      mass_part[threadIdx.x] += mass_part[threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
   if (threadIdx.x != 0) return;
   s.slot_offsets[0] = 0;
   for (int q = 0; q < num_slots; ++q)
     s.slot_offsets[q + 1] += s.slot_offsets[q];
+  if (args.capacity_layout) {
+    s.room_offsets[0] = 0;
+    for (int q = 0; q < num_slots; ++q)
+      s.room_offsets[q + 1] += s.room_offsets[q];
+  }
   const int slots_per_device = num_slots / args.num_devices;
   for (int d = 0; d < args.num_devices; ++d) {
     c[off.device_tokens + d] =
@@ -271,8 +349,19 @@ __global__ void CountKernel(CapacityPermuteArgs args, Scratch s, CounterOffsets 
   c[L::kDropped] = dropped;
   c[L::kCapacity] = args.capacity;
   c[L::kNumRows] = s.slot_offsets[num_slots];
-  for (size_t i = L::kNumRows + 1; i < L::kHeader; ++i)
-    c[i] = 0;
+  c[L::kEntropySum] = __float_as_uint(static_cast<float>(entropy_part[0]));
+  c[L::kGateMassSum] = __float_as_uint(static_cast<float>(mass_part[0]));
+}
+
+// Capacity layout: rows of slot blockIdx.x past its served ones are padding.
+__global__ void PadKernel(CapacityPermuteArgs args, Scratch s) {
+  const int q = blockIdx.x;
+  const int served = s.slot_offsets[q + 1] - s.slot_offsets[q];
+  const int end = s.room_offsets[q + 1];
+  for (int row = s.room_offsets[q] + served + threadIdx.x; row < end; row += blockDim.x) {
+    args.rows[row] = -1;
+    args.row_weights[row] = 0.0f;
+  }
 }
 
 __global__ void PlaceKernel(CapacityPermuteArgs args, Scratch s) {
@@ -292,14 +381,40 @@ __global__ void PlaceKernel(CapacityPermuteArgs args, Scratch s) {
     }
     const int r = s.rep_count[e];
     const int32_t q = s.log2phy[s.rep_offsets[e] + m % r];
-    const int row = s.slot_offsets[q] + m / r;
+    const int row = (args.capacity_layout ? s.room_offsets[q] : s.slot_offsets[q]) + m / r;
     args.slot[i] = q;
     args.rows[row] = i / args.top_k;
     args.row_weights[row] = args.weight[i];
   }
 }
 
+// Per token: each device other than the token's own that serves one of its
+// slots receives the token once. Runs after PlaceKernel (reads `slot`).
+__global__ void TransferKernel(CapacityPermuteArgs args, int transfer_rows) {
+  const int num_devices = args.num_devices;
+  const int slots_per_device = args.num_slots / num_devices;
+  for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < args.num_tokens;
+       t += gridDim.x * blockDim.x) {
+    const int src = t % num_devices;
+    const int32_t* slot = args.slot + static_cast<size_t>(t) * args.top_k;
+    for (int j = 0; j < args.top_k; ++j) {
+      if (slot[j] < 0) continue;
+      const int dst = slot[j] / slots_per_device;
+      if (dst == src) continue;
+      bool seen = false;
+      for (int i = 0; i < j && !seen; ++i)
+        seen = slot[i] >= 0 && slot[i] / slots_per_device == dst;
+      if (!seen) atomicAdd(args.counters + transfer_rows + src * num_devices + dst, 1u);
+    }
+  }
+}
+
 }  // namespace
+
+RoutingTokenStats TokenStatsOf(void* scratch, int num_tokens) {
+  const Scratch s = Carve(scratch, num_tokens, 0, 0, 0, 0);
+  return {s.token_entropy, s.token_gate_mass};
+}
 
 Status LaunchRouteSelect(const RouteSelectArgs& args, cudaStream_t stream) {
   if (args.shortlist > 0) return Status::Unsupported("device routing: shortlist (two-stage)");
@@ -324,7 +439,7 @@ Status LaunchRouteSelect(const RouteSelectArgs& args, cudaStream_t stream) {
 Result<size_t> RoutingScratchBytes(int num_tokens, int top_k, int num_experts, int num_slots) {
   const int n = num_tokens * top_k;
   MOE_ASSIGN_OR_RETURN(const size_t sort_bytes, SortTempBytes(n, num_experts));
-  return FixedScratchBytes(n, num_experts, num_slots) + sort_bytes;
+  return FixedScratchBytes(num_tokens, n, num_experts, num_slots) + sort_bytes;
 }
 
 Status LaunchCapacityAndPermute(const CapacityPermuteArgs& args, void* scratch,
@@ -333,19 +448,27 @@ Status LaunchCapacityAndPermute(const CapacityPermuteArgs& args, void* scratch,
   if (args.num_slots <= 0 || args.num_devices <= 0 || args.num_slots % args.num_devices != 0) {
     return Status::InvalidArgument("device routing: slots must be a multiple of devices");
   }
+  if (args.capacity_layout && args.capacity == 0) {
+    return Status::InvalidArgument("device routing: the capacity layout needs a capacity > 0");
+  }
   const int n = args.num_tokens * args.top_k;
   MOE_ASSIGN_OR_RETURN(const size_t sort_bytes, SortTempBytes(n, args.num_experts));
-  if (scratch_bytes < FixedScratchBytes(n, args.num_experts, args.num_slots) + sort_bytes) {
+  if (scratch_bytes <
+      FixedScratchBytes(args.num_tokens, n, args.num_experts, args.num_slots) + sort_bytes) {
     return Status::InvalidArgument("device routing: scratch too small");
   }
-  const Scratch s = Carve(scratch, n, args.num_experts, args.num_slots, sort_bytes);
+  const Scratch s =
+      Carve(scratch, args.num_tokens, n, args.num_experts, args.num_slots, sort_bytes);
   const DeviceRoutingCounterLayout layout =
       DeviceRoutingCounters(args.num_experts, args.num_slots, args.num_devices, args.top_k);
   const CounterOffsets off{
       static_cast<int>(layout.expert_tokens), static_cast<int>(layout.expert_demand),
-      static_cast<int>(layout.slot_tokens), static_cast<int>(layout.device_tokens),
-      static_cast<int>(layout.k_histogram)};
+      static_cast<int>(layout.slot_tokens),   static_cast<int>(layout.device_tokens),
+      static_cast<int>(layout.k_histogram),   static_cast<int>(layout.transfer_rows)};
   MOE_CUDA_CHECK(cudaMemsetAsync(s.expert_start, 0, 2 * IntBytes(args.num_experts), stream));
+  const size_t num_transfer = static_cast<size_t>(args.num_devices) * args.num_devices;
+  MOE_CUDA_CHECK(cudaMemsetAsync(args.counters + layout.transfer_rows, 0,
+                                 num_transfer * sizeof(uint32_t), stream));
   if (n > 0) {
     KeysKernel<<<NumBlocks(n, kThreads), kThreads, 0, stream>>>(args.chosen, n, args.num_experts,
                                                                 s.keys_in, s.idx_in);
@@ -360,8 +483,15 @@ Status LaunchCapacityAndPermute(const CapacityPermuteArgs& args, void* scratch,
   }
   CountKernel<<<1, kCountThreads, 0, stream>>>(args, s, off);
   MOE_CUDA_CHECK_LAUNCH();
+  if (args.capacity_layout) {
+    PadKernel<<<args.num_slots, kThreads, 0, stream>>>(args, s);
+    MOE_CUDA_CHECK_LAUNCH();
+  }
   if (n > 0) {
     PlaceKernel<<<NumBlocks(n, kThreads), kThreads, 0, stream>>>(args, s);
+    MOE_CUDA_CHECK_LAUNCH();
+    TransferKernel<<<NumBlocks(args.num_tokens, kThreads), kThreads, 0, stream>>>(
+        args, off.transfer_rows);
     MOE_CUDA_CHECK_LAUNCH();
   }
   return Status::Ok();

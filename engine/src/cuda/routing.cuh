@@ -3,10 +3,12 @@
 //
 //   LaunchRouteSelect: per token, selection = scores + bias + counter-based
 //     noise, group-limited routing, top-K by selection (ties to the lower id),
-//     and gate weights from the unbiased, noise-free scores;
+//     gate weights from the unbiased, noise-free scores, and the token's
+//     router entropy and gate mass;
 //   LaunchCapacityAndPermute: per-expert capacity with the drop policy, the
 //     even split over replicas, the counting sort of served token-slots by
-//     physical slot, and the step's counters in one small array.
+//     physical slot (compact or capacity layout, router.h), and the step's
+//     counters in one small array.
 //
 // Not covered (kUnsupported when asked): two-stage shortlist / availability
 // mixing, dynamic K (top_p), the reroute and replica overflow policies.
@@ -39,6 +41,11 @@ struct RouteSelectArgs {
   double top_p = 0;           // not covered: must be 0
   int32_t* chosen = nullptr;  // [num_tokens, top_k] expert ids in rank order, -1 unused
   float* weight = nullptr;    // [num_tokens, top_k] gate weights, 0 unused
+  // [num_tokens] per token, as Route() defines them: the entropy (nats) of
+  // scores / their sum, and the chosen experts' share of that sum. Both null:
+  // not computed. LaunchCapacityAndPermute sums the ones TokenStatsOf() names.
+  double* token_entropy = nullptr;
+  double* token_gate_mass = nullptr;
 };
 
 // One warp per token; the token's selection scores live in shared memory.
@@ -54,22 +61,37 @@ struct CapacityPermuteArgs {
   int num_slots = 0;  // physical slots (replicas), a multiple of num_devices
   int num_devices = 1;
   int top_k = 0;
-  uint32_t capacity = 0;         // per logical expert, 0 = unlimited
-  bool overflow_drop = true;     // false (reroute / replica) is not covered
+  uint32_t capacity = 0;      // per logical expert, 0 = unlimited
+  bool overflow_drop = true;  // false (reroute / replica) is not covered
+  // false: compact rows (the first kNumRows written); true: the capacity
+  // layout of CapacityLayoutOffsets() (router.h), padding rows get -1 and 0;
+  // needs capacity > 0.
+  bool capacity_layout = false;
   int32_t* slot = nullptr;       // [num_tokens, top_k] physical slot, -1 unused/dropped
-  int32_t* rows = nullptr;       // [num_tokens * top_k] token of each permutation row
-  float* row_weights = nullptr;  // [num_tokens * top_k] gate weight of each row
+  int32_t* rows = nullptr;       // token of each permutation row (see capacity_layout)
+  float* row_weights = nullptr;  // gate weight of each row
   uint32_t* counters = nullptr;  // DeviceRoutingCounters() layout (router.h)
 };
 
 // Bytes of device scratch LaunchCapacityAndPermute needs.
 Result<size_t> RoutingScratchBytes(int num_tokens, int top_k, int num_experts, int num_slots);
 
-// Capacity, replica split and permutation, deterministic and free of atomics:
-// a stable radix sort of token-slots by expert gives each slot its arrival
-// rank m at its expert (token order, then rank order, as the CPU claims
-// capacity); m < capacity is kept and served by replica m % r at row m / r of
-// that replica, which is exactly the CPU's round-robin claim sequence.
+// The per-token entropy and gate-mass arrays ([num_tokens] doubles each) at
+// the head of a routing scratch block: LaunchRouteSelect writes them and
+// LaunchCapacityAndPermute, given the same block, sums them into the counters.
+struct RoutingTokenStats {
+  double* entropy = nullptr;
+  double* gate_mass = nullptr;
+};
+RoutingTokenStats TokenStatsOf(void* scratch, int num_tokens);
+
+// Capacity, replica split and permutation, deterministic: a stable radix sort
+// of token-slots by expert gives each slot its arrival rank m at its expert
+// (token order, then rank order, as the CPU claims capacity); m < capacity is
+// kept and served by replica m % r at row m / r of that replica, which is
+// exactly the CPU's round-robin claim sequence. The entropy and gate-mass sums
+// are reduced in a fixed order; the only atomics are integer increments of
+// the transfer-row matrix, whose totals do not depend on their order.
 Status LaunchCapacityAndPermute(const CapacityPermuteArgs& args, void* scratch,
                                 size_t scratch_bytes, cudaStream_t stream);
 

@@ -14,6 +14,9 @@
 // Ops are enqueued in order; Synchronize() waits for all enqueued work (the CPU
 // backend runs every op synchronously). An op returns a non-OK Status only for a
 // device/library failure or a violated precondition it can detect cheaply.
+// Timing needs no waiting either: RecordMark() enqueues a mark that takes the
+// time at which the backend reaches it, read with MicrosBetween() once the
+// backend has passed it (after Synchronize()).
 //
 // Thread safety: a Backend and its buffers belong to one thread at a time.
 
@@ -39,8 +42,8 @@ enum class Feature {
   kSigmoidScoring,    // Score() with ScoreFunction::kSigmoid
   kGroupedExpertFfn,  // ExpertFfn() over several expert groups in one call
   kHostRouting,       // routing decisions run on the host from downloaded scores
-  kTiming,            // per-op timings are meaningful (ops run synchronously)
   kDeviceRouting,     // RouteOnDevice(): the routing pipeline runs on the device
+  kHostMemory,        // backend memory is host memory: downloads cost nothing
 };
 
 // Lowercase name, e.g. "sigmoid_scoring".
@@ -71,6 +74,13 @@ struct ExpertWeights {
   const float* gate_up = nullptr;
   const float* down = nullptr;
   int ffn = 0;  // intermediate size F
+};
+
+// A point in a backend's queue of work (see Backend::RecordMark). Created by
+// the backend that records it; not copyable.
+class BackendMark {
+ public:
+  virtual ~BackendMark() = default;
 };
 
 // A grouped expert FFN call: group g runs expert `experts[g]` over the rows
@@ -109,6 +119,23 @@ class Backend {
   virtual Status Fill(float value, size_t num_floats, float* dst) = 0;
   virtual Status Synchronize() = 0;
 
+  // Host memory the backend copies to and from without waiting (pinned on
+  // CUDA, plain on the CPU); data() is a host address.
+  virtual Result<std::unique_ptr<BackendBuffer>> AllocateHost(size_t num_bytes) = 0;
+  // Enqueues host[0, num_bytes) = src[0, num_bytes) and returns; `host` holds
+  // the data after the next Synchronize(). With `host` from AllocateHost() the
+  // call never waits; with other host memory it may (CUDA).
+  virtual Status DownloadAsync(const void* src, size_t num_bytes, void* host) = 0;
+
+  // Timing without waiting. A mark is created once and recorded any number of
+  // times; each RecordMark() is enqueued like an op and replaces the mark's
+  // time with the time the backend reaches it. MicrosBetween() reads
+  // `to` - `from` once the backend has passed both (after Synchronize());
+  // errors: kFailedPrecondition when a mark was never recorded.
+  virtual Result<std::unique_ptr<BackendMark>> CreateMark() = 0;
+  virtual Status RecordMark(BackendMark* mark) = 0;
+  virtual Result<double> MicrosBetween(const BackendMark& from, const BackendMark& to) = 0;
+
   // out[t, :] = x[t, :] * weight[:] / sqrt(mean(x[t, :]^2) + eps).
   virtual Status RmsNorm(const float* x, const float* weight, int num_tokens, int hidden, float eps,
                          float* out) = 0;
@@ -127,14 +154,16 @@ class Backend {
   virtual Status TopK(const float* selection, int num_tokens, int num_experts, int k,
                       int32_t* indices) = 0;
 
-  // out[i, :] = x[rows[i], :] for i in [0, num_rows).
+  // out[i, :] = x[rows[i], :] for i in [0, num_rows); a row of -1 gives
+  // out[i, :] = 0 (padding of the capacity layout, see router.h).
   virtual Status Gather(const float* x, const int32_t* rows, int num_rows, int hidden,
                         float* out) = 0;
 
   // SwiGLU expert FFN on tokens grouped by expert (see ExpertGroups).
   virtual Status ExpertFfn(const ExpertGroups& groups) = 0;
 
-  // out[rows[i], :] += weights[i] * y[i, :] for i in [0, num_rows), in order.
+  // out[rows[i], :] += weights[i] * y[i, :] for i in [0, num_rows), in order;
+  // rows of -1 are skipped.
   virtual Status ScatterAddWeighted(const float* y, const int32_t* rows, const float* weights,
                                     int num_rows, int hidden, float* out) = 0;
 

@@ -23,7 +23,15 @@ enum class OverflowPolicy {
   kReplica,  // local replica first; when full, another replica with room
 };
 
+// Where a layer's routing pipeline runs.
+enum class RoutingMode {
+  kAuto,    // device when the backend can and the step is covered (below); else host
+  kHost,    // scores are downloaded and Route() runs on the host (covers every knob)
+  kDevice,  // Backend::RouteOnDevice(); knobs and replays it does not cover are refused
+};
+
 std::string_view OverflowPolicyName(OverflowPolicy policy);  // "drop", "reroute", "replica"
+std::string_view RoutingModeName(RoutingMode mode);          // "auto", "host", "device"
 std::string_view ScoreFunctionName(ScoreFunction fn);        // "softmax", "sigmoid"
 
 // The model: fixed for the engine's lifetime.
@@ -95,7 +103,19 @@ struct KnobUpdate {
 struct Options {
   ModelOptions model;
   ParallelOptions parallel;
-  Knobs knobs;                        // initial knobs of every layer (epoch 0)
+  Knobs knobs;  // initial knobs of every layer (epoch 0)
+  // Routing: kAuto routes a layer on the device when the backend supports
+  // Feature::kDeviceRouting, its memory is not host memory (kHostMemory: there
+  // host routing costs no transfer), the layer's knobs pass
+  // CheckDeviceRoutingCovered(), and the step does not replay a trace;
+  // otherwise on the host. LayerStats::routed_on_device says which ran.
+  RoutingMode routing = RoutingMode::kAuto;
+  // Device routing sizes the expert GEMMs by the capacity layout (router.h),
+  // which needs no host wait inside a step, while its rows exceed the step's
+  // top_k * tokens by at most this fraction (padding rows are computed and
+  // discarded). Beyond it, or with unlimited capacity, the step waits once
+  // for the routing counters before the expert GEMMs (LayerStats::host_waits).
+  double max_capacity_padding = 0.5;
   uint32_t quality_probe_tokens = 4;  // tokens sampled by the quality probe (0 = off)
   uint32_t quality_probe_every = 10;  // run the probe every N steps
   uint64_t seed = 1;                  // seeds routing noise and probe sampling

@@ -115,24 +115,26 @@ uint32_t ExpertCapacity(double capacity_factor, int num_tokens, uint32_t top_k,
 // The same pipeline as Route() for the features it covers: steps 1, 2, 3
 // without a shortlist, 4 with a fixed K, 5 and 6, with the drop policy; replay
 // (`forced`), two-stage routing (shortlist, availability), dynamic K (top_p)
-// and the reroute / replica policies are not covered (kUnsupported), and the
-// router entropy and gate mass are not computed. Parity: on the same scores,
-// knobs and seed, `chosen`, `slot` and the counters equal Route()'s `chosen`,
-// `slot` and counters, and `weight` its `weight` (computed in the same double
-// arithmetic), except where two selection scores tie to within the last bit of
-// the noise (its log/cos may round differently on the device).
+// and the reroute / replica policies are not covered (kUnsupported). Parity:
+// on the same scores, knobs and seed, `chosen`, `slot` and the counters equal
+// Route()'s `chosen`, `slot` and counters, and `weight` its `weight` (computed
+// in the same double arithmetic), except where two selection scores tie to
+// within the last bit of the noise (its log/cos may round differently on the
+// device); the entropy and gate-mass sums equal Route()'s to float rounding.
 //
-// The counters the host needs after a step (to size the expert groups and to
-// fill StepStats) sit in one small uint32 array in backend memory, laid out by
-// DeviceRoutingCounters(), so one copy per step brings them back.
+// Everything the host needs after a step (to fill LayerStats and to model the
+// all-to-all) sits in one small uint32 array in backend memory, laid out by
+// DeviceRoutingCounters(), so one copy per step brings it back.
 struct DeviceRoutingCounterLayout {
-  // Scalars at fixed offsets (entries 6, 7 reserved, written 0).
+  // Scalars at fixed offsets.
   static constexpr size_t kNumTokenSlots = 0;  // sum of K over tokens
   static constexpr size_t kOverflowed = 1;
   static constexpr size_t kRerouted = 2;  // always 0 (drop policy)
   static constexpr size_t kDropped = 3;
-  static constexpr size_t kCapacity = 4;  // per-expert capacity, 0 = unlimited
-  static constexpr size_t kNumRows = 5;   // served token-slots = valid permutation rows
+  static constexpr size_t kCapacity = 4;     // per-expert capacity, 0 = unlimited
+  static constexpr size_t kNumRows = 5;      // served token-slots
+  static constexpr size_t kEntropySum = 6;   // float bits: sum over tokens of the entropy
+  static constexpr size_t kGateMassSum = 7;  // float bits: sum over tokens of the gate mass
   static constexpr size_t kHeader = 8;
   // Offsets of the arrays, each right after the one before.
   size_t expert_tokens = 0;  // [E] served slots per logical expert
@@ -140,7 +142,12 @@ struct DeviceRoutingCounterLayout {
   size_t slot_tokens = 0;    // [num_slots] served slots per physical slot
   size_t device_tokens = 0;  // [num_devices] served slots per device
   size_t k_histogram = 0;    // [top_k + 1]
-  size_t total = 0;          // entries in all
+  // [num_devices * num_devices] at src * D + dst: the (token, device) pairs of
+  // served slots with the token on device src = t % D and the slot on device
+  // dst != src, a token counted once per device however many of its slots
+  // are there (the rows the dispatch all-to-all sends); the diagonal is 0.
+  size_t transfer_rows = 0;
+  size_t total = 0;  // entries in all
 };
 
 DeviceRoutingCounterLayout DeviceRoutingCounters(uint32_t num_experts, uint32_t num_slots,
@@ -148,13 +155,37 @@ DeviceRoutingCounterLayout DeviceRoutingCounters(uint32_t num_experts, uint32_t 
 
 // Writes the counters of a host copy of a device counter array into `plan`
 // (capacity, num_token_slots, overflowed, rerouted, dropped, expert_tokens,
-// expert_demand, slot_tokens, k_histogram).
+// expert_demand, slot_tokens, k_histogram, and router_entropy and gate_mass as
+// means over plan->num_tokens).
 void ApplyDeviceRoutingCounters(const uint32_t* counters, const DeviceRoutingCounterLayout& layout,
                                 RoutingPlan* plan);
+
+// The transfer-row matrix of DeviceRoutingCounterLayout::transfer_rows for a
+// host plan: [D * D], token t on device t % D, slot s on device
+// s / (num_slots / D), each (token, destination device) pair counted once.
+std::vector<uint32_t> TransferRows(const RoutingPlan& plan, uint32_t num_slots,
+                                   uint32_t num_devices);
+
+// The modelled all-to-all of one direction (dispatch; the combine sends the
+// same rows back): the largest over devices of its intra-node bytes (the
+// larger of sent and received) over the intra-node bandwidth plus its
+// inter-node bytes over the inter-node bandwidth, in microseconds, from a
+// transfer-row matrix [D * D] and `row_bytes` per row.
+double ModelAllToAllUs(const std::vector<uint32_t>& transfer_rows, double row_bytes,
+                       const ParallelOptions& parallel);
 
 // kUnsupported naming the first knob device routing does not cover (shortlist,
 // top_p, an overflow policy other than drop); OK otherwise.
 Status CheckDeviceRoutingCovered(const Knobs& knobs);
+
+// The capacity layout of the permutation: with a per-expert capacity C > 0,
+// slot s of an expert with r replicas, the i-th of them in slot order, gets
+// room for c / r + (i < c % r) rows, c = min(C, num_tokens) (no expert serves
+// a token twice); the room is known before routing, so expert work can be
+// sized on the host without waiting for the routing counters. Returns
+// [num_slots + 1] row offsets: slot s owns rows [offsets[s], offsets[s + 1]).
+std::vector<int> CapacityLayoutOffsets(const std::vector<uint32_t>& phy2log, uint32_t num_experts,
+                                       uint32_t capacity, int num_tokens);
 
 // Arguments of Backend::RouteOnDevice(). Pointers are backend memory of the
 // backend that runs it, except `options` and `knobs` (host). Outputs are
@@ -172,14 +203,26 @@ struct DeviceRoutingArgs {
   int32_t* chosen = nullptr;  // Route()'s `chosen`
   int32_t* slot = nullptr;    // Route()'s `slot`
   float* weight = nullptr;    // Route()'s `weight`
-  // The permutation, served token-slots sorted by physical slot and, within a
-  // slot, by token-slot index (the order of the engine's host counting sort);
-  // the first counters[kNumRows] of [num_tokens * top_k] entries are valid.
-  // Slot s owns rows [sum of slot_tokens[< s], + slot_tokens[s]).
+  // The permutation: served token-slots grouped by physical slot and, within
+  // a slot, by token-slot index (the order of the engine's host counting
+  // sort). Two layouts:
+  //   compact (capacity_layout false): slot s owns rows [sum of
+  //     slot_tokens[< s], + slot_tokens[s]); the first counters[kNumRows] of
+  //     [num_tokens * top_k] entries are written;
+  //   capacity (capacity_layout true, needs a capacity > 0): slot s owns rows
+  //     [o[s], o[s + 1]) of o = CapacityLayoutOffsets(), its served rows first
+  //     and then padding (token -1, weight 0); all o[num_slots] entries are
+  //     written.
+  bool capacity_layout = false;
   int32_t* rows = nullptr;       // token of each row
   float* row_weights = nullptr;  // its gate weight
   uint32_t* counters = nullptr;  // [DeviceRoutingCounters(...).total]
 };
+
+// RouteOnDevice() on host memory: Route() with the results written in the
+// device contract above (the CPU backend's RouteOnDevice; the reference the
+// CUDA kernels are tested against). Same refusals as the device.
+Status RouteIntoDeviceLayout(const DeviceRoutingArgs& args);
 
 }  // namespace moe::engine
 

@@ -39,6 +39,10 @@ struct LayerStats {
   double total_us = 0;       // critical path: router + dispatch + expert + a2a + combine
   std::vector<double> device_expert_us;  // [D] expert compute per device (with slowdown)
 
+  bool routed_on_device = false;  // Backend::RouteOnDevice() routed it (Options::routing)
+  uint32_t expert_rows = 0;       // rows the routed expert GEMMs ran, capacity padding included
+  uint32_t host_waits = 0;        // host waits inside the layer (host routing, counters, probe)
+
   bool replayed = false;      // the selection came from StepInput::routing (a trace)
   ExpertSelection selection;  // the experts each token chose; only with record_selection
 };
@@ -47,8 +51,11 @@ struct StepStats {
   uint64_t step = 0;   // 0-based step counter
   uint64_t epoch = 0;  // epoch of the knobs in force during the step
   uint32_t num_tokens = 0;
-  double step_us = 0;             // wall time of the whole step (all layers)
-  bool timing_on_device = false;  // false: virtual devices, timed one by one
+  double step_us = 0;  // wall time of the whole step (all layers)
+  // true: times come from the device's own clock (CUDA events); false: host
+  // wall clock around ops that ran synchronously (the CPU backend). Virtual
+  // devices run one after another either way.
+  bool timing_on_device = false;
   // A placement change applied at the start of this step (0 when none): the
   // expert weight bytes copied into slots whose logical expert changed, summed
   // over layers and devices;

@@ -1,0 +1,53 @@
+// moe-engine's config: the [engine] routing and GEMM keys, and errors that say
+// file:line:column, the key and what is allowed.
+
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "engine_config.h"
+#include "support/temp_dir.h"
+
+namespace moe::engine_app {
+namespace {
+
+TEST_CASE("Engine config: routing, padding and GEMM precision", "[config][engine]") {
+  moe::testing::TempDir dir;
+  const std::string path = dir.Write("engine.toml",
+                                     "[engine]\n"
+                                     "backend = \"cuda\"\n"
+                                     "routing = \"device\"\n"
+                                     "max_capacity_padding = 0.25\n"
+                                     "gemm_precision = \"bf16\"\n");
+  auto cfg = LoadEngineConfig(path);
+  INFO(cfg.status().ToString());
+  REQUIRE(cfg.ok());
+  CHECK(cfg->engine.routing == engine::RoutingMode::kDevice);
+  CHECK(cfg->engine.max_capacity_padding == 0.25);
+  CHECK(cfg->app.gemm_precision == "bf16");
+
+  auto defaults = LoadEngineConfig(dir.Write("empty.toml", "[engine]\n"));
+  REQUIRE(defaults.ok());
+  CHECK(defaults->engine.routing == engine::RoutingMode::kAuto);
+  CHECK(defaults->app.gemm_precision == "fp32");
+}
+
+TEST_CASE("Engine config: a bad routing value names file, line, column and choices",
+          "[config][engine]") {
+  moe::testing::TempDir dir;
+  const std::string path = dir.Write("engine.toml", "[engine]\nid = \"e\"\nrouting = \"gpu\"\n");
+  auto cfg = LoadEngineConfig(path);
+  REQUIRE_FALSE(cfg.ok());
+  const std::string message = cfg.status().message();
+  INFO(message);
+  CHECK(message.find(path + ":3:") != std::string::npos);
+  CHECK(message.find("routing") != std::string::npos);
+  CHECK(message.find("device") != std::string::npos);
+
+  auto negative = LoadEngineConfig(dir.Write("neg.toml", "[engine]\nmax_capacity_padding = -1\n"));
+  REQUIRE_FALSE(negative.ok());
+  CHECK(negative.status().message().find("max_capacity_padding") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace moe::engine_app
