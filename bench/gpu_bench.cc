@@ -5,8 +5,10 @@
 //   gpu_bench [--tokens 512] [--iters 10] [--warmup 3] [--no-full]
 //
 // Shapes: "issue" (hidden 1024, 64 experts of ffn 512, 2 shared, top-6) and
-// "deepseek_v3" (hidden 7168, 256 experts of ffn 2048, 1 shared, top-8; its
-// fp32 expert weights take about 45 GB and are skipped when they do not fit).
+// the full-size model shapes: "mixtral" (hidden 4096, 8 experts of ffn 14336,
+// no shared expert, top-2; 5.6 GB of fp32 expert weights) and "deepseek_v3"
+// (hidden 7168, 256 experts of ffn 2048, 1 shared, top-8; about 45 GB).
+// A shape whose weights do not fit in free device memory is skipped.
 
 #include <cuda_runtime.h>
 
@@ -45,6 +47,7 @@ struct Shape {
   int hidden, num_experts, ffn, num_shared, top_k;
 };
 constexpr Shape kIssue{"issue", 1024, 64, 512, 2, 6};
+constexpr Shape kMixtral{"mixtral", 4096, 8, 14336, 0, 2};
 constexpr Shape kDeepSeekV3{"deepseek_v3", 7168, 256, 2048, 1, 8};
 
 struct Precision {
@@ -152,8 +155,10 @@ DeviceModel MakeModel(Backend& backend, const Shape& s) {
     m.experts.push_back({gate_up, alloc(f * h), s.ffn});
   }
   const size_t shared_f = f * s.num_shared;
-  float* shared_gate_up = alloc(h * 2 * shared_f);
-  m.shared = {shared_gate_up, alloc(shared_f * h), static_cast<int>(shared_f)};
+  if (shared_f > 0) {
+    float* shared_gate_up = alloc(h * 2 * shared_f);
+    m.shared = {shared_gate_up, alloc(shared_f * h), static_cast<int>(shared_f)};
+  }
   m.norm = Take(backend.Allocate(h * sizeof(float)), "allocate norm");
   Check(backend.Fill(1.0f, h, m.norm->floats()), "fill norm");
   m.router = Take(backend.Allocate(h * s.num_experts * sizeof(float)), "allocate router");
@@ -266,14 +271,18 @@ json BenchLayerOps(const Shape& s, const DeviceModel& model, int tokens, int war
     routed.experts = model.experts;
     routed.offsets = offsets;
     Check(b->ExpertFfn(routed), "routed ExpertFfn");
-    ExpertGroups shared;
-    shared.input = x_norm->floats();
-    shared.output = accum->floats();
-    shared.hidden = s.hidden;
-    shared.workspace = workspace->floats();
-    shared.experts = {model.shared};
-    shared.offsets = {0, tokens};
-    Check(b->ExpertFfn(shared), "shared ExpertFfn");
+    if (model.shared.ffn > 0) {
+      ExpertGroups shared;
+      shared.input = x_norm->floats();
+      shared.output = accum->floats();
+      shared.hidden = s.hidden;
+      shared.workspace = workspace->floats();
+      shared.experts = {model.shared};
+      shared.offsets = {0, tokens};
+      Check(b->ExpertFfn(shared), "shared ExpertFfn");
+    } else {
+      Check(b->Fill(0.0f, t * h, accum->floats()), "fill");
+    }
     Check(b->ScatterAddWeighted(routed_out->floats(), rows_buf->ints(), weights_buf->floats(),
                                 static_cast<int>(rows.size()), s.hidden, accum->floats()),
           "ScatterAddWeighted");
@@ -355,7 +364,7 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens, "tokens per layer call")->check(CLI::PositiveNumber);
   app.add_option("--iters", iters, "timed iterations")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed iterations")->check(CLI::NonNegativeNumber);
-  app.add_flag("--no-full", no_full, "skip the full-size DeepSeek-V3 shape");
+  app.add_flag("--no-full", no_full, "skip the full-size shapes (mixtral, deepseek_v3)");
   CLI11_PARSE(app, argc, argv);
 
   int num_devices = 0;
@@ -372,7 +381,7 @@ int main(int argc, char** argv) {
       "grouped SwiGLU (2 GEMMs + activation), rows spread evenly over the experts; FLOPs = 6 x "
       "rows x hidden x ffn; weight_gbps counts each expert's weights read once per call";
   doc["shapes"] = json::array();
-  for (const Shape* s : {&kIssue, &kDeepSeekV3}) {
+  for (const Shape* s : {&kIssue, &kMixtral, &kDeepSeekV3}) {
     json entry;
     entry["name"] = s->name;
     entry["shape"] = ShapeJson(*s, tokens);
@@ -381,7 +390,7 @@ int main(int argc, char** argv) {
     size_t free_bytes = 0, total_bytes = 0;
     cudaMemGetInfo(&free_bytes, &total_bytes);
     const double activation_bytes = 4.0 * tokens * s->top_k * s->hidden * 8;
-    if (s == &kDeepSeekV3 && no_full) {
+    if (s != &kIssue && no_full) {
       entry["skipped"] = "--no-full";
     } else if (weight_bytes + activation_bytes + (1u << 30) > free_bytes) {
       entry["skipped"] = "fp32 weights need " + std::to_string(weight_bytes / 1e9) + " GB, " +
