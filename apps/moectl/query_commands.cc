@@ -214,14 +214,18 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
   for (const storage::DecisionRow& d : rows) {
     nlohmann::json proposal = ParseOrText(d.proposal_json);
     nlohmann::json command = ParseOrText(d.command_json);
-    Cell from, to;
-    if (proposal.is_object() && proposal.contains("current"))
-      from = proposal["current"].get<double>();
-    if (command.is_object() && command.contains(d.knob)) {
-      to = command[d.knob].get<double>();
-    } else if (proposal.is_object() && proposal.contains("value")) {
-      to = proposal["value"].get<double>();
-    }
+    // Scalar knobs: the value before and the one sent; a vector knob
+    // (expert_bias) shows its largest |element| before and after (`explain`
+    // lists every element that changed).
+    auto number = [](const nlohmann::json& object, const std::string& key) -> Cell {
+      if (object.is_object() && object.contains(key) && object[key].is_number()) {
+        return object[key].get<double>();
+      }
+      return Cell{};
+    };
+    Cell from = number(proposal, "current");
+    Cell to = number(command, d.knob);
+    if (std::holds_alternative<std::monostate>(to)) to = number(proposal, "value");
     std::string reason = d.verdict == "rejected" ? d.verdict_reason
                          : proposal.is_object()  ? proposal.value("reason", "")
                                                  : "";

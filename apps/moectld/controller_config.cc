@@ -1,5 +1,6 @@
 #include "controller_config.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "moe/config/toml_reader.h"
@@ -15,10 +16,31 @@ void ReadLimits(TableReader table, policies::KnobLimits* limits) {
   table.Read("min", &limits->min);
   table.Read("max", &limits->max);
   table.Read("max_change", &limits->max_change, Range<double>{0, 1e9});
+  table.Read("min_change", &limits->min_change, Range<double>{0, 1e9});
+}
+
+uint64_t ReadMinSteps(TableReader& table, uint64_t value) {
+  int64_t steps = static_cast<int64_t>(value);
+  table.Read("min_steps", &steps, Range<int64_t>{1, 1'000'000});
+  return static_cast<uint64_t>(steps);
 }
 
 // The policy sections, found in controller.toml or in its policies file.
 void ReadPolicies(TableReader root, ControllerOptions* o) {
+  if (root.Has("order")) {
+    root.Read("order", &o->policy_order);
+    const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise"};
+    for (size_t i = 0; i < o->policy_order.size(); ++i) {
+      const std::string& name = o->policy_order[i];
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        root.Fail("order",
+                  "unknown policy \"" + name + "\"; use capacity, bias, adaptive_k or noise");
+      } else if (std::find(o->policy_order.begin(), o->policy_order.begin() + i, name) !=
+                 o->policy_order.begin() + i) {
+        root.Fail("order", "policy \"" + name + "\" is listed twice");
+      }
+    }
+  }
   TableReader capacity = root.Table("capacity");
   capacity.Read("enabled", &o->capacity_enabled);
   capacity.Read("target_low", &o->capacity.target_low, Range<double>{0, 1});
@@ -42,6 +64,35 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   guard.Read("rollback_min_delta", &o->guard.rollback_min_delta, Range<double>{0, 1e9});
   ReadLimits(guard.Table("capacity_factor"), &o->guard.capacity_factor);
   ReadLimits(guard.Table("top_k"), &o->guard.top_k);
+  ReadLimits(guard.Table("noise_std"), &o->guard.noise_std);
+  ReadLimits(guard.Table("expert_bias"), &o->guard.expert_bias);
+
+  TableReader bias = root.Table("bias");
+  bias.Read("enabled", &o->bias_enabled);
+  bias.Read("update_rate", &o->bias.update_rate, Range<double>{0, 10});
+  bias.Read("max_step", &o->bias.max_step, Range<double>{0, 10});
+  bias.Read("deadband", &o->bias.deadband, Range<double>{0, 10});
+  bias.Read("min_imbalance", &o->bias.min_imbalance, Range<double>{1, 1e6});
+  bias.Read("max_bias", &o->bias.max_bias, Range<double>{0, 10});
+  o->bias.min_steps = ReadMinSteps(bias, o->bias.min_steps);
+
+  TableReader adaptive_k = root.Table("adaptive_k");
+  adaptive_k.Read("enabled", &o->adaptive_k_enabled);
+  adaptive_k.Read("slo_us", &o->adaptive_k.slo_us, Range<double>{1, 1e9});
+  adaptive_k.Read("quality_budget", &o->adaptive_k.quality_budget, Range<double>{0, 10});
+  adaptive_k.Read("headroom", &o->adaptive_k.headroom, Range<double>{0, 1});
+  adaptive_k.Read("min_k", &o->adaptive_k.min_k, Range<int64_t>{1, 1024});
+  adaptive_k.Read("max_k", &o->adaptive_k.max_k, Range<int64_t>{1, 1024});
+  o->adaptive_k.min_steps = ReadMinSteps(adaptive_k, o->adaptive_k.min_steps);
+
+  TableReader noise = root.Table("noise");
+  noise.Read("enabled", &o->noise_enabled);
+  noise.Read("imbalance_high", &o->noise.imbalance_high, Range<double>{0, 1e6});
+  noise.Read("imbalance_low", &o->noise.imbalance_low, Range<double>{0, 1e6});
+  noise.Read("quality_budget", &o->noise.quality_budget, Range<double>{0, 10});
+  noise.Read("step", &o->noise.step, Range<double>{0, 10});
+  noise.Read("max_noise", &o->noise.max_noise, Range<double>{0, 10});
+  o->noise.min_steps = ReadMinSteps(noise, o->noise.min_steps);
 
   TableReader reward = root.Table("reward");
   reward.Read("slo_us", &o->reward.slo_us, Range<double>{1, 1e9});

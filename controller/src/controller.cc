@@ -3,12 +3,16 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <variant>
 
 #include "engine_state.h"
+#include "moe/policies/adaptive_k_policy.h"
+#include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
+#include "moe/policies/noise_policy.h"
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
 
@@ -52,17 +56,53 @@ json SnapshotJson(const policies::EngineSnapshot& s) {
             {"step_us", s.step_us},
             {"max_over_mean", s.max_over_mean},
             {"telemetry_age_ms", (s.now_ns - s.last_telemetry_ns) / kNanosPerMilli},
-            {"knobs", {{"top_k", s.knobs.top_k}, {"capacity_factor", s.knobs.capacity_factor}}},
+            {"knobs",
+             {{"top_k", s.knobs.top_k},
+              {"capacity_factor", s.knobs.capacity_factor},
+              {"noise_std", s.knobs.noise_std}}},
             {"layers", std::move(layers)}};
   if (s.quality_error) j["quality_error"] = *s.quality_error;
   return j;
 }
 
-telemetry::KnobSet KnobPatch(const std::string& knob, double value) {
-  telemetry::KnobSet set;
-  if (knob == "capacity_factor") set.capacity_factor = value;
-  if (knob == "top_k") set.top_k = static_cast<uint32_t>(value);
-  return set;
+// Writes `change` into `command`; a vector knob goes to the layers whose
+// vector differs from `in_force` ([layer][element]).
+void AddChange(const KnobChange& change, const std::vector<std::vector<float>>& in_force,
+               telemetry::Command* command) {
+  telemetry::KnobSet& set = command->knobs;
+  if (change.knob == "capacity_factor") set.capacity_factor = change.value;
+  if (change.knob == "top_k") set.top_k = static_cast<uint32_t>(change.value);
+  if (change.knob == "noise_std") set.noise_std = change.value;
+  if (change.knob == "expert_bias") {
+    for (size_t l = 0; l < change.vectors.size(); ++l) {
+      if (l < in_force.size() && in_force[l] == change.vectors[l]) continue;
+      telemetry::LayerKnobs layer;
+      layer.layer = static_cast<uint32_t>(l);
+      layer.knobs.expert_bias = change.vectors[l];
+      command->layer_knobs.push_back(std::move(layer));
+    }
+  }
+}
+
+// A vector change as JSON: per changed layer, {expert: [before, after]}.
+json VectorChangesJson(const std::vector<std::vector<float>>& before,
+                       const std::vector<std::vector<float>>& after) {
+  json layers = json::object();
+  for (size_t l = 0; l < after.size(); ++l) {
+    json changed = json::object();
+    for (size_t i = 0; i < after[l].size(); ++i) {
+      const float old = l < before.size() && i < before[l].size() ? before[l][i] : 0.0f;
+      if (old != after[l][i]) changed[std::to_string(i)] = {old, after[l][i]};
+    }
+    if (!changed.empty()) layers[std::to_string(l)] = std::move(changed);
+  }
+  return layers;
+}
+
+// The change as the epochs table and command_json record it.
+json ChangeJson(const KnobChange& change, const std::vector<std::vector<float>>& before) {
+  if (!policies::IsVectorKnob(change.knob)) return json({{change.knob, change.value}});
+  return json({{change.knob, VectorChangesJson(before, change.vectors)}});
 }
 
 class ControllerImpl final : public Controller {
@@ -107,8 +147,8 @@ class ControllerImpl final : public Controller {
                       fmt::join(fixed, ", ")));
     }
     options_ = options;
-    spdlog::info("configuration reloaded: cadence {} ms, capacity policy {}", options_.cadence_ms,
-                 options_.capacity_enabled ? "on" : "off");
+    spdlog::info("configuration reloaded: cadence {} ms, policies {}", options_.cadence_ms,
+                 EnabledPolicies());
     return Status::Ok();
   }
 
@@ -219,11 +259,11 @@ class ControllerImpl final : public Controller {
       sent_.erase(sent);
       return;
     }
-    e.OnApplied(ack.epoch, cmd.knob, cmd.value);
-    store_->RecordEpoch(
-        {ack.engine_id, ack.epoch, now, json({{cmd.knob, cmd.value}}).dump(), cmd.decision_id});
+    e.OnApplied(ack.epoch, cmd.change);
+    store_->RecordEpoch({ack.engine_id, ack.epoch, now, ChangeJson(cmd.change, cmd.before).dump(),
+                         cmd.decision_id});
     spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
-                 cmd.knob, cmd.value, ack.applied_at_step);
+                 cmd.change.knob, cmd.change.value, ack.applied_at_step);
     if (is_pending) pending->acked = true;
     sent_.erase(sent);
   }
@@ -269,16 +309,49 @@ class ControllerImpl final : public Controller {
     }
   }
 
+  // The enabled policies in the order they are asked, e.g. "capacity, bias".
+  std::string EnabledPolicies() const {
+    std::vector<std::string> on;
+    for (const std::string& name : options_.policy_order) {
+      if ((name == "capacity" && options_.capacity_enabled) ||
+          (name == "bias" && options_.bias_enabled) ||
+          (name == "adaptive_k" && options_.adaptive_k_enabled) ||
+          (name == "noise" && options_.noise_enabled)) {
+        on.push_back(name);
+      }
+    }
+    return on.empty() ? std::string("none") : fmt::format("{}", fmt::join(on, ", "));
+  }
+
+  // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
+  std::optional<policies::Proposal> Ask(const std::string& name,
+                                        const policies::EngineSnapshot& snapshot) const {
+    if (name == "capacity" && options_.capacity_enabled) {
+      return policies::ProposeCapacity(snapshot, options_.capacity);
+    }
+    if (name == "bias" && options_.bias_enabled) {
+      return policies::ProposeBias(snapshot, options_.bias);
+    }
+    if (name == "adaptive_k" && options_.adaptive_k_enabled) {
+      return policies::ProposeAdaptiveK(snapshot, options_.adaptive_k);
+    }
+    if (name == "noise" && options_.noise_enabled) {
+      return policies::ProposeNoise(snapshot, options_.noise);
+    }
+    return std::nullopt;
+  }
+
   void RunPolicies(EngineState& e, int64_t now) {
     // One change in flight per engine: its outcome is measured before the next.
     if (!e.has_hello() || e.pending()) return;
     policies::EngineSnapshot snapshot = e.Snapshot(now);
-    if (options_.capacity_enabled) {
-      if (auto proposal = policies::ProposeCapacity(snapshot, options_.capacity)) {
-        policies::Verdict verdict =
-            policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
-        Decide(e, snapshot, *proposal, verdict, /*is_rollback=*/false, now);
-      }
+    for (const std::string& name : options_.policy_order) {
+      std::optional<policies::Proposal> proposal = Ask(name, snapshot);
+      if (!proposal) continue;
+      policies::Verdict verdict =
+          policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
+      Decide(e, snapshot, *proposal, verdict, /*is_rollback=*/false, now);
+      if (verdict.kind != policies::VerdictKind::kRejected) return;
     }
   }
 
@@ -293,12 +366,15 @@ class ControllerImpl final : public Controller {
     row.layer = proposal.layer;
     row.knob = proposal.knob;
     row.inputs_json = SnapshotJson(snapshot).dump();
-    row.proposal_json = json({{"knob", proposal.knob},
-                              {"layer", proposal.layer},
-                              {"current", proposal.current},
-                              {"value", proposal.value},
-                              {"reason", proposal.reason}})
-                            .dump();
+    json proposal_json = {{"knob", proposal.knob},
+                          {"layer", proposal.layer},
+                          {"current", proposal.current},
+                          {"value", proposal.value},
+                          {"reason", proposal.reason}};
+    if (policies::IsVectorKnob(proposal.knob)) {
+      proposal_json["changes"] = VectorChangesJson(proposal.current_vectors, proposal.vectors);
+    }
+    row.proposal_json = proposal_json.dump();
     row.verdict = std::string(policies::VerdictName(verdict.kind));
     row.verdict_reason = verdict.reason;
     if (verdict.kind == policies::VerdictKind::kRejected) {
@@ -308,13 +384,17 @@ class ControllerImpl final : public Controller {
                     proposal.current, proposal.value, verdict.reason);
       return;
     }
+    KnobChange change{proposal.knob, verdict.value, verdict.vectors};
+    const std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
     telemetry::Command command;
     command.engine_id = e.engine_id();
     command.epoch = e.NextEpoch();
     command.issued_ns = now;
-    command.knobs = KnobPatch(proposal.knob, verdict.value);
+    AddChange(change, in_force, &command);
     command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
-    row.command_json = json({{proposal.knob, verdict.value}, {"epoch", command.epoch}}).dump();
+    json command_json = ChangeJson(change, in_force);
+    command_json["epoch"] = command.epoch;
+    row.command_json = command_json.dump();
     row.status = "sent";
     row.epoch = command.epoch;
     row.sent_ns = now;
@@ -334,7 +414,7 @@ class ControllerImpl final : public Controller {
     }
     ++stats_.commands_sent;
     store_->RecordCommandSent(id, command.epoch, now);
-    sent_[{e.engine_id(), command.epoch}] = {id, proposal.knob, verdict.value, now};
+    sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, now};
     PendingDecision pending;
     pending.decision_id = id;
     pending.epoch = command.epoch;
@@ -342,6 +422,7 @@ class ControllerImpl final : public Controller {
     pending.knob = proposal.knob;
     pending.previous_value = proposal.current;
     pending.new_value = verdict.value;
+    pending.previous_vectors = in_force;
     pending.is_rollback = is_rollback;
     pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
     pending.reward_before = policies::Reward(pending.before, options_.reward);
@@ -389,8 +470,15 @@ class ControllerImpl final : public Controller {
           fmt::format("decision {} lowered the reward from {:.4f} to {:.4f}; restoring {} = {}",
                       pending.decision_id, pending.reward_before, reward_after, pending.knob,
                       pending.previous_value);
-      policies::Verdict verdict{policies::VerdictKind::kAccepted, pending.previous_value,
-                                "rollback to the last known good setting"};
+      policies::Verdict verdict;
+      verdict.kind = policies::VerdictKind::kAccepted;
+      verdict.value = pending.previous_value;
+      verdict.reason = "rollback to the last known good setting";
+      if (policies::IsVectorKnob(pending.knob)) {
+        rollback.current_vectors = e.KnobVectors(pending.knob);
+        rollback.vectors = pending.previous_vectors;
+        verdict.vectors = pending.previous_vectors;
+      }
       e.guard_state().last_change_ns[pending.knob] = now;
       Decide(e, snapshot, rollback, verdict, /*is_rollback=*/true, now);
     }
@@ -398,8 +486,8 @@ class ControllerImpl final : public Controller {
 
   struct SentCommand {
     int64_t decision_id = 0;
-    std::string knob;
-    double value = 0;
+    KnobChange change;
+    std::vector<std::vector<float>> before;  // vector knobs: the vectors in force when sent
     int64_t sent_ns = 0;
   };
 
@@ -432,7 +520,22 @@ Status Validate(const ControllerOptions& o) {
   if (!o.curve_secret_key.empty() && o.allowed_engine_keys.empty()) {
     return bad("allowed_engine_keys", "CURVE is on but no engine key is allowed");
   }
+  const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise"};
+  for (size_t i = 0; i < o.policy_order.size(); ++i) {
+    const std::string& name = o.policy_order[i];
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      return bad("order",
+                 fmt::format("unknown policy '{}' (known: {})", name, fmt::join(known, ", ")));
+    }
+    if (std::find(o.policy_order.begin(), o.policy_order.begin() + i, name) !=
+        o.policy_order.begin() + i) {
+      return bad("order", fmt::format("policy '{}' listed twice", name));
+    }
+  }
   MOE_RETURN_IF_ERROR(policies::Validate(o.capacity));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.bias));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.adaptive_k));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.noise));
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
   return Status::Ok();

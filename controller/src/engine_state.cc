@@ -1,6 +1,7 @@
 #include "engine_state.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "moe/telemetry/load.h"
 
@@ -23,6 +24,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     e.drop_rate = layer.dropped / slots;
     e.overflow_rate = layer.overflowed / slots;
     e.max_over_mean = telemetry::MaxOverMean(layer.expert_tokens);
+    e.expert_load.assign(layer.expert_tokens.begin(), layer.expert_tokens.end());
     e.layer_us = layer.timing.total_us;
     e.quality_error = layer.quality_error;
     f.max_over_mean += e.max_over_mean;
@@ -49,6 +51,13 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   if (k.noise_std) knobs_.noise_std = *k.noise_std;
   if (k.top_p) knobs_.top_p = *k.top_p;
   if (k.k_min) knobs_.k_min = *k.k_min;
+  // The bias of every layer: the engine-wide one, then per-layer differences.
+  knobs_.expert_bias.assign(hello.num_layers, k.expert_bias.value_or(std::vector<float>{}));
+  for (const telemetry::LayerKnobs& lk : hello.layer_knobs) {
+    if (lk.layer < knobs_.expert_bias.size() && lk.knobs.expert_bias) {
+      knobs_.expert_bias[lk.layer] = *lk.knobs.expert_bias;
+    }
+  }
   last_step_ns_ = std::max(last_step_ns_, now_ns);
 }
 
@@ -60,16 +69,37 @@ void EngineState::OnStep(const telemetry::StepRecord& record, int64_t now_ns) {
     window_.pop_front();
 }
 
-void EngineState::OnApplied(uint64_t epoch, const std::string& knob, double value) {
-  if (knob == "capacity_factor") knobs_.capacity_factor = value;
-  if (knob == "top_k") knobs_.top_k = static_cast<uint32_t>(value);
+void EngineState::OnApplied(uint64_t epoch, const KnobChange& change) {
+  if (change.knob == "capacity_factor") knobs_.capacity_factor = change.value;
+  if (change.knob == "top_k") knobs_.top_k = static_cast<uint32_t>(change.value);
+  if (change.knob == "noise_std") knobs_.noise_std = change.value;
+  if (change.knob == "expert_bias") knobs_.expert_bias = change.vectors;
   last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
 }
 
 double EngineState::KnobValue(const std::string& knob) const {
   if (knob == "capacity_factor") return knobs_.capacity_factor;
   if (knob == "top_k") return knobs_.top_k;
+  if (knob == "noise_std") return knobs_.noise_std;
+  if (knob == "expert_bias") {
+    double largest = 0;
+    for (const std::vector<float>& layer : knobs_.expert_bias) {
+      for (float b : layer)
+        largest = std::max(largest, std::abs(static_cast<double>(b)));
+    }
+    return largest;
+  }
   return 0;
+}
+
+std::vector<std::vector<float>> EngineState::KnobVectors(const std::string& knob) const {
+  std::vector<std::vector<float>> out;
+  if (knob != "expert_bias") return out;
+  out.assign(hello_.num_layers, std::vector<float>(hello_.num_experts, 0.0f));
+  for (size_t l = 0; l < out.size() && l < knobs_.expert_bias.size(); ++l) {
+    if (knobs_.expert_bias[l].size() == hello_.num_experts) out[l] = knobs_.expert_bias[l];
+  }
+  return out;
 }
 
 uint64_t EngineState::StepsUnder(uint64_t epoch) const {
@@ -137,6 +167,10 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
       acc.overflow_rate += e.overflow_rate;
       acc.max_over_mean += e.max_over_mean;
       acc.layer_us += e.layer_us;
+      if (acc.expert_load.size() < e.expert_load.size())
+        acc.expert_load.resize(e.expert_load.size());
+      for (size_t i = 0; i < e.expert_load.size(); ++i)
+        acc.expert_load[i] += e.expert_load[i];
       if (e.quality_error) {
         acc.quality_error = acc.quality_error.value_or(0) + *e.quality_error;
         ++quality_counts[e.layer];
@@ -151,6 +185,8 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
     layers[i].overflow_rate /= n;
     layers[i].max_over_mean /= n;
     layers[i].layer_us /= n;
+    for (double& load : layers[i].expert_load)
+      load /= n;
     if (layers[i].quality_error) *layers[i].quality_error /= quality_counts[i];
   }
   s.overflow_rate = slots ? static_cast<double>(overflowed) / static_cast<double>(slots) : 0;

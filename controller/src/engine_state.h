@@ -33,6 +33,14 @@ struct StepFigures {
 
 StepFigures Summarise(const telemetry::StepRecord& record);
 
+// One knob change a command carries: a scalar `value`, or for a vector knob
+// (expert_bias) the vector of every layer.
+struct KnobChange {
+  std::string knob;
+  double value = 0;
+  std::vector<std::vector<float>> vectors;  // [layer][element]; vector knobs only
+};
+
 // A command sent and not yet measured.
 struct PendingDecision {
   int64_t decision_id = 0;
@@ -42,6 +50,7 @@ struct PendingDecision {
   std::string knob;
   double previous_value = 0;
   double new_value = 0;
+  std::vector<std::vector<float>> previous_vectors;  // vector knobs: what a rollback restores
   bool is_rollback = false;
   policies::OutcomeFigures before;
   double reward_before = 0;
@@ -56,7 +65,7 @@ class EngineState {
   void OnHello(const telemetry::Hello& hello, int64_t now_ns);
   void OnStep(const telemetry::StepRecord& record, int64_t now_ns);
   // A command was applied: these are now the settings in force from `epoch`.
-  void OnApplied(uint64_t epoch, const std::string& knob, double value);
+  void OnApplied(uint64_t epoch, const KnobChange& change);
 
   // State estimate over the steps of the epoch in force.
   policies::EngineSnapshot Snapshot(int64_t now_ns) const;
@@ -70,7 +79,10 @@ class EngineState {
     return last_issued_epoch_;
   }
 
+  // The scalar in force (vector knobs: the largest |element|).
   double KnobValue(const std::string& knob) const;
+  // A vector knob in force, one vector per layer (zeros where none is set).
+  std::vector<std::vector<float>> KnobVectors(const std::string& knob) const;
 
   const std::string& engine_id() const { return engine_id_; }
   bool has_hello() const { return has_hello_; }

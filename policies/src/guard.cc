@@ -11,22 +11,74 @@ namespace {
 constexpr int64_t kNanosPerMilli = 1'000'000;
 
 Verdict Reject(std::string reason) {
-  return {VerdictKind::kRejected, 0, std::move(reason)};
+  Verdict verdict;
+  verdict.reason = std::move(reason);
+  return verdict;
 }
 
 const KnobLimits* LimitsFor(const std::string& knob, const GuardParams& params) {
   if (knob == "capacity_factor") return &params.capacity_factor;
   if (knob == "top_k") return &params.top_k;
+  if (knob == "noise_std") return &params.noise_std;
+  if (knob == "expert_bias") return &params.expert_bias;
   return nullptr;
 }
 
 Status ValidateLimits(std::string_view name, const KnobLimits& l) {
-  if (!(l.min <= l.max) || !(l.max_change > 0)) {
+  if (!(l.min <= l.max) || !(l.max_change > 0) || !(l.min_change <= l.max_change)) {
     return Status::InvalidArgument(
-        fmt::format("guard.{}: need min <= max and max_change > 0, got min={} max={} max_change={}",
-                    name, l.min, l.max, l.max_change));
+        fmt::format("guard.{}: need min <= max, max_change > 0 and min_change <= max_change, got "
+                    "min={} max={} max_change={} min_change={}",
+                    name, l.min, l.max, l.max_change, l.min_change));
   }
   return Status::Ok();
+}
+
+// A vector knob: every element clamped to the bounds and to max_change around
+// the element in force.
+Verdict JudgeVector(const Proposal& proposal, const EngineSnapshot& snapshot,
+                    const KnobLimits& limits, double min_change, GuardState* state) {
+  if (proposal.vectors.size() != proposal.current_vectors.size()) {
+    return Reject(fmt::format("{}: {} layers proposed, {} in force", proposal.knob,
+                              proposal.vectors.size(), proposal.current_vectors.size()));
+  }
+  Verdict verdict;
+  verdict.vectors = proposal.vectors;
+  double largest_change = 0;
+  double largest = 0;
+  size_t clamped = 0;
+  for (size_t l = 0; l < proposal.vectors.size(); ++l) {
+    const std::vector<float>& now = proposal.current_vectors[l];
+    std::vector<float>& next = verdict.vectors[l];
+    if (!now.empty() && now.size() != next.size()) {
+      return Reject(fmt::format("{}: layer {} has {} elements, {} in force", proposal.knob, l,
+                                next.size(), now.size()));
+    }
+    for (size_t i = 0; i < next.size(); ++i) {
+      const double current = now.empty() ? 0.0 : now[i];
+      double value = std::clamp<double>(next[i], limits.min, limits.max);
+      value = std::clamp(value, current - limits.max_change, current + limits.max_change);
+      if (static_cast<float>(value) != next[i]) ++clamped;
+      next[i] = static_cast<float>(value);
+      largest_change = std::max(largest_change, std::abs(value - current));
+      largest = std::max(largest, std::abs(value));
+    }
+  }
+  if (largest_change < min_change) {
+    return Reject(fmt::format("hysteresis: largest {} change {:.6f} is below {}", proposal.knob,
+                              largest_change, min_change));
+  }
+  state->last_change_ns[proposal.knob] = snapshot.now_ns;
+  verdict.value = largest;
+  if (clamped > 0) {
+    verdict.kind = VerdictKind::kClamped;
+    verdict.reason = fmt::format("clamped {} elements (bounds [{}, {}], max change {})", clamped,
+                                 limits.min, limits.max, limits.max_change);
+  } else {
+    verdict.kind = VerdictKind::kAccepted;
+    verdict.reason = "within bounds";
+  }
+  return verdict;
 }
 
 }  // namespace
@@ -46,6 +98,8 @@ std::string_view VerdictName(VerdictKind kind) {
 Status Validate(const GuardParams& p) {
   MOE_RETURN_IF_ERROR(ValidateLimits("capacity_factor", p.capacity_factor));
   MOE_RETURN_IF_ERROR(ValidateLimits("top_k", p.top_k));
+  MOE_RETURN_IF_ERROR(ValidateLimits("noise_std", p.noise_std));
+  MOE_RETURN_IF_ERROR(ValidateLimits("expert_bias", p.expert_bias));
   if (p.cooldown_ms < 0 || p.stale_after_ms <= 0 || p.hysteresis < 0 || p.rollback_threshold < 0 ||
       p.rollback_min_delta < 0) {
     return Status::InvalidArgument(
@@ -75,23 +129,33 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
                                 since_ms, params.cooldown_ms));
     }
   }
+  const double min_change =
+      limits->min_change >= 0 ? limits->min_change : std::max(params.hysteresis, 1e-12);
+  if (IsVectorKnob(proposal.knob))
+    return JudgeVector(proposal, snapshot, *limits, min_change, state);
   double wanted = proposal.value;
   double value = std::clamp(wanted, limits->min, limits->max);
   value = std::clamp(value, proposal.current - limits->max_change,
                      proposal.current + limits->max_change);
   if (proposal.knob == "top_k") value = std::round(value);
-  if (std::abs(value - proposal.current) < std::max(params.hysteresis, 1e-12)) {
+  if (std::abs(value - proposal.current) < min_change) {
     return Reject(fmt::format("hysteresis: change {} -> {} is below {} (bounds [{}, {}])",
-                              proposal.current, value, params.hysteresis, limits->min,
-                              limits->max));
+                              proposal.current, value, min_change, limits->min, limits->max));
   }
   state->last_change_ns[proposal.knob] = snapshot.now_ns;
   if (value != wanted) {
-    return {VerdictKind::kClamped, value,
-            fmt::format("clamped {} -> {} (bounds [{}, {}], max change {})", wanted, value,
-                        limits->min, limits->max, limits->max_change)};
+    Verdict clamped;
+    clamped.kind = VerdictKind::kClamped;
+    clamped.value = value;
+    clamped.reason = fmt::format("clamped {} -> {} (bounds [{}, {}], max change {})", wanted, value,
+                                 limits->min, limits->max, limits->max_change);
+    return clamped;
   }
-  return {VerdictKind::kAccepted, value, "within bounds"};
+  Verdict accepted;
+  accepted.kind = VerdictKind::kAccepted;
+  accepted.value = value;
+  accepted.reason = "within bounds";
+  return accepted;
 }
 
 bool ShouldRollBack(double reward_before, double reward_after, const GuardParams& params) {

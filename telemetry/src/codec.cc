@@ -129,6 +129,12 @@ void CheckMessage(Checker& c, const Hello& m) {
   c.Count("Hello.num_replicas", m.num_replicas);
   c.Count("Hello.num_devices", m.num_devices);
   CheckKnobs(c, m.knobs, "Hello.knobs");
+  c.Length("Hello.layer_knobs", m.layer_knobs.size());
+  for (size_t i = 0; i < m.layer_knobs.size() && c.ok(); ++i) {
+    const std::string where = fmt::format("Hello.layer_knobs[{}]", i);
+    c.Count(where + ".layer", m.layer_knobs[i].layer);
+    CheckKnobs(c, m.layer_knobs[i].knobs, where + ".knobs");
+  }
 }
 
 void CheckMessage(Checker& c, const Heartbeat& m) {
@@ -230,6 +236,11 @@ void ToProto(const Hello& m, pb::Hello* out) {
   out->set_epoch(m.epoch);
   ToProto(m.knobs, out->mutable_knobs());
   out->set_timestamp_ns(m.timestamp_ns);
+  for (const LayerKnobs& lk : m.layer_knobs) {
+    pb::LayerKnobs* p = out->add_layer_knobs();
+    p->set_layer(lk.layer);
+    ToProto(lk.knobs, p->mutable_knobs());
+  }
 }
 
 void ToProto(const Heartbeat& m, pb::Heartbeat* out) {
@@ -346,6 +357,13 @@ void FromProto(const pb::Hello& p, Hello* out, Checker& c) {
   out->epoch = p.epoch();
   KnobsFromProto(p.knobs(), &out->knobs, c, "Hello.knobs");
   out->timestamp_ns = p.timestamp_ns();
+  out->layer_knobs.reserve(static_cast<size_t>(p.layer_knobs_size()));
+  for (int i = 0; i < p.layer_knobs_size() && c.ok(); ++i) {
+    LayerKnobs& lk = out->layer_knobs.emplace_back();
+    lk.layer = p.layer_knobs(i).layer();
+    KnobsFromProto(p.layer_knobs(i).knobs(), &lk.knobs, c,
+                   fmt::format("Hello.layer_knobs[{}].knobs", i));
+  }
 }
 
 void FromProto(const pb::Heartbeat& p, Heartbeat* out, Checker& /*c*/) {

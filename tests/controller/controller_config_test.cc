@@ -15,6 +15,42 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK(options->capacity.target_high == 0.02);      // from policies/default.toml
   CHECK(options->guard.capacity_factor.max == 4.0);  // from policies/default.toml
   CHECK(options->raw_retention_s == 7 * 86400);
+  CHECK(options->policy_order ==
+        std::vector<std::string>{"capacity", "bias", "adaptive_k", "noise"});
+  CHECK(options->bias_enabled);
+  CHECK(options->guard.expert_bias.max_change == 0.02);
+  CHECK(options->guard.noise_std.min_change == 0.001);
+}
+
+TEST_CASE("Policy order, bias, adaptive K and noise sections are read and checked", "[config]") {
+  moe::testing::TempDir dir;
+  dir.Write("pol.toml",
+            "order = [\"bias\", \"capacity\"]\n"
+            "[bias]\nupdate_rate = 0.004\nmax_step = 0.01\n"
+            "[adaptive_k]\nenabled = true\nslo_us = 30000\nmax_k = 4\n"
+            "[noise]\nenabled = true\nmax_noise = 0.05\n"
+            "[guard.expert_bias]\nmax = 0.3\nmin_change = 0.0005\n");
+  std::string path = dir.Write("c.toml", "policies_file = \"pol.toml\"\n");
+  auto options = LoadControllerConfig(path);
+  INFO(options.status().ToString());
+  REQUIRE(options.ok());
+  CHECK(options->policy_order == std::vector<std::string>{"bias", "capacity"});
+  CHECK(options->bias.update_rate == 0.004);
+  CHECK(options->adaptive_k_enabled);
+  CHECK(options->adaptive_k.slo_us == 30000);
+  CHECK(options->adaptive_k.max_k == 4);
+  CHECK(options->noise_enabled);
+  CHECK(options->noise.max_noise == 0.05);
+  CHECK(options->guard.expert_bias.max == 0.3);
+  CHECK(options->guard.expert_bias.min_change == 0.0005);
+
+  const std::string bad = dir.Write("bad.toml", "order = [\"capacity\", \"psychic\"]\n");
+  dir.Write("c2.toml", "policies_file = \"bad.toml\"\n");
+  auto refused = LoadControllerConfig(dir.File("c2.toml"));
+  REQUIRE_FALSE(refused.ok());
+  INFO(refused.status().message());
+  CHECK(refused.status().message().find(bad + ":1:9: order: unknown policy \"psychic\"") !=
+        std::string::npos);
 }
 
 TEST_CASE("Config errors name file, line, column and key", "[config]") {

@@ -17,9 +17,17 @@ namespace {
 using std::chrono::milliseconds;
 constexpr int64_t kMs = 1'000'000;
 
+// The bound one bias decision may move an element by.
+struct PolicyParamsCheck {
+  PolicyParamsCheck(const policies::BiasPolicyParams& bias, const policies::KnobLimits& limits)
+      : largest_step(std::min(bias.max_step, limits.max_change)) {}
+  double largest_step;
+};
+
 class Harness {
  public:
-  explicit Harness(std::function<void(ControllerOptions&)> tweak = nullptr) {
+  explicit Harness(std::function<void(ControllerOptions&)> tweak = nullptr,
+                   std::function<void(telemetry::Hello&)> tweak_hello = nullptr) {
     options_.telemetry_endpoint = "tcp://127.0.0.1:*";
     options_.command_endpoint = "tcp://127.0.0.1:*";
     options_.db_path = dir_.File("moectl.db");
@@ -32,6 +40,9 @@ class Harness {
     options_.guard.min_steps_in_epoch = 4;
     options_.guard.cooldown_ms = 500;
     options_.db_flush_interval_ms = 20;
+    // The capacity tests see skewed loads; the bias policy has its own tests.
+    options_.bias_enabled = false;
+    options_.bias.min_steps = 4;
     if (tweak) tweak(options_);
     auto controller = Controller::Create(options_, &clock_);
     INFO(controller.status().ToString());
@@ -49,6 +60,7 @@ class Harness {
     hello.num_experts = 4;
     hello.knobs.top_k = 2;
     hello.knobs.capacity_factor = 1.0;
+    if (tweak_hello) tweak_hello(hello);
     auto engine = telemetry::EngineLink::Connect(link, hello);
     REQUIRE(engine.ok());
     engine_ = std::move(*engine);
@@ -262,6 +274,88 @@ TEST_CASE("A change that lowers the reward is rolled back", "[controller]") {
   CHECK(rows[1].proposal_json.find("lowered the reward") != std::string::npos);
 }
 
+TEST_CASE("Expert bias: per-layer vectors sent, applied, audited and rolled back",
+          "[controller][bias]") {
+  // Layer 1 already carries a bias (per-layer knobs in the Hello).
+  Harness h(
+      [](ControllerOptions& o) {
+        o.capacity_enabled = false;
+        o.bias_enabled = true;
+        o.reward.drop_weight = 10;
+      },
+      [](telemetry::Hello& hello) {
+        telemetry::KnobSet layer1;
+        layer1.expert_bias = std::vector<float>{0.01f, 0.0f, 0.0f, 0.0f};
+        hello.layer_knobs.push_back({1, layer1});
+      });
+  // Loads 400, 300, 200, 100 per expert: mean 250, max over mean 1.6.
+  h.Steps(8, 0, 0.01);
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  const telemetry::Command& command = first[0];
+  CHECK_FALSE(command.knobs.expert_bias.has_value());  // per layer only
+  REQUIRE(command.layer_knobs.size() == 2);
+  const PolicyParamsCheck check{h.options().bias, h.options().guard.expert_bias};
+  for (const telemetry::LayerKnobs& lk : command.layer_knobs) {
+    INFO("layer " << lk.layer);
+    REQUIRE(lk.knobs.expert_bias.has_value());
+    const std::vector<float>& bias = *lk.knobs.expert_bias;
+    REQUIRE(bias.size() == 4);
+    const float base = lk.layer == 1 ? 0.01f : 0.0f;
+    CHECK(bias[0] < base);  // the hottest expert is steered away from
+    CHECK(bias[3] > 0.0f);  // the coldest one towards
+    CHECK(std::abs(bias[0] - base) <= check.largest_step + 1e-7);
+  }
+  h.Ack(command, true);
+  // Worse under the new epoch: the bias of both layers is restored.
+  h.Steps(4, 1, 0.40);
+  auto rollback = h.Tick();
+  REQUIRE(rollback.size() == 1);
+  REQUIRE(rollback[0].layer_knobs.size() == 2);
+  for (const telemetry::LayerKnobs& lk : rollback[0].layer_knobs) {
+    REQUIRE(lk.knobs.expert_bias.has_value());
+    const std::vector<float> before =
+        lk.layer == 1 ? std::vector<float>{0.01f, 0, 0, 0} : std::vector<float>{0, 0, 0, 0};
+    CHECK(*lk.knobs.expert_bias == before);
+  }
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].policy == "bias");
+  CHECK(rows[0].knob == "expert_bias");
+  // The audit names each changed element with its value before and after.
+  CHECK(rows[0].proposal_json.find("\"changes\"") != std::string::npos);
+  CHECK(rows[0].command_json.find("\"expert_bias\"") != std::string::npos);
+  CHECK(rows[1].policy == "guard-rollback");
+}
+
+TEST_CASE("Policies are asked in order; the first the guard lets through is sent",
+          "[controller][bias]") {
+  Harness h([](ControllerOptions& o) {
+    o.bias_enabled = true;
+    o.policy_order = {"bias", "capacity"};
+  });
+  h.Steps(8, 0, 0.10);  // both want a change
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  CHECK(first[0].layer_knobs.size() == 2);  // the bias went first
+  CHECK_FALSE(first[0].knobs.capacity_factor.has_value());
+  h.Ack(first[0], true);
+  h.Steps(8, 1, 0.10);
+  // The bias is in its cooldown (500 ms): rejected and recorded; capacity,
+  // next in order, goes.
+  auto second = h.Tick();
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].knobs.capacity_factor.has_value());
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].policy == "bias");
+  CHECK(rows[1].policy == "bias");
+  CHECK(rows[1].verdict == "rejected");
+  CHECK(rows[1].verdict_reason.find("cooldown") != std::string::npos);
+  CHECK(rows[2].policy == "capacity");
+  CHECK(rows[2].status == "sent");
+}
+
 TEST_CASE("Reload takes new policy settings but refuses endpoint changes", "[controller]") {
   Harness h;
   ControllerOptions next = h.options();
@@ -283,6 +377,11 @@ TEST_CASE("Options are validated with the field named", "[controller]") {
   o = ControllerOptions();
   o.window_steps = 2;
   CHECK(Validate(o).message().find("window_steps") != std::string::npos);
+  o = ControllerOptions();
+  o.policy_order = {"capacity", "telepathy"};
+  CHECK(Validate(o).message().find("unknown policy 'telepathy'") != std::string::npos);
+  o.policy_order = {"bias", "bias"};
+  CHECK(Validate(o).message().find("listed twice") != std::string::npos);
 }
 
 }  // namespace

@@ -110,5 +110,34 @@ TEST_CASE("A step that moved expert weights reports the move on the wire", "[tel
   CHECK(std::get<telemetry::StepRecord>(*decoded) == r);
 }
 
+TEST_CASE("The Hello carries the knobs of layers that differ from layer 0", "[telemetry]") {
+  Options o = SmallOptions();
+  o.model.num_layers = 3;
+  auto engine = MakeEngine(o);
+  KnobUpdate u;
+  u.epoch = 1;
+  KnobPatch layer2;
+  layer2.expert_bias = std::vector<float>{0.05f, 0, 0, 0, 0, 0, 0, -0.05f};
+  u.layers.push_back({2, layer2});
+  REQUIRE(engine->Submit(u).ok());
+  const std::vector<float> x = RandomTokens(4, o.model.hidden, 3);
+  REQUIRE(engine->Step({x.data(), 4, {}}).ok());
+
+  engine_app::AppOptions app;
+  const telemetry::Hello hello = engine_app::MakeHello(*engine, app, 1);
+  REQUIRE(hello.knobs.expert_bias.has_value());
+  CHECK(*hello.knobs.expert_bias == std::vector<float>(8, 0.0f));  // layer 0
+  REQUIRE(hello.layer_knobs.size() == 1);                          // layer 1 equals layer 0
+  CHECK(hello.layer_knobs[0].layer == 2);
+  CHECK(hello.layer_knobs[0].knobs.expert_bias == layer2.expert_bias);
+  CHECK_FALSE(hello.layer_knobs[0].knobs.top_k.has_value());  // only what differs
+  // And it survives the wire.
+  auto bytes = telemetry::Encode(hello);
+  REQUIRE(bytes.ok());
+  auto decoded = telemetry::Decode(*bytes);
+  REQUIRE(decoded.ok());
+  CHECK(std::get<telemetry::Hello>(*decoded) == hello);
+}
+
 }  // namespace
 }  // namespace moe::engine

@@ -74,6 +74,9 @@ inline Hello FullHello(const std::string& engine_id = "engine-a") {
   h.epoch = 7;
   h.knobs = FullKnobs();
   h.timestamp_ns = 1'700'000'000'000'000'001;
+  KnobSet layer1;
+  layer1.expert_bias = std::vector<float>{0.01f, -0.02f, 0.0f, 0.03f};
+  h.layer_knobs.push_back({1, layer1});
   return h;
 }
 

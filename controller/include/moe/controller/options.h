@@ -9,8 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "moe/policies/adaptive_k_policy.h"
+#include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
 #include "moe/policies/guard.h"
+#include "moe/policies/noise_policy.h"
 #include "moe/policies/reward.h"
 
 namespace moe::controller {
@@ -45,9 +48,19 @@ struct ControllerOptions {
 
   std::string log_level = "info";
 
-  // Policies. Each can be switched off.
+  // Policies. Each can be switched off. At every cadence tick the enabled
+  // policies are asked in `policy_order`; the first proposal the guard lets
+  // through becomes the command (one change in flight per engine), and every
+  // proposal asked before it that the guard rejected is recorded too.
+  std::vector<std::string> policy_order = {"capacity", "bias", "adaptive_k", "noise"};
   bool capacity_enabled = true;
   policies::CapacityPolicyParams capacity;
+  bool bias_enabled = true;
+  policies::BiasPolicyParams bias;
+  bool adaptive_k_enabled = false;
+  policies::AdaptiveKParams adaptive_k;
+  bool noise_enabled = false;
+  policies::NoisePolicyParams noise;
   policies::GuardParams guard;
   policies::RewardParams reward;
   bool rollback_enabled = true;

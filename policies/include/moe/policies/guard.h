@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "moe/common/status.h"
 #include "moe/policies/reward.h"
@@ -24,15 +25,20 @@
 
 namespace moe::policies {
 
+// Limits of one knob; for a vector knob (expert_bias) they apply to every
+// element, and the hysteresis to the largest element change.
 struct KnobLimits {
   double min = 0;
   double max = 0;
-  double max_change = 0;  // largest |new - current| in one decision
+  double max_change = 0;   // largest |new - current| in one decision
+  double min_change = -1;  // smaller changes are rejected; < 0: GuardParams::hysteresis
 };
 
 struct GuardParams {
   KnobLimits capacity_factor{0.5, 4.0, 0.5};
   KnobLimits top_k{1, 8, 1};
+  KnobLimits noise_std{0, 0.2, 0.02, 0.001};
+  KnobLimits expert_bias{-0.1, 0.1, 0.005, 1e-4};
   int64_t cooldown_ms = 3000;       // per knob, between accepted changes
   double hysteresis = 0.02;         // |new - current| below this is rejected
   int64_t stale_after_ms = 3000;    // no telemetry for this long freezes changes
@@ -50,7 +56,8 @@ std::string_view VerdictName(VerdictKind kind);  // "accepted", "clamped", "reje
 
 struct Verdict {
   VerdictKind kind = VerdictKind::kRejected;
-  double value = 0;  // the value to apply (accepted/clamped)
+  double value = 0;                         // the value to apply (accepted/clamped)
+  std::vector<std::vector<float>> vectors;  // vector knobs: the vectors to apply
   std::string reason;
 };
 
@@ -60,7 +67,9 @@ struct GuardState {
 };
 
 // Judges `proposal` against `snapshot`. On acceptance records the change time
-// in `state`. Unknown knobs are rejected.
+// in `state`. Unknown knobs are rejected. A vector knob is clamped element by
+// element (bounds, then max_change around the element in force) and rejected
+// when no element moves by min_change.
 Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const GuardParams& params,
               GuardState* state);
 

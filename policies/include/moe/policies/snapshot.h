@@ -24,6 +24,9 @@ struct LayerEstimate {
   double max_over_mean = 0;  // expert load imbalance
   double layer_us = 0;       // layer critical path
   std::optional<double> quality_error;
+  // Mean served token-slots per step of each logical expert [num_experts]
+  // (served, so an expert over its capacity shows at most its capacity).
+  std::vector<double> expert_load;
 };
 
 // Settings in force, every field present (unlike a KnobSet patch).
@@ -33,6 +36,9 @@ struct KnobValues {
   double noise_std = 0;
   double top_p = 0;
   uint32_t k_min = 1;
+  // Selection bias in force per layer, [num_layers][num_experts]; empty (or
+  // an empty layer) = all zero.
+  std::vector<std::vector<float>> expert_bias;
 };
 
 struct EngineSnapshot {
@@ -53,6 +59,10 @@ struct EngineSnapshot {
 };
 
 // A policy's wish: set `knob` (on `layer`, or every layer when -1) to `value`.
+// A vector knob (expert_bias) sets `vectors` instead: the whole new vector of
+// every layer, [num_layers][num_experts], beside `current_vectors`, the
+// vectors in force (an empty layer = zeros); `current` and `value` then hold
+// the largest |element| before and after, for logs.
 struct Proposal {
   std::string policy;  // e.g. "capacity"
   std::string knob;    // e.g. "capacity_factor"
@@ -60,7 +70,14 @@ struct Proposal {
   double current = 0;
   double value = 0;
   std::string reason;  // human-readable: the figures that led to it
+  std::vector<std::vector<float>> current_vectors;
+  std::vector<std::vector<float>> vectors;
 };
+
+// True for knobs whose proposals carry `vectors`.
+inline bool IsVectorKnob(const std::string& knob) {
+  return knob == "expert_bias";
+}
 
 }  // namespace moe::policies
 

@@ -158,6 +158,9 @@ struct Hello {
   uint64_t epoch = 0;  // epoch in force
   KnobSet knobs;       // settings in force (every field present)
   int64_t timestamp_ns = 0;
+  // Layers whose settings differ from `knobs` (e.g. a per-layer expert bias):
+  // only the differing fields are present.
+  std::vector<LayerKnobs> layer_knobs;
 
   friend bool operator==(const Hello&, const Hello&) = default;
 };
