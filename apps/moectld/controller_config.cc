@@ -29,7 +29,8 @@ uint64_t ReadMinSteps(TableReader& table, uint64_t value) {
 void ReadPolicies(TableReader root, ControllerOptions* o) {
   if (root.Has("order")) {
     root.Read("order", &o->policy_order);
-    const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise"};
+    const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise",
+                                            "replication"};
     for (size_t i = 0; i < o->policy_order.size(); ++i) {
       const std::string& name = o->policy_order[i];
       if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -66,6 +67,21 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   ReadLimits(guard.Table("top_k"), &o->guard.top_k);
   ReadLimits(guard.Table("noise_std"), &o->guard.noise_std);
   ReadLimits(guard.Table("expert_bias"), &o->guard.expert_bias);
+  int64_t max_slot_moves = o->guard.max_slot_moves;
+  guard.Read("max_slot_moves", &max_slot_moves, Range<int64_t>{1, 1'000'000});
+  o->guard.max_slot_moves = static_cast<int>(max_slot_moves);
+  guard.ReadDurationMs("placement_cooldown", &o->guard.placement_cooldown_ms, {0, 86'400'000});
+
+  TableReader replication = root.Table("replication");
+  replication.Read("enabled", &o->replication_enabled);
+  replication.Read("num_nodes", &o->replication.num_nodes, Range<int64_t>{1, 4096});
+  replication.Read("num_groups", &o->replication.num_groups, Range<int64_t>{1, 4096});
+  replication.Read("min_gain", &o->replication.min_gain, Range<double>{0, 1});
+  int64_t max_moves = o->replication.max_moves;
+  replication.Read("max_moves", &max_moves, Range<int64_t>{-1, 1'000'000});
+  o->replication.max_moves = static_cast<int>(max_moves);
+  replication.Read("move_weight", &o->replication.move_weight, Range<double>{0, 1e6});
+  o->replication.min_steps = ReadMinSteps(replication, o->replication.min_steps);
 
   TableReader bias = root.Table("bias");
   bias.Read("enabled", &o->bias_enabled);

@@ -13,6 +13,7 @@
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
 #include "moe/policies/noise_policy.h"
+#include "moe/policies/replication_policy.h"
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
 
@@ -34,7 +35,9 @@ json FiguresJson(const policies::OutcomeFigures& f) {
   json j = {{"steps", f.steps},
             {"drop_rate", f.drop_rate},
             {"step_us", f.step_us},
+            {"critical_path_us", f.critical_path_us},
             {"max_over_mean", f.max_over_mean},
+            {"device_max_over_mean", f.device_max_over_mean},
             {"capacity_factor", f.capacity_factor}};
   if (f.quality_error) j["quality_error"] = *f.quality_error;
   return j;
@@ -68,7 +71,7 @@ json SnapshotJson(const policies::EngineSnapshot& s) {
 // Writes `change` into `command`; a vector knob goes to the layers whose
 // vector differs from `in_force` ([layer][element]).
 void AddChange(const KnobChange& change, const std::vector<std::vector<float>>& in_force,
-               telemetry::Command* command) {
+               const std::vector<std::vector<uint32_t>>& placed, telemetry::Command* command) {
   telemetry::KnobSet& set = command->knobs;
   if (change.knob == "capacity_factor") set.capacity_factor = change.value;
   if (change.knob == "top_k") set.top_k = static_cast<uint32_t>(change.value);
@@ -82,6 +85,32 @@ void AddChange(const KnobChange& change, const std::vector<std::vector<float>>& 
       command->layer_knobs.push_back(std::move(layer));
     }
   }
+  if (change.knob == "phy2log") {
+    for (size_t l = 0; l < change.placements.size(); ++l) {
+      if (l < placed.size() && placed[l] == change.placements[l]) continue;
+      telemetry::LayerKnobs layer;
+      layer.layer = static_cast<uint32_t>(l);
+      layer.knobs.phy2log = change.placements[l];
+      command->layer_knobs.push_back(std::move(layer));
+    }
+  }
+}
+
+// A placement change as JSON: per changed layer, {slot: [expert before, after]}.
+json PlacementChangesJson(const std::vector<std::vector<uint32_t>>& before,
+                          const std::vector<std::vector<uint32_t>>& after) {
+  json layers = json::object();
+  for (size_t l = 0; l < after.size(); ++l) {
+    json changed = json::object();
+    for (size_t s = 0; s < after[l].size(); ++s) {
+      const bool known = l < before.size() && s < before[l].size();
+      if (!known || before[l][s] != after[l][s]) {
+        changed[std::to_string(s)] = {known ? json(before[l][s]) : json(nullptr), after[l][s]};
+      }
+    }
+    if (!changed.empty()) layers[std::to_string(l)] = std::move(changed);
+  }
+  return layers;
 }
 
 // A vector change as JSON: per changed layer, {expert: [before, after]}.
@@ -100,9 +129,15 @@ json VectorChangesJson(const std::vector<std::vector<float>>& before,
 }
 
 // The change as the epochs table and command_json record it.
-json ChangeJson(const KnobChange& change, const std::vector<std::vector<float>>& before) {
-  if (!policies::IsVectorKnob(change.knob)) return json({{change.knob, change.value}});
-  return json({{change.knob, VectorChangesJson(before, change.vectors)}});
+json ChangeJson(const KnobChange& change, const std::vector<std::vector<float>>& before,
+                const std::vector<std::vector<uint32_t>>& placed) {
+  if (policies::IsVectorKnob(change.knob)) {
+    return json({{change.knob, VectorChangesJson(before, change.vectors)}});
+  }
+  if (policies::IsPlacementKnob(change.knob)) {
+    return json({{change.knob, PlacementChangesJson(placed, change.placements)}});
+  }
+  return json({{change.knob, change.value}});
 }
 
 class ControllerImpl final : public Controller {
@@ -260,7 +295,8 @@ class ControllerImpl final : public Controller {
       return;
     }
     e.OnApplied(ack.epoch, cmd.change);
-    store_->RecordEpoch({ack.engine_id, ack.epoch, now, ChangeJson(cmd.change, cmd.before).dump(),
+    store_->RecordEpoch({ack.engine_id, ack.epoch, now,
+                         ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
                          cmd.decision_id});
     spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
                  cmd.change.knob, cmd.change.value, ack.applied_at_step);
@@ -316,7 +352,8 @@ class ControllerImpl final : public Controller {
       if ((name == "capacity" && options_.capacity_enabled) ||
           (name == "bias" && options_.bias_enabled) ||
           (name == "adaptive_k" && options_.adaptive_k_enabled) ||
-          (name == "noise" && options_.noise_enabled)) {
+          (name == "noise" && options_.noise_enabled) ||
+          (name == "replication" && options_.replication_enabled)) {
         on.push_back(name);
       }
     }
@@ -337,6 +374,9 @@ class ControllerImpl final : public Controller {
     }
     if (name == "noise" && options_.noise_enabled) {
       return policies::ProposeNoise(snapshot, options_.noise);
+    }
+    if (name == "replication" && options_.replication_enabled) {
+      return policies::ProposeReplication(snapshot, options_.replication);
     }
     return std::nullopt;
   }
@@ -374,6 +414,10 @@ class ControllerImpl final : public Controller {
     if (policies::IsVectorKnob(proposal.knob)) {
       proposal_json["changes"] = VectorChangesJson(proposal.current_vectors, proposal.vectors);
     }
+    if (policies::IsPlacementKnob(proposal.knob)) {
+      proposal_json["changes"] =
+          PlacementChangesJson(proposal.current_placements, proposal.placements);
+    }
     row.proposal_json = proposal_json.dump();
     row.verdict = std::string(policies::VerdictName(verdict.kind));
     row.verdict_reason = verdict.reason;
@@ -384,15 +428,18 @@ class ControllerImpl final : public Controller {
                     proposal.current, proposal.value, verdict.reason);
       return;
     }
-    KnobChange change{proposal.knob, verdict.value, verdict.vectors};
+    KnobChange change{proposal.knob, verdict.value, verdict.vectors, verdict.placements};
     const std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
+    const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
+                                                          ? e.Placements()
+                                                          : std::vector<std::vector<uint32_t>>{};
     telemetry::Command command;
     command.engine_id = e.engine_id();
     command.epoch = e.NextEpoch();
     command.issued_ns = now;
-    AddChange(change, in_force, &command);
+    AddChange(change, in_force, placed, &command);
     command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
-    json command_json = ChangeJson(change, in_force);
+    json command_json = ChangeJson(change, in_force, placed);
     command_json["epoch"] = command.epoch;
     row.command_json = command_json.dump();
     row.status = "sent";
@@ -414,7 +461,7 @@ class ControllerImpl final : public Controller {
     }
     ++stats_.commands_sent;
     store_->RecordCommandSent(id, command.epoch, now);
-    sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, now};
+    sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, placed, now};
     PendingDecision pending;
     pending.decision_id = id;
     pending.epoch = command.epoch;
@@ -423,6 +470,7 @@ class ControllerImpl final : public Controller {
     pending.previous_value = proposal.current;
     pending.new_value = verdict.value;
     pending.previous_vectors = in_force;
+    pending.previous_placements = placed;
     pending.is_rollback = is_rollback;
     pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
     pending.reward_before = policies::Reward(pending.before, options_.reward);
@@ -479,6 +527,11 @@ class ControllerImpl final : public Controller {
         rollback.vectors = pending.previous_vectors;
         verdict.vectors = pending.previous_vectors;
       }
+      if (policies::IsPlacementKnob(pending.knob)) {
+        rollback.current_placements = e.Placements();
+        rollback.placements = pending.previous_placements;
+        verdict.placements = pending.previous_placements;
+      }
       e.guard_state().last_change_ns[pending.knob] = now;
       Decide(e, snapshot, rollback, verdict, /*is_rollback=*/true, now);
     }
@@ -488,6 +541,7 @@ class ControllerImpl final : public Controller {
     int64_t decision_id = 0;
     KnobChange change;
     std::vector<std::vector<float>> before;  // vector knobs: the vectors in force when sent
+    std::vector<std::vector<uint32_t>> placed_before;  // phy2log: the placement in force
     int64_t sent_ns = 0;
   };
 
@@ -520,7 +574,7 @@ Status Validate(const ControllerOptions& o) {
   if (!o.curve_secret_key.empty() && o.allowed_engine_keys.empty()) {
     return bad("allowed_engine_keys", "CURVE is on but no engine key is allowed");
   }
-  const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise"};
+  const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise", "replication"};
   for (size_t i = 0; i < o.policy_order.size(); ++i) {
     const std::string& name = o.policy_order[i];
     if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -536,6 +590,7 @@ Status Validate(const ControllerOptions& o) {
   MOE_RETURN_IF_ERROR(policies::Validate(o.bias));
   MOE_RETURN_IF_ERROR(policies::Validate(o.adaptive_k));
   MOE_RETURN_IF_ERROR(policies::Validate(o.noise));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.replication));
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
   return Status::Ok();

@@ -26,6 +26,9 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     e.max_over_mean = telemetry::MaxOverMean(layer.expert_tokens);
     e.expert_load.assign(layer.expert_tokens.begin(), layer.expert_tokens.end());
     e.layer_us = layer.timing.total_us;
+    f.critical_path_us += layer.timing.total_us;
+    f.device_max_over_mean +=
+        layer.device_tokens.empty() ? 1.0 : telemetry::MaxOverMean(layer.device_tokens);
     e.quality_error = layer.quality_error;
     f.max_over_mean += e.max_over_mean;
     if (layer.quality_error) {
@@ -34,7 +37,10 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     }
     f.layers.push_back(e);
   }
-  if (!record.layers.empty()) f.max_over_mean /= static_cast<double>(record.layers.size());
+  if (!record.layers.empty()) {
+    f.max_over_mean /= static_cast<double>(record.layers.size());
+    f.device_max_over_mean /= static_cast<double>(record.layers.size());
+  }
   if (quality_n > 0) f.quality_error = quality_sum / quality_n;
   return f;
 }
@@ -53,9 +59,13 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   if (k.k_min) knobs_.k_min = *k.k_min;
   // The bias of every layer: the engine-wide one, then per-layer differences.
   knobs_.expert_bias.assign(hello.num_layers, k.expert_bias.value_or(std::vector<float>{}));
+  knobs_.phy2log.assign(hello.num_layers, k.phy2log.value_or(std::vector<uint32_t>{}));
   for (const telemetry::LayerKnobs& lk : hello.layer_knobs) {
     if (lk.layer < knobs_.expert_bias.size() && lk.knobs.expert_bias) {
       knobs_.expert_bias[lk.layer] = *lk.knobs.expert_bias;
+    }
+    if (lk.layer < knobs_.phy2log.size() && lk.knobs.phy2log) {
+      knobs_.phy2log[lk.layer] = *lk.knobs.phy2log;
     }
   }
   last_step_ns_ = std::max(last_step_ns_, now_ns);
@@ -74,6 +84,7 @@ void EngineState::OnApplied(uint64_t epoch, const KnobChange& change) {
   if (change.knob == "top_k") knobs_.top_k = static_cast<uint32_t>(change.value);
   if (change.knob == "noise_std") knobs_.noise_std = change.value;
   if (change.knob == "expert_bias") knobs_.expert_bias = change.vectors;
+  if (change.knob == "phy2log") knobs_.phy2log = change.placements;
   last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
 }
 
@@ -90,6 +101,18 @@ double EngineState::KnobValue(const std::string& knob) const {
     return largest;
   }
   return 0;
+}
+
+std::vector<std::vector<uint32_t>> EngineState::Placements() const {
+  const uint32_t num_replicas = hello_.num_replicas > 0 ? hello_.num_replicas : hello_.num_experts;
+  std::vector<uint32_t> fallback(num_replicas);
+  for (uint32_t s = 0; s < num_replicas; ++s)
+    fallback[s] = hello_.num_experts > 0 ? s % hello_.num_experts : 0;
+  std::vector<std::vector<uint32_t>> out(hello_.num_layers, fallback);
+  for (size_t l = 0; l < out.size() && l < knobs_.phy2log.size(); ++l) {
+    if (knobs_.phy2log[l].size() == num_replicas) out[l] = knobs_.phy2log[l];
+  }
+  return out;
 }
 
 std::vector<std::vector<float>> EngineState::KnobVectors(const std::string& knob) const {
@@ -111,7 +134,7 @@ policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) 
   policies::OutcomeFigures out;
   out.capacity_factor = knobs_.capacity_factor;
   uint64_t slots = 0, dropped = 0;
-  double step_us = 0, imbalance = 0, quality = 0;
+  double step_us = 0, critical_path = 0, imbalance = 0, device_imbalance = 0, quality = 0;
   int quality_n = 0;
   for (auto it = window_.rbegin(); it != window_.rend() && out.steps < max_steps; ++it) {
     if (it->epoch != epoch) continue;
@@ -119,7 +142,9 @@ policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) 
     slots += it->token_slots;
     dropped += it->dropped;
     step_us += it->step_us;
+    critical_path += it->critical_path_us;
     imbalance += it->max_over_mean;
+    device_imbalance += it->device_max_over_mean;
     if (it->quality_error) {
       quality += *it->quality_error;
       ++quality_n;
@@ -128,7 +153,9 @@ policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) 
   if (out.steps == 0) return out;
   out.drop_rate = slots ? static_cast<double>(dropped) / static_cast<double>(slots) : 0;
   out.step_us = step_us / static_cast<double>(out.steps);
+  out.critical_path_us = critical_path / static_cast<double>(out.steps);
   out.max_over_mean = imbalance / static_cast<double>(out.steps);
+  out.device_max_over_mean = device_imbalance / static_cast<double>(out.steps);
   if (quality_n > 0) out.quality_error = quality / quality_n;
   return out;
 }
@@ -140,6 +167,8 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
   s.last_telemetry_ns = last_step_ns_;
   s.epoch = epoch_;
   s.num_experts = hello_.num_experts;
+  s.num_replicas = hello_.num_replicas > 0 ? hello_.num_replicas : hello_.num_experts;
+  s.num_devices = std::max<uint32_t>(1, hello_.num_devices);
   s.knobs = knobs_;
   policies::OutcomeFigures f = Figures(epoch_, window_steps_);
   s.steps_in_epoch = f.steps;

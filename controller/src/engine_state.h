@@ -26,7 +26,9 @@ struct StepFigures {
   uint64_t dropped = 0;
   uint64_t overflowed = 0;
   double step_us = 0;
-  double max_over_mean = 0;  // mean over layers
+  double critical_path_us = 0;      // sum over layers of timing.total_us
+  double max_over_mean = 0;         // mean over layers
+  double device_max_over_mean = 0;  // mean over layers of device_tokens' max over mean
   std::optional<double> quality_error;
   std::vector<policies::LayerEstimate> layers;
 };
@@ -38,7 +40,8 @@ StepFigures Summarise(const telemetry::StepRecord& record);
 struct KnobChange {
   std::string knob;
   double value = 0;
-  std::vector<std::vector<float>> vectors;  // [layer][element]; vector knobs only
+  std::vector<std::vector<float>> vectors;        // [layer][element]; vector knobs only
+  std::vector<std::vector<uint32_t>> placements;  // [layer][slot]; phy2log only
 };
 
 // A command sent and not yet measured.
@@ -50,7 +53,8 @@ struct PendingDecision {
   std::string knob;
   double previous_value = 0;
   double new_value = 0;
-  std::vector<std::vector<float>> previous_vectors;  // vector knobs: what a rollback restores
+  std::vector<std::vector<float>> previous_vectors;        // vector knobs: what a rollback restores
+  std::vector<std::vector<uint32_t>> previous_placements;  // phy2log: what a rollback restores
   bool is_rollback = false;
   policies::OutcomeFigures before;
   double reward_before = 0;
@@ -83,6 +87,9 @@ class EngineState {
   double KnobValue(const std::string& knob) const;
   // A vector knob in force, one vector per layer (zeros where none is set).
   std::vector<std::vector<float>> KnobVectors(const std::string& knob) const;
+  // The placement in force, one phy2log per layer, spelled out (the default,
+  // slot s holds s % num_experts, where the engine reported none).
+  std::vector<std::vector<uint32_t>> Placements() const;
 
   const std::string& engine_id() const { return engine_id_; }
   bool has_hello() const { return has_hello_; }

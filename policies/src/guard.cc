@@ -100,6 +100,10 @@ Status Validate(const GuardParams& p) {
   MOE_RETURN_IF_ERROR(ValidateLimits("top_k", p.top_k));
   MOE_RETURN_IF_ERROR(ValidateLimits("noise_std", p.noise_std));
   MOE_RETURN_IF_ERROR(ValidateLimits("expert_bias", p.expert_bias));
+  if (p.max_slot_moves < 1 || p.placement_cooldown_ms < 0) {
+    return Status::InvalidArgument(
+        "guard: max_slot_moves must be >= 1 and placement_cooldown >= 0");
+  }
   if (p.cooldown_ms < 0 || p.stale_after_ms <= 0 || p.hysteresis < 0 || p.rollback_threshold < 0 ||
       p.rollback_min_delta < 0) {
     return Status::InvalidArgument(
@@ -108,10 +112,64 @@ Status Validate(const GuardParams& p) {
   return Status::Ok();
 }
 
+namespace {
+
+// A placement: valid per layer, within the migration budget, not a no-op.
+Verdict JudgePlacement(const Proposal& proposal, const EngineSnapshot& snapshot,
+                       const GuardParams& params, GuardState* state) {
+  if (proposal.placements.size() != proposal.current_placements.size()) {
+    return Reject(fmt::format("phy2log: {} layers proposed, {} in force",
+                              proposal.placements.size(), proposal.current_placements.size()));
+  }
+  int total_moved = 0;
+  for (size_t l = 0; l < proposal.placements.size(); ++l) {
+    const std::vector<uint32_t>& next = proposal.placements[l];
+    const std::vector<uint32_t>& now = proposal.current_placements[l];
+    if (next.size() != snapshot.num_replicas || now.size() != next.size()) {
+      return Reject(fmt::format("phy2log: layer {} has {} slots, the engine {}", l, next.size(),
+                                snapshot.num_replicas));
+    }
+    std::vector<char> present(snapshot.num_experts, 0);
+    int moved = 0;
+    for (size_t s = 0; s < next.size(); ++s) {
+      if (next[s] >= snapshot.num_experts) {
+        return Reject(fmt::format("phy2log: layer {} slot {} holds expert {}, the engine has {}", l,
+                                  s, next[s], snapshot.num_experts));
+      }
+      present[next[s]] = 1;
+      moved += next[s] != now[s] ? 1 : 0;
+    }
+    const auto missing = std::find(present.begin(), present.end(), 0);
+    if (missing != present.end()) {
+      return Reject(fmt::format("phy2log: layer {} leaves expert {} without a replica", l,
+                                missing - present.begin()));
+    }
+    if (moved > params.max_slot_moves) {
+      return Reject(fmt::format("phy2log: layer {} changes {} slots, the budget is {}", l, moved,
+                                params.max_slot_moves));
+    }
+    total_moved += moved;
+  }
+  if (total_moved == 0) return Reject("hysteresis: the placement does not change");
+  state->last_change_ns[proposal.knob] = snapshot.now_ns;
+  Verdict verdict;
+  verdict.kind = VerdictKind::kAccepted;
+  verdict.value = proposal.value;
+  verdict.placements = proposal.placements;
+  verdict.reason =
+      fmt::format("{} slots change (budget {} per layer)", total_moved, params.max_slot_moves);
+  return verdict;
+}
+
+}  // namespace
+
 Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const GuardParams& params,
               GuardState* state) {
+  const bool placement = IsPlacementKnob(proposal.knob);
   const KnobLimits* limits = LimitsFor(proposal.knob, params);
-  if (limits == nullptr) return Reject(fmt::format("unknown knob '{}'", proposal.knob));
+  if (limits == nullptr && !placement) {
+    return Reject(fmt::format("unknown knob '{}'", proposal.knob));
+  }
   int64_t silence_ms = (snapshot.now_ns - snapshot.last_telemetry_ns) / kNanosPerMilli;
   if (silence_ms > params.stale_after_ms) {
     return Reject(fmt::format("frozen: telemetry is stale ({} ms old, limit {} ms)", silence_ms,
@@ -121,14 +179,17 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
     return Reject(fmt::format("frozen: only {} steps under epoch {} (need {})",
                               snapshot.steps_in_epoch, snapshot.epoch, params.min_steps_in_epoch));
   }
+  const int64_t cooldown_ms =
+      placement ? std::max(params.cooldown_ms, params.placement_cooldown_ms) : params.cooldown_ms;
   auto last = state->last_change_ns.find(proposal.knob);
   if (last != state->last_change_ns.end()) {
     int64_t since_ms = (snapshot.now_ns - last->second) / kNanosPerMilli;
-    if (since_ms < params.cooldown_ms) {
+    if (since_ms < cooldown_ms) {
       return Reject(fmt::format("cooldown: {} changed {} ms ago (cooldown {} ms)", proposal.knob,
-                                since_ms, params.cooldown_ms));
+                                since_ms, cooldown_ms));
     }
   }
+  if (placement) return JudgePlacement(proposal, snapshot, params, state);
   const double min_change =
       limits->min_change >= 0 ? limits->min_change : std::max(params.hysteresis, 1e-12);
   if (IsVectorKnob(proposal.knob))

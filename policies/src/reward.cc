@@ -13,7 +13,8 @@ Status Validate(const RewardParams& p) {
 }
 
 double Reward(const OutcomeFigures& f, const RewardParams& p) {
-  double latency_excess = std::max(0.0, f.step_us / p.slo_us - 1.0);
+  const double latency_us = f.critical_path_us > 0 ? f.critical_path_us : f.step_us;
+  double latency_excess = std::max(0.0, latency_us / p.slo_us - 1.0);
   return -p.latency_weight * latency_excess - p.drop_weight * f.drop_rate -
          p.quality_weight * f.quality_error.value_or(0.0) - p.capacity_weight * f.capacity_factor;
 }

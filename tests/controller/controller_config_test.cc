@@ -16,7 +16,9 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK(options->guard.capacity_factor.max == 4.0);  // from policies/default.toml
   CHECK(options->raw_retention_s == 7 * 86400);
   CHECK(options->policy_order ==
-        std::vector<std::string>{"capacity", "bias", "adaptive_k", "noise"});
+        std::vector<std::string>{"capacity", "bias", "adaptive_k", "noise", "replication"});
+  CHECK(options->replication_enabled);
+  CHECK(options->guard.placement_cooldown_ms == 30'000);
   CHECK(options->bias_enabled);
   CHECK(options->guard.expert_bias.max_change == 0.02);
   CHECK(options->guard.noise_std.min_change == 0.001);

@@ -3,6 +3,8 @@
 // staleness and ack timeouts run on the test's schedule.
 
 #include <catch2/catch.hpp>
+
+#include <algorithm>
 #include <functional>
 
 #include "moe/controller/controller.h"
@@ -40,9 +42,12 @@ class Harness {
     options_.guard.min_steps_in_epoch = 4;
     options_.guard.cooldown_ms = 500;
     options_.db_flush_interval_ms = 20;
-    // The capacity tests see skewed loads; the bias policy has its own tests.
+    // The capacity tests see skewed loads; the bias and replication policies
+    // have their own tests.
     options_.bias_enabled = false;
     options_.bias.min_steps = 4;
+    options_.replication_enabled = false;
+    options_.replication.min_steps = 4;
     if (tweak) tweak(options_);
     auto controller = Controller::Create(options_, &clock_);
     INFO(controller.status().ToString());
@@ -325,6 +330,52 @@ TEST_CASE("Expert bias: per-layer vectors sent, applied, audited and rolled back
   // The audit names each changed element with its value before and after.
   CHECK(rows[0].proposal_json.find("\"changes\"") != std::string::npos);
   CHECK(rows[0].command_json.find("\"expert_bias\"") != std::string::npos);
+  CHECK(rows[1].policy == "guard-rollback");
+}
+
+TEST_CASE("Replication: a new placement per layer, sent, applied and rolled back",
+          "[controller][replication]") {
+  // 2 devices x 3 slots for 4 experts: 2 spare slots (default: experts 0, 1).
+  Harness h(
+      [](ControllerOptions& o) {
+        o.capacity_enabled = false;
+        o.replication_enabled = true;
+        o.reward.drop_weight = 10;
+      },
+      [](telemetry::Hello& hello) {
+        hello.num_devices = 2;
+        hello.num_replicas = 6;
+      });
+  // Loads 400, 300, 200, 100: the default placement puts experts 0, 1, 2 on
+  // device 0 (with half of 0's and 1's load) and 3, 0, 1 on device 1.
+  h.Steps(8, 0, 0.01);
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  REQUIRE(first[0].layer_knobs.size() == 2);
+  const std::vector<uint32_t> before = {0, 1, 2, 3, 0, 1};
+  for (const telemetry::LayerKnobs& lk : first[0].layer_knobs) {
+    REQUIRE(lk.knobs.phy2log.has_value());
+    const std::vector<uint32_t>& p2l = *lk.knobs.phy2log;
+    REQUIRE(p2l.size() == 6);
+    for (uint32_t e = 0; e < 4; ++e)
+      CHECK(std::count(p2l.begin(), p2l.end(), e) >= 1);  // every expert keeps a replica
+    CHECK(p2l != before);
+  }
+  h.Ack(first[0], true);
+  h.Steps(4, 1, 0.40);  // worse: the placement is restored
+  auto rollback = h.Tick();
+  REQUIRE(rollback.size() == 1);
+  REQUIRE(rollback[0].layer_knobs.size() == 2);
+  for (const telemetry::LayerKnobs& lk : rollback[0].layer_knobs) {
+    REQUIRE(lk.knobs.phy2log.has_value());
+    CHECK(*lk.knobs.phy2log == before);
+  }
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].policy == "replication");
+  CHECK(rows[0].knob == "phy2log");
+  CHECK(rows[0].proposal_json.find("\"changes\"") != std::string::npos);
+  CHECK(rows[0].command_json.find("\"phy2log\"") != std::string::npos);
   CHECK(rows[1].policy == "guard-rollback");
 }
 

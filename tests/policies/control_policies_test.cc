@@ -9,6 +9,17 @@ namespace {
 
 constexpr int64_t kMs = 1'000'000;
 
+// A proposal of a scalar knob for every layer.
+Proposal Scalar(std::string policy, std::string knob, double current, double value) {
+  Proposal p;
+  p.policy = std::move(policy);
+  p.knob = std::move(knob);
+  p.current = current;
+  p.value = value;
+  p.reason = "test";
+  return p;
+}
+
 EngineSnapshot Snapshot(double drop_rate, double cf) {
   EngineSnapshot s;
   s.engine_id = "e1";
@@ -57,13 +68,13 @@ TEST_CASE("Guard bounds, limits the step, and clamps", "[guard]") {
   GuardParams g;
   GuardState state;
   EngineSnapshot s = Snapshot(0.3, 1.0);
-  Proposal p{"capacity", "capacity_factor", -1, 1.0, 2.4, "test"};
+  Proposal p = Scalar("capacity", "capacity_factor", 1.0, 2.4);
   Verdict v = Judge(p, s, g, &state);
   CHECK(v.kind == VerdictKind::kClamped);
   CHECK(v.value == Approx(1.5));  // max_change 0.5
 
   GuardState fresh;
-  Proposal low{"capacity", "capacity_factor", -1, 0.6, 0.2, "test"};
+  Proposal low = Scalar("capacity", "capacity_factor", 0.6, 0.2);
   Verdict vl = Judge(low, s, g, &fresh);
   CHECK(vl.kind == VerdictKind::kClamped);
   CHECK(vl.value == Approx(0.5));  // lower bound
@@ -73,7 +84,7 @@ TEST_CASE("Guard enforces cooldown, hysteresis, staleness and epoch maturity", "
   GuardParams g;
   GuardState state;
   EngineSnapshot s = Snapshot(0.3, 1.0);
-  Proposal p{"capacity", "capacity_factor", -1, 1.0, 1.2, "test"};
+  Proposal p = Scalar("capacity", "capacity_factor", 1.0, 1.2);
   REQUIRE(Judge(p, s, g, &state).kind == VerdictKind::kAccepted);
 
   s.now_ns += 1000 * kMs;
@@ -84,7 +95,7 @@ TEST_CASE("Guard enforces cooldown, hysteresis, staleness and epoch maturity", "
 
   s.now_ns += 5000 * kMs;
   s.last_telemetry_ns = s.now_ns;
-  Proposal tiny{"capacity", "capacity_factor", -1, 1.0, 1.01, "test"};
+  Proposal tiny = Scalar("capacity", "capacity_factor", 1.0, 1.01);
   CHECK(Judge(tiny, s, g, &state).reason.find("hysteresis") != std::string::npos);
 
   EngineSnapshot stale = s;
@@ -95,13 +106,18 @@ TEST_CASE("Guard enforces cooldown, hysteresis, staleness and epoch maturity", "
   young.steps_in_epoch = 1;
   CHECK(Judge(p, young, g, &state).reason.find("frozen") != std::string::npos);
 
-  Proposal unknown{"x", "warp_drive", -1, 0, 1, "test"};
+  Proposal unknown = Scalar("x", "warp_drive", 0, 1);
   CHECK(Judge(unknown, s, g, &state).kind == VerdictKind::kRejected);
 }
 
 TEST_CASE("Reward penalises latency over SLO, drops and quality; rollback threshold", "[reward]") {
   RewardParams r;
-  OutcomeFigures good{100, 0.0, 10'000, 1.1, 0.0, 1.0};
+  OutcomeFigures good;
+  good.steps = 100;
+  good.step_us = 10'000;
+  good.max_over_mean = 1.1;
+  good.quality_error = 0.0;
+  good.capacity_factor = 1.0;
   OutcomeFigures dropping = good;
   dropping.drop_rate = 0.1;
   OutcomeFigures slow = good;
@@ -109,11 +125,82 @@ TEST_CASE("Reward penalises latency over SLO, drops and quality; rollback thresh
   CHECK(Reward(good, r) > Reward(dropping, r));
   CHECK(Reward(good, r) > Reward(slow, r));
   CHECK(Reward(slow, r) == Approx(-1.0 - r.capacity_weight));
+  // With per-layer timing the latency is the critical path, not the wall
+  // time of devices run one after another.
+  OutcomeFigures parallel = slow;
+  parallel.critical_path_us = r.slo_us / 2;
+  CHECK(Reward(parallel, r) == Approx(Reward(good, r)));
+  parallel.critical_path_us = 3 * r.slo_us;
+  CHECK(Reward(parallel, r) == Approx(-2.0 - r.capacity_weight));
 
   GuardParams g;
   CHECK(ShouldRollBack(-1.0, -1.5, g));
   CHECK_FALSE(ShouldRollBack(-1.0, -1.1, g));
   CHECK_FALSE(ShouldRollBack(-0.02, -0.03, g));  // below the absolute margin
+}
+
+TEST_CASE("Guard clamps a bias vector element by element and audits the change", "[guard][bias]") {
+  GuardParams g;
+  g.expert_bias = {-0.1, 0.1, 0.01, 0.001};
+  GuardState state;
+  EngineSnapshot snap = Snapshot(0.0, 1.0);
+  Proposal p;
+  p.policy = "bias";
+  p.knob = "expert_bias";
+  p.current_vectors = {{0.0f, 0.095f}, {}};  // layer 1: none in force (zeros)
+  p.vectors = {{-0.05f, 0.2f}, {0.004f, 0.0f}};
+  Verdict v = Judge(p, snap, g, &state);
+  CHECK(v.kind == VerdictKind::kClamped);
+  REQUIRE(v.vectors.size() == 2);
+  CHECK(v.vectors[0][0] == Approx(-0.01));  // max change
+  CHECK(v.vectors[0][1] == Approx(0.1));    // bound
+  CHECK(v.vectors[1][0] == Approx(0.004));  // within both
+  CHECK(state.last_change_ns.count("expert_bias") == 1);
+
+  GuardState fresh;
+  p.vectors = {{0.0005f, 0.095f}, {0.0f, 0.0f}};  // below min_change everywhere
+  CHECK(Judge(p, snap, g, &fresh).reason.find("hysteresis") != std::string::npos);
+  p.vectors = {{0.0f, 0.0f}};  // one layer short
+  CHECK(Judge(p, snap, g, &fresh).kind == VerdictKind::kRejected);
+}
+
+TEST_CASE("Guard checks a placement: valid, within the move budget, a real change",
+          "[guard][replication]") {
+  GuardParams g;
+  g.max_slot_moves = 2;
+  g.placement_cooldown_ms = 30'000;
+  EngineSnapshot snap = Snapshot(0.0, 1.0);
+  snap.num_experts = 4;
+  snap.num_replicas = 6;
+  Proposal p;
+  p.policy = "replication";
+  p.knob = "phy2log";
+  p.current_placements = {{0, 1, 2, 3, 0, 1}};
+  p.placements = {{0, 1, 2, 3, 0, 0}};  // one slot: expert 1's second replica -> expert 0
+  GuardState state;
+  Verdict v = Judge(p, snap, g, &state);
+  CHECK(v.kind == VerdictKind::kAccepted);
+  CHECK(v.placements == p.placements);
+
+  // The placement cooldown is longer than the general one.
+  snap.now_ns += 10'000 * kMs;
+  snap.last_telemetry_ns += 10'000 * kMs;
+  Verdict soon = Judge(p, snap, g, &state);
+  CHECK(soon.kind == VerdictKind::kRejected);
+  CHECK(soon.reason.find("cooldown") != std::string::npos);
+
+  GuardState fresh;
+  p.placements = {{0, 0, 2, 3, 0, 0}};  // expert 1 has no replica left
+  CHECK(Judge(p, snap, g, &fresh).reason.find("without a replica") != std::string::npos);
+  p.placements = {{3, 2, 1, 0, 0, 1}};  // 4 slots change, budget 2
+  CHECK(Judge(p, snap, g, &fresh).reason.find("budget") != std::string::npos);
+  p.placements = {{0, 1, 2, 9, 0, 1}};  // no such expert
+  CHECK(Judge(p, snap, g, &fresh).reason.find("expert 9") != std::string::npos);
+  p.placements = {{0, 1, 2, 3, 0}};  // a slot short
+  CHECK(Judge(p, snap, g, &fresh).kind == VerdictKind::kRejected);
+  p.placements = p.current_placements;  // nothing moves
+  CHECK(Judge(p, snap, g, &fresh).reason.find("does not change") != std::string::npos);
+  CHECK(fresh.last_change_ns.empty());  // rejections leave no cooldown behind
 }
 
 }  // namespace

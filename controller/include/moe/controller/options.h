@@ -14,6 +14,7 @@
 #include "moe/policies/capacity_policy.h"
 #include "moe/policies/guard.h"
 #include "moe/policies/noise_policy.h"
+#include "moe/policies/replication_policy.h"
 #include "moe/policies/reward.h"
 
 namespace moe::controller {
@@ -52,7 +53,8 @@ struct ControllerOptions {
   // policies are asked in `policy_order`; the first proposal the guard lets
   // through becomes the command (one change in flight per engine), and every
   // proposal asked before it that the guard rejected is recorded too.
-  std::vector<std::string> policy_order = {"capacity", "bias", "adaptive_k", "noise"};
+  std::vector<std::string> policy_order = {"capacity", "bias", "adaptive_k", "noise",
+                                           "replication"};
   bool capacity_enabled = true;
   policies::CapacityPolicyParams capacity;
   bool bias_enabled = true;
@@ -61,6 +63,8 @@ struct ControllerOptions {
   policies::AdaptiveKParams adaptive_k;
   bool noise_enabled = false;
   policies::NoisePolicyParams noise;
+  bool replication_enabled = true;  // acts only on engines with several devices
+  policies::ReplicationPolicyParams replication;
   policies::GuardParams guard;
   policies::RewardParams reward;
   bool rollback_enabled = true;

@@ -39,6 +39,11 @@ struct GuardParams {
   KnobLimits top_k{1, 8, 1};
   KnobLimits noise_std{0, 0.2, 0.02, 0.001};
   KnobLimits expert_bias{-0.1, 0.1, 0.005, 1e-4};
+  // Placement (phy2log): at most this many slots change per layer in one
+  // decision (the migration budget; a larger proposal is rejected, not cut),
+  // and this cooldown (at least cooldown_ms) between placement changes.
+  int max_slot_moves = 16;
+  int64_t placement_cooldown_ms = 30'000;
   int64_t cooldown_ms = 3000;       // per knob, between accepted changes
   double hysteresis = 0.02;         // |new - current| below this is rejected
   int64_t stale_after_ms = 3000;    // no telemetry for this long freezes changes
@@ -56,8 +61,9 @@ std::string_view VerdictName(VerdictKind kind);  // "accepted", "clamped", "reje
 
 struct Verdict {
   VerdictKind kind = VerdictKind::kRejected;
-  double value = 0;                         // the value to apply (accepted/clamped)
-  std::vector<std::vector<float>> vectors;  // vector knobs: the vectors to apply
+  double value = 0;                               // the value to apply (accepted/clamped)
+  std::vector<std::vector<float>> vectors;        // vector knobs: the vectors to apply
+  std::vector<std::vector<uint32_t>> placements;  // phy2log: the placements to apply
   std::string reason;
 };
 
@@ -69,7 +75,10 @@ struct GuardState {
 // Judges `proposal` against `snapshot`. On acceptance records the change time
 // in `state`. Unknown knobs are rejected. A vector knob is clamped element by
 // element (bounds, then max_change around the element in force) and rejected
-// when no element moves by min_change.
+// when no element moves by min_change. A placement is rejected unless every
+// layer has num_replicas slots holding ids < num_experts with every expert
+// present, at least one slot changes, and no layer changes more than
+// max_slot_moves slots.
 Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const GuardParams& params,
               GuardState* state);
 

@@ -2,10 +2,16 @@
 // better). Configured in TOML; used to judge every decision's outcome and by
 // the guard's rollback.
 //
-//   reward = - latency_weight * max(0, step_us / slo_us - 1)
+//   reward = - latency_weight * max(0, latency_us / slo_us - 1)
 //            - drop_weight    * drop_rate
 //            - quality_weight * quality_error
 //            - capacity_weight * capacity_factor
+//
+// latency_us is the step's critical path (the sum over layers of router +
+// dispatch + slowest device + modelled all-to-all + combine, as the engine
+// reports it): what an expert-parallel group's step takes when its devices
+// run in parallel, so balancing devices shows in it. Without per-layer
+// timing it is the step's wall time.
 
 #ifndef MOE_POLICIES_REWARD_H_
 #define MOE_POLICIES_REWARD_H_
@@ -31,8 +37,10 @@ Status Validate(const RewardParams& params);
 struct OutcomeFigures {
   uint64_t steps = 0;
   double drop_rate = 0;
-  double step_us = 0;
-  double max_over_mean = 0;
+  double step_us = 0;               // wall time of a step
+  double critical_path_us = 0;      // sum over layers of the layer's critical path (0: unknown)
+  double max_over_mean = 0;         // expert load imbalance, mean over layers
+  double device_max_over_mean = 0;  // device load imbalance, mean over layers
   std::optional<double> quality_error;
   double capacity_factor = 0;
 };

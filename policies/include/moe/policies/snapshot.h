@@ -39,6 +39,10 @@ struct KnobValues {
   // Selection bias in force per layer, [num_layers][num_experts]; empty (or
   // an empty layer) = all zero.
   std::vector<std::vector<float>> expert_bias;
+  // Placement in force per layer, [num_layers][num_replicas]: the logical
+  // expert of every physical slot; empty (or an empty layer) = the default,
+  // slot s holds expert s % num_experts.
+  std::vector<std::vector<uint32_t>> phy2log;
 };
 
 struct EngineSnapshot {
@@ -48,6 +52,8 @@ struct EngineSnapshot {
   uint64_t epoch = 0;             // epoch in force
   uint64_t steps_in_epoch = 0;    // steps observed under `epoch`
   uint32_t num_experts = 0;
+  uint32_t num_replicas = 0;  // physical expert slots per layer
+  uint32_t num_devices = 1;   // devices of the expert-parallel group; slot s on s / (R / D)
   KnobValues knobs;
   // Figures over the steps of the current epoch (all layers together).
   double drop_rate = 0;
@@ -62,7 +68,11 @@ struct EngineSnapshot {
 // A vector knob (expert_bias) sets `vectors` instead: the whole new vector of
 // every layer, [num_layers][num_experts], beside `current_vectors`, the
 // vectors in force (an empty layer = zeros); `current` and `value` then hold
-// the largest |element| before and after, for logs.
+// the largest |element| before and after, for logs. The placement knob
+// (phy2log) sets `placements` beside `current_placements` the same way,
+// [num_layers][num_replicas], every layer spelled out (no empty layers);
+// `current` and `value` then hold the mean over layers of the planned
+// device max-over-mean load before and after.
 struct Proposal {
   std::string policy;  // e.g. "capacity"
   std::string knob;    // e.g. "capacity_factor"
@@ -72,11 +82,18 @@ struct Proposal {
   std::string reason;  // human-readable: the figures that led to it
   std::vector<std::vector<float>> current_vectors;
   std::vector<std::vector<float>> vectors;
+  std::vector<std::vector<uint32_t>> current_placements;
+  std::vector<std::vector<uint32_t>> placements;
 };
 
 // True for knobs whose proposals carry `vectors`.
 inline bool IsVectorKnob(const std::string& knob) {
   return knob == "expert_bias";
+}
+
+// True for the knob whose proposals carry `placements`.
+inline bool IsPlacementKnob(const std::string& knob) {
+  return knob == "phy2log";
 }
 
 }  // namespace moe::policies

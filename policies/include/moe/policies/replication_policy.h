@@ -1,0 +1,80 @@
+// Replication policy: online expert replication, the slow loop.
+//
+// For every layer of the snapshot with a measured expert load, the policy
+// asks the replication planner (planner.h) for a better placement of the
+// layer's num_replicas physical slots over the num_devices devices of the
+// expert-parallel group, starting from the placement in force and within a
+// migration budget (max_moves replicas per layer, each moved replica also
+// costing move_weight / num_replicas in the planner's objective). A layer
+// takes the planned placement only when its device max-over-mean load falls
+// to at most (1 - min_gain) x the one in force; otherwise it keeps its
+// placement. The planner runs without a clock, so the result is
+// deterministic.
+//
+// The placement in force for layer l is snapshot.knobs.phy2log[l] when present
+// and non-empty, else the default: slot s holds expert s % num_experts.
+// Plans use PlanMode::kAuto on the shape {num_experts = the layer's
+// expert_load size, num_replicas, num_groups, num_nodes, num_gpus =
+// num_devices}: hierarchical (every replica on its group's node) when
+// num_groups % num_nodes == 0, else global. A placement in force must be valid
+// in that mode: with num_nodes > 1 in hierarchical mode, the default placement
+// is valid only when it already keeps each group on one node (e.g. num_replicas
+// == num_experts with contiguous groups).
+//
+// Nothing is proposed when the snapshot has one device, no replicas, too few
+// steps, no layer with a positive load, or no layer whose placement changes.
+// Bad input (an invalid shape, a placement in force that is not valid for the
+// shape, loads the planner refuses) skips the policy for that snapshot: the
+// result is nullopt, never a crash.
+
+#ifndef MOE_POLICIES_REPLICATION_POLICY_H_
+#define MOE_POLICIES_REPLICATION_POLICY_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "moe/common/status.h"
+#include "moe/policies/snapshot.h"
+
+namespace moe::policies {
+
+struct ReplicationPolicyParams {
+  // Nodes of the expert-parallel group (devices per node = num_devices /
+  // num_nodes); >= 1.
+  uint32_t num_nodes = 1;
+  // Expert groups (num_experts / num_groups consecutive ids each) for
+  // hierarchical planning; 1 = global; >= 1.
+  uint32_t num_groups = 1;
+  // A layer takes the plan only when its device max-over-mean load is at most
+  // (1 - min_gain) x the current one; 0 < min_gain < 1.
+  double min_gain = 0.05;
+  // Replicas moved per layer per proposal, the migration budget (counted as
+  // CountMovedReplicas does); >= 1, or -1 = no limit.
+  int max_moves = 8;
+  // Cost of migration in the planner's objective, max_over_mean + move_weight
+  // * moved / num_replicas (PlannerOptions::move_weight); >= 0.
+  double move_weight = 0.02;
+  // Steps the snapshot must cover before the policy acts.
+  uint64_t min_steps = 32;
+};
+
+// Checks the parameters' ranges; the message names the field.
+Status Validate(const ReplicationPolicyParams& params);
+
+// The placement proposal for `snapshot` (policy "replication", knob "phy2log",
+// layer -1), if any. Pure and deterministic.
+//
+// `current_placements` and `placements` are indexed by layer id (LayerEstimate::
+// layer) and cover every layer of snapshot.layers and of snapshot.knobs.phy2log,
+// each spelled out (a default placement written out): the placement in force
+// and the new one (a copy of the one in force for unchanged layers).
+// `current` and `value` are the mean, over the layers with a positive
+// expert_load, of the device max-over-mean load under each. `reason` names
+// each changed layer with its max/mean before -> after, the replicas moved,
+// and its hottest expert with that expert's replica count after.
+std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
+                                           const ReplicationPolicyParams& params);
+
+}  // namespace moe::policies
+
+#endif  // MOE_POLICIES_REPLICATION_POLICY_H_
