@@ -29,8 +29,8 @@ uint64_t ReadMinSteps(TableReader& table, uint64_t value) {
 void ReadPolicies(TableReader root, ControllerOptions* o) {
   if (root.Has("order")) {
     root.Read("order", &o->policy_order);
-    const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise",
-                                            "replication"};
+    const std::vector<std::string> known = {"capacity", "bias",        "adaptive_k",
+                                            "noise",    "replication", "learning"};
     for (size_t i = 0; i < o->policy_order.size(); ++i) {
       const std::string& name = o->policy_order[i];
       if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -82,6 +82,17 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   o->replication.max_moves = static_cast<int>(max_moves);
   replication.Read("move_weight", &o->replication.move_weight, Range<double>{0, 1e6});
   o->replication.min_steps = ReadMinSteps(replication, o->replication.min_steps);
+
+  TableReader learning = root.Table("learning");
+  learning.Read("enabled", &o->learning_enabled);
+  learning.ReadChoice("knob", &o->learning.knob, {"capacity_factor", "top_k", "noise_std"});
+  learning.Read("values", &o->learning.values, Range<double>{0, 1e6});
+  learning.Read("imbalance_edges", &o->learning.imbalance_edges, Range<double>{0, 1e9});
+  learning.Read("tokens_edges", &o->learning.tokens_edges, Range<double>{0, 1e12});
+  learning.Read("exploration", &o->learning.exploration, Range<double>{0, 1e6});
+  learning.Read("min_samples", &o->learning.min_samples, Range<int64_t>{1, 1'000'000});
+  learning.Read("min_gain", &o->learning.min_gain, Range<double>{0, 1e6});
+  o->learning.min_steps = ReadMinSteps(learning, o->learning.min_steps);
 
   TableReader bias = root.Table("bias");
   bias.Read("enabled", &o->bias_enabled);

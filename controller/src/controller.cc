@@ -12,8 +12,10 @@
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
+#include "moe/policies/learning_policy.h"
 #include "moe/policies/noise_policy.h"
 #include "moe/policies/replication_policy.h"
+#include "moe/storage/reader.h"
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
 
@@ -43,7 +45,7 @@ json FiguresJson(const policies::OutcomeFigures& f) {
   return j;
 }
 
-json SnapshotJson(const policies::EngineSnapshot& s) {
+json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime) {
   json layers = json::array();
   for (const policies::LayerEstimate& l : s.layers) {
     layers.push_back({{"layer", l.layer},
@@ -59,6 +61,8 @@ json SnapshotJson(const policies::EngineSnapshot& s) {
             {"step_us", s.step_us},
             {"max_over_mean", s.max_over_mean},
             {"telemetry_age_ms", (s.now_ns - s.last_telemetry_ns) / kNanosPerMilli},
+            {"tokens_per_step", s.tokens_per_step},
+            {"regime", regime},
             {"knobs",
              {{"top_k", s.knobs.top_k},
               {"capacity_factor", s.knobs.capacity_factor},
@@ -353,7 +357,8 @@ class ControllerImpl final : public Controller {
           (name == "bias" && options_.bias_enabled) ||
           (name == "adaptive_k" && options_.adaptive_k_enabled) ||
           (name == "noise" && options_.noise_enabled) ||
-          (name == "replication" && options_.replication_enabled)) {
+          (name == "replication" && options_.replication_enabled) ||
+          (name == "learning" && options_.learning_enabled)) {
         on.push_back(name);
       }
     }
@@ -378,13 +383,36 @@ class ControllerImpl final : public Controller {
     if (name == "replication" && options_.replication_enabled) {
       return policies::ProposeReplication(snapshot, options_.replication);
     }
+    if (name == "learning" && options_.learning_enabled) {
+      auto state = learning_.find(snapshot.engine_id);
+      static const policies::LearningState kNothingLearnt;
+      return policies::ProposeLearning(snapshot, options_.learning,
+                                       state == learning_.end() ? kNothingLearnt : state->second);
+    }
     return std::nullopt;
   }
 
+  // Teaches the learner the epoch in force once it has enough steps: the
+  // reward of its steps for the knob value in force, in the current regime.
+  // Every epoch is learnt once, whichever policy (or none) set it.
+  void LearnEpoch(EngineState& e, const policies::EngineSnapshot& snapshot) {
+    if (snapshot.steps_in_epoch < options_.learning.min_steps) return;
+    auto learned = learned_epoch_.find(e.engine_id());
+    if (learned != learned_epoch_.end() && learned->second >= snapshot.epoch) return;
+    const policies::OutcomeFigures figures = e.Figures(snapshot.epoch, options_.window_steps);
+    policies::Learn(policies::RegimeOf(snapshot, options_.learning),
+                    policies::KnobInForce(snapshot, options_.learning),
+                    policies::Reward(figures, options_.reward), options_.learning,
+                    &learning_[e.engine_id()]);
+    learned_epoch_[e.engine_id()] = snapshot.epoch;
+  }
+
   void RunPolicies(EngineState& e, int64_t now) {
-    // One change in flight per engine: its outcome is measured before the next.
-    if (!e.has_hello() || e.pending()) return;
+    if (!e.has_hello()) return;
     policies::EngineSnapshot snapshot = e.Snapshot(now);
+    LearnEpoch(e, snapshot);
+    // One change in flight per engine: its outcome is measured before the next.
+    if (e.pending()) return;
     for (const std::string& name : options_.policy_order) {
       std::optional<policies::Proposal> proposal = Ask(name, snapshot);
       if (!proposal) continue;
@@ -405,7 +433,8 @@ class ControllerImpl final : public Controller {
     row.policy = proposal.policy;
     row.layer = proposal.layer;
     row.knob = proposal.knob;
-    row.inputs_json = SnapshotJson(snapshot).dump();
+    const std::string regime = policies::RegimeOf(snapshot, options_.learning);
+    row.inputs_json = SnapshotJson(snapshot, regime).dump();
     json proposal_json = {{"knob", proposal.knob},
                           {"layer", proposal.layer},
                           {"current", proposal.current},
@@ -500,6 +529,7 @@ class ControllerImpl final : public Controller {
     }
     outcome.outcome_json = j.dump();
     store_->RecordOutcome(pending.decision_id, outcome);
+
     spdlog::info(
         "engine {}: decision {} measured over {} steps: drop {:.4f} -> {:.4f}, reward "
         "{:.4f} -> {:.4f}",
@@ -537,6 +567,66 @@ class ControllerImpl final : public Controller {
     }
   }
 
+  // A measured decision replayed from the database teaches the learner the
+  // epoch it measured (the knob at `value_after`) and, unless already learnt,
+  // the epoch before it.
+  void LearnOutcome(const std::string& engine_id, const std::string& regime, uint64_t epoch_before,
+                    double value_before, double reward_before, uint64_t epoch_after,
+                    double value_after, double reward_after) {
+    policies::LearningState& state = learning_[engine_id];
+    uint64_t& last = learned_epoch_[engine_id];
+    if (epoch_before > last || state.samples == 0) {
+      policies::Learn(regime, value_before, reward_before, options_.learning, &state);
+    }
+    policies::Learn(regime, value_after, reward_after, options_.learning, &state);
+    last = std::max(last, epoch_after);
+  }
+
+ public:
+  // Replays the measured decisions of an existing database into the learner,
+  // so what was learnt survives a restart (epochs no decision started or
+  // measured are learnt live only). The regime is the one recorded in the
+  // decision's inputs; decisions recorded under other regime edges teach the
+  // regimes they name.
+  void RestoreLearning(const std::string& db_path) {
+    auto reader = storage::Reader::Open(db_path);
+    if (!reader.ok()) return;  // a new database: nothing learnt yet
+    storage::DecisionQuery q;
+    q.status = "measured";
+    q.limit = 0;
+    auto rows = (*reader)->Decisions(q);
+    if (!rows.ok()) {
+      spdlog::warn("learning: cannot read past decisions: {}", rows.status().ToString());
+      return;
+    }
+    const std::string& knob = options_.learning.knob;
+    size_t restored = 0;
+    for (const storage::DecisionRow& d : *rows) {
+      if (!d.reward_before || !d.reward_after || !d.epoch) continue;
+      json inputs = json::parse(d.inputs_json, nullptr, false);
+      json command = json::parse(d.command_json, nullptr, false);
+      if (!inputs.is_object() || !inputs.contains("regime") || !inputs["regime"].is_string() ||
+          !inputs.contains("knobs") || !inputs["knobs"].contains(knob) ||
+          !inputs["knobs"][knob].is_number()) {
+        continue;
+      }
+      const double before = inputs["knobs"][knob].get<double>();
+      double after = before;
+      if (d.knob == knob && command.is_object() && command.contains(knob) &&
+          command[knob].is_number()) {
+        after = command[knob].get<double>();
+      }
+      const uint64_t epoch_before = inputs.value("epoch", uint64_t{0});
+      LearnOutcome(d.engine_id, inputs["regime"].get<std::string>(), epoch_before, before,
+                   *d.reward_before, *d.epoch, after, *d.reward_after);
+      ++restored;
+    }
+    if (restored > 0) {
+      spdlog::info("learning: replayed {} measured decisions from {}", restored, db_path);
+    }
+  }
+
+ private:
   struct SentCommand {
     int64_t decision_id = 0;
     KnobChange change;
@@ -551,6 +641,8 @@ class ControllerImpl final : public Controller {
   std::unique_ptr<storage::Store> store_;
   std::map<std::string, EngineState> engines_;
   std::map<std::pair<std::string, uint64_t>, SentCommand> sent_;
+  std::map<std::string, policies::LearningState> learning_;  // per engine
+  std::map<std::string, uint64_t> learned_epoch_;            // per engine: newest epoch learnt
   ControllerStats stats_;
   int64_t next_progress_ns_ = 0;
 };
@@ -574,7 +666,8 @@ Status Validate(const ControllerOptions& o) {
   if (!o.curve_secret_key.empty() && o.allowed_engine_keys.empty()) {
     return bad("allowed_engine_keys", "CURVE is on but no engine key is allowed");
   }
-  const std::vector<std::string> known = {"capacity", "bias", "adaptive_k", "noise", "replication"};
+  const std::vector<std::string> known = {"capacity", "bias",        "adaptive_k",
+                                          "noise",    "replication", "learning"};
   for (size_t i = 0; i < o.policy_order.size(); ++i) {
     const std::string& name = o.policy_order[i];
     if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -591,6 +684,7 @@ Status Validate(const ControllerOptions& o) {
   MOE_RETURN_IF_ERROR(policies::Validate(o.adaptive_k));
   MOE_RETURN_IF_ERROR(policies::Validate(o.noise));
   MOE_RETURN_IF_ERROR(policies::Validate(o.replication));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.learning));
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
   return Status::Ok();
@@ -616,8 +710,10 @@ Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& 
   Result<std::unique_ptr<telemetry::ControllerLink>> link =
       telemetry::ControllerLink::Bind(link_options);
   if (!link.ok()) return link.status().WithContext("binding the controller sockets");
-  return std::unique_ptr<Controller>(
-      new ControllerImpl(options, clock, std::move(*link), std::move(*store)));
+  auto controller =
+      std::make_unique<ControllerImpl>(options, clock, std::move(*link), std::move(*store));
+  controller->RestoreLearning(options.db_path);
+  return std::unique_ptr<Controller>(std::move(controller));
 }
 
 }  // namespace moe::controller

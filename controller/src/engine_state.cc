@@ -12,6 +12,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   f.step = record.step;
   f.epoch = record.epoch;
   f.step_us = record.step_us;
+  if (!record.layers.empty()) f.tokens = record.layers.front().num_tokens;
   double quality_sum = 0;
   int quality_n = 0;
   for (const telemetry::LayerRecord& layer : record.layers) {
@@ -177,6 +178,7 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
   s.max_over_mean = f.max_over_mean;
   s.quality_error = f.quality_error;
   uint64_t slots = 0, overflowed = 0;
+  double tokens = 0;
   std::vector<policies::LayerEstimate> layers;
   std::vector<uint32_t> counts;
   std::vector<uint32_t> quality_counts;
@@ -184,6 +186,7 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
     if (step.epoch != epoch_) continue;
     slots += step.token_slots;
     overflowed += step.overflowed;
+    tokens += step.tokens;
     for (const policies::LayerEstimate& e : step.layers) {
       if (e.layer >= layers.size()) {
         layers.resize(e.layer + 1);
@@ -219,6 +222,7 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
     if (layers[i].quality_error) *layers[i].quality_error /= quality_counts[i];
   }
   s.overflow_rate = slots ? static_cast<double>(overflowed) / static_cast<double>(slots) : 0;
+  if (f.steps > 0) s.tokens_per_step = tokens / static_cast<double>(f.steps);
   s.layers = std::move(layers);
   return s;
 }

@@ -26,6 +26,7 @@ struct StepFigures {
   uint64_t dropped = 0;
   uint64_t overflowed = 0;
   double step_us = 0;
+  double tokens = 0;                // tokens entering the first layer
   double critical_path_us = 0;      // sum over layers of timing.total_us
   double max_over_mean = 0;         // mean over layers
   double device_max_over_mean = 0;  // mean over layers of device_tokens' max over mean

@@ -15,8 +15,10 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK(options->capacity.target_high == 0.02);      // from policies/default.toml
   CHECK(options->guard.capacity_factor.max == 4.0);  // from policies/default.toml
   CHECK(options->raw_retention_s == 7 * 86400);
-  CHECK(options->policy_order ==
-        std::vector<std::string>{"capacity", "bias", "adaptive_k", "noise", "replication"});
+  CHECK(options->policy_order == std::vector<std::string>{"capacity", "bias", "adaptive_k", "noise",
+                                                          "replication", "learning"});
+  CHECK_FALSE(options->learning_enabled);
+  CHECK(options->learning.values == std::vector<double>{1.0, 1.25, 1.5, 2.0, 3.0});
   CHECK(options->replication_enabled);
   CHECK(options->guard.placement_cooldown_ms == 30'000);
   CHECK(options->bias_enabled);

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <functional>
 
 #include "moe/controller/controller.h"
@@ -377,6 +378,70 @@ TEST_CASE("Replication: a new placement per layer, sent, applied and rolled back
   CHECK(rows[0].proposal_json.find("\"changes\"") != std::string::npos);
   CHECK(rows[0].command_json.find("\"phy2log\"") != std::string::npos);
   CHECK(rows[1].policy == "guard-rollback");
+}
+
+// Learning alone on capacity_factor in {1.0, 1.5, 2.0}; no rollback, no
+// cooldown, so each step of the bandit shows.
+void LearningOnly(ControllerOptions& o) {
+  o.capacity_enabled = false;
+  o.learning_enabled = true;
+  o.rollback_enabled = false;
+  o.guard.cooldown_ms = 0;
+  o.learning.values = {1.0, 1.5, 2.0};
+  o.learning.min_steps = 8;
+  o.learning.exploration = 0.0;
+}
+
+TEST_CASE("Learning explores each value of its knob, then keeps the best; a restart remembers",
+          "[controller][learning]") {
+  // The first controller's database outlives it here.
+  moe::testing::TempDir keep;
+  const std::string copy = keep.File("moectl.db");
+  {
+    Harness h(LearningOnly);
+    h.Steps(8, 0, 0.10);  // cf 1.0: many drops
+    auto explore = h.Tick();
+    REQUIRE(explore.size() == 1);
+    REQUIRE(explore[0].knobs.capacity_factor.has_value());
+    CHECK(*explore[0].knobs.capacity_factor == Approx(1.5));  // nearest unexplored
+    h.Ack(explore[0], true);
+    h.Steps(8, 1, 0.01);  // cf 1.5: few drops
+    auto next = h.Tick();
+    REQUIRE(next.size() == 1);
+    CHECK(*next[0].knobs.capacity_factor == Approx(2.0));  // the last unexplored
+    h.Ack(next[0], true);
+    h.Steps(8, 2, 0.05);  // cf 2.0: worse than 1.5
+    auto exploit = h.Tick();
+    REQUIRE(exploit.size() == 1);
+    CHECK(*exploit[0].knobs.capacity_factor == Approx(1.5));  // the best measured
+    h.Ack(exploit[0], true);
+    h.Steps(8, 3, 0.01);
+    CHECK(h.Tick().empty());  // at the best: nothing to do
+    std::vector<storage::DecisionRow> rows = h.Decisions();
+    REQUIRE(rows.size() == 3);
+    CHECK(rows[0].policy == "learning");
+    CHECK(rows[0].proposal_json.find("explore") != std::string::npos);
+    CHECK(rows[2].proposal_json.find("exploit") != std::string::npos);
+    CHECK(rows[0].inputs_json.find("\"regime\"") != std::string::npos);
+    // Decisions() closed the store; copy the database with any WAL beside it.
+    for (const char* suffix : {"", "-wal"}) {
+      const std::string from = h.options().db_path + suffix;
+      if (std::filesystem::exists(from)) std::filesystem::copy_file(from, copy + suffix);
+    }
+  }
+  // A new controller on that database: the measured decisions teach it, so an
+  // engine at cf 1.0 in the same regime goes straight to 1.5.
+  Harness again([&](ControllerOptions& o) {
+    LearningOnly(o);
+    o.db_path = copy;
+  });
+  again.Steps(8, 0, 0.10);
+  auto first = again.Tick();
+  REQUIRE(first.size() == 1);
+  CHECK(*first[0].knobs.capacity_factor == Approx(1.5));
+  std::vector<storage::DecisionRow> rows = again.Decisions();
+  REQUIRE_FALSE(rows.empty());
+  CHECK(rows.back().proposal_json.find("exploit") != std::string::npos);
 }
 
 TEST_CASE("Policies are asked in order; the first the guard lets through is sent",

@@ -13,6 +13,7 @@
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
 #include "moe/policies/guard.h"
+#include "moe/policies/learning_policy.h"
 #include "moe/policies/noise_policy.h"
 #include "moe/policies/replication_policy.h"
 #include "moe/policies/reward.h"
@@ -53,8 +54,8 @@ struct ControllerOptions {
   // policies are asked in `policy_order`; the first proposal the guard lets
   // through becomes the command (one change in flight per engine), and every
   // proposal asked before it that the guard rejected is recorded too.
-  std::vector<std::string> policy_order = {"capacity", "bias", "adaptive_k", "noise",
-                                           "replication"};
+  std::vector<std::string> policy_order = {"capacity", "bias",        "adaptive_k",
+                                           "noise",    "replication", "learning"};
   bool capacity_enabled = true;
   policies::CapacityPolicyParams capacity;
   bool bias_enabled = true;
@@ -65,6 +66,10 @@ struct ControllerOptions {
   policies::NoisePolicyParams noise;
   bool replication_enabled = true;  // acts only on engines with several devices
   policies::ReplicationPolicyParams replication;
+  // Learns from every measured decision (also while disabled, so it can be
+  // switched on with experience); proposes only when enabled.
+  bool learning_enabled = false;
+  policies::LearningPolicyParams learning;
   policies::GuardParams guard;
   policies::RewardParams reward;
   bool rollback_enabled = true;

@@ -61,6 +61,7 @@ struct EngineSnapshot {
   double step_us = 0;
   double max_over_mean = 0;
   std::optional<double> quality_error;
+  double tokens_per_step = 0;  // mean tokens entering the first layer per step
   std::vector<LayerEstimate> layers;
 };
 

@@ -1,0 +1,242 @@
+#include "moe/policies/learning_policy.h"
+
+#include <fmt/format.h>
+
+#include <cassert>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moe::policies {
+namespace {
+
+bool IsKnownKnob(const std::string& knob) {
+  return knob == "capacity_factor" || knob == "top_k" || knob == "noise_std";
+}
+
+// Number of edges <= value: NaN compares false everywhere, so it lands in 0.
+size_t Bucket(double value, const std::vector<double>& edges) {
+  size_t bucket = 0;
+  for (double edge : edges) {
+    if (edge <= value) ++bucket;
+  }
+  return bucket;
+}
+
+Status ValidateEdges(const std::vector<double>& edges, const char* field) {
+  for (size_t i = 0; i < edges.size(); ++i) {
+    if (!std::isfinite(edges[i])) {
+      return Status::InvalidArgument(
+          fmt::format("learning policy: {}[{}] must be finite, got {}", field, i, edges[i]));
+    }
+    if (i > 0 && !(edges[i] > edges[i - 1])) {
+      return Status::InvalidArgument(
+          fmt::format("learning policy: {} must be strictly increasing, got {} after {}", field,
+                      edges[i], edges[i - 1]));
+    }
+  }
+  return Status::Ok();
+}
+
+// The regime's table, one entry per arm (missing arms and regimes: zeros).
+std::vector<ArmStats> StatsOf(const std::string& regime, const LearningPolicyParams& params,
+                              const LearningState& state) {
+  std::vector<ArmStats> stats(params.values.size());
+  auto it = state.regimes.find(regime);
+  if (it != state.regimes.end()) {
+    for (size_t a = 0; a < stats.size() && a < it->second.size(); ++a)
+      stats[a] = it->second[a];
+  }
+  return stats;
+}
+
+// True when arm `a` is nearer to arm `current` than arm `b` is; at equal
+// distance the higher value wins.
+bool Nearer(size_t a, size_t b, size_t current, const std::vector<double>& values) {
+  double da = std::fabs(values[a] - values[current]);
+  double db = std::fabs(values[b] - values[current]);
+  if (da != db) return da < db;
+  return values[a] > values[b];
+}
+
+std::string ArmText(const ArmStats& s) {
+  return fmt::format("mean {:.3f} over {}", s.Mean(), s.samples);
+}
+
+Proposal MakeProposal(const LearningPolicyParams& params, double in_force, double value,
+                      std::string reason) {
+  Proposal proposal;
+  proposal.policy = "learning";
+  proposal.knob = params.knob;
+  proposal.layer = -1;
+  proposal.current = in_force;
+  proposal.value = value;
+  proposal.reason = std::move(reason);
+  return proposal;
+}
+
+}  // namespace
+
+double ArmStats::Mean() const {
+  return samples == 0 ? 0.0 : reward_sum / static_cast<double>(samples);
+}
+
+Status Validate(const LearningPolicyParams& p) {
+  if (!IsKnownKnob(p.knob)) {
+    return Status::InvalidArgument(fmt::format(
+        "learning policy: knob must be capacity_factor, top_k or noise_std, got '{}'", p.knob));
+  }
+  if (p.values.size() < 2) {
+    return Status::InvalidArgument(
+        fmt::format("learning policy: values needs at least 2 entries, got {}", p.values.size()));
+  }
+  for (size_t i = 0; i < p.values.size(); ++i) {
+    double v = p.values[i];
+    if (!std::isfinite(v)) {
+      return Status::InvalidArgument(
+          fmt::format("learning policy: values[{}] must be finite, got {}", i, v));
+    }
+    if (i > 0 && !(v > p.values[i - 1])) {
+      return Status::InvalidArgument(
+          fmt::format("learning policy: values must be strictly increasing, got {} after {}", v,
+                      p.values[i - 1]));
+    }
+    if (p.knob == "capacity_factor" && !(v > 0)) {
+      return Status::InvalidArgument(
+          fmt::format("learning policy: values[{}] must be > 0 for capacity_factor, got {}", i, v));
+    }
+    if (p.knob == "noise_std" && !(v >= 0)) {
+      return Status::InvalidArgument(
+          fmt::format("learning policy: values[{}] must be >= 0 for noise_std, got {}", i, v));
+    }
+    if (p.knob == "top_k" && !(v >= 1 && v == std::floor(v))) {
+      return Status::InvalidArgument(fmt::format(
+          "learning policy: values[{}] must be a whole number >= 1 for top_k, got {}", i, v));
+    }
+  }
+  MOE_RETURN_IF_ERROR(ValidateEdges(p.imbalance_edges, "imbalance_edges"));
+  MOE_RETURN_IF_ERROR(ValidateEdges(p.tokens_edges, "tokens_edges"));
+  if (!(p.exploration >= 0 && std::isfinite(p.exploration))) {
+    return Status::InvalidArgument(
+        fmt::format("learning policy: exploration must be >= 0, got {}", p.exploration));
+  }
+  if (p.min_samples < 1) {
+    return Status::InvalidArgument(
+        fmt::format("learning policy: min_samples must be >= 1, got {}", p.min_samples));
+  }
+  if (!(p.min_gain >= 0 && std::isfinite(p.min_gain))) {
+    return Status::InvalidArgument(
+        fmt::format("learning policy: min_gain must be >= 0, got {}", p.min_gain));
+  }
+  return Status::Ok();
+}
+
+std::string RegimeOf(const EngineSnapshot& snapshot, const LearningPolicyParams& params) {
+  return fmt::format(
+      "imbalance {} of {}, tokens {} of {}", Bucket(snapshot.max_over_mean, params.imbalance_edges),
+      params.imbalance_edges.size() + 1, Bucket(snapshot.tokens_per_step, params.tokens_edges),
+      params.tokens_edges.size() + 1);
+}
+
+double KnobInForce(const EngineSnapshot& snapshot, const LearningPolicyParams& params) {
+  if (params.knob == "capacity_factor") return snapshot.knobs.capacity_factor;
+  if (params.knob == "top_k") return static_cast<double>(snapshot.knobs.top_k);
+  if (params.knob == "noise_std") return snapshot.knobs.noise_std;
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
+size_t NearestArm(double value, const LearningPolicyParams& params) {
+  assert(!params.values.empty());
+  size_t best = 0;
+  double best_distance = std::fabs(params.values[0] - value);
+  for (size_t a = 1; a < params.values.size(); ++a) {
+    double distance = std::fabs(params.values[a] - value);
+    if (distance < best_distance) {  // strict: a tie keeps the lower arm
+      best = a;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+void Learn(const std::string& regime, double knob_value, double reward,
+           const LearningPolicyParams& params, LearningState* state) {
+  assert(state != nullptr);
+  assert(!params.values.empty());
+  if (!std::isfinite(knob_value) || !std::isfinite(reward)) return;
+  std::vector<ArmStats>& stats = state->regimes[regime];
+  if (stats.size() != params.values.size()) stats.resize(params.values.size());
+  ArmStats& arm = stats[NearestArm(knob_value, params)];
+  ++arm.samples;
+  arm.reward_sum += reward;
+  ++state->samples;
+}
+
+std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
+                                        const LearningPolicyParams& params,
+                                        const LearningState& state) {
+  if (snapshot.steps_in_epoch < params.min_steps) return std::nullopt;
+  if (params.values.empty()) return std::nullopt;
+  double in_force = KnobInForce(snapshot, params);
+  if (!std::isfinite(in_force)) return std::nullopt;
+  if (params.knob == "capacity_factor" && in_force == 0) return std::nullopt;
+
+  const std::vector<double>& values = params.values;
+  std::string regime = RegimeOf(snapshot, params);
+  std::vector<ArmStats> stats = StatsOf(regime, params, state);
+  size_t current = NearestArm(in_force, params);
+
+  // Explore: the unexplored arm nearest the current one.
+  std::optional<size_t> unexplored;
+  size_t num_known = 0;
+  for (size_t a = 0; a < values.size(); ++a) {
+    if (stats[a].samples >= params.min_samples) {
+      ++num_known;
+    } else if (!unexplored || Nearer(a, *unexplored, current, values)) {
+      unexplored = a;
+    }
+  }
+  if (unexplored) {
+    size_t arm = *unexplored;
+    // The current arm is being measured now; its epoch's outcome comes first.
+    if (arm == current || values[arm] == in_force) return std::nullopt;
+    return MakeProposal(
+        params, in_force, values[arm],
+        fmt::format("regime {}: explore {} {} ({} of {} samples; {} of {} arms "
+                    "known) from {} ({})",
+                    regime, params.knob, values[arm], stats[arm].samples, params.min_samples,
+                    num_known, values.size(), values[current], ArmText(stats[current])));
+  }
+
+  // Exploit: UCB1 over the regime's arms, all with samples >= min_samples >= 1.
+  uint64_t total = 0;
+  for (const ArmStats& s : stats)
+    total += s.samples;
+  double log_total = std::log(static_cast<double>(total));
+  std::vector<double> score(values.size());
+  for (size_t a = 0; a < values.size(); ++a) {
+    score[a] = stats[a].Mean() +
+               params.exploration * std::sqrt(log_total / static_cast<double>(stats[a].samples));
+  }
+  size_t best = current;
+  for (size_t a = 0; a < values.size(); ++a) {
+    if (score[a] > score[best] || (score[a] == score[best] && Nearer(a, best, current, values))) {
+      best = a;
+    }
+  }
+  if (best == current || values[best] == in_force) return std::nullopt;
+  double gain = score[best] - score[current];
+  if (!(gain >= params.min_gain)) return std::nullopt;
+  return MakeProposal(
+      params, in_force, values[best],
+      fmt::format("regime {}: exploit {} {} (mean reward {:.3f} over {} samples) over {} ({}); "
+                  "upper confidence {:.3f} vs {:.3f} (exploration {}, {} samples in regime)",
+                  regime, params.knob, values[best], stats[best].Mean(), stats[best].samples,
+                  values[current], ArmText(stats[current]), score[best], score[current],
+                  params.exploration, total));
+}
+
+}  // namespace moe::policies
