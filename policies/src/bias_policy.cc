@@ -131,14 +131,8 @@ std::optional<Proposal> ProposeBias(const EngineSnapshot& snapshot,
   if (snapshot.steps_in_epoch < params.min_steps) return std::nullopt;
   const Vectors& in_force = snapshot.knobs.expert_bias;
 
-  size_t num_layers = in_force.size();
-  for (const LayerEstimate& est : snapshot.layers) {
-    num_layers = std::max(num_layers, static_cast<size_t>(est.layer) + 1);
-  }
-  std::vector<const LayerEstimate*> by_layer(num_layers, nullptr);
-  for (const LayerEstimate& est : snapshot.layers) {
-    if (by_layer[est.layer] == nullptr) by_layer[est.layer] = &est;
-  }
+  const std::vector<const LayerEstimate*> by_layer = LayersById(snapshot, in_force.size());
+  const size_t num_layers = by_layer.size();
 
   Vectors current(num_layers);
   for (size_t l = 0; l < num_layers; ++l) {

@@ -87,41 +87,51 @@ TEST_CASE("A new placement copies exactly the slots whose expert changed, measur
   CHECK(s3->placement_copy_us > 0);
 }
 
-TEST_CASE("Outputs after a move equal an engine created with the new placement",
-          "[engine][placement]") {
-  const Options o = PlacementOptions();
-  const std::vector<uint32_t> fresh = {3, 2, 1, 0, 0, 1, 2, 3};
-  const int num_tokens = 48;
-  const std::vector<float> warmup = testing::RandomTokens(num_tokens, o.model.hidden, 12);
-  const std::vector<float> x = testing::RandomTokens(num_tokens, o.model.hidden, 13);
+// Runs two steps (`warmup`, then `x`) on an engine that moves to `placement`
+// between them and on one created with it; returns both second steps.
+struct MovedAndDirect {
+  StepStats moved, direct;
+  std::vector<float> y_moved, y_direct;
+};
 
-  // Moved: step 0 under the default placement, then the move and step 1.
+MovedAndDirect RunMovedAndDirect(const Options& o, const std::vector<uint32_t>& placement,
+                                 const std::vector<float>& warmup, const std::vector<float>& x,
+                                 int num_tokens) {
+  MovedAndDirect r;
   auto moved = testing::MakeEngine(o);
   REQUIRE(moved->Step({warmup.data(), num_tokens, {}}).ok());
   KnobUpdate move;
   move.epoch = 1;
-  move.all_layers.phy2log = fresh;
+  move.all_layers.phy2log = placement;
   REQUIRE(moved->Submit(move).ok());
-  std::vector<float> y_moved;
-  auto s_moved = moved->Step({x.data(), num_tokens, {}}, &y_moved);
+  auto s_moved = moved->Step({x.data(), num_tokens, {}}, &r.y_moved);
   REQUIRE(s_moved.ok());
-  // Slots 0..3 change in every layer; 4..7 keep their experts.
-  CHECK(s_moved->placement_moved_bytes == o.model.num_layers * 4 * ExpertBytes(o));
+  r.moved = *s_moved;
 
-  // Direct: created with the new placement; the same two steps, no move.
   Options direct_options = o;
-  direct_options.knobs.phy2log = fresh;
+  direct_options.knobs.phy2log = placement;
   auto direct = testing::MakeEngine(direct_options);
   REQUIRE(direct->Step({warmup.data(), num_tokens, {}}).ok());
-  std::vector<float> y_direct;
-  auto s_direct = direct->Step({x.data(), num_tokens, {}}, &y_direct);
+  auto s_direct = direct->Step({x.data(), num_tokens, {}}, &r.y_direct);
   REQUIRE(s_direct.ok());
-  CHECK(s_direct->placement_moved_bytes == 0);
-  CHECK(s_direct->placement_copy_us == 0);
+  r.direct = *s_direct;
+  return r;
+}
 
-  REQUIRE(y_moved.size() == y_direct.size());
-  CHECK(y_moved == y_direct);  // bit-identical on the CPU backend
-  CHECK(s_moved->layers[0].slot_tokens == s_direct->layers[0].slot_tokens);
+TEST_CASE("Outputs after a move equal an engine created with the new placement",
+          "[engine][placement]") {
+  const Options o = PlacementOptions();
+  const int num_tokens = 48;
+  const MovedAndDirect r = RunMovedAndDirect(
+      o, {3, 2, 1, 0, 0, 1, 2, 3}, testing::RandomTokens(num_tokens, o.model.hidden, 12),
+      testing::RandomTokens(num_tokens, o.model.hidden, 13), num_tokens);
+  // Slots 0..3 change in every layer; 4..7 keep their experts.
+  CHECK(r.moved.placement_moved_bytes == o.model.num_layers * 4 * ExpertBytes(o));
+  CHECK(r.direct.placement_moved_bytes == 0);
+  CHECK(r.direct.placement_copy_us == 0);
+  REQUIRE(r.y_moved.size() == r.y_direct.size());
+  CHECK(r.y_moved == r.y_direct);  // bit-identical on the CPU backend
+  CHECK(r.moved.layers[0].slot_tokens == r.direct.layers[0].slot_tokens);
 }
 
 TEST_CASE("A swap no slot keeps is staged: outputs equal an engine created with it",
@@ -131,28 +141,11 @@ TEST_CASE("A swap no slot keeps is staged: outputs equal an engine created with 
   Options o = PlacementOptions();
   o.parallel.num_replicas = 4;
   o.knobs.overflow_policy = OverflowPolicy::kDrop;
-  const std::vector<uint32_t> swapped = {1, 2, 3, 0};
   const int num_tokens = 32;
   const std::vector<float> x = testing::RandomTokens(num_tokens, o.model.hidden, 21);
-
-  auto moved = testing::MakeEngine(o);
-  REQUIRE(moved->Step({x.data(), num_tokens, {}}).ok());
-  KnobUpdate move;
-  move.epoch = 1;
-  move.all_layers.phy2log = swapped;
-  REQUIRE(moved->Submit(move).ok());
-  std::vector<float> y_moved;
-  auto s_moved = moved->Step({x.data(), num_tokens, {}}, &y_moved);
-  REQUIRE(s_moved.ok());
-  CHECK(s_moved->placement_moved_bytes == o.model.num_layers * 4 * ExpertBytes(o));
-
-  Options direct_options = o;
-  direct_options.knobs.phy2log = swapped;
-  auto direct = testing::MakeEngine(direct_options);
-  std::vector<float> y_direct;
-  REQUIRE(direct->Step({x.data(), num_tokens, {}}).ok());
-  REQUIRE(direct->Step({x.data(), num_tokens, {}}, &y_direct).ok());
-  CHECK(y_moved == y_direct);
+  const MovedAndDirect r = RunMovedAndDirect(o, {1, 2, 3, 0}, x, x, num_tokens);
+  CHECK(r.moved.placement_moved_bytes == o.model.num_layers * 4 * ExpertBytes(o));
+  CHECK(r.y_moved == r.y_direct);
 }
 
 }  // namespace

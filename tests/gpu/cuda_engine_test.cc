@@ -186,7 +186,8 @@ void CompareRoutingModes(const Options& options, int num_tokens, int num_steps, 
   }
 }
 
-TEST_CASE("Engine steps agree on CPU and CUDA: small model, softmax", "[cuda][engine]") {
+// Two layers of 16 softmax experts, top-2, one shared expert.
+Options SmallSoftmax() {
   Options o;
   o.model.num_layers = 2;
   o.model.hidden = 64;
@@ -196,12 +197,12 @@ TEST_CASE("Engine steps agree on CPU and CUDA: small model, softmax", "[cuda][en
   o.model.shared_ffn = 48;
   o.model.seed = 42;
   o.knobs.top_k = 2;
-  o.knobs.capacity_factor = 0;  // unlimited: tokens do not interact
-  CompareEngines(o, 37, 2, 1e-4, 0.05);
+  return o;
 }
 
-TEST_CASE("Engine steps agree on CPU and CUDA: sigmoid, grouped routing, replicas",
-          "[cuda][engine]") {
+// One layer of 32 sigmoid experts in 4 groups (top-2 groups), normalised and
+// scaled gates, top-4, 40 slots over 4 devices.
+Options SigmoidGrouped() {
   Options o;
   o.model.num_layers = 1;
   o.model.hidden = 128;
@@ -217,6 +218,18 @@ TEST_CASE("Engine steps agree on CPU and CUDA: sigmoid, grouped routing, replica
   o.parallel.num_devices = 4;
   o.parallel.num_replicas = 40;
   o.knobs.top_k = 4;
+  return o;
+}
+
+TEST_CASE("Engine steps agree on CPU and CUDA: small model, softmax", "[cuda][engine]") {
+  Options o = SmallSoftmax();
+  o.knobs.capacity_factor = 0;  // unlimited: tokens do not interact
+  CompareEngines(o, 37, 2, 1e-4, 0.05);
+}
+
+TEST_CASE("Engine steps agree on CPU and CUDA: sigmoid, grouped routing, replicas",
+          "[cuda][engine]") {
+  Options o = SigmoidGrouped();
   o.knobs.capacity_factor = 0;
   CompareEngines(o, 64, 1, 1e-4, 0.05);
 }
@@ -238,16 +251,8 @@ TEST_CASE("Engine steps agree on CPU and CUDA: hidden 1024, 64 experts ffn 512, 
 TEST_CASE("Engine steps agree with device routing on CUDA and host routing on the CPU",
           "[cuda][engine][routing]") {
   // The knobs device routing covers: drop policy, no shortlist, no top_p.
-  Options o;
-  o.model.num_layers = 2;
-  o.model.hidden = 64;
-  o.model.num_experts = 16;
-  o.model.expert_ffn = 32;
-  o.model.num_shared_experts = 1;
-  o.model.shared_ffn = 48;
-  o.model.seed = 42;
+  Options o = SmallSoftmax();
   o.parallel.num_devices = 2;
-  o.knobs.top_k = 2;
   o.knobs.overflow_policy = OverflowPolicy::kDrop;
   o.quality_probe_tokens = 0;
   // 0: unlimited (one wait for the counters); 1.0, 1.25: the capacity layout;
@@ -258,22 +263,8 @@ TEST_CASE("Engine steps agree with device routing on CUDA and host routing on th
     CompareRoutingModes(o, 64, 2, 1e-4, 0.05);
   }
 
-  Options g;
-  g.model.num_layers = 1;
-  g.model.hidden = 128;
-  g.model.num_experts = 32;
-  g.model.expert_ffn = 64;
-  g.model.num_shared_experts = 1;
-  g.model.shared_ffn = 64;
-  g.model.score_function = ScoreFunction::kSigmoid;
-  g.model.normalize_gates = true;
-  g.model.routed_scaling = 2.5;
-  g.model.num_groups = 4;
-  g.model.topk_groups = 2;
+  Options g = SigmoidGrouped();
   g.model.seed = 7;
-  g.parallel.num_devices = 4;
-  g.parallel.num_replicas = 40;
-  g.knobs.top_k = 4;
   g.knobs.noise_std = 0.01;
   g.knobs.expert_bias = RandomFloats(32, 8, 0.02);
   g.knobs.phy2log.resize(40);

@@ -15,6 +15,7 @@
 namespace moe::engine {
 namespace {
 
+using gpu_testing::BackendPair;
 using gpu_testing::CheckClose;
 using gpu_testing::MakePair;
 using gpu_testing::RandomFloats;
@@ -310,6 +311,27 @@ TEST_CASE("CUDA Gather writes zeros for padding rows (-1)", "[cuda][permute]") {
   }
 }
 
+// ScatterAddWeighted of the same inputs on the CPU, then twice on the GPU:
+// the three outputs, in that order.
+std::vector<std::vector<float>> ScatterOnEach(BackendPair& pair, const std::vector<float>& y,
+                                              const std::vector<int32_t>& rows,
+                                              const std::vector<float>& weights,
+                                              const std::vector<float>& out0, int num_rows,
+                                              int hidden) {
+  std::vector<std::vector<float>> outs;
+  for (Backend* b : {pair.cpu.get(), pair.gpu.get(), pair.gpu.get()}) {
+    auto dy = ToBackend(*b, y);
+    auto dr = ToBackend(*b, rows);
+    auto dw = ToBackend(*b, weights);
+    auto out = ToBackend(*b, out0);
+    REQUIRE(b->ScatterAddWeighted(dy->floats(), dr->ints(), dw->floats(), num_rows, hidden,
+                                  out->floats())
+                .ok());
+    outs.push_back(ToHost<float>(*b, *out, out0.size()));
+  }
+  return outs;
+}
+
 TEST_CASE("CUDA ScatterAddWeighted matches the in-order CPU sum, deterministically",
           "[cuda][permute]") {
   auto pair = MakePair();
@@ -323,17 +345,8 @@ TEST_CASE("CUDA ScatterAddWeighted matches the in-order CPU sum, deterministical
     const auto rows = RandomInts(c.rows, c.out_rows, 22 + c.rows);
     const auto weights = RandomFloats(c.rows, 23 + c.rows, 0.5);
     const auto out0 = RandomFloats(static_cast<size_t>(c.out_rows) * c.hidden, 24);
-    std::vector<std::vector<float>> outs;
-    for (Backend* b : {pair.cpu.get(), pair.gpu.get(), pair.gpu.get()}) {
-      auto dy = ToBackend(*b, y);
-      auto dr = ToBackend(*b, rows);
-      auto dw = ToBackend(*b, weights);
-      auto out = ToBackend(*b, out0);
-      REQUIRE(b->ScatterAddWeighted(dy->floats(), dr->ints(), dw->floats(), c.rows, c.hidden,
-                                    out->floats())
-                  .ok());
-      outs.push_back(ToHost<float>(*b, *out, out0.size()));
-    }
+    const std::vector<std::vector<float>> outs =
+        ScatterOnEach(pair, y, rows, weights, out0, c.rows, c.hidden);
     // Same products and additions in the same order as the CPU loop.
     CheckClose(outs[1], outs[0], 1e-6);
     CHECK(outs[1] == outs[2]);  // run to run: bitwise
@@ -356,17 +369,8 @@ TEST_CASE("CUDA ScatterAddWeighted skips padding rows (-1)", "[cuda][permute]") 
       rows[i] = -1;
     const auto weights = RandomFloats(c.rows, 73 + c.rows, 0.5);
     const auto out0 = RandomFloats(static_cast<size_t>(c.out_rows) * c.hidden, 74);
-    std::vector<std::vector<float>> outs;
-    for (Backend* b : {pair.cpu.get(), pair.gpu.get(), pair.gpu.get()}) {
-      auto dy = ToBackend(*b, y);
-      auto dr = ToBackend(*b, rows);
-      auto dw = ToBackend(*b, weights);
-      auto out = ToBackend(*b, out0);
-      REQUIRE(b->ScatterAddWeighted(dy->floats(), dr->ints(), dw->floats(), c.rows, c.hidden,
-                                    out->floats())
-                  .ok());
-      outs.push_back(ToHost<float>(*b, *out, out0.size()));
-    }
+    const std::vector<std::vector<float>> outs =
+        ScatterOnEach(pair, y, rows, weights, out0, c.rows, c.hidden);
     // The in-order sum over the rows that are not padding.
     std::vector<float> ref = out0;
     for (int i = 0; i < c.rows; ++i) {

@@ -7,6 +7,7 @@
 #ifndef MOE_POLICIES_SNAPSHOT_H_
 #define MOE_POLICIES_SNAPSHOT_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -86,6 +87,21 @@ struct Proposal {
   std::vector<std::vector<uint32_t>> current_placements;
   std::vector<std::vector<uint32_t>> placements;
 };
+
+// The snapshot's layer estimates indexed by layer id: entry l is the first
+// estimate of layer l, or null when the snapshot has none. At least
+// `min_layers` entries (e.g. the layers a knob in force covers).
+inline std::vector<const LayerEstimate*> LayersById(const EngineSnapshot& snapshot,
+                                                    size_t min_layers) {
+  size_t num_layers = min_layers;
+  for (const LayerEstimate& est : snapshot.layers)
+    num_layers = std::max(num_layers, static_cast<size_t>(est.layer) + 1);
+  std::vector<const LayerEstimate*> by_layer(num_layers, nullptr);
+  for (const LayerEstimate& est : snapshot.layers) {
+    if (by_layer[est.layer] == nullptr) by_layer[est.layer] = &est;
+  }
+  return by_layer;
+}
 
 // True for knobs whose proposals carry `vectors`.
 inline bool IsVectorKnob(const std::string& knob) {
