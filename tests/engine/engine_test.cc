@@ -200,5 +200,29 @@ TEST_CASE("Quality probe: zero error unconstrained, positive when slots drop", "
   CHECK(*tight_step->layers[0].quality_error > 1e-3);
 }
 
+TEST_CASE("Quality probe: a K below the configured one shows as error, a larger one not",
+          "[engine][probe]") {
+  Options o = testing::SmallOptions();  // top_k 2, unlimited capacity
+  o.quality_probe_tokens = 8;
+  o.quality_probe_every = 1;
+  auto engine = testing::MakeEngine(o);
+  const std::vector<float> x = testing::RandomTokens(64, o.model.hidden, 7);
+  KnobUpdate lower;
+  lower.epoch = 1;
+  lower.all_layers.top_k = 1;
+  REQUIRE(engine->Submit(lower).ok());
+  auto k1 = engine->Step({x.data(), 64, {}});
+  REQUIRE(k1.ok());
+  CHECK(k1->layers[0].dropped == 0);
+  CHECK(*k1->layers[0].quality_error > 1e-3);  // the second expert is missing
+  KnobUpdate raise;
+  raise.epoch = 2;
+  raise.all_layers.top_k = 3;
+  REQUIRE(engine->Submit(raise).ok());
+  auto k3 = engine->Step({x.data(), 64, {}});
+  REQUIRE(k3.ok());
+  CHECK(*k3->layers[0].quality_error < 1e-6);  // the reference follows the larger K
+}
+
 }  // namespace
 }  // namespace moe::engine
