@@ -24,6 +24,10 @@ class EngineImpl final : public Engine {
       MOE_ASSIGN_OR_RETURN(auto layer, MoeLayer::Create(backend_.get(), options_, l));
       layers_.push_back(std::move(layer));
     }
+    counter_entries_ = MoeLayer::CounterEntries(options_);
+    const size_t counter_bytes = layers_.size() * counter_entries_ * sizeof(uint32_t);
+    MOE_ASSIGN_OR_RETURN(counters_, backend_->Allocate(counter_bytes));
+    MOE_ASSIGN_OR_RETURN(counters_host_, backend_->AllocateHost(counter_bytes));
     return Status::Ok();
   }
 
@@ -49,6 +53,11 @@ class EngineImpl final : public Engine {
   uint64_t epoch_ = 0;
   uint64_t next_step_ = 0;
   LayerWorkspace workspace_;
+  // Every layer's device routing counters, back to back (counter_entries_
+  // each), and their pinned host copy: one copy per step brings them back.
+  size_t counter_entries_ = 0;
+  std::unique_ptr<BackendBuffer> counters_;
+  std::unique_ptr<BackendBuffer> counters_host_;
   std::unique_ptr<BackendBuffer> ping_, pong_;
   int io_tokens_ = 0;
   bool slots_stale_ = false;  // knobs_ changed; the layers' slots may not match yet
@@ -181,15 +190,30 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
     ctx.probe_seed = MixSeed(options_.seed, next_step_, 2 * l + 2);
     ctx.forced = l < input.routing.size() ? input.routing[l] : nullptr;
     ctx.record_selection = input.record_selection;
+    ctx.counters = static_cast<uint32_t*>(counters_->data()) + l * counter_entries_;
+    ctx.host_counters = static_cast<uint32_t*>(counters_host_->data()) + l * counter_entries_;
     MOE_RETURN_IF_ERROR(layers_[l]->Forward(x, ctx, &workspace_, y));
     std::swap(x, y);
     if (probe || input.record_selection) {
       // The probe and the recorder read this layer's workspace before the
       // next layer reuses it.
+      if (layers_[l]->routed_on_device()) {
+        MOE_RETURN_IF_ERROR(backend_->DownloadAsync(
+            ctx.counters, counter_entries_ * sizeof(uint32_t), ctx.host_counters));
+      }
       MOE_RETURN_IF_ERROR(backend_->Synchronize());
       MOE_RETURN_IF_ERROR(layers_[l]->Finish(ctx, &workspace_, &stats.layers[l]));
       finished = l + 1;
     }
+  }
+  // One copy brings back the counters of every layer routed on the device.
+  bool any_on_device = false;
+  for (size_t l = finished; l < layers_.size(); ++l)
+    any_on_device = any_on_device || layers_[l]->routed_on_device();
+  if (any_on_device) {
+    MOE_RETURN_IF_ERROR(backend_->DownloadAsync(
+        counters_->data(), layers_.size() * counter_entries_ * sizeof(uint32_t),
+        counters_host_->data()));
   }
   if (output != nullptr) {
     output->resize(num_floats);

@@ -112,13 +112,6 @@ Result<std::unique_ptr<MoeLayer>> MoeLayer::Create(Backend* backend, const Optio
       backend->Upload(p2l.data(), p2l.size() * sizeof(int32_t), l->phy2log_->data()));
   MOE_RETURN_IF_ERROR(l->ApplyKnobs(options.knobs).status());
 
-  const uint32_t top_k_bound = num_experts;  // any top_k a knob change may ask for
-  l->counter_layout_ =
-      DeviceRoutingCounters(num_experts, num_replicas, options.parallel.num_devices, top_k_bound);
-  const size_t counter_bytes = l->counter_layout_.total * sizeof(uint32_t);
-  MOE_ASSIGN_OR_RETURN(l->counters_, backend->Allocate(counter_bytes));
-  MOE_ASSIGN_OR_RETURN(l->counters_host_, backend->AllocateHost(counter_bytes));
-
   MOE_ASSIGN_OR_RETURN(l->mark_start_, backend->CreateMark());
   MOE_ASSIGN_OR_RETURN(l->mark_routed_, backend->CreateMark());
   MOE_ASSIGN_OR_RETURN(l->mark_dispatched_, backend->CreateMark());
@@ -130,6 +123,13 @@ Result<std::unique_ptr<MoeLayer>> MoeLayer::Create(Backend* backend, const Optio
   MOE_ASSIGN_OR_RETURN(l->mark_combined_, backend->CreateMark());
   MOE_RETURN_IF_ERROR(backend->Synchronize());
   return l;
+}
+
+size_t MoeLayer::CounterEntries(const Options& options) {
+  // top_k bound: any K a knob change may ask for.
+  return DeviceRoutingCounters(options.model.num_experts, NumReplicas(options),
+                               options.parallel.num_devices, options.model.num_experts)
+      .total;
 }
 
 size_t MoeLayer::ExpertBytes() const {
@@ -301,17 +301,18 @@ Status MoeLayer::RouteOnDevice(const LayerContext& ctx, LayerWorkspace* ws) {
   args.capacity_layout = capacity_layout;
   args.rows = ws->rows->ints();
   args.row_weights = ws->weights->floats();
-  args.counters = static_cast<uint32_t*>(counters_->data());
+  args.counters = ctx.counters;
   MOE_RETURN_IF_ERROR(backend_->RouteOnDevice(args));
+  // The engine brings every layer's counters back in one copy after the step.
+  if (capacity_layout) return Status::Ok();
+  // Group sizes are only known from the counts: fetch this layer's and wait.
   const DeviceRoutingCounterLayout layout =
       DeviceRoutingCounters(num_experts, num_replicas, options_.parallel.num_devices, knobs.top_k);
-  MOE_RETURN_IF_ERROR(backend_->DownloadAsync(counters_->data(), layout.total * sizeof(uint32_t),
-                                              counters_host_->data()));
-  if (capacity_layout) return Status::Ok();
-  // Group sizes are only known from the counts: wait for them.
+  MOE_RETURN_IF_ERROR(
+      backend_->DownloadAsync(ctx.counters, layout.total * sizeof(uint32_t), ctx.host_counters));
   MOE_RETURN_IF_ERROR(backend_->Synchronize());
   pending_.host_waits++;
-  const uint32_t* c = static_cast<const uint32_t*>(counters_host_->data());
+  const uint32_t* c = ctx.host_counters;
   pending_.offsets.assign(num_replicas + 1, 0);
   for (uint32_t s = 0; s < num_replicas; ++s)
     pending_.offsets[s + 1] = pending_.offsets[s] + static_cast<int>(c[layout.slot_tokens + s]);
@@ -399,7 +400,7 @@ Status MoeLayer::Finish(const LayerContext& ctx, LayerWorkspace* ws, LayerStats*
   if (pending_.on_device) {
     const DeviceRoutingCounterLayout layout =
         DeviceRoutingCounters(num_experts, num_replicas, num_devices, knobs.top_k);
-    const uint32_t* c = static_cast<const uint32_t*>(counters_host_->data());
+    const uint32_t* c = ctx.host_counters;
     plan.num_tokens = num_tokens;
     plan.max_k = static_cast<int>(knobs.top_k);
     ApplyDeviceRoutingCounters(c, layout, &plan);

@@ -52,6 +52,11 @@ struct LayerContext {
   uint64_t probe_seed = 0;
   const ExpertSelection* forced = nullptr;  // replay: recorded selection (validated)
   bool record_selection = false;            // fill LayerStats::selection
+  // Device routing's counters of this layer (MoeLayer::CounterEntries()
+  // entries): in backend memory, and the host memory the engine copies them
+  // into (valid in Finish()).
+  uint32_t* counters = nullptr;
+  uint32_t* host_counters = nullptr;
 };
 
 class MoeLayer {
@@ -84,6 +89,12 @@ class MoeLayer {
 
   // Whether Forward(ctx) routes on the device (Options::routing).
   bool RoutesOnDevice(const LayerContext& ctx) const;
+  // Whether the last Forward() routed on the device (its counters must reach
+  // LayerContext::host_counters before Finish()).
+  bool routed_on_device() const { return pending_.on_device; }
+
+  // Entries of one layer's device routing counters (for any top_k).
+  static size_t CounterEntries(const Options& options);
 
  private:
   MoeLayer(Backend* backend, const Options& options, uint32_t layer)
@@ -117,12 +128,6 @@ class MoeLayer {
   std::unique_ptr<BackendBuffer> bias_;     // [E]
   std::vector<float> bias_host_;            // what bias_ holds (empty: none)
   bool bias_valid_ = false;                 // bias_host_ describes bias_
-
-  // Device routing's counters (DeviceRoutingCounters()), on the backend and
-  // their host copy, written by one DownloadAsync() per step.
-  std::unique_ptr<BackendBuffer> counters_;
-  std::unique_ptr<BackendBuffer> counters_host_;
-  DeviceRoutingCounterLayout counter_layout_;
 
   // Marks of a step: router start/end, dispatch end, each device's end,
   // shared experts' end, combine end.
