@@ -5,8 +5,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -260,6 +262,39 @@ void Explain(const QueryFlags& flags, int64_t id) {
   std::cout << j.dump(2) << "\n";
 }
 
+// What the learning policy has learnt: per engine, knob and load regime, the
+// mean reward of each value it has measured; `best` marks the highest mean.
+void Learning(const QueryFlags& flags, const std::string& knob) {
+  auto reader = OpenDb(flags);
+  struct Arm {
+    int64_t samples = 0;
+    double reward_sum = 0;
+    uint64_t last_epoch = 0;
+  };
+  // (engine, knob, regime) -> value -> arm, in a stable order.
+  std::map<std::tuple<std::string, std::string, std::string>, std::map<double, Arm>> table;
+  for (const storage::LearningSampleRow& r : Check(reader->LearningSamples(flags.engine, knob))) {
+    Arm& arm = table[{r.engine_id, r.knob, r.regime}][r.value];
+    arm.samples += 1;
+    arm.reward_sum += r.reward;
+    arm.last_epoch = std::max(arm.last_epoch, r.epoch);
+  }
+  TableData t{{"engine", "knob", "regime", "value", "samples", "mean_reward", "last_epoch", "best"},
+              {}};
+  for (const auto& [key, arms] : table) {
+    double best = -std::numeric_limits<double>::infinity();
+    for (const auto& [value, arm] : arms)
+      best = std::max(best, arm.reward_sum / static_cast<double>(arm.samples));
+    for (const auto& [value, arm] : arms) {
+      const double mean = arm.reward_sum / static_cast<double>(arm.samples);
+      t.rows.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), value, arm.samples,
+                        mean, static_cast<int64_t>(arm.last_epoch),
+                        std::string(mean == best ? "*" : "")});
+    }
+  }
+  Render(t, Check(ParseFormat(flags.format)), std::cout, 4);
+}
+
 void Experts(const QueryFlags& flags, int64_t layer, size_t top) {
   auto reader = OpenDb(flags);
   storage::ExpertQuery q;
@@ -325,6 +360,13 @@ void AddQueryCommands(CLI::App& app) {
   experts->add_option("--layer", *experts_layer, "one layer (default: every layer)");
   experts->add_option("--top", *experts_top, "experts per layer")->capture_default_str();
   experts->callback([=] { Experts(*flags, *experts_layer, *experts_top); });
+
+  auto learning_knob = std::make_shared<std::string>();
+  CLI::App* learning = app.add_subcommand(
+      "learning", "what the learning policy has learnt: mean reward per regime and value");
+  AddCommonFlags(learning, flags.get(), /*with_window=*/false);
+  learning->add_option("--knob", *learning_knob, "one knob (default: every knob learnt)");
+  learning->callback([=] { Learning(*flags, *learning_knob); });
 }
 
 }  // namespace moe::cli

@@ -252,6 +252,11 @@ class ControllerImpl final : public Controller {
   void OnHello(const telemetry::Hello& hello, int64_t now) {
     EngineState& e = Engine(hello.engine_id);
     bool first = !e.has_hello();
+    // An engine that restarted counts its epochs from its start again.
+    auto learned = learned_epoch_.find(hello.engine_id);
+    if (learned != learned_epoch_.end() && hello.epoch < learned->second) {
+      learned_epoch_.erase(learned);
+    }
     e.OnHello(hello, now);
     store_->UpsertEngine(hello);
     if (first) {
@@ -394,23 +399,32 @@ class ControllerImpl final : public Controller {
 
   // Teaches the learner the epoch in force once it has enough steps: the
   // reward of its steps for the knob value in force, in the current regime.
-  // Every epoch is learnt once, whichever policy (or none) set it.
-  void LearnEpoch(EngineState& e, const policies::EngineSnapshot& snapshot) {
+  // Every epoch is learnt once, whichever policy (or none) set it, and the
+  // sample is stored so a restarted controller knows it too.
+  void LearnEpoch(EngineState& e, const policies::EngineSnapshot& snapshot, int64_t now) {
     if (snapshot.steps_in_epoch < options_.learning.min_steps) return;
     auto learned = learned_epoch_.find(e.engine_id());
     if (learned != learned_epoch_.end() && learned->second >= snapshot.epoch) return;
     const policies::OutcomeFigures figures = e.Figures(snapshot.epoch, options_.window_steps);
-    policies::Learn(policies::RegimeOf(snapshot, options_.learning),
-                    policies::KnobInForce(snapshot, options_.learning),
-                    policies::Reward(figures, options_.reward), options_.learning,
+    storage::LearningSampleRow sample;
+    sample.engine_id = e.engine_id();
+    sample.epoch = snapshot.epoch;
+    sample.created_ns = now;
+    sample.regime = policies::RegimeOf(snapshot, options_.learning);
+    sample.knob = options_.learning.knob;
+    sample.value = policies::KnobInForce(snapshot, options_.learning);
+    sample.reward = policies::Reward(figures, options_.reward);
+    sample.steps = figures.steps;
+    policies::Learn(sample.regime, sample.value, sample.reward, options_.learning,
                     &learning_[e.engine_id()]);
     learned_epoch_[e.engine_id()] = snapshot.epoch;
+    store_->RecordLearningSample(sample);
   }
 
   void RunPolicies(EngineState& e, int64_t now) {
     if (!e.has_hello()) return;
     policies::EngineSnapshot snapshot = e.Snapshot(now);
-    LearnEpoch(e, snapshot);
+    LearnEpoch(e, snapshot, now);
     // One change in flight per engine: its outcome is measured before the next.
     if (e.pending()) return;
     for (const std::string& name : options_.policy_order) {
@@ -567,63 +581,25 @@ class ControllerImpl final : public Controller {
     }
   }
 
-  // A measured decision replayed from the database teaches the learner the
-  // epoch it measured (the knob at `value_after`) and, unless already learnt,
-  // the epoch before it.
-  void LearnOutcome(const std::string& engine_id, const std::string& regime, uint64_t epoch_before,
-                    double value_before, double reward_before, uint64_t epoch_after,
-                    double value_after, double reward_after) {
-    policies::LearningState& state = learning_[engine_id];
-    uint64_t& last = learned_epoch_[engine_id];
-    if (epoch_before > last || state.samples == 0) {
-      policies::Learn(regime, value_before, reward_before, options_.learning, &state);
-    }
-    policies::Learn(regime, value_after, reward_after, options_.learning, &state);
-    last = std::max(last, epoch_after);
-  }
-
  public:
-  // Replays the measured decisions of an existing database into the learner,
-  // so what was learnt survives a restart (epochs no decision started or
-  // measured are learnt live only). The regime is the one recorded in the
-  // decision's inputs; decisions recorded under other regime edges teach the
-  // regimes they name.
-  void RestoreLearning(const std::string& db_path) {
-    auto reader = storage::Reader::Open(db_path);
-    if (!reader.ok()) return;  // a new database: nothing learnt yet
-    storage::DecisionQuery q;
-    q.status = "measured";
-    q.limit = 0;
-    auto rows = (*reader)->Decisions(q);
-    if (!rows.ok()) {
-      spdlog::warn("learning: cannot read past decisions: {}", rows.status().ToString());
-      return;
+  // Loads what the learner took from past epochs of the configured knob (the
+  // learning_samples table), so learning survives a restart. Samples are
+  // replayed as recorded: their regimes and rewards are those of the
+  // settings in force when they were taken.
+  Status RestoreLearning(const std::string& db_path) {
+    MOE_ASSIGN_OR_RETURN(auto reader, storage::Reader::Open(db_path));
+    MOE_ASSIGN_OR_RETURN(std::vector<storage::LearningSampleRow> samples,
+                         reader->LearningSamples("", options_.learning.knob));
+    for (const storage::LearningSampleRow& r : samples) {
+      policies::Learn(r.regime, r.value, r.reward, options_.learning, &learning_[r.engine_id]);
+      uint64_t& last = learned_epoch_[r.engine_id];
+      last = std::max(last, r.epoch);
     }
-    const std::string& knob = options_.learning.knob;
-    size_t restored = 0;
-    for (const storage::DecisionRow& d : *rows) {
-      if (!d.reward_before || !d.reward_after || !d.epoch) continue;
-      json inputs = json::parse(d.inputs_json, nullptr, false);
-      json command = json::parse(d.command_json, nullptr, false);
-      if (!inputs.is_object() || !inputs.contains("regime") || !inputs["regime"].is_string() ||
-          !inputs.contains("knobs") || !inputs["knobs"].contains(knob) ||
-          !inputs["knobs"][knob].is_number()) {
-        continue;
-      }
-      const double before = inputs["knobs"][knob].get<double>();
-      double after = before;
-      if (d.knob == knob && command.is_object() && command.contains(knob) &&
-          command[knob].is_number()) {
-        after = command[knob].get<double>();
-      }
-      const uint64_t epoch_before = inputs.value("epoch", uint64_t{0});
-      LearnOutcome(d.engine_id, inputs["regime"].get<std::string>(), epoch_before, before,
-                   *d.reward_before, *d.epoch, after, *d.reward_after);
-      ++restored;
+    if (!samples.empty()) {
+      spdlog::info("learning: {} samples of {} from {}", samples.size(), options_.learning.knob,
+                   db_path);
     }
-    if (restored > 0) {
-      spdlog::info("learning: replayed {} measured decisions from {}", restored, db_path);
-    }
+    return Status::Ok();
   }
 
  private:
@@ -712,7 +688,8 @@ Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& 
   if (!link.ok()) return link.status().WithContext("binding the controller sockets");
   auto controller =
       std::make_unique<ControllerImpl>(options, clock, std::move(*link), std::move(*store));
-  controller->RestoreLearning(options.db_path);
+  MOE_RETURN_IF_ERROR(controller->RestoreLearning(options.db_path)
+                          .WithContext("reading what was learnt from " + options.db_path));
   return std::unique_ptr<Controller>(std::move(controller));
 }
 

@@ -113,6 +113,8 @@ class ReaderImpl final : public Reader {
   }
   Result<std::vector<EpochRow>> Epochs(const std::string& engine_id,
                                        const TimeWindow& window) override;
+  Result<std::vector<LearningSampleRow>> LearningSamples(const std::string& engine_id,
+                                                         const std::string& knob) override;
   Result<int> SchemaVersion() override { return internal::ReadSchemaVersion(db_.get(), path_); }
 
  private:
@@ -335,6 +337,35 @@ Result<std::vector<EpochRow>> ReaderImpl::Epochs(const std::string& engine_id,
     e.knobs_json = stmt.ColumnText(3);
     e.decision_id = stmt.ColumnInt(4);
     rows.push_back(std::move(e));
+  }
+  return rows;
+}
+
+Result<std::vector<LearningSampleRow>> ReaderImpl::LearningSamples(const std::string& engine_id,
+                                                                   const std::string& knob) {
+  Where where;
+  if (!engine_id.empty()) where.Add("engine_id = ?", engine_id);
+  if (!knob.empty()) where.Add("knob = ?", knob);
+  MOE_ASSIGN_OR_RETURN(
+      Statement stmt,
+      Prepare(fmt::format("SELECT engine_id, epoch, created_ns, regime, knob, value, reward, steps "
+                          "FROM learning_samples{} ORDER BY engine_id, id",
+                          where.Sql())));
+  where.Bind(stmt);
+  std::vector<LearningSampleRow> rows;
+  while (true) {
+    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    LearningSampleRow r;
+    r.engine_id = stmt.ColumnText(0);
+    r.epoch = stmt.ColumnU64(1);
+    r.created_ns = stmt.ColumnInt(2);
+    r.regime = stmt.ColumnText(3);
+    r.knob = stmt.ColumnText(4);
+    r.value = stmt.ColumnReal(5);
+    r.reward = stmt.ColumnReal(6);
+    r.steps = stmt.ColumnU64(7);
+    rows.push_back(std::move(r));
   }
   return rows;
 }

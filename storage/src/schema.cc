@@ -134,6 +134,20 @@ CREATE TABLE rollups (
 );
 CREATE INDEX rollups_by_time ON rollups(bucket_ns);
 )sql"},
+    {3, "learning samples", R"sql(
+CREATE TABLE learning_samples (
+  id INTEGER PRIMARY KEY,
+  engine_id TEXT NOT NULL,
+  epoch INTEGER NOT NULL,
+  knob TEXT NOT NULL,
+  created_ns INTEGER NOT NULL,
+  regime TEXT NOT NULL,
+  value REAL NOT NULL,
+  reward REAL NOT NULL,
+  steps INTEGER NOT NULL
+);
+CREATE INDEX learning_samples_by_engine ON learning_samples(engine_id, knob);
+)sql"},
 };
 
 static_assert(std::size(kMigrations) == kLatestSchemaVersion);

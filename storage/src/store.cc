@@ -47,7 +47,7 @@ struct OutcomeUpdate {
 };
 
 using Payload = std::variant<telemetry::Hello, telemetry::StepRecord, EpochRow, DecisionRow,
-                             CommandSent, AckUpdate, OutcomeUpdate>;
+                             CommandSent, AckUpdate, OutcomeUpdate, LearningSampleRow>;
 
 // One queued write. Tickets increase in enqueue order; the queue is FIFO, so
 // "ticket t committed" means every write up to t is.
@@ -98,6 +98,10 @@ VALUES (?1, ?2, ?3, ?4, ?5)
 ON CONFLICT(engine_id, epoch) DO UPDATE SET
   created_ns = excluded.created_ns, knobs_json = excluded.knobs_json,
   decision_id = excluded.decision_id)sql";
+
+constexpr const char* kInsertLearningSample = R"sql(
+INSERT INTO learning_samples(engine_id, epoch, knob, created_ns, regime, value, reward, steps)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8))sql";
 
 constexpr const char* kInsertDecision = R"sql(
 INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, inputs_json,
@@ -175,6 +179,11 @@ class StoreImpl final : public Store {
     EnqueueLocked(row, 1);
   }
 
+  void RecordLearningSample(const LearningSampleRow& row) override {
+    std::lock_guard lock(mu_);
+    EnqueueLocked(row, 1);
+  }
+
   int64_t RecordDecision(DecisionRow row) override {
     std::lock_guard lock(mu_);
     row.id = ++stats_.last_decision_id;
@@ -221,6 +230,7 @@ class StoreImpl final : public Store {
     Statement insert_step_layer;
     Statement insert_expert_load;
     Statement upsert_epoch;
+    Statement insert_learning_sample;
     Statement insert_decision;
     Statement update_sent;
     Statement update_ack;
@@ -302,6 +312,7 @@ Status StoreImpl::Prepare() {
                                        internal::kStepColumns)));
   MOE_RETURN_IF_ERROR(prep(&s.insert_expert_load, kInsertExpertLoad));
   MOE_RETURN_IF_ERROR(prep(&s.upsert_epoch, kUpsertEpoch));
+  MOE_RETURN_IF_ERROR(prep(&s.insert_learning_sample, kInsertLearningSample));
   MOE_RETURN_IF_ERROR(prep(&s.insert_decision, kInsertDecision));
   MOE_RETURN_IF_ERROR(prep(&s.update_sent, kUpdateSent));
   MOE_RETURN_IF_ERROR(prep(&s.update_ack, kUpdateAck));
@@ -506,6 +517,19 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindInt(3, epoch->created_ns)
         .BindText(4, epoch->knobs_json)
         .BindInt(5, epoch->decision_id)
+        .Run();
+  }
+  if (const auto* sample = std::get_if<LearningSampleRow>(&op.payload)) {
+    ++counts->rows;
+    return s.insert_learning_sample.Reset()
+        .BindText(1, sample->engine_id)
+        .BindU64(2, sample->epoch)
+        .BindText(3, sample->knob)
+        .BindInt(4, sample->created_ns)
+        .BindText(5, sample->regime)
+        .BindReal(6, sample->value)
+        .BindReal(7, sample->reward)
+        .BindU64(8, sample->steps)
         .Run();
   }
   if (const auto* d = std::get_if<DecisionRow>(&op.payload)) {

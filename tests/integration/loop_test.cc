@@ -189,6 +189,15 @@ TEST_CASE("Engine and controller close the loop over loopback", "[integration]")
                       run.dir.File("plot.txt"));
   REQUIRE(plot_cli.Wait(seconds(30)) == std::optional<int>(0));
   CHECK(plot_cli.Log().find("new epoch") != std::string::npos);
+  // The learner took every mature epoch, also with the learning policy off.
+  Subprocess learning_cli({MOECTL_BIN, "learning", "--db", run.db, "--format", "csv"},
+                          run.dir.File("learning.csv"));
+  REQUIRE(learning_cli.Wait(seconds(30)) == std::optional<int>(0));
+  const std::string learnt = learning_cli.Log();
+  INFO(learnt);
+  CHECK(learnt.rfind("engine,knob,regime,value,samples,mean_reward,last_epoch,best", 0) == 0);
+  CHECK(learnt.find(",capacity_factor,\"imbalance ") != std::string::npos);
+  CHECK(learnt.find(",*") != std::string::npos);
 
   bool measured = false;
   for (const storage::DecisionRow& d : *decisions) {

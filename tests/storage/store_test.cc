@@ -45,8 +45,9 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
         "(SELECT * FROM schema_migrations ORDER BY version)");
     return rows;
   };
-  const std::string expected =
-      "1:initial:" + std::to_string(opened_at) + ",2:rollups:" + std::to_string(opened_at);
+  const std::string expected = "1:initial:" + std::to_string(opened_at) +
+                               ",2:rollups:" + std::to_string(opened_at) +
+                               ",3:learning samples:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);
@@ -56,7 +57,43 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   auto reader = OpenReader(path);
   auto version = reader->SchemaVersion();
   REQUIRE(version.ok());
-  CHECK(*version == 2);
+  CHECK(*version == 3);
+}
+
+TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  {
+    auto store = OpenStore(TestOptions(path), &clock);
+    store->RecordDecision(MakeDecision("e1", 1, "capacity"));
+    REQUIRE(store->Close().ok());
+  }
+  {
+    // What a database written before migration 3 looks like.
+    RawDb raw(path);
+    REQUIRE(raw.Exec("DROP TABLE learning_samples") == 0);
+    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version = 3") == 0);
+  }
+  auto store = OpenStore(TestOptions(path), &clock);
+  CHECK(store->stats().last_decision_id == 1);
+  storage::LearningSampleRow sample{
+      "e1", 7, 100, "imbalance 1 of 3, tokens 0 of 1", "capacity_factor", 1.5, -0.25, 16};
+  store->RecordLearningSample(sample);
+  store->RecordLearningSample({"e1", 8, 200, "imbalance 2 of 3, tokens 0 of 1", "top_k", 2, -1, 8});
+  REQUIRE(store->Flush().ok());
+  auto reader = OpenReader(path);
+  CHECK(*reader->SchemaVersion() == 3);
+  auto decisions = reader->Decisions(DecisionQuery{});
+  REQUIRE(decisions.ok());
+  CHECK(decisions->size() == 1);  // nothing lost in the migration
+  auto samples = reader->LearningSamples("e1", "capacity_factor");
+  REQUIRE(samples.ok());
+  REQUIRE(samples->size() == 1);
+  CHECK((*samples)[0] == sample);
+  auto all = reader->LearningSamples("", "");
+  REQUIRE(all.ok());
+  CHECK(all->size() == 2);
 }
 
 TEST_CASE("the database runs in WAL mode", "[store]") {

@@ -72,6 +72,10 @@ class Reader {
   // in the window, oldest first.
   virtual Result<std::vector<EpochRow>> Epochs(const std::string& engine_id,
                                                const TimeWindow& window) = 0;
+  // What the learning policy learnt, per epoch, of one engine (every engine
+  // if empty) and one knob (every knob if empty), by engine_id, oldest first.
+  virtual Result<std::vector<LearningSampleRow>> LearningSamples(const std::string& engine_id,
+                                                                 const std::string& knob) = 0;
   // Highest migration number applied to the file.
   virtual Result<int> SchemaVersion() = 0;
 };

@@ -50,6 +50,21 @@ struct DecisionOutcome {
 };
 
 // The settings in force from an epoch on.
+// What the learning policy learnt from one epoch: the reward of its steps
+// with `knob` at `value`, in a load regime (policies/learning_policy.h).
+struct LearningSampleRow {
+  std::string engine_id;
+  uint64_t epoch = 0;
+  int64_t created_ns = 0;
+  std::string regime;  // e.g. "imbalance 1 of 3, tokens 0 of 1"
+  std::string knob;    // e.g. "capacity_factor"
+  double value = 0;
+  double reward = 0;
+  uint64_t steps = 0;  // steps the reward covers
+
+  friend bool operator==(const LearningSampleRow&, const LearningSampleRow&) = default;
+};
+
 struct EpochRow {
   std::string engine_id;
   uint64_t epoch = 0;

@@ -94,6 +94,8 @@ class Store {
   virtual void UpsertEngine(const telemetry::Hello& hello) = 0;
   virtual void AppendStep(const telemetry::StepRecord& record) = 0;
   virtual void RecordEpoch(const EpochRow& row) = 0;
+  // Enqueues what the learner took from one epoch.
+  virtual void RecordLearningSample(const LearningSampleRow& row) = 0;
 
   // Assigns the decision a new id (larger than any in the database), enqueues
   // it, and returns the id.
