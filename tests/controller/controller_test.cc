@@ -70,7 +70,10 @@ class Harness {
     auto engine = telemetry::EngineLink::Connect(link, hello);
     REQUIRE(engine.ok());
     engine_ = std::move(*engine);
-    PollUntil([&] { return controller_->stats().engines == 1; });
+    // Both Hellos, telemetry and command channel: only then does the
+    // controller know the engine's command route.
+    PollUntil(
+        [&] { return controller_->stats().engines == 1 && controller_->stats().messages >= 2; });
   }
 
   // Polls the controller (time frozen) until `done` or a bounded number of
