@@ -58,6 +58,9 @@ target_low = 0.001
 target_high = 0.01
 min_steps = 4
 
+[policies.learning]
+min_steps = 4
+
 [policies.guard]
 cooldown = "300ms"
 stale_after = "5s"
