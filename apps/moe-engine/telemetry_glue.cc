@@ -113,6 +113,11 @@ telemetry::StepRecord MakeStepRecord(const engine::StepStats& stats, const std::
     lr.num_tokens = l.num_tokens;
     lr.num_token_slots = l.num_token_slots;
     lr.expert_tokens = l.expert_tokens;
+    lr.expert_demand = l.expert_demand;
+    lr.capacity = l.capacity;
+    lr.routed_on_device = l.routed_on_device;
+    lr.expert_rows = l.expert_rows;
+    lr.host_waits = l.host_waits;
     lr.slot_tokens = l.slot_tokens;
     lr.device_tokens = l.device_tokens;
     lr.overflowed = l.overflowed;

@@ -26,6 +26,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     e.overflow_rate = layer.overflowed / slots;
     e.max_over_mean = telemetry::MaxOverMean(layer.expert_tokens);
     e.expert_load.assign(layer.expert_tokens.begin(), layer.expert_tokens.end());
+    e.expert_demand.assign(layer.expert_demand.begin(), layer.expert_demand.end());
     e.layer_us = layer.timing.total_us;
     f.critical_path_us += layer.timing.total_us;
     f.device_max_over_mean +=
@@ -203,6 +204,11 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
         acc.expert_load.resize(e.expert_load.size());
       for (size_t i = 0; i < e.expert_load.size(); ++i)
         acc.expert_load[i] += e.expert_load[i];
+      if (acc.expert_demand.size() < e.expert_demand.size()) {
+        acc.expert_demand.resize(e.expert_demand.size());
+      }
+      for (size_t i = 0; i < e.expert_demand.size(); ++i)
+        acc.expert_demand[i] += e.expert_demand[i];
       if (e.quality_error) {
         acc.quality_error = acc.quality_error.value_or(0) + *e.quality_error;
         ++quality_counts[e.layer];
@@ -219,6 +225,8 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
     layers[i].layer_us /= n;
     for (double& load : layers[i].expert_load)
       load /= n;
+    for (double& demand : layers[i].expert_demand)
+      demand /= n;
     if (layers[i].quality_error) *layers[i].quality_error /= quality_counts[i];
   }
   s.overflow_rate = slots ? static_cast<double>(overflowed) / static_cast<double>(slots) : 0;

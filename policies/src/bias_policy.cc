@@ -39,18 +39,24 @@ double MaxAbs(const Vectors& vectors) {
 // nullopt when no element moved.
 std::optional<LayerChange> UpdateLayer(const LayerEstimate& est, const BiasPolicyParams& p,
                                        std::vector<float>* bias) {
-  const std::vector<double>& load = est.expert_load;
+  // The router's choices before capacity when the engine reports them:
+  // served load understates an expert its capacity caps.
+  const bool by_demand = !est.expert_demand.empty();
+  const std::vector<double>& load = by_demand ? est.expert_demand : est.expert_load;
   size_t num_experts = load.size();
   if (num_experts == 0 || bias->size() != num_experts) return std::nullopt;
   double sum = 0;
   for (double x : load)
     sum += x;
   double mean = sum / static_cast<double>(num_experts);
-  if (!(mean > 0) || !(est.max_over_mean > p.min_imbalance)) return std::nullopt;
+  const double imbalance = by_demand && mean > 0
+                               ? *std::max_element(load.begin(), load.end()) / mean
+                               : est.max_over_mean;
+  if (!(mean > 0) || !(imbalance > p.min_imbalance)) return std::nullopt;
 
   LayerChange change;
   change.layer = est.layer;
-  change.max_over_mean = est.max_over_mean;
+  change.max_over_mean = imbalance;
   for (size_t e = 0; e < num_experts; ++e) {
     if (load[e] > load[change.hottest]) change.hottest = e;
     if (load[e] < load[change.coldest]) change.coldest = e;

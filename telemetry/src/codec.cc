@@ -113,6 +113,7 @@ void CheckMessage(Checker& c, const StepRecord& m) {
     const std::string where = fmt::format("StepRecord.layers[{}]", i);
     c.Count(where + ".layer", l.layer);
     c.Length(where + ".expert_tokens", l.expert_tokens.size());
+    c.Length(where + ".expert_demand", l.expert_demand.size());
     c.Length(where + ".slot_tokens", l.slot_tokens.size());
     c.Length(where + ".device_tokens", l.device_tokens.size());
     c.Length(where + ".k_histogram", l.k_histogram.size());
@@ -202,6 +203,11 @@ void ToProto(const StepRecord& m, pb::StepRecord* out) {
     p->set_num_tokens(l.num_tokens);
     p->set_num_token_slots(l.num_token_slots);
     CopyToRepeated(l.expert_tokens, p->mutable_expert_tokens());
+    CopyToRepeated(l.expert_demand, p->mutable_expert_demand());
+    p->set_capacity(l.capacity);
+    p->set_routed_on_device(l.routed_on_device);
+    p->set_expert_rows(l.expert_rows);
+    p->set_host_waits(l.host_waits);
     CopyToRepeated(l.slot_tokens, p->mutable_slot_tokens());
     CopyToRepeated(l.device_tokens, p->mutable_device_tokens());
     p->set_overflowed(l.overflowed);
@@ -323,6 +329,11 @@ void FromProto(const pb::StepRecord& p, StepRecord* out, Checker& c) {
     r.num_tokens = l.num_tokens();
     r.num_token_slots = l.num_token_slots();
     r.expert_tokens = ToVector<uint32_t>(l.expert_tokens());
+    r.expert_demand = ToVector<uint32_t>(l.expert_demand());
+    r.capacity = l.capacity();
+    r.routed_on_device = l.routed_on_device();
+    r.expert_rows = l.expert_rows();
+    r.host_waits = l.host_waits();
     r.slot_tokens = ToVector<uint32_t>(l.slot_tokens());
     r.device_tokens = ToVector<uint32_t>(l.device_tokens());
     r.overflowed = l.overflowed();

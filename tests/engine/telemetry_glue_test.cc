@@ -47,6 +47,12 @@ TEST_CASE("A step's telemetry carries every per-layer field end to end", "[telem
     CHECK(lr.num_token_slots == l.num_token_slots);
     CHECK(lr.expert_tokens.size() == o.model.num_experts);
     CHECK(lr.expert_tokens == l.expert_tokens);
+    CHECK(lr.expert_demand == l.expert_demand);
+    CHECK(lr.capacity == l.capacity);
+    CHECK(lr.capacity > 0);
+    CHECK(lr.routed_on_device == l.routed_on_device);
+    CHECK(lr.expert_rows == l.expert_rows);
+    CHECK(lr.host_waits == l.host_waits);
     CHECK(lr.slot_tokens.size() == 10);
     CHECK(lr.slot_tokens == l.slot_tokens);
     CHECK(lr.device_tokens.size() == 2);

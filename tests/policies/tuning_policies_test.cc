@@ -354,6 +354,20 @@ TEST_CASE("Bias starts from the bias in force", "[bias]") {
   CHECK(prop->value == Approx(0.048));
 }
 
+TEST_CASE("Bias follows the demand before capacity when the engine reports it", "[bias]") {
+  BiasPolicyParams p;
+  // Capacity caps expert 0: served loads look balanced, demand does not.
+  LayerEstimate capped = Layer(0, {100, 100, 100, 100}, 1.0);
+  CHECK_FALSE(ProposeBias(BiasSnapshot({capped}), p));  // served only: nothing to do
+  capped.expert_demand = {250, 50, 50, 50};
+  auto prop = ProposeBias(BiasSnapshot({capped}), p);
+  REQUIRE(prop);
+  REQUIRE(prop->vectors.size() == 1);
+  CHECK(prop->vectors[0][0] < 0.0f);  // the expert the router over-picks
+  CHECK(prop->vectors[0][1] > 0.0f);
+  CHECK(prop->reason.find("2.500") != std::string::npos);  // demand's max over mean
+}
+
 TEST_CASE("Bias parameters are validated", "[bias]") {
   auto message = [](BiasPolicyParams p) {
     Status s = Validate(p);

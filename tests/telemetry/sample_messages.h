@@ -44,6 +44,11 @@ inline StepRecord FullStep(const std::string& engine_id = "engine-a") {
     l.num_tokens = 512;
     l.num_token_slots = 4096;
     l.expert_tokens = {100, 200, 300, 400 + i};
+    l.expert_demand = {90, 180, 330, 500 + i};
+    l.capacity = 450;
+    l.routed_on_device = i % 2 == 1;
+    l.expert_rows = 1800;
+    l.host_waits = 1;
     l.slot_tokens = {100, 200, 300, 200, 200};
     l.device_tokens = {600, 400};
     l.overflowed = 12;

@@ -28,6 +28,9 @@ struct LayerEstimate {
   // Mean served token-slots per step of each logical expert [num_experts]
   // (served, so an expert over its capacity shows at most its capacity).
   std::vector<double> expert_load;
+  // Mean token-slots per step that chose each expert, before capacity
+  // [num_experts]; empty when the engine does not report demand.
+  std::vector<double> expert_demand;
 };
 
 // Settings in force, every field present (unlike a KnobSet patch).

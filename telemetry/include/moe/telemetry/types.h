@@ -65,6 +65,13 @@ struct LayerRecord {
   // the sampled tokens; absent when not sampled this step.
   std::optional<double> quality_error;
   LayerTiming timing;
+  // Token-slots that chose each expert, before capacity [E]; empty when the
+  // engine does not report it (then expert_tokens is all there is).
+  std::vector<uint32_t> expert_demand;
+  uint32_t capacity = 0;          // per-expert capacity this step; 0 = unlimited
+  bool routed_on_device = false;  // the routing pipeline ran on the device
+  uint32_t expert_rows = 0;       // rows the routed expert GEMMs ran, padding included
+  uint32_t host_waits = 0;        // host waits for the device inside the layer
 
   friend bool operator==(const LayerRecord&, const LayerRecord&) = default;
 };
