@@ -7,13 +7,13 @@
 #include <vector>
 
 #include "moe/policies/learning_policy.h"
+#include "policy_test_util.h"
 
 namespace moe::policies {
 namespace {
 
-bool Contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using testing::Contains;
+using testing::ValidateMessage;
 
 EngineSnapshot LSnapshot(double cf, double max_over_mean = 1.0, double tokens_per_step = 0) {
   EngineSnapshot s;
@@ -344,53 +344,48 @@ TEST_CASE("top_k and noise_std read their own value in force", "[learning]") {
 }
 
 TEST_CASE("Learning policy parameters are validated", "[learning]") {
-  auto message = [](LearningPolicyParams p) {
-    Status s = Validate(p);
-    REQUIRE_FALSE(s.ok());
-    return s.message();
-  };
   LearningPolicyParams p;
   REQUIRE(Validate(p).ok());
   p.knob = "top_p";
-  CHECK(Contains(message(p), "knob"));
+  CHECK(Contains(ValidateMessage(p), "knob"));
   p = {};
   p.values = {1.5};
-  CHECK(Contains(message(p), "values"));
+  CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.values = {1.0, 2.0, 2.0};
-  CHECK(Contains(message(p), "values"));
+  CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.values = {2.0, 1.0};
-  CHECK(Contains(message(p), "values"));
+  CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.values = {0.0, 1.0};  // capacity_factor 0 means unlimited, not an arm
-  CHECK(Contains(message(p), "values"));
+  CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.values = {1.0, INFINITY};
-  CHECK(Contains(message(p), "values"));
+  CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.knob = "top_k";
   p.values = {1, 1.5};
-  CHECK(Contains(message(p), "values"));
+  CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.knob = "noise_std";
   p.values = {-0.1, 0.1};
-  CHECK(Contains(message(p), "values"));
+  CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.imbalance_edges = {3.0, 1.5};
-  CHECK(Contains(message(p), "imbalance_edges"));
+  CHECK(Contains(ValidateMessage(p), "imbalance_edges"));
   p = {};
   p.tokens_edges = {100, 100};
-  CHECK(Contains(message(p), "tokens_edges"));
+  CHECK(Contains(ValidateMessage(p), "tokens_edges"));
   p = {};
   p.exploration = -0.1;
-  CHECK(Contains(message(p), "exploration"));
+  CHECK(Contains(ValidateMessage(p), "exploration"));
   p = {};
   p.min_samples = 0;
-  CHECK(Contains(message(p), "min_samples"));
+  CHECK(Contains(ValidateMessage(p), "min_samples"));
   p = {};
   p.min_gain = -0.001;
-  CHECK(Contains(message(p), "min_gain"));
+  CHECK(Contains(ValidateMessage(p), "min_gain"));
 }
 
 // A fake environment: reward = -(value - optimum)^2, optimum 1.5 under

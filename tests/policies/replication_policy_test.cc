@@ -13,13 +13,13 @@
 
 #include "moe/policies/planner.h"
 #include "moe/policies/replication_policy.h"
+#include "policy_test_util.h"
 
 namespace moe::policies {
 namespace {
 
-bool Contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using testing::Contains;
+using testing::ValidateMessage;
 
 LayerEstimate Layer(uint32_t id, std::vector<double> load) {
   LayerEstimate l;
@@ -321,32 +321,27 @@ TEST_CASE("Replication is deterministic", "[replication]") {
 }
 
 TEST_CASE("Replication parameters are validated", "[replication]") {
-  auto message = [](ReplicationPolicyParams p) {
-    Status s = Validate(p);
-    REQUIRE_FALSE(s.ok());
-    return s.message();
-  };
   ReplicationPolicyParams p;
   p.num_nodes = 0;
-  CHECK(Contains(message(p), "num_nodes"));
+  CHECK(Contains(ValidateMessage(p), "num_nodes"));
   p = {};
   p.num_groups = 0;
-  CHECK(Contains(message(p), "num_groups"));
+  CHECK(Contains(ValidateMessage(p), "num_groups"));
   p = {};
   p.min_gain = 0;
-  CHECK(Contains(message(p), "min_gain"));
+  CHECK(Contains(ValidateMessage(p), "min_gain"));
   p = {};
   p.min_gain = 1;
-  CHECK(Contains(message(p), "min_gain"));
+  CHECK(Contains(ValidateMessage(p), "min_gain"));
   p = {};
   p.max_moves = 0;
-  CHECK(Contains(message(p), "max_moves"));
+  CHECK(Contains(ValidateMessage(p), "max_moves"));
   p = {};
   p.max_moves = -2;
-  CHECK(Contains(message(p), "max_moves"));
+  CHECK(Contains(ValidateMessage(p), "max_moves"));
   p = {};
   p.move_weight = -0.1;
-  CHECK(Contains(message(p), "move_weight"));
+  CHECK(Contains(ValidateMessage(p), "move_weight"));
   p = {};
   p.max_moves = -1;  // allowed: no limit
   p.move_weight = 0;

@@ -8,13 +8,13 @@
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/noise_policy.h"
+#include "policy_test_util.h"
 
 namespace moe::policies {
 namespace {
 
-bool Contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using testing::Contains;
+using testing::ValidateMessage;
 
 EngineSnapshot BaseSnapshot() {
   EngineSnapshot s;
@@ -94,30 +94,25 @@ TEST_CASE("Adaptive K proposes nothing on conflict, few steps, in budget or at b
 }
 
 TEST_CASE("Adaptive K parameters are validated", "[adaptive_k]") {
-  auto message = [](AdaptiveKParams p) {
-    Status s = Validate(p);
-    REQUIRE_FALSE(s.ok());
-    return s.message();
-  };
   AdaptiveKParams p;
   p.slo_us = 0;
-  CHECK(Contains(message(p), "slo_us"));
+  CHECK(Contains(ValidateMessage(p), "slo_us"));
   p = {};
   p.quality_budget = -1;
-  CHECK(Contains(message(p), "quality_budget"));
+  CHECK(Contains(ValidateMessage(p), "quality_budget"));
   p = {};
   p.headroom = 1.5;
-  CHECK(Contains(message(p), "headroom"));
+  CHECK(Contains(ValidateMessage(p), "headroom"));
   p = {};
   p.headroom = 0;
-  CHECK(Contains(message(p), "headroom"));
+  CHECK(Contains(ValidateMessage(p), "headroom"));
   p = {};
   p.min_k = 0;
-  CHECK(Contains(message(p), "min_k"));
+  CHECK(Contains(ValidateMessage(p), "min_k"));
   p = {};
   p.min_k = 5;
   p.max_k = 3;
-  CHECK(Contains(message(p), "max_k"));
+  CHECK(Contains(ValidateMessage(p), "max_k"));
 }
 
 // ---- Noise ------------------------------------------------------------------
@@ -189,26 +184,21 @@ TEST_CASE("Noise proposes nothing at 0, between thresholds, or with few steps", 
 }
 
 TEST_CASE("Noise parameters are validated", "[noise]") {
-  auto message = [](NoisePolicyParams p) {
-    Status s = Validate(p);
-    REQUIRE_FALSE(s.ok());
-    return s.message();
-  };
   NoisePolicyParams p;
   p.imbalance_low = 1.6;
-  CHECK(Contains(message(p), "imbalance_low"));
+  CHECK(Contains(ValidateMessage(p), "imbalance_low"));
   p = {};
   p.imbalance_low = 0;
-  CHECK(Contains(message(p), "imbalance_low"));
+  CHECK(Contains(ValidateMessage(p), "imbalance_low"));
   p = {};
   p.quality_budget = 0;
-  CHECK(Contains(message(p), "quality_budget"));
+  CHECK(Contains(ValidateMessage(p), "quality_budget"));
   p = {};
   p.step = 0;
-  CHECK(Contains(message(p), "step"));
+  CHECK(Contains(ValidateMessage(p), "step"));
   p = {};
   p.max_noise = -0.1;
-  CHECK(Contains(message(p), "max_noise"));
+  CHECK(Contains(ValidateMessage(p), "max_noise"));
 }
 
 // ---- Expert bias ------------------------------------------------------------
@@ -369,29 +359,24 @@ TEST_CASE("Bias follows the demand before capacity when the engine reports it", 
 }
 
 TEST_CASE("Bias parameters are validated", "[bias]") {
-  auto message = [](BiasPolicyParams p) {
-    Status s = Validate(p);
-    REQUIRE_FALSE(s.ok());
-    return s.message();
-  };
   BiasPolicyParams p;
   p.update_rate = 0;
-  CHECK(Contains(message(p), "update_rate"));
+  CHECK(Contains(ValidateMessage(p), "update_rate"));
   p = {};
   p.max_step = 0;
-  CHECK(Contains(message(p), "max_step"));
+  CHECK(Contains(ValidateMessage(p), "max_step"));
   p = {};
   p.deadband = -0.1;
-  CHECK(Contains(message(p), "deadband"));
+  CHECK(Contains(ValidateMessage(p), "deadband"));
   p = {};
   p.min_imbalance = 0;
-  CHECK(Contains(message(p), "min_imbalance"));
+  CHECK(Contains(ValidateMessage(p), "min_imbalance"));
   p = {};
   p.max_bias = 0;
-  CHECK(Contains(message(p), "max_bias"));
+  CHECK(Contains(ValidateMessage(p), "max_bias"));
   p = {};
   p.max_step = 0.2;
-  CHECK(Contains(message(p), "max_step"));
+  CHECK(Contains(ValidateMessage(p), "max_step"));
   p = {};
   p.deadband = 0;  // allowed: every error counts
   CHECK(Validate(p).ok());
