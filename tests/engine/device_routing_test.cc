@@ -284,8 +284,10 @@ TEST_CASE("Engine: device routing computes what host routing computes", "[engine
     INFO(s_device.status().ToString());
     REQUIRE(s_device.ok());
     REQUIRE(s_auto.ok());
-    CHECK(y_device == y_host);  // padding rows add nothing; same order of sums
-    CHECK(y_auto == y_host);
+    // Padding rows add nothing, but they change the GEMM shapes, and with them
+    // OpenBLAS's order of sums.
+    testing::CheckClose(y_device, y_host);
+    CHECK(y_auto == y_host);  // same shapes, same kernel
     for (size_t l = 0; l < s_host->layers.size(); ++l) {
       const LayerStats& h = s_host->layers[l];
       const LayerStats& d = s_device->layers[l];

@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -36,6 +38,34 @@ inline std::vector<float> RandomTokens(int num_tokens, int hidden, uint64_t seed
   for (float& v : x)
     v = static_cast<float>(rng.Next());
   return x;
+}
+
+// Checks that `got` matches `want` element by element within what fp32
+// rounding allows. Two GEMMs of different shapes (padding rows, another
+// OpenBLAS kernel: OPENBLAS_CORETYPE) may sum in another order, so equal bits
+// are never promised. Each output element here is a few chained fp32 dot
+// products of length <= 64 with O(1) terms; the sum-order error of each is
+// bounded by n * eps * sum|a_i b_i| ~ 64 * 6e-8 * O(1), so 1e-5 relative to
+// the output's scale leaves an order of magnitude of headroom while a wrong
+// row (an error of O(1)) still fails.
+inline void CheckClose(const std::vector<float>& got, const std::vector<float>& want,
+                       double rel_tol = 1e-5) {
+  REQUIRE(got.size() == want.size());
+  double scale = 1.0;
+  for (float v : want)
+    scale = std::max(scale, static_cast<double>(std::abs(v)));
+  double worst = 0;
+  size_t worst_at = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = std::abs(static_cast<double>(got[i]) - want[i]);
+    if (!(d <= worst)) {  // also catches NaN
+      worst = std::isnan(d) ? INFINITY : d;
+      worst_at = i;
+    }
+  }
+  INFO("largest difference " << worst << " at element " << worst_at << " (scale " << scale
+                             << ")");
+  CHECK(worst <= rel_tol * scale);
 }
 
 inline std::unique_ptr<Engine> MakeEngine(const Options& options) {
