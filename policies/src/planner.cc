@@ -1,10 +1,11 @@
-// The default replication planner: group-to-node assignment by exact
+// The default replication planner: group-to-node assignment by a lazy exact
 // bottleneck search, per-node replica counts and packing by local search,
 // then migration and locality preferences; never worse than EPLB.
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <unordered_map>
 
 #include "moe/policies/planner.h"
@@ -63,61 +64,38 @@ Status ValidateInput(const PlannerInput& input, PlanMode mode) {
   return Status::Ok();
 }
 
-// Hierarchical search state: per block of groups (bitmask), its node problem,
-// lower bound and best solution so far.
+// Hierarchical search: which blocks of groups go to which node, and each
+// node's plan. With the blocks enumerable (BlockPartition), a lazy bottleneck
+// search: the best partition over optimistic block values (the node's solved
+// max load, else its lower bound) is found exactly, its unsolved blocks are
+// solved (deep where the quick solve lands above the partition's level),
+// and this repeats until the best partition is fully solved. Otherwise a
+// local search swaps groups between the bottleneck node and the others.
 class HierarchicalSearch {
  public:
   HierarchicalSearch(const PlannerShape& shape, const std::vector<double>& loads,
-                     const Deadline& deadline, std::mt19937_64* rng)
-      : shape_(shape), loads_(loads), deadline_(deadline), rng_(rng) {
-    group_size_ = shape.num_experts / shape.num_groups;
+                     const internal::BlockPartition* blocks,
+                     const internal::HierarchicalBound* bound, const Deadline& deadline,
+                     std::mt19937_64* rng)
+      : shape_(shape),
+        loads_(loads),
+        blocks_(blocks),
+        bound_(bound),
+        deadline_(deadline),
+        rng_(rng) {
     per_node_ = shape.num_groups / shape.num_nodes;
-    gpus_per_node_ = shape.num_gpus / shape.num_nodes;
     slots_per_gpu_ = shape.num_replicas / shape.num_gpus;
+    if (bound_ != nullptr) target_ = bound_->value * (1 + internal::kStopGap);
   }
 
   // Returns phy2log, or empty when the deadline left no complete plan.
   std::vector<int> Run(const std::vector<uint32_t>& incumbent_blocks) {
     std::vector<uint32_t> blocks = incumbent_blocks;
-    double incumbent = BlocksValue(blocks);
-    double best = 0.0;
-    std::vector<uint32_t> found;
-    auto bound = [&](uint32_t m) { return Entry(m).bound; };
-    // Partition of the best lower bounds first (cheap), then the exact
-    // bottleneck over quick solutions, skipping blocks whose bound cannot
-    // beat the incumbent.
-    if (internal::BottleneckPartition(shape_.num_groups, per_node_, bound, &best, &found)) {
-      const double v = BlocksValue(found);
-      if (v < incumbent) {
-        incumbent = v;
-        blocks = found;
-      }
-      auto value = [&](uint32_t m) {
-        BlockEntry& entry = Entry(m);
-        if (entry.bound >= incumbent) return kInf;
-        if (!entry.solved && deadline_.Expired()) return kInf;
-        return Solved(m).solution.max_load;
-      };
-      if (internal::BottleneckPartition(shape_.num_groups, per_node_, value, &best, &found,
-                                        bound) &&
-          std::isfinite(best) && best < incumbent) {
-        incumbent = best;
-        blocks = found;
-      }
+    double incumbent = BlocksValue(blocks, target_, /*deep=*/false);
+    if (blocks_ != nullptr && blocks_->ok() && bound_ != nullptr) {
+      LazyPartitionSearch(&blocks, &incumbent);
     } else {
       LocalSearchOnGroups(&blocks, &incumbent);
-    }
-    // Deep search on the bottleneck node until it no longer improves.
-    while (!deadline_.Expired()) {
-      uint32_t worst = blocks[0];
-      for (uint32_t b : blocks) {
-        if (Solved(b).solution.max_load > Solved(worst).solution.max_load) worst = b;
-      }
-      BlockEntry& entry = Solved(worst);
-      if (entry.deep) break;
-      NodeSolution deep = internal::SolveNode(entry.problem, Effort::kDeep, deadline_, rng_);
-      entry.deep = true;
-      if (deep.max_load < entry.solution.max_load) entry.solution = std::move(deep);
     }
     return Assemble(blocks);
   }
@@ -136,33 +114,65 @@ class HierarchicalSearch {
     auto it = cache_.find(mask);
     if (it != cache_.end()) return it->second;
     BlockEntry entry;
-    entry.problem.num_gpus = gpus_per_node_;
-    entry.problem.slots_per_gpu = slots_per_gpu_;
+    entry.problem = internal::BlockProblem(shape_, loads_, mask);
+    const int group_size = shape_.num_experts / shape_.num_groups;
     for (int g = 0; g < shape_.num_groups; ++g) {
       if (!(mask & (1u << g))) continue;
-      for (int i = 0; i < group_size_; ++i) {
-        entry.experts.push_back(g * group_size_ + i);
-        entry.problem.loads.push_back(loads_[g * group_size_ + i]);
-      }
+      for (int i = 0; i < group_size; ++i)
+        entry.experts.push_back(g * group_size + i);
     }
     entry.bound = internal::NodeLowerBound(entry.problem);
     return cache_.emplace(mask, std::move(entry)).first->second;
   }
 
-  BlockEntry& Solved(uint32_t mask) {
+  // The block solved quickly, then (when `deep`) deeply when its max load is
+  // above `level` (the largest max load that does not matter: another
+  // node's, or the bound's). Both stop at max(level, target_).
+  BlockEntry& Solved(uint32_t mask, double level, bool deep = true) {
     BlockEntry& entry = Entry(mask);
+    const double stop = std::max(level, target_);
     if (!entry.solved) {
-      entry.solution = internal::SolveNode(entry.problem, Effort::kQuick, deadline_, rng_);
+      entry.solution = internal::SolveNode(entry.problem, Effort::kQuick, deadline_, rng_, stop);
       entry.solved = true;
+    }
+    if (deep && !entry.deep && entry.solution.max_load > stop && !deadline_.Expired()) {
+      NodeSolution better =
+          internal::SolveNode(entry.problem, Effort::kDeep, deadline_, rng_, stop);
+      entry.deep = true;
+      if (better.max_load < entry.solution.max_load) entry.solution = std::move(better);
     }
     return entry;
   }
 
-  double BlocksValue(const std::vector<uint32_t>& blocks) {
+  double BlocksValue(const std::vector<uint32_t>& blocks, double level, bool deep = true) {
     double v = 0.0;
     for (uint32_t b : blocks)
-      v = std::max(v, Solved(b).solution.max_load);
+      v = std::max(v, Solved(b, level, deep).solution.max_load);
     return v;
+  }
+
+  void LazyPartitionSearch(std::vector<uint32_t>* blocks, double* incumbent) {
+    // A block's value is its bound until Solved(deep) has seen it: a quick
+    // solution alone is no bound and could hide a block the deep search
+    // brings down to its bound. The level only rises from round to round,
+    // so a block once within it stays within it.
+    std::vector<double> value = bound_->block_bound;
+    std::vector<int> partition;
+    while (*incumbent > target_ && !deadline_.Expired()) {
+      const double level = blocks_->Solve(value, &partition);
+      if (!(level < *incumbent * (1 - 1e-12))) break;
+      double v = 0.0;
+      for (int i : partition) {
+        value[i] = std::max(value[i], Solved(blocks_->mask(i), level).solution.max_load);
+        v = std::max(v, value[i]);
+      }
+      if (v < *incumbent) {
+        *incumbent = v;
+        blocks->clear();
+        for (int i : partition)
+          blocks->push_back(blocks_->mask(i));
+      }
+    }
   }
 
   // Without the exact partition: swap groups between the bottleneck node and
@@ -173,7 +183,7 @@ class HierarchicalSearch {
       improved = false;
       size_t worst = 0;
       for (size_t n = 1; n < blocks->size(); ++n) {
-        if (Solved((*blocks)[n]).solution.max_load > Solved((*blocks)[worst]).solution.max_load) {
+        if (Entry((*blocks)[n]).solution.max_load > Entry((*blocks)[worst]).solution.max_load) {
           worst = n;
         }
       }
@@ -186,11 +196,12 @@ class HierarchicalSearch {
             const uint32_t nw = ((*blocks)[worst] & ~(1u << a)) | (1u << b);
             const uint32_t nn = ((*blocks)[n] & ~(1u << b)) | (1u << a);
             if (std::max(Entry(nw).bound, Entry(nn).bound) >= *value) continue;
-            const double v = std::max(Solved(nw).solution.max_load, Solved(nn).solution.max_load);
+            const double v = std::max(Solved(nw, target_).solution.max_load,
+                                      Solved(nn, target_).solution.max_load);
             if (v < *value * (1 - 1e-12)) {
               (*blocks)[worst] = nw;
               (*blocks)[n] = nn;
-              *value = BlocksValue(*blocks);
+              *value = BlocksValue(*blocks, target_);
               improved = true;
             }
             if (deadline_.Expired()) return;
@@ -204,7 +215,7 @@ class HierarchicalSearch {
     std::vector<int> phy2log(shape_.num_replicas, -1);
     const int slots_per_node = shape_.num_replicas / shape_.num_nodes;
     for (size_t n = 0; n < blocks.size(); ++n) {
-      const BlockEntry& entry = Solved(blocks[n]);
+      const BlockEntry& entry = Entry(blocks[n]);
       for (size_t gpu = 0; gpu < entry.solution.gpus.size(); ++gpu) {
         for (size_t k = 0; k < entry.solution.gpus[gpu].size(); ++k) {
           phy2log[n * slots_per_node + gpu * slots_per_gpu_ + k] =
@@ -217,9 +228,12 @@ class HierarchicalSearch {
 
   const PlannerShape& shape_;
   const std::vector<double>& loads_;
+  const internal::BlockPartition* blocks_;
+  const internal::HierarchicalBound* bound_;
   const Deadline& deadline_;
   std::mt19937_64* rng_;
-  int group_size_ = 1, per_node_ = 1, gpus_per_node_ = 1, slots_per_gpu_ = 1;
+  int per_node_ = 1, slots_per_gpu_ = 1;
+  double target_ = 0.0;  // the bound, within kStopGap: no search below it
   std::unordered_map<uint32_t, BlockEntry> cache_;
 };
 
@@ -259,14 +273,30 @@ Result<PlanReport> PlanReplication(const PlannerInput& input, const PlannerOptio
   report.mode = mode;
   MOE_ASSIGN_OR_RETURN(Plan eplb, PlanEplb(shape, input.loads, mode));
   report.eplb_max_over_mean = eplb.max_over_mean;
-  MOE_ASSIGN_OR_RETURN(report.lower_bound, LowerBound(shape, input.loads, mode));
+  // Hierarchical mode with enumerable blocks: the bound's per-block node
+  // bounds steer the search, so compute them once for both.
+  std::optional<internal::BlockPartition> blocks;
+  std::optional<internal::HierarchicalBound> bound;
+  if (hierarchical) {
+    blocks.emplace(shape.num_groups, shape.num_groups / shape.num_nodes);
+    if (blocks->ok()) bound = internal::ComputeHierarchicalBound(shape, input.loads, *blocks);
+  }
+  if (bound.has_value()) {
+    double total = 0.0;
+    for (double l : input.loads)
+      total += l;
+    report.lower_bound = std::max(1.0, bound->value / (total / shape.num_gpus));
+  } else {
+    MOE_ASSIGN_OR_RETURN(report.lower_bound, LowerBound(shape, input.loads, mode));
+  }
 
   // Candidates, best balance first considered; all valid by construction and
   // re-checked by EvaluatePlan.
   std::vector<Plan> candidates;
   candidates.push_back(eplb);
   if (hierarchical && shape.num_groups <= 32) {
-    HierarchicalSearch search(shape, input.loads, deadline, &rng);
+    HierarchicalSearch search(shape, input.loads, blocks.has_value() ? &*blocks : nullptr,
+                              bound.has_value() ? &*bound : nullptr, deadline, &rng);
     std::vector<int> phy2log = search.Run(BlocksOf(shape, eplb.phy2log));
     if (!phy2log.empty()) {
       auto plan = EvaluatePlan(shape, input.loads, phy2log, mode);

@@ -89,24 +89,64 @@ inline constexpr double kStopGap = 1e-4;
 
 // Solves a node: candidate replica counts, greedy and differencing packings,
 // swap local search; kDeep adds count exchanges and perturbations until the
-// deadline or its work limit.
+// deadline or its work limit. The search stops early once the max load is
+// at most `target` (absolute) or within kStopGap of the node's lower bound.
 NodeSolution SolveNode(const NodeProblem& problem, Effort effort, const Deadline& deadline,
-                       std::mt19937_64* rng);
+                       std::mt19937_64* rng, double target = 0.0);
 
 // Recomputes max_load of `solution` for `problem`.
 double NodeMaxLoad(const NodeProblem& problem, const NodeSolution& solution);
 
-// Bottleneck partition of num_groups groups into blocks of `block` groups
-// (bitmasks): minimises the largest value(block mask). `value` may return
-// +infinity to exclude a block. Exact by dynamic programming; returns false
-// (and leaves outputs alone) when num_groups is too large for it.
-// `bound` (optional) is a cheap lower bound on `value`, used to skip blocks.
-bool BottleneckPartition(int num_groups, int block, const std::function<double(uint32_t)>& value,
-                         double* best, std::vector<uint32_t>* blocks,
-                         const std::function<double(uint32_t)>& bound = nullptr);
+// Every block of `block` groups out of num_groups (a bitmask per block), and
+// the exact bottleneck partition of the groups into such blocks over a value
+// per block. Built once per shape; Solve is const and thread-compatible.
+class BlockPartition {
+ public:
+  // ok() is false when there are too many groups or blocks to enumerate
+  // (more than 24 groups or 20 000 blocks) or block does not divide
+  // num_groups.
+  BlockPartition(int num_groups, int block);
+  bool ok() const { return ok_; }
+  int num_blocks() const { return static_cast<int>(masks_.size()); }
+  uint32_t mask(int i) const { return masks_[i]; }
+  // The index of the block with this mask, or -1.
+  int Index(uint32_t mask) const;
+  // Minimises the largest values[i] over the blocks i of a partition
+  // (values: [num_blocks]; +infinity excludes a block). Returns that value
+  // (+infinity when no partition avoids excluded blocks) and fills
+  // `partition` with the block indices, one per node. Exact: a dynamic
+  // programme over the groups placed so far, each state trying the blocks
+  // of its lowest free group in increasing value until one cannot improve.
+  double Solve(const std::vector<double>& values, std::vector<int>* partition) const;
 
-// Number of block-subsets C(num_groups, block), saturating at `cap`.
-int64_t CountSubsets(int num_groups, int block, int64_t cap);
+ private:
+  bool ok_ = false;
+  int num_groups_ = 0;
+  std::vector<uint32_t> masks_;
+  std::vector<std::vector<int>> by_lowest_;  // [group]: blocks whose lowest group it is
+  std::vector<int> flat_index_;              // [1 << num_groups] when num_groups <= 20
+};
+
+// The node problem of block `mask` of a hierarchical shape: the experts of
+// its groups (in id order), gpus_per_node GPUs, slots_per_gpu slots each.
+NodeProblem BlockProblem(const PlannerShape& shape, const std::vector<double>& loads,
+                         uint32_t mask);
+
+// The hierarchical lower bound (absolute max GPU load) over `blocks`, with
+// the node bound of every block: NodeLowerBound for all, raised to
+// NodeLowerBoundRefined on the blocks of the partitions the search visits
+// (lazily: refine the blocks of the best partition until it stops changing;
+// the result is the exact bottleneck of refined bounds, as any value between
+// a block's basic and refined bound keeps the minimum valid).
+struct HierarchicalBound {
+  double value = 0.0;
+  std::vector<double> block_bound;  // [num_blocks]
+  std::vector<char> refined;        // [num_blocks]: block_bound is the refined bound
+  std::vector<int> partition;       // a partition attaining `value`
+};
+HierarchicalBound ComputeHierarchicalBound(const PlannerShape& shape,
+                                           const std::vector<double>& loads,
+                                           const BlockPartition& blocks);
 
 // Minimum-cost assignment of rows to columns of a square cost matrix
 // ([n * n], row-major): returns column[row]. Hungarian method, O(n^3).

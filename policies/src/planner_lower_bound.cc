@@ -1,5 +1,5 @@
-// The lower bound on max_over_mean, and the exact bottleneck partition of
-// groups onto nodes it shares with the planner.
+// The lower bound on max_over_mean: node conditions (basic and refined) and
+// the public LowerBound over group partitions (planner_partition.cc).
 
 #include <algorithm>
 #include <bit>
@@ -18,10 +18,6 @@ namespace internal {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-// Largest number of groups the bitmask dynamic programme takes.
-constexpr int kMaxPartitionGroups = 24;
-// Largest number of candidate blocks it enumerates.
-constexpr int64_t kMaxPartitionBlocks = 20000;
 // Largest item count and spare-slot budget for the exact small-items sum.
 constexpr int kSigmaExactItems = 16;
 constexpr int kSigmaMaxBudget = 24;
@@ -459,89 +455,6 @@ double NodeLowerBoundRefined(const NodeProblem& problem) {
   return lo;
 }
 
-int64_t CountSubsets(int n, int k, int64_t cap) {
-  long double c = 1;
-  for (int i = 1; i <= k; ++i) {
-    c = c * (n - k + i) / i;
-    if (c > cap) return cap;
-  }
-  return static_cast<int64_t>(c + 0.5);
-}
-
-bool BottleneckPartition(int num_groups, int block, const std::function<double(uint32_t)>& value,
-                         double* best, std::vector<uint32_t>* blocks,
-                         const std::function<double(uint32_t)>& bound) {
-  if (num_groups > kMaxPartitionGroups || block <= 0 || num_groups % block != 0) return false;
-  if (CountSubsets(num_groups, block, kMaxPartitionBlocks + 1) > kMaxPartitionBlocks) {
-    return false;
-  }
-  const uint32_t full = num_groups == 32 ? ~0u : ((1u << num_groups) - 1);
-  std::unordered_map<uint32_t, double> block_value;
-  std::unordered_map<uint32_t, std::pair<double, uint32_t>> memo;  // rest -> (value, block)
-  auto block_val = [&](uint32_t mask) {
-    auto it = block_value.find(mask);
-    if (it != block_value.end()) return it->second;
-    const double v = value(mask);
-    block_value.emplace(mask, v);
-    return v;
-  };
-  // solve(used): the best bottleneck for the groups not in `used`.
-  std::function<double(uint32_t)> solve = [&](uint32_t used) -> double {
-    if (used == full) return -kInf;
-    auto it = memo.find(used);
-    if (it != memo.end()) return it->second.first;
-    const uint32_t free_mask = full & ~used;
-    const int lowest = std::countr_zero(free_mask);
-    std::vector<int> others;
-    for (int g = lowest + 1; g < num_groups; ++g) {
-      if (free_mask & (1u << g)) others.push_back(g);
-    }
-    double best_here = kInf;
-    uint32_t best_block = 0;
-    // Enumerate (block - 1)-combinations of `others`.
-    const int need = block - 1;
-    std::vector<int> idx(need);
-    for (int i = 0; i < need; ++i)
-      idx[i] = i;
-    while (true) {
-      uint32_t mask = 1u << lowest;
-      for (int i = 0; i < need; ++i)
-        mask |= 1u << others[idx[i]];
-      const bool skip = bound && bound(mask) >= best_here;
-      const double v = skip ? kInf : block_val(mask);
-      if (v < best_here) {
-        const double rest = solve(used | mask);
-        const double total = std::max(v, rest);
-        if (total < best_here) {
-          best_here = total;
-          best_block = mask;
-        }
-      }
-      int i = need - 1;
-      while (i >= 0 && idx[i] == static_cast<int>(others.size()) - need + i)
-        --i;
-      if (i < 0) break;
-      ++idx[i];
-      for (int j = i + 1; j < need; ++j)
-        idx[j] = idx[j - 1] + 1;
-    }
-    memo[used] = {best_here, best_block};
-    return best_here;
-  };
-  const double v = solve(0);
-  if (!std::isfinite(v) && v > 0) return false;
-  blocks->clear();
-  uint32_t used = 0;
-  while (used != full) {
-    const uint32_t b = memo.at(used).second;
-    if (b == 0) return false;
-    blocks->push_back(b);
-    used |= b;
-  }
-  *best = v;
-  return true;
-}
-
 }  // namespace internal
 
 Result<double> LowerBound(const PlannerShape& shape, const std::vector<double>& loads,
@@ -565,54 +478,9 @@ Result<double> LowerBound(const PlannerShape& shape, const std::vector<double>& 
   const int group_size = shape.num_experts / num_groups;
   const int per_node = num_groups / shape.num_nodes;
   const int gpus_per_node = shape.num_gpus / shape.num_nodes;
-  auto node_problem = [&](uint32_t mask) {
-    internal::NodeProblem problem;
-    problem.num_gpus = gpus_per_node;
-    problem.slots_per_gpu = slots_per_gpu;
-    for (int g = 0; g < num_groups; ++g) {
-      if (!(mask & (1u << g))) continue;
-      problem.loads.insert(problem.loads.end(), loads.begin() + g * group_size,
-                           loads.begin() + (g + 1) * group_size);
-    }
-    return problem;
-  };
-  // Any block value at most the refined node bound gives a valid bound. The
-  // basic bound (cached) is computed for every block; the refined one only
-  // for blocks whose basic bound is within 5% of the bottleneck of basic
-  // bounds, the only ones where it is likely to matter.
-  // Indexed by mask up to 2^20 groups' masks (8 MiB), else hashed.
-  const bool flat = num_groups <= 20;
-  std::vector<double> basic_flat(flat ? size_t{1} << num_groups : 0, -1.0);
-  std::unordered_map<uint32_t, double> basic_cache;
-  auto basic_bound = [&](uint32_t mask) {
-    if (flat && basic_flat[mask] >= 0) return basic_flat[mask];
-    if (!flat) {
-      auto it = basic_cache.find(mask);
-      if (it != basic_cache.end()) return it->second;
-    }
-    const double v = internal::NodeLowerBound(node_problem(mask));
-    if (flat) {
-      basic_flat[mask] = v;
-    } else {
-      basic_cache.emplace(mask, v);
-    }
-    return v;
-  };
-  double best = 0.0;
-  std::vector<uint32_t> blocks;
-  if (internal::BottleneckPartition(num_groups, per_node, basic_bound, &best, &blocks)) {
-    const double threshold = best / 1.05;
-    auto node_bound = [&](uint32_t mask) {
-      const double basic = basic_bound(mask);
-      if (basic < threshold) return basic;
-      return internal::NodeLowerBoundRefined(node_problem(mask));
-    };
-    double refined = best;
-    if (internal::BottleneckPartition(num_groups, per_node, node_bound, &refined, &blocks,
-                                      basic_bound)) {
-      best = std::max(best, refined);
-    }
-    return std::max(1.0, best / mean);
+  const internal::BlockPartition blocks(num_groups, per_node);
+  if (blocks.ok()) {
+    return std::max(1.0, internal::ComputeHierarchicalBound(shape, loads, blocks).value / mean);
   }
   // Too many groups to enumerate: a node holding group g also holds
   // per_node - 1 other groups whose experts take at least one slot each, so

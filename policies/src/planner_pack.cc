@@ -467,12 +467,12 @@ double NodeMaxLoad(const NodeProblem& problem, const NodeSolution& solution) {
 }
 
 NodeSolution SolveNode(const NodeProblem& problem, Effort effort, const Deadline& deadline,
-                       std::mt19937_64* rng) {
+                       std::mt19937_64* rng, double target) {
   const int num_experts = static_cast<int>(problem.loads.size());
   const int num_slots = problem.num_slots();
   const double bound = NodeLowerBound(problem);
   // Closer than kStopGap to the bound is below the noise of measured loads.
-  const double done = bound * (1 + kStopGap);
+  const double done = std::max(bound * (1 + kStopGap), target);
 
   // Candidate counts: EPLB's water-filling, the same aware of replicas that
   // double up on a GPU, and the counts the lower bound asks for (each
