@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -112,12 +113,14 @@ class BlockPartition {
   // The index of the block with this mask, or -1.
   int Index(uint32_t mask) const;
   // Minimises the largest values[i] over the blocks i of a partition
-  // (values: [num_blocks]; +infinity excludes a block). Returns that value
-  // (+infinity when no partition avoids excluded blocks) and fills
-  // `partition` with the block indices, one per node. Exact: a dynamic
-  // programme over the groups placed so far, each state trying the blocks
-  // of its lowest free group in increasing value until one cannot improve.
-  double Solve(const std::vector<double>& values, std::vector<int>* partition) const;
+  // (values: [num_blocks]; +infinity excludes a block), among partitions
+  // whose value is below `upper`. Returns that value (+infinity when there
+  // is none) and fills `partition` with the block indices, one per node
+  // (empty when none). Exact: a dynamic programme over the groups placed so
+  // far, each state trying the blocks of its lowest free group in
+  // increasing value until one cannot improve.
+  double Solve(const std::vector<double>& values, std::vector<int>* partition,
+               double upper = std::numeric_limits<double>::infinity()) const;
 
  private:
   bool ok_ = false;

@@ -17,8 +17,10 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Largest number of groups and of blocks the partition enumerates.
 constexpr int kMaxPartitionGroups = 24;
 constexpr int64_t kMaxPartitionBlocks = 20000;
-// Largest group count indexed by a flat table of 2^groups entries.
+// Largest group count indexed by a flat table of 2^groups entries, for the
+// block index (4 bytes each) and for Solve's memo (16 bytes each).
 constexpr int kMaxFlatGroups = 20;
+constexpr int kMaxFlatMemoGroups = 16;
 
 int64_t CountSubsets(int n, int k, int64_t cap) {
   long double c = 1;
@@ -62,7 +64,8 @@ int BlockPartition::Index(uint32_t mask) const {
   return it != masks_.end() && *it == mask ? static_cast<int>(it - masks_.begin()) : -1;
 }
 
-double BlockPartition::Solve(const std::vector<double>& values, std::vector<int>* partition) const {
+double BlockPartition::Solve(const std::vector<double>& values, std::vector<int>* partition,
+                             double upper) const {
   partition->clear();
   if (!ok_) return kInf;
   std::vector<std::vector<int>> sorted = by_lowest_;
@@ -71,15 +74,22 @@ double BlockPartition::Solve(const std::vector<double>& values, std::vector<int>
   }
   const uint32_t full = num_groups_ == 32 ? ~0u : ((1u << num_groups_) - 1);
   // memo[used]: the best bottleneck of the groups outside `used`, and the
-  // block of the lowest free group that attains it (-1: none).
-  std::unordered_map<uint32_t, std::pair<double, int>> memo;
-  memo.reserve(4096);
+  // block of the lowest free group that attains it (-1: none). Flat up to
+  // kMaxFlatMemoGroups groups, else hashed.
+  const bool flat = num_groups_ <= kMaxFlatMemoGroups;
+  std::vector<std::pair<double, int>> flat_memo(flat ? size_t{1} << num_groups_ : 0,
+                                                {std::nan(""), -1});
+  std::unordered_map<uint32_t, std::pair<double, int>> hashed;
+  auto find = [&](uint32_t used) -> const std::pair<double, int>* {
+    if (flat) return std::isnan(flat_memo[used].first) ? nullptr : &flat_memo[used];
+    auto it = hashed.find(used);
+    return it == hashed.end() ? nullptr : &it->second;
+  };
   auto solve = [&](auto&& self, uint32_t used) -> double {
     if (used == full) return -kInf;
-    auto it = memo.find(used);
-    if (it != memo.end()) return it->second.first;
+    if (const auto* hit = find(used)) return hit->first;
     const int lowest = std::countr_zero(full & ~used);
-    double best = kInf;
+    double best = upper;
     int choice = -1;
     for (int i : sorted[lowest]) {
       const double v = values[i];
@@ -91,13 +101,13 @@ double BlockPartition::Solve(const std::vector<double>& values, std::vector<int>
         choice = i;
       }
     }
-    memo[used] = {best, choice};
+    (flat ? flat_memo[used] : hashed[used]) = {best, choice};
     return best;
   };
   const double best = solve(solve, 0);
-  if (!(best < kInf)) return kInf;
+  if (find(0)->second < 0) return kInf;
   for (uint32_t used = 0; used != full;) {
-    const int i = memo.at(used).second;
+    const int i = find(used)->second;
     partition->push_back(i);
     used |= masks_[i];
   }
