@@ -126,8 +126,7 @@ class BlockPartition {
   bool ok_ = false;
   int num_groups_ = 0;
   std::vector<uint32_t> masks_;
-  std::vector<std::vector<int>> by_lowest_;  // [group]: blocks whose lowest group it is
-  std::vector<int> flat_index_;              // [1 << num_groups] when num_groups <= 20
+  std::vector<int> flat_index_;  // [1 << num_groups] when num_groups <= 20
 };
 
 // The node problem of block `mask` of a hierarchical shape: the experts of

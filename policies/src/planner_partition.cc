@@ -17,10 +17,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Largest number of groups and of blocks the partition enumerates.
 constexpr int kMaxPartitionGroups = 24;
 constexpr int64_t kMaxPartitionBlocks = 20000;
-// Largest group count indexed by a flat table of 2^groups entries, for the
-// block index (4 bytes each) and for Solve's memo (16 bytes each).
+// Largest group count indexed by a flat table of 2^groups block indices.
 constexpr int kMaxFlatGroups = 20;
-constexpr int kMaxFlatMemoGroups = 16;
 
 int64_t CountSubsets(int n, int k, int64_t cap) {
   long double c = 1;
@@ -47,9 +45,6 @@ BlockPartition::BlockPartition(int num_groups, int block) : num_groups_(num_grou
     const uint64_t r = m + c;
     m = (((r ^ m) >> 2) / c) | r;
   }
-  by_lowest_.assign(num_groups, {});
-  for (int i = 0; i < num_blocks(); ++i)
-    by_lowest_[std::countr_zero(masks_[i])].push_back(i);
   if (num_groups <= kMaxFlatGroups) {
     flat_index_.assign(size_t{1} << num_groups, -1);
     for (int i = 0; i < num_blocks(); ++i)
@@ -68,48 +63,85 @@ double BlockPartition::Solve(const std::vector<double>& values, std::vector<int>
                              double upper) const {
   partition->clear();
   if (!ok_) return kInf;
-  std::vector<std::vector<int>> sorted = by_lowest_;
-  for (auto& list : sorted) {
-    std::stable_sort(list.begin(), list.end(), [&](int a, int b) { return values[a] < values[b]; });
+  // least[g]: the smallest value of a block holding group g; the rest's
+  // bottleneck is at least the largest least[g] over its groups.
+  std::vector<double> least(num_groups_, kInf);
+  for (int i = 0; i < num_blocks(); ++i) {
+    for (uint32_t m = masks_[i]; m != 0; m &= m - 1)
+      least[std::countr_zero(m)] = std::min(least[std::countr_zero(m)], values[i]);
   }
+  // Groups relabelled by least[] descending, so that each state branches on
+  // its most constrained free group (the hot one first) and the floor
+  // prunes early. mask[i]: block i in the new labels.
+  std::vector<int> order(num_groups_), label(num_groups_);
+  for (int g = 0; g < num_groups_; ++g)
+    order[g] = g;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return least[a] > least[b]; });
+  for (int k = 0; k < num_groups_; ++k)
+    label[order[k]] = k;
+  std::vector<uint32_t> mask(num_blocks());
+  std::vector<std::vector<int>> sorted(num_groups_);
+  for (int i = 0; i < num_blocks(); ++i) {
+    uint32_t m = 0;
+    for (uint32_t b = masks_[i]; b != 0; b &= b - 1)
+      m |= 1u << label[std::countr_zero(b)];
+    mask[i] = m;
+    sorted[std::countr_zero(m)].push_back(i);
+  }
+  for (auto& list : sorted) {
+    std::stable_sort(list.begin(), list.end(), [&](int x, int y) { return values[x] < values[y]; });
+  }
+  std::vector<double> least_label(num_groups_);
+  for (int g = 0; g < num_groups_; ++g)
+    least_label[label[g]] = least[g];
   const uint32_t full = num_groups_ == 32 ? ~0u : ((1u << num_groups_) - 1);
-  // memo[used]: the best bottleneck of the groups outside `used`, and the
-  // block of the lowest free group that attains it (-1: none). Flat up to
-  // kMaxFlatMemoGroups groups, else hashed.
-  const bool flat = num_groups_ <= kMaxFlatMemoGroups;
-  std::vector<std::pair<double, int>> flat_memo(flat ? size_t{1} << num_groups_ : 0,
-                                                {std::nan(""), -1});
-  std::unordered_map<uint32_t, std::pair<double, int>> hashed;
-  auto find = [&](uint32_t used) -> const std::pair<double, int>* {
-    if (flat) return std::isnan(flat_memo[used].first) ? nullptr : &flat_memo[used];
-    auto it = hashed.find(used);
-    return it == hashed.end() ? nullptr : &it->second;
+  // memo[used]: for the groups outside `used`, the best bottleneck when
+  // `exact`, else a lower bound on it (a search under that cutoff found
+  // nothing); `choice`: the block of the lowest free group attaining it.
+  // Hashed: the pruning below visits few states.
+  struct Memo {
+    double value = 0.0;
+    int choice = -1;
+    bool exact = false;
   };
-  auto solve = [&](auto&& self, uint32_t used) -> double {
+  std::unordered_map<uint32_t, Memo> memo;
+  memo.reserve(1024);
+  auto find = [&](uint32_t used) -> const Memo* {
+    auto it = memo.find(used);
+    return it == memo.end() ? nullptr : &it->second;
+  };
+  auto solve = [&](auto&& self, uint32_t used, double cutoff) -> double {
     if (used == full) return -kInf;
-    if (const auto* hit = find(used)) return hit->first;
+    if (const Memo* hit = find(used)) {
+      if (hit->exact || hit->value >= cutoff) return hit->value;
+    }
+    double floor = -kInf;
+    for (uint32_t m = full & ~used; m != 0; m &= m - 1)
+      floor = std::max(floor, least_label[std::countr_zero(m)]);
+    if (floor >= cutoff) return floor;
     const int lowest = std::countr_zero(full & ~used);
-    double best = upper;
+    double best = cutoff;
     int choice = -1;
     for (int i : sorted[lowest]) {
       const double v = values[i];
       if (!(v < best)) break;
-      if (masks_[i] & used) continue;
-      const double total = std::max(v, self(self, used | masks_[i]));
+      if (mask[i] & used) continue;
+      const double total = std::max(v, self(self, used | mask[i], best));
       if (total < best) {
         best = total;
         choice = i;
       }
     }
-    (flat ? flat_memo[used] : hashed[used]) = {best, choice};
+    memo[used] = {best, choice, choice >= 0};
     return best;
   };
-  const double best = solve(solve, 0);
-  if (find(0)->second < 0) return kInf;
+  const double best = solve(solve, 0, upper);
+  const Memo* root = find(0);
+  if (root == nullptr || root->choice < 0) return kInf;
   for (uint32_t used = 0; used != full;) {
-    const int i = find(used)->second;
+    const int i = find(used)->choice;
     partition->push_back(i);
-    used |= masks_[i];
+    used |= mask[i];
   }
   return best;
 }
