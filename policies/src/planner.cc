@@ -133,17 +133,22 @@ class HierarchicalSearch {
   // The block solved quickly, then (when `deep`) deeply when its max load is
   // above `level` (the largest max load that does not matter: another
   // node's, or the bound's). Both stop at max(level, target_).
-  BlockEntry& Solved(uint32_t mask, double level, bool deep = true) {
+  // With `first_round`, the deadline is not consulted and the deep search
+  // is short: the first partition the search tries is solved whatever the
+  // clock says, as a wall-clock budget on a busy machine can run out before
+  // the planner had the processor at all.
+  BlockEntry& Solved(uint32_t mask, double level, bool deep = true, bool first_round = false) {
     BlockEntry& entry = Entry(mask);
     const double stop = std::max(level, target_);
+    const Deadline& deadline = first_round ? no_deadline_ : deadline_;
     if (!entry.solved) {
-      entry.solution = internal::SolveNode(entry.problem, Effort::kQuick, deadline_, rng_, stop);
+      entry.solution = internal::SolveNode(entry.problem, Effort::kQuick, deadline, rng_, stop);
       entry.solved = true;
     }
-    if (deep && !entry.deep && entry.solution.max_load > stop && !deadline_.Expired()) {
-      NodeSolution better =
-          internal::SolveNode(entry.problem, Effort::kDeep, deadline_, rng_, stop);
-      entry.deep = true;
+    if (deep && !entry.deep && entry.solution.max_load > stop && !deadline.Expired()) {
+      NodeSolution better = internal::SolveNode(
+          entry.problem, first_round ? Effort::kShort : Effort::kDeep, deadline, rng_, stop);
+      entry.deep = !first_round;
       if (better.max_load < entry.solution.max_load) entry.solution = std::move(better);
     }
     return entry;
@@ -166,12 +171,13 @@ class HierarchicalSearch {
     // partition of such blocks ends the search, so the programme need not
     // tell them apart.
     std::vector<int> partition;
-    while (*incumbent > target_ && !deadline_.Expired()) {
+    for (bool first = true; *incumbent > target_ && (first || !deadline_.Expired());
+         first = false) {
       const double level = blocks_->Solve(value, &partition, *incumbent * (1 - 1e-12));
       if (partition.empty()) break;
       double v = 0.0;
       for (int i : partition) {
-        const double solved = Solved(blocks_->mask(i), level).solution.max_load;
+        const double solved = Solved(blocks_->mask(i), level, true, first).solution.max_load;
         if (solved > target_) value[i] = std::max(value[i], solved);
         v = std::max(v, solved);
       }
@@ -243,6 +249,7 @@ class HierarchicalSearch {
   std::mt19937_64* rng_;
   int per_node_ = 1, slots_per_gpu_ = 1;
   double target_ = 0.0;  // the bound, within kSearchGap: no search below it
+  const Deadline no_deadline_{nullptr, 0.0};
   std::unordered_map<uint32_t, BlockEntry> cache_;
 };
 

@@ -82,7 +82,9 @@ bool NodeFeasible(const NodeProblem& problem, double t, std::vector<int>* counts
 // load * ceil(c / num_gpus) / c <= t; 0 when impossible (t < load / num_gpus).
 int MinCount(double load, double t, int num_gpus);
 
-enum class Effort { kQuick, kDeep };
+// kShort: kDeep with a small no-progress limit (16 rounds instead of
+// 60 + 4 * num_gpus).
+enum class Effort { kQuick, kShort, kDeep };
 
 // A node's search stops once its max load is within this relative gap of the
 // node's lower bound.

@@ -507,16 +507,16 @@ NodeSolution SolveNode(const NodeProblem& problem, Effort effort, const Deadline
     best.max_load = std::numeric_limits<double>::infinity();
     for (const auto& counts : sets) {
       if (best.max_load <= stop) break;
-      Candidate c = Evaluate(problem, counts, effort == Effort::kDeep, deadline);
+      Candidate c = Evaluate(problem, counts, effort != Effort::kQuick, deadline);
       if (c.max_load < best.max_load) best = std::move(c);
     }
     return best;
   };
   Candidate best = evaluate_all(count_sets, done);
   auto improve = [&](Candidate* c) {
-    if (effort != Effort::kDeep || c->max_load <= done || problem.num_gpus <= 1) return;
+    if (effort == Effort::kQuick || c->max_load <= done || problem.num_gpus <= 1) return;
     int stale = 0;
-    const int max_stale = 60 + 4 * problem.num_gpus;
+    const int max_stale = effort == Effort::kShort ? 16 : 60 + 4 * problem.num_gpus;
     while (stale < max_stale && c->max_load > done && !deadline.Expired()) {
       bool improved = false;
       if (stale % 8 == 0) improved = ExchangeCount(problem, deadline, c);
@@ -534,7 +534,7 @@ NodeSolution SolveNode(const NodeProblem& problem, Effort effort, const Deadline
   // to a different local optimum.
   std::vector<std::vector<int>> fill_sets;
   for (bool free_gpu : {false, true}) {
-    if (effort != Effort::kDeep || best.max_load <= done || deadline.Expired()) break;
+    if (effort == Effort::kQuick || best.max_load <= done || deadline.Expired()) break;
     std::vector<int> fill = SmallFill(problem, best.counts, best.max_load, free_gpu);
     if (!fill.empty() &&
         std::find(count_sets.begin(), count_sets.end(), fill) == count_sets.end()) {
