@@ -272,7 +272,11 @@ int main(int argc, char** argv) {
 
   json out;
   out["time_budget_ms"] = no_deadline ? json(nullptr) : json(budget_ms);
-  out["cases_file"] = cases_path.empty() ? json(nullptr) : json(cases_path);
+  // The default path relative to the repository root (no machine paths in
+  // the report).
+  out["cases_file"] = cases_path.empty() ? json(nullptr)
+                      : explicit_cases   ? json(cases_path)
+                                         : json("../shared/bench/planner_cases.json");
 
   // Generated hierarchical cases.
   json generated = json::object();

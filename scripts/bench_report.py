@@ -33,6 +33,8 @@ def flatten(prefix, value, rows):
             flatten(f'{prefix}.{k}' if prefix else k, v, rows)
     elif isinstance(value, list):
         rows.append((prefix, f'[{len(value)} entries]'))
+    elif value is None:
+        rows.append((prefix, 'not run'))
     else:
         if isinstance(value, float):
             value = f'{value:.6g}'
