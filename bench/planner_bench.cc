@@ -310,11 +310,13 @@ int main(int argc, char** argv) {
       auto eplb = pol::PlanEplb(c.shape, c.loads[li]);
       const double eplb_ms = MsSince(t0);
       t0 = std::chrono::steady_clock::now();
+      const double c0 = ThreadCpuMs();
       pol::PlannerInput input;
       input.shape = c.shape;
       input.loads = c.loads[li];
       auto report = pol::PlanReplication(input, options);
       const double default_ms = MsSince(t0);
+      const double default_cpu_ms = ThreadCpuMs() - c0;
       if (!eplb.ok() || !report.ok()) {
         std::cerr << "case " << ci << " layer " << li << ": "
                   << (eplb.ok() ? report.status() : eplb.status()).ToString() << "\n";
@@ -341,6 +343,7 @@ int main(int argc, char** argv) {
                     {"ratio", ratio},
                     {"gap_to_bound", gap},
                     {"time_ms", default_ms},
+                    {"cpu_ms", default_cpu_ms},
                     {"eplb_time_ms", eplb_ms}};
       if (li < c.eplb_reference.size()) {
         const double err = std::abs(eplb->max_over_mean - c.eplb_reference[li]);
