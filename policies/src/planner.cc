@@ -88,7 +88,6 @@ class HierarchicalSearch {
         bound_(bound),
         deadline_(deadline),
         rng_(rng) {
-    per_node_ = shape.num_groups / shape.num_nodes;
     slots_per_gpu_ = shape.num_replicas / shape.num_gpus;
     if (bound_ != nullptr) target_ = bound_->value * (1 + kSearchGap);
   }
@@ -247,7 +246,7 @@ class HierarchicalSearch {
   const internal::HierarchicalBound* bound_;
   const Deadline& deadline_;
   std::mt19937_64* rng_;
-  int per_node_ = 1, slots_per_gpu_ = 1;
+  int slots_per_gpu_ = 1;
   double target_ = 0.0;  // the bound, within kSearchGap: no search below it
   const Deadline no_deadline_{nullptr, 0.0};
   std::unordered_map<uint32_t, BlockEntry> cache_;

@@ -2,13 +2,11 @@
 // the public LowerBound over group partitions (planner_partition.cc).
 
 #include <algorithm>
-#include <bit>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <limits>
-#include <unordered_map>
 
 #include "moe/policies/planner.h"
 #include "planner_internal.h"
