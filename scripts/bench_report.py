@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 
-ORDER = ['planner', 'engine', 'storage', 'gpu']
+ORDER = ['planner', 'engine', 'engine_peer', 'storage', 'gpu']
 
 
 def machine():
@@ -41,6 +41,59 @@ def flatten(prefix, value, rows):
         rows.append((prefix, value))
 
 
+def fmt(value):
+    if isinstance(value, float):
+        return f'{value:.4g}'
+    return value
+
+
+def engine_section(out_dir):
+    """The engine's headline figures from engine.json and engine_peer.json (if present)."""
+    def read(name):
+        path = os.path.join(out_dir, name + '.json')
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+    bench, peer = read('engine'), read('engine_peer')
+    if bench is None and peer is None:
+        return []
+    lines = ['## engine', '']
+    rows = []
+    if peer is not None and 'summary' in peer:
+        p = peer['summary']
+        rows += [('layer tokens/s, engine vs PyTorch peer (median of paired rounds; goal >= 1.5)',
+                  f"{p['engine_vs_peer_tokens_per_s']:.3g}x "
+                  f"({p['engine_tokens_per_s']:.4g} vs {p['peer_tokens_per_s']:.4g} tokens/s)"),
+                 ('outputs equal to the peer (normwise relative error, tolerance)',
+                  f"{p['outputs_equal']} ({p['output_relative_error']:.2g}, "
+                  f"{p['output_tolerance']:.0e}; {p['tokens_with_other_experts']} tokens "
+                  'with other experts)')]
+    if bench is not None and 'summary' in bench:
+        b = bench['summary']
+        rows += [('routed expert FFN vs dense limit (goal >= 0.8)',
+                  f"{b['expert_ffn_vs_dense_limit']:.3g} ({b['expert_ffn_gflops']:.4g} vs "
+                  f"{b['dense_limit_gflops']:.4g} GFLOP/s)"),
+                 ('routing + permutation + combine share of the routed layer',
+                  f"{b['routing_permutation_combine_share_of_routed_layer']:.3g}"),
+                 ('core peak, 2048^3 OpenBLAS SGEMM (GFLOP/s)',
+                  f"{b['core_peak_square_sgemm_gflops']:.4g}"),
+                 ('per-expert OpenBLAS loop (the old path), GFLOP/s; engine speedup over it',
+                  f"{b['per_expert_openblas_loop_gflops']:.4g}; "
+                  f"{b['expert_ffn_speedup_vs_openblas_loop']:.3g}x")]
+    lines += ['| figure | value |', '|---|---|'] + [f'| {k} | {v} |' for k, v in rows]
+    lines.append('')
+    for name, doc in (('engine', bench), ('engine_peer', peer)):
+        if doc is None:
+            continue
+        lines += [f'`{doc.get("command", name)}`:', '', '| figure | value |', '|---|---|']
+        flat = []
+        flatten('', {k: v for k, v in doc.items() if k != 'command'}, flat)
+        lines += [f'| {k} | {fmt(v)} |' for k, v in flat]
+        lines.append('')
+    return lines
+
+
 def main():
     out_dir, doc, command = sys.argv[1:4]
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
@@ -59,6 +112,10 @@ def main():
                                                        else 99, n))
     for name in names:
         if not name.endswith('.json'):
+            continue
+        if name in ('engine.json', 'engine_peer.json'):
+            if name == 'engine.json' or 'engine.json' not in names:
+                lines += engine_section(out_dir)
             continue
         with open(os.path.join(out_dir, name)) as f:
             data = json.load(f)

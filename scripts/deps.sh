@@ -10,17 +10,23 @@ MOE_DEBIAN_PACKAGES=(
   libopenblas-dev libsystemd-dev systemd
 )
 
-moe_missing_packages() {
+# Only for scripts/bench (large: the PyTorch peer of the engine benchmark,
+# bench/moe_peer.py, run by Debian's /usr/bin/python3). Never needed to test.
+MOE_BENCH_DEBIAN_PACKAGES=(python3-torch python3-numpy)
+
+moe_missing_packages() {  # [package...]; default: MOE_DEBIAN_PACKAGES
   local missing=()
-  for p in "${MOE_DEBIAN_PACKAGES[@]}"; do
+  local wanted=("$@")
+  [ "${#wanted[@]}" -eq 0 ] && wanted=("${MOE_DEBIAN_PACKAGES[@]}")
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   echo "${missing[@]:-}"
 }
 
-moe_install_deps() {
+moe_install_deps() {  # [package...]; default: MOE_DEBIAN_PACKAGES
   local missing
-  missing=$(moe_missing_packages)
+  missing=$(moe_missing_packages "$@")
   [ -z "$missing" ] && return 0
   echo "moectl: installing Debian packages: $missing"
   local sudo=""

@@ -1,5 +1,7 @@
 #include "moe/engine/backend.h"
 
+#include <algorithm>
+
 #include <string>
 
 namespace moe::engine {
@@ -27,9 +29,20 @@ Status Backend::RouteOnDevice(const DeviceRoutingArgs& /*args*/) {
                              " unsupported on backend " + std::string(name()));
 }
 
+size_t Backend::PackedExpertFloats(int /*hidden*/, int /*ffn*/) const {
+  return 0;
+}
+
+Status Backend::PackExpert(const ExpertWeights& /*weights*/, int /*hidden*/, float* /*packed*/) {
+  return Status::Unsupported("packed expert weights unsupported on backend " + std::string(name()));
+}
+
 size_t ExpertWorkspaceFloats(int max_rows, int max_ffn, int hidden) {
-  // [rows, 2F] gate/up activations; SwiGLU is applied in place.
-  return static_cast<size_t>(max_rows) * 2 * static_cast<size_t>(max_ffn);
+  // [rows, 2F] gate/up activations (SwiGLU in place), then room for the CPU
+  // kernels' packed copy of the rows (rows rounded up to 8, max(H, F) wide).
+  const size_t rows = static_cast<size_t>(max_rows);
+  return rows * 2 * static_cast<size_t>(max_ffn) +
+         (rows + 8) * static_cast<size_t>(std::max(hidden, max_ffn));
 }
 
 Status RequireFeature(const Backend& backend, Feature feature) {

@@ -78,6 +78,13 @@ Result<std::unique_ptr<MoeLayer>> MoeLayer::Create(Backend* backend, const Optio
   if (options.model.num_shared_experts > 0) {
     MOE_ASSIGN_OR_RETURN(l->shared_gate_up_, UploadFloats(backend, w.shared_gate_up));
     MOE_ASSIGN_OR_RETURN(l->shared_down_, UploadFloats(backend, w.shared_down));
+    const int hidden = static_cast<int>(options.model.hidden);
+    const ExpertWeights shared = l->Shared();
+    const size_t packed = backend->PackedExpertFloats(hidden, shared.ffn);
+    if (packed > 0) {
+      MOE_ASSIGN_OR_RETURN(l->shared_packed_, backend->Allocate(packed * sizeof(float)));
+      MOE_RETURN_IF_ERROR(backend->PackExpert(shared, hidden, l->shared_packed_->floats()));
+    }
   }
   // Each slot of the initial placement: the first replica of an expert from
   // the host, the others copied from it on the backend.
@@ -105,6 +112,13 @@ Result<std::unique_ptr<MoeLayer>> MoeLayer::Create(Backend* backend, const Optio
     l->slot_down_.push_back(std::move(down));
   }
   l->slot_expert_ = placement;
+  const size_t packed = backend->PackedExpertFloats(static_cast<int>(options.model.hidden),
+                                                    static_cast<int>(options.model.expert_ffn));
+  for (uint32_t s = 0; packed > 0 && s < num_replicas; ++s) {
+    MOE_ASSIGN_OR_RETURN(auto buffer, backend->Allocate(packed * sizeof(float)));
+    l->slot_packed_.push_back(std::move(buffer));
+    MOE_RETURN_IF_ERROR(l->PackSlot(s));
+  }
   MOE_ASSIGN_OR_RETURN(l->phy2log_, backend->Allocate(num_replicas * sizeof(int32_t)));
   MOE_ASSIGN_OR_RETURN(l->bias_, backend->Allocate(num_experts * sizeof(float)));
   std::vector<int32_t> p2l(placement.begin(), placement.end());
@@ -181,6 +195,8 @@ Result<std::vector<uint32_t>> MoeLayer::ApplyKnobs(const Knobs& knobs) {
       MOE_RETURN_IF_ERROR(backend_->Copy(down, down_bytes, slot_down_[s]->data()));
       slot_expert_[s] = e;
     }
+    for (uint32_t s : changed)
+      MOE_RETURN_IF_ERROR(PackSlot(s));
     // The staging buffers are freed here; freeing waits for the copies that
     // read them (CUDA's cudaFree synchronizes; the CPU copied already).
     std::vector<int32_t> p2l(target.begin(), target.end());
@@ -207,12 +223,21 @@ ExpertWeights MoeLayer::Expert(uint32_t e) const {
 
 ExpertWeights MoeLayer::Slot(uint32_t s) const {
   return {slot_gate_up_[s]->floats(), slot_down_[s]->floats(),
-          static_cast<int>(options_.model.expert_ffn)};
+          static_cast<int>(options_.model.expert_ffn),
+          slot_packed_.empty() ? nullptr : slot_packed_[s]->floats()};
 }
 
 ExpertWeights MoeLayer::Shared() const {
   return {shared_gate_up_->floats(), shared_down_->floats(),
-          static_cast<int>(options_.model.num_shared_experts * options_.model.shared_ffn)};
+          static_cast<int>(options_.model.num_shared_experts * options_.model.shared_ffn),
+          shared_packed_ ? shared_packed_->floats() : nullptr};
+}
+
+Status MoeLayer::PackSlot(uint32_t s) {
+  if (slot_packed_.empty()) return Status::Ok();
+  ExpertWeights w = Slot(s);
+  return backend_->PackExpert(w, static_cast<int>(options_.model.hidden),
+                              slot_packed_[s]->floats());
 }
 
 bool MoeLayer::RoutesOnDevice(const LayerContext& ctx) const {

@@ -107,6 +107,8 @@ class MoeLayer {
   ExpertWeights Expert(uint32_t e) const;  // logical expert e (its first replica)
   ExpertWeights Slot(uint32_t s) const;    // physical slot s
   ExpertWeights Shared() const;
+  // (Re)writes slot s's packed copy from its row-major weights, if the backend packs.
+  Status PackSlot(uint32_t s);
 
   Backend* backend_;
   const Options& options_;
@@ -117,11 +119,14 @@ class MoeLayer {
   std::vector<std::unique_ptr<BackendBuffer>> slot_gate_up_;  // [replicas]
   std::vector<std::unique_ptr<BackendBuffer>> slot_down_;     // [replicas]
   std::vector<uint32_t> slot_expert_;                         // [replicas]
+  // Backend-packed copies (Backend::PackExpert), when the backend packs.
+  std::vector<std::unique_ptr<BackendBuffer>> slot_packed_;  // [replicas] or empty
   std::unique_ptr<BackendBuffer> shared_gate_up_;
   std::unique_ptr<BackendBuffer> shared_down_;
-  std::unique_ptr<BackendBuffer> probe_in_;    // [probe pairs, H]
-  std::unique_ptr<BackendBuffer> probe_out_;   // [probe pairs, H]
-  std::unique_ptr<BackendBuffer> probe_rows_;  // [probe pairs] int32
+  std::unique_ptr<BackendBuffer> shared_packed_;  // or null
+  std::unique_ptr<BackendBuffer> probe_in_;       // [probe pairs, H]
+  std::unique_ptr<BackendBuffer> probe_out_;      // [probe pairs, H]
+  std::unique_ptr<BackendBuffer> probe_rows_;     // [probe pairs] int32
 
   // Backend copies of the knobs device routing reads.
   std::unique_ptr<BackendBuffer> phy2log_;  // [replicas] int32

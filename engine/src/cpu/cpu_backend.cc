@@ -14,6 +14,7 @@
 #include <string>
 
 #include "../backend_factories.h"
+#include "expert_kernels.h"
 #include "moe/engine/backend.h"
 #include "moe/engine/router.h"
 
@@ -256,9 +257,28 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
+  size_t PackedExpertFloats(int hidden, int ffn) const override {
+    if (!cpu::PackedKernelsAvailable() || hidden <= 0 || ffn <= 0) return 0;
+    return cpu::PackedGateUpFloats(hidden, ffn) + cpu::PackedDownFloats(ffn, hidden);
+  }
+
+  Status PackExpert(const ExpertWeights& weights, int hidden, float* packed) override {
+    if (PackedExpertFloats(hidden, weights.ffn) == 0) {
+      return Status::Unsupported("PackExpert: no packed kernels on this CPU (needs AVX-512F)");
+    }
+    cpu::PackGateUp(weights.gate_up, hidden, weights.ffn, packed);
+    cpu::PackDown(weights.down, weights.ffn, hidden,
+                  packed + cpu::PackedGateUpFloats(hidden, weights.ffn));
+    return Status::Ok();
+  }
+
+  // Packed experts run the AVX-512 kernels (expert_kernels.h: SwiGLU fused
+  // into the gate/up GEMM, no weight repacking per call, the next expert's
+  // weights prefetched); others the OpenBLAS pair with SwiGLU between.
   Status ExpertFfn(const ExpertGroups& groups) override {
     const int hidden = groups.hidden;
-    for (size_t g = 0; g < groups.experts.size(); ++g) {
+    const size_t num_groups = groups.experts.size();
+    for (size_t g = 0; g < num_groups; ++g) {
       const int begin = groups.offsets[g];
       const int rows = groups.offsets[g + 1] - begin;
       if (rows <= 0) continue;
@@ -267,6 +287,19 @@ class CpuBackend final : public Backend {
       const float* x = groups.input + static_cast<size_t>(begin) * hidden;
       float* y = groups.output + static_cast<size_t>(begin) * hidden;
       float* act = groups.workspace;  // [rows, 2F]
+      if (w.packed != nullptr && cpu::PackedKernelsAvailable()) {
+        float* rows_ws = act + static_cast<size_t>(rows) * 2 * ffn;
+        const float* down = w.packed + cpu::PackedGateUpFloats(hidden, ffn);
+        const float* next = nullptr;  // the next packed expert that has rows
+        for (size_t n = g + 1; n < num_groups && next == nullptr; ++n) {
+          if (groups.offsets[n + 1] > groups.offsets[n]) next = groups.experts[n].packed;
+        }
+        // Prefetched ahead: the first panel of what runs next.
+        cpu::GateUpSwiGlu(x, rows, hidden, ffn, w.packed, down, cpu::FirstPanelFloats(ffn), rows_ws,
+                          act);
+        cpu::Down(act, rows, ffn, hidden, down, next, cpu::FirstPanelFloats(hidden), rows_ws, y);
+        continue;
+      }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, 2 * ffn, hidden, 1.0f, x, hidden,
                   w.gate_up, 2 * ffn, 0.0f, act, 2 * ffn);
       for (int r = 0; r < rows; ++r) {

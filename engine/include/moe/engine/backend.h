@@ -70,10 +70,14 @@ class BackendBuffer {
 //   y = (silu(x W_gate) * (x W_up)) W_down
 // `gate_up` is [hidden, 2 * ffn] row-major: columns [0, ffn) are W_gate,
 // columns [ffn, 2 ffn) are W_up. `down` is [ffn, hidden].
+// `packed` (optional): the same expert in the backend's own layout, written by
+// Backend::PackExpert(); when set, ExpertFfn() reads it instead of gate_up and
+// down (which must still describe the same weights).
 struct ExpertWeights {
   const float* gate_up = nullptr;
   const float* down = nullptr;
-  int ffn = 0;  // intermediate size F
+  int ffn = 0;                    // intermediate size F
+  const float* packed = nullptr;  // Backend::PackedExpertFloats(hidden, ffn) floats, or null
 };
 
 // A point in a backend's queue of work (see Backend::RecordMark). Created by
@@ -161,6 +165,16 @@ class Backend {
 
   // SwiGLU expert FFN on tokens grouped by expert (see ExpertGroups).
   virtual Status ExpertFfn(const ExpertGroups& groups) = 0;
+
+  // Floats of backend memory that PackExpert() writes for an expert of this
+  // shape; 0 (the default) when the backend reads the row-major weights as
+  // they are and packs nothing.
+  virtual size_t PackedExpertFloats(int hidden, int ffn) const;
+  // Writes `weights` (gate_up, down, ffn) in the backend's packed layout into
+  // `packed` (PackedExpertFloats(hidden, weights.ffn) floats of backend
+  // memory). Repack whenever gate_up or down change. Errors: kUnsupported when
+  // PackedExpertFloats() is 0.
+  virtual Status PackExpert(const ExpertWeights& weights, int hidden, float* packed);
 
   // out[rows[i], :] += weights[i] * y[i, :] for i in [0, num_rows), in order;
   // rows of -1 are skipped.
