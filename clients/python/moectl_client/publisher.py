@@ -228,7 +228,8 @@ class Publisher:
       epoch: the epoch in force at start (0 for a fresh engine).
 
     Connecting never blocks and succeeds without a controller (ZeroMQ
-    reconnects in the background; queued messages wait for it).
+    reconnects in the background; queued messages wait for it). A malformed
+    endpoint raises ValueError.
     """
 
     def __init__(self, options: PublisherOptions, engine: EngineInfo,
@@ -273,6 +274,10 @@ class Publisher:
             self._monitor.setsockopt(zmq.LINGER, 0)
             self._configure(self._push, options.telemetry_endpoint)
             self._configure(self._dealer, options.command_endpoint)
+        except zmq.ZMQError as e:
+            self._context.destroy(linger=0)
+            raise ValueError("Publisher: cannot set up the sockets (endpoints %s, %s): %s" %
+                             (options.telemetry_endpoint, options.command_endpoint, e)) from e
         except Exception:
             self._context.destroy(linger=0)
             raise
