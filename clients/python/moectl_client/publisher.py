@@ -226,6 +226,9 @@ class Publisher:
         too, with the exception's text, and is logged.
       layer_knobs: per-layer settings that differ from `knobs`.
       epoch: the epoch in force at start (0 for a fresh engine).
+      fixed_knobs: settings the engine runs but cannot change (e.g. a top_k
+        fixed by the model): reported in the Hello instead of the "off" value;
+        commands that set them are refused like any knob it does not have.
 
     Connecting never blocks and succeeds without a controller (ZeroMQ
     reconnects in the background; queued messages wait for it). A malformed
@@ -236,12 +239,18 @@ class Publisher:
                  knobs: Dict[str, object],
                  on_command: Callable[[Command], None],
                  layer_knobs: Optional[Dict[int, Dict[str, object]]] = None,
-                 epoch: int = 0):
+                 epoch: int = 0, fixed_knobs: Optional[Dict[str, object]] = None):
         options.validate()
-        unknown = sorted(set(knobs) - set(wire.ALL_KNOBS))
+        fixed_knobs = dict(fixed_knobs or {})
+        unknown = sorted((set(knobs) | set(fixed_knobs)) - set(wire.ALL_KNOBS))
         if unknown:
             raise ValueError("unknown knob(s): %s" % ", ".join(unknown))
+        both = sorted(set(knobs) & set(fixed_knobs))
+        if both:
+            raise ValueError("knob(s) both changeable and fixed: %s" % ", ".join(both))
         wire.knobs_from_dict(knobs)  # raises for a bad value type or policy name
+        wire.knobs_from_dict(fixed_knobs)
+        self._fixed = fixed_knobs
         self._options = options
         self._engine_id = options.engine_id
         self._info = engine
@@ -464,6 +473,7 @@ class Publisher:
             num_devices=info.num_devices, hidden=info.hidden, epoch=self._epoch,
             timestamp_ns=now_ns())
         in_force = _off_knobs(info)
+        in_force.update(self._fixed)
         in_force.update(self._knobs)
         wire.knobs_from_dict(in_force, hello.knobs)
         for layer in sorted(self._layer_knobs):
