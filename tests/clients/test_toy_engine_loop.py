@@ -17,6 +17,7 @@ import tempfile
 import time
 import unittest
 
+import moectl_client as mc
 from fake_controller import free_loopback_endpoint
 
 MOECTLD = os.environ.get("MOECTLD_BIN", "")
@@ -58,7 +59,7 @@ rollback = false
 class DaemonRun:
     """One moectld in a temporary directory, with its own NOTIFY_SOCKET."""
 
-    def __init__(self):
+    def __init__(self, extra_toml=""):
         self.tmp = tempfile.TemporaryDirectory()
         self.dir = self.tmp.name
         self.db = os.path.join(self.dir, "moectl.db")
@@ -66,7 +67,7 @@ class DaemonRun:
         self.commands = free_loopback_endpoint()
         self.config = os.path.join(self.dir, "controller.toml")
         with open(self.config, "w") as f:
-            f.write(controller_toml(self.db, self.telemetry, self.commands))
+            f.write(controller_toml(self.db, self.telemetry, self.commands) + extra_toml)
         self.notify_path = os.path.join(self.dir, "notify.sock")
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
@@ -220,6 +221,49 @@ class ToyEngineLoopTest(unittest.TestCase):
         self.assertIn("this engine has no knob capacity_factor", refused[0]["ack_error"])
         self.assertGreater(lacking_run["refused"], 0)
         self.assertNotIn("capacity_factor", lacking_run["knobs"])
+
+
+class ToyEngineCurveTest(unittest.TestCase):
+    """CURVE against the real daemon: "only engines whose public key is in the
+    controller's allow-list get through" (docs/telemetry.md)."""
+
+    def test_only_allowed_keys_get_through(self):
+        server, allowed, stranger = (mc.generate_curve_keys() for _ in range(3))
+        run = DaemonRun("""
+[transport.curve]
+public_key = "%s"
+secret_key = "%s"
+allowed_engine_keys = ["%s"]
+""" % (server.public_key, server.secret_key, allowed.public_key))
+        self.addCleanup(run.close)
+        self.assertTrue(run.start(), run.log())
+        procs = []
+        for engine_id, keys in (("py-curve", allowed), ("py-stranger", stranger)):
+            key_file = os.path.join(run.dir, engine_id + ".keys")
+            with open(key_file, "w") as f:
+                json.dump({"public_key": keys.public_key, "secret_key": keys.secret_key,
+                           "controller_public_key": server.public_key}, f)
+            log = open(os.path.join(run.dir, engine_id + ".log"), "wb")
+            self.addCleanup(log.close)
+            procs.append(subprocess.Popen(
+                [sys.executable, TOY, "--engine-id", engine_id, "--telemetry", run.telemetry,
+                 "--commands", run.commands, "--steps", "80", "--step-interval-ms", "10",
+                 "--curve-keys", key_file], stdout=log, stderr=subprocess.STDOUT))
+        for p in procs:
+            try:
+                self.assertEqual(p.wait(60), 0)  # the refused one does not block either
+            finally:
+                if p.poll() is None:
+                    p.kill()
+        self.assertEqual(run.stop(), 0, run.log()[-4000:])
+        engines = {e["engine"] for e in json.loads(moectl("engines", "--db", run.db,
+                                                          "--format", "json"))}
+        self.assertIn("py-curve", engines)
+        self.assertNotIn("py-stranger", engines)
+        history = list(csv.DictReader(io.StringIO(moectl(
+            "history", "--db", run.db, "--engine", "py-curve", "--layer", "0", "--limit",
+            "100000", "--format", "csv"))))
+        self.assertEqual(len(history), 80)
 
 
 if __name__ == "__main__":

@@ -169,12 +169,14 @@ class ToyMoE:
         overflowed = int((~served).sum())
         rerouted = 0
         if overflowed and k["overflow_policy"] == "reroute":
+            taken = {}  # token -> experts it already uses
             for i in np.flatnonzero(~served):
                 token = i % t
-                taken = set(chosen[token].tolist())
+                used = taken.setdefault(token, set(chosen[token].tolist()))
                 for alt in ranking[token, top_k:]:
-                    if alt not in taken and load[alt] < capacity:
+                    if alt not in used and load[alt] < capacity:
                         assigned[i], served[i] = alt, True
+                        used.add(alt)
                         load[alt] += 1
                         rerouted += 1
                         break
