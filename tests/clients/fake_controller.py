@@ -134,6 +134,15 @@ class FakeController:
                 pump()
         return None
 
+    @staticmethod
+    def pump_until(condition, pump, timeout_s=5.0):
+        """Calls pump() until condition() holds; returns condition()."""
+        deadline = time.monotonic() + timeout_s
+        while not condition() and time.monotonic() < deadline:
+            pump()
+            time.sleep(0.002)
+        return condition()
+
     def send(self, routing_id, data):
         self.router.send_multipart([routing_id, data])
 

@@ -177,7 +177,7 @@ class PublisherTest(unittest.TestCase):
         self.assertEqual(pub.malformed, 5)
         self.assertEqual(self.commands, [])
         ctl.send_command(rid, ENGINE, 1, {"top_k": 1})
-        ctl.wait_for(lambda *a: bool(self.commands), pump=pub.poll)
+        self.assertTrue(ctl.pump_until(lambda: bool(self.commands), pub.poll))
         self.assertEqual([c.epoch for c in self.commands], [1])
 
     def test_bounded_queue_drops_and_counts_without_a_controller(self):
@@ -224,7 +224,7 @@ class PublisherTest(unittest.TestCase):
         _, _, rid = self.connected(first, pub)
         first.send_command(rid, ENGINE, 4, {"capacity_factor": 1.5},
                            {1: {"expert_bias": [0.0, 0.5, 0.0, 0.0]}})
-        first.wait_for(lambda *a: bool(self.commands), pump=pub.poll)
+        self.assertTrue(first.pump_until(lambda: bool(self.commands), pub.poll))
         pub.step(0, [layer_stats(0)], step_us=1.0)
         self.assertIsNotNone(first.wait_for(self.is_("command", "ack")))
         telemetry, commands = first.telemetry, first.commands
@@ -272,7 +272,7 @@ class PublisherTest(unittest.TestCase):
         pub = self.publisher(ctl, curve=allowed, controller_public_key=server.public_key)
         _, _, rid = self.connected(ctl, pub)
         ctl.send_command(rid, ENGINE, 2, {"top_k": 1})
-        ctl.wait_for(lambda *a: bool(self.commands), pump=pub.poll)
+        self.assertTrue(ctl.pump_until(lambda: bool(self.commands), pub.poll))
         self.assertEqual([c.epoch for c in self.commands], [2])
 
         outsider = mc.Publisher(

@@ -1,7 +1,6 @@
 """examples/vllm_adapter.py against a fake of vLLM's expert-parallel load
 balancer state, with a fake controller's sockets on loopback."""
 
-import time
 import unittest
 
 import numpy as np
@@ -85,6 +84,11 @@ class EplbAdapterTest(unittest.TestCase):
             raise mc.CommandRefused(self.refuse)
         self.state.apply_placement(new_map, old_map)
 
+    def deliver(self, epoch):
+        """Polls until the adapter has taken the command of `epoch`."""
+        self.ctl.pump_until(lambda: self.adapter.publisher.epoch >= epoch, self.adapter.poll)
+        self.assertEqual(self.adapter.publisher.epoch, epoch)
+
     def run_pass(self):
         self.adapter.poll()
         tokens = self.state.forward()
@@ -134,7 +138,8 @@ class EplbAdapterTest(unittest.TestCase):
         new_row = [0, 1, 2, 3, 4, 5, 6, 7, 5, 5, 5, 3]
         self.ctl.send_command(self.rid, ENGINE, 3, layer_knobs={1: {"phy2log": new_row}},
                               reason="replication: device max/mean 1.9 -> 1.2")
-        step = self.run_pass()  # poll() applied it before the pass
+        self.deliver(3)  # poll() applies it between passes
+        step = self.run_pass()
         self.assertEqual(step.epoch, 3)
         self.assertEqual(len(self.state.moves), 1)
         self.assertEqual(self.adapter.physical_to_logical_map[1], new_row)
@@ -155,6 +160,7 @@ class EplbAdapterTest(unittest.TestCase):
         # An engine-wide phy2log applies to every layer.
         every = [0, 1, 2, 3, 4, 5, 6, 7, 5, 5, 4, 4]
         self.ctl.send_command(self.rid, ENGINE, 4, knobs={"phy2log": every})
+        self.deliver(4)
         step = self.run_pass()
         self.assertEqual(step.epoch, 4)
         self.assertEqual(self.adapter.physical_to_logical_map, [every, every])
