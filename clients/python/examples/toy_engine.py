@@ -253,7 +253,8 @@ def parse_args(argv):
     p.add_argument("--capacity-factor", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--without-knob", action="append", default=[], choices=TOY_KNOBS,
-                   help="pretend the engine lacks this knob (it refuses commands for it)")
+                   help="pretend the engine cannot change this knob (it reports its value "
+                   "and refuses commands for it)")
     p.add_argument("--send-queue", type=int, default=1000)
     p.add_argument("--curve-keys", metavar="FILE",
                    help="JSON {public_key, secret_key, controller_public_key}: use CURVE")
@@ -282,8 +283,10 @@ def main(argv=None):
     info = mc.EngineInfo(num_layers=args.layers, num_experts=args.experts,
                          num_replicas=model.num_replicas, num_devices=args.devices,
                          hidden=model.hidden, backend="numpy")
+    # A knob it "lacks" still runs at its value: reported as fixed in the Hello.
     knobs = {name: value for name, value in model.knobs[0].items()
              if name not in args.without_knob}
+    fixed = {name: value for name, value in model.knobs[0].items() if name in args.without_knob}
     summary = {"engine_id": args.engine_id, "steps": 0, "commands": [], "epochs": {},
                "first_step_of_epoch": {}}
 
@@ -305,7 +308,7 @@ def main(argv=None):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))
 
-    with mc.Publisher(options, info, knobs, on_command) as pub:
+    with mc.Publisher(options, info, knobs, on_command, fixed_knobs=fixed) as pub:
         pub.hello()
         log.info("toy engine %s up: %d layers, %d experts, top_k %d, cf %.2f, %s / %s",
                  args.engine_id, args.layers, args.experts, args.top_k, args.capacity_factor,
