@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A toy MoE engine in numpy that moectld can control through moectl_client.
 
 Each step, every layer routes a batch of tokens: gate logits (x @ W_g),
