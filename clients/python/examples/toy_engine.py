@@ -15,8 +15,10 @@ The workload is skewed on purpose: most tokens sit near a few "hot" experts'
 gate directions, which drift slowly, so a capacity factor of 1 drops
 token-slots and the controller has something to fix.
 
-  PYTHONPATH=clients/python MOECTL_CLIENT_WIRE_DIR=build/clients/python/wire \\
-    /usr/bin/python3 clients/python/examples/toy_engine.py --steps 500
+  clients/python/examples/toy_engine.py --steps 500   # after ./scripts/build
+
+(the wire classes come from build/clients/python/wire, or from
+MOECTL_CLIENT_WIRE_DIR; see docs/integrations.md).
 """
 
 import argparse
