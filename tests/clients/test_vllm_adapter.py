@@ -1,6 +1,8 @@
 """examples/vllm_adapter.py against a fake of vLLM's expert-parallel load
 balancer state, with a fake controller's sockets on loopback."""
 
+import json
+import time
 import unittest
 
 import numpy as np
@@ -8,6 +10,7 @@ import numpy as np
 import moectl_client as mc
 from moectl_client import wire
 from fake_controller import FakeController
+from test_toy_engine_loop import DaemonRun, moectl
 from vllm_adapter import EplbAdapter, logical_to_physical
 
 ENGINE = "vllm-0"
@@ -205,6 +208,51 @@ class EplbAdapterTest(unittest.TestCase):
         l2p, count = logical_to_physical([0, 1, 0, 2, 0], 3)
         self.assertEqual(l2p, [[0, 2, 4], [1, -1, -1], [3, -1, -1]])
         self.assertEqual(count, [3, 1, 1])
+
+
+class EplbAdapterUnderMoectldTest(unittest.TestCase):
+    """The adapter under a real moectld: the replication policy re-places the
+    fake EPLB's hot expert; the new physical_to_logical_map moves its weights,
+    is acked, and the next passes run under its epoch."""
+
+    def test_moectld_replaces_the_physical_to_logical_map(self):
+        run = DaemonRun("""
+[policies.bias]
+enabled = false
+
+[policies.replication]
+min_steps = 8
+""")
+        self.addCleanup(run.close)
+        self.assertTrue(run.start(), run.log())
+        state = FakeEplbState(num_layers=2, num_logical=8, num_redundant=4, num_ranks=4)
+        options = mc.PublisherOptions(engine_id="vllm-e2e", telemetry_endpoint=run.telemetry,
+                                      command_endpoint=run.commands)
+        adapter = EplbAdapter(options, num_logical_experts=8,
+                              physical_to_logical_map=state.physical_to_logical_map,
+                              num_ep_ranks=4, top_k=2, apply_placement=state.apply_placement)
+        self.addCleanup(adapter.close)
+        adapter.hello()
+        passes_after, deadline = 0, time.monotonic() + 60
+        while passes_after < 10 and time.monotonic() < deadline:
+            adapter.poll()
+            tokens = state.forward(num_tokens=64)  # asserts tokens meet their weights
+            adapter.record_pass(state.expert_load_pass, num_tokens=tokens, step_us=500.0)
+            if state.moves:
+                passes_after += 1
+            time.sleep(0.01)
+        self.assertTrue(state.moves, run.log()[-3000:])
+        self.assertEqual(adapter.physical_to_logical_map, state.physical_to_logical_map.tolist())
+        self.assertGreater(adapter.logical_maps(0)[1][5] + adapter.logical_maps(1)[1][5], 2)
+        epoch = adapter.publisher.epoch
+        adapter.close()
+        self.assertEqual(run.stop(), 0, run.log()[-3000:])
+        decisions = json.loads(moectl("decisions", "--db", run.db, "--engine", "vllm-e2e",
+                                      "--format", "json"))
+        placed = [d for d in decisions if d["knob"] == "phy2log" and d["acked_epoch"]]
+        self.assertTrue(placed, json.dumps(decisions, indent=1)[:3000])
+        self.assertLessEqual(placed[0]["acked_epoch"], epoch)
+        self.assertIsNotNone(placed[0]["applied_at_step"])
 
 
 if __name__ == "__main__":
