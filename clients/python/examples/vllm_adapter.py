@@ -90,6 +90,7 @@ class EplbAdapter:
         self._top_k = int(top_k)
         self._apply_placement = apply_placement
         self._step = 0
+        self.last_move_us = 0.0  # how long the last apply_placement took
         info = mc.EngineInfo(num_layers=self._num_layers, num_experts=self._num_experts,
                              num_replicas=self._num_physical, num_devices=self._num_ranks,
                              hidden=hidden, backend=backend)
