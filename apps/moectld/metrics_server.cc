@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <mutex>
@@ -33,6 +34,12 @@ class HttpMetricsServer final : public MetricsServer {
     const int port = std::stoi(listen.substr(colon + 1));
     if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
     server_.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
+    // SO_REUSEADDR only: a restart binds at once, but a second daemon on the
+    // same address fails instead of sharing it (httplib's default is SO_REUSEPORT).
+    server_.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     server_.Get("/metrics",
                 [this](const httplib::Request&, httplib::Response& res) { ServeMetrics(res); });
     server_.Get("/healthz",

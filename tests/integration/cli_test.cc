@@ -114,7 +114,10 @@ TEST_CASE("Usage errors exit 2 in all three programs; --help exits 0", "[integra
   TempDir dir;
   for (const std::string& bin :
        {std::string(MOECTL_BIN), std::string(MOECTLD_BIN), std::string(MOE_ENGINE_BIN)}) {
-    Run bad = Exec(dir, {bin, "--no-such-flag"});
+    std::vector<std::string> args = {bin, "--no-such-flag"};
+    if (bin == MOECTL_BIN)
+      args.insert(args.begin() + 1, "history");  // moectl wants a command first
+    Run bad = Exec(dir, args);
     INFO(bin << ": " << bad.err);
     CHECK(bad.status == 2);
     CHECK(bad.err.find("--no-such-flag") != std::string::npos);
@@ -144,7 +147,7 @@ TEST_CASE("Values are checked: --status, --engine and --layer", "[integration][c
   CHECK(status.err.find("measured") != std::string::npos);  // the accepted values
   CHECK(Exec(dir, {MOECTL_BIN, "decisions", "--db", db, "--status", "rejected"}).status == 0);
 
-  for (const std::string& command : {"history", "decisions", "experts", "engines"}) {
+  for (const char* command : {"history", "decisions", "experts", "engines"}) {
     Run engine = Exec(dir, {MOECTL_BIN, command, "--db", db, "--engine", "nope"});
     INFO(command << ": " << engine.err);
     CHECK(engine.status == 2);

@@ -11,8 +11,8 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
-#include <regex>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -235,6 +235,43 @@ TEST_CASE("A live daemon serves metrics that move and a health check that follow
   std::optional<int> status = daemon.Wait(seconds(20));
   REQUIRE(status.has_value());
   CHECK(*status == 0);
+}
+
+// systemd's watchdog protocol (sd_watchdog_enabled): with WATCHDOG_USEC set,
+// the loop pings WATCHDOG=1 at half that interval; without it, never.
+TEST_CASE("The loop pings systemd's watchdog when the unit asks for it", "[integration][metrics]") {
+  TempDir dir;
+  const std::string config = dir.Write(
+      "controller.toml",
+      fmt::format("[transport]\ntelemetry = \"{}\"\ncommands = \"{}\"\n[storage]\npath = \"{}\"\n",
+                  moe::testing::FreeLoopbackEndpoint(), moe::testing::FreeLoopbackEndpoint(),
+                  dir.File("moectl.db")));
+  {
+    moe::testing::NotifySocket notify(dir.File("watchdog.sock"));
+    Subprocess daemon({MOECTLD_BIN, "--config", config}, dir.File("watchdog.log"),
+                      {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=400000"});
+    REQUIRE(notify.WaitFor("READY=1", seconds(15)));
+    int pings = 0;
+    const auto start = SteadyClock::now();
+    while (pings < 4 && SteadyClock::now() - start < seconds(5)) {
+      if (notify.WaitFor("WATCHDOG=1", seconds(1))) ++pings;
+    }
+    INFO(daemon.Log());
+    CHECK(pings == 4);
+    // Four pings at 200 ms apart take about 0.8 s; well under the 5 s bound.
+    CHECK(SteadyClock::now() - start < seconds(4));
+    REQUIRE(daemon.Signal(SIGTERM));
+    CHECK(daemon.Wait(seconds(15)) == std::optional<int>(0));
+  }
+  {
+    moe::testing::NotifySocket notify(dir.File("plain.sock"));
+    Subprocess daemon({MOECTLD_BIN, "--config", config}, dir.File("plain.log"),
+                      {"NOTIFY_SOCKET=" + notify.path()});
+    REQUIRE(notify.WaitFor("READY=1", seconds(15)));
+    CHECK_FALSE(notify.WaitFor("WATCHDOG=1", milliseconds(1500)));
+    REQUIRE(daemon.Signal(SIGTERM));
+    CHECK(daemon.Wait(seconds(15)) == std::optional<int>(0));
+  }
 }
 
 TEST_CASE("A metrics address in use stops the daemon at start with a clear message",
