@@ -27,6 +27,9 @@ class MetricsRecorder {
   void OnDecision(const std::string& engine_id, const std::string& policy,
                   const std::string& verdict);
   void OnRollback(const std::string& engine_id);
+  // Drops the counters of an engine the controller no longer keeps (an
+  // evicted engine must be forgotten here too, or its counters stay).
+  void Forget(const std::string& engine_id) { engines_.erase(engine_id); }
 
   // `store` may be null (after Shutdown). Engines are listed by id.
   MetricsSnapshot Snapshot(const ControllerStats& stats, const storage::StoreStats* store,
