@@ -16,8 +16,10 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// Two threads answer requests: a scrape and a health check at once.
-constexpr size_t kServerThreads = 2;
+// Threads that answer requests (scrapes, health checks). An idle keep-alive
+// connection holds one for at most kKeepAliveSeconds.
+constexpr size_t kServerThreads = 4;
+constexpr time_t kKeepAliveSeconds = 1;
 
 class HttpMetricsServer final : public MetricsServer {
  public:
@@ -34,6 +36,7 @@ class HttpMetricsServer final : public MetricsServer {
     const int port = std::stoi(listen.substr(colon + 1));
     if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
     server_.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
+    server_.set_keep_alive_timeout(kKeepAliveSeconds);
     // SO_REUSEADDR only: a restart binds at once, but a second daemon on the
     // same address fails instead of sharing it (httplib's default is SO_REUSEPORT).
     server_.set_socket_options([](socket_t sock) {
