@@ -21,6 +21,7 @@
 #include "moe/engine/engine.h"
 #include "moe/engine/workload.h"
 #include "moe/telemetry/transport.h"
+#include "parse_args.h"
 #include "routing_trace.h"
 #include "telemetry_glue.h"
 
@@ -65,7 +66,8 @@ struct Flags {
 int main(int argc, char** argv) {
   using namespace moe;
   Flags flags;
-  CLI::App cli{"moe-engine: MoE serving engine with live telemetry and knob control"};
+  CLI::App cli{"moe-engine: MoE serving engine with live telemetry and knob control", "moe-engine"};
+  moe::cli::AddVersionFlag(cli, "moe-engine");
   cli.add_option("--config", flags.config, "engine config (TOML)")->capture_default_str();
   cli.add_option("--model", flags.model,
                  "model preset (TOML) overriding [model]/[parallel]/[knobs]");
@@ -84,7 +86,7 @@ int main(int argc, char** argv) {
                  "write every step's routing selection to FILE (JSON Lines routing trace)");
   cli.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error|critical|off")
       ->capture_default_str();
-  CLI11_PARSE(cli, argc, argv);
+  if (std::optional<int> code = moe::cli::ParseArgs(cli, argc, argv)) return *code;
 
   if (Status st = InitLogging("moe-engine", flags.log_level, false); !st.ok()) {
     std::fprintf(stderr, "moe-engine: %s\n", st.ToString().c_str());

@@ -1,19 +1,23 @@
 // moectl: the operator CLI. Queries the controller's database read-only
 // (engines, history, decisions, explain, experts) and runs the replication
 // planner offline (plan), and makes CURVE keys (keygen). `moectl --help` lists the commands.
+//
+// Exit status: 0 ok, 1 failure, 2 usage (see apps/cli/parse_args.h).
 
 #include <CLI/CLI.hpp>
 
 #include "keygen_command.h"
+#include "parse_args.h"
 #include "plan_command.h"
 #include "query_commands.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"moectl: operate and audit the moectl MoE controller"};
+  CLI::App app{"moectl: operate and audit the moectl MoE controller", "moectl"};
+  moe::cli::AddVersionFlag(app, "moectl");
   app.require_subcommand(1);
   moe::cli::AddQueryCommands(app);
   moe::cli::AddPlanCommand(app);
   moe::cli::AddKeygenCommand(app);
-  CLI11_PARSE(app, argc, argv);
-  return 0;
+  if (std::optional<int> code = moe::cli::ParseArgs(app, argc, argv)) return *code;
+  return moe::cli::kExitOk;
 }

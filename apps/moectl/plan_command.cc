@@ -345,7 +345,7 @@ void AddPlanCommand(CLI::App& app) {
     const Status status = RunPlan(*args);
     if (!status.ok()) {
       std::cerr << "moectl plan: " << status.message() << "\n";
-      std::exit(1);
+      throw CLI::RuntimeError(1);
     }
   });
 }

@@ -1,6 +1,9 @@
 #include "query_commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -73,8 +76,55 @@ storage::TimeWindow Window(const QueryFlags& flags) {
   return window;
 }
 
-std::unique_ptr<storage::Reader> OpenDb(const QueryFlags& flags) {
-  return Check(storage::Reader::Open(flags.db));
+// Opens the database and checks --engine and --layer against it: an unknown
+// engine is a usage error that lists the known ones; so is a layer that no
+// engine (or not the one chosen) has.
+std::unique_ptr<storage::Reader> OpenDb(const QueryFlags& flags, int64_t layer = -1) {
+  std::unique_ptr<storage::Reader> reader = Check(storage::Reader::Open(flags.db));
+  if (flags.engine.empty() && layer < 0) return reader;
+  const std::vector<storage::EngineRow> engines = Check(reader->Engines());
+  std::vector<std::string> known;
+  uint32_t num_layers = 0;
+  bool found = flags.engine.empty();
+  for (const storage::EngineRow& e : engines) {
+    known.push_back(e.engine_id);
+    if (flags.engine.empty() || e.engine_id == flags.engine) {
+      num_layers = std::max(num_layers, e.num_layers);
+      if (e.engine_id == flags.engine) found = true;
+    }
+  }
+  if (!found) {
+    Fail(Status::InvalidArgument(
+        known.empty() ? fmt::format("--engine {}: no engine is known in {}", flags.engine, flags.db)
+                      : fmt::format("--engine {}: unknown engine; known engines: {}", flags.engine,
+                                    fmt::join(known, ", "))));
+  }
+  if (layer >= 0 && num_layers > 0 && layer >= int64_t{num_layers}) {
+    Fail(Status::InvalidArgument(
+        flags.engine.empty()
+            ? fmt::format("--layer {}: out of range; no engine has more than {} layers (0 to {})",
+                          layer, num_layers, num_layers - 1)
+            : fmt::format("--layer {}: out of range; engine {} has layers 0 to {}", layer,
+                          flags.engine, num_layers - 1)));
+  }
+  return reader;
+}
+
+// Asks for one row more than `limit` to learn whether rows were left out.
+size_t WithOneMore(size_t limit) {
+  return limit == 0 ? 0 : limit + 1;
+}
+
+// Drops the oldest row beyond `limit` and says on stderr that older rows were
+// left out (stdout stays the data alone).
+template <typename Row>
+void AnnounceTruncation(std::vector<Row>* rows, size_t limit, std::string_view what) {
+  if (limit == 0 || rows->size() <= limit) return;
+  rows->erase(rows->begin(), rows->begin() + static_cast<std::ptrdiff_t>(rows->size() - limit));
+  std::fprintf(stderr,
+               "moectl: showing the newest %zu %s only; older ones match too (--limit N, "
+               "--limit 0 for all, or narrow with --since)\n",
+               limit, std::string(what).c_str());
 }
 
 Cell Time(int64_t ns) {
@@ -141,21 +191,23 @@ Series StepSeries(const std::vector<storage::StepRow>& rows, const std::string& 
 }
 
 void History(const QueryFlags& flags, int64_t layer, size_t limit, const std::string& plot) {
-  auto reader = OpenDb(flags);
+  auto reader = OpenDb(flags, layer);
   storage::HistoryQuery q;
   q.engine_id = flags.engine;
   if (layer >= 0) q.layer = static_cast<uint32_t>(layer);
   q.window = Window(flags);
-  q.limit = limit;
+  q.limit = WithOneMore(limit);
+  std::vector<storage::StepRow> rows = Check(reader->History(q));
+  AnnounceTruncation(&rows, limit, "rows");
   if (!plot.empty()) {
-    std::cout << RenderChart(StepSeries(Check(reader->History(q)), plot));
+    std::cout << RenderChart(StepSeries(rows, plot));
     return;
   }
   TableData t{
       {"time", "engine", "step", "epoch", "layer", "tokens", "slots", "dropped", "drop_rate",
        "max_over_mean", "router_us", "expert_us", "layer_us", "step_us", "quality_error", "rollup"},
       {}};
-  for (const storage::StepRow& r : Check(reader->History(q))) {
+  for (const storage::StepRow& r : rows) {
     t.rows.push_back({Time(r.timestamp_ns), r.engine_id, static_cast<int64_t>(r.step),
                       static_cast<int64_t>(r.epoch), int64_t{r.layer}, int64_t{r.num_tokens},
                       static_cast<int64_t>(r.num_token_slots), int64_t{r.dropped}, r.drop_rate,
@@ -177,8 +229,9 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
   q.engine_id = flags.engine;
   q.window = Window(flags);
   q.status = status;
-  q.limit = limit;
+  q.limit = WithOneMore(limit);
   std::vector<storage::DecisionRow> rows = Check(reader->Decisions(q));
+  AnnounceTruncation(&rows, limit, "decisions");
   Format format = Check(ParseFormat(flags.format));
   if (format == Format::kJson) {
     nlohmann::json array = nlohmann::json::array();
@@ -296,7 +349,7 @@ void Learning(const QueryFlags& flags, const std::string& knob) {
 }
 
 void Experts(const QueryFlags& flags, int64_t layer, size_t top) {
-  auto reader = OpenDb(flags);
+  auto reader = OpenDb(flags, layer);
   storage::ExpertQuery q;
   q.engine_id = flags.engine;
   if (layer >= 0) q.layer = static_cast<uint32_t>(layer);
@@ -327,7 +380,8 @@ void AddQueryCommands(CLI::App& app) {
   auto history_limit = std::make_shared<size_t>(1000);
   CLI::App* history = app.add_subcommand("history", "per-step, per-layer telemetry summaries");
   AddCommonFlags(history, flags.get(), /*with_window=*/true);
-  history->add_option("--layer", *history_layer, "one layer (default: every layer)");
+  history->add_option("--layer", *history_layer, "one layer (default: every layer)")
+      ->check(CLI::NonNegativeNumber);
   history->add_option("--limit", *history_limit, "most recent rows to show")->capture_default_str();
   auto history_plot = std::make_shared<std::string>();
   history
@@ -342,7 +396,8 @@ void AddQueryCommands(CLI::App& app) {
   CLI::App* decisions =
       app.add_subcommand("decisions", "the controller's decisions: verdict, ack, outcome");
   AddCommonFlags(decisions, flags.get(), /*with_window=*/true);
-  decisions->add_option("--status", *status, "rejected | sent | acked | failed | measured");
+  decisions->add_option("--status", *status, "rejected | sent | acked | failed | measured")
+      ->check(CLI::IsMember({"rejected", "sent", "acked", "failed", "measured"}));
   decisions->add_option("--limit", *decisions_limit, "most recent decisions to show")
       ->capture_default_str();
   decisions->callback([=] { Decisions(*flags, *status, *decisions_limit); });
@@ -357,7 +412,8 @@ void AddQueryCommands(CLI::App& app) {
   auto experts_top = std::make_shared<size_t>(5);
   CLI::App* experts = app.add_subcommand("experts", "hottest experts per layer over a window");
   AddCommonFlags(experts, flags.get(), /*with_window=*/true);
-  experts->add_option("--layer", *experts_layer, "one layer (default: every layer)");
+  experts->add_option("--layer", *experts_layer, "one layer (default: every layer)")
+      ->check(CLI::NonNegativeNumber);
   experts->add_option("--top", *experts_top, "experts per layer")->capture_default_str();
   experts->callback([=] { Experts(*flags, *experts_layer, *experts_top); });
 

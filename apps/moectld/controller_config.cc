@@ -1,6 +1,7 @@
 #include "controller_config.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 
 #include "moe/config/toml_reader.h"
@@ -23,6 +24,15 @@ uint64_t ReadMinSteps(TableReader& table, uint64_t value) {
   int64_t steps = static_cast<int64_t>(value);
   table.Read("min_steps", &steps, Range<int64_t>{1, 1'000'000});
   return static_cast<uint64_t>(steps);
+}
+
+void ReadMetrics(TableReader table, MetricsOptions* m) {
+  table.Read("listen", &m->listen);
+  if (!m->listen.empty()) {
+    if (Status s = CheckListenAddress(m->listen); !s.ok()) table.Fail("listen", s.message());
+  }
+  table.Read("per_layer", &m->per_layer);
+  table.ReadDurationMs("loop_timeout", &m->loop_timeout_ms, {100, 3'600'000});
 }
 
 // The policy sections, found in controller.toml or in its policies file.
@@ -131,6 +141,27 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
 
 }  // namespace
 
+Status CheckListenAddress(std::string_view listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos) {
+    return Status::InvalidArgument("expected host:port, e.g. \"127.0.0.1:9464\"");
+  }
+  std::string_view host = listen.substr(0, colon);
+  std::string_view port = listen.substr(colon + 1);
+  if (host.starts_with('[') != host.ends_with(']') ||
+      (host.find(':') != std::string_view::npos && !host.starts_with('['))) {
+    return Status::InvalidArgument("an IPv6 host goes in brackets, e.g. \"[::1]:9464\"");
+  }
+  if (host.empty() || host == "[]") return Status::InvalidArgument("the host is missing");
+  int value = 0;
+  auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || error != std::errc() || end != port.data() + port.size() || value < 1 ||
+      value > 65535) {
+    return Status::InvalidArgument("the port must be a number in [1, 65535]");
+  }
+  return Status::Ok();
+}
+
 Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   MOE_ASSIGN_OR_RETURN(config::TomlDocument doc, config::TomlDocument::Load(path));
   ControllerOptions o;
@@ -165,6 +196,8 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   int64_t retention_ms = o.raw_retention_s * 1000;
   storage.ReadDurationMs("raw_retention", &retention_ms, {0, INT64_MAX / 2});
   o.raw_retention_s = retention_ms / 1000;
+
+  ReadMetrics(root.Table("metrics"), &o.metrics);
 
   ReadPolicies(root.Table("policies"), &o);
   std::string policies_file;

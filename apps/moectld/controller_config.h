@@ -6,6 +6,7 @@
 #define MOE_APPS_MOECTLD_CONTROLLER_CONFIG_H_
 
 #include <string>
+#include <string_view>
 
 #include "moe/common/status.h"
 #include "moe/controller/options.h"
@@ -17,6 +18,10 @@ namespace moe::controller {
 // one per line, in a kInvalidArgument status; the options are also validated
 // as a whole (Validate()).
 Result<ControllerOptions> LoadControllerConfig(const std::string& path);
+
+// Checks a [metrics] listen address: "host:port" with a port in [1, 65535]
+// and an IPv6 host in brackets. kInvalidArgument saying what is wrong.
+Status CheckListenAddress(std::string_view listen);
 
 }  // namespace moe::controller
 

@@ -2,7 +2,8 @@
 // the engine; see deploy/systemd/moectld.service and README.md.
 //
 // Exit status: 0 after SIGTERM/SIGINT, 78 (EX_CONFIG) for a bad configuration
-// at start, 1 for other start-up failures (e.g. an endpoint in use).
+// at start, 1 for other start-up failures (e.g. an endpoint in use), 2 for a
+// usage error (an unknown flag).
 
 #include <systemd/sd-daemon.h>
 
@@ -14,13 +15,17 @@
 #include <cstdio>
 
 #include "controller_config.h"
+#include "metrics_server.h"
 #include "moe/common/clock.h"
 #include "moe/common/logging.h"
 #include "moe/controller/controller.h"
+#include "parse_args.h"
 
 namespace {
 
 constexpr int kExitConfig = 78;  // EX_CONFIG from sysexits.h
+// How often the loop hands the metrics server a fresh snapshot.
+constexpr auto kMetricsInterval = std::chrono::milliseconds(250);
 
 std::atomic<bool> g_stop{false};
 std::atomic<bool> g_reload{false};
@@ -63,7 +68,8 @@ moe::Result<moe::controller::ControllerOptions> Load(const std::string& path,
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moectld: the moectl controller daemon (telemetry in, decisions out)"};
+  CLI::App app{"moectld: the moectl controller daemon (telemetry in, decisions out)", "moectld"};
+  moe::cli::AddVersionFlag(app, "moectld");
   std::string config_path = "configs/controller.toml";
   Overrides overrides;
   bool check_only = false;
@@ -75,7 +81,7 @@ int main(int argc, char** argv) {
                  "command endpoint to bind (overrides transport.commands)");
   app.add_option("--log-level", overrides.log_level, "trace|debug|info|warn|error");
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> code = moe::cli::ParseArgs(app, argc, argv)) return *code;
 
   bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
   auto options = Load(config_path, overrides);
@@ -98,8 +104,25 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot start: {}", controller.status().ToString());
     return controller.status().code() == moe::StatusCode::kInvalidArgument ? kExitConfig : 1;
   }
+  std::unique_ptr<moe::controller::MetricsServer> metrics;
+  if (!options->metrics.listen.empty()) {
+    auto server = moe::controller::MetricsServer::Start(options->metrics);
+    if (!server.ok()) {
+      spdlog::critical("cannot start: {}", server.status().ToString());
+      return server.status().code() == moe::StatusCode::kInvalidArgument ? kExitConfig : 1;
+    }
+    metrics = std::move(*server);
+    metrics->Publish((*controller)->metrics(options->metrics.per_layer));
+    spdlog::info("metrics: http://{}/metrics and /healthz", metrics->address());
+  }
   spdlog::info("serving: telemetry {} commands {} database {}", (*controller)->telemetry_endpoint(),
                (*controller)->command_endpoint(), options->db_path);
+  // With WatchdogSec= in the unit, systemd restarts a loop that stops pinging.
+  uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  const auto watchdog_interval = std::chrono::microseconds(watchdog_usec / 2);
+  auto next_watchdog = std::chrono::steady_clock::now();
+  auto next_metrics = std::chrono::steady_clock::now() + kMetricsInterval;
   sd_notifyf(0, "READY=1\nSTATUS=serving telemetry on %s",
              (*controller)->telemetry_endpoint().c_str());
 
@@ -109,7 +132,16 @@ int main(int argc, char** argv) {
     if (moe::Status s = (*controller)->Poll(std::chrono::milliseconds(100)); !s.ok()) {
       spdlog::error("poll failed: {}", s.ToString());
     }
-    if (std::chrono::steady_clock::now() >= next_status) {
+    const auto now = std::chrono::steady_clock::now();
+    if (watchdog && now >= next_watchdog) {
+      next_watchdog = now + watchdog_interval;
+      sd_notify(0, "WATCHDOG=1");
+    }
+    if (metrics && now >= next_metrics) {
+      next_metrics = now + kMetricsInterval;
+      metrics->Publish((*controller)->metrics(options->metrics.per_layer));
+    }
+    if (now >= next_status) {
       // `systemctl status moectld` shows this line.
       next_status += std::chrono::seconds(5);
       moe::controller::ControllerStats st = (*controller)->stats();
@@ -132,6 +164,12 @@ int main(int argc, char** argv) {
         if (fresh->log_level != options->log_level) {
           spdlog::set_level(spdlog::level::from_str(fresh->log_level));
         }
+        if (fresh->metrics.listen != options->metrics.listen) {
+          spdlog::warn("reload: metrics listen stays \"{}\" (restart moectld to change it)",
+                       options->metrics.listen);
+          fresh->metrics.listen = options->metrics.listen;
+        }
+        if (metrics) metrics->Update(fresh->metrics);
         options = std::move(fresh);
       } else {
         spdlog::error("reload refused, keeping the running configuration:\n{}", s.message());

@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "engine_state.h"
+#include "metrics_recorder.h"
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
@@ -214,6 +215,13 @@ class ControllerImpl final : public Controller {
     return s;
   }
 
+  MetricsSnapshot metrics(bool per_layer) const override {
+    std::optional<storage::StoreStats> store;
+    if (store_) store = store_->stats();
+    return metrics_.Snapshot(stats(), store ? &*store : nullptr, link_->stats(), engines_,
+                             clock_->NowNanos(), per_layer);
+  }
+
   std::string telemetry_endpoint() const override { return link_->telemetry_endpoint(); }
   std::string command_endpoint() const override { return link_->command_endpoint(); }
 
@@ -276,6 +284,7 @@ class ControllerImpl final : public Controller {
     ++stats_.steps;
     EngineState& e = Engine(record.engine_id);
     e.OnStep(record, now);
+    metrics_.OnStep(record);
     store_->AppendStep(record);
     std::optional<PendingDecision>& pending = e.pending();
     if (pending && pending->acked && e.StepsUnder(pending->epoch) >= options_.outcome_steps) {
@@ -464,6 +473,7 @@ class ControllerImpl final : public Controller {
     row.proposal_json = proposal_json.dump();
     row.verdict = std::string(policies::VerdictName(verdict.kind));
     row.verdict_reason = verdict.reason;
+    metrics_.OnDecision(row.engine_id, row.policy, row.verdict);
     if (verdict.kind == policies::VerdictKind::kRejected) {
       row.status = "rejected";
       store_->RecordDecision(std::move(row));
@@ -552,6 +562,7 @@ class ControllerImpl final : public Controller {
     if (options_.rollback_enabled && !pending.is_rollback && after.steps > 0 &&
         policies::ShouldRollBack(pending.reward_before, reward_after, options_.guard)) {
       ++stats_.rollbacks;
+      metrics_.OnRollback(e.engine_id());
       policies::EngineSnapshot snapshot = e.Snapshot(now);
       policies::Proposal rollback;
       rollback.policy = "guard-rollback";
@@ -620,6 +631,7 @@ class ControllerImpl final : public Controller {
   std::map<std::string, policies::LearningState> learning_;  // per engine
   std::map<std::string, uint64_t> learned_epoch_;            // per engine: newest epoch learnt
   ControllerStats stats_;
+  MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
 };
 

@@ -100,6 +100,7 @@ class EngineState {
   const policies::KnobValues& knobs() const { return knobs_; }
 
   std::optional<PendingDecision>& pending() { return pending_; }
+  const std::optional<PendingDecision>& pending() const { return pending_; }
   policies::GuardState& guard_state() { return guard_state_; }
   int64_t next_policy_run_ns = 0;
 

@@ -399,6 +399,7 @@ void StoreImpl::WriterLoop() {
         stats_.steps_written += counts.steps;
         stats_.rows_written += counts.rows;
         ++stats_.transactions;
+        stats_.failing = false;
         batch.clear();
         inflight_rows_ = inflight_ops_ = 0;
         failing = false;
@@ -428,6 +429,7 @@ void StoreImpl::WriterLoop() {
         inflight_rows_ = inflight_ops_ = 0;
         continue;
       }
+      stats_.failing = true;
       spdlog::warn("storage: write of {} records to {} failed (attempt {}; retrying in {} ms): {}",
                    batch.size(), options_.path, stats_.write_errors, backoff.count(),
                    stats_.last_error);

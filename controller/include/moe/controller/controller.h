@@ -22,6 +22,7 @@
 
 #include "moe/common/clock.h"
 #include "moe/common/status.h"
+#include "moe/controller/metrics.h"
 #include "moe/controller/options.h"
 
 namespace moe::controller {
@@ -62,6 +63,9 @@ class Controller {
   virtual Status Shutdown() = 0;
 
   virtual ControllerStats stats() const = 0;
+  // Everything /metrics exports, taken now; per-layer figures only when
+  // `per_layer`. Call from the loop's thread and hand the copy on.
+  virtual MetricsSnapshot metrics(bool per_layer) const = 0;
   virtual std::string telemetry_endpoint() const = 0;
   virtual std::string command_endpoint() const = 0;
 };

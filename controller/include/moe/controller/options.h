@@ -20,6 +20,17 @@
 
 namespace moe::controller {
 
+// The daemon's HTTP endpoint for Prometheus (/metrics) and health checks
+// (/healthz). Read by moectld's main, not by the controller library.
+struct MetricsOptions {
+  // "host:port" to listen on ("127.0.0.1:9464", "[::1]:9464"); empty: off.
+  std::string listen;
+  // Also export per-layer series (one per engine and layer).
+  bool per_layer = false;
+  // /healthz reports 503 when the loop has not published figures for this long.
+  int64_t loop_timeout_ms = 10'000;
+};
+
 struct ControllerOptions {
   // ZeroMQ endpoints the daemon binds (engines connect to them).
   std::string telemetry_endpoint = "tcp://127.0.0.1:5555";
@@ -73,6 +84,8 @@ struct ControllerOptions {
   policies::GuardParams guard;
   policies::RewardParams reward;
   bool rollback_enabled = true;
+
+  MetricsOptions metrics;
 };
 
 }  // namespace moe::controller

@@ -71,6 +71,7 @@ struct StoreStats {
   uint64_t rejected = 0;         // telemetry refused because the queue was full
   uint64_t write_errors = 0;     // failed attempts (retried)
   std::string last_error;        // text of the most recent failed attempt
+  bool failing = false;          // the latest write attempt failed; cleared by the next commit
   uint64_t retention_runs = 0;   // retention passes that committed
   uint64_t rows_rolled_up = 0;   // raw step_layers rows folded into rollups
   int64_t last_decision_id = 0;  // highest id handed out by RecordDecision
