@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "moe/controller/controller.h"
@@ -159,6 +160,28 @@ class Harness {
     Status s = controller_->Reload(next);
     if (s.ok()) options_ = next;
     return s;
+  }
+
+  // Stops the controller and starts a new one on the same options (database
+  // and endpoints: give fixed ports), then waits for the engine's Hello,
+  // which the engine link re-sends when it notices the reconnect.
+  void RestartController() {
+    REQUIRE(controller_->Shutdown().ok());
+    controller_.reset();
+    Result<std::unique_ptr<Controller>> controller = Status::Unavailable("not started");
+    for (int i = 0; i < 100 && !controller.ok(); ++i) {
+      if (i > 0) std::this_thread::sleep_for(milliseconds(20));  // the old sockets close
+      controller = Controller::Create(options_, &clock_);
+    }
+    INFO(controller.status().ToString());
+    REQUIRE(controller.ok());
+    controller_ = std::move(*controller);
+    sent_seen_ = 0;
+    for (int i = 0; i < 1000 && controller_->stats().messages < 2; ++i) {
+      REQUIRE(engine_->PollCommands().ok());
+      REQUIRE(controller_->Poll(milliseconds(10)).ok());
+    }
+    REQUIRE(controller_->stats().messages >= 2);
   }
 
   // Flushes and closes the store, then reads every decision back.

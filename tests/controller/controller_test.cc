@@ -8,10 +8,10 @@
 #include <filesystem>
 #include <functional>
 
+#include "controller_harness.h"
 #include "moe/controller/controller.h"
 #include "moe/storage/reader.h"
 #include "moe/telemetry/transport.h"
-#include "controller_harness.h"
 
 namespace moe::controller {
 namespace {

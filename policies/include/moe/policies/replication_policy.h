@@ -1,6 +1,9 @@
 // Replication policy: online expert replication, the slow loop.
 //
 // For every layer of the snapshot with a measured expert load, the policy
+// (planning on the layer's expert_demand, the token-slots that chose each
+// expert before capacity; on the served expert_load only for an engine that
+// reports no demand)
 // asks the replication planner (planner.h) for a better placement of the
 // layer's num_replicas physical slots over the num_devices devices of the
 // expert-parallel group, starting from the placement in force and within a
