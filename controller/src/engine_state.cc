@@ -79,7 +79,7 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
       knobs.phy2log[lk.layer] = *lk.knobs.phy2log;
     }
   }
-  ledger_.OnHello(hello.epoch, knobs);
+  ledger_.OnHello(hello.epoch, knobs, restarted);
   last_step_ns_ = std::max(last_step_ns_, now_ns);
 }
 

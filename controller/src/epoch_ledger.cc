@@ -14,15 +14,12 @@ std::string_view EpochStatusName(EpochStatus status) {
   return "?";
 }
 
-void EpochLedger::OnHello(uint64_t epoch, const policies::KnobValues& knobs) {
-  std::optional<uint64_t> newest_applied;
-  for (const auto& [e, entry] : entries_) {
-    if (entry.status == EpochStatus::kApplied) newest_applied = e;
-  }
-  if (learnt_through_ && epoch < *learnt_through_) ForgetLearnt();
-  if (newest_applied && epoch < *newest_applied) {
-    // A restarted engine: its epochs from here on are new ones.
-    entries_.erase(entries_.upper_bound(epoch), entries_.end());
+void EpochLedger::OnHello(uint64_t epoch, const policies::KnobValues& knobs, bool restarted) {
+  // Epochs restored as learnt belong to an earlier run of a restarted engine.
+  if (learnt_through_ && epoch < *learnt_through_) restarted = true;
+  if (restarted) {
+    // Its epochs from here on are new ones.
+    entries_.erase(entries_.lower_bound(epoch), entries_.end());
     ForgetLearnt();
   }
   EpochEntry& entry = entries_[epoch];

@@ -41,10 +41,11 @@ class EpochLedger {
   // Most epochs kept; the oldest go first (the newest applied one stays).
   static constexpr size_t kMaxEntries = 256;
 
-  // The engine's Hello: `knobs` are in force under `epoch` (kApplied). An
-  // epoch below the newest applied one means the engine restarted: every
-  // entry above it is dropped.
-  void OnHello(uint64_t epoch, const policies::KnobValues& knobs);
+  // The engine's Hello: `knobs` are in force under `epoch` (kApplied).
+  // `restarted` (the Hello's epoch is below the one its telemetry showed, or
+  // below the epochs restored as learnt): the engine counts epochs afresh,
+  // so every entry from `epoch` up is dropped and nothing counts as learnt.
+  void OnHello(uint64_t epoch, const policies::KnobValues& knobs, bool restarted);
   // A command under `epoch` will set `knobs` (the settings in force plus its
   // change).
   void OnSent(uint64_t epoch, const policies::KnobValues& knobs);

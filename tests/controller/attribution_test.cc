@@ -199,6 +199,29 @@ TEST_CASE("Defect 4: after an ack timeout, telemetry settles whether the change 
   }
 }
 
+TEST_CASE("Defect 4: a periodic Hello that left before a change was applied changes nothing",
+          "[controller][attribution]") {
+  Harness h([](ControllerOptions& o) { o.learning.min_steps = 4; });
+  h.Steps(8, 0, 0.10);
+  auto sent = h.Tick();
+  REQUIRE(sent.size() == 1);
+  const double applied = *sent[0].knobs.capacity_factor;
+  h.Ack(sent[0], true);
+  // The Hello the engine sent just before it applied epoch 1 arrives after
+  // the ack (another channel): it is not an engine restart.
+  const uint64_t messages = h.controller().stats().messages;
+  REQUIRE(h.engine().PublishHello(h.hello()).ok());
+  h.PollUntil([&] { return h.controller().stats().messages > messages; });
+  h.Steps(4, 1, 0.0);
+  h.Tick();
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE_FALSE(rows.empty());
+  CHECK(rows[0].status == "measured");
+  auto samples = ByEpoch(h.Samples());
+  REQUIRE(samples.count(1) == 1);
+  CHECK(samples[1].value == Approx(applied));
+}
+
 TEST_CASE("Defect 5: a reload that changes the arms remaps statistics by value and logs it",
           "[controller][attribution]") {
   LogCapture log;
