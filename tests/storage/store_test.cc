@@ -109,7 +109,9 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
     // What a database written before migration 3 looks like.
     RawDb raw(path);
     REQUIRE(raw.Exec("DROP TABLE learning_samples") == 0);
-    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version = 3") == 0);
+    REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
+    REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
+    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 3") == 0);
   }
   auto store = OpenStore(TestOptions(path), &clock);
   CHECK(store->stats().last_decision_id == 1);
