@@ -128,6 +128,7 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   e.Read("max_capacity_padding", &cfg.engine.max_capacity_padding, Range<double>{0.0, 64.0});
   e.ReadDurationMs("step_interval", &app.step_interval_ms, Range<int64_t>{0, 3600000});
   e.ReadDurationMs("heartbeat", &app.heartbeat_ms, Range<int64_t>{10, 3600000});
+  e.ReadDurationMs("hello_interval", &app.hello_interval_ms, Range<int64_t>{10, 3600000});
   e.ReadDurationMs("progress", &app.progress_ms, Range<int64_t>{100, 3600000});
   e.Read("scenario", &app.scenario);
   app.scenario = RelativeTo(path, app.scenario);

@@ -24,6 +24,7 @@ struct AppOptions {
   std::string gemm_precision = "fp32";  // CUDA GEMM arithmetic: "fp32", "tf32" or "bf16"
   int64_t step_interval_ms = 0;         // minimum time between step starts (pacing)
   int64_t heartbeat_ms = 1000;          // heartbeat when no step was published for this long
+  int64_t hello_interval_ms = 5000;     // the Hello (epoch and knobs in force) re-sent this often
   int64_t progress_ms = 5000;           // progress line cadence on stderr
   bool telemetry_enabled = true;        // publish telemetry and accept commands
   std::string telemetry_endpoint = "tcp://127.0.0.1:5555";  // controller's PULL socket

@@ -231,7 +231,7 @@ int main(int argc, char** argv) {
   engine_app::ProgressMeter progress(app.progress_ms * 1000000);
   const int64_t start_ns = clock->MonotonicNanos();
   int64_t last_publish_ns = start_ns;
-  uint64_t hello_epoch = eng->epoch();
+  engine_app::HelloTicker hello_ticker(app.hello_interval_ms * 1000000, eng->epoch(), start_ns);
   int exit_code = 0;
   while (!g_stop.load()) {
     const uint64_t step = eng->next_step();
@@ -254,16 +254,19 @@ int main(int argc, char** argv) {
     }
     if (link) {
       commands.AckApplied(link.get(), *stats, clock->NowNanos());
-      if (stats->epoch != hello_epoch) {
-        // A controller that restarts learns the settings in force from the
-        // Hello the link re-sends on reconnect.
-        link->UpdateHello(engine_app::MakeHello(*eng, app, clock->NowNanos()));
-        hello_epoch = stats->epoch;
-      }
       telemetry::StepRecord record =
           engine_app::MakeStepRecord(*stats, app.engine_id, clock->NowNanos());
       if (Status st = link->Publish(std::move(record)); !st.ok()) {
         spdlog::warn("publish step {}: {}", step, st.ToString());
+      }
+      // The Hello follows the settings in force (a restarted controller gets
+      // it on reconnect) and is re-sent periodically (one that missed an ack
+      // learns the epoch and knobs in force).
+      if (hello_ticker.Due(stats->epoch, clock->MonotonicNanos())) {
+        if (Status st = link->PublishHello(engine_app::MakeHello(*eng, app, clock->NowNanos()));
+            !st.ok()) {
+          spdlog::warn("hello: {}", st.ToString());
+        }
       }
       last_publish_ns = clock->MonotonicNanos();
     }

@@ -233,4 +233,11 @@ void ProgressMeter::Final() const {
   spdlog::info("{} steps run", total_steps_);
 }
 
+bool HelloTicker::Due(uint64_t epoch, int64_t now_ns) {
+  if (epoch == epoch_ && now_ns - last_ns_ < interval_ns_) return false;
+  epoch_ = epoch;
+  last_ns_ = now_ns;
+  return true;
+}
+
 }  // namespace moe::engine_app

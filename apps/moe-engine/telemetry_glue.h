@@ -43,6 +43,23 @@ class CommandHandler {
   std::vector<uint64_t> accepted_;  // epochs waiting for their first step
 };
 
+// When to send the engine's Hello again: every `interval_ns`, and at once
+// when the epoch in force changed, so a controller that missed an ack (or
+// restarted) learns the epoch and knobs in force from telemetry.
+class HelloTicker {
+ public:
+  HelloTicker(int64_t interval_ns, uint64_t epoch, int64_t now_ns)
+      : interval_ns_(interval_ns), epoch_(epoch), last_ns_(now_ns) {}
+  // True when a Hello is due for an engine at `epoch` at `now_ns`
+  // (monotonic); it is then counted as sent.
+  bool Due(uint64_t epoch, int64_t now_ns);
+
+ private:
+  int64_t interval_ns_;
+  uint64_t epoch_;
+  int64_t last_ns_;
+};
+
 // A progress line on stderr every `interval_ns`.
 class ProgressMeter {
  public:

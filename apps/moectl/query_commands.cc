@@ -258,13 +258,18 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
       j["ack_error"] = d.ack_error;
       j["reward_before"] = d.reward_before ? nlohmann::json(*d.reward_before) : nullptr;
       j["reward_after"] = d.reward_after ? nlohmann::json(*d.reward_after) : nullptr;
+      // What the controller expected (for an advisory decision: what it would
+      // have done and gained).
+      j["predicted_gain"] = d.predicted_gain ? nlohmann::json(*d.predicted_gain) : nullptr;
+      j["prediction"] =
+          d.prediction_json.empty() ? nlohmann::json(nullptr) : ParseOrText(d.prediction_json);
       array.push_back(std::move(j));
     }
     std::cout << array.dump(2) << "\n";
     return;
   }
   TableData t{{"id", "time", "engine", "policy", "knob", "from", "to", "verdict", "status", "epoch",
-               "reward_before", "reward_after", "reason"},
+               "predicted_gain", "reward_before", "reward_after", "reason"},
               {}};
   for (const storage::DecisionRow& d : rows) {
     nlohmann::json proposal = ParseOrText(d.proposal_json);
@@ -286,8 +291,8 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
                                                  : "";
     if (!d.ack_error.empty()) reason = d.ack_error;
     t.rows.push_back({d.id, Time(d.created_ns), d.engine_id, d.policy, d.knob, from, to, d.verdict,
-                      d.status, OptionalCell(d.epoch), OptionalCell(d.reward_before),
-                      OptionalCell(d.reward_after), reason});
+                      d.status, OptionalCell(d.epoch), OptionalCell(d.predicted_gain),
+                      OptionalCell(d.reward_before), OptionalCell(d.reward_after), reason});
   }
   Render(t, format, std::cout, 4);
 }
@@ -307,6 +312,7 @@ void Explain(const QueryFlags& flags, int64_t id) {
                       {"command", ParseOrText(d.command_json)},
                       {"status", d.status},
                       {"outcome", ParseOrText(d.outcome_json)}};
+  if (!d.prediction_json.empty()) j["prediction"] = ParseOrText(d.prediction_json);
   if (d.epoch) j["epoch"] = *d.epoch;
   if (d.acked_ns) {
     j["ack"] = {{"at", FormatIsoTime(*d.acked_ns)}, {"error", d.ack_error}};
@@ -396,8 +402,9 @@ void AddQueryCommands(CLI::App& app) {
   CLI::App* decisions =
       app.add_subcommand("decisions", "the controller's decisions: verdict, ack, outcome");
   AddCommonFlags(decisions, flags.get(), /*with_window=*/true);
-  decisions->add_option("--status", *status, "rejected | sent | acked | failed | measured")
-      ->check(CLI::IsMember({"rejected", "sent", "acked", "failed", "measured"}));
+  decisions
+      ->add_option("--status", *status, "rejected | advisory | sent | acked | failed | measured")
+      ->check(CLI::IsMember({"rejected", "advisory", "sent", "acked", "failed", "measured"}));
   decisions->add_option("--limit", *decisions_limit, "most recent decisions to show")
       ->capture_default_str();
   decisions->callback([=] { Decisions(*flags, *status, *decisions_limit); });

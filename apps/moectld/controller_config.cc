@@ -169,6 +169,21 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   root.ReadChoice("log_level", &o.log_level,
                   {"trace", "debug", "info", "warn", "error", "critical", "off"});
   root.ReadDurationMs("cadence", &o.cadence_ms, {10, 3'600'000});
+  std::string mode = std::string(ControlModeName(o.mode));
+  root.ReadChoice("mode", &mode, {"active", "advisory"});
+  o.mode = mode == "advisory" ? ControlMode::kAdvisory : ControlMode::kActive;
+  // Per-engine overrides: [engines."engine-id"] mode = "advisory".
+  TableReader engines = root.Table("engines");
+  for (const std::string& id : engines.Keys()) {
+    TableReader engine = engines.Table(id);
+    std::string engine_mode;
+    engine.Require("mode");
+    engine.ReadChoice("mode", &engine_mode, {"active", "advisory"});
+    if (!engine_mode.empty()) {
+      o.engine_modes[id] =
+          engine_mode == "advisory" ? ControlMode::kAdvisory : ControlMode::kActive;
+    }
+  }
   root.ReadDurationMs("ack_timeout", &o.ack_timeout_ms, {10, 3'600'000});
   root.ReadDurationMs("progress_interval", &o.progress_interval_ms, {0, 86'400'000});
   int64_t outcome_steps = static_cast<int64_t>(o.outcome_steps);

@@ -8,8 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <variant>
 
+#include "audit_json.h"
 #include "engine_state.h"
 #include "metrics_recorder.h"
+#include "learner.h"
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
@@ -19,6 +21,7 @@
 #include "moe/storage/reader.h"
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
+#include "prediction.h"
 
 namespace moe::controller {
 namespace {
@@ -34,115 +37,13 @@ constexpr int64_t kForgetUnackedFactor = 10;
 // Most messages handled in one Poll before running due work.
 constexpr int kMaxMessagesPerPoll = 2000;
 
-json FiguresJson(const policies::OutcomeFigures& f) {
-  json j = {{"steps", f.steps},
-            {"drop_rate", f.drop_rate},
-            {"step_us", f.step_us},
-            {"critical_path_us", f.critical_path_us},
-            {"max_over_mean", f.max_over_mean},
-            {"device_max_over_mean", f.device_max_over_mean},
-            {"capacity_factor", f.capacity_factor}};
-  if (f.quality_error) j["quality_error"] = *f.quality_error;
-  return j;
-}
-
-json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime) {
-  json layers = json::array();
-  for (const policies::LayerEstimate& l : s.layers) {
-    layers.push_back({{"layer", l.layer},
-                      {"drop_rate", l.drop_rate},
-                      {"overflow_rate", l.overflow_rate},
-                      {"max_over_mean", l.max_over_mean},
-                      {"layer_us", l.layer_us}});
-  }
-  json j = {{"epoch", s.epoch},
-            {"steps_in_epoch", s.steps_in_epoch},
-            {"drop_rate", s.drop_rate},
-            {"overflow_rate", s.overflow_rate},
-            {"step_us", s.step_us},
-            {"max_over_mean", s.max_over_mean},
-            {"telemetry_age_ms", (s.now_ns - s.last_telemetry_ns) / kNanosPerMilli},
-            {"tokens_per_step", s.tokens_per_step},
-            {"regime", regime},
-            {"knobs",
-             {{"top_k", s.knobs.top_k},
-              {"capacity_factor", s.knobs.capacity_factor},
-              {"noise_std", s.knobs.noise_std}}},
-            {"layers", std::move(layers)}};
-  if (s.quality_error) j["quality_error"] = *s.quality_error;
-  return j;
-}
-
-// Writes `change` into `command`; a vector knob goes to the layers whose
-// vector differs from `in_force` ([layer][element]).
-void AddChange(const KnobChange& change, const std::vector<std::vector<float>>& in_force,
-               const std::vector<std::vector<uint32_t>>& placed, telemetry::Command* command) {
-  telemetry::KnobSet& set = command->knobs;
-  if (change.knob == "capacity_factor") set.capacity_factor = change.value;
-  if (change.knob == "top_k") set.top_k = static_cast<uint32_t>(change.value);
-  if (change.knob == "noise_std") set.noise_std = change.value;
-  if (change.knob == "expert_bias") {
-    for (size_t l = 0; l < change.vectors.size(); ++l) {
-      if (l < in_force.size() && in_force[l] == change.vectors[l]) continue;
-      telemetry::LayerKnobs layer;
-      layer.layer = static_cast<uint32_t>(l);
-      layer.knobs.expert_bias = change.vectors[l];
-      command->layer_knobs.push_back(std::move(layer));
-    }
-  }
-  if (change.knob == "phy2log") {
-    for (size_t l = 0; l < change.placements.size(); ++l) {
-      if (l < placed.size() && placed[l] == change.placements[l]) continue;
-      telemetry::LayerKnobs layer;
-      layer.layer = static_cast<uint32_t>(l);
-      layer.knobs.phy2log = change.placements[l];
-      command->layer_knobs.push_back(std::move(layer));
-    }
-  }
-}
-
-// A placement change as JSON: per changed layer, {slot: [expert before, after]}.
-json PlacementChangesJson(const std::vector<std::vector<uint32_t>>& before,
-                          const std::vector<std::vector<uint32_t>>& after) {
-  json layers = json::object();
-  for (size_t l = 0; l < after.size(); ++l) {
-    json changed = json::object();
-    for (size_t s = 0; s < after[l].size(); ++s) {
-      const bool known = l < before.size() && s < before[l].size();
-      if (!known || before[l][s] != after[l][s]) {
-        changed[std::to_string(s)] = {known ? json(before[l][s]) : json(nullptr), after[l][s]};
-      }
-    }
-    if (!changed.empty()) layers[std::to_string(l)] = std::move(changed);
-  }
-  return layers;
-}
-
-// A vector change as JSON: per changed layer, {expert: [before, after]}.
-json VectorChangesJson(const std::vector<std::vector<float>>& before,
-                       const std::vector<std::vector<float>>& after) {
-  json layers = json::object();
-  for (size_t l = 0; l < after.size(); ++l) {
-    json changed = json::object();
-    for (size_t i = 0; i < after[l].size(); ++i) {
-      const float old = l < before.size() && i < before[l].size() ? before[l][i] : 0.0f;
-      if (old != after[l][i]) changed[std::to_string(i)] = {old, after[l][i]};
-    }
-    if (!changed.empty()) layers[std::to_string(l)] = std::move(changed);
-  }
-  return layers;
-}
-
-// The change as the epochs table and command_json record it.
-json ChangeJson(const KnobChange& change, const std::vector<std::vector<float>>& before,
-                const std::vector<std::vector<uint32_t>>& placed) {
-  if (policies::IsVectorKnob(change.knob)) {
-    return json({{change.knob, VectorChangesJson(before, change.vectors)}});
-  }
-  if (policies::IsPlacementKnob(change.knob)) {
-    return json({{change.knob, PlacementChangesJson(placed, change.placements)}});
-  }
-  return json({{change.knob, change.value}});
+LearnerOptions LearnerOptionsOf(const ControllerOptions& o) {
+  LearnerOptions l;
+  l.learning = o.learning;
+  l.reward = o.reward;
+  l.outcome_steps = o.outcome_steps;
+  l.window_steps = o.window_steps;
+  return l;
 }
 
 class ControllerImpl final : public Controller {
@@ -150,7 +51,11 @@ class ControllerImpl final : public Controller {
   ControllerImpl(const ControllerOptions& options, Clock* clock,
                  std::unique_ptr<telemetry::ControllerLink> link,
                  std::unique_ptr<storage::Store> store)
-      : options_(options), clock_(clock), link_(std::move(link)), store_(std::move(store)) {
+      : options_(options),
+        clock_(clock),
+        link_(std::move(link)),
+        store_(std::move(store)),
+        learner_(LearnerOptionsOf(options)) {
     next_progress_ns_ = clock_->NowNanos() + options_.progress_interval_ms * kNanosPerMilli;
   }
 
@@ -186,9 +91,29 @@ class ControllerImpl final : public Controller {
           fmt::format("reload cannot change {} (restart moectld for that); nothing was changed",
                       fmt::join(fixed, ", ")));
     }
+    for (auto& [id, e] : engines_) {
+      (void)e;
+      if (options.ModeOf(id) != options_.ModeOf(id)) {
+        spdlog::info("engine {}: mode {} -> {}", id, ControlModeName(options_.ModeOf(id)),
+                     ControlModeName(options.ModeOf(id)));
+      }
+    }
+    const bool knob_changed = learner_.Reload(LearnerOptionsOf(options));
     options_ = options;
-    spdlog::info("configuration reloaded: cadence {} ms, policies {}", options_.cadence_ms,
-                 EnabledPolicies());
+    if (knob_changed) {
+      // What was learnt of the new knob before is in the database.
+      Status flushed = store_ ? store_->Flush() : Status::Ok();
+      Status restored = flushed.ok() ? learner_.Restore(options_.db_path) : flushed;
+      if (!restored.ok()) {
+        spdlog::warn("learning: cannot read back samples of {}: {}", options_.learning.knob,
+                     restored.ToString());
+      }
+    }
+    spdlog::info("configuration reloaded: cadence {} ms, policies {}, mode {}{}",
+                 options_.cadence_ms, EnabledPolicies(), ControlModeName(options_.mode),
+                 options_.engine_modes.empty()
+                     ? std::string()
+                     : fmt::format(" ({} engine overrides)", options_.engine_modes.size()));
     return Status::Ok();
   }
 
@@ -230,7 +155,10 @@ class ControllerImpl final : public Controller {
     auto it = engines_.find(id);
     if (it == engines_.end()) {
       it = engines_.emplace(id, EngineState(id, options_.window_steps)).first;
-      spdlog::info("engine {}: first message", id);
+      if (std::optional<uint64_t> through = learner_.RestoredThrough(id)) {
+        it->second.ledger().MarkLearntThrough(*through);
+      }
+      spdlog::info("engine {}: first message ({} mode)", id, ControlModeName(options_.ModeOf(id)));
     }
     return it->second;
   }
@@ -260,11 +188,6 @@ class ControllerImpl final : public Controller {
   void OnHello(const telemetry::Hello& hello, int64_t now) {
     EngineState& e = Engine(hello.engine_id);
     bool first = !e.has_hello();
-    // An engine that restarted counts its epochs from its start again.
-    auto learned = learned_epoch_.find(hello.engine_id);
-    if (learned != learned_epoch_.end() && hello.epoch < learned->second) {
-      learned_epoch_.erase(learned);
-    }
     e.OnHello(hello, now);
     store_->UpsertEngine(hello);
     if (first) {
@@ -278,18 +201,84 @@ class ControllerImpl final : public Controller {
                                .dump(),
                            0});
     }
+    // The Hello names the epoch in force: it settles an ack that timed out.
+    std::optional<PendingDecision>& pending = e.pending();
+    if (pending && pending->ack_unknown) {
+      if (hello.epoch >= pending->epoch) {
+        SettleApplied(e, std::nullopt, fmt::format("a Hello reports epoch {}", hello.epoch), now);
+      } else {
+        SettleNotApplied(e, fmt::format("a Hello reports epoch {} in force", hello.epoch), now);
+      }
+    }
   }
 
   void OnStep(const telemetry::StepRecord& record, int64_t now) {
     ++stats_.steps;
     EngineState& e = Engine(record.engine_id);
-    e.OnStep(record, now);
+    std::optional<uint64_t> ended = e.OnStep(record, now);
     metrics_.OnStep(record);
     store_->AppendStep(record);
+    // Every epoch is learnt when it ends, also one rolled back at once.
+    if (ended) learner_.MaybeLearn(e, *ended, /*ended=*/true, now, store_.get());
     std::optional<PendingDecision>& pending = e.pending();
+    if (pending && pending->ack_unknown) {
+      if (record.epoch >= pending->epoch) {
+        SettleApplied(e, record.step,
+                      fmt::format("step {} ran under epoch {}", record.step, record.epoch), now);
+      } else if (++pending->steps_since_timeout >= options_.outcome_steps) {
+        SettleNotApplied(e,
+                         fmt::format("{} steps ran under epoch {} after the timeout",
+                                     pending->steps_since_timeout, record.epoch),
+                         now);
+      }
+    }
     if (pending && pending->acked && e.StepsUnder(pending->epoch) >= options_.outcome_steps) {
       Measure(e, now);
     }
+  }
+
+  // The pending decision's ack timed out but telemetry shows the engine runs
+  // its epoch: from here on it is measured like an acked one.
+  void SettleApplied(EngineState& e, std::optional<uint64_t> at_step, const std::string& why,
+                     int64_t now) {
+    PendingDecision& pending = *e.pending();
+    pending.ack_unknown = false;
+    pending.acked = true;
+    telemetry::Ack ack;
+    ack.engine_id = e.engine_id();
+    ack.epoch = pending.epoch;
+    ack.applied = true;
+    ack.applied_at_step = at_step.value_or(0);
+    ack.error = "no ack; settled by telemetry: " + why;
+    ack.timestamp_ns = now;
+    store_->RecordAck(pending.decision_id, ack);
+    auto sent = sent_.find({e.engine_id(), pending.epoch});
+    if (sent != sent_.end()) {
+      const SentCommand& cmd = sent->second;
+      store_->RecordEpoch({e.engine_id(), pending.epoch, now,
+                           ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
+                           cmd.decision_id});
+      sent_.erase(sent);
+    }
+    spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(),
+                 pending.epoch, why);
+  }
+
+  // The pending decision's ack timed out and telemetry shows the engine did
+  // not take it: the decision is over.
+  void SettleNotApplied(EngineState& e, const std::string& why, int64_t now) {
+    PendingDecision pending = *e.pending();
+    e.pending().reset();
+    telemetry::Ack ack;
+    ack.engine_id = e.engine_id();
+    ack.epoch = pending.epoch;
+    ack.applied = false;
+    ack.error = fmt::format("no ack within {} ms; not applied: {}", options_.ack_timeout_ms, why);
+    ack.timestamp_ns = now;
+    store_->RecordAck(pending.decision_id, ack);
+    e.ledger().OnNotApplied(pending.epoch);
+    sent_.erase({e.engine_id(), pending.epoch});
+    spdlog::warn("engine {}: epoch {} was not applied ({})", e.engine_id(), pending.epoch, why);
   }
 
   void OnAck(const telemetry::Ack& ack, int64_t now) {
@@ -308,17 +297,21 @@ class ControllerImpl final : public Controller {
     if (!ack.applied) {
       ++stats_.failed_commands;
       spdlog::warn("engine {}: refused epoch {}: {}", ack.engine_id, ack.epoch, ack.error);
+      e.ledger().OnRefused(ack.epoch);
       if (is_pending) pending.reset();
       sent_.erase(sent);
       return;
     }
-    e.OnApplied(ack.epoch, cmd.change);
+    e.ledger().OnAcked(ack.epoch);
     store_->RecordEpoch({ack.engine_id, ack.epoch, now,
                          ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
                          cmd.decision_id});
     spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
                  cmd.change.knob, cmd.change.value, ack.applied_at_step);
-    if (is_pending) pending->acked = true;
+    if (is_pending) {
+      pending->acked = true;
+      pending->ack_unknown = false;
+    }
     sent_.erase(sent);
   }
 
@@ -326,17 +319,29 @@ class ControllerImpl final : public Controller {
     int64_t now = clock_->NowNanos();
     for (auto& [id, e] : engines_) {
       std::optional<PendingDecision>& pending = e.pending();
-      if (pending && !pending->acked &&
-          now - pending->sent_ns > options_.ack_timeout_ms * kNanosPerMilli) {
+      const int64_t waited = pending ? now - pending->sent_ns : 0;
+      if (pending && !pending->acked && !pending->ack_unknown &&
+          waited > options_.ack_timeout_ms * kNanosPerMilli) {
+        // Lost on the way there or back: telemetry will tell which.
         telemetry::Ack timeout;
         timeout.engine_id = id;
         timeout.epoch = pending->epoch;
         timeout.applied = false;
-        timeout.error = fmt::format("no ack within {} ms", options_.ack_timeout_ms);
+        timeout.error = fmt::format(
+            "no ack within {} ms; applied or not is unknown until "
+            "telemetry shows it",
+            options_.ack_timeout_ms);
         timeout.timestamp_ns = now;
         store_->RecordAck(pending->decision_id, timeout);
         ++stats_.failed_commands;
         spdlog::warn("engine {}: epoch {}: {}", id, pending->epoch, timeout.error);
+        pending->ack_unknown = true;
+        e.ledger().OnAckTimeout(pending->epoch);
+      } else if (pending && pending->ack_unknown &&
+                 waited > kForgetUnackedFactor * options_.ack_timeout_ms * kNanosPerMilli) {
+        // A silent engine: stop waiting; its epoch stays unknown in the ledger.
+        spdlog::warn("engine {}: epoch {}: still unknown after {} ms; the decision is dropped", id,
+                     pending->epoch, waited / kNanosPerMilli);
         pending.reset();
       } else if (pending && pending->acked &&
                  now - pending->sent_ns > kOutcomeTimeoutMs * kNanosPerMilli) {
@@ -356,10 +361,10 @@ class ControllerImpl final : public Controller {
       next_progress_ns_ = now + options_.progress_interval_ms * kNanosPerMilli;
       ControllerStats s = stats();
       spdlog::info(
-          "progress: {} engines, {} steps, {} decisions, {} commands ({} failed, {} rollbacks), "
-          "{} malformed, {} gaps, db pending {}",
-          s.engines, s.steps, s.decisions, s.commands_sent, s.failed_commands, s.rollbacks,
-          s.malformed, s.sequence_gaps, s.store_pending);
+          "progress: {} engines, {} steps, {} decisions ({} advisory), {} commands ({} failed, {} "
+          "rollbacks), {} malformed, {} gaps, db pending {}",
+          s.engines, s.steps, s.decisions, s.advisory, s.commands_sent, s.failed_commands,
+          s.rollbacks, s.malformed, s.sequence_gaps, s.store_pending);
     }
   }
 
@@ -398,42 +403,16 @@ class ControllerImpl final : public Controller {
       return policies::ProposeReplication(snapshot, options_.replication);
     }
     if (name == "learning" && options_.learning_enabled) {
-      auto state = learning_.find(snapshot.engine_id);
-      static const policies::LearningState kNothingLearnt;
       return policies::ProposeLearning(snapshot, options_.learning,
-                                       state == learning_.end() ? kNothingLearnt : state->second);
+                                       learner_.StateOf(snapshot.engine_id));
     }
     return std::nullopt;
-  }
-
-  // Teaches the learner the epoch in force once it has enough steps: the
-  // reward of its steps for the knob value in force, in the current regime.
-  // Every epoch is learnt once, whichever policy (or none) set it, and the
-  // sample is stored so a restarted controller knows it too.
-  void LearnEpoch(EngineState& e, const policies::EngineSnapshot& snapshot, int64_t now) {
-    if (snapshot.steps_in_epoch < options_.learning.min_steps) return;
-    auto learned = learned_epoch_.find(e.engine_id());
-    if (learned != learned_epoch_.end() && learned->second >= snapshot.epoch) return;
-    const policies::OutcomeFigures figures = e.Figures(snapshot.epoch, options_.window_steps);
-    storage::LearningSampleRow sample;
-    sample.engine_id = e.engine_id();
-    sample.epoch = snapshot.epoch;
-    sample.created_ns = now;
-    sample.regime = policies::RegimeOf(snapshot, options_.learning);
-    sample.knob = options_.learning.knob;
-    sample.value = policies::KnobInForce(snapshot, options_.learning);
-    sample.reward = policies::Reward(figures, options_.reward);
-    sample.steps = figures.steps;
-    policies::Learn(sample.regime, sample.value, sample.reward, options_.learning,
-                    &learning_[e.engine_id()]);
-    learned_epoch_[e.engine_id()] = snapshot.epoch;
-    store_->RecordLearningSample(sample);
   }
 
   void RunPolicies(EngineState& e, int64_t now) {
     if (!e.has_hello()) return;
     policies::EngineSnapshot snapshot = e.Snapshot(now);
-    LearnEpoch(e, snapshot, now);
+    learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
     // One change in flight per engine: its outcome is measured before the next.
     if (e.pending()) return;
     for (const std::string& name : options_.policy_order) {
@@ -473,6 +452,12 @@ class ControllerImpl final : public Controller {
     row.proposal_json = proposal_json.dump();
     row.verdict = std::string(policies::VerdictName(verdict.kind));
     row.verdict_reason = verdict.reason;
+    const Prediction prediction =
+        Predict(proposal.knob, proposal.current,
+                verdict.kind == policies::VerdictKind::kRejected ? proposal.value : verdict.value,
+                snapshot, options_.reward, options_.learning, learner_.StateOf(e.engine_id()));
+    row.predicted_gain = prediction.gain();
+    row.prediction_json = prediction.Json();
     metrics_.OnDecision(row.engine_id, row.policy, row.verdict);
     if (verdict.kind == policies::VerdictKind::kRejected) {
       row.status = "rejected";
@@ -486,6 +471,18 @@ class ControllerImpl final : public Controller {
     const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
                                                           ? e.Placements()
                                                           : std::vector<std::vector<uint32_t>>{};
+    if (options_.ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
+      // Decided and audited as if active; nothing goes to the engine.
+      ++stats_.advisory;
+      row.command_json = ChangeJson(change, in_force, placed).dump();
+      row.status = "advisory";
+      int64_t id = store_->RecordDecision(std::move(row));
+      spdlog::info(
+          "engine {}: advisory decision {}: would set {} {} -> {} ({}); predicted gain {}",
+          e.engine_id(), id, proposal.knob, proposal.current, verdict.value, proposal.reason,
+          prediction.gain() ? fmt::format("{:.4f}", *prediction.gain()) : std::string("unknown"));
+      return;
+    }
     telemetry::Command command;
     command.engine_id = e.engine_id();
     command.epoch = e.NextEpoch();
@@ -513,6 +510,7 @@ class ControllerImpl final : public Controller {
       return;
     }
     ++stats_.commands_sent;
+    e.OnSent(command.epoch, change);
     store_->RecordCommandSent(id, command.epoch, now);
     sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, placed, now};
     PendingDecision pending;
@@ -594,24 +592,8 @@ class ControllerImpl final : public Controller {
 
  public:
   // Loads what the learner took from past epochs of the configured knob (the
-  // learning_samples table), so learning survives a restart. Samples are
-  // replayed as recorded: their regimes and rewards are those of the
-  // settings in force when they were taken.
-  Status RestoreLearning(const std::string& db_path) {
-    MOE_ASSIGN_OR_RETURN(auto reader, storage::Reader::Open(db_path));
-    MOE_ASSIGN_OR_RETURN(std::vector<storage::LearningSampleRow> samples,
-                         reader->LearningSamples("", options_.learning.knob));
-    for (const storage::LearningSampleRow& r : samples) {
-      policies::Learn(r.regime, r.value, r.reward, options_.learning, &learning_[r.engine_id]);
-      uint64_t& last = learned_epoch_[r.engine_id];
-      last = std::max(last, r.epoch);
-    }
-    if (!samples.empty()) {
-      spdlog::info("learning: {} samples of {} from {}", samples.size(), options_.learning.knob,
-                   db_path);
-    }
-    return Status::Ok();
-  }
+  // learning_samples table), so learning survives a restart.
+  Status RestoreLearning(const std::string& db_path) { return learner_.Restore(db_path); }
 
  private:
   struct SentCommand {
@@ -628,14 +610,17 @@ class ControllerImpl final : public Controller {
   std::unique_ptr<storage::Store> store_;
   std::map<std::string, EngineState> engines_;
   std::map<std::pair<std::string, uint64_t>, SentCommand> sent_;
-  std::map<std::string, policies::LearningState> learning_;  // per engine
-  std::map<std::string, uint64_t> learned_epoch_;            // per engine: newest epoch learnt
+  Learner learner_;
   ControllerStats stats_;
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
 };
 
 }  // namespace
+
+std::string_view ControlModeName(ControlMode mode) {
+  return mode == ControlMode::kAdvisory ? "advisory" : "active";
+}
 
 Status Validate(const ControllerOptions& o) {
   auto bad = [](std::string_view field, std::string_view rule) {

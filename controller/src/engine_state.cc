@@ -15,7 +15,13 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   if (!record.layers.empty()) f.tokens = record.layers.front().num_tokens;
   double quality_sum = 0;
   int quality_n = 0;
+  double demand_sum = 0;
+  int demand_n = 0;
   for (const telemetry::LayerRecord& layer : record.layers) {
+    if (!layer.expert_demand.empty()) {
+      demand_sum += telemetry::MaxOverMean(layer.expert_demand);
+      ++demand_n;
+    }
     f.token_slots += layer.num_token_slots;
     f.dropped += layer.dropped;
     f.overflowed += layer.overflowed;
@@ -44,6 +50,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     f.device_max_over_mean /= static_cast<double>(record.layers.size());
   }
   if (quality_n > 0) f.quality_error = quality_sum / quality_n;
+  if (demand_n > 0) f.demand_max_over_mean = demand_sum / demand_n;
   return f;
 }
 
@@ -53,50 +60,60 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   has_hello_ = true;
   epoch_ = hello.epoch;
   if (restarted) window_.clear();
+  // The Hello holds every knob in force; what it lacks keeps the defaults.
+  policies::KnobValues knobs;
   const telemetry::KnobSet& k = hello.knobs;
-  if (k.top_k) knobs_.top_k = *k.top_k;
-  if (k.capacity_factor) knobs_.capacity_factor = *k.capacity_factor;
-  if (k.noise_std) knobs_.noise_std = *k.noise_std;
-  if (k.top_p) knobs_.top_p = *k.top_p;
-  if (k.k_min) knobs_.k_min = *k.k_min;
+  if (k.top_k) knobs.top_k = *k.top_k;
+  if (k.capacity_factor) knobs.capacity_factor = *k.capacity_factor;
+  if (k.noise_std) knobs.noise_std = *k.noise_std;
+  if (k.top_p) knobs.top_p = *k.top_p;
+  if (k.k_min) knobs.k_min = *k.k_min;
   // The bias of every layer: the engine-wide one, then per-layer differences.
-  knobs_.expert_bias.assign(hello.num_layers, k.expert_bias.value_or(std::vector<float>{}));
-  knobs_.phy2log.assign(hello.num_layers, k.phy2log.value_or(std::vector<uint32_t>{}));
+  knobs.expert_bias.assign(hello.num_layers, k.expert_bias.value_or(std::vector<float>{}));
+  knobs.phy2log.assign(hello.num_layers, k.phy2log.value_or(std::vector<uint32_t>{}));
   for (const telemetry::LayerKnobs& lk : hello.layer_knobs) {
-    if (lk.layer < knobs_.expert_bias.size() && lk.knobs.expert_bias) {
-      knobs_.expert_bias[lk.layer] = *lk.knobs.expert_bias;
+    if (lk.layer < knobs.expert_bias.size() && lk.knobs.expert_bias) {
+      knobs.expert_bias[lk.layer] = *lk.knobs.expert_bias;
     }
-    if (lk.layer < knobs_.phy2log.size() && lk.knobs.phy2log) {
-      knobs_.phy2log[lk.layer] = *lk.knobs.phy2log;
+    if (lk.layer < knobs.phy2log.size() && lk.knobs.phy2log) {
+      knobs.phy2log[lk.layer] = *lk.knobs.phy2log;
     }
   }
+  ledger_.OnHello(hello.epoch, knobs, restarted);
   last_step_ns_ = std::max(last_step_ns_, now_ns);
 }
 
-void EngineState::OnStep(const telemetry::StepRecord& record, int64_t now_ns) {
+std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record, int64_t now_ns) {
   last_step_ns_ = now_ns;
+  std::optional<uint64_t> ended;
+  if (record.epoch > epoch_ && !window_.empty()) ended = epoch_;
   epoch_ = std::max(epoch_, record.epoch);
+  ledger_.OnStep(record.epoch);
   window_.push_back(Summarise(record));
   while (window_.size() > window_steps_)
     window_.pop_front();
+  return ended;
 }
 
-void EngineState::OnApplied(uint64_t epoch, const KnobChange& change) {
-  if (change.knob == "capacity_factor") knobs_.capacity_factor = change.value;
-  if (change.knob == "top_k") knobs_.top_k = static_cast<uint32_t>(change.value);
-  if (change.knob == "noise_std") knobs_.noise_std = change.value;
-  if (change.knob == "expert_bias") knobs_.expert_bias = change.vectors;
-  if (change.knob == "phy2log") knobs_.phy2log = change.placements;
+void EngineState::OnSent(uint64_t epoch, const KnobChange& change) {
+  policies::KnobValues knobs = ledger_.KnobsOf(epoch_);
+  if (change.knob == "capacity_factor") knobs.capacity_factor = change.value;
+  if (change.knob == "top_k") knobs.top_k = static_cast<uint32_t>(change.value);
+  if (change.knob == "noise_std") knobs.noise_std = change.value;
+  if (change.knob == "expert_bias") knobs.expert_bias = change.vectors;
+  if (change.knob == "phy2log") knobs.phy2log = change.placements;
+  ledger_.OnSent(epoch, knobs);
   last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
 }
 
 double EngineState::KnobValue(const std::string& knob) const {
-  if (knob == "capacity_factor") return knobs_.capacity_factor;
-  if (knob == "top_k") return knobs_.top_k;
-  if (knob == "noise_std") return knobs_.noise_std;
+  const policies::KnobValues in_force = knobs();
+  if (knob == "capacity_factor") return in_force.capacity_factor;
+  if (knob == "top_k") return in_force.top_k;
+  if (knob == "noise_std") return in_force.noise_std;
   if (knob == "expert_bias") {
     double largest = 0;
-    for (const std::vector<float>& layer : knobs_.expert_bias) {
+    for (const std::vector<float>& layer : in_force.expert_bias) {
       for (float b : layer)
         largest = std::max(largest, std::abs(static_cast<double>(b)));
     }
@@ -111,8 +128,9 @@ std::vector<std::vector<uint32_t>> EngineState::Placements() const {
   for (uint32_t s = 0; s < num_replicas; ++s)
     fallback[s] = hello_.num_experts > 0 ? s % hello_.num_experts : 0;
   std::vector<std::vector<uint32_t>> out(hello_.num_layers, fallback);
-  for (size_t l = 0; l < out.size() && l < knobs_.phy2log.size(); ++l) {
-    if (knobs_.phy2log[l].size() == num_replicas) out[l] = knobs_.phy2log[l];
+  const policies::KnobValues in_force = knobs();
+  for (size_t l = 0; l < out.size() && l < in_force.phy2log.size(); ++l) {
+    if (in_force.phy2log[l].size() == num_replicas) out[l] = in_force.phy2log[l];
   }
   return out;
 }
@@ -121,8 +139,9 @@ std::vector<std::vector<float>> EngineState::KnobVectors(const std::string& knob
   std::vector<std::vector<float>> out;
   if (knob != "expert_bias") return out;
   out.assign(hello_.num_layers, std::vector<float>(hello_.num_experts, 0.0f));
-  for (size_t l = 0; l < out.size() && l < knobs_.expert_bias.size(); ++l) {
-    if (knobs_.expert_bias[l].size() == hello_.num_experts) out[l] = knobs_.expert_bias[l];
+  const policies::KnobValues in_force = knobs();
+  for (size_t l = 0; l < out.size() && l < in_force.expert_bias.size(); ++l) {
+    if (in_force.expert_bias[l].size() == hello_.num_experts) out[l] = in_force.expert_bias[l];
   }
   return out;
 }
@@ -134,7 +153,7 @@ uint64_t EngineState::StepsUnder(uint64_t epoch) const {
 
 policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) const {
   policies::OutcomeFigures out;
-  out.capacity_factor = knobs_.capacity_factor;
+  out.capacity_factor = ledger_.KnobsOf(epoch).capacity_factor;
   uint64_t slots = 0, dropped = 0;
   double step_us = 0, critical_path = 0, imbalance = 0, device_imbalance = 0, quality = 0;
   int quality_n = 0;
@@ -162,30 +181,35 @@ policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) 
   return out;
 }
 
-policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
+policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns) const {
   policies::EngineSnapshot s;
   s.engine_id = engine_id_;
   s.now_ns = now_ns;
   s.last_telemetry_ns = last_step_ns_;
-  s.epoch = epoch_;
+  s.epoch = epoch;
   s.num_experts = hello_.num_experts;
   s.num_replicas = hello_.num_replicas > 0 ? hello_.num_replicas : hello_.num_experts;
   s.num_devices = std::max<uint32_t>(1, hello_.num_devices);
-  s.knobs = knobs_;
-  policies::OutcomeFigures f = Figures(epoch_, window_steps_);
+  s.knobs = ledger_.KnobsOf(epoch);
+  policies::OutcomeFigures f = Figures(epoch, window_steps_);
   s.steps_in_epoch = f.steps;
   s.drop_rate = f.drop_rate;
   s.step_us = f.step_us;
   s.max_over_mean = f.max_over_mean;
   s.quality_error = f.quality_error;
   uint64_t slots = 0, overflowed = 0;
-  double tokens = 0;
+  double tokens = 0, demand_imbalance = 0;
+  uint64_t demand_steps = 0;
   std::vector<policies::LayerEstimate> layers;
   std::vector<uint32_t> counts;
   std::vector<uint32_t> quality_counts;
   for (const StepFigures& step : window_) {
-    if (step.epoch != epoch_) continue;
+    if (step.epoch != epoch) continue;
     slots += step.token_slots;
+    if (step.demand_max_over_mean) {
+      demand_imbalance += *step.demand_max_over_mean;
+      ++demand_steps;
+    }
     overflowed += step.overflowed;
     tokens += step.tokens;
     for (const policies::LayerEstimate& e : step.layers) {
@@ -231,6 +255,9 @@ policies::EngineSnapshot EngineState::Snapshot(int64_t now_ns) const {
   }
   s.overflow_rate = slots ? static_cast<double>(overflowed) / static_cast<double>(slots) : 0;
   if (f.steps > 0) s.tokens_per_step = tokens / static_cast<double>(f.steps);
+  if (demand_steps > 0) {
+    s.demand_max_over_mean = demand_imbalance / static_cast<double>(demand_steps);
+  }
   s.layers = std::move(layers);
   return s;
 }

@@ -1,5 +1,6 @@
-// EngineState: what the controller knows of one engine: identity, settings in
-// force, a window of recent steps, and the decision in flight.
+// EngineState: what the controller knows of one engine: identity, the epoch
+// ledger (settings in force per epoch), a window of recent steps, and the
+// decision in flight.
 
 #ifndef MOE_CONTROLLER_SRC_ENGINE_STATE_H_
 #define MOE_CONTROLLER_SRC_ENGINE_STATE_H_
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "epoch_ledger.h"
 #include "moe/policies/guard.h"
 #include "moe/policies/reward.h"
 #include "moe/policies/snapshot.h"
@@ -26,9 +28,12 @@ struct StepFigures {
   uint64_t dropped = 0;
   uint64_t overflowed = 0;
   double step_us = 0;
-  double tokens = 0;                // tokens entering the first layer
-  double critical_path_us = 0;      // sum over layers of timing.total_us
-  double max_over_mean = 0;         // mean over layers
+  double tokens = 0;            // tokens entering the first layer
+  double critical_path_us = 0;  // sum over layers of timing.total_us
+  double max_over_mean = 0;     // mean over layers
+  // Mean over the layers that report demand of its max over mean; absent
+  // when no layer does.
+  std::optional<double> demand_max_over_mean;
   double device_max_over_mean = 0;  // mean over layers of device_tokens' max over mean
   std::optional<double> quality_error;
   std::vector<policies::LayerEstimate> layers;
@@ -59,6 +64,11 @@ struct PendingDecision {
   bool is_rollback = false;
   policies::OutcomeFigures before;
   double reward_before = 0;
+  // The ack timed out: whether the engine applied it is unknown until a step
+  // under `epoch` (applied) or `outcome_steps` steps under older epochs after
+  // the timeout, or a Hello (not applied), settle it.
+  bool ack_unknown = false;
+  uint64_t steps_since_timeout = 0;
 };
 
 class EngineState {
@@ -66,14 +76,20 @@ class EngineState {
   EngineState(std::string engine_id, size_t window_steps)
       : engine_id_(std::move(engine_id)), window_steps_(window_steps) {}
 
-  // A (re)start of the engine: adopts its settings and epoch, clears the window.
+  // The engine's Hello (at start, on reconnect, and periodically): the
+  // settings in force under its epoch go into the ledger; an epoch below
+  // the one seen means a restart and clears the window.
   void OnHello(const telemetry::Hello& hello, int64_t now_ns);
-  void OnStep(const telemetry::StepRecord& record, int64_t now_ns);
-  // A command was applied: these are now the settings in force from `epoch`.
-  void OnApplied(uint64_t epoch, const KnobChange& change);
+  // Returns the epoch in force before the step when the step starts a newer
+  // one (the older epoch ended), else nullopt.
+  std::optional<uint64_t> OnStep(const telemetry::StepRecord& record, int64_t now_ns);
+  // A command under `epoch` carries `change` on top of the settings in force.
+  void OnSent(uint64_t epoch, const KnobChange& change);
 
   // State estimate over the steps of the epoch in force.
-  policies::EngineSnapshot Snapshot(int64_t now_ns) const;
+  policies::EngineSnapshot Snapshot(int64_t now_ns) const { return SnapshotOf(epoch_, now_ns); }
+  // State estimate over the steps of `epoch` (its settings from the ledger).
+  policies::EngineSnapshot SnapshotOf(uint64_t epoch, int64_t now_ns) const;
   // Mean figures of the (at most `max_steps` latest) steps run under `epoch`.
   policies::OutcomeFigures Figures(uint64_t epoch, size_t max_steps) const;
   uint64_t StepsUnder(uint64_t epoch) const;
@@ -97,7 +113,10 @@ class EngineState {
   const telemetry::Hello& hello() const { return hello_; }
   uint64_t epoch() const { return epoch_; }
   int64_t last_step_ns() const { return last_step_ns_; }
-  const policies::KnobValues& knobs() const { return knobs_; }
+  // The settings in force: the ledger's for the epoch in force.
+  policies::KnobValues knobs() const { return ledger_.KnobsOf(epoch_); }
+  EpochLedger& ledger() { return ledger_; }
+  const EpochLedger& ledger() const { return ledger_; }
 
   std::optional<PendingDecision>& pending() { return pending_; }
   const std::optional<PendingDecision>& pending() const { return pending_; }
@@ -112,7 +131,7 @@ class EngineState {
   uint64_t epoch_ = 0;
   uint64_t last_issued_epoch_ = 0;
   int64_t last_step_ns_ = 0;
-  policies::KnobValues knobs_;
+  EpochLedger ledger_;
   std::deque<StepFigures> window_;
   std::optional<PendingDecision> pending_;
   policies::GuardState guard_state_;

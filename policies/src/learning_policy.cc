@@ -41,18 +41,6 @@ Status ValidateEdges(const std::vector<double>& edges, const char* field) {
   return Status::Ok();
 }
 
-// The regime's table, one entry per arm (missing arms and regimes: zeros).
-std::vector<ArmStats> StatsOf(const std::string& regime, const LearningPolicyParams& params,
-                              const LearningState& state) {
-  std::vector<ArmStats> stats(params.values.size());
-  auto it = state.regimes.find(regime);
-  if (it != state.regimes.end()) {
-    for (size_t a = 0; a < stats.size() && a < it->second.size(); ++a)
-      stats[a] = it->second[a];
-  }
-  return stats;
-}
-
 // True when arm `a` is nearer to arm `current` than arm `b` is; at equal
 // distance the higher value wins.
 bool Nearer(size_t a, size_t b, size_t current, const std::vector<double>& values) {
@@ -78,7 +66,41 @@ Proposal MakeProposal(const LearningPolicyParams& params, double in_force, doubl
   return proposal;
 }
 
+// True when `value` is one of the arms.
+bool IsArm(double value, const LearningPolicyParams& params) {
+  for (double arm : params.values) {
+    if (ValueKey(arm) == ValueKey(value)) return true;
+  }
+  return false;
+}
+
+// Samples per value of one regime, e.g. "1: 2 samples".
+uint64_t SamplesAt(const LearningState& state, double value) {
+  uint64_t n = 0;
+  for (const auto& [regime, values] : state.regimes) {
+    auto it = values.find(ValueKey(value));
+    if (it != values.end()) n += it->second.samples;
+  }
+  return n;
+}
+
 }  // namespace
+
+double ValueKey(double value) {
+  return std::round(value * 1e6) / 1e6;
+}
+
+std::vector<ArmStats> ArmStatsOf(const std::string& regime, const LearningPolicyParams& params,
+                                 const LearningState& state) {
+  std::vector<ArmStats> stats(params.values.size());
+  auto it = state.regimes.find(regime);
+  if (it == state.regimes.end()) return stats;
+  for (size_t a = 0; a < stats.size(); ++a) {
+    auto at = it->second.find(ValueKey(params.values[a]));
+    if (at != it->second.end()) stats[a] = at->second;
+  }
+  return stats;
+}
 
 double ArmStats::Mean() const {
   return samples == 0 ? 0.0 : reward_sum / static_cast<double>(samples);
@@ -134,11 +156,15 @@ Status Validate(const LearningPolicyParams& p) {
   return Status::Ok();
 }
 
+double DemandImbalance(const EngineSnapshot& snapshot) {
+  return snapshot.demand_max_over_mean.value_or(snapshot.max_over_mean);
+}
+
 std::string RegimeOf(const EngineSnapshot& snapshot, const LearningPolicyParams& params) {
   return fmt::format(
-      "imbalance {} of {}, tokens {} of {}", Bucket(snapshot.max_over_mean, params.imbalance_edges),
-      params.imbalance_edges.size() + 1, Bucket(snapshot.tokens_per_step, params.tokens_edges),
-      params.tokens_edges.size() + 1);
+      "imbalance {} of {}, tokens {} of {}",
+      Bucket(DemandImbalance(snapshot), params.imbalance_edges), params.imbalance_edges.size() + 1,
+      Bucket(snapshot.tokens_per_step, params.tokens_edges), params.tokens_edges.size() + 1);
 }
 
 double KnobInForce(const EngineSnapshot& snapshot, const LearningPolicyParams& params) {
@@ -164,15 +190,37 @@ size_t NearestArm(double value, const LearningPolicyParams& params) {
 
 void Learn(const std::string& regime, double knob_value, double reward,
            const LearningPolicyParams& params, LearningState* state) {
+  (void)params;
   assert(state != nullptr);
-  assert(!params.values.empty());
   if (!std::isfinite(knob_value) || !std::isfinite(reward)) return;
-  std::vector<ArmStats>& stats = state->regimes[regime];
-  if (stats.size() != params.values.size()) stats.resize(params.values.size());
-  ArmStats& arm = stats[NearestArm(knob_value, params)];
-  ++arm.samples;
-  arm.reward_sum += reward;
+  ArmStats& at = state->regimes[regime][ValueKey(knob_value)];
+  ++at.samples;
+  at.reward_sum += reward;
   ++state->samples;
+}
+
+std::string ArmsChange(const LearningPolicyParams& before, const LearningPolicyParams& after,
+                       const LearningState& state) {
+  if (before.knob != after.knob) {
+    return fmt::format("learning: knob changed from {} to {}: statistics reset", before.knob,
+                       after.knob);
+  }
+  if (before.values == after.values) return "";
+  std::vector<std::string> arms;
+  for (double v : after.values) {
+    uint64_t n = SamplesAt(state, v);
+    arms.push_back(n == 0 ? fmt::format("{}: new", v) : fmt::format("{}: {} samples", v, n));
+  }
+  std::vector<std::string> dropped;
+  for (double v : before.values) {
+    if (IsArm(v, after)) continue;
+    dropped.push_back(fmt::format("{} ({} samples, kept)", v, SamplesAt(state, v)));
+  }
+  return fmt::format(
+      "learning: arms changed from [{}] to [{}]; statistics follow their values: {}{}",
+      fmt::join(before.values, ", "), fmt::join(after.values, ", "), fmt::join(arms, ", "),
+      dropped.empty() ? std::string()
+                      : fmt::format("; no longer arms: {}", fmt::join(dropped, ", ")));
 }
 
 std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
@@ -186,8 +234,10 @@ std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
 
   const std::vector<double>& values = params.values;
   std::string regime = RegimeOf(snapshot, params);
-  std::vector<ArmStats> stats = StatsOf(regime, params, state);
+  std::vector<ArmStats> stats = ArmStatsOf(regime, params, state);
   size_t current = NearestArm(in_force, params);
+  // Off an arm (a clamped move), moving onto the nearest arm measures an arm.
+  const bool on_arm = IsArm(in_force, params);
 
   // Explore: the unexplored arm nearest the current one.
   std::optional<size_t> unexplored;
@@ -202,7 +252,7 @@ std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
   if (unexplored) {
     size_t arm = *unexplored;
     // The current arm is being measured now; its epoch's outcome comes first.
-    if (arm == current || values[arm] == in_force) return std::nullopt;
+    if (ValueKey(values[arm]) == ValueKey(in_force)) return std::nullopt;
     return MakeProposal(
         params, in_force, values[arm],
         fmt::format("regime {}: explore {} {} ({} of {} samples; {} of {} arms "
@@ -227,9 +277,9 @@ std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
       best = a;
     }
   }
-  if (best == current || values[best] == in_force) return std::nullopt;
+  if (ValueKey(values[best]) == ValueKey(in_force)) return std::nullopt;
   double gain = score[best] - score[current];
-  if (!(gain >= params.min_gain)) return std::nullopt;
+  if (on_arm && !(gain >= params.min_gain)) return std::nullopt;
   return MakeProposal(
       params, in_force, values[best],
       fmt::format("regime {}: exploit {} {} (mean reward {:.3f} over {} samples) over {} ({}); "

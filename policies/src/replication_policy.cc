@@ -132,8 +132,12 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
   size_t num_measured = 0;
   for (size_t l = 0; l < num_layers; ++l) {
     const LayerEstimate* est = by_layer[l];
-    if (est == nullptr || est->expert_load.empty()) continue;
-    const std::vector<double>& load = est->expert_load;
+    if (est == nullptr) continue;
+    // Plan on demand: served load is what capacity let through, so a hot
+    // expert capped at its capacity looks no hotter than the rest.
+    const std::vector<double>& load =
+        est->expert_demand.empty() ? est->expert_load : est->expert_demand;
+    if (load.empty()) continue;
     double total = 0;
     for (double x : load)
       total += x;

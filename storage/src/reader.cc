@@ -23,7 +23,7 @@ constexpr int kReaderBusyTimeoutMs = 5000;
 constexpr const char* kDecisionColumns =
     "id, engine_id, created_ns, policy, layer, knob, inputs_json, proposal_json, verdict, "
     "verdict_reason, command_json, status, epoch, sent_ns, acked_ns, applied_at_step, ack_error, "
-    "outcome_json, reward_before, reward_after, measured_ns";
+    "outcome_json, reward_before, reward_after, measured_ns, predicted_gain, prediction_json";
 
 DecisionRow ReadDecision(const Statement& stmt) {
   int c = 0;
@@ -49,6 +49,8 @@ DecisionRow ReadDecision(const Statement& stmt) {
   row.reward_before = stmt.ColumnOptionalReal(c++);
   row.reward_after = stmt.ColumnOptionalReal(c++);
   row.measured_ns = stmt.ColumnOptionalInt<int64_t>(c++);
+  row.predicted_gain = stmt.ColumnOptionalReal(c++);
+  row.prediction_json = stmt.ColumnText(c++);
   return row;
 }
 

@@ -148,6 +148,10 @@ CREATE TABLE learning_samples (
 );
 CREATE INDEX learning_samples_by_engine ON learning_samples(engine_id, knob);
 )sql"},
+    {4, "decision predictions", R"sql(
+ALTER TABLE decisions ADD COLUMN predicted_gain REAL;
+ALTER TABLE decisions ADD COLUMN prediction_json TEXT NOT NULL DEFAULT '';
+)sql"},
 };
 
 static_assert(std::size(kMigrations) == kLatestSchemaVersion);

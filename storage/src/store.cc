@@ -107,9 +107,9 @@ constexpr const char* kInsertDecision = R"sql(
 INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, inputs_json,
                       proposal_json, verdict, verdict_reason, command_json, status, epoch,
                       sent_ns, acked_ns, applied_at_step, ack_error, outcome_json,
-                      reward_before, reward_after, measured_ns)
+                      reward_before, reward_after, measured_ns, predicted_gain, prediction_json)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-        ?19, ?20, ?21))sql";
+        ?19, ?20, ?21, ?22, ?23))sql";
 
 constexpr const char* kUpdateSent =
     "UPDATE decisions SET status = 'sent', epoch = ?2, sent_ns = ?3 WHERE id = ?1";
@@ -558,6 +558,8 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindOptionalReal(19, d->reward_before)
         .BindOptionalReal(20, d->reward_after)
         .BindOptionalInt(21, d->measured_ns)
+        .BindOptionalReal(22, d->predicted_gain)
+        .BindText(23, d->prediction_json)
         .Run();
   }
   if (const auto* sent = std::get_if<CommandSent>(&op.payload)) {

@@ -76,6 +76,16 @@ class ZmqEngineLink final : public EngineLink {
     hello_ = std::move(hello);
   }
 
+  Status PublishHello(Hello hello) override {
+    return Guard("PublishHello", [&]() -> Status {
+      MOE_RETURN_IF_ERROR(ClaimEngineId(hello.engine_id));
+      MOE_RETURN_IF_ERROR(PumpMonitor());
+      hello_ = hello;
+      hello.schema_version = kSchemaVersion;
+      return SendTelemetry(std::move(hello));
+    });
+  }
+
   uint64_t dropped() const override { return dropped_.load(std::memory_order_relaxed); }
   uint64_t malformed() const override { return malformed_.load(std::memory_order_relaxed); }
 

@@ -57,6 +57,34 @@ TEST_CASE("Policy order, bias, adaptive K and noise sections are read and checke
         std::string::npos);
 }
 
+TEST_CASE("mode and per-engine modes are read; a bad mode names its key", "[config][advisory]") {
+  moe::testing::TempDir dir;
+  std::string path = dir.Write("c.toml",
+                               "mode = \"advisory\"\n"
+                               "[engines.\"gpu-node-3\"]\nmode = \"active\"\n"
+                               "[engines.canary]\nmode = \"advisory\"\n");
+  auto options = LoadControllerConfig(path);
+  INFO(options.status().ToString());
+  REQUIRE(options.ok());
+  CHECK(options->mode == ControlMode::kAdvisory);
+  CHECK(options->ModeOf("gpu-node-3") == ControlMode::kActive);
+  CHECK(options->ModeOf("canary") == ControlMode::kAdvisory);
+  CHECK(options->ModeOf("anyone-else") == ControlMode::kAdvisory);
+  auto shipped = LoadControllerConfig(std::string(MOE_SOURCE_DIR) + "/configs/controller.toml");
+  REQUIRE(shipped.ok());
+  CHECK(shipped->mode == ControlMode::kActive);
+
+  dir.Write("bad.toml", "[engines.e1]\nmode = \"passive\"\n");
+  auto refused = LoadControllerConfig(dir.File("bad.toml"));
+  REQUIRE_FALSE(refused.ok());
+  INFO(refused.status().message());
+  CHECK(refused.status().message().find("engines.e1.mode") != std::string::npos);
+  dir.Write("empty.toml", "[engines.e1]\n");
+  auto missing = LoadControllerConfig(dir.File("empty.toml"));
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().message().find("engines.e1.mode") != std::string::npos);
+}
+
 TEST_CASE("Config errors name file, line, column and key", "[config]") {
   moe::testing::TempDir dir;
   std::string path = dir.Write("c.toml",

@@ -145,5 +145,17 @@ TEST_CASE("The Hello carries the knobs of layers that differ from layer 0", "[te
   CHECK(std::get<telemetry::Hello>(*decoded) == hello);
 }
 
+TEST_CASE("The Hello is re-sent periodically and at once on a new epoch", "[telemetry]") {
+  constexpr int64_t kSecond = 1'000'000'000;
+  engine_app::HelloTicker ticker(5 * kSecond, /*epoch=*/0, /*now_ns=*/0);
+  CHECK_FALSE(ticker.Due(0, 1 * kSecond));
+  CHECK_FALSE(ticker.Due(0, 5 * kSecond - 1));
+  CHECK(ticker.Due(0, 5 * kSecond));
+  CHECK_FALSE(ticker.Due(0, 6 * kSecond));
+  CHECK(ticker.Due(1, 6 * kSecond));  // the epoch changed: now
+  CHECK_FALSE(ticker.Due(1, 7 * kSecond));
+  CHECK(ticker.Due(1, 11 * kSecond));
+}
+
 }  // namespace
 }  // namespace moe::engine

@@ -407,5 +407,98 @@ TEST_CASE("SIGHUP with an invalid config keeps the running one", "[integration]"
   CHECK(log.find("configuration reloaded") != std::string::npos);
 }
 
+// Advisory mode, end to end: the daemon decides and audits with predictions
+// but the engine never gets a command (its epoch stays 0); after a reload to
+// active, commands flow and the engine's epoch moves.
+TEST_CASE("Advisory mode sends nothing and records predictions; a reload to active takes over",
+          "[integration][advisory]") {
+  DaemonRun run;
+  // Capacity only: the knob every decision here predicts a reward for.
+  const std::string policies =
+      "\n[policies.bias]\nenabled = false\n[policies.replication]\nenabled = false\n";
+  run.dir.Write("controller.toml", "mode = \"advisory\"\n" + run.base_toml + policies);
+  auto daemon = StartDaemon(run.dir, run.config, &run.notify);
+  Subprocess engine(EngineArgs(run.ep, "advisor", 800), run.dir.File("engine.log"));
+
+  // Until a few advisory decisions are stored (bounded).
+  auto read_decisions = [&] {
+    std::vector<storage::DecisionRow> rows;
+    auto reader = storage::Reader::Open(run.db);
+    if (!reader.ok()) return rows;
+    storage::DecisionQuery q;
+    q.engine_id = "advisor";
+    auto got = (*reader)->Decisions(q);
+    if (got.ok()) rows = *got;
+    return rows;
+  };
+  auto count_status = [](const std::vector<storage::DecisionRow>& rows, const std::string& s) {
+    return std::count_if(rows.begin(), rows.end(),
+                         [&](const storage::DecisionRow& d) { return d.status == s; });
+  };
+  std::vector<storage::DecisionRow> advisory_phase;
+  for (int i = 0; i < 300 && count_status(advisory_phase, "advisory") < 2; ++i) {
+    std::this_thread::sleep_for(milliseconds(100));
+    advisory_phase = read_decisions();
+  }
+  INFO("daemon log:\n" << daemon->Log());
+  REQUIRE(count_status(advisory_phase, "advisory") >= 2);
+  for (const storage::DecisionRow& d : advisory_phase) {
+    INFO(d.id << " " << d.status << " " << d.prediction_json);
+    CHECK((d.status == "advisory" || d.status == "rejected"));  // nothing sent
+    CHECK_FALSE(d.epoch.has_value());
+    CHECK(d.prediction_json.find("\"basis\":\"demand counterfactual\"") != std::string::npos);
+    CHECK(d.predicted_gain.has_value());
+    if (d.status == "advisory") CHECK(d.command_json.find("capacity_factor") != std::string::npos);
+  }
+  {
+    auto reader = storage::Reader::Open(run.db);
+    REQUIRE(reader.ok());
+    storage::HistoryQuery hq;
+    hq.engine_id = "advisor";
+    hq.limit = 100000;
+    auto history = (*reader)->History(hq);
+    REQUIRE(history.ok());
+    REQUIRE_FALSE(history->empty());
+    for (const storage::StepRow& row : *history)
+      CHECK(row.epoch == 0);  // the engine never applied anything
+  }
+  // The operator's view: what it would have done, with the predicted gain.
+  Subprocess advisory_cli(
+      {MOECTL_BIN, "decisions", "--db", run.db, "--status", "advisory", "--format", "json"},
+      run.dir.File("advisory.json"));
+  REQUIRE(advisory_cli.Wait(seconds(30)) == std::optional<int>(0));
+  const std::string advisory_json = advisory_cli.Log();
+  CHECK(advisory_json.find("\"status\": \"advisory\"") != std::string::npos);
+  CHECK(advisory_json.find("\"predicted_gain\": ") != std::string::npos);
+  CHECK(advisory_json.find("\"predicted_gain\": null") == std::string::npos);
+
+  // A reload to active takes over.
+  run.dir.Write("controller.toml", "mode = \"active\"\n" + run.base_toml + policies);
+  REQUIRE(daemon->Signal(SIGHUP));
+  REQUIRE(run.notify.WaitFor("READY=1", seconds(10)));
+  std::optional<int> engine_status = engine.Wait(seconds(120));
+  INFO("engine log:\n" << engine.Log());
+  REQUIRE(engine_status == std::optional<int>(0));
+  StopDaemon(daemon.get());
+  CHECK(daemon->Log().find("mode advisory -> active") != std::string::npos);
+
+  std::vector<storage::DecisionRow> all = read_decisions();
+  const storage::DecisionRow* acked = nullptr;
+  for (const storage::DecisionRow& d : all) {
+    if (d.acked_ns && d.ack_error.empty() && d.epoch) acked = &d;
+  }
+  REQUIRE(acked != nullptr);  // commands flowed and the engine applied one
+  CHECK(acked->prediction_json.find("\"basis\"") != std::string::npos);
+  auto reader = storage::Reader::Open(run.db);
+  REQUIRE(reader.ok());
+  storage::HistoryQuery hq;
+  hq.engine_id = "advisor";
+  hq.limit = 100000;
+  auto history = (*reader)->History(hq);
+  REQUIRE(history.ok());
+  CHECK(std::any_of(history->begin(), history->end(),
+                    [](const storage::StepRow& row) { return row.epoch > 0; }));
+}
+
 }  // namespace
 }  // namespace moe

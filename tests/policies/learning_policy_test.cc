@@ -73,35 +73,109 @@ TEST_CASE("NearestArm picks the nearest value, the lower arm on a tie", "[learni
   CHECK(NearestArm(100, p) == 4);
 }
 
-TEST_CASE("Learn accumulates per regime and arm and counts samples", "[learning]") {
-  LearningPolicyParams p;
+TEST_CASE("Learn accumulates per regime and value and counts samples", "[learning]") {
+  LearningPolicyParams p;  // {1.0, 1.25, 1.5, 2.0, 3.0}
   LearningState state;
   Learn("a", 1.5, -0.5, p, &state);
   Learn("a", 1.5, -0.25, p, &state);
-  Learn("a", 1.3, -1.0, p, &state);  // credited to 1.25
+  Learn("a", 1.3, -1.0, p, &state);  // no arm: kept as 1.3, credited to none
   Learn("b", 1.5, 2.0, p, &state);
   CHECK(state.samples == 4);
   REQUIRE(state.regimes.size() == 2);
-  const std::vector<ArmStats>& a = state.regimes.at("a");
+  const std::vector<ArmStats> a = ArmStatsOf("a", p, state);
   REQUIRE(a.size() == p.values.size());
   CHECK(a[2].samples == 2);
   CHECK(a[2].reward_sum == -0.75);
   CHECK(a[2].Mean() == -0.375);
-  CHECK(a[1].samples == 1);
-  CHECK(a[1].Mean() == -1.0);
+  CHECK(a[1].samples == 0);  // 1.3 is not 1.25
   CHECK(a[0].samples == 0);
   CHECK(a[0].Mean() == 0);
-  const std::vector<ArmStats>& b = state.regimes.at("b");
-  REQUIRE(b.size() == p.values.size());
+  CHECK(state.regimes.at("a").at(ValueKey(1.3)).samples == 1);
+  const std::vector<ArmStats> b = ArmStatsOf("b", p, state);
   CHECK(b[2].samples == 1);
   CHECK(b[2].Mean() == 2.0);
   CHECK(b[1].samples == 0);
 
+  // A value that crossed the wire as a float is its arm.
+  Learn("a", static_cast<double>(1.25f), -0.5, p, &state);
+  CHECK(ArmStatsOf("a", p, state)[1].samples == 1);
+
   // Non-finite outcomes are not recorded.
   Learn("a", 1.5, std::nan(""), p, &state);
   Learn("a", std::nan(""), -1, p, &state);
-  CHECK(state.samples == 4);
-  CHECK(state.regimes.at("a")[2].samples == 2);
+  CHECK(state.samples == 5);
+  CHECK(ArmStatsOf("a", p, state)[2].samples == 2);
+}
+
+TEST_CASE("Defect 2: a value clamped between two arms is credited to neither", "[learning]") {
+  // 2.0 -> 3.0 clamped to 2.5 used to land on 2.0 (the lower arm of a tie).
+  LearningPolicyParams p;
+  p.values = {1.0, 2.0, 3.0};
+  p.exploration = 0;
+  LearningState state;
+  const std::string regime = RegimeOf(LSnapshot(2.0), p);
+  Learn(regime, 1.0, -0.5, p, &state);
+  Learn(regime, 3.0, -0.4, p, &state);
+  Learn(regime, 2.5, 1.0, p, &state);  // the clamped epoch, excellent
+  CHECK(ArmStatsOf(regime, p, state)[1].samples == 0);
+  // 2.0 is still unexplored: explored, not exploited on 2.5's reward.
+  auto move = ProposeLearning(LSnapshot(3.0), p, state);
+  REQUIRE(move);
+  CHECK(move->value == 2.0);
+  CHECK(Contains(move->reason, "explore"));
+}
+
+TEST_CASE("Off an arm (a clamped move), the policy moves onto an arm", "[learning]") {
+  LearningPolicyParams p;
+  p.values = {1.0, 2.0, 3.0};
+  p.exploration = 0;
+  LearningState state;
+  const std::string regime = RegimeOf(LSnapshot(2.5), p);
+  Teach(regime, {-0.5, -0.1, -0.4}, 1, p, &state);
+  // At 2.5, nearest arm 2.0 (tie: the lower) is also the best: proposed,
+  // though it is the "current" arm.
+  auto move = ProposeLearning(LSnapshot(2.5), p, state);
+  REQUIRE(move);
+  CHECK(move->value == 2.0);
+  CHECK(move->current == 2.5);
+  // On the arm itself nothing more is proposed.
+  CHECK_FALSE(ProposeLearning(LSnapshot(2.0), p, state));
+}
+
+TEST_CASE("Defect 3: the regime follows demand imbalance, not the served one", "[learning]") {
+  LearningPolicyParams p;                       // imbalance edges {1.5, 3.0}
+  EngineSnapshot capped = LSnapshot(1.0, 1.2);  // served: capacity capped the hot expert
+  capped.demand_max_over_mean = 3.4;
+  EngineSnapshot roomy = LSnapshot(2.0, 3.1);  // same demand, more room: served shows it
+  roomy.demand_max_over_mean = 3.4;
+  CHECK(DemandImbalance(capped) == 3.4);
+  CHECK(RegimeOf(capped, p) == "imbalance 2 of 3, tokens 0 of 1");
+  CHECK(RegimeOf(capped, p) == RegimeOf(roomy, p));
+  // No demand reported: the served figure is all there is.
+  CHECK(RegimeOf(LSnapshot(1.0, 1.2), p) == "imbalance 0 of 3, tokens 0 of 1");
+}
+
+TEST_CASE("Defect 5: ArmsChange says which arms keep statistics and which are new", "[learning]") {
+  LearningPolicyParams before;
+  before.values = {1.0, 1.5, 2.0};
+  LearningState state;
+  Learn("r", 1.0, -1, before, &state);
+  Learn("r", 1.5, -0.5, before, &state);
+  Learn("r", 1.5, -0.4, before, &state);
+  LearningPolicyParams after = before;
+  CHECK(ArmsChange(before, after, state).empty());
+  after.values = {0.5, 1.5, 2.0};
+  const std::string line = ArmsChange(before, after, state);
+  CHECK(Contains(line, "learning: arms changed from [1, 1.5, 2] to [0.5, 1.5, 2]"));
+  CHECK(Contains(line, "0.5: new, 1.5: 2 samples, 2: new"));
+  CHECK(Contains(line, "no longer arms: 1 (1 samples, kept)"));
+  // The statistics follow the values: 1.5 keeps its two samples at index 1.
+  CHECK(ArmStatsOf("r", after, state)[1].samples == 2);
+  CHECK(ArmStatsOf("r", after, state)[0].samples == 0);
+  LearningPolicyParams other = before;
+  other.knob = "top_k";
+  other.values = {1, 2};
+  CHECK(Contains(ArmsChange(before, other, state), "knob changed from capacity_factor to top_k"));
 }
 
 TEST_CASE("Exploration walks to the nearest unexplored arm, never proposing the arm in force",
@@ -174,8 +248,11 @@ TEST_CASE("Exploitation picks the best mean once every arm is known", "[learning
     CHECK(from->value == 1.5);
   }
   CHECK_FALSE(ProposeLearning(LSnapshot(1.5), p, state));
-  // A value in force between arms counts as its nearest arm.
-  CHECK_FALSE(ProposeLearning(LSnapshot(1.55), p, state));
+  // A value in force between arms (a clamped move) moves onto the best arm,
+  // though it is the nearest one.
+  auto onto = ProposeLearning(LSnapshot(1.55), p, state);
+  REQUIRE(onto);
+  CHECK(onto->value == 1.5);
 
   // Equal best means: the one nearest the arm in force.
   LearningState tie;
@@ -428,7 +505,7 @@ TEST_CASE("A simulated loop converges to the best arm of each regime", "[learnin
   // any arm goes to it.
   for (double load : {balanced_load, skewed_load}) {
     EngineSnapshot s = LSnapshot(1.0, load);
-    const std::vector<ArmStats>& stats = state.regimes.at(RegimeOf(s, p));
+    const std::vector<ArmStats> stats = ArmStatsOf(RegimeOf(s, p), p, state);
     size_t best = NearestArm(optimum(load), p);
     for (size_t a = 0; a < stats.size(); ++a) {
       CHECK(stats[a].samples >= 1);

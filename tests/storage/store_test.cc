@@ -47,7 +47,8 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   };
   const std::string expected = "1:initial:" + std::to_string(opened_at) +
                                ",2:rollups:" + std::to_string(opened_at) +
-                               ",3:learning samples:" + std::to_string(opened_at);
+                               ",3:learning samples:" + std::to_string(opened_at) +
+                               ",4:decision predictions:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);
@@ -57,7 +58,42 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   auto reader = OpenReader(path);
   auto version = reader->SchemaVersion();
   REQUIRE(version.ok());
-  CHECK(*version == 3);
+  CHECK(*version == 4);
+}
+
+TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-trips", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  {
+    auto store = OpenStore(TestOptions(path), &clock);
+    store->RecordDecision(MakeDecision("e1", 1, "capacity"));
+    REQUIRE(store->Close().ok());
+  }
+  {
+    // What a database written before migration 4 looks like.
+    RawDb raw(path);
+    REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
+    REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
+    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version = 4") == 0);
+  }
+  auto store = OpenStore(TestOptions(path), &clock);
+  DecisionRow advisory = MakeDecision("e1", 2, "learning");
+  advisory.status = "advisory";
+  advisory.predicted_gain = 0.25;
+  advisory.prediction_json = R"({"basis":"learnt means"})";
+  store->RecordDecision(advisory);
+  REQUIRE(store->Flush().ok());
+  auto reader = OpenReader(path);
+  CHECK(*reader->SchemaVersion() == 4);
+  auto decisions = reader->Decisions(DecisionQuery{});
+  REQUIRE(decisions.ok());
+  REQUIRE(decisions->size() == 2);
+  CHECK_FALSE((*decisions)[0].predicted_gain.has_value());  // the old row: no prediction
+  CHECK((*decisions)[0].prediction_json.empty());
+  CHECK((*decisions)[1].status == "advisory");
+  CHECK((*decisions)[1].predicted_gain == std::optional<double>(0.25));
+  CHECK((*decisions)[1].prediction_json == R"({"basis":"learnt means"})");
 }
 
 TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[store]") {
@@ -73,7 +109,9 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
     // What a database written before migration 3 looks like.
     RawDb raw(path);
     REQUIRE(raw.Exec("DROP TABLE learning_samples") == 0);
-    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version = 3") == 0);
+    REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
+    REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
+    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 3") == 0);
   }
   auto store = OpenStore(TestOptions(path), &clock);
   CHECK(store->stats().last_decision_id == 1);
@@ -83,7 +121,7 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
   store->RecordLearningSample({"e1", 8, 200, "imbalance 2 of 3, tokens 0 of 1", "top_k", 2, -1, 8});
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 3);
+  CHECK(*reader->SchemaVersion() == 4);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   CHECK(decisions->size() == 1);  // nothing lost in the migration

@@ -34,6 +34,7 @@ struct ControllerStats {
   uint64_t steps = 0;          // StepRecords received
   uint64_t engines = 0;        // engines seen
   uint64_t decisions = 0;      // decisions recorded (any verdict)
+  uint64_t advisory = 0;       // decisions recorded instead of sent (advisory mode)
   uint64_t commands_sent = 0;
   uint64_t acks = 0;
   uint64_t failed_commands = 0;  // send failures, negative acks, ack timeouts

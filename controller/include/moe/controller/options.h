@@ -6,7 +6,9 @@
 #define MOE_CONTROLLER_OPTIONS_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "moe/policies/adaptive_k_policy.h"
@@ -30,6 +32,15 @@ struct MetricsOptions {
   // /healthz reports 503 when the loop has not published figures for this long.
   int64_t loop_timeout_ms = 10'000;
 };
+
+// What the controller does with a decision the guard lets through.
+enum class ControlMode {
+  kActive,    // sends it as a command, measures it, rolls it back if worse
+  kAdvisory,  // records it (status "advisory", with its predicted gain); sends nothing
+};
+
+// "active" / "advisory".
+std::string_view ControlModeName(ControlMode mode);
 
 struct ControllerOptions {
   // ZeroMQ endpoints the daemon binds (engines connect to them).
@@ -60,6 +71,18 @@ struct ControllerOptions {
   int64_t progress_interval_ms = 10'000;
 
   std::string log_level = "info";
+
+  // The mode of every engine (`mode` in controller.toml), and per-engine
+  // overrides by engine id ([engines."id"] mode = ...). Advisory engines are
+  // decided for and audited like active ones, and never sent a command; a
+  // reload to active takes over at the next cadence tick.
+  ControlMode mode = ControlMode::kActive;
+  std::map<std::string, ControlMode> engine_modes;
+  // The mode of `engine_id`: its override, else `mode`.
+  ControlMode ModeOf(const std::string& engine_id) const {
+    auto it = engine_modes.find(engine_id);
+    return it == engine_modes.end() ? mode : it->second;
+  }
 
   // Policies. Each can be switched off. At every cadence tick the enabled
   // policies are asked in `policy_order`; the first proposal the guard lets

@@ -9,7 +9,10 @@
 // takes the planned placement only when its device max-over-mean load falls
 // to at most (1 - min_gain) x the one in force; otherwise it keeps its
 // placement. The planner runs without a clock, so the result is
-// deterministic.
+// deterministic. The load planned on is the layer's expert_demand (the
+// token-slots that chose each expert, before capacity, so a hot expert capped
+// at its capacity still shows), or the served expert_load for an engine that
+// reports no demand.
 //
 // The placement in force for layer l is snapshot.knobs.phy2log[l] when present
 // and non-empty, else the default: slot s holds expert s % num_experts.

@@ -64,6 +64,9 @@ struct EngineSnapshot {
   double overflow_rate = 0;
   double step_us = 0;
   double max_over_mean = 0;
+  // Mean over steps and layers of the max-over-mean of expert_demand (before
+  // capacity, so no knob caps it); absent when the engine reports no demand.
+  std::optional<double> demand_max_over_mean;
   std::optional<double> quality_error;
   double tokens_per_step = 0;  // mean tokens entering the first layer per step
   std::vector<LayerEstimate> layers;

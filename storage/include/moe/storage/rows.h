@@ -12,8 +12,10 @@
 
 namespace moe::storage {
 
-// A decision's life: proposed -> (rejected | sent -> (acked | failed) -> measured)
-// or rolled back. `verdict` is the guard's word on the proposal.
+// A decision's life: proposed -> (rejected | advisory | sent -> (acked | failed)
+// -> measured) or rolled back. `verdict` is the guard's word on the proposal.
+// "advisory": the guard let it through but the engine's mode is advisory, so
+// nothing was sent; `command_json` holds what would have been.
 struct DecisionRow {
   int64_t id = 0;  // assigned by Store::RecordDecision
   std::string engine_id;
@@ -26,7 +28,7 @@ struct DecisionRow {
   std::string verdict;        // "accepted", "clamped", "rejected"
   std::string verdict_reason;
   std::string command_json;       // the settings sent (after the guard); empty if none
-  std::string status;             // "rejected", "sent", "acked", "failed", "measured"
+  std::string status;             // "rejected", "advisory", "sent", "acked", "failed", "measured"
   std::optional<uint64_t> epoch;  // epoch of the command, when one was sent
   std::optional<int64_t> sent_ns;
   std::optional<int64_t> acked_ns;
@@ -36,6 +38,10 @@ struct DecisionRow {
   std::optional<double> reward_before;
   std::optional<double> reward_after;
   std::optional<int64_t> measured_ns;  // when the outcome was recorded
+  // The predicted reward after minus before, when the controller could
+  // predict it (see prediction_json's "basis"); absent otherwise.
+  std::optional<double> predicted_gain;
+  std::string prediction_json;  // {"basis", "reward_before", "reward_after", ...}; empty: none
 
   friend bool operator==(const DecisionRow&, const DecisionRow&) = default;
 };

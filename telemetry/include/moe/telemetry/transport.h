@@ -103,6 +103,17 @@ class EngineLink {
   // Command, so a restarted controller learns the epoch and knobs in force).
   virtual void UpdateHello(Hello hello) {}
 
+  // Sends `hello` now on the telemetry channel (in order with the step
+  // records, stamped with the next seq) and keeps it as the Hello re-sent
+  // after a reconnect. Engines send it periodically, so a controller that
+  // missed an ack learns the epoch and knobs in force. Non-blocking; dropped
+  // and counted when the queue is full. kInvalidArgument for another engine
+  // id (an empty one is filled in).
+  virtual Status PublishHello(Hello hello) {
+    UpdateHello(std::move(hello));
+    return Status::Ok();
+  }
+
   virtual uint64_t dropped() const = 0;    // messages dropped so far (all channels)
   virtual uint64_t malformed() const = 0;  // inbound messages that failed to decode
 };

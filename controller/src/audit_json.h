@@ -1,0 +1,46 @@
+// Audit serialisation: the JSON the decisions and epochs tables record
+// (inputs, proposals, commands, outcomes), and a change written into a
+// Command. Pure functions.
+
+#ifndef MOE_CONTROLLER_SRC_AUDIT_JSON_H_
+#define MOE_CONTROLLER_SRC_AUDIT_JSON_H_
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine_state.h"
+#include "moe/policies/reward.h"
+#include "moe/policies/snapshot.h"
+#include "moe/telemetry/types.h"
+
+namespace moe::controller {
+
+// An outcome's figures: steps, drop rate, times, imbalance, capacity factor.
+nlohmann::json FiguresJson(const policies::OutcomeFigures& f);
+
+// The snapshot a decision was taken on, with its learning regime.
+nlohmann::json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime);
+
+// Writes `change` into `command`; a vector knob goes to the layers whose
+// vector differs from `in_force` ([layer][element]), a placement to the
+// layers whose placement differs from `placed`.
+void AddChange(const KnobChange& change, const std::vector<std::vector<float>>& in_force,
+               const std::vector<std::vector<uint32_t>>& placed, telemetry::Command* command);
+
+// A placement change: per changed layer, {slot: [expert before, after]}.
+nlohmann::json PlacementChangesJson(const std::vector<std::vector<uint32_t>>& before,
+                                    const std::vector<std::vector<uint32_t>>& after);
+
+// A vector change: per changed layer, {element: [before, after]}.
+nlohmann::json VectorChangesJson(const std::vector<std::vector<float>>& before,
+                                 const std::vector<std::vector<float>>& after);
+
+// The change as the epochs table and command_json record it.
+nlohmann::json ChangeJson(const KnobChange& change, const std::vector<std::vector<float>>& before,
+                          const std::vector<std::vector<uint32_t>>& placed);
+
+}  // namespace moe::controller
+
+#endif  // MOE_CONTROLLER_SRC_AUDIT_JSON_H_

@@ -1,0 +1,110 @@
+#include "epoch_ledger.h"
+
+namespace moe::controller {
+
+std::string_view EpochStatusName(EpochStatus status) {
+  switch (status) {
+    case EpochStatus::kSent:
+      return "sent";
+    case EpochStatus::kApplied:
+      return "applied";
+    case EpochStatus::kUnknown:
+      return "unknown";
+  }
+  return "?";
+}
+
+void EpochLedger::OnHello(uint64_t epoch, const policies::KnobValues& knobs, bool restarted) {
+  // Epochs restored as learnt belong to an earlier run of a restarted engine.
+  if (learnt_through_ && epoch < *learnt_through_) restarted = true;
+  if (restarted) {
+    // Its epochs from here on are new ones.
+    entries_.erase(entries_.lower_bound(epoch), entries_.end());
+    ForgetLearnt();
+  }
+  EpochEntry& entry = entries_[epoch];
+  const bool learnt = entry.learnt;
+  entry = EpochEntry{knobs, EpochStatus::kApplied, "hello", learnt};
+  Trim();
+}
+
+void EpochLedger::OnSent(uint64_t epoch, const policies::KnobValues& knobs) {
+  entries_[epoch] = EpochEntry{knobs, EpochStatus::kSent, "sent", false};
+  Trim();
+}
+
+void EpochLedger::OnAcked(uint64_t epoch) {
+  auto it = entries_.find(epoch);
+  if (it == entries_.end()) return;
+  it->second.status = EpochStatus::kApplied;
+  it->second.source = "ack";
+}
+
+void EpochLedger::OnRefused(uint64_t epoch) {
+  auto it = entries_.find(epoch);
+  if (it != entries_.end() && it->second.status != EpochStatus::kApplied) entries_.erase(it);
+}
+
+void EpochLedger::OnAckTimeout(uint64_t epoch) {
+  auto it = entries_.find(epoch);
+  if (it != entries_.end() && it->second.status == EpochStatus::kSent) {
+    it->second.status = EpochStatus::kUnknown;
+  }
+}
+
+void EpochLedger::OnNotApplied(uint64_t epoch) {
+  OnRefused(epoch);
+}
+
+bool EpochLedger::OnStep(uint64_t epoch) {
+  auto it = entries_.find(epoch);
+  if (it == entries_.end() || it->second.status == EpochStatus::kApplied) return false;
+  it->second.status = EpochStatus::kApplied;
+  it->second.source = "telemetry";
+  return true;
+}
+
+const EpochEntry* EpochLedger::Find(uint64_t epoch) const {
+  auto it = entries_.find(epoch);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+policies::KnobValues EpochLedger::KnobsOf(uint64_t epoch) const {
+  auto it = entries_.upper_bound(epoch);
+  while (it != entries_.begin()) {
+    --it;
+    if (it->second.status == EpochStatus::kApplied) return it->second.knobs;
+  }
+  return policies::KnobValues{};
+}
+
+bool EpochLedger::Known(uint64_t epoch) const {
+  const EpochEntry* entry = Find(epoch);
+  return entry != nullptr && entry->status == EpochStatus::kApplied;
+}
+
+bool EpochLedger::Learnt(uint64_t epoch) const {
+  if (learnt_through_ && epoch <= *learnt_through_) return true;
+  const EpochEntry* entry = Find(epoch);
+  return entry != nullptr && entry->learnt;
+}
+
+void EpochLedger::MarkLearnt(uint64_t epoch) {
+  auto it = entries_.find(epoch);
+  if (it != entries_.end()) it->second.learnt = true;
+}
+
+void EpochLedger::Trim() {
+  while (entries_.size() > kMaxEntries) {
+    // Keep the newest applied entry: it holds the settings in force.
+    auto newest_applied = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->second.status == EpochStatus::kApplied) newest_applied = it;
+    }
+    auto victim = entries_.begin();
+    if (victim == newest_applied) ++victim;
+    entries_.erase(victim);
+  }
+}
+
+}  // namespace moe::controller
