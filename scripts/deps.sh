@@ -7,7 +7,7 @@ MOE_DEBIAN_PACKAGES=(
   build-essential cmake ninja-build pkg-config python3
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3
   libspdlog-dev libfmt-dev catch2 libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-  libopenblas-dev libsystemd-dev systemd
+  libopenblas-dev libsystemd-dev systemd python3-matplotlib
 )
 
 moe_missing_packages() {

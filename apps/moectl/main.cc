@@ -1,9 +1,11 @@
 // moectl: the operator CLI. Queries the controller's database read-only
 // (engines, history, decisions, explain, experts) and runs the replication
-// planner offline (plan), and makes CURVE keys (keygen). `moectl --help` lists the commands.
+// planner offline (plan), makes CURVE keys (keygen), and runs the closed-loop
+// benchmark (bench closed-loop). `moectl --help` lists the commands.
 
 #include <CLI/CLI.hpp>
 
+#include "bench_command.h"
 #include "keygen_command.h"
 #include "plan_command.h"
 #include "query_commands.h"
@@ -14,6 +16,7 @@ int main(int argc, char** argv) {
   moe::cli::AddQueryCommands(app);
   moe::cli::AddPlanCommand(app);
   moe::cli::AddKeygenCommand(app);
+  moe::cli::AddBenchCommand(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }
