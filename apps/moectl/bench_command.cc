@@ -33,7 +33,7 @@ struct BenchFlags {
   std::string bin_dir;
   std::string plot;
   std::string contenders = "default,oracle,dynamic_capacity,expert_bias,periodic_eplb,moectl";
-  std::vector<double> grid = {1.0, 1.25, 1.5, 2.0, 3.0, 4.0};
+  std::vector<double> grid = {1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
   uint64_t steps = 240;
   int64_t step_interval_ms = 15;
   int64_t cadence_ms = 100;

@@ -118,11 +118,15 @@ std::optional<Proposal> ProposePeriodicEplb(const EngineSnapshot& snapshot,
     Result<Plan> plan = PlanEplb(shape, mean[l], PlanMode::kGlobal);
     if (!plan.ok()) continue;
     std::vector<uint32_t> next(plan->phy2log.begin(), plan->phy2log.end());
-    before +=
+    const double was =
         MaxOverMean(DeviceRows(mean[l], current, snapshot.num_replicas, snapshot.num_devices));
-    after += plan->max_over_mean;
+    const double will =
+        MaxOverMean(DeviceRows(mean[l], next, snapshot.num_replicas, snapshot.num_devices));
+    before += was;
+    after += std::min(was, will);
     ++planned;
-    if (next != current) {
+    // A re-plan that would not balance the devices better is not worth a move.
+    if (next != current && will < was - 1e-9) {
       changed = true;
       p.placements.back() = std::move(next);
     }

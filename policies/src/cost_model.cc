@@ -8,35 +8,81 @@
 namespace moe::policies {
 
 void AffineFitter::Add(double x, double y) {
-  if (!std::isfinite(x) || !std::isfinite(y)) return;
-  ++n_;
-  sx_ += x;
-  sy_ += y;
-  sxx_ += x * x;
-  sxy_ += x * y;
+  if (!std::isfinite(x) || !std::isfinite(y) || max_points_ == 0) return;
+  if (points_.size() < max_points_) {
+    points_.emplace_back(x, y);
+    return;
+  }
+  points_[next_] = {x, y};
+  next_ = (next_ + 1) % max_points_;
+}
+
+namespace {
+
+double Median(std::vector<double>* v) {
+  if (v->empty()) return 0;
+  const size_t mid = v->size() / 2;
+  std::nth_element(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(mid), v->end());
+  double m = (*v)[mid];
+  if (v->size() % 2 == 0) {
+    m = (m + *std::max_element(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(mid))) / 2;
+  }
+  return m;
+}
+
+}  // namespace
+
+AffineCost AffineFitter::Flat() const {
+  std::vector<double> ys;
+  ys.reserve(points_.size());
+  for (const auto& [x, y] : points_)
+    ys.push_back(y);
+  return {Median(&ys), 0.0};
 }
 
 Result<AffineCost> AffineFitter::Fit(size_t min_points) const {
-  if (n_ < std::max<size_t>(2, min_points)) {
-    return Status::FailedPrecondition(fmt::format("cost model: {} points, need at least {}", n_,
-                                                  std::max<size_t>(2, min_points)));
+  const size_t need = std::max<size_t>(2, min_points);
+  if (points_.size() < need) {
+    return Status::FailedPrecondition(
+        fmt::format("cost model: {} points, need at least {}", points_.size(), need));
   }
-  const double n = static_cast<double>(n_);
-  const double var = sxx_ - sx_ * sx_ / n;
-  if (!(var > 1e-9 * std::max(1.0, sxx_))) {
+  std::vector<std::pair<double, double>> sorted = points_;
+  std::sort(sorted.begin(), sorted.end());
+  constexpr size_t kBins = 16;
+  const size_t num_bins = std::min(kBins, sorted.size() / 2);
+  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  std::vector<double> xs, ys;
+  for (size_t b = 0; b < num_bins; ++b) {
+    const size_t lo = b * sorted.size() / num_bins, hi = (b + 1) * sorted.size() / num_bins;
+    xs.clear();
+    ys.clear();
+    for (size_t i = lo; i < hi; ++i) {
+      xs.push_back(sorted[i].first);
+      ys.push_back(sorted[i].second);
+    }
+    const double w = static_cast<double>(hi - lo);
+    const double x = Median(&xs), y = Median(&ys);
+    sw += w;
+    sx += w * x;
+    sy += w * y;
+    sxx += w * x * x;
+    sxy += w * x * y;
+  }
+  const double var = sxx - sx * sx / sw;
+  if (!(var > 1e-9 * std::max(1.0, sxx))) {
     return Status::FailedPrecondition(
         "cost model: the rows do not vary, so no slope can be fitted");
   }
   AffineCost c;
-  c.per_row_us = (sxy_ - sx_ * sy_ / n) / var;
-  c.fixed_us = (sy_ - c.per_row_us * sx_) / n;
-  if (c.per_row_us < 0) {  // flat: the mean
+  c.per_row_us = (sxy - sx * sy / sw) / var;
+  c.fixed_us = (sy - c.per_row_us * sx) / sw;
+  if (c.per_row_us < 0) {  // flat: the mean of the bin medians
     c.per_row_us = 0;
-    c.fixed_us = sy_ / n;
+    c.fixed_us = sy / sw;
   }
   if (c.fixed_us < 0) {  // through the origin
     c.fixed_us = 0;
-    c.per_row_us = sxx_ > 0 ? std::max(0.0, sxy_ / sxx_) : 0;
+    c.per_row_us = sxx > 0 ? std::max(0.0, sxy / sxx) : 0;
   }
   return c;
 }

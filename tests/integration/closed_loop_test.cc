@@ -11,8 +11,8 @@
 #include <sstream>
 #include <string>
 
-#include "subprocess.h"
-#include "temp_dir.h"
+#include "support/subprocess.h"
+#include "support/temp_dir.h"
 
 namespace {
 

@@ -45,7 +45,9 @@ Status Validate(const PeriodicEplbParams& params);
 // Policy "eplb", knob "phy2log": every layer with demand re-planned by EPLB
 // (global mode), `current_placements`/`placements` spelled out per layer;
 // `current`/`value` the mean planned device max-over-mean before and after.
-// Nothing on a single device, without demand, or when no layer changes.
+// A layer whose plan would not lower its device max-over-mean keeps its
+// placement. Nothing on a single device, without demand, or when no layer
+// changes.
 std::optional<Proposal> ProposePeriodicEplb(const EngineSnapshot& snapshot,
                                             const PeriodicEplbParams& params);
 

@@ -21,6 +21,7 @@
 #define MOE_POLICIES_COST_MODEL_H_
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "moe/common/status.h"
@@ -41,21 +42,28 @@ struct CostModel {
   bool calibrated = false;
 };
 
-// Least squares of y on x. Fit() returns kFailedPrecondition with fewer than
-// `min_points` pairs or when x does not vary; the slope is clamped at >= 0
-// (more rows never cost less) and the intercept at >= 0, refitting the other
-// coefficient when one is clamped.
+// A robust affine fit of y on x from the newest `max_points` pairs: the
+// points are sorted by x and cut into up to 16 bins of equal count; each bin
+// is summarised by its median x and median y, and the line is the least
+// squares fit of those medians (weighted by bin size). Medians make the fit
+// immune to the outliers a shared machine produces (a descheduled process
+// can make one measurement 100x too long). Fit() returns kFailedPrecondition
+// with fewer than `min_points` pairs or when x does not vary; the slope is
+// clamped at >= 0 (more rows never cost less) and the intercept at >= 0,
+// refitting the other coefficient when one is clamped.
 class AffineFitter {
  public:
+  explicit AffineFitter(size_t max_points = 4096) : max_points_(max_points) {}
   void Add(double x, double y);
-  size_t count() const { return n_; }
+  size_t count() const { return points_.size(); }
   Result<AffineCost> Fit(size_t min_points = 8) const;
-  // The mean of y as a constant cost (for x that does not vary); 0 when empty.
-  AffineCost Flat() const { return {n_ > 0 ? sy_ / static_cast<double>(n_) : 0.0, 0.0}; }
+  // The median of y as a constant cost (for x that does not vary); 0 when empty.
+  AffineCost Flat() const;
 
  private:
-  size_t n_ = 0;
-  double sx_ = 0, sy_ = 0, sxx_ = 0, sxy_ = 0;
+  size_t max_points_;
+  size_t next_ = 0;  // ring position once full
+  std::vector<std::pair<double, double>> points_;
 };
 
 // Rows each device runs in a layer, given the rows served per logical expert
