@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <toml++/toml.h>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +14,6 @@
 #include <regex>
 #include <sstream>
 #include <thread>
-#include <toml++/toml.h>
 #include <vector>
 
 #include <fmt/format.h>
