@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 
-ORDER = ['planner', 'engine', 'engine_peer', 'storage', 'gpu']
+ORDER = ['planner', 'engine', 'engine_peer', 'storage', 'gpu', 'closed_loop']
 
 
 def machine():
@@ -120,6 +120,12 @@ def main():
         with open(os.path.join(out_dir, name)) as f:
             data = json.load(f)
         lines += [f'## {name[:-5]}', '']
+        if isinstance(data, dict) and data.get('benchmark') == 'closed-loop':
+            # One table of the contenders (scripts/closed_loop_report.py).
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import closed_loop_report
+            lines += closed_loop_report.table(data)
+            continue
         rows = []
         flatten('', data.get('summary', data) if isinstance(data, dict) else data, rows)
         if isinstance(data, dict) and 'summary' in data:

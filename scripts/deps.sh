@@ -8,7 +8,7 @@ MOE_DEBIAN_PACKAGES=(
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler libsqlite3-dev sqlite3
   libspdlog-dev libfmt-dev catch2 libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libopenblas-dev libsystemd-dev systemd python3-zmq python3-protobuf python3-numpy
-  libcpp-httplib-dev prometheus
+  libcpp-httplib-dev prometheus python3-matplotlib
 )
 
 # Only for scripts/bench (large: the PyTorch peer of the engine benchmark,

@@ -1,11 +1,13 @@
 // moectl: the operator CLI. Queries the controller's database read-only
 // (engines, history, decisions, explain, experts) and runs the replication
-// planner offline (plan), and makes CURVE keys (keygen). `moectl --help` lists the commands.
+// planner offline (plan), makes CURVE keys (keygen), and runs the closed-loop
+// benchmark (bench closed-loop). `moectl --help` lists the commands.
 //
 // Exit status: 0 ok, 1 failure, 2 usage (see apps/cli/parse_args.h).
 
 #include <CLI/CLI.hpp>
 
+#include "bench_command.h"
 #include "keygen_command.h"
 #include "parse_args.h"
 #include "plan_command.h"
@@ -18,6 +20,7 @@ int main(int argc, char** argv) {
   moe::cli::AddQueryCommands(app);
   moe::cli::AddPlanCommand(app);
   moe::cli::AddKeygenCommand(app);
+  moe::cli::AddBenchCommand(app);
   if (std::optional<int> code = moe::cli::ParseArgs(app, argc, argv)) return *code;
   return moe::cli::kExitOk;
 }

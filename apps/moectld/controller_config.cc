@@ -39,13 +39,15 @@ void ReadMetrics(TableReader table, MetricsOptions* m) {
 void ReadPolicies(TableReader root, ControllerOptions* o) {
   if (root.Has("order")) {
     root.Read("order", &o->policy_order);
-    const std::vector<std::string> known = {"capacity", "bias",        "adaptive_k",
-                                            "noise",    "replication", "learning"};
+    const std::vector<std::string> known = {
+        "capacity", "bias",           "adaptive_k",       "noise", "replication",
+        "learning", "counterfactual", "dynamic_capacity", "eplb"};
     for (size_t i = 0; i < o->policy_order.size(); ++i) {
       const std::string& name = o->policy_order[i];
       if (std::find(known.begin(), known.end(), name) == known.end()) {
-        root.Fail("order",
-                  "unknown policy \"" + name + "\"; use capacity, bias, adaptive_k or noise");
+        root.Fail("order", "unknown policy \"" + name +
+                               "\"; use capacity, bias, adaptive_k, noise, replication, learning, "
+                               "counterfactual, dynamic_capacity or eplb");
       } else if (std::find(o->policy_order.begin(), o->policy_order.begin() + i, name) !=
                  o->policy_order.begin() + i) {
         root.Fail("order", "policy \"" + name + "\" is listed twice");
@@ -111,6 +113,7 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   bias.Read("deadband", &o->bias.deadband, Range<double>{0, 10});
   bias.Read("min_imbalance", &o->bias.min_imbalance, Range<double>{1, 1e6});
   bias.Read("max_bias", &o->bias.max_bias, Range<double>{0, 10});
+  bias.Read("sign_update", &o->bias.sign_update);
   o->bias.min_steps = ReadMinSteps(bias, o->bias.min_steps);
 
   TableReader adaptive_k = root.Table("adaptive_k");
@@ -137,6 +140,35 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   reward.Read("drop_weight", &o->reward.drop_weight, Range<double>{0, 1e6});
   reward.Read("quality_weight", &o->reward.quality_weight, Range<double>{0, 1e6});
   reward.Read("capacity_weight", &o->reward.capacity_weight, Range<double>{0, 1e6});
+  reward.Read("slo_weight", &o->reward.slo_weight, Range<double>{0, 1e6});
+  reward.Read("migration_weight", &o->reward.migration_weight, Range<double>{0, 1e6});
+
+  TableReader counterfactual = root.Table("counterfactual");
+  counterfactual.Read("enabled", &o->counterfactual_enabled);
+  counterfactual.Read("candidates", &o->counterfactual.candidates, Range<double>{0.01, 1e3});
+  counterfactual.Read("pessimism", &o->counterfactual.pessimism, Range<double>{0.001, 1});
+  counterfactual.Read("quality_per_drop", &o->counterfactual.quality_per_drop,
+                      Range<double>{0, 1e3});
+  counterfactual.Read("min_gain", &o->counterfactual.min_gain, Range<double>{0, 1e6});
+  o->counterfactual.min_steps = ReadMinSteps(counterfactual, o->counterfactual.min_steps);
+  int64_t lookback = static_cast<int64_t>(o->counterfactual.lookback_steps);
+  counterfactual.Read("lookback_steps", &lookback, Range<int64_t>{0, 1'000'000});
+  o->counterfactual.lookback_steps = static_cast<uint64_t>(lookback);
+
+  TableReader dynamic = root.Table("dynamic_capacity");
+  dynamic.Read("enabled", &o->dynamic_capacity_enabled);
+  int64_t dyn_lookback = static_cast<int64_t>(o->dynamic_capacity.lookback_steps);
+  dynamic.Read("lookback_steps", &dyn_lookback, Range<int64_t>{1, 1'000'000});
+  o->dynamic_capacity.lookback_steps = static_cast<uint64_t>(dyn_lookback);
+  dynamic.Read("margin", &o->dynamic_capacity.margin, Range<double>{0, 100});
+  dynamic.Read("step", &o->dynamic_capacity.step, Range<double>{0.001, 10});
+  dynamic.Read("min_change", &o->dynamic_capacity.min_change, Range<double>{0, 10});
+
+  TableReader eplb = root.Table("eplb");
+  eplb.Read("enabled", &o->eplb_enabled);
+  int64_t period = static_cast<int64_t>(o->eplb.period_steps);
+  eplb.Read("period_steps", &period, Range<int64_t>{1, 1'000'000});
+  o->eplb.period_steps = static_cast<uint64_t>(period);
 }
 
 }  // namespace

@@ -377,7 +377,10 @@ class ControllerImpl final : public Controller {
           (name == "adaptive_k" && options_.adaptive_k_enabled) ||
           (name == "noise" && options_.noise_enabled) ||
           (name == "replication" && options_.replication_enabled) ||
-          (name == "learning" && options_.learning_enabled)) {
+          (name == "learning" && options_.learning_enabled) ||
+          (name == "counterfactual" && options_.counterfactual_enabled) ||
+          (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) ||
+          (name == "eplb" && options_.eplb_enabled)) {
         on.push_back(name);
       }
     }
@@ -402,6 +405,16 @@ class ControllerImpl final : public Controller {
     if (name == "replication" && options_.replication_enabled) {
       return policies::ProposeReplication(snapshot, options_.replication);
     }
+    if (name == "counterfactual" && options_.counterfactual_enabled) {
+      return policies::ProposeCounterfactualCapacity(snapshot, options_.counterfactual,
+                                                     options_.reward);
+    }
+    if (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) {
+      return policies::ProposeDynamicCapacity(snapshot, options_.dynamic_capacity);
+    }
+    if (name == "eplb" && options_.eplb_enabled) {
+      return policies::ProposePeriodicEplb(snapshot, options_.eplb);
+    }
     if (name == "learning" && options_.learning_enabled) {
       return policies::ProposeLearning(snapshot, options_.learning,
                                        learner_.StateOf(snapshot.engine_id));
@@ -420,8 +433,28 @@ class ControllerImpl final : public Controller {
       if (!proposal) continue;
       policies::Verdict verdict =
           policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
+      JudgePlacement(*proposal, snapshot, &verdict);
       Decide(e, snapshot, *proposal, verdict, /*is_rollback=*/false, now);
       if (verdict.kind != policies::VerdictKind::kRejected) return;
+    }
+  }
+
+  // With the counterfactual policy on, a placement is judged on the window's
+  // own demand too: one that is not predicted to gain min_gain is rejected.
+  void JudgePlacement(const policies::Proposal& proposal, const policies::EngineSnapshot& snapshot,
+                      policies::Verdict* verdict) const {
+    if (!options_.counterfactual_enabled || !policies::IsPlacementKnob(proposal.knob) ||
+        verdict->kind == policies::VerdictKind::kRejected || !snapshot.cost_model.calibrated) {
+      return;
+    }
+    const double gain = policies::PlacementGain(snapshot, verdict->placements,
+                                                options_.counterfactual, options_.reward);
+    if (gain < options_.counterfactual.min_gain) {
+      verdict->kind = policies::VerdictKind::kRejected;
+      verdict->reason = fmt::format(
+          "predicted reward gain {:.5f} per step on the window's own demand is below "
+          "counterfactual.min_gain {}",
+          gain, options_.counterfactual.min_gain);
     }
   }
 
@@ -639,8 +672,9 @@ Status Validate(const ControllerOptions& o) {
   if (!o.curve_secret_key.empty() && o.allowed_engine_keys.empty()) {
     return bad("allowed_engine_keys", "CURVE is on but no engine key is allowed");
   }
-  const std::vector<std::string> known = {"capacity", "bias",        "adaptive_k",
-                                          "noise",    "replication", "learning"};
+  const std::vector<std::string> known = {
+      "capacity", "bias",           "adaptive_k",       "noise", "replication",
+      "learning", "counterfactual", "dynamic_capacity", "eplb"};
   for (size_t i = 0; i < o.policy_order.size(); ++i) {
     const std::string& name = o.policy_order[i];
     if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -658,6 +692,9 @@ Status Validate(const ControllerOptions& o) {
   MOE_RETURN_IF_ERROR(policies::Validate(o.noise));
   MOE_RETURN_IF_ERROR(policies::Validate(o.replication));
   MOE_RETURN_IF_ERROR(policies::Validate(o.learning));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.counterfactual));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.dynamic_capacity));
+  MOE_RETURN_IF_ERROR(policies::Validate(o.eplb));
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
   return Status::Ok();

@@ -34,6 +34,9 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     e.expert_load.assign(layer.expert_tokens.begin(), layer.expert_tokens.end());
     e.expert_demand.assign(layer.expert_demand.begin(), layer.expert_demand.end());
     e.layer_us = layer.timing.total_us;
+    f.layer_tokens.push_back(layer.num_tokens);
+    f.device_rows.emplace_back(layer.device_tokens.begin(), layer.device_tokens.end());
+    f.all_to_all_us.push_back(layer.timing.all_to_all_us);
     f.critical_path_us += layer.timing.total_us;
     f.device_max_over_mean +=
         layer.device_tokens.empty() ? 1.0 : telemetry::MaxOverMean(layer.device_tokens);
@@ -51,11 +54,50 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   }
   if (quality_n > 0) f.quality_error = quality_sum / quality_n;
   if (demand_n > 0) f.demand_max_over_mean = demand_sum / demand_n;
+  f.migration_us = record.placement_move_us;
   return f;
+}
+
+void EngineState::FitCostModel(const telemetry::StepRecord& record) {
+  for (const telemetry::LayerRecord& layer : record.layers) {
+    const telemetry::LayerTiming& t = layer.timing;
+    for (size_t d = 0; d < layer.device_tokens.size() && d < t.device_expert_us.size(); ++d) {
+      if (layer.device_tokens[d] > 0)
+        device_fit_.Add(layer.device_tokens[d], t.device_expert_us[d]);
+    }
+    overhead_fit_.Add(layer.num_tokens, t.router_us + t.dispatch_us + t.combine_us);
+  }
+  Result<policies::AffineCost> device = device_fit_.Fit(16);
+  if (!device.ok()) return;
+  cost_model_.device = *device;
+  // The tokens may not vary (a steady workload): then the overhead is its mean.
+  Result<policies::AffineCost> overhead = overhead_fit_.Fit(4);
+  if (overhead.ok()) {
+    cost_model_.overhead = *overhead;
+  } else {
+    cost_model_.overhead = overhead_fit_.Flat();
+  }
+  cost_model_.calibrated = true;
+}
+
+std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) const {
+  if (!cost_model_.calibrated || step.device_rows.empty()) return {0, 0};
+  const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
+  const double k = reference_top_k_ > 0 ? reference_top_k_ : knobs_.top_k;
+  double path = 0, balanced = 0;
+  for (size_t l = 0; l < step.device_rows.size(); ++l) {
+    if (step.device_rows[l].empty()) return {0, 0};
+    const double tokens = step.layer_tokens[l];
+    path += policies::LayerPathUs(cost_model_, tokens, step.device_rows[l], step.all_to_all_us[l]);
+    balanced += policies::BalancedLayerPathUs(cost_model_, tokens, tokens * k, num_devices,
+                                              step.all_to_all_us[l]);
+  }
+  return {path, balanced};
 }
 
 void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   bool restarted = has_hello_ && hello.epoch < epoch_;
+  if (!has_hello_ && hello.knobs.top_k) reference_top_k_ = *hello.knobs.top_k;
   hello_ = hello;
   has_hello_ = true;
   epoch_ = hello.epoch;
@@ -90,6 +132,7 @@ std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record,
   epoch_ = std::max(epoch_, record.epoch);
   ledger_.OnStep(record.epoch);
   window_.push_back(Summarise(record));
+  FitCostModel(record);
   while (window_.size() > window_steps_)
     window_.pop_front();
   return ended;
@@ -156,6 +199,8 @@ policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) 
   out.capacity_factor = ledger_.KnobsOf(epoch).capacity_factor;
   uint64_t slots = 0, dropped = 0;
   double step_us = 0, critical_path = 0, imbalance = 0, device_imbalance = 0, quality = 0;
+  double model_path = 0, balanced_path = 0, migration = 0;
+  bool modelled = true;
   int quality_n = 0;
   for (auto it = window_.rbegin(); it != window_.rend() && out.steps < max_steps; ++it) {
     if (it->epoch != epoch) continue;
@@ -164,6 +209,11 @@ policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) 
     dropped += it->dropped;
     step_us += it->step_us;
     critical_path += it->critical_path_us;
+    const auto [path, balanced] = ModelledPath(*it);
+    modelled = modelled && balanced > 0;
+    model_path += path;
+    balanced_path += balanced;
+    migration += it->migration_us;
     imbalance += it->max_over_mean;
     device_imbalance += it->device_max_over_mean;
     if (it->quality_error) {
@@ -175,6 +225,11 @@ policies::OutcomeFigures EngineState::Figures(uint64_t epoch, size_t max_steps) 
   out.drop_rate = slots ? static_cast<double>(dropped) / static_cast<double>(slots) : 0;
   out.step_us = step_us / static_cast<double>(out.steps);
   out.critical_path_us = critical_path / static_cast<double>(out.steps);
+  if (modelled) {
+    out.model_latency_us = model_path / static_cast<double>(out.steps);
+    out.balanced_latency_us = balanced_path / static_cast<double>(out.steps);
+  }
+  out.migration_us = migration / static_cast<double>(out.steps);
   out.max_over_mean = imbalance / static_cast<double>(out.steps);
   out.device_max_over_mean = device_imbalance / static_cast<double>(out.steps);
   if (quality_n > 0) out.quality_error = quality / quality_n;
@@ -259,6 +314,21 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
     s.demand_max_over_mean = demand_imbalance / static_cast<double>(demand_steps);
   }
   s.layers = std::move(layers);
+  s.reference_top_k = reference_top_k_ > 0 ? reference_top_k_ : knobs_.top_k;
+  s.cost_model = cost_model_;
+  s.recent.reserve(window_.size());
+  for (const StepFigures& step : window_) {
+    policies::StepDemand d;
+    d.step = step.step;
+    d.epoch = step.epoch;
+    d.tokens = step.tokens;
+    d.all_to_all_us = step.all_to_all_us;
+    for (const policies::LayerEstimate& e : step.layers) {
+      if (d.layers.size() <= e.layer) d.layers.resize(e.layer + 1);
+      d.layers[e.layer] = e.expert_demand;
+    }
+    s.recent.push_back(std::move(d));
+  }
   return s;
 }
 

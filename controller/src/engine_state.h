@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "epoch_ledger.h"
+#include "moe/policies/cost_model.h"
 #include "moe/policies/guard.h"
 #include "moe/policies/reward.h"
 #include "moe/policies/snapshot.h"
@@ -37,6 +38,12 @@ struct StepFigures {
   double device_max_over_mean = 0;  // mean over layers of device_tokens' max over mean
   std::optional<double> quality_error;
   std::vector<policies::LayerEstimate> layers;
+  // For the cost model (policies/cost_model.h), per layer: tokens, served
+  // rows per device, modelled all-to-all; and the step's placement-move time.
+  std::vector<double> layer_tokens;
+  std::vector<std::vector<double>> device_rows;
+  std::vector<double> all_to_all_us;
+  double migration_us = 0;
 };
 
 StepFigures Summarise(const telemetry::StepRecord& record);
@@ -121,6 +128,9 @@ class EngineState {
   std::optional<PendingDecision>& pending() { return pending_; }
   const std::optional<PendingDecision>& pending() const { return pending_; }
   policies::GuardState& guard_state() { return guard_state_; }
+  // The cost model fitted from every step seen (per-device rows against
+  // measured per-device expert time; per-layer tokens against the rest).
+  const policies::CostModel& cost_model() const { return cost_model_; }
   int64_t next_policy_run_ns = 0;
 
  private:
@@ -135,6 +145,13 @@ class EngineState {
   std::deque<StepFigures> window_;
   std::optional<PendingDecision> pending_;
   policies::GuardState guard_state_;
+  uint32_t reference_top_k_ = 0;
+  policies::AffineFitter device_fit_;
+  policies::AffineFitter overhead_fit_;
+  policies::CostModel cost_model_;
+  void FitCostModel(const telemetry::StepRecord& record);
+  // Modelled and balanced critical path of one step (0, 0 without a model).
+  std::pair<double, double> ModelledPath(const StepFigures& step) const;
 };
 
 }  // namespace moe::controller

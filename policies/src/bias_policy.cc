@@ -62,7 +62,11 @@ std::optional<LayerChange> UpdateLayer(const LayerEstimate& est, const BiasPolic
     if (load[e] < load[change.coldest]) change.coldest = e;
     double err = load[e] / mean - 1;
     if (!(std::fabs(err) > p.deadband)) continue;
-    double delta = -std::clamp(p.update_rate * err, -p.max_step, p.max_step);
+    // DeepSeek-V3's rule moves every bias by a fixed rate against the sign of
+    // its load error; the default is proportional to the error.
+    const double raw =
+        p.sign_update ? (err > 0 ? p.update_rate : -p.update_rate) : p.update_rate * err;
+    double delta = -std::clamp(raw, -p.max_step, p.max_step);
     double old = (*bias)[e];
     double target = std::clamp(old + delta, -p.max_bias, p.max_bias);
     // Rounding may step past a bound that is off the 1e-5 grid; the bound wins.

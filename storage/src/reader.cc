@@ -117,6 +117,7 @@ class ReaderImpl final : public Reader {
                                        const TimeWindow& window) override;
   Result<std::vector<LearningSampleRow>> LearningSamples(const std::string& engine_id,
                                                          const std::string& knob) override;
+  Result<std::vector<StepLoadRow>> StepLoads(const std::string& engine_id) override;
   Result<int> SchemaVersion() override { return internal::ReadSchemaVersion(db_.get(), path_); }
 
  private:
@@ -222,6 +223,26 @@ Result<std::vector<StepRow>> ReaderImpl::HistoryInSnapshot(const HistoryQuery& q
                    [&](const StepRow& a, const StepRow& b) { return key(a) < key(b); });
   if (query.limit > 0 && rows.size() > query.limit) {
     rows.erase(rows.begin(), rows.end() - static_cast<std::ptrdiff_t>(query.limit));
+  }
+  return rows;
+}
+
+Result<std::vector<StepLoadRow>> ReaderImpl::StepLoads(const std::string& engine_id) {
+  MOE_ASSIGN_OR_RETURN(
+      Statement stmt,
+      Prepare("SELECT step, epoch, layer, tokens FROM step_layers JOIN expert_loads ON "
+              "step_layer_id = id WHERE engine_id = ?1 ORDER BY step, layer, id"));
+  stmt.BindText(1, engine_id);
+  std::vector<StepLoadRow> rows;
+  while (true) {
+    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    StepLoadRow r;
+    r.step = stmt.ColumnU64(0);
+    r.epoch = stmt.ColumnU64(1);
+    r.layer = static_cast<uint32_t>(stmt.ColumnInt(2));
+    MOE_RETURN_IF_ERROR(internal::AddBlob(stmt.ColumnBlob(3), 4, &r.expert_tokens));
+    rows.push_back(std::move(r));
   }
   return rows;
 }

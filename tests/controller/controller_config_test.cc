@@ -13,15 +13,22 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK(options->cadence_ms == 1000);
   CHECK(options->db_path == "/var/lib/moectld/moectl.db");
   CHECK(options->capacity.target_high == 0.02);      // from policies/default.toml
-  CHECK(options->guard.capacity_factor.max == 4.0);  // from policies/default.toml
+  CHECK(options->guard.capacity_factor.max == 8.0);  // from policies/default.toml
   CHECK(options->raw_retention_s == 7 * 86400);
-  CHECK(options->policy_order == std::vector<std::string>{"capacity", "bias", "adaptive_k", "noise",
-                                                          "replication", "learning"});
+  CHECK(options->policy_order == std::vector<std::string>{"counterfactual", "replication",
+                                                          "capacity", "bias", "adaptive_k", "noise",
+                                                          "learning"});
   CHECK_FALSE(options->learning_enabled);
   CHECK(options->learning.values == std::vector<double>{1.0, 1.25, 1.5, 2.0, 3.0});
   CHECK(options->replication_enabled);
-  CHECK(options->guard.placement_cooldown_ms == 30'000);
-  CHECK(options->bias_enabled);
+  CHECK(options->guard.placement_cooldown_ms == 5'000);
+  // The counterfactual policy sets capacity; the rule and the bias are off.
+  CHECK(options->counterfactual_enabled);
+  CHECK(options->counterfactual.pessimism == 0.2);
+  CHECK_FALSE(options->capacity_enabled);
+  CHECK_FALSE(options->bias_enabled);
+  CHECK(options->reward.migration_weight == 1.0);
+  CHECK(options->reward.capacity_weight == 0.0);
   CHECK(options->guard.expert_bias.max_change == 0.02);
   CHECK(options->guard.noise_std.min_change == 0.001);
 }

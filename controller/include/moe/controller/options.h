@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "moe/policies/adaptive_k_policy.h"
+#include "moe/policies/baseline_policies.h"
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
+#include "moe/policies/counterfactual_policy.h"
 #include "moe/policies/guard.h"
 #include "moe/policies/learning_policy.h"
 #include "moe/policies/noise_policy.h"
@@ -104,6 +106,16 @@ struct ControllerOptions {
   // switched on with experience); proposes only when enabled.
   bool learning_enabled = false;
   policies::LearningPolicyParams learning;
+  // Capacity chosen by the reward it would have earnt on the window's own
+  // demand (policies/counterfactual_policy.h).
+  bool counterfactual_enabled = false;
+  policies::CounterfactualParams counterfactual;
+  // Baselines for the closed-loop benchmark (policies/baseline_policies.h):
+  // Tutel-style dynamic capacity and vLLM-style periodic EPLB.
+  bool dynamic_capacity_enabled = false;
+  policies::DynamicCapacityParams dynamic_capacity;
+  bool eplb_enabled = false;
+  policies::PeriodicEplbParams eplb;
   policies::GuardParams guard;
   policies::RewardParams reward;
   bool rollback_enabled = true;

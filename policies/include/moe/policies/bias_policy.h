@@ -37,6 +37,10 @@ struct BiasPolicyParams {
   double deadband = 0.1;
   // Act only on layers whose max_over_mean is above this; > 0.
   double min_imbalance = 1.2;
+  // DeepSeek-V3's update: every expert outside the deadband moves by exactly
+  // update_rate (capped at max_step) against the sign of its error, instead
+  // of in proportion to it.
+  bool sign_update = false;
   // Bound of |bias|; > 0.
   double max_bias = 0.1;
   // Steps the snapshot must cover before the policy acts.

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "moe/policies/cost_model.h"
 #include "moe/telemetry/types.h"
 
 namespace moe::policies {
@@ -49,6 +50,17 @@ struct KnobValues {
   std::vector<std::vector<uint32_t>> phy2log;
 };
 
+// One recent step's demand (token-slots that chose each expert, before
+// capacity), which fixes the drops and device load the step would have had
+// under any other capacity factor or placement: the input of counterfactuals.
+struct StepDemand {
+  uint64_t step = 0;
+  uint64_t epoch = 0;
+  double tokens = 0;                        // tokens entering the first layer
+  std::vector<std::vector<double>> layers;  // [layer][expert]; an empty layer = not reported
+  std::vector<double> all_to_all_us;        // [layer] the engine's modelled all-to-all
+};
+
 struct EngineSnapshot {
   std::string engine_id;
   int64_t now_ns = 0;             // when the snapshot was taken
@@ -70,6 +82,15 @@ struct EngineSnapshot {
   std::optional<double> quality_error;
   double tokens_per_step = 0;  // mean tokens entering the first layer per step
   std::vector<LayerEstimate> layers;
+  // The model's configured K (the engine's first Hello): the reference of
+  // the reward's balanced latency.
+  uint32_t reference_top_k = 0;
+  // The cost model fitted from the engine's measured per-device times
+  // (calibrated == false until enough steps were seen).
+  CostModel cost_model;
+  // The window's steps, whatever epoch they ran under, oldest first: demand
+  // does not depend on capacity or placement, so every step is evidence.
+  std::vector<StepDemand> recent;
 };
 
 // A policy's wish: set `knob` (on `layer`, or every layer when -1) to `value`.

@@ -76,6 +76,9 @@ class Reader {
   // if empty) and one knob (every knob if empty), by engine_id, oldest first.
   virtual Result<std::vector<LearningSampleRow>> LearningSamples(const std::string& engine_id,
                                                                  const std::string& knob) = 0;
+  // Every raw step's served load per expert of one engine, by step then
+  // layer (steps pruned by retention are absent).
+  virtual Result<std::vector<StepLoadRow>> StepLoads(const std::string& engine_id) = 0;
   // Highest migration number applied to the file.
   virtual Result<int> SchemaVersion() = 0;
 };

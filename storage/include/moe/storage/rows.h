@@ -136,6 +136,17 @@ struct StepRow {
   friend bool operator==(const StepRow&, const StepRow&) = default;
 };
 
+// Served token-slots per logical expert of one layer of one raw step (the
+// expert_loads table), for analyses that need every step's load.
+struct StepLoadRow {
+  uint64_t step = 0;
+  uint64_t epoch = 0;
+  uint32_t layer = 0;
+  std::vector<uint64_t> expert_tokens;  // [num_experts]
+
+  friend bool operator==(const StepLoadRow&, const StepLoadRow&) = default;
+};
+
 // Load of one expert summed over a window.
 struct ExpertLoadRow {
   uint32_t layer = 0;

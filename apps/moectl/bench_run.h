@@ -1,0 +1,52 @@
+// Closed-loop benchmark, runs: one contender = one real `moectld` and one real
+// `moe-engine` over loopback ZeroMQ, on the scenario's token stream, each run
+// with its own directory and SQLite database, which is then read back.
+
+#ifndef MOE_APPS_MOECTL_BENCH_RUN_H_
+#define MOE_APPS_MOECTL_BENCH_RUN_H_
+
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+
+#include "bench_analysis.h"
+#include "moe/common/status.h"
+
+namespace moe::cli::bench {
+
+struct BenchSetup {
+  std::string engine_bin;     // moe-engine
+  std::string moectld_bin;    // moectld
+  std::string engine_config;  // engine TOML
+  std::string model_preset;   // optional --model preset (a replay's shape)
+  std::string scenario;       // scenario TOML
+  std::string out_dir;        // one subdirectory per run
+  uint64_t steps = 240;
+  int64_t step_interval_ms = 15;  // engine pacing, so control cycles cover similar steps
+  int64_t cadence_ms = 100;       // controller policy cadence
+};
+
+// One run: the engine's starting knobs, the controller's policies file, and
+// keys of that file to override ("table.key" -> integer value).
+struct RunSpec {
+  std::string contender;
+  std::string label;
+  KnobPoint knobs;
+  std::string policies_file;
+  std::map<std::string, int64_t> overrides;
+};
+
+// The model shape and starting knobs the engine config and preset give.
+Result<ModelShape> ReadShape(const BenchSetup& setup, KnobPoint* knobs);
+
+// True when the scenario replays a routing trace (bias and noise are fixed).
+Result<bool> ScenarioReplays(const std::string& scenario);
+
+// Runs `spec` and reads its database. Progress lines go to `progress`.
+Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const ModelShape& shape,
+                             std::ostream& progress);
+
+}  // namespace moe::cli::bench
+
+#endif  // MOE_APPS_MOECTL_BENCH_RUN_H_

@@ -1,0 +1,88 @@
+// Cost model of the engine's work: how long a layer takes as a function of
+// the rows each device runs, so a step's critical path can be computed from
+// its routing alone, free of the machine's timing noise.
+//
+// One layer of one step on an expert-parallel group of D devices costs
+//
+//   overhead(tokens) + max over devices d of device(rows_d) + all_to_all_us
+//
+// where `device` is an affine fit of one device's routed-expert time
+// (grouped expert GEMMs) in the rows it runs, and `overhead` an affine fit of
+// router + dispatch + combine in the layer's tokens. The all-to-all is the
+// engine's own model (bytes over bandwidth), taken as reported. A device with
+// no rows costs nothing.
+//
+// The fits come from measurements: AffineFitter accumulates (x, y) pairs, e.g.
+// (rows on a device, that device's measured expert time) from telemetry, and
+// fits y = fixed + per_row * x by least squares. Pure values and functions;
+// an AffineFitter belongs to one thread.
+
+#ifndef MOE_POLICIES_COST_MODEL_H_
+#define MOE_POLICIES_COST_MODEL_H_
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "moe/common/status.h"
+
+namespace moe::policies {
+
+// y = fixed_us + per_row_us * x for x > 0; 0 for x <= 0.
+struct AffineCost {
+  double fixed_us = 0;
+  double per_row_us = 0;
+  double At(double x) const { return x > 0 ? fixed_us + per_row_us * x : 0.0; }
+};
+
+struct CostModel {
+  AffineCost device;    // one device's routed-expert time by its rows
+  AffineCost overhead;  // router + dispatch + combine of one layer by its tokens
+  // False until fitted: then the figures fall back to measured times.
+  bool calibrated = false;
+};
+
+// A robust affine fit of y on x from the newest `max_points` pairs: the
+// points are sorted by x and cut into up to 16 bins of equal count; each bin
+// is summarised by its median x and median y, and the line is the least
+// squares fit of those medians (weighted by bin size). Medians make the fit
+// immune to the outliers a shared machine produces (a descheduled process
+// can make one measurement 100x too long). Fit() returns kFailedPrecondition
+// with fewer than `min_points` pairs or when x does not vary; the slope is
+// clamped at >= 0 (more rows never cost less) and the intercept at >= 0,
+// refitting the other coefficient when one is clamped.
+class AffineFitter {
+ public:
+  explicit AffineFitter(size_t max_points = 4096) : max_points_(max_points) {}
+  void Add(double x, double y);
+  size_t count() const { return points_.size(); }
+  Result<AffineCost> Fit(size_t min_points = 8) const;
+  // The median of y as a constant cost (for x that does not vary); 0 when empty.
+  AffineCost Flat() const;
+
+ private:
+  size_t max_points_;
+  size_t next_ = 0;  // ring position once full
+  std::vector<std::pair<double, double>> points_;
+};
+
+// Rows each device runs in a layer, given the rows served per logical expert
+// [num_experts] and the placement `phy2log` [num_replicas] (empty: slot s holds
+// expert s % num_experts). An expert's rows are split evenly over its replicas;
+// slot s sits on device s / (num_replicas / num_devices).
+std::vector<double> DeviceRows(const std::vector<double>& expert_rows,
+                               const std::vector<uint32_t>& phy2log, uint32_t num_replicas,
+                               uint32_t num_devices);
+
+// The layer's critical path under the model.
+double LayerPathUs(const CostModel& model, double tokens, const std::vector<double>& device_rows,
+                   double all_to_all_us);
+
+// The same layer with `total_rows` spread evenly over `num_devices` devices:
+// the reference a perfectly balanced group would reach.
+double BalancedLayerPathUs(const CostModel& model, double tokens, double total_rows,
+                           uint32_t num_devices, double all_to_all_us);
+
+}  // namespace moe::policies
+
+#endif  // MOE_POLICIES_COST_MODEL_H_

@@ -1,0 +1,102 @@
+// Counterfactual capacity policy: chooses the capacity factor by the reward
+// it would have earnt on the window's own tokens, not by a before/after
+// comparison that the workload's drift confounds.
+//
+// A step's demand (token-slots that chose each expert, before capacity; the
+// engine reports it per layer) fixes what any other capacity factor would
+// have done to that step exactly (up to the rounding of capacity over
+// replicas): with capacity C = ceil(cf * tokens * top_k / num_experts) per
+// expert and the `drop` overflow policy, an expert serves min(demand, C) and
+// drops the rest; its rows split evenly over its replicas and land on their
+// devices (cost_model.h DeviceRows). The cost model turns the device rows into
+// the critical path; the reward (reward.h) weighs it against the balanced
+// reference, the drops and the quality error the drops cause (estimated as
+// quality_per_drop * drop_rate; the quality probe is not counterfactual).
+//
+// Every candidate is scored on every recent step of the window (any epoch:
+// demand does not depend on capacity or placement) and its score is a low
+// quantile of those per-step rewards (`pessimism`), so a setting is chosen
+// for the bad steps of the recent past, not the average one. The candidate
+// with the best score is proposed when it beats the value in force by
+// `min_gain`; ties go to the smaller capacity factor.
+//
+// Pure: no clock, no I/O.
+
+#ifndef MOE_POLICIES_COUNTERFACTUAL_POLICY_H_
+#define MOE_POLICIES_COUNTERFACTUAL_POLICY_H_
+
+#include <optional>
+#include <vector>
+
+#include "moe/common/status.h"
+#include "moe/policies/reward.h"
+#include "moe/policies/snapshot.h"
+
+namespace moe::policies {
+
+struct CounterfactualParams {
+  // Capacity factors to choose among (each > 0, ascending after validation).
+  std::vector<double> candidates = {1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0};
+  // Score = this quantile from below of the per-step predicted rewards:
+  // 0.5 the median, 0.1 nearly the worst step; in (0, 1].
+  double pessimism = 0.2;
+  // Predicted quality error per unit of drop rate; >= 0.
+  double quality_per_drop = 1.0;
+  // Predicted score gain over the value in force needed to move; >= 0.
+  double min_gain = 0.002;
+  // Recent steps with demand needed before the policy acts; >= 1.
+  uint64_t min_steps = 8;
+  // Only the newest this many steps of the window are scored (0: all).
+  uint64_t lookback_steps = 32;
+};
+
+Status Validate(const CounterfactualParams& params);
+
+// One recent step replayed under a capacity factor.
+struct StepPrediction {
+  double drop_rate = 0;
+  double latency_us = 0;   // cost model critical path
+  double balanced_us = 0;  // balanced reference
+  double reward = 0;
+};
+
+// What `capacity_factor` (0 = unlimited) would have done to `step` with the
+// snapshot's K, placement and cost model. Layers without demand are skipped.
+StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& step,
+                           double capacity_factor, const CounterfactualParams& params,
+                           const RewardParams& reward);
+
+struct CandidateScore {
+  double capacity_factor = 0;
+  double score = 0;        // pessimistic (quantile) reward
+  double mean_reward = 0;  // mean predicted reward
+  double drop_rate = 0;    // mean predicted drop rate
+  uint64_t steps = 0;
+};
+
+// Every candidate (and the value in force, first) scored on the recent
+// steps; empty without a calibrated cost model or with fewer than
+// `min_steps` steps with demand.
+std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
+                                          const CounterfactualParams& params,
+                                          const RewardParams& reward);
+
+// The proposal (policy "counterfactual", knob "capacity_factor", layer -1),
+// if the best candidate beats the value in force by min_gain. `reason` gives
+// both scores and predicted drop rates.
+std::optional<Proposal> ProposeCounterfactualCapacity(const EngineSnapshot& snapshot,
+                                                      const CounterfactualParams& params,
+                                                      const RewardParams& reward);
+
+// Judging a placement on the same tokens: the predicted mean reward per step
+// of `placements` ([layer][slot], as Proposal::placements) minus that of the
+// placement in force, both on the newest `lookback_steps` steps' own demand at
+// the capacity factor in force. The move's own cost is not included (the
+// caller weighs it). 0 without a calibrated cost model or demand.
+double PlacementGain(const EngineSnapshot& snapshot,
+                     const std::vector<std::vector<uint32_t>>& placements,
+                     const CounterfactualParams& params, const RewardParams& reward);
+
+}  // namespace moe::policies
+
+#endif  // MOE_POLICIES_COUNTERFACTUAL_POLICY_H_

@@ -1,0 +1,128 @@
+#include "moe/policies/cost_model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace moe::policies {
+
+void AffineFitter::Add(double x, double y) {
+  if (!std::isfinite(x) || !std::isfinite(y) || max_points_ == 0) return;
+  if (points_.size() < max_points_) {
+    points_.emplace_back(x, y);
+    return;
+  }
+  points_[next_] = {x, y};
+  next_ = (next_ + 1) % max_points_;
+}
+
+namespace {
+
+double Median(std::vector<double>* v) {
+  if (v->empty()) return 0;
+  const size_t mid = v->size() / 2;
+  std::nth_element(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(mid), v->end());
+  double m = (*v)[mid];
+  if (v->size() % 2 == 0) {
+    m = (m + *std::max_element(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(mid))) / 2;
+  }
+  return m;
+}
+
+}  // namespace
+
+AffineCost AffineFitter::Flat() const {
+  std::vector<double> ys;
+  ys.reserve(points_.size());
+  for (const auto& [x, y] : points_)
+    ys.push_back(y);
+  return {Median(&ys), 0.0};
+}
+
+Result<AffineCost> AffineFitter::Fit(size_t min_points) const {
+  const size_t need = std::max<size_t>(2, min_points);
+  if (points_.size() < need) {
+    return Status::FailedPrecondition(
+        fmt::format("cost model: {} points, need at least {}", points_.size(), need));
+  }
+  std::vector<std::pair<double, double>> sorted = points_;
+  std::sort(sorted.begin(), sorted.end());
+  constexpr size_t kBins = 16;
+  const size_t num_bins = std::min(kBins, sorted.size() / 2);
+  double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  std::vector<double> xs, ys;
+  for (size_t b = 0; b < num_bins; ++b) {
+    const size_t lo = b * sorted.size() / num_bins, hi = (b + 1) * sorted.size() / num_bins;
+    xs.clear();
+    ys.clear();
+    for (size_t i = lo; i < hi; ++i) {
+      xs.push_back(sorted[i].first);
+      ys.push_back(sorted[i].second);
+    }
+    const double w = static_cast<double>(hi - lo);
+    const double x = Median(&xs), y = Median(&ys);
+    sw += w;
+    sx += w * x;
+    sy += w * y;
+    sxx += w * x * x;
+    sxy += w * x * y;
+  }
+  const double var = sxx - sx * sx / sw;
+  if (!(var > 1e-9 * std::max(1.0, sxx))) {
+    return Status::FailedPrecondition(
+        "cost model: the rows do not vary, so no slope can be fitted");
+  }
+  AffineCost c;
+  c.per_row_us = (sxy - sx * sy / sw) / var;
+  c.fixed_us = (sy - c.per_row_us * sx) / sw;
+  if (c.per_row_us < 0) {  // flat: the mean of the bin medians
+    c.per_row_us = 0;
+    c.fixed_us = sy / sw;
+  }
+  if (c.fixed_us < 0) {  // through the origin
+    c.fixed_us = 0;
+    c.per_row_us = sxx > 0 ? std::max(0.0, sxy / sxx) : 0;
+  }
+  return c;
+}
+
+std::vector<double> DeviceRows(const std::vector<double>& expert_rows,
+                               const std::vector<uint32_t>& phy2log, uint32_t num_replicas,
+                               uint32_t num_devices) {
+  const uint32_t num_experts = static_cast<uint32_t>(expert_rows.size());
+  num_devices = std::max<uint32_t>(1, num_devices);
+  if (num_replicas == 0) num_replicas = num_experts;
+  std::vector<double> rows(num_devices, 0.0);
+  if (num_experts == 0) return rows;
+  auto expert_of = [&](uint32_t s) -> uint32_t {
+    if (phy2log.size() == num_replicas && phy2log[s] < num_experts) return phy2log[s];
+    return s % num_experts;
+  };
+  std::vector<uint32_t> replicas(num_experts, 0);
+  for (uint32_t s = 0; s < num_replicas; ++s)
+    ++replicas[expert_of(s)];
+  const uint32_t per_device = std::max<uint32_t>(1, num_replicas / num_devices);
+  for (uint32_t s = 0; s < num_replicas; ++s) {
+    const uint32_t e = expert_of(s);
+    const uint32_t d = std::min(num_devices - 1, s / per_device);
+    rows[d] += expert_rows[e] / replicas[e];
+  }
+  return rows;
+}
+
+double LayerPathUs(const CostModel& model, double tokens, const std::vector<double>& device_rows,
+                   double all_to_all_us) {
+  double slowest = 0;
+  for (double r : device_rows)
+    slowest = std::max(slowest, model.device.At(r));
+  return model.overhead.At(tokens) + slowest + all_to_all_us;
+}
+
+double BalancedLayerPathUs(const CostModel& model, double tokens, double total_rows,
+                           uint32_t num_devices, double all_to_all_us) {
+  const double per_device = total_rows / std::max<uint32_t>(1, num_devices);
+  return model.overhead.At(tokens) + model.device.At(per_device) + all_to_all_us;
+}
+
+}  // namespace moe::policies

@@ -1,0 +1,184 @@
+#include "moe/policies/counterfactual_policy.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "moe/policies/cost_model.h"
+
+namespace moe::policies {
+namespace {
+
+bool HasDemand(const StepDemand& step) {
+  for (const std::vector<double>& layer : step.layers) {
+    if (!layer.empty()) return true;
+  }
+  return false;
+}
+
+// The engine's per-expert capacity (router.h ExpertCapacity); infinity = none.
+double Capacity(double capacity_factor, double tokens, uint32_t top_k, size_t num_experts) {
+  if (capacity_factor <= 0 || num_experts == 0) return std::numeric_limits<double>::infinity();
+  const double raw = capacity_factor * tokens * top_k / static_cast<double>(num_experts);
+  return std::max(1.0, std::ceil(raw - 1e-9));
+}
+
+double LowQuantile(std::vector<double> values, double q) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const double pos = q * static_cast<double>(values.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(values.size() - 1, lo + 1);
+  const double frac = pos - static_cast<double>(lo);
+  return values[lo] * (1 - frac) + values[hi] * frac;
+}
+
+}  // namespace
+
+Status Validate(const CounterfactualParams& p) {
+  if (p.candidates.empty()) {
+    return Status::InvalidArgument("counterfactual policy: candidates must not be empty");
+  }
+  for (double c : p.candidates) {
+    if (!(c > 0)) {
+      return Status::InvalidArgument(
+          fmt::format("counterfactual policy: candidates must be > 0, got {}", c));
+    }
+  }
+  if (!(p.pessimism > 0 && p.pessimism <= 1)) {
+    return Status::InvalidArgument(
+        fmt::format("counterfactual policy: pessimism must be in (0, 1], got {}", p.pessimism));
+  }
+  if (!(p.quality_per_drop >= 0) || !(p.min_gain >= 0)) {
+    return Status::InvalidArgument(
+        "counterfactual policy: quality_per_drop and min_gain must be >= 0");
+  }
+  if (p.min_steps < 1)
+    return Status::InvalidArgument("counterfactual policy: min_steps must be >= 1");
+  return Status::Ok();
+}
+
+StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& step,
+                           double capacity_factor, const CounterfactualParams& params,
+                           const RewardParams& reward) {
+  StepPrediction out;
+  const uint32_t top_k = std::max<uint32_t>(1, snapshot.knobs.top_k);
+  const double reference_k = snapshot.reference_top_k > 0 ? snapshot.reference_top_k : top_k;
+  const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
+  double slots = 0, dropped = 0;
+  std::vector<double> served;
+  for (size_t l = 0; l < step.layers.size(); ++l) {
+    const std::vector<double>& demand = step.layers[l];
+    if (demand.empty()) continue;
+    const double cap = Capacity(capacity_factor, step.tokens, top_k, demand.size());
+    served.resize(demand.size());
+    for (size_t e = 0; e < demand.size(); ++e) {
+      served[e] = std::min(demand[e], cap);
+      slots += demand[e];
+      dropped += demand[e] - served[e];
+    }
+    static const std::vector<uint32_t> kDefault;
+    const std::vector<uint32_t>& placement =
+        l < snapshot.knobs.phy2log.size() ? snapshot.knobs.phy2log[l] : kDefault;
+    const std::vector<double> rows =
+        DeviceRows(served, placement, snapshot.num_replicas, num_devices);
+    const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
+    out.latency_us += LayerPathUs(snapshot.cost_model, step.tokens, rows, a2a);
+    out.balanced_us += BalancedLayerPathUs(snapshot.cost_model, step.tokens,
+                                           step.tokens * reference_k, num_devices, a2a);
+  }
+  out.drop_rate = slots > 0 ? dropped / slots : 0;
+  OutcomeFigures f;
+  f.steps = 1;
+  f.drop_rate = out.drop_rate;
+  f.model_latency_us = out.latency_us;
+  f.balanced_latency_us = out.balanced_us;
+  f.quality_error = params.quality_per_drop * out.drop_rate;
+  f.capacity_factor = capacity_factor;
+  out.reward = Reward(f, reward);
+  return out;
+}
+
+std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
+                                          const CounterfactualParams& params,
+                                          const RewardParams& reward) {
+  std::vector<CandidateScore> out;
+  if (!snapshot.cost_model.calibrated) return out;
+  std::vector<const StepDemand*> steps;
+  for (auto it = snapshot.recent.rbegin(); it != snapshot.recent.rend(); ++it) {
+    if (params.lookback_steps > 0 && steps.size() >= params.lookback_steps) break;
+    if (HasDemand(*it)) steps.push_back(&*it);
+  }
+  if (steps.size() < params.min_steps) return out;
+  std::vector<double> candidates = {snapshot.knobs.capacity_factor};
+  for (double c : params.candidates) {
+    if (std::abs(c - snapshot.knobs.capacity_factor) > 1e-9) candidates.push_back(c);
+  }
+  std::vector<double> rewards(steps.size());
+  for (double cf : candidates) {
+    CandidateScore score;
+    score.capacity_factor = cf;
+    score.steps = steps.size();
+    for (size_t i = 0; i < steps.size(); ++i) {
+      StepPrediction p = PredictStep(snapshot, *steps[i], cf, params, reward);
+      rewards[i] = p.reward;
+      score.mean_reward += p.reward;
+      score.drop_rate += p.drop_rate;
+    }
+    score.mean_reward /= static_cast<double>(steps.size());
+    score.drop_rate /= static_cast<double>(steps.size());
+    score.score = LowQuantile(rewards, params.pessimism);
+    out.push_back(score);
+  }
+  return out;
+}
+
+std::optional<Proposal> ProposeCounterfactualCapacity(const EngineSnapshot& snapshot,
+                                                      const CounterfactualParams& params,
+                                                      const RewardParams& reward) {
+  std::vector<CandidateScore> scores = ScoreCapacity(snapshot, params, reward);
+  if (scores.size() < 2) return std::nullopt;
+  const CandidateScore& now = scores.front();
+  const CandidateScore* best = &now;
+  for (const CandidateScore& s : scores) {
+    const bool better = s.score > best->score + 1e-12 ||
+                        (std::abs(s.score - best->score) <= 1e-12 &&
+                         s.capacity_factor < best->capacity_factor && s.capacity_factor > 0);
+    if (better) best = &s;
+  }
+  if (best == &now || best->score < now.score + params.min_gain) return std::nullopt;
+  Proposal proposal;
+  proposal.policy = "counterfactual";
+  proposal.knob = "capacity_factor";
+  proposal.current = now.capacity_factor;
+  proposal.value = best->capacity_factor;
+  proposal.reason = fmt::format(
+      "on the last {} steps' own demand: capacity_factor {} scores {:.4f} (drop {:.4f}), {} "
+      "scores {:.4f} (drop {:.4f}) at the {:.0f}th percentile",
+      now.steps, now.capacity_factor, now.score, now.drop_rate, best->capacity_factor, best->score,
+      best->drop_rate, params.pessimism * 100);
+  return proposal;
+}
+
+double PlacementGain(const EngineSnapshot& snapshot,
+                     const std::vector<std::vector<uint32_t>>& placements,
+                     const CounterfactualParams& params, const RewardParams& reward) {
+  if (!snapshot.cost_model.calibrated) return 0;
+  EngineSnapshot moved = snapshot;
+  moved.knobs.phy2log = placements;
+  double before = 0, after = 0;
+  uint64_t n = 0;
+  for (auto it = snapshot.recent.rbegin(); it != snapshot.recent.rend(); ++it) {
+    if (params.lookback_steps > 0 && n >= params.lookback_steps) break;
+    if (!HasDemand(*it)) continue;
+    const double cf = snapshot.knobs.capacity_factor;
+    before += PredictStep(snapshot, *it, cf, params, reward).reward;
+    after += PredictStep(moved, *it, cf, params, reward).reward;
+    ++n;
+  }
+  return n > 0 ? (after - before) / static_cast<double>(n) : 0;
+}
+
+}  // namespace moe::policies

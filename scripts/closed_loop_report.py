@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Markdown tables of the closed-loop benchmark's JSON documents.
+
+usage: closed_loop_report.py DIR COMMAND     (DIR holds one SCENARIO.json per scenario)
+Also importable: table(doc) returns one scenario's table lines.
+"""
+import json
+import os
+import sys
+
+COLUMNS = [('contender', 'name', '{}'), ('p50 us', 'p50_latency_us', '{:.0f}'),
+           ('p99 us', 'p99_latency_us', '{:.0f}'), ('meas. p50 us', 'p50_measured_step_us', '{:.0f}'),
+           ('tok/s', 'tokens_per_s', '{:.0f}'), ('drop', 'drop_rate', '{:.4f}'),
+           ('quality', 'quality_error', '{:.4f}'), ('migrated MB', 'bytes_migrated', '{:.2f}'),
+           ('applied', 'decisions_applied', '{}'), ('rolled back', 'rolled_back', '{}'),
+           ('reward', 'mean_reward', '{:.4f}')]
+
+
+def table(doc):
+    lines = [f'### {doc["scenario"]}' + (' (replay; fixed: ' + ', '.join(doc['fixed_knobs']) + ')'
+                                          if doc.get('replay') else ''), '',
+             '| ' + ' | '.join(c[0] for c in COLUMNS) + ' |',
+             '|' + '---|' * len(COLUMNS)]
+    for c in doc['contenders']:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            v = c[key]
+            if key == 'bytes_migrated':
+                v = v / 1e6
+            if key == 'name' and c['name'] == 'static_oracle':
+                v = f'static_oracle ({c["start"]["capacity_factor"]:g}, k{c["start"]["top_k"]}, ' \
+                    f'noise {c["start"]["noise_std"]:g})'
+            cells.append(fmt.format(v))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    v = doc.get('verdict', {})
+    if v:
+        lines += ['', f'moectl beats every single mechanism: {v.get("moectl_beats_single_mechanisms")}; '
+                      f'p99 below static default: {v.get("moectl_p99_below_static_default")}; '
+                      f'vs oracle: {v.get("moectl_vs_oracle_relative", 0):+.1%} '
+                      f'(best single mechanism: {v.get("best_single_mechanism")})']
+    lines.append('')
+    return lines
+
+
+def main():
+    out_dir, command = sys.argv[1:3]
+    docs = []
+    for name in sorted(os.listdir(out_dir)):
+        if name.endswith('.json'):
+            with open(os.path.join(out_dir, name)) as f:
+                try:
+                    doc = json.load(f)
+                except json.JSONDecodeError:
+                    continue
+            if doc.get('benchmark') == 'closed-loop':
+                docs.append(doc)
+    print('## Closed-loop benchmark\n')
+    print(f'Made by `{command}`. Latency is the critical path under the cost model fitted '
+          'in the same invocation (measured step time beside it); reward as in '
+          'docs/controller.md.\n')
+    summary = ['| scenario | moectl best of 1,3,4,5 | p99 < default | vs oracle |', '|---|---|---|---|']
+    for d in docs:
+        v = d.get('verdict', {})
+        summary.append(f'| {d["scenario"]} | {v.get("moectl_beats_single_mechanisms")} | '
+                       f'{v.get("moectl_p99_below_static_default")} | '
+                       f'{v.get("moectl_vs_oracle_relative", 0):+.1%} |')
+    print('\n'.join(summary) + '\n')
+    for d in docs:
+        print('\n'.join(table(d)))
+
+
+if __name__ == '__main__':
+    main()
