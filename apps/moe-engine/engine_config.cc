@@ -163,6 +163,32 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   ReadParallel(root.Table("parallel"), &cfg.engine.parallel);
   TableReader knobs = root.Table("knobs");
   ReadKnobs(knobs, &cfg.engine.knobs);
+  TableReader bounds = root.Table("command_bounds");
+  engine::CommandBounds& b = cfg.engine.command_bounds;
+  std::vector<double> cf_range = {b.min_capacity_factor, b.max_capacity_factor};
+  bounds.Read("capacity_factor", &cf_range, Range<double>{1e-3, 1000});
+  if (cf_range.size() != 2 || cf_range[0] > cf_range[1]) {
+    bounds.Fail("capacity_factor", "expected [min, max] with min <= max");
+  } else {
+    b.min_capacity_factor = cf_range[0];
+    b.max_capacity_factor = cf_range[1];
+  }
+  bounds.Read("unlimited_capacity", &b.allow_unlimited_capacity);
+  std::vector<int64_t> k_range = {b.min_top_k, b.max_top_k};
+  bounds.Read("top_k", &k_range, Range<int64_t>{0, 4096});
+  if (k_range.size() != 2 || k_range[0] < 1 || (k_range[1] != 0 && k_range[0] > k_range[1])) {
+    bounds.Fail("top_k", "expected [min, max] with 1 <= min <= max (max 0: the model's experts)");
+  } else {
+    b.min_top_k = static_cast<uint32_t>(k_range[0]);
+    b.max_top_k = static_cast<uint32_t>(k_range[1]);
+  }
+  bounds.Read("noise_std_max", &b.max_noise_std, Range<double>{0, 100});
+  double bias_max = b.max_abs_expert_bias;
+  bounds.Read("expert_bias_max", &bias_max, Range<double>{0, 1e6});
+  b.max_abs_expert_bias = static_cast<float>(bias_max);
+  int64_t epoch_step = static_cast<int64_t>(b.max_epoch_step);
+  bounds.Read("max_epoch_step", &epoch_step, Range<int64_t>{1, int64_t{1} << 40});
+  b.max_epoch_step = static_cast<uint64_t>(epoch_step);
   TableReader probe = root.Table("probe");
   probe.Read("tokens", &cfg.engine.quality_probe_tokens, Range<int64_t>{0, 1024});
   probe.Read("every", &cfg.engine.quality_probe_every, Range<int64_t>{1, 1000000});

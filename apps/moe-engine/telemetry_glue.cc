@@ -60,6 +60,15 @@ engine::KnobPatch ToKnobPatch(const telemetry::KnobSet& s) {
   return p;
 }
 
+engine::KnobUpdate ToKnobUpdate(const telemetry::Command& command) {
+  engine::KnobUpdate update;
+  update.epoch = command.epoch;
+  update.all_layers = ToKnobPatch(command.knobs);
+  for (const telemetry::LayerKnobs& lk : command.layer_knobs)
+    update.layers.emplace_back(lk.layer, ToKnobPatch(lk.knobs));
+  return update;
+}
+
 telemetry::Hello MakeHello(const engine::Engine& engine, const AppOptions& app, int64_t now_ns) {
   const engine::Options& o = engine.options();
   telemetry::Hello hello;
@@ -146,12 +155,7 @@ void CommandHandler::Poll(telemetry::EngineLink* link, int64_t now_ns) {
     return;
   }
   for (const telemetry::Command& cmd : *received) {
-    engine::KnobUpdate update;
-    update.epoch = cmd.epoch;
-    update.all_layers = ToKnobPatch(cmd.knobs);
-    for (const telemetry::LayerKnobs& lk : cmd.layer_knobs) {
-      update.layers.emplace_back(lk.layer, ToKnobPatch(lk.knobs));
-    }
+    const engine::KnobUpdate update = ToKnobUpdate(cmd);
     Status st = cmd.engine_id.empty() || cmd.engine_id == engine_id_
                     ? Status::Ok()
                     : Status::InvalidArgument("command for engine '" + cmd.engine_id + "'");

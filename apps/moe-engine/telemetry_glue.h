@@ -19,6 +19,8 @@ namespace moe::engine_app {
 
 telemetry::KnobSet ToKnobSet(const engine::Knobs& knobs);
 engine::KnobPatch ToKnobPatch(const telemetry::KnobSet& set);
+// A received command as the engine's update; Engine::Submit validates it.
+engine::KnobUpdate ToKnobUpdate(const telemetry::Command& command);
 
 telemetry::Hello MakeHello(const engine::Engine& engine, const AppOptions& app, int64_t now_ns);
 telemetry::StepRecord MakeStepRecord(const engine::StepStats& stats, const std::string& engine_id,

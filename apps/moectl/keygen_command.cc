@@ -19,7 +19,8 @@ void AddKeygenCommand(CLI::App& app) {
     }
     std::printf(
         "# A CURVE key pair. Keep secret_key on this host only; give public_key to the peer\n"
-        "# (the controller's allowed_engine_keys, or an engine's controller_public_key).\n"
+        "# (an engine's: the controller's [transport.curve.engines] as ID = \"KEY\";\n"
+        "# the controller's: each engine's controller_public_key).\n"
         "public_key = \"%s\"\nsecret_key = \"%s\"\n",
         keys->public_key.c_str(), keys->secret_key.c_str());
   });

@@ -228,10 +228,23 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   TableReader transport = root.Table("transport");
   transport.Read("telemetry", &o.telemetry_endpoint);
   transport.Read("commands", &o.command_endpoint);
+  transport.Read("insecure", &o.insecure);
   TableReader curve = transport.Table("curve");
   curve.Read("public_key", &o.curve_public_key);
   curve.Read("secret_key", &o.curve_secret_key);
-  curve.Read("allowed_engine_keys", &o.allowed_engine_keys);
+  if (curve.Has("allowed_engine_keys")) {
+    std::vector<std::string> old_list;
+    curve.Read("allowed_engine_keys", &old_list);
+    curve.Fail("allowed_engine_keys",
+               "replaced by [transport.curve.engines]: list each engine as ID = \"PUBLIC_KEY\", "
+               "so that a key speaks only for its own engines");
+  }
+  TableReader engines = curve.Table("engines");
+  for (const std::string& id : engines.Keys()) {
+    std::string key;
+    engines.Read(id, &key);
+    o.engine_keys[id] = key;
+  }
   if (curve.Has("secret_key") != curve.Has("public_key")) {
     curve.Fail("secret_key", "CURVE needs both public_key and secret_key");
   }
@@ -256,10 +269,13 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
     if (policies_path.is_relative()) {
       policies_path = std::filesystem::path(path).parent_path() / policies_path;
     }
-    MOE_ASSIGN_OR_RETURN(config::TomlDocument policies_doc,
-                         config::TomlDocument::Load(policies_path.string()));
-    ReadPolicies(policies_doc.Root(), &o);
-    MOE_RETURN_IF_ERROR(policies_doc.Finish());
+    // Errors inside the policies file name that file; the prefix says which
+    // file sent the daemon there.
+    const std::string via = path + ": policies_file \"" + policies_file + "\"";
+    Result<config::TomlDocument> policies_doc = config::TomlDocument::Load(policies_path.string());
+    if (!policies_doc.ok()) return policies_doc.status().WithContext(via);
+    ReadPolicies(policies_doc->Root(), &o);
+    MOE_RETURN_IF_ERROR(policies_doc->Finish().WithContext(via));
   }
   Status valid = Validate(o);
   if (!valid.ok()) return Status::InvalidArgument(path + ": " + valid.message());

@@ -83,7 +83,7 @@ class ControllerImpl final : public Controller {
     if (options.command_endpoint != options_.command_endpoint) fixed.push_back("command_endpoint");
     if (options.db_path != options_.db_path) fixed.push_back("db_path");
     if (options.curve_secret_key != options_.curve_secret_key ||
-        options.allowed_engine_keys != options_.allowed_engine_keys) {
+        options.engine_keys != options_.engine_keys || options.insecure != options_.insecure) {
       fixed.push_back("curve keys");
     }
     if (!fixed.empty()) {
@@ -669,8 +669,8 @@ Status Validate(const ControllerOptions& o) {
   if (o.ack_timeout_ms <= 0) return bad("ack_timeout_ms", "must be > 0");
   if (o.outcome_steps == 0) return bad("outcome_steps", "must be > 0");
   if (o.window_steps < o.outcome_steps) return bad("window_steps", "must be >= outcome_steps");
-  if (!o.curve_secret_key.empty() && o.allowed_engine_keys.empty()) {
-    return bad("allowed_engine_keys", "CURVE is on but no engine key is allowed");
+  if (!o.curve_secret_key.empty() && o.engine_keys.empty()) {
+    return bad("engines", "CURVE is on but no engine key is allowed");
   }
   const std::vector<std::string> known = {
       "capacity", "bias",           "adaptive_k",       "noise", "replication",
@@ -708,8 +708,9 @@ Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& 
   link_options.command_endpoint = options.command_endpoint;
   if (!options.curve_secret_key.empty()) {
     link_options.curve = telemetry::CurveKeys{options.curve_public_key, options.curve_secret_key};
-    link_options.allowed_engine_keys = options.allowed_engine_keys;
+    link_options.engine_keys = options.engine_keys;
   }
+  link_options.insecure = options.insecure;
   storage::StoreOptions store_options;
   store_options.path = options.db_path;
   store_options.batch_rows = static_cast<size_t>(options.db_batch_rows);

@@ -74,6 +74,11 @@ Result<uint64_t> EngineImpl::Submit(const KnobUpdate& update) {
     return Status::FailedPrecondition("stale epoch " + std::to_string(update.epoch) +
                                       " (newest is " + std::to_string(newest_epoch_) + ")");
   }
+  if (update.epoch - newest_epoch_ > options_.command_bounds.max_epoch_step) {
+    return Status::OutOfRange("epoch " + std::to_string(update.epoch) + " jumps more than " +
+                              std::to_string(options_.command_bounds.max_epoch_step) +
+                              " past the newest, " + std::to_string(newest_epoch_));
+  }
   std::vector<Knobs> staged = pending_.empty() ? knobs_ : staged_;
   for (Knobs& k : staged)
     update.all_layers.ApplyTo(&k);
@@ -90,6 +95,13 @@ Result<uint64_t> EngineImpl::Submit(const KnobUpdate& update) {
       st = CheckDeviceRoutingCovered(staged[l]);
     }
     if (!st.ok()) return st.WithContext("layer " + std::to_string(l));
+  }
+  // What cannot run is refused above as invalid; what could run but lies
+  // outside the operator's bounds is refused here.
+  MOE_RETURN_IF_ERROR(CheckCommandBounds(update.all_layers, options_));
+  for (const auto& [layer, patch] : update.layers) {
+    MOE_RETURN_IF_ERROR(
+        CheckCommandBounds(patch, options_).WithContext("layer " + std::to_string(layer)));
   }
   staged_ = std::move(staged);
   pending_.push_back(update);

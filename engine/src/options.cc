@@ -1,5 +1,7 @@
 #include "moe/engine/options.h"
 
+#include <cmath>
+#include <sstream>
 #include <string>
 
 namespace moe::engine {
@@ -100,6 +102,46 @@ Status ValidateOptions(const Options& options) {
   if (options.quality_probe_every < 1) return Bad("quality_probe_every must be >= 1");
   if (!(options.max_capacity_padding >= 0)) return Bad("max_capacity_padding must be >= 0");
   return ValidateKnobs(options.knobs, options);
+}
+
+namespace {
+
+template <typename... Parts>
+std::string Cat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+}  // namespace
+
+Status CheckCommandBounds(const KnobPatch& patch, const Options& options) {
+  const CommandBounds& b = options.command_bounds;
+  auto out = [](const std::string& what) {
+    return Status::OutOfRange(what + " (the engine's [command_bounds])");
+  };
+  if (const auto& cf = patch.capacity_factor; cf && *cf == 0) {
+    if (!b.allow_unlimited_capacity) return out("capacity_factor 0 (unlimited) is not allowed");
+  } else if (cf && !(*cf >= b.min_capacity_factor && *cf <= b.max_capacity_factor)) {
+    return out(Cat("capacity_factor ", *cf, " outside [", b.min_capacity_factor, ", ",
+                   b.max_capacity_factor, "]"));
+  }
+  const uint32_t max_top_k = b.max_top_k == 0 ? options.model.num_experts : b.max_top_k;
+  if (patch.top_k && (*patch.top_k < b.min_top_k || *patch.top_k > max_top_k)) {
+    return out(Cat("top_k ", *patch.top_k, " outside [", b.min_top_k, ", ", max_top_k, "]"));
+  }
+  if (patch.noise_std && !(*patch.noise_std <= b.max_noise_std)) {
+    return out(Cat("noise_std ", *patch.noise_std, " above ", b.max_noise_std));
+  }
+  if (patch.expert_bias) {
+    for (size_t e = 0; e < patch.expert_bias->size(); ++e) {
+      const float v = (*patch.expert_bias)[e];
+      if (!(std::abs(v) <= b.max_abs_expert_bias)) {
+        return out(Cat("expert_bias[", e, "] = ", v, " beyond +-", b.max_abs_expert_bias));
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 Status ValidateKnobs(const Knobs& k, const Options& options) {

@@ -2,9 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <climits>
+#include <cmath>
 #include <exception>
 #include <type_traits>
+#include <vector>
 
 #include "moe_telemetry.pb.h"
 
@@ -88,6 +91,22 @@ class Checker {
       Fail(fmt::format("{} is {}, more than {}", field, count, kMaxArrayLength));
     }
   }
+  void Finite(std::string_view field, double v) {
+    if (!std::isfinite(v)) Fail(fmt::format("{} is {}, not a finite number", field, v));
+  }
+  // A finite duration, size or rate: >= 0.
+  void NonNegative(std::string_view field, double v) {
+    Finite(field, v);
+    if (v < 0) Fail(fmt::format("{} is {}, below 0", field, v));
+  }
+  void Timestamp(std::string_view field, int64_t ns) {
+    if (ns < 0 || ns > kMaxTimestampNs) {
+      Fail(fmt::format("{} is {} ns, outside [0, {}]", field, ns, kMaxTimestampNs));
+    }
+  }
+  void Epoch(std::string_view field, uint64_t epoch) {
+    if (epoch > kMaxEpoch) Fail(fmt::format("{} is {}, more than {}", field, epoch, kMaxEpoch));
+  }
 
  private:
   std::string error_;
@@ -98,6 +117,16 @@ void CheckKnobs(Checker& c, const KnobSet& k, std::string_view where) {
     c.Fail(fmt::format("{}.overflow_policy has unknown value {}", where,
                        static_cast<int>(*k.overflow_policy)));
   }
+  if (k.top_p) c.Finite(fmt::format("{}.top_p", where), *k.top_p);
+  if (k.capacity_factor) c.Finite(fmt::format("{}.capacity_factor", where), *k.capacity_factor);
+  if (k.noise_std) c.Finite(fmt::format("{}.noise_std", where), *k.noise_std);
+  if (k.availability_weight) {
+    c.Finite(fmt::format("{}.availability_weight", where), *k.availability_weight);
+  }
+  if (k.expert_bias) {
+    for (size_t e = 0; e < k.expert_bias->size() && c.ok(); ++e)
+      c.Finite(fmt::format("{}.expert_bias[{}]", where, e), (*k.expert_bias)[e]);
+  }
   if (k.top_k) c.Count(fmt::format("{}.top_k", where), *k.top_k);
   if (k.k_min) c.Count(fmt::format("{}.k_min", where), *k.k_min);
   if (k.shortlist) c.Count(fmt::format("{}.shortlist", where), *k.shortlist);
@@ -105,19 +134,60 @@ void CheckKnobs(Checker& c, const KnobSet& k, std::string_view where) {
   if (k.phy2log) c.Length(fmt::format("{}.phy2log", where), k.phy2log->size());
 }
 
+void CheckTiming(Checker& c, const LayerTiming& t, const std::string& where) {
+  c.NonNegative(where + ".router_us", t.router_us);
+  c.NonNegative(where + ".dispatch_us", t.dispatch_us);
+  c.NonNegative(where + ".expert_us", t.expert_us);
+  c.NonNegative(where + ".combine_us", t.combine_us);
+  c.NonNegative(where + ".all_to_all_us", t.all_to_all_us);
+  c.NonNegative(where + ".total_us", t.total_us);
+  for (size_t d = 0; d < t.device_expert_us.size() && c.ok(); ++d)
+    c.NonNegative(fmt::format("{}.device_expert_us[{}]", where, d), t.device_expert_us[d]);
+}
+
 void CheckMessage(Checker& c, const StepRecord& m) {
   c.EngineId("StepRecord.engine_id", m.engine_id);
+  c.Timestamp("StepRecord.timestamp_ns", m.timestamp_ns);
+  c.Epoch("StepRecord.epoch", m.epoch);
+  c.NonNegative("StepRecord.step_us", m.step_us);
+  c.NonNegative("StepRecord.placement_copy_us", m.placement_copy_us);
+  c.NonNegative("StepRecord.placement_move_us", m.placement_move_us);
   c.Length("StepRecord.layers", m.layers.size());
+  std::vector<uint32_t> seen;
   for (size_t i = 0; i < m.layers.size() && c.ok(); ++i) {
     const LayerRecord& l = m.layers[i];
     const std::string where = fmt::format("StepRecord.layers[{}]", i);
     c.Count(where + ".layer", l.layer);
+    seen.push_back(l.layer);
+    // Counts nest: a dropped or rerouted slot first overflowed, and only
+    // requested slots can overflow.
+    if (l.dropped > l.overflowed || l.rerouted > l.overflowed ||
+        uint64_t{l.dropped} + l.rerouted > l.overflowed) {
+      c.Fail(fmt::format("{}: dropped {} + rerouted {} exceed overflowed {}", where, l.dropped,
+                         l.rerouted, l.overflowed));
+    }
+    if (l.overflowed > l.num_token_slots) {
+      c.Fail(fmt::format("{}: overflowed {} exceeds num_token_slots {}", where, l.overflowed,
+                         l.num_token_slots));
+    }
+    c.NonNegative(where + ".router_entropy", l.router_entropy);
+    c.NonNegative(where + ".gate_mass", l.gate_mass);
+    if (l.gate_mass > 1.0 + 1e-3) {
+      c.Fail(fmt::format("{}.gate_mass is {}, more than 1", where, l.gate_mass));
+    }
+    if (l.quality_error) c.NonNegative(where + ".quality_error", *l.quality_error);
+    CheckTiming(c, l.timing, where + ".timing");
     c.Length(where + ".expert_tokens", l.expert_tokens.size());
     c.Length(where + ".expert_demand", l.expert_demand.size());
     c.Length(where + ".slot_tokens", l.slot_tokens.size());
     c.Length(where + ".device_tokens", l.device_tokens.size());
     c.Length(where + ".k_histogram", l.k_histogram.size());
     c.Length(where + ".timing.device_expert_us", l.timing.device_expert_us.size());
+  }
+  std::sort(seen.begin(), seen.end());
+  if (c.ok() && std::adjacent_find(seen.begin(), seen.end()) != seen.end()) {
+    c.Fail(fmt::format("StepRecord.layers has layer {} twice",
+                       *std::adjacent_find(seen.begin(), seen.end())));
   }
 }
 
@@ -129,6 +199,8 @@ void CheckMessage(Checker& c, const Hello& m) {
   c.Count("Hello.num_shared_experts", m.num_shared_experts);
   c.Count("Hello.num_replicas", m.num_replicas);
   c.Count("Hello.num_devices", m.num_devices);
+  c.Epoch("Hello.epoch", m.epoch);
+  c.Timestamp("Hello.timestamp_ns", m.timestamp_ns);
   CheckKnobs(c, m.knobs, "Hello.knobs");
   c.Length("Hello.layer_knobs", m.layer_knobs.size());
   for (size_t i = 0; i < m.layer_knobs.size() && c.ok(); ++i) {
@@ -140,11 +212,15 @@ void CheckMessage(Checker& c, const Hello& m) {
 
 void CheckMessage(Checker& c, const Heartbeat& m) {
   c.EngineId("Heartbeat.engine_id", m.engine_id);
+  c.Epoch("Heartbeat.epoch", m.epoch);
+  c.Timestamp("Heartbeat.timestamp_ns", m.timestamp_ns);
 }
 
 void CheckMessage(Checker& c, const Command& m) {
   c.EngineId("Command.engine_id", m.engine_id);
   c.Text("Command.reason", m.reason);
+  c.Epoch("Command.epoch", m.epoch);
+  c.Timestamp("Command.issued_ns", m.issued_ns);
   CheckKnobs(c, m.knobs, "Command.knobs");
   c.Length("Command.layer_knobs", m.layer_knobs.size());
   for (size_t i = 0; i < m.layer_knobs.size() && c.ok(); ++i) {
@@ -157,6 +233,8 @@ void CheckMessage(Checker& c, const Command& m) {
 void CheckMessage(Checker& c, const Ack& m) {
   c.EngineId("Ack.engine_id", m.engine_id);
   c.Text("Ack.error", m.error);
+  c.Epoch("Ack.epoch", m.epoch);
+  c.Timestamp("Ack.timestamp_ns", m.timestamp_ns);
 }
 
 // ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <iterator>
+#include <map>
 #include <set>
 #include <thread>
 #include <utility>
@@ -27,6 +28,13 @@ using Key = std::array<uint8_t, 32>;
 // The ZAP endpoint libzmq asks (RFC 27), per context.
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 
+// Engine ids each allowed key may speak for, by binary key (ZAP) and by its
+// Z85 text (the User-Id ZAP hands to every message from that connection).
+struct AllowList {
+  std::map<Key, std::set<std::string>> ids_by_key;
+  std::map<std::string, std::set<std::string>> ids_by_user;
+};
+
 std::string_view ChannelName(Channel c) {
   return c == Channel::kTelemetry ? "telemetry" : "command";
 }
@@ -39,9 +47,9 @@ std::string Printable(std::string_view id) {
   return out;
 }
 
-// Answers ZAP requests until the context shuts down: 200 for an allowed CURVE
-// client key, 400 otherwise.
-void ServeZap(zmq::socket_t socket, std::set<Key> allowed, std::atomic<uint64_t>* denied) {
+// Answers ZAP requests until the context shuts down: 200 with the key's Z85
+// text as User-Id for an allowed CURVE client key, 400 otherwise.
+void ServeZap(zmq::socket_t socket, AllowList allowed, std::atomic<uint64_t>* denied) {
   for (;;) {
     try {
       std::vector<zmq::message_t> request;
@@ -49,6 +57,7 @@ void ServeZap(zmq::socket_t socket, std::set<Key> allowed, std::atomic<uint64_t>
       // version, request id, domain, address, routing id, mechanism, credentials...
       std::string status_code = "400";
       std::string status_text = "engine key not allowed";
+      std::string user_id;
       if (request.size() < 6 || request[0].to_string_view() != "1.0") {
         status_code = "500";
         status_text = "malformed ZAP request";
@@ -56,9 +65,14 @@ void ServeZap(zmq::socket_t socket, std::set<Key> allowed, std::atomic<uint64_t>
                  request[6].size() == 32) {
         Key key;
         std::memcpy(key.data(), request[6].data(), key.size());
-        if (allowed.count(key) > 0) {
+        // The peer's routing id is not known yet at the handshake (libzmq
+        // sends the server's own), so the ids are checked per message.
+        if (allowed.ids_by_key.count(key) > 0) {
           status_code = "200";
           status_text = "OK";
+          char z85[41] = {};
+          zmq_z85_encode(z85, key.data(), key.size());
+          user_id = z85;
         }
       }
       if (status_code != "200") {
@@ -73,7 +87,7 @@ void ServeZap(zmq::socket_t socket, std::set<Key> allowed, std::atomic<uint64_t>
           zmq::buffer(request.size() > 1 ? request[1].to_string_view() : std::string_view()),
           zmq::buffer(status_code),
           zmq::buffer(status_text),
-          zmq::str_buffer(""),
+          zmq::buffer(user_id),
           zmq::str_buffer("")};
       zmq::send_multipart(socket, reply);
     } catch (const zmq::error_t& e) {
@@ -99,7 +113,7 @@ class ZmqControllerLink final : public ControllerLink {
     if (zap_thread_.joinable()) zap_thread_.join();
   }
 
-  Status Start(std::set<Key> allowed);
+  Status Start(AllowList allowed);
 
   Result<std::optional<Inbound>> Receive(std::chrono::milliseconds timeout) override {
     try {
@@ -203,11 +217,12 @@ class ZmqControllerLink final : public ControllerLink {
     }
     const size_t expected = channel == Channel::kCommand ? 2 : 1;
     if (num_frames != expected) {
-      return Skip(channel, routing_id, fmt::format("{} frames, expected {}", num_frames, expected));
+      return Skip(channel, routing_id, "frames",
+                  fmt::format("{} frames, expected {}", num_frames, expected));
     }
 
     auto decoded = Decode(std::string_view(payload.data<char>(), payload.size()));
-    if (!decoded.ok()) return Skip(channel, routing_id, decoded.status().ToString());
+    if (!decoded.ok()) return Skip(channel, routing_id, "decode", decoded.status().ToString());
 
     Inbound inbound{std::move(*decoded), {}, channel};
     if (channel == Channel::kTelemetry) {
@@ -222,7 +237,7 @@ class ZmqControllerLink final : public ControllerLink {
         inbound.peer = b->engine_id;
         seq = b->seq;
       } else {
-        return Skip(channel, routing_id, "Command or Ack on the telemetry channel");
+        return Skip(channel, routing_id, "channel", "Command or Ack on the telemetry channel");
       }
       tracker_.Observe(inbound.peer, seq);
       const uint64_t gaps = tracker_.total_gaps(inbound.peer);
@@ -236,20 +251,42 @@ class ZmqControllerLink final : public ControllerLink {
       } else if (auto* a = std::get_if<Ack>(&inbound.message)) {
         engine_id = a->engine_id;
       } else {
-        return Skip(channel, routing_id, "only Hello and Ack may use the command channel");
+        return Skip(channel, routing_id, "channel",
+                    "only Hello and Ack may use the command channel");
       }
       if (engine_id != routing_id) {
         return Skip(
-            channel, routing_id,
+            channel, routing_id, "identity",
             fmt::format("engine_id '{}' differs from the routing id", Printable(engine_id)));
       }
       inbound.peer = std::move(routing_id);
     }
+    if (options_.curve) {
+      // ZAP named the connection's key (User-Id); it must be listed for the
+      // engine id the message claims.
+      const char* user = nullptr;
+      try {
+        user = payload.gets("User-Id");
+      } catch (const zmq::error_t&) {
+        user = nullptr;
+      }
+      const auto it =
+          user != nullptr ? allowed_.ids_by_user.find(user) : allowed_.ids_by_user.end();
+      if (it == allowed_.ids_by_user.end() || it->second.count(inbound.peer) == 0) {
+        if (channel == Channel::kCommand) verified_routes_.erase(routing_id);
+        return Skip(channel, routing_id, "identity",
+                    fmt::format("engine id '{}' is not listed for the key that sent it",
+                                Printable(inbound.peer)));
+      }
+      if (channel == Channel::kCommand) verified_routes_.insert(inbound.peer);
+    }
     return Read{ReadKind::kGood, std::move(inbound)};
   }
 
-  Read Skip(Channel channel, const std::string& routing_id, const std::string& why) {
+  Read Skip(Channel channel, const std::string& routing_id, const char* reason,
+            const std::string& why) {
     const uint64_t n = ++stats_.malformed;
+    ++stats_.skipped_by_reason[reason];
     if (ShouldLog(n)) {
       spdlog::warn("telemetry: skipped malformed message #{} on the {} channel{}: {}", n,
                    ChannelName(channel),
@@ -260,12 +297,20 @@ class ZmqControllerLink final : public ControllerLink {
 
   Status SendCommandImpl(const Command& command) {
     MOE_ASSIGN_OR_RETURN(std::string bytes, Encode(command));
+    if (options_.curve && verified_routes_.count(command.engine_id) == 0) {
+      // The connection holding this routing id has not yet sent a message
+      // under a key listed for it: it may be someone else's.
+      return Status::Unavailable(
+          fmt::format("engine '{}' has not proven its identity on the command channel",
+                      Printable(command.engine_id)));
+    }
     zmq::send_result_t sent;
     try {
       sent = router_.send(zmq::buffer(command.engine_id),
                           zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {
       if (e.num() == EHOSTUNREACH) {
+        verified_routes_.erase(command.engine_id);  // whoever connects next proves itself anew
         return Status::Unavailable(fmt::format(
             "engine '{}' is not connected to the command channel", Printable(command.engine_id)));
       }
@@ -301,6 +346,10 @@ class ZmqControllerLink final : public ControllerLink {
   zmq::socket_t pull_;
   zmq::socket_t router_;
   std::thread zap_thread_;
+  AllowList allowed_;  // the ZAP thread has its own copy
+  // With CURVE: routing ids whose latest command-channel message came under a
+  // key listed for them; commands go only to these.
+  std::set<std::string> verified_routes_;
   std::atomic<uint64_t> auth_denied_{0};
   std::string telemetry_endpoint_;
   std::string command_endpoint_;
@@ -309,7 +358,8 @@ class ZmqControllerLink final : public ControllerLink {
   Channel next_first_ = Channel::kTelemetry;
 };
 
-Status ZmqControllerLink::Start(std::set<Key> allowed) {
+Status ZmqControllerLink::Start(AllowList allowed) {
+  allowed_ = allowed;
   if (options_.curve) {
     // The handler must be bound before any CURVE socket takes a connection,
     // or libzmq would let handshakes through unchecked.
@@ -322,10 +372,11 @@ Status ZmqControllerLink::Start(std::set<Key> allowed) {
   MOE_ZMQ_CHECK(pull_ = zmq::socket_t(context_, zmq::socket_type::pull));
   MOE_ZMQ_CHECK(router_ = zmq::socket_t(context_, zmq::socket_type::router));
   // Unknown or gone engines fail loudly (EHOSTUNREACH) instead of silently
-  // dropping; a restarted engine takes its routing id over from the old
-  // connection; ZMTP heartbeats drop dead engines' routes within seconds.
+  // dropping. No handover: a second connection claiming a connected routing
+  // id is refused, so nobody can take an engine's route; ZMTP heartbeats drop
+  // dead engines' routes within seconds, and a restarted engine reconnects.
   MOE_ZMQ_CHECK(router_.set(zmq::sockopt::router_mandatory, true));
-  MOE_ZMQ_CHECK(router_.set(zmq::sockopt::router_handover, true));
+  MOE_ZMQ_CHECK(router_.set(zmq::sockopt::router_handover, false));
   MOE_ZMQ_CHECK(router_.set(zmq::sockopt::heartbeat_ivl, 1000));
   MOE_ZMQ_CHECK(router_.set(zmq::sockopt::heartbeat_timeout, 3000));
   MOE_RETURN_IF_ERROR(ConfigureAndBind(pull_, options_.telemetry_endpoint, &telemetry_endpoint_)
@@ -335,7 +386,21 @@ Status ZmqControllerLink::Start(std::set<Key> allowed) {
   return Status::Ok();
 }
 
-Result<std::set<Key>> ValidateOptions(const ControllerLinkOptions& o) {
+// Loopback or local: tcp://127.x.y.z:P, tcp://localhost:P, tcp://[::1]:P,
+// ipc://..., inproc://...
+bool IsLocalEndpoint(std::string_view endpoint) {
+  if (endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://")) return true;
+  if (!endpoint.starts_with("tcp://")) return false;
+  std::string_view host = endpoint.substr(6);
+  if (host.starts_with("[::1]:")) return true;
+  const size_t colon = host.rfind(':');
+  if (colon == std::string_view::npos) return false;
+  host = host.substr(0, colon);
+  return host == "localhost" || (host.starts_with("127.") &&
+                                 host.find_first_not_of("0123456789.") == std::string_view::npos);
+}
+
+Result<AllowList> ValidateOptions(const ControllerLinkOptions& o) {
   if (o.telemetry_endpoint.empty() || o.command_endpoint.empty()) {
     return Status::InvalidArgument(
         "ControllerLinkOptions: telemetry_endpoint and "
@@ -345,12 +410,25 @@ Result<std::set<Key>> ValidateOptions(const ControllerLinkOptions& o) {
     return Status::InvalidArgument(
         "ControllerLinkOptions: receive_queue and max_message_bytes must be >= 1, linger >= 0");
   }
-  std::set<Key> allowed;
+  AllowList allowed;
   if (!o.curve) {
-    if (!o.allowed_engine_keys.empty()) {
+    if (!o.engine_keys.empty()) {
       return Status::InvalidArgument(
-          "ControllerLinkOptions.allowed_engine_keys is set but curve is not: the allow-list "
+          "ControllerLinkOptions.engine_keys is set but curve is not: the allow-list "
           "would not be enforced");
+    }
+    for (const std::string* endpoint : {&o.telemetry_endpoint, &o.command_endpoint}) {
+      if (IsLocalEndpoint(*endpoint)) continue;
+      if (!o.insecure) {
+        return Status::InvalidArgument(fmt::format(
+            "endpoint '{}' is not loopback, and without CURVE nothing authenticates the engines "
+            "that reach it: bind 127.0.0.1 or ipc://, turn CURVE on, or set insecure = true",
+            *endpoint));
+      }
+      spdlog::warn(
+          "telemetry: INSECURE: binding {} without CURVE; anyone who can reach it can send "
+          "telemetry for any engine id and take an engine id's command route",
+          *endpoint);
     }
     return allowed;
   }
@@ -363,15 +441,16 @@ Result<std::set<Key>> ValidateOptions(const ControllerLinkOptions& o) {
   MOE_RETURN_IF_ERROR(
       internal::DecodeCurveKey("ControllerLinkOptions.curve.secret_key", o.curve->secret_key)
           .status());
-  if (o.allowed_engine_keys.empty()) {
-    return Status::InvalidArgument(
-        "ControllerLinkOptions.allowed_engine_keys is required with curve");
+  if (o.engine_keys.empty()) {
+    return Status::InvalidArgument("ControllerLinkOptions.engine_keys is required with curve");
   }
-  for (size_t i = 0; i < o.allowed_engine_keys.size(); ++i) {
-    MOE_ASSIGN_OR_RETURN(Key key,
-                         internal::DecodeCurveKey(fmt::format("allowed_engine_keys[{}]", i),
-                                                  o.allowed_engine_keys[i]));
-    allowed.insert(key);
+  for (const auto& [engine_id, z85] : o.engine_keys) {
+    MOE_ASSIGN_OR_RETURN(
+        Key key, internal::DecodeCurveKey(fmt::format("engine_keys['{}']", engine_id), z85));
+    allowed.ids_by_key[key].insert(engine_id);
+    char text[41] = {};
+    zmq_z85_encode(text, key.data(), key.size());
+    allowed.ids_by_user[text].insert(engine_id);
   }
   return allowed;
 }
@@ -379,7 +458,7 @@ Result<std::set<Key>> ValidateOptions(const ControllerLinkOptions& o) {
 }  // namespace
 
 Result<std::unique_ptr<ControllerLink>> ControllerLink::Bind(const ControllerLinkOptions& options) {
-  MOE_ASSIGN_OR_RETURN(std::set<Key> allowed, ValidateOptions(options));
+  MOE_ASSIGN_OR_RETURN(AllowList allowed, ValidateOptions(options));
   try {
     auto link = std::make_unique<ZmqControllerLink>(options);
     MOE_RETURN_IF_ERROR(link->Start(std::move(allowed)).WithContext("ControllerLink::Bind"));

@@ -78,6 +78,54 @@ TEST_CASE("Stale epochs and bad knobs are refused without changing anything", "[
   CHECK(engine->knobs(0).capacity_factor == 1.5);
 }
 
+TEST_CASE("Commands outside the engine's own bounds are refused, whoever sends them", "[engine]") {
+  Options o = SmallOptions();
+  o.command_bounds.min_capacity_factor = 0.5;
+  o.command_bounds.max_capacity_factor = 4.0;
+  o.command_bounds.allow_unlimited_capacity = false;
+  o.command_bounds.max_top_k = 4;
+  o.command_bounds.max_noise_std = 0.2;
+  o.command_bounds.max_abs_expert_bias = 0.5f;
+  o.command_bounds.max_epoch_step = 100;
+  auto engine = MakeEngine(o);
+  auto refused = [&](KnobUpdate u, const std::string& what) {
+    INFO(what);
+    auto at = engine->Submit(u);
+    REQUIRE_FALSE(at.ok());
+    CHECK(at.status().code() == StatusCode::kOutOfRange);
+    CHECK_THAT(at.status().message(), Catch::Contains(what));
+  };
+  KnobUpdate u;
+  u.epoch = 1;
+  u.all_layers.capacity_factor = 0.01;  // a rogue controller's starvation
+  refused(u, "capacity_factor 0.01 outside [0.5, 4]");
+  u.all_layers.capacity_factor = 0.0;
+  refused(u, "unlimited");
+  u.all_layers.capacity_factor.reset();
+  u.all_layers.top_k = 5;
+  refused(u, "top_k 5 outside [1, 4]");
+  u.all_layers.top_k.reset();
+  u.all_layers.noise_std = 0.3;
+  refused(u, "noise_std");
+  u.all_layers.noise_std.reset();
+  u.layers.push_back({0, KnobPatch{}});
+  u.layers[0].second.expert_bias = std::vector<float>{0, 0, 0.6f, 0, 0, 0, 0, 0};
+  refused(u, "expert_bias[2]");
+  u.layers.clear();
+  u.epoch = 101;  // one step past the allowed jump
+  u.all_layers.capacity_factor = 2.0;
+  refused(u, "jumps more than 100");
+  // Nothing was applied; a command within bounds still is.
+  u.epoch = 100;
+  REQUIRE(engine->Submit(u).ok());
+  const std::vector<float> x = RandomTokens(8, o.model.hidden, 3);
+  auto s = engine->Step({x.data(), 8, {}});
+  REQUIRE(s.ok());
+  CHECK(s->epoch == 100);
+  CHECK(engine->knobs(0).capacity_factor == 2.0);
+  CHECK(engine->knobs(0).top_k == o.knobs.top_k);
+}
+
 TEST_CASE("Knobs submitted from another thread never change within a step", "[engine]") {
   Options o = SmallOptions();
   o.model.num_layers = 4;

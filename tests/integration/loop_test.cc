@@ -347,7 +347,7 @@ TEST_CASE("With CURVE only allow-listed engines get through", "[integration]") {
   };
   auto daemon = run.Start(
       fmt::format("\n[transport.curve]\npublic_key = \"{}\"\nsecret_key = "
-                  "\"{}\"\nallowed_engine_keys = [\"{}\"]\n",
+                  "\"{}\"\n[transport.curve.engines]\ntrusted = \"{}\"\n",
                   controller_keys->public_key, controller_keys->secret_key, good_keys->public_key));
 
   std::vector<std::string> good_args = EngineArgs(run.ep, "trusted", 80);

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -263,6 +264,74 @@ TEST_CASE("decode enforces the invariants a hostile peer could break", "[codec]"
     std::string bad_utf8;
     PutBytesField(bad_utf8, 1, "\xff\xfe");
     CHECK(Decode(EnvelopeWith(6, bad_utf8)).status().code() == StatusCode::kCorruption);
+  }
+}
+
+TEST_CASE("values are checked against each other, in both directions", "[codec]") {
+  auto refused = [](const Message& m, const std::string& field) {
+    auto got = Encode(m);
+    INFO(field);
+    REQUIRE_FALSE(got.ok());
+    CHECK(got.status().code() == StatusCode::kInvalidArgument);
+    CHECK_THAT(got.status().message(), Catch::Contains(field));
+  };
+  SECTION("counts nest: dropped + rerouted <= overflowed <= num_token_slots") {
+    StepRecord s = FullStep();
+    s.layers[0].dropped = s.layers[0].overflowed + 1;
+    refused(s, "exceed overflowed");
+    s = FullStep();
+    s.layers[0].overflowed = static_cast<uint32_t>(s.layers[0].num_token_slots + 1);
+    s.layers[0].dropped = 0;
+    s.layers[0].rerouted = 0;
+    refused(s, "exceeds num_token_slots");
+  }
+  SECTION("floating-point fields are finite, times and sizes >= 0") {
+    StepRecord s = FullStep();
+    s.step_us = std::nan("");
+    refused(s, "StepRecord.step_us");
+    s = FullStep();
+    s.layers[0].timing.device_expert_us.push_back(-1.0);
+    refused(s, "device_expert_us");
+    s = FullStep();
+    s.layers[0].quality_error = INFINITY;
+    refused(s, "quality_error");
+    s = FullStep();
+    s.layers[0].gate_mass = 1.5;
+    refused(s, "gate_mass");
+    Command c = FullCommand();
+    c.knobs.capacity_factor = std::nan("");
+    refused(c, "Command.knobs.capacity_factor");
+    c = FullCommand();
+    c.knobs.expert_bias = std::vector<float>{0, INFINITY};
+    refused(c, "expert_bias[1]");
+  }
+  SECTION("a step names each layer once") {
+    StepRecord s = FullStep();
+    s.layers.push_back(s.layers[0]);
+    refused(s, "twice");
+  }
+  SECTION("epochs and timestamps cannot run a counter to its end") {
+    Command c = FullCommand();
+    c.epoch = kMaxEpoch + 1;
+    refused(c, "Command.epoch");
+    Hello h = FullHello();
+    h.timestamp_ns = -5;
+    refused(h, "Hello.timestamp_ns");
+    Ack a = FullAck();
+    a.epoch = ~uint64_t{0};
+    refused(a, "Ack.epoch");
+    c = FullCommand();
+    c.epoch = kMaxEpoch;  // the limit itself is allowed
+    CHECK(Encode(c).ok());
+  }
+  SECTION("decode refuses an epoch bomb from the wire") {
+    std::string hb;
+    PutBytesField(hb, 1, "e");
+    PutVarintField(hb, 4, ~uint64_t{0} - 1);  // epoch 2^64 - 2
+    auto got = Decode(EnvelopeWith(4, hb));
+    REQUIRE_FALSE(got.ok());
+    CHECK(got.status().code() == StatusCode::kCorruption);
+    CHECK_THAT(got.status().message(), Catch::Contains("Heartbeat.epoch"));
   }
 }
 

@@ -50,10 +50,14 @@ struct ControllerOptions {
   std::string command_endpoint = "tcp://127.0.0.1:5556";
 
   // CURVE: when `curve_secret_key` is set, both channels are encrypted and only
-  // engines whose public keys are listed may connect. Z85 text.
+  // the engines listed in `engine_keys` (engine id -> its public key) may
+  // connect, each speaking only for the ids listed with its key. Z85 text.
   std::string curve_public_key;
   std::string curve_secret_key;
-  std::vector<std::string> allowed_engine_keys;
+  std::map<std::string, std::string> engine_keys;
+  // Without CURVE, endpoints must be loopback or ipc:// unless this is set
+  // (telemetry/include/moe/telemetry/transport.h, "Identity").
+  bool insecure = false;
 
   // SQLite database (WAL). Its directory is created if missing.
   std::string db_path = "/var/lib/moectld/moectl.db";

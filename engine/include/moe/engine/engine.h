@@ -56,7 +56,9 @@ class Engine {
   // Validates `update` against the knobs it will apply to (those in force plus
   // updates already queued) and queues it. Returns the step at which it will
   // apply (the next step to start). Errors: kInvalidArgument for a bad knob,
-  // kFailedPrecondition when the epoch does not exceed the newest one.
+  // kOutOfRange for a value outside Options::command_bounds or an epoch more
+  // than command_bounds.max_epoch_step past the newest, kFailedPrecondition
+  // when the epoch does not exceed the newest one.
   virtual Result<uint64_t> Submit(const KnobUpdate& update) = 0;
 
   virtual const Options& options() const = 0;

@@ -100,10 +100,29 @@ struct KnobUpdate {
   std::vector<std::pair<uint32_t, KnobPatch>> layers;  // then per-layer overrides
 };
 
+// What a command may set, whoever sent it: the engine's own limits, checked
+// by Engine::Submit() on top of ValidateKnobs() (which refuses only what
+// cannot run). A rogue or buggy controller cannot push the engine outside
+// them. The initial knobs (Options::knobs) are the operator's and are not
+// bound by these.
+struct CommandBounds {
+  double min_capacity_factor = 0.25;     // smallest finite capacity factor a command may set
+  double max_capacity_factor = 64.0;     // largest
+  bool allow_unlimited_capacity = true;  // may a command set capacity_factor = 0 (dropless)?
+  uint32_t min_top_k = 1;
+  uint32_t max_top_k = 0;  // 0: the model's num_experts
+  double max_noise_std = 1.0;
+  float max_abs_expert_bias = 1.0f;  // |bias| of every expert
+  // A command's epoch may exceed the newest accepted one by at most this, so
+  // one message cannot jump the epoch to the end of its range.
+  uint64_t max_epoch_step = 1'000'000;
+};
+
 struct Options {
   ModelOptions model;
   ParallelOptions parallel;
-  Knobs knobs;  // initial knobs of every layer (epoch 0)
+  Knobs knobs;                   // initial knobs of every layer (epoch 0)
+  CommandBounds command_bounds;  // limits on what commands may set (Submit)
   // Routing: kAuto routes a layer on the device when the backend supports
   // Feature::kDeviceRouting, its memory is not host memory (kHostMemory: there
   // host routing costs no transfer), the layer's knobs pass
@@ -127,6 +146,11 @@ Status ValidateOptions(const Options& options);
 // Checks knobs against the model: ranges, top_k <= E, bias size, placement
 // (every expert has a replica, ids < E, size == num_replicas), shortlist >= top_k.
 Status ValidateKnobs(const Knobs& knobs, const Options& options);
+
+// Checks the values a command sets (the fields present in `patch`) against
+// `options.command_bounds`: kOutOfRange naming the knob, the value and the
+// bound. Knobs the command leaves alone are not judged.
+Status CheckCommandBounds(const KnobPatch& patch, const Options& options);
 
 // The default placement: slot s holds expert s % E.
 std::vector<uint32_t> DefaultPlacement(const Options& options);

@@ -10,7 +10,13 @@
 // accepts too: engine ids are 1..kMaxIdBytes bytes, strings are valid UTF-8 and
 // at most kMaxTextBytes, every array and declared count is at most
 // kMaxArrayLength, enum values are known. A hostile peer therefore cannot make
-// a decoder hold absurd amounts of memory beyond the bytes it sent.
+// a decoder hold absurd amounts of memory beyond the bytes it sent. Values are
+// checked against each other too: every floating-point field is finite (times,
+// sizes and rates also >= 0, gate mass <= 1), a layer's counts nest
+// (dropped + rerouted <= overflowed <= num_token_slots), a step names each
+// layer once, timestamps lie in [0, kMaxTimestampNs] and epochs in
+// [0, kMaxEpoch]. Checks that need the engine's declared shape (layer index
+// below the Hello's num_layers, array lengths) belong to the receiver.
 //
 // Thread safety: free functions without shared state.
 
@@ -34,6 +40,13 @@ inline constexpr std::size_t kMaxTextBytes = 4096;
 // Largest array length (experts, slots, devices, layers, layer overrides,
 // k_histogram) and largest declared count (Hello's num_* fields, layer index).
 inline constexpr std::size_t kMaxArrayLength = std::size_t{1} << 20;
+
+// Largest epoch on the wire: far beyond any real run (one new epoch a
+// microsecond for 140,000 years), yet `epoch + 1` never overflows, so a peer
+// cannot push a counter to its end and lock the controller or engine out.
+inline constexpr uint64_t kMaxEpoch = uint64_t{1} << 62;
+// Latest timestamp on the wire (year 2116 in Unix nanoseconds).
+inline constexpr int64_t kMaxTimestampNs = int64_t{1} << 62;
 
 // Any message that travels on a channel.
 using Message = std::variant<StepRecord, Hello, Heartbeat, Command, Ack>;

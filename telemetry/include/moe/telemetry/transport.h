@@ -22,9 +22,22 @@
 // Errors: every ZeroMQ failure becomes a Status naming the failed call, its
 // source position and errno text; no exception leaves these classes.
 //
-// Optional CURVE encryption: when `curve` is set the controller is the CURVE
-// server and accepts only the engine public keys in its allow-list; engines
-// accept commands only from the controller's key.
+// Identity. With CURVE (`curve` set) the controller is the CURVE server, and
+// its allow-list maps each engine id to that engine's public key: a
+// connection is accepted only for a listed key (ZAP, RFC 27); every message on
+// either channel must name an engine id listed for the key that sent it (ZAP's
+// User-Id; on the command channel the routing id), so an allowed key cannot
+// speak or ack for another engine; and commands go only to a routing id whose
+// latest command-channel message passed that check (a route someone else
+// claimed is refused as kUnavailable, never written to).
+// Engines accept commands only from the controller's key.
+// Without CURVE nothing authenticates a peer, so the controller binds only
+// loopback or ipc:// endpoints unless `insecure` says otherwise.
+// Either way a routing id already connected to the command channel cannot be
+// taken over by a second connection (no ZMQ_ROUTER_HANDOVER): the second is
+// refused, and a restarted engine gets its id back once its old connection
+// is gone (closed by its process's exit, or dropped by the ZMTP heartbeat
+// within seconds).
 //
 // Thread safety: each link object must be used from one thread at a time
 // (ZeroMQ sockets are not thread safe). Links own their ZeroMQ context.
@@ -123,7 +136,13 @@ struct ControllerLinkOptions {
   std::string command_endpoint;    // bound, e.g. "tcp://127.0.0.1:5556" or "tcp://127.0.0.1:*"
   int receive_queue = 10000;       // messages queued per channel before senders see "full"
   std::optional<CurveKeys> curve;  // the controller's key pair
-  std::vector<std::string> allowed_engine_keys;  // Z85 public keys; required with `curve`
+  // The allow-list, required with `curve`: engine id -> its public key (Z85).
+  // One key may be listed for several engine ids.
+  std::map<std::string, std::string> engine_keys;
+  // Without `curve`: allow endpoints other than loopback (tcp://127.0.0.0/8,
+  // tcp://localhost, tcp://[::1]) and ipc://. Anyone who can reach them can
+  // then send telemetry for any engine id; Bind logs a warning.
+  bool insecure = false;
   // How long destruction may wait to flush queued commands; 0 drops them.
   std::chrono::milliseconds linger{100};
   // Inbound messages larger than this close the connection (hostile peer).
@@ -145,8 +164,13 @@ struct Inbound {
 // Per-engine receive statistics kept by the ControllerLink.
 struct LinkStats {
   uint64_t received = 0;     // good messages
-  uint64_t malformed = 0;    // messages skipped: undecodable, wrong channel, or spoofed id
+  uint64_t malformed = 0;    // messages skipped, all reasons (see skipped_by_reason)
   uint64_t auth_denied = 0;  // CURVE handshakes refused by the allow-list
+  // Skipped messages by reason: "frames" (wrong frame count), "decode"
+  // (undecodable or an invariant broken, codec.h), "channel" (a message type
+  // the channel does not carry), "identity" (an engine id the sender may not
+  // speak for).
+  std::map<std::string, uint64_t> skipped_by_reason;
   std::map<std::string, uint64_t> gaps;      // per engine: telemetry messages missing by seq
   std::map<std::string, uint64_t> restarts;  // per engine: seq restarts seen
 };
