@@ -47,7 +47,8 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   };
   const std::string expected = "1:initial:" + std::to_string(opened_at) +
                                ",2:rollups:" + std::to_string(opened_at) +
-                               ",3:learning samples:" + std::to_string(opened_at);
+                               ",3:learning samples:" + std::to_string(opened_at) +
+                               ",4:steps as one row:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);
@@ -57,7 +58,7 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   auto reader = OpenReader(path);
   auto version = reader->SchemaVersion();
   REQUIRE(version.ok());
-  CHECK(*version == 3);
+  CHECK(*version == 4);
 }
 
 TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[store]") {
@@ -70,10 +71,11 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
     REQUIRE(store->Close().ok());
   }
   {
-    // What a database written before migration 3 looks like.
+    // What a database written before migrations 3 and 4 looks like.
     RawDb raw(path);
     REQUIRE(raw.Exec("DROP TABLE learning_samples") == 0);
-    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version = 3") == 0);
+    REQUIRE(raw.Exec("DROP TABLE steps") == 0);
+    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 3") == 0);
   }
   auto store = OpenStore(TestOptions(path), &clock);
   CHECK(store->stats().last_decision_id == 1);
@@ -83,7 +85,7 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
   store->RecordLearningSample({"e1", 8, 200, "imbalance 2 of 3, tokens 0 of 1", "top_k", 2, -1, 8});
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 3);
+  CHECK(*reader->SchemaVersion() == 4);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   CHECK(decisions->size() == 1);  // nothing lost in the migration
