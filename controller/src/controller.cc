@@ -18,6 +18,7 @@
 #include "moe/storage/reader.h"
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
+#include "plan_worker.h"
 
 namespace moe::controller {
 namespace {
@@ -372,7 +373,8 @@ class ControllerImpl final : public Controller {
 
   // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
   std::optional<policies::Proposal> Ask(const std::string& name,
-                                        const policies::EngineSnapshot& snapshot) const {
+                                        const policies::EngineSnapshot& snapshot,
+                                        const policies::GuardState& guard_state) {
     if (name == "capacity" && options_.capacity_enabled) {
       return policies::ProposeCapacity(snapshot, options_.capacity);
     }
@@ -386,7 +388,13 @@ class ControllerImpl final : public Controller {
       return policies::ProposeNoise(snapshot, options_.noise);
     }
     if (name == "replication" && options_.replication_enabled) {
-      return policies::ProposeReplication(snapshot, options_.replication);
+      // Planning is costly: not while the guard would refuse any placement.
+      if (policies::CooldownLeftMs("phy2log", snapshot.now_ns, options_.guard, guard_state) > 0) {
+        return std::nullopt;
+      }
+      policies::ReplicationPolicyParams params = options_.replication;
+      params.clock = clock_;  // a deadline per layer; a frozen test clock never expires
+      return plans_.Ask(snapshot, params);
     }
     if (name == "learning" && options_.learning_enabled) {
       auto state = learning_.find(snapshot.engine_id);
@@ -428,7 +436,7 @@ class ControllerImpl final : public Controller {
     // One change in flight per engine: its outcome is measured before the next.
     if (e.pending()) return;
     for (const std::string& name : options_.policy_order) {
-      std::optional<policies::Proposal> proposal = Ask(name, snapshot);
+      std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
       if (!proposal) continue;
       policies::Verdict verdict =
           policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
@@ -621,6 +629,7 @@ class ControllerImpl final : public Controller {
   std::map<std::string, uint64_t> learned_epoch_;            // per engine: newest epoch learnt
   ControllerStats stats_;
   int64_t next_progress_ns_ = 0;
+  PlanWorker plans_;  // last member: its thread stops first
 };
 
 }  // namespace
