@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 
-ORDER = ['planner', 'engine', 'engine_peer', 'storage', 'gpu', 'closed_loop']
+ORDER = ['planner', 'engine', 'engine_peer', 'storage', 'controller', 'gpu', 'closed_loop']
 
 
 def machine():
@@ -91,6 +91,50 @@ def engine_section(out_dir):
         flatten('', {k: v for k, v in doc.items() if k != 'command'}, flat)
         lines += [f'| {k} | {fmt(v)} |' for k, v in flat]
         lines.append('')
+
+
+def controller_section(data):
+    """The controller's own costs (bench/controller_bench.cc): cycle, ingest, memory."""
+    shape = data.get('shape', {})
+    lines = ['## controller', '',
+             f'`{data.get("command", "controller_bench")}`: {shape.get("layers")} layers x '
+             f'{shape.get("experts")} experts, top-{shape.get("top_k")}, '
+             f'{shape.get("replicas")} slots on {shape.get("devices")} devices; policies '
+             f'from configs/policies/default.toml. Wall times on a shared machine include '
+             'waits for a core; CPU times are the control thread\'s own.', '',
+             '| figure | value |', '|---|---|']
+
+    def row(name, value, fmt='{:.4g}'):
+        if value is not None:
+            lines.append(f'| {name} | {fmt.format(value) if isinstance(value, float) else value} |')
+
+    cycle = data.get('cycle', {})
+    if 'wall' in cycle:
+        row('cycle wall p50 (us)', cycle['wall'].get('p50_us'))
+        row('cycle wall p99 (us)', cycle['wall'].get('p99_us'))
+        row('cycle CPU p50 (us)', cycle['cpu'].get('p50_us'))
+        row('cycle CPU p99 (us)', cycle['cpu'].get('p99_us'))
+        sent = cycle.get('sent_command', {})
+        row('cycles that sent a command', sent.get('cycles'))
+        row('  their CPU p99 (us)', sent.get('cpu', {}).get('p99_us'))
+        row('cycle p99 under 1 ms', cycle.get('p99_under_goal'))
+    alone = data.get('policies_alone', {})
+    row('bias policy alone (us)', alone.get('bias_us'))
+    row('replication policy alone (us, worker thread)', alone.get('replication_us'))
+    for run in data.get('ingest', []):
+        tag = f'ingest {run.get("engines")} engines at {run.get("offered_steps_per_s"):.0f} steps/s'
+        row(f'{tag}: steps stored / sent', f'{run.get("steps_stored")} / {run.get("steps_sent")}')
+        row(f'{tag}: stored steps/s', run.get('stored_steps_per_s'))
+        row(f'{tag}: stored layer rows/s', run.get('stored_layer_rows_per_s'))
+        row(f'{tag}: nothing lost', run.get('nothing_lost'))
+        cpu = run.get('cpu_s', {})
+        if cpu.get('controller_thread'):
+            row(f'{tag}: steps per controller-thread CPU second',
+                run.get('steps_received', 0) / cpu['controller_thread'])
+    memory = data.get('memory', {})
+    row('moectld RSS growth per engine (MiB)', memory.get('rss_mib_per_engine'))
+    row('moectld RSS at start (MiB)', memory.get('rss_start_mib'))
+    lines.append('')
     return lines
 
 
@@ -119,6 +163,9 @@ def main():
             continue
         with open(os.path.join(out_dir, name)) as f:
             data = json.load(f)
+        if name == 'controller.json' and isinstance(data, dict) and 'skipped' not in data:
+            lines += controller_section(data)
+            continue
         lines += [f'## {name[:-5]}', '']
         if isinstance(data, dict) and data.get('benchmark') == 'closed-loop':
             # One table of the contenders (scripts/closed_loop_report.py).

@@ -22,6 +22,7 @@
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
 #include "prediction.h"
+#include "plan_worker.h"
 
 namespace moe::controller {
 namespace {
@@ -389,7 +390,8 @@ class ControllerImpl final : public Controller {
 
   // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
   std::optional<policies::Proposal> Ask(const std::string& name,
-                                        const policies::EngineSnapshot& snapshot) const {
+                                        const policies::EngineSnapshot& snapshot,
+                                        const policies::GuardState& guard_state) {
     if (name == "capacity" && options_.capacity_enabled) {
       return policies::ProposeCapacity(snapshot, options_.capacity);
     }
@@ -403,7 +405,13 @@ class ControllerImpl final : public Controller {
       return policies::ProposeNoise(snapshot, options_.noise);
     }
     if (name == "replication" && options_.replication_enabled) {
-      return policies::ProposeReplication(snapshot, options_.replication);
+      // Planning is costly: not while the guard would refuse any placement.
+      if (policies::CooldownLeftMs("phy2log", snapshot.now_ns, options_.guard, guard_state) > 0) {
+        return std::nullopt;
+      }
+      policies::ReplicationPolicyParams params = options_.replication;
+      params.clock = clock_;  // a deadline per layer; a frozen test clock never expires
+      return plans_.Ask(snapshot, params);
     }
     if (name == "counterfactual" && options_.counterfactual_enabled) {
       return policies::ProposeCounterfactualCapacity(snapshot, options_.counterfactual,
@@ -429,7 +437,7 @@ class ControllerImpl final : public Controller {
     // One change in flight per engine: its outcome is measured before the next.
     if (e.pending()) return;
     for (const std::string& name : options_.policy_order) {
-      std::optional<policies::Proposal> proposal = Ask(name, snapshot);
+      std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
       if (!proposal) continue;
       policies::Verdict verdict =
           policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
@@ -647,6 +655,7 @@ class ControllerImpl final : public Controller {
   ControllerStats stats_;
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
+  PlanWorker plans_;  // last member: its thread stops first
 };
 
 }  // namespace

@@ -179,15 +179,13 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
     return Reject(fmt::format("frozen: only {} steps under epoch {} (need {})",
                               snapshot.steps_in_epoch, snapshot.epoch, params.min_steps_in_epoch));
   }
-  const int64_t cooldown_ms =
-      placement ? std::max(params.cooldown_ms, params.placement_cooldown_ms) : params.cooldown_ms;
-  auto last = state->last_change_ns.find(proposal.knob);
-  if (last != state->last_change_ns.end()) {
-    int64_t since_ms = (snapshot.now_ns - last->second) / kNanosPerMilli;
-    if (since_ms < cooldown_ms) {
-      return Reject(fmt::format("cooldown: {} changed {} ms ago (cooldown {} ms)", proposal.knob,
-                                since_ms, cooldown_ms));
-    }
+  if (CooldownLeftMs(proposal.knob, snapshot.now_ns, params, *state) > 0) {
+    const int64_t cooldown_ms =
+        placement ? std::max(params.cooldown_ms, params.placement_cooldown_ms) : params.cooldown_ms;
+    const int64_t since_ms =
+        (snapshot.now_ns - state->last_change_ns.at(proposal.knob)) / kNanosPerMilli;
+    return Reject(fmt::format("cooldown: {} changed {} ms ago (cooldown {} ms)", proposal.knob,
+                              since_ms, cooldown_ms));
   }
   if (placement) return JudgePlacement(proposal, snapshot, params, state);
   const double min_change =
@@ -217,6 +215,17 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
   accepted.value = value;
   accepted.reason = "within bounds";
   return accepted;
+}
+
+int64_t CooldownLeftMs(const std::string& knob, int64_t now_ns, const GuardParams& params,
+                       const GuardState& state) {
+  const int64_t cooldown_ms = IsPlacementKnob(knob)
+                                  ? std::max(params.cooldown_ms, params.placement_cooldown_ms)
+                                  : params.cooldown_ms;
+  auto last = state.last_change_ns.find(knob);
+  if (last == state.last_change_ns.end()) return 0;
+  const int64_t since_ms = (now_ns - last->second) / kNanosPerMilli;
+  return since_ms < cooldown_ms ? cooldown_ms - since_ms : 0;
 }
 
 bool ShouldRollBack(double reward_before, double reward_after, const GuardParams& params) {

@@ -84,6 +84,10 @@ Status Validate(const ReplicationPolicyParams& p) {
     return Status::InvalidArgument(fmt::format(
         "replication policy: max_moves must be >= 1 or -1 (no limit), got {}", p.max_moves));
   }
+  if (!(p.time_budget_ms > 0)) {
+    return Status::InvalidArgument(
+        fmt::format("replication policy: time_budget_ms must be > 0, got {}", p.time_budget_ms));
+  }
   if (!(p.move_weight >= 0)) {
     return Status::InvalidArgument(
         fmt::format("replication policy: move_weight must be >= 0, got {}", p.move_weight));
@@ -121,7 +125,8 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
 
   PlannerOptions options;
   options.mode = PlanMode::kAuto;
-  options.clock = nullptr;  // no deadline: deterministic
+  options.clock = params.clock;  // nullptr: no deadline, deterministic
+  options.time_budget_ms = params.time_budget_ms;
   options.max_moves = params.max_moves;
   options.move_weight = params.move_weight;
 

@@ -12,6 +12,7 @@
 
 #include "schema.h"
 #include "sqlite_util.h"
+#include "step_blob.h"
 
 namespace moe::storage {
 namespace {
@@ -185,6 +186,37 @@ Result<std::vector<StepRow>> ReaderImpl::HistoryInSnapshot(const HistoryQuery& q
   };
   std::vector<StepRow> rows;
   {
+    // Steps written since migration 5, one row each, newest first, until
+    // `limit` layer rows are in hand (and the rest of that instant's steps of
+    // that engine, which the final order may still rank higher).
+    Where where;
+    if (!query.engine_id.empty()) where.Add("engine_id = ?", query.engine_id);
+    where.AddWindow("timestamp_ns", query.window);
+    MOE_ASSIGN_OR_RETURN(
+        Statement stmt,
+        Prepare(fmt::format("SELECT {}, layers FROM steps{} ORDER BY timestamp_ns DESC, "
+                            "engine_id DESC, step DESC, id DESC",
+                            internal::kPackedStepColumns, where.Sql())));
+    where.Bind(stmt);
+    size_t num_rows = 0;
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      const StepRow step = internal::ReadPackedStep(stmt, 0);
+      if (query.limit > 0 && num_rows >= query.limit &&
+          (step.timestamp_ns != rows.back().timestamp_ns ||
+           step.engine_id != rows.back().engine_id)) {
+        break;
+      }
+      MOE_RETURN_IF_ERROR(internal::UnpackLayers(stmt.ColumnBlob(internal::kNumPackedStepColumns),
+                                                 step, query.layer, [&](StepRow& layer) {
+                                                   rows.push_back(layer);
+                                                   ++num_rows;
+                                                 }));
+    }
+  }
+  {
+    // Steps written before migration 5.
     Where where = filters("timestamp_ns");
     MOE_ASSIGN_OR_RETURN(
         Statement stmt,
@@ -305,6 +337,28 @@ Result<std::vector<ExpertLoadRow>> ReaderImpl::HotExpertsInSnapshot(const Expert
     }
     return Status::Ok();
   };
+  {
+    Where where;
+    where.Add("engine_id = ?", engine_id);
+    where.AddWindow("timestamp_ns", query.window);
+    MOE_ASSIGN_OR_RETURN(Statement stmt,
+                         Prepare(fmt::format("SELECT {}, loads FROM steps{}",
+                                             internal::kPackedStepColumns, where.Sql())));
+    where.Bind(stmt);
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      MOE_RETURN_IF_ERROR(internal::UnpackLoads(
+          stmt.ColumnBlob(internal::kNumPackedStepColumns), internal::ReadPackedStep(stmt, 0),
+          query.layer, [&](uint32_t layer, const std::vector<uint64_t>& tokens) {
+            std::vector<uint64_t>& sum = sums[layer];
+            if (sum.size() < tokens.size()) sum.resize(tokens.size(), 0);
+            for (size_t i = 0; i < tokens.size(); ++i)
+              sum[i] += tokens[i];
+          }));
+    }
+  }
+  // Steps written before migration 5.
   MOE_RETURN_IF_ERROR(
       accumulate("SELECT layer, tokens FROM step_layers JOIN expert_loads ON step_layer_id = id",
                  "timestamp_ns", 4));

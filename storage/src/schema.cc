@@ -152,14 +152,30 @@ CREATE INDEX learning_samples_by_engine ON learning_samples(engine_id, knob);
 ALTER TABLE decisions ADD COLUMN predicted_gain REAL;
 ALTER TABLE decisions ADD COLUMN prediction_json TEXT NOT NULL DEFAULT '';
 )sql"},
+    // One row per step, its layers packed in two BLOBs (step_blob.h): a
+    // step of 61 layers was 122 rows of step_layers and expert_loads. Rows
+    // written before stay where they are and are read (and rolled up) from
+    // there; new steps go here only.
+    {5, "steps as one row", R"sql(
+CREATE TABLE steps (
+  id INTEGER PRIMARY KEY,
+  engine_id TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  timestamp_ns INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  step_us REAL,
+  timing_on_device INTEGER NOT NULL,
+  num_layers INTEGER NOT NULL,
+  layers BLOB NOT NULL,
+  loads BLOB NOT NULL
+);
+CREATE INDEX steps_by_engine_time ON steps(engine_id, timestamp_ns);
+CREATE INDEX steps_by_time ON steps(timestamp_ns);
+)sql"},
 };
 
 static_assert(std::size(kMigrations) == kLatestSchemaVersion);
-
-double RealOrNaN(const Statement& stmt, int index) {
-  return stmt.ColumnIsNull(index) ? std::numeric_limits<double>::quiet_NaN()
-                                  : stmt.ColumnReal(index);
-}
 
 uint32_t Saturate32(uint64_t value) {
   return static_cast<uint32_t>(std::min<uint64_t>(value, std::numeric_limits<uint32_t>::max()));
@@ -193,6 +209,28 @@ Status ApplyOne(sqlite3* db, const std::string& path, const Migration& m, int64_
 }
 
 }  // namespace
+
+double RealOrNaN(const Statement& stmt, int index) {
+  return stmt.ColumnIsNull(index) ? std::numeric_limits<double>::quiet_NaN()
+                                  : stmt.ColumnReal(index);
+}
+
+const char* const kPackedStepColumns =
+    "engine_id, step, seq, timestamp_ns, epoch, step_us, timing_on_device";
+
+StepRow ReadPackedStep(const Statement& stmt, int first) {
+  StepRow row;
+  row.engine_id = stmt.ColumnText(first);
+  row.step = stmt.ColumnU64(first + 1);
+  row.seq = stmt.ColumnU64(first + 2);
+  row.timestamp_ns = stmt.ColumnInt(first + 3);
+  row.epoch = stmt.ColumnU64(first + 4);
+  row.step_us = RealOrNaN(stmt, first + 5);
+  row.timing_on_device = stmt.ColumnInt(first + 6) != 0;
+  row.num_steps = 1;
+  row.rollup = false;
+  return row;
+}
 
 int64_t FloorToMinute(int64_t ns) {
   int64_t q = ns / kNanosPerMinute;

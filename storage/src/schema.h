@@ -15,7 +15,7 @@
 namespace moe::storage::internal {
 
 // The highest migration this binary knows.
-inline constexpr int kLatestSchemaVersion = 4;
+inline constexpr int kLatestSchemaVersion = 5;
 
 inline constexpr int64_t kNanosPerMinute = 60'000'000'000;
 
@@ -32,6 +32,18 @@ Result<int> ReadSchemaVersion(sqlite3* db, const std::string& path);
 // in schema_migrations with `now_ns`. kFailedPrecondition when the file's
 // schema is newer than kLatestSchemaVersion.
 Status Migrate(sqlite3* db, const std::string& path, int64_t now_ns);
+
+// A REAL column, NaN where it is NULL (SQLite stores NaN as NULL).
+double RealOrNaN(const Statement& stmt, int index);
+
+// Columns of steps (migration 5) in the order ReadPackedStep expects, without
+// the BLOBs `layers` and `loads` (step_blob.h), which queries name after them
+// as they need them (a column selected is read).
+extern const char* const kPackedStepColumns;
+inline constexpr int kNumPackedStepColumns = 7;
+// The step fields of a StepRow (no layer fields) from the current row of
+// `stmt`, whose columns start at `first` with kPackedStepColumns.
+StepRow ReadPackedStep(const Statement& stmt, int first);
 
 // Columns of step_layers in the order ReadStepRow expects (without id).
 extern const char* const kStepColumns;

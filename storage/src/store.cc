@@ -19,6 +19,7 @@
 
 #include "schema.h"
 #include "sqlite_util.h"
+#include "step_blob.h"
 
 namespace moe::storage {
 namespace {
@@ -46,7 +47,7 @@ struct OutcomeUpdate {
   DecisionOutcome outcome;
 };
 
-using Payload = std::variant<telemetry::Hello, telemetry::StepRecord, EpochRow, DecisionRow,
+using Payload = std::variant<telemetry::Hello, internal::PackedStep, EpochRow, DecisionRow,
                              CommandSent, AckUpdate, OutcomeUpdate, LearningSampleRow>;
 
 // One queued write. Tickets increase in enqueue order; the queue is FIFO, so
@@ -89,8 +90,10 @@ ON CONFLICT(engine_id) DO UPDATE SET
                     THEN excluded.last_epoch ELSE last_epoch END,
   last_seen_ns = MAX(last_seen_ns, excluded.last_seen_ns))sql";
 
-constexpr const char* kInsertExpertLoad =
-    "INSERT INTO expert_loads(step_layer_id, tokens) VALUES (?1, ?2)";
+constexpr const char* kInsertStep = R"sql(
+INSERT INTO steps(engine_id, step, seq, timestamp_ns, epoch, step_us, timing_on_device,
+                  num_layers, layers, loads)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10))sql";
 
 constexpr const char* kUpsertEpoch = R"sql(
 INSERT INTO epochs(engine_id, epoch, created_ns, knobs_json, decision_id)
@@ -124,8 +127,13 @@ UPDATE decisions SET status = 'measured', outcome_json = ?2, reward_before = ?3,
                      reward_after = ?4, measured_ns = ?5
 WHERE id = ?1)sql";
 
+// Raw rows are in `steps` (one per step, migration 5) and, written before
+// migration 5, in `step_layers` with `expert_loads`.
 constexpr const char* kMinRawTime =
-    "SELECT MIN(timestamp_ns) FROM step_layers WHERE timestamp_ns < ?1";
+    "SELECT MIN(t) FROM (SELECT MIN(timestamp_ns) AS t FROM steps WHERE timestamp_ns < ?1 "
+    "UNION ALL SELECT MIN(timestamp_ns) FROM step_layers WHERE timestamp_ns < ?1)";
+
+constexpr const char* kDeleteRawPackedSteps = "DELETE FROM steps WHERE timestamp_ns < ?1";
 
 constexpr const char* kSelectRollup =
     "SELECT {} FROM rollups WHERE engine_id = ?1 AND layer = ?2 AND bucket_ns = ?3";
@@ -161,6 +169,9 @@ class StoreImpl final : public Store {
 
   void AppendStep(const telemetry::StepRecord& record) override {
     size_t rows = std::max<size_t>(1, record.layers.size());
+    // Packed on the caller's thread, outside the lock: the queue holds the
+    // row as written, a fraction of the record's size.
+    internal::PackedStep packed = internal::PackStep(record);
     std::lock_guard lock(mu_);
     if (!closed_ && queued_rows_ + inflight_rows_ >= options_.max_queue) {
       ++stats_.rejected;
@@ -171,7 +182,7 @@ class StoreImpl final : public Store {
       }
       return;
     }
-    EnqueueLocked(record, rows);
+    EnqueueLocked(std::move(packed), rows);
   }
 
   void RecordEpoch(const EpochRow& row) override {
@@ -227,8 +238,7 @@ class StoreImpl final : public Store {
     Statement rollback;
     Statement upsert_engine_hello;
     Statement touch_engine_step;
-    Statement insert_step_layer;
-    Statement insert_expert_load;
+    Statement insert_step;
     Statement upsert_epoch;
     Statement insert_learning_sample;
     Statement insert_decision;
@@ -237,10 +247,12 @@ class StoreImpl final : public Store {
     Statement update_outcome;
     Statement min_raw_time;
     Statement select_raw;
+    Statement select_raw_steps;
     Statement select_rollup;
     Statement upsert_rollup;
     Statement delete_raw_loads;
     Statement delete_raw_steps;
+    Statement delete_raw_packed_steps;
   };
 
   int64_t RetentionIntervalNanos() const {
@@ -253,7 +265,7 @@ class StoreImpl final : public Store {
   void WriterLoop();
   Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts);
   Status ApplyOp(const Op& op, BatchCounts* counts);
-  Status ApplyStep(const telemetry::StepRecord& record, BatchCounts* counts);
+  Status ApplyStep(const internal::PackedStep& step, BatchCounts* counts);
   Status ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std::string_view what,
                              BatchCounts* counts);
   Status RetentionPass(bool bounded, uint64_t* num_rolled);
@@ -305,12 +317,7 @@ Status StoreImpl::Prepare() {
   MOE_RETURN_IF_ERROR(prep(&s.rollback, "ROLLBACK"));
   MOE_RETURN_IF_ERROR(prep(&s.upsert_engine_hello, kUpsertEngineHello));
   MOE_RETURN_IF_ERROR(prep(&s.touch_engine_step, kTouchEngineStep));
-  MOE_RETURN_IF_ERROR(prep(&s.insert_step_layer,
-                           fmt::format("INSERT INTO step_layers({}) VALUES (?1, ?2, ?3, ?4, ?5, "
-                                       "?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                                       "?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-                                       internal::kStepColumns)));
-  MOE_RETURN_IF_ERROR(prep(&s.insert_expert_load, kInsertExpertLoad));
+  MOE_RETURN_IF_ERROR(prep(&s.insert_step, kInsertStep));
   MOE_RETURN_IF_ERROR(prep(&s.upsert_epoch, kUpsertEpoch));
   MOE_RETURN_IF_ERROR(prep(&s.insert_learning_sample, kInsertLearningSample));
   MOE_RETURN_IF_ERROR(prep(&s.insert_decision, kInsertDecision));
@@ -323,6 +330,10 @@ Status StoreImpl::Prepare() {
                                                       "WHERE timestamp_ns < ?1",
                                                       internal::kStepColumns)));
   MOE_RETURN_IF_ERROR(
+      prep(&s.select_raw_steps, fmt::format("SELECT {}, layers, loads FROM steps WHERE "
+                                            "timestamp_ns < ?1",
+                                            internal::kPackedStepColumns)));
+  MOE_RETURN_IF_ERROR(
       prep(&s.select_rollup, fmt::format(fmt::runtime(kSelectRollup), internal::kRollupColumns)));
   std::string placeholders;
   for (int i = 1; i <= 3 + internal::kNumRollupColumns; ++i) {
@@ -334,6 +345,7 @@ Status StoreImpl::Prepare() {
                                          internal::kRollupColumns, placeholders)));
   MOE_RETURN_IF_ERROR(prep(&s.delete_raw_loads, kDeleteRawLoads));
   MOE_RETURN_IF_ERROR(prep(&s.delete_raw_steps, kDeleteRawSteps));
+  MOE_RETURN_IF_ERROR(prep(&s.delete_raw_packed_steps, kDeleteRawPackedSteps));
   return Status::Ok();
 }
 
@@ -508,8 +520,8 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindU64(10, hello->epoch)
         .Run();
   }
-  if (const auto* record = std::get_if<telemetry::StepRecord>(&op.payload)) {
-    return ApplyStep(*record, counts);
+  if (const auto* step = std::get_if<internal::PackedStep>(&op.payload)) {
+    return ApplyStep(*step, counts);
   }
   if (const auto* epoch = std::get_if<EpochRow>(&op.payload)) {
     ++counts->rows;
@@ -606,58 +618,30 @@ Status StoreImpl::ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std:
   return Status::Ok();
 }
 
-Status StoreImpl::ApplyStep(const telemetry::StepRecord& record, BatchCounts* counts) {
+Status StoreImpl::ApplyStep(const internal::PackedStep& step, BatchCounts* counts) {
   Statements& s = *stmts_;
-  uint32_t num_experts =
-      record.layers.empty() ? 0 : static_cast<uint32_t>(record.layers[0].expert_tokens.size());
   MOE_RETURN_IF_ERROR(s.touch_engine_step.Reset()
-                          .BindText(1, record.engine_id)
-                          .BindInt(2, static_cast<int64_t>(record.layers.size()))
-                          .BindInt(3, num_experts)
-                          .BindInt(4, record.timestamp_ns)
-                          .BindU64(5, record.step)
-                          .BindU64(6, record.epoch)
+                          .BindText(1, step.engine_id)
+                          .BindInt(2, step.num_layers)
+                          .BindInt(3, step.num_experts)
+                          .BindInt(4, step.timestamp_ns)
+                          .BindU64(5, step.step)
+                          .BindU64(6, step.epoch)
                           .Run());
   ++counts->rows;
-  for (const telemetry::LayerRecord& layer : record.layers) {
-    double drop_rate = layer.num_token_slots > 0 ? static_cast<double>(layer.dropped) /
-                                                       static_cast<double>(layer.num_token_slots)
-                                                 : 0.0;
-    MOE_RETURN_IF_ERROR(s.insert_step_layer.Reset()
-                            .BindText(1, record.engine_id)
-                            .BindU64(2, record.step)
-                            .BindU64(3, record.seq)
-                            .BindInt(4, record.timestamp_ns)
-                            .BindU64(5, record.epoch)
-                            .BindInt(6, layer.layer)
-                            .BindInt(7, layer.num_tokens)
-                            .BindU64(8, layer.num_token_slots)
-                            .BindInt(9, layer.overflowed)
-                            .BindInt(10, layer.rerouted)
-                            .BindInt(11, layer.dropped)
-                            .BindReal(12, drop_rate)
-                            .BindReal(13, telemetry::MaxOverMean(layer.expert_tokens))
-                            .BindReal(14, layer.router_entropy)
-                            .BindReal(15, layer.gate_mass)
-                            .BindOptionalReal(16, layer.quality_error)
-                            .BindReal(17, layer.timing.router_us)
-                            .BindReal(18, layer.timing.dispatch_us)
-                            .BindReal(19, layer.timing.expert_us)
-                            .BindReal(20, layer.timing.combine_us)
-                            .BindReal(21, layer.timing.all_to_all_us)
-                            .BindReal(22, layer.timing.total_us)
-                            .BindReal(23, record.step_us)
-                            .BindInt(24, record.timing_on_device ? 1 : 0)
-                            .Run());
-    ++counts->rows;
-    if (!layer.expert_tokens.empty()) {
-      int64_t id = sqlite3_last_insert_rowid(db_.get());
-      std::string blob = internal::EncodeU32(layer.expert_tokens);
-      MOE_RETURN_IF_ERROR(
-          s.insert_expert_load.Reset().BindInt(1, id).BindBlob(2, blob.data(), blob.size()).Run());
-      ++counts->rows;
-    }
-  }
+  MOE_RETURN_IF_ERROR(s.insert_step.Reset()
+                          .BindText(1, step.engine_id)
+                          .BindU64(2, step.step)
+                          .BindU64(3, step.seq)
+                          .BindInt(4, step.timestamp_ns)
+                          .BindU64(5, step.epoch)
+                          .BindReal(6, step.step_us)
+                          .BindInt(7, step.timing_on_device ? 1 : 0)
+                          .BindInt(8, step.num_layers)
+                          .BindBlob(9, step.layers.data(), step.layers.size())
+                          .BindBlob(10, step.loads.data(), step.loads.size())
+                          .Run());
+  ++counts->rows;
   ++counts->steps;
   return Status::Ok();
 }
@@ -702,6 +686,41 @@ Status StoreImpl::RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool*
       ++rolled;
     }
     s.select_raw.Reset();
+    s.select_raw_steps.Reset().BindInt(1, chunk_end);
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool has_row, s.select_raw_steps.Step());
+      if (!has_row) break;
+      const StepRow step = internal::ReadPackedStep(s.select_raw_steps, 0);
+      const int first_blob = internal::kNumPackedStepColumns;
+      std::vector<StepRow> layers;
+      MOE_RETURN_IF_ERROR(
+          internal::UnpackLayers(s.select_raw_steps.ColumnBlob(first_blob), step, std::nullopt,
+                                 [&](StepRow& figures) { layers.push_back(figures); }));
+      // Both blobs hold the record's layers in the same order.
+      size_t index = 0;
+      Status paired;
+      MOE_RETURN_IF_ERROR(internal::UnpackLoads(
+          s.select_raw_steps.ColumnBlob(first_blob + 1), step, std::nullopt,
+          [&](uint32_t layer, const std::vector<uint64_t>& tokens) {
+            if (index >= layers.size() || layers[index].layer != layer) {
+              paired = Status::Corruption(
+                  fmt::format("step {} of engine {}: loads of layer {} do not match its figures",
+                              step.step, step.engine_id, layer));
+              return;
+            }
+            const StepRow& figures = layers[index++];
+            aggs[{figures.engine_id, figures.layer}].Merge(
+                internal::RollupAgg::FromStep(figures, tokens));
+            ++rolled;
+          }));
+      MOE_RETURN_IF_ERROR(paired);
+      for (; index < layers.size(); ++index) {  // a layer without loads
+        aggs[{layers[index].engine_id, layers[index].layer}].Merge(
+            internal::RollupAgg::FromStep(layers[index], {}));
+        ++rolled;
+      }
+    }
+    s.select_raw_steps.Reset();
 
     for (auto& [key, agg] : aggs) {
       MOE_ASSIGN_OR_RETURN(bool existing, s.select_rollup.Reset()
@@ -720,6 +739,7 @@ Status StoreImpl::RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool*
     }
     MOE_RETURN_IF_ERROR(s.delete_raw_loads.Reset().BindInt(1, chunk_end).Run());
     MOE_RETURN_IF_ERROR(s.delete_raw_steps.Reset().BindInt(1, chunk_end).Run());
+    MOE_RETURN_IF_ERROR(s.delete_raw_packed_steps.Reset().BindInt(1, chunk_end).Run());
     return Status::Ok();
   });
   if (status.ok()) *num_rolled += rolled;

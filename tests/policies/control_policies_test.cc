@@ -2,6 +2,7 @@
 
 #include "moe/policies/capacity_policy.h"
 #include "moe/policies/guard.h"
+#include "moe/policies/replication_policy.h"
 #include "moe/policies/reward.h"
 
 namespace moe::policies {
@@ -201,6 +202,34 @@ TEST_CASE("Guard checks a placement: valid, within the move budget, a real chang
   p.placements = p.current_placements;  // nothing moves
   CHECK(Judge(p, snap, g, &fresh).reason.find("does not change") != std::string::npos);
   CHECK(fresh.last_change_ns.empty());  // rejections leave no cooldown behind
+}
+
+}  // namespace
+}  // namespace moe::policies
+
+namespace moe::policies {
+namespace {
+
+TEST_CASE("CooldownLeftMs is the cooldown Judge applies", "[guard]") {
+  GuardParams params;
+  params.cooldown_ms = 3000;
+  params.placement_cooldown_ms = 30'000;
+  GuardState state;
+  constexpr int64_t kMs = 1'000'000;
+  CHECK(CooldownLeftMs("capacity_factor", 0, params, state) == 0);  // never changed
+  state.last_change_ns["capacity_factor"] = 10'000 * kMs;
+  state.last_change_ns["phy2log"] = 10'000 * kMs;
+  CHECK(CooldownLeftMs("capacity_factor", 11'000 * kMs, params, state) == 2000);
+  CHECK(CooldownLeftMs("capacity_factor", 13'000 * kMs, params, state) == 0);
+  CHECK(CooldownLeftMs("phy2log", 13'000 * kMs, params, state) == 27'000);
+  CHECK(CooldownLeftMs("phy2log", 40'000 * kMs, params, state) == 0);
+}
+
+TEST_CASE("the replication policy's time budget must be positive", "[replication]") {
+  ReplicationPolicyParams p;
+  CHECK(Validate(p).ok());
+  p.time_budget_ms = 0;
+  CHECK_THAT(Validate(p).message(), Catch::Contains("time_budget_ms"));
 }
 
 }  // namespace

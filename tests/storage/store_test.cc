@@ -48,7 +48,8 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   const std::string expected = "1:initial:" + std::to_string(opened_at) +
                                ",2:rollups:" + std::to_string(opened_at) +
                                ",3:learning samples:" + std::to_string(opened_at) +
-                               ",4:decision predictions:" + std::to_string(opened_at);
+                               ",4:decision predictions:" + std::to_string(opened_at) +
+                               ",5:steps as one row:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);
@@ -58,7 +59,7 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   auto reader = OpenReader(path);
   auto version = reader->SchemaVersion();
   REQUIRE(version.ok());
-  CHECK(*version == 4);
+  CHECK(*version == 5);
 }
 
 TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-trips", "[store]") {
@@ -75,7 +76,8 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
     RawDb raw(path);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
-    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version = 4") == 0);
+    REQUIRE(raw.Exec("DROP TABLE steps") == 0);  // and before migration 5
+    REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 4") == 0);
   }
   auto store = OpenStore(TestOptions(path), &clock);
   DecisionRow advisory = MakeDecision("e1", 2, "learning");
@@ -85,7 +87,7 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
   store->RecordDecision(advisory);
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 4);
+  CHECK(*reader->SchemaVersion() == 5);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   REQUIRE(decisions->size() == 2);
@@ -106,11 +108,12 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
     REQUIRE(store->Close().ok());
   }
   {
-    // What a database written before migration 3 looks like.
+    // What a database written before migrations 3, 4 and 5 looks like.
     RawDb raw(path);
     REQUIRE(raw.Exec("DROP TABLE learning_samples") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
+    REQUIRE(raw.Exec("DROP TABLE steps") == 0);
     REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 3") == 0);
   }
   auto store = OpenStore(TestOptions(path), &clock);
@@ -121,7 +124,7 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
   store->RecordLearningSample({"e1", 8, 200, "imbalance 2 of 3, tokens 0 of 1", "top_k", 2, -1, 8});
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 4);
+  CHECK(*reader->SchemaVersion() == 5);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   CHECK(decisions->size() == 1);  // nothing lost in the migration

@@ -82,6 +82,11 @@ struct GuardState {
 Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const GuardParams& params,
               GuardState* state);
 
+// Milliseconds before `knob` may change again under the cooldown that Judge
+// applies (the placement cooldown for phy2log); 0 when it may change now.
+int64_t CooldownLeftMs(const std::string& knob, int64_t now_ns, const GuardParams& params,
+                       const GuardState& state);
+
 // True when a decision's measured reward fell enough to roll it back.
 bool ShouldRollBack(double reward_before, double reward_after, const GuardParams& params);
 

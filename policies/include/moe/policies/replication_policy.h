@@ -8,11 +8,12 @@
 // costing move_weight / num_replicas in the planner's objective). A layer
 // takes the planned placement only when its device max-over-mean load falls
 // to at most (1 - min_gain) x the one in force; otherwise it keeps its
-// placement. The planner runs without a clock, so the result is
-// deterministic. The load planned on is the layer's expert_demand (the
-// token-slots that chose each expert, before capacity, so a hot expert capped
-// at its capacity still shows), or the served expert_load for an engine that
-// reports no demand.
+// placement. Without a clock (the default) the planner runs to its work
+// limits and the result is deterministic; with `clock` it stops each layer's
+// search after time_budget_ms (the best plan found by then). The load planned
+// on is the layer's expert_demand (the token-slots that chose each expert,
+// before capacity, so a hot expert capped at its capacity still shows), or the
+// served expert_load for an engine that reports no demand.
 //
 // The placement in force for layer l is snapshot.knobs.phy2log[l] when present
 // and non-empty, else the default: slot s holds expert s % num_experts.
@@ -36,6 +37,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "moe/common/clock.h"
 #include "moe/common/status.h"
 #include "moe/policies/snapshot.h"
 
@@ -59,13 +61,17 @@ struct ReplicationPolicyParams {
   double move_weight = 0.02;
   // Steps the snapshot must cover before the policy acts.
   uint64_t min_steps = 32;
+  // Planner search budget per layer (PlannerOptions::time_budget_ms), on
+  // `clock` (not owned; nullptr: no deadline, deterministic); > 0.
+  double time_budget_ms = 10.0;
+  const Clock* clock = nullptr;
 };
 
 // Checks the parameters' ranges; the message names the field.
 Status Validate(const ReplicationPolicyParams& params);
 
 // The placement proposal for `snapshot` (policy "replication", knob "phy2log",
-// layer -1), if any. Pure and deterministic.
+// layer -1), if any. Pure, and deterministic without params.clock.
 //
 // `current_placements` and `placements` are indexed by layer id (LayerEstimate::
 // layer) and cover every layer of snapshot.layers and of snapshot.knobs.phy2log,

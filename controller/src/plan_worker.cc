@@ -1,0 +1,69 @@
+#include "plan_worker.h"
+
+#include <utility>
+
+namespace moe::controller {
+
+PlanWorker::PlanWorker() : thread_([this] { Loop(); }) {}
+
+PlanWorker::~PlanWorker() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    queue_.clear();
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void PlanWorker::Loop() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) return;
+    std::shared_ptr<Job> job = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    std::optional<policies::Proposal> result =
+        policies::ProposeReplication(job->snapshot, job->params);
+    lock.lock();
+    job->result = std::move(result);
+    job->done = true;
+  }
+}
+
+std::optional<policies::Proposal> PlanWorker::Ask(const policies::EngineSnapshot& snapshot,
+                                                  const policies::ReplicationPolicyParams& params) {
+  size_t num_slots = static_cast<size_t>(snapshot.num_replicas) * snapshot.layers.size();
+  if (num_slots <= kInlineSlots) return policies::ProposeReplication(snapshot, params);
+  if (snapshot.num_devices <= 1 || snapshot.steps_in_epoch < params.min_steps) return std::nullopt;
+
+  EngineJobs& e = engines_[snapshot.engine_id];
+  if (e.job) {
+    std::lock_guard lock(mu_);
+    if (!e.job->done) return std::nullopt;
+  }
+  if (e.job) {
+    std::shared_ptr<Job> job = std::move(e.job);
+    if (job->snapshot.epoch == snapshot.epoch) return std::move(job->result);
+  }
+  const bool due = !e.planned || e.epoch != snapshot.epoch ||
+                   snapshot.steps_in_epoch >= e.steps + params.min_steps;
+  if (!due) return std::nullopt;
+  auto job = std::make_shared<Job>();
+  job->snapshot = snapshot;
+  job->params = params;
+  e.job = job;
+  e.epoch = snapshot.epoch;
+  e.steps = snapshot.steps_in_epoch;
+  e.planned = true;
+  ++plans_started_;
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return std::nullopt;
+}
+
+}  // namespace moe::controller
