@@ -1,6 +1,10 @@
 // gpu_bench: the CUDA backend's grouped expert FFN rate (TFLOP/s and share of
 // the device's peak) and MoE layer throughput (tokens/s). Prints one JSON
-// document on stdout, progress on stderr; exits 77 without a CUDA device.
+// document on stdout, progress on stderr; exits 77 without a CUDA device and
+// 1 when a measurement failed (its entry then holds "error"; e.g. cuBLAS
+// refused a grouped GEMM, which the backend does not hide). Each figure also
+// says which FFN path ran and what the backend allocated and waited for per
+// call or step ("per_call", "per_step": CudaBackendCounters).
 //
 //   gpu_bench [--tokens 512] [--iters 10] [--warmup 3] [--no-full]
 //
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "moe/engine/backend.h"
+#include "moe/engine/cuda_backend.h"
 #include "moe/engine/engine.h"
 #include "moe/engine/model.h"
 #include "moe/engine/options.h"
@@ -34,6 +39,7 @@ using moe::Status;
 using moe::engine::Backend;
 using moe::engine::BackendBuffer;
 using moe::engine::BackendOptions;
+using moe::engine::CudaBackendCounters;
 using moe::engine::ExpertGroups;
 using moe::engine::ExpertWeights;
 using moe::engine::GemmPrecision;
@@ -71,6 +77,34 @@ template <typename T>
 T Take(moe::Result<T> result, const char* what) {
   Check(result.status(), what);
   return std::move(result).value();
+}
+
+// Set when a measurement failed (e.g. cuBLAS refused a grouped GEMM): the
+// JSON still comes out, with an "error" where the figure would be, and the
+// exit status is 1.
+bool g_failed = false;
+
+json Failure(const Status& st) {
+  g_failed = true;
+  std::fprintf(stderr, "gpu_bench: %s\n", st.ToString().c_str());
+  return {{"error", st.ToString()}};
+}
+
+CudaBackendCounters CountersOf(const Backend& backend) {
+  return Take(moe::engine::GetCudaBackendCounters(backend), "backend counters");
+}
+
+// What the backend did between two counter readings, per call.
+json PathJson(const CudaBackendCounters& a, const CudaBackendCounters& b, int calls) {
+  const double n = calls;
+  return {{"grouped_ffn_calls", (b.grouped_ffn_calls - a.grouped_ffn_calls) / n},
+          {"grouped_fallbacks", (b.grouped_fallbacks - a.grouped_fallbacks) / n},
+          {"unaligned_ffn_calls", (b.unaligned_ffn_calls - a.unaligned_ffn_calls) / n},
+          {"single_group_ffn_calls", (b.single_group_ffn_calls - a.single_group_ffn_calls) / n},
+          {"device_mallocs", (b.device_mallocs - a.device_mallocs) / n},
+          {"pinned_mallocs", (b.pinned_mallocs - a.pinned_mallocs) / n},
+          {"staging_waits", (b.staging_waits - a.staging_waits) / n},
+          {"stream_waits", (b.stream_waits - a.stream_waits) / n}};
 }
 
 std::unique_ptr<Backend> MakeCuda(GemmPrecision precision) {
@@ -196,9 +230,18 @@ json BenchExpertFfn(const Shape& s, const DeviceModel& model, int tokens, int wa
       flops += 6.0 * n * s.hidden * s.ffn;
       if (n > 0) weight_bytes += 3.0 * s.hidden * s.ffn * sizeof(float);
     }
-    for (int i = 0; i < warmup; ++i)
+    // A refused grouped GEMM fails the first call (grouped_gemm_fallback off).
+    const Status first = backend->ExpertFfn(groups);
+    if (!first.ok()) {
+      json failed = Failure(first);
+      failed["precision"] = kPrecisions[p].name;
+      results.push_back(failed);
+      continue;
+    }
+    for (int i = 1; i < warmup; ++i)
       Check(backend->ExpertFfn(groups), "ExpertFfn");
     Check(backend->Synchronize(), "synchronize");
+    const CudaBackendCounters before = CountersOf(*backend);
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < iters; ++i)
       Check(backend->ExpertFfn(groups), "ExpertFfn");
@@ -206,6 +249,7 @@ json BenchExpertFfn(const Shape& s, const DeviceModel& model, int tokens, int wa
     const double sec = Seconds(start) / iters;
     const double tflops = flops / sec / 1e12;
     results.push_back({{"precision", kPrecisions[p].name},
+                       {"per_call", PathJson(before, CountersOf(*backend), iters)},
                        {"backend", backend->description()},
                        {"rows", rows},
                        {"rows_per_expert", static_cast<double>(rows) / s.num_experts},
@@ -315,7 +359,9 @@ json BenchEngine(const Shape& s, int tokens, int warmup, int iters, GemmPrecisio
   o.knobs.top_k = s.top_k;
   o.quality_probe_tokens = 0;
   o.routing = routing;
-  auto engine = Take(moe::engine::Engine::Create(o, MakeCuda(precision)), "create engine");
+  auto created = moe::engine::Engine::Create(o, MakeCuda(precision));
+  if (!created.ok()) return Failure(created.status());
+  auto engine = std::move(created).value();
   moe::engine::NormalStream rng(3);
   std::vector<float> x(static_cast<size_t>(tokens) * s.hidden);
   for (float& v : x)
@@ -323,8 +369,11 @@ json BenchEngine(const Shape& s, int tokens, int warmup, int iters, GemmPrecisio
   moe::engine::StepInput input;
   input.hidden = x.data();
   input.num_tokens = tokens;
-  for (int i = 0; i < warmup; ++i)
-    Take(engine->Step(input), "step");
+  for (int i = 0; i < std::max(warmup, 1); ++i) {
+    const auto stats = engine->Step(input);
+    if (!stats.ok()) return Failure(stats.status());
+  }
+  const CudaBackendCounters before = CountersOf(engine->backend());
   double step_us = 0, router = 0, dispatch = 0, expert = 0, combine = 0, waits = 0, rows = 0;
   for (int i = 0; i < iters; ++i) {
     const auto stats = Take(engine->Step(input), "step");
@@ -342,6 +391,7 @@ json BenchEngine(const Shape& s, int tokens, int warmup, int iters, GemmPrecisio
   return {{"how", "Engine::Step, 1 layer, capacity factor 1, " + mode + " routing"},
           {"routing", mode},
           {"host_waits_per_layer", waits},
+          {"per_step", PathJson(before, CountersOf(engine->backend()), iters)},
           {"expert_rows", rows},
           {"ms_per_layer", step_us / 1e3},
           {"tokens_per_s", tokens / (step_us * 1e-6)},
@@ -414,8 +464,10 @@ int main(int argc, char** argv) {
           json device = BenchEngine(*s, tokens, warmup, iters, p.value, RoutingMode::kDevice);
           host["precision"] = p.name;
           device["precision"] = p.name;
-          device["speedup_vs_host_routing"] =
-              host["ms_per_layer"].get<double>() / device["ms_per_layer"].get<double>();
+          if (host.contains("ms_per_layer") && device.contains("ms_per_layer")) {
+            device["speedup_vs_host_routing"] =
+                host["ms_per_layer"].get<double>() / device["ms_per_layer"].get<double>();
+          }
           entry["layer"].push_back(host);
           entry["layer"].push_back(device);
         }
@@ -424,5 +476,5 @@ int main(int argc, char** argv) {
     doc["shapes"].push_back(entry);
   }
   std::printf("%s\n", doc.dump(2).c_str());
-  return 0;
+  return g_failed ? 1 : 0;
 }

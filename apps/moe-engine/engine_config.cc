@@ -120,6 +120,7 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   e.Read("cuda_device", &device, Range<int64_t>{0, 64});
   app.cuda_device = static_cast<int>(device);
   e.ReadChoice("gemm_precision", &app.gemm_precision, {"fp32", "tf32", "bf16"});
+  e.Read("grouped_gemm_fallback", &app.grouped_gemm_fallback);
   std::string routing(engine::RoutingModeName(cfg.engine.routing));
   e.ReadChoice("routing", &routing, {"auto", "host", "device"});
   cfg.engine.routing = routing == "host"     ? engine::RoutingMode::kHost

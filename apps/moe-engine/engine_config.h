@@ -22,6 +22,7 @@ struct AppOptions {
   int blas_threads = 1;                 // CPU backend BLAS threads (0 = OpenBLAS default)
   int cuda_device = 0;                  // CUDA device ordinal
   std::string gemm_precision = "fp32";  // CUDA GEMM arithmetic: "fp32", "tf32" or "bf16"
+  bool grouped_gemm_fallback = false;   // CUDA: one GEMM per expert if cuBLAS refuses grouped ones
   int64_t step_interval_ms = 0;         // minimum time between step starts (pacing)
   int64_t heartbeat_ms = 1000;          // heartbeat when no step was published for this long
   int64_t hello_interval_ms = 5000;     // the Hello (epoch and knobs in force) re-sent this often

@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
   backend_options.gemm_precision = app.gemm_precision == "tf32"   ? engine::GemmPrecision::kTf32
                                    : app.gemm_precision == "bf16" ? engine::GemmPrecision::kBf16
                                                                   : engine::GemmPrecision::kFp32;
+  backend_options.grouped_gemm_fallback = app.grouped_gemm_fallback;
   auto backend = engine::CreateBackend(app.backend, backend_options);
   if (!backend.ok()) {
     spdlog::error("backend {}: {}", app.backend, backend.status().ToString());

@@ -28,6 +28,8 @@ class EngineImpl final : public Engine {
     const size_t counter_bytes = layers_.size() * counter_entries_ * sizeof(uint32_t);
     MOE_ASSIGN_OR_RETURN(counters_, backend_->Allocate(counter_bytes));
     MOE_ASSIGN_OR_RETURN(counters_host_, backend_->AllocateHost(counter_bytes));
+    MOE_ASSIGN_OR_RETURN(placement_start_, backend_->CreateMark());
+    MOE_ASSIGN_OR_RETURN(placement_end_, backend_->CreateMark());
     return Status::Ok();
   }
 
@@ -42,8 +44,10 @@ class EngineImpl final : public Engine {
 
  private:
   // Applies queued updates; copies expert weights into the slots whose
-  // logical expert changed and reports the measured copy and modelled move.
-  Status ApplyPending(StepStats* stats);
+  // logical expert changed and reports the modelled move. `*copied` says
+  // whether copies ran between placement_start_ and placement_end_ (their
+  // time is read after the step's wait).
+  Status ApplyPending(StepStats* stats, bool* copied);
   Status EnsureIo(int num_tokens);
 
   const Options options_;
@@ -61,6 +65,8 @@ class EngineImpl final : public Engine {
   std::unique_ptr<BackendBuffer> ping_, pong_;
   int io_tokens_ = 0;
   bool slots_stale_ = false;  // knobs_ changed; the layers' slots may not match yet
+  // Around a placement change's copies: timed without a wait of their own.
+  std::unique_ptr<BackendMark> placement_start_, placement_end_;
 
   mutable std::mutex mu_;
   std::deque<KnobUpdate> pending_;  // guarded by mu_
@@ -109,7 +115,8 @@ Result<uint64_t> EngineImpl::Submit(const KnobUpdate& update) {
   return next_step_;
 }
 
-Status EngineImpl::ApplyPending(StepStats* stats) {
+Status EngineImpl::ApplyPending(StepStats* stats, bool* copied) {
+  *copied = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!pending_.empty()) {
@@ -125,7 +132,7 @@ Status EngineImpl::ApplyPending(StepStats* stats) {
   const uint32_t num_replicas = NumReplicas(options_);
   const uint32_t slots_per_device = num_replicas / options_.parallel.num_devices;
   std::vector<uint64_t> device_bytes(options_.parallel.num_devices, 0);
-  const auto start = std::chrono::steady_clock::now();
+  MOE_RETURN_IF_ERROR(backend_->RecordMark(placement_start_.get()));
   for (size_t l = 0; l < layers_.size(); ++l) {
     MOE_ASSIGN_OR_RETURN(std::vector<uint32_t> changed, layers_[l]->ApplyKnobs(knobs_[l]));
     for (uint32_t s : changed)
@@ -137,9 +144,8 @@ Status EngineImpl::ApplyPending(StepStats* stats) {
     move_us = std::max(move_us, bytes / (options_.parallel.inter_node_gbps * 1e3));
   }
   if (stats->placement_moved_bytes > 0) {
-    MOE_RETURN_IF_ERROR(backend_->Synchronize());
-    stats->placement_copy_us =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    MOE_RETURN_IF_ERROR(backend_->RecordMark(placement_end_.get()));
+    *copied = true;
   }
   stats->placement_move_us = move_us;
   slots_stale_ = false;
@@ -177,7 +183,8 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
   }
   const auto start = std::chrono::steady_clock::now();
   StepStats stats;
-  MOE_RETURN_IF_ERROR(ApplyPending(&stats));
+  bool placement_copied = false;
+  MOE_RETURN_IF_ERROR(ApplyPending(&stats, &placement_copied));
   stats.step = next_step_;
   stats.epoch = epoch_;
   stats.num_tokens = static_cast<uint32_t>(input.num_tokens);
@@ -233,6 +240,10 @@ Result<StepStats> EngineImpl::Step(const StepInput& input, std::vector<float>* o
   }
   // The step's one wait: every layer's work, counters and marks.
   MOE_RETURN_IF_ERROR(backend_->Synchronize());
+  if (placement_copied) {
+    MOE_ASSIGN_OR_RETURN(stats.placement_copy_us,
+                         backend_->MicrosBetween(*placement_start_, *placement_end_));
+  }
   for (size_t l = finished; l < layers_.size(); ++l) {
     MOE_RETURN_IF_ERROR(layers_[l]->Finish(contexts[l], &workspace_, &stats.layers[l]));
   }

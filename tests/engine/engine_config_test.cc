@@ -18,18 +18,21 @@ TEST_CASE("Engine config: routing, padding and GEMM precision", "[config][engine
                                      "backend = \"cuda\"\n"
                                      "routing = \"device\"\n"
                                      "max_capacity_padding = 0.25\n"
-                                     "gemm_precision = \"bf16\"\n");
+                                     "gemm_precision = \"bf16\"\n"
+                                     "grouped_gemm_fallback = true\n");
   auto cfg = LoadEngineConfig(path);
   INFO(cfg.status().ToString());
   REQUIRE(cfg.ok());
   CHECK(cfg->engine.routing == engine::RoutingMode::kDevice);
   CHECK(cfg->engine.max_capacity_padding == 0.25);
   CHECK(cfg->app.gemm_precision == "bf16");
+  CHECK(cfg->app.grouped_gemm_fallback);
 
   auto defaults = LoadEngineConfig(dir.Write("empty.toml", "[engine]\n"));
   REQUIRE(defaults.ok());
   CHECK(defaults->engine.routing == engine::RoutingMode::kAuto);
   CHECK(defaults->app.gemm_precision == "fp32");
+  CHECK_FALSE(defaults->app.grouped_gemm_fallback);
 }
 
 TEST_CASE("Engine config: a bad routing value names file, line, column and choices",

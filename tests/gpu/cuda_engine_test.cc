@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gpu_test_util.h"
+#include "moe/engine/cuda_backend.h"
 #include "moe/engine/engine.h"
 #include "moe/engine/model.h"
 #include "moe/engine/options.h"
@@ -80,6 +81,17 @@ std::vector<StepPair> StepBoth(Engine& cpu, Engine& gpu, int num_tokens, int num
   return pairs;
 }
 
+// The CUDA engine's expert FFNs ran as grouped GEMMs where they had two or
+// more groups: none fell back to one GEMM per expert.
+void CheckGroupedPath(const Engine& gpu) {
+  const auto counters = GetCudaBackendCounters(gpu.backend());
+  REQUIRE(counters.ok());
+  INFO(gpu.backend().description());
+  CHECK(counters->grouped_fallbacks == 0);
+  CHECK(counters->unaligned_ffn_calls == 0);  // fp32: no alignment needed
+  CHECK(counters->grouped_ffn_calls > 0);
+}
+
 // Sum of |a[i] - b[i]|.
 int Moved(const std::vector<uint32_t>& a, const std::vector<uint32_t>& b) {
   REQUIRE(a.size() == b.size());
@@ -105,6 +117,7 @@ void CompareEngines(const Options& options, int num_tokens, int num_steps, doubl
       CHECK(moved <= 2 * flipped + 2 * max_flipped_share * num_tokens);
     }
   }
+  CheckGroupedPath(*gpu);
 }
 
 // The same steps with routing on the GPU (RoutingMode::kDevice) and on the
@@ -184,6 +197,7 @@ void CompareRoutingModes(const Options& options, int num_tokens, int num_steps, 
     }
     ++step;
   }
+  CheckGroupedPath(*gpu);
 }
 
 // Two layers of 16 softmax experts, top-2, one shared expert.

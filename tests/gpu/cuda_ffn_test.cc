@@ -11,6 +11,7 @@
 
 #include "gpu_test_util.h"
 #include "moe/engine/backend.h"
+#include "moe/engine/cuda_backend.h"
 
 namespace moe::engine {
 namespace {
@@ -98,16 +99,29 @@ FfnCase RoutedCase(int hidden, int ffn, int num_groups, int num_sets, int num_to
   return c;
 }
 
-void CompareFfn(const FfnCase& c, const BackendOptions& gpu_options, double tol) {
+// The path a call must take (CudaBackendCounters).
+enum class Path {
+  kNone,       // no non-empty group: nothing runs
+  kSingle,     // one non-empty group
+  kGrouped,    // two grouped GEMMs
+  kUnaligned,  // one GEMM per group: tensor-core grouped GEMMs need alignment
+};
+
+void CompareFfn(const FfnCase& c, const BackendOptions& gpu_options, double tol, Path path) {
   auto cpu = MakeBackend("cpu");
   auto gpu = MakeBackend("cuda", gpu_options);
   const auto ref = RunFfn(*cpu, c, 77);
   const auto got = RunFfn(*gpu, c, 77);
   INFO(gpu->description());
   CheckClose(got, ref, tol);
-  if (gpu->description().find("one GEMM per expert") != std::string::npos) {
-    WARN("grouped GEMM path not exercised: " << gpu->description());
-  }
+  // The grouped path must not have fallen back to one GEMM per expert: with
+  // the default options a refusal fails RunFfn, and nothing may be counted.
+  const auto counters = GetCudaBackendCounters(*gpu);
+  REQUIRE(counters.ok());
+  CHECK(counters->grouped_fallbacks == 0);
+  CHECK(counters->grouped_ffn_calls == (path == Path::kGrouped ? 1u : 0u));
+  CHECK(counters->single_group_ffn_calls == (path == Path::kSingle ? 1u : 0u));
+  CHECK(counters->unaligned_ffn_calls == (path == Path::kUnaligned ? 1u : 0u));
 }
 
 TEST_CASE("CUDA ExpertFfn: one group (per-group path)", "[cuda][ffn]") {
@@ -116,11 +130,15 @@ TEST_CASE("CUDA ExpertFfn: one group (per-group path)", "[cuda][ffn]") {
   c.set_ffn = {8};
   c.set_of_group = {0};
   c.rows = {7};
-  CompareFfn(c, {}, 5e-6);
+  CompareFfn(c, {}, 5e-6, Path::kSingle);
   c.hidden = 1024;
   c.set_ffn = {1024};
   c.rows = {512};  // a fused 2 x 512 shared expert over 512 tokens
-  CompareFfn(c, {}, 5e-5);
+  CompareFfn(c, {}, 5e-5, Path::kSingle);
+  // Empty groups around one non-empty one: still the single-group path.
+  c.set_of_group = {0, 0, 0};
+  c.rows = {0, 9, 0};
+  CompareFfn(c, {}, 5e-5, Path::kSingle);
 }
 
 TEST_CASE("CUDA ExpertFfn: uneven, empty and one-row groups at odd sizes", "[cuda][ffn]") {
@@ -129,11 +147,11 @@ TEST_CASE("CUDA ExpertFfn: uneven, empty and one-row groups at odd sizes", "[cud
   c.set_ffn = {83, 83, 83};
   c.set_of_group = {0, 1, 2, 0, 1, 2, 0, 1, 2};
   c.rows = {0, 5, 1, 0, 17, 3, 0, 40, 2};
-  CompareFfn(c, {}, 2e-5);
-  c.rows = {1, 1, 1, 1, 1, 1, 1, 1, 1};  // like the quality probe's calls
-  CompareFfn(c, {}, 2e-5);
+  CompareFfn(c, {}, 2e-5, Path::kGrouped);  // fp32 grouped GEMMs need no alignment
+  c.rows = {1, 1, 1, 1, 1, 1, 1, 1, 1};     // like the quality probe's calls
+  CompareFfn(c, {}, 2e-5, Path::kGrouped);
   c.rows = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-  CompareFfn(c, {}, 0);
+  CompareFfn(c, {}, 0, Path::kNone);
 }
 
 TEST_CASE("CUDA ExpertFfn: groups with different intermediate sizes", "[cuda][ffn]") {
@@ -142,12 +160,12 @@ TEST_CASE("CUDA ExpertFfn: groups with different intermediate sizes", "[cuda][ff
   c.set_ffn = {32, 48, 96};
   c.set_of_group = {0, 1, 2, 1, 0};
   c.rows = {9, 4, 13, 0, 30};
-  CompareFfn(c, {}, 2e-5);
+  CompareFfn(c, {}, 2e-5, Path::kGrouped);
 }
 
 TEST_CASE("CUDA ExpertFfn: DeepSeek-like 256 experts top-8, hidden 1024, ffn 512", "[cuda][ffn]") {
   const FfnCase c = RoutedCase(1024, 512, 256, 32, 128, 8, 5);
-  CompareFfn(c, {}, 5e-5);
+  CompareFfn(c, {}, 5e-5, Path::kGrouped);
 }
 
 TEST_CASE("CUDA ExpertFfn with tensor-core precisions stays within their error",
@@ -155,17 +173,17 @@ TEST_CASE("CUDA ExpertFfn with tensor-core precisions stays within their error",
   const FfnCase c = RoutedCase(1024, 512, 64, 16, 96, 6, 9);
   BackendOptions tf32;
   tf32.gemm_precision = GemmPrecision::kTf32;
-  CompareFfn(c, tf32, 1e-2);
+  CompareFfn(c, tf32, 1e-2, Path::kGrouped);
   BackendOptions bf16;
   bf16.gemm_precision = GemmPrecision::kBf16;
-  CompareFfn(c, bf16, 5e-2);
+  CompareFfn(c, bf16, 5e-2, Path::kGrouped);
   // Odd sizes leave matrices off 16-byte boundaries: the per-group path runs.
   FfnCase odd;
   odd.hidden = 129;
   odd.set_ffn = {83, 83};
   odd.set_of_group = {0, 1, 0};
   odd.rows = {5, 0, 17};
-  CompareFfn(odd, tf32, 1e-2);
+  CompareFfn(odd, tf32, 1e-2, Path::kUnaligned);
 }
 
 TEST_CASE("CUDA ExpertFfn is deterministic run to run", "[cuda][ffn]") {
@@ -174,6 +192,22 @@ TEST_CASE("CUDA ExpertFfn is deterministic run to run", "[cuda][ffn]") {
   const auto first = RunFfn(*gpu, c, 3);
   const auto second = RunFfn(*gpu, c, 3);
   CHECK(first == second);
+}
+
+TEST_CASE("CUDA ExpertFfn allowed to fall back still takes the grouped path", "[cuda][ffn]") {
+  // grouped_gemm_fallback only permits the fallback; with a cuBLAS that runs
+  // grouped GEMMs nothing falls back and the description says nothing of it.
+  BackendOptions options;
+  options.grouped_gemm_fallback = true;
+  const FfnCase c = RoutedCase(256, 128, 16, 4, 32, 4, 17);
+  CompareFfn(c, options, 2e-5, Path::kGrouped);
+  auto gpu = MakeBackend("cuda", options);
+  CHECK(gpu->description().find("one GEMM per expert") == std::string::npos);
+}
+
+TEST_CASE("CUDA backend counters exist only for CUDA backends", "[cuda]") {
+  auto cpu = MakeBackend("cpu");
+  CHECK(GetCudaBackendCounters(*cpu).status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("CUDA ExpertFfn refuses malformed offsets", "[cuda][ffn]") {

@@ -1,22 +1,28 @@
-// The CUDA backend: device memory, one stream and one cuBLAS handle per
-// backend, and the op families in their own files (norm, scoring, permute,
-// ffn, gemm, elementwise, routing). Every op is enqueued on the backend's
-// stream and returns without waiting; Download() and Synchronize() wait.
+// The CUDA backend: device memory from a caching pool, one stream and one
+// cuBLAS handle per backend, and the op families in their own files (norm,
+// scoring, permute, ffn, gemm, elementwise, routing, memory). Every op is
+// enqueued on the backend's stream and returns without waiting; Download()
+// and Synchronize() wait. Upload() (staged through pinned memory),
 // DownloadAsync() into pinned memory and marks (CUDA events) do not.
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "../backend_factories.h"
 #include "common.cuh"
+#include "cuda_log.h"
 #include "elementwise.cuh"
 #include "ffn.cuh"
 #include "gemm.cuh"
+#include "memory.cuh"
 #include "moe/engine/backend.h"
+#include "moe/engine/cuda_backend.h"
 #include "moe/engine/router.h"
 #include "norm.cuh"
 #include "permute.cuh"
@@ -26,18 +32,22 @@
 namespace moe::engine {
 namespace {
 
+// A block of the backend's pool; destroying the buffer gives the block back
+// to the pool (no cudaFree, which would wait for the whole device).
 class CudaBuffer final : public BackendBuffer {
  public:
-  CudaBuffer(void* data, size_t size) : data_(data), size_(size) {}
-  // cudaFree waits for the device to finish work that may still use the block.
-  ~CudaBuffer() override { cudaFree(data_); }
+  CudaBuffer(std::shared_ptr<cuda::DevicePool> pool, void* data, size_t block_bytes, size_t size)
+      : pool_(std::move(pool)), data_(data), block_bytes_(block_bytes), size_(size) {}
+  ~CudaBuffer() override { pool_->Release(data_, block_bytes_); }
   CudaBuffer(const CudaBuffer&) = delete;
   CudaBuffer& operator=(const CudaBuffer&) = delete;
   void* data() override { return data_; }
   size_t size_bytes() const override { return size_; }
 
  private:
+  std::shared_ptr<cuda::DevicePool> pool_;
   void* data_;
+  size_t block_bytes_;
   size_t size_;
 };
 
@@ -72,35 +82,6 @@ class CudaMark final : public BackendMark {
   bool recorded_ = false;
 };
 
-// Grow-only device scratch used by one op at a time, in stream order.
-class DeviceScratch {
- public:
-  DeviceScratch() = default;
-  ~DeviceScratch() { cudaFree(data_); }
-  DeviceScratch(const DeviceScratch&) = delete;
-  DeviceScratch& operator=(const DeviceScratch&) = delete;
-
-  // Makes room for `num_bytes`. Growing waits for `stream` first, since work
-  // already enqueued may still read the old block.
-  Status Reserve(size_t num_bytes, cudaStream_t stream) {
-    if (num_bytes <= size_) return Status::Ok();
-    const size_t grown = num_bytes + num_bytes / 2;
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
-    MOE_CUDA_CHECK(cudaFree(data_));
-    data_ = nullptr;
-    size_ = 0;
-    MOE_CUDA_CHECK(cudaMalloc(&data_, grown));
-    size_ = grown;
-    return Status::Ok();
-  }
-  void* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  void* data_ = nullptr;
-  size_t size_ = 0;
-};
-
 cublasComputeType_t ComputeType(GemmPrecision precision) {
   switch (precision) {
     case GemmPrecision::kFp32:
@@ -127,8 +108,18 @@ const char* PrecisionName(GemmPrecision precision) {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, GemmPrecision precision, std::string description)
-      : device_(device), compute_(ComputeType(precision)), description_(std::move(description)) {}
+  CudaBackend(const BackendOptions& options, std::string description)
+      : device_(options.device),
+        precision_(options.gemm_precision),
+        compute_(ComputeType(options.gemm_precision)),
+        grouped_fallback_allowed_(options.grouped_gemm_fallback),
+        description_(std::move(description)),
+        pool_(std::make_shared<cuda::DevicePool>(options.device)),
+        staging_(pool_->mutable_counters()) {
+    for (cuda::DeviceScratch* scratch :
+         {&act_scratch_, &ptr_scratch_, &sort_scratch_, &route_scratch_})
+      scratch->set_pool(pool_);
+  }
 
   ~CudaBackend() override {
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
@@ -149,8 +140,21 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string description() const override {
-    return grouped_gemm_ok_ ? description_
-                            : description_ + ", one GEMM per expert (cuBLAS refused grouped GEMMs)";
+    return grouped_refusal_.empty()
+               ? description_
+               : description_ + ", one GEMM per expert (" + grouped_refusal_ + ")";
+  }
+
+  CudaBackendCounters Counters() const {
+    CudaBackendCounters c = counters_;
+    const cuda::MemoryCounters& m = pool_->counters();
+    c.device_mallocs = m.device_mallocs;
+    c.device_frees = m.device_frees;
+    c.pool_hits = m.pool_hits;
+    c.pinned_mallocs = m.pinned_mallocs;
+    c.staged_bytes = m.staged_bytes;
+    c.staging_waits = m.staging_waits;
+    return c;
   }
 
   bool Supports(Feature feature) const override {
@@ -168,27 +172,28 @@ class CudaBackend final : public Backend {
   }
 
   Result<std::unique_ptr<BackendBuffer>> Allocate(size_t num_bytes) override {
-    void* data = nullptr;
-    MOE_CUDA_CHECK(cudaSetDevice(device_));
-    const cudaError_t err = cudaMalloc(&data, num_bytes == 0 ? 1 : num_bytes);
-    if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();  // not sticky, but keep the next check clean
-      return Status::Unavailable("cuda backend: out of device memory allocating " +
-                                 std::to_string(num_bytes) + " bytes");
-    }
-    MOE_CUDA_CHECK(err);
-    return std::unique_ptr<BackendBuffer>(new CudaBuffer(data, num_bytes));
+    size_t block_bytes = 0;
+    MOE_ASSIGN_OR_RETURN(void* data, pool_->Acquire(num_bytes, &block_bytes));
+    return std::unique_ptr<BackendBuffer>(new CudaBuffer(pool_, data, block_bytes, num_bytes));
   }
 
+  // Through pinned staging in pieces of at most half the staging area: the
+  // copies are asynchronous, and `host` may be reused when this returns.
   Status Upload(const void* host, size_t num_bytes, void* dst) override {
     if (num_bytes == 0) return Status::Ok();
     MOE_CUDA_CHECK(cudaSetDevice(device_));
-    MOE_CUDA_CHECK(cudaMemcpyAsync(dst, host, num_bytes, cudaMemcpyHostToDevice, stream_));
-    // From pageable memory the copy has consumed `host` when it returns; from
-    // pinned memory it has not, and the caller may reuse `host` at once.
-    cudaPointerAttributes attr{};
-    MOE_CUDA_CHECK(cudaPointerGetAttributes(&attr, host));
-    if (attr.type == cudaMemoryTypeHost) MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const char* src = static_cast<const char*>(host);
+    char* out = static_cast<char*>(dst);
+    while (num_bytes > 0) {
+      const size_t piece = std::min(num_bytes, cuda::PinnedStaging::kMaxBytes / 2);
+      MOE_ASSIGN_OR_RETURN(void* staged, staging_.Take(piece));
+      std::memcpy(staged, src, piece);
+      MOE_CUDA_CHECK(cudaMemcpyAsync(out, staged, piece, cudaMemcpyHostToDevice, stream_));
+      MOE_RETURN_IF_ERROR(staging_.Enqueued(stream_));
+      src += piece;
+      out += piece;
+      num_bytes -= piece;
+    }
     return Status::Ok();
   }
 
@@ -196,8 +201,7 @@ class CudaBackend final : public Backend {
     if (num_bytes == 0) return Status::Ok();
     MOE_CUDA_CHECK(cudaSetDevice(device_));
     MOE_CUDA_CHECK(cudaMemcpyAsync(host, src, num_bytes, cudaMemcpyDeviceToHost, stream_));
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return Status::Ok();
+    return WaitForStream();
   }
 
   Status Copy(const void* src, size_t num_bytes, void* dst) override {
@@ -214,8 +218,7 @@ class CudaBackend final : public Backend {
 
   Status Synchronize() override {
     MOE_CUDA_CHECK(cudaSetDevice(device_));
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return Status::Ok();
+    return WaitForStream();
   }
 
   Result<std::unique_ptr<BackendBuffer>> AllocateHost(size_t num_bytes) override {
@@ -317,7 +320,7 @@ class CudaBackend final : public Backend {
     if (num_rows <= 0 || hidden <= 0) return Status::Ok();
     MOE_CUDA_CHECK(cudaSetDevice(device_));
     MOE_ASSIGN_OR_RETURN(const size_t bytes, cuda::ScatterScratchBytes(num_rows));
-    MOE_RETURN_IF_ERROR(sort_scratch_.Reserve(bytes, stream_));
+    MOE_RETURN_IF_ERROR(sort_scratch_.Reserve(bytes));
     return cuda::LaunchScatterAddWeighted(y, rows, weights, num_rows, hidden, out,
                                           sort_scratch_.data(), sort_scratch_.size(), stream_);
   }
@@ -330,17 +333,33 @@ class CudaBackend final : public Backend {
   Status RouteOnDevice(const DeviceRoutingArgs& args) override;
 
  private:
+  // The one place the backend waits for its stream; every staged copy has
+  // run afterwards.
+  Status WaitForStream() {
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    ++counters_.stream_waits;
+    staging_.Drained();
+    return Status::Ok();
+  }
+
+  Status RunGrouped(const std::vector<cuda::FfnGroup>& work, int hidden);
+
   int device_;
+  GemmPrecision precision_;
   cublasComputeType_t compute_;
+  bool grouped_fallback_allowed_;
   std::string description_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
-  bool grouped_gemm_ok_ = true;  // false once cuBLAS refused a grouped GEMM
-  DeviceScratch act_scratch_;    // grouped FFN activations
-  DeviceScratch ptr_scratch_;    // grouped GEMM pointer arrays
-  DeviceScratch sort_scratch_;   // ScatterAddWeighted's sort
-  DeviceScratch route_scratch_;  // RouteOnDevice's sort and tables
-  std::vector<const void*> host_ptrs_;
+  // Declared before everything that gives memory back to it.
+  std::shared_ptr<cuda::DevicePool> pool_;
+  cuda::PinnedStaging staging_;
+  cuda::DeviceScratch act_scratch_;    // grouped FFN activations
+  cuda::DeviceScratch ptr_scratch_;    // grouped GEMM pointer arrays
+  cuda::DeviceScratch sort_scratch_;   // ScatterAddWeighted's sort
+  cuda::DeviceScratch route_scratch_;  // RouteOnDevice's sort and tables
+  CudaBackendCounters counters_;       // the pool's and staging's are merged in Counters()
+  std::string grouped_refusal_;        // cuBLAS's answer once it refused (with fallback)
 };
 
 Status CudaBackend::RouteOnDevice(const DeviceRoutingArgs& args) {
@@ -363,7 +382,7 @@ Status CudaBackend::RouteOnDevice(const DeviceRoutingArgs& args) {
   // capacity launcher sums, so reserve it first.
   MOE_ASSIGN_OR_RETURN(const size_t bytes,
                        cuda::RoutingScratchBytes(args.num_tokens, top_k, num_experts, num_slots));
-  MOE_RETURN_IF_ERROR(route_scratch_.Reserve(bytes, stream_));
+  MOE_RETURN_IF_ERROR(route_scratch_.Reserve(bytes));
   const cuda::RoutingTokenStats token_stats =
       cuda::TokenStatsOf(route_scratch_.data(), args.num_tokens);
 
@@ -425,21 +444,51 @@ Status CudaBackend::ExpertFfn(const ExpertGroups& groups) {
   }
   if (work.empty()) return Status::Ok();
   MOE_CUDA_CHECK(cudaSetDevice(device_));
-  // Tensor-core grouped GEMMs need aligned matrices (see GroupedFfnAligned).
-  const bool aligned =
-      compute_ == CUBLAS_COMPUTE_32F || cuda::GroupedFfnAligned(work, groups.hidden);
-  if (work.size() >= 2 && grouped_gemm_ok_ && aligned) {
-    MOE_RETURN_IF_ERROR(
-        act_scratch_.Reserve(sizeof(float) * cuda::GroupedActFloats(work), stream_));
-    MOE_RETURN_IF_ERROR(ptr_scratch_.Reserve(6 * sizeof(void*) * work.size(), stream_));
-    const Status st = cuda::RunExpertFfnGrouped(
-        cublas_, stream_, compute_, work, groups.hidden, static_cast<float*>(act_scratch_.data()),
-        static_cast<void**>(ptr_scratch_.data()), &host_ptrs_);
-    if (st.code() != StatusCode::kUnsupported) return st;
-    grouped_gemm_ok_ = false;  // this cuBLAS has no grouped GEMM for our compute type
+  if (work.size() >= 2) {
+    // Tensor-core grouped GEMMs need aligned matrices (see GroupedFfnAligned).
+    const bool aligned =
+        compute_ == CUBLAS_COMPUTE_32F || cuda::GroupedFfnAligned(work, groups.hidden);
+    if (!aligned) {
+      ++counters_.unaligned_ffn_calls;
+    } else if (!grouped_refusal_.empty()) {
+      ++counters_.grouped_fallbacks;  // refused before; fallback allowed
+    } else {
+      const Status st = RunGrouped(work, groups.hidden);
+      if (st.ok()) {
+        ++counters_.grouped_ffn_calls;
+        return st;
+      }
+      if (st.code() != StatusCode::kUnsupported) return st;
+      const std::string what = st.message() + " (" + PrecisionName(precision_) + ", " +
+                               std::to_string(work.size()) + " groups)";
+      if (!grouped_fallback_allowed_) {
+        return Status::Unsupported(
+            "ExpertFfn: " + what +
+            "; set BackendOptions::grouped_gemm_fallback (moe-engine: [engine] "
+            "grouped_gemm_fallback = true) to run one GEMM per expert instead");
+      }
+      grouped_refusal_ = what;
+      ++counters_.grouped_fallbacks;
+      cuda::LogGroupedGemmFallback(what);
+    }
+  } else {
+    ++counters_.single_group_ffn_calls;
   }
   if (groups.workspace == nullptr) return Status::InvalidArgument("ExpertFfn: null workspace");
   return cuda::RunExpertFfnLoop(cublas_, stream_, compute_, work, groups.hidden, groups.workspace);
+}
+
+Status CudaBackend::RunGrouped(const std::vector<cuda::FfnGroup>& work, int hidden) {
+  const size_t num_ptrs = 6 * work.size();
+  MOE_RETURN_IF_ERROR(act_scratch_.Reserve(sizeof(float) * cuda::GroupedActFloats(work)));
+  MOE_RETURN_IF_ERROR(ptr_scratch_.Reserve(sizeof(void*) * num_ptrs));
+  MOE_ASSIGN_OR_RETURN(void* pinned, staging_.Take(sizeof(void*) * num_ptrs));
+  const Status st = cuda::RunExpertFfnGrouped(
+      cublas_, stream_, compute_, work, hidden, static_cast<float*>(act_scratch_.data()),
+      static_cast<void**>(ptr_scratch_.data()), static_cast<const void**>(pinned));
+  // The pointer copies may be enqueued even when a GEMM was refused.
+  MOE_RETURN_IF_ERROR(staging_.Enqueued(stream_));
+  return st;
 }
 
 // Counts devices; a driver or runtime failure means "no device" for callers.
@@ -471,10 +520,18 @@ Result<std::unique_ptr<Backend>> CreateCudaBackend(const BackendOptions& options
   description += ", cuBLAS " + std::to_string(CUBLAS_VER_MAJOR) + "." +
                  std::to_string(CUBLAS_VER_MINOR) + ", " + PrecisionName(options.gemm_precision) +
                  " GEMMs";
-  auto backend =
-      std::make_unique<CudaBackend>(options.device, options.gemm_precision, std::move(description));
+  auto backend = std::make_unique<CudaBackend>(options, std::move(description));
   MOE_RETURN_IF_ERROR(backend->Init());
   return std::unique_ptr<Backend>(std::move(backend));
+}
+
+Result<CudaBackendCounters> GetCudaBackendCounters(const Backend& backend) {
+  const auto* cuda_backend = dynamic_cast<const CudaBackend*>(&backend);
+  if (cuda_backend == nullptr) {
+    return Status::InvalidArgument("GetCudaBackendCounters: backend " +
+                                   std::string(backend.name()) + " is not a CUDA backend");
+  }
+  return cuda_backend->Counters();
 }
 
 }  // namespace moe::engine

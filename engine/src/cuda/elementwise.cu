@@ -9,14 +9,15 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void FillKernel(float value, size_t n, float* dst) {
+__global__ void __launch_bounds__(kThreads) FillKernel(float value, size_t n, float* dst) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     dst[i] = value;
   }
 }
 
-__global__ void AddKernel(const float* a, const float* b, size_t n, float* out) {
+__global__ void __launch_bounds__(kThreads)
+    AddKernel(const float* a, const float* b, size_t n, float* out) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     out[i] = a[i] + b[i];

@@ -9,7 +9,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void SwiGluKernel(float* act, int rows, int ffn) {
+__global__ void __launch_bounds__(kThreads) SwiGluKernel(float* act, int rows, int ffn) {
   const size_t n = static_cast<size_t>(rows) * ffn;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -74,7 +74,7 @@ bool GroupedFfnAligned(const std::vector<FfnGroup>& groups, int hidden) {
 
 Status RunExpertFfnGrouped(cublasHandle_t handle, cudaStream_t stream, cublasComputeType_t compute,
                            const std::vector<FfnGroup>& groups, int hidden, float* act,
-                           void** device_ptrs, std::vector<const void*>* host_ptrs) {
+                           void** device_ptrs, const void** pinned_ptrs) {
   const size_t num_groups = groups.size();
   std::vector<GemmProblem> up(num_groups), down(num_groups);
   std::vector<float*> acts(num_groups);
@@ -91,7 +91,7 @@ Status RunExpertFfnGrouped(cublasHandle_t handle, cudaStream_t stream, cublasCom
     same_ffn = same_ffn && g.ffn == groups[0].ffn &&
                ActSliceFloats(g) == static_cast<size_t>(g.rows) * two_f;
   }
-  MOE_RETURN_IF_ERROR(RowMajorGroupedGemm(handle, stream, compute, up, device_ptrs, host_ptrs));
+  MOE_RETURN_IF_ERROR(RowMajorGroupedGemm(handle, stream, compute, up, device_ptrs, pinned_ptrs));
   if (same_ffn) {
     int total_rows = 0;
     for (const FfnGroup& g : groups)
@@ -101,17 +101,9 @@ Status RunExpertFfnGrouped(cublasHandle_t handle, cudaStream_t stream, cublasCom
     for (size_t i = 0; i < num_groups; ++i)
       MOE_RETURN_IF_ERROR(LaunchSwiGlu(acts[i], groups[i].rows, groups[i].ffn, stream));
   }
-  // Stream order already keeps the first call's pointers alive until its GEMM
-  // ran; a separate slice keeps that obvious.
-  const Status st =
-      RowMajorGroupedGemm(handle, stream, compute, down, device_ptrs + 3 * num_groups, host_ptrs);
-  if (st.code() != StatusCode::kUnsupported) return st;
-  // The up projections already ran: finish the down projections one by one.
-  for (const GemmProblem& p : down) {
-    MOE_RETURN_IF_ERROR(
-        RowMajorGemm(handle, compute, p.a, p.lda, p.b, p.ldb, p.c, p.ldc, p.m, p.n, p.k, 0.0f));
-  }
-  return Status::Ok();
+  // Separate pointer slices: the first copy may not have run yet.
+  return RowMajorGroupedGemm(handle, stream, compute, down, device_ptrs + 3 * num_groups,
+                             pinned_ptrs + 3 * num_groups);
 }
 
 }  // namespace moe::engine::cuda

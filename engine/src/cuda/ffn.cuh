@@ -47,12 +47,14 @@ bool GroupedFfnAligned(const std::vector<FfnGroup>& groups, int hidden);
 // All groups at once: one grouped GEMM for the gate/up projections, SwiGLU
 // (one launch when every group has the same ffn), one grouped GEMM for the
 // down projections. `act` holds GroupedActFloats(groups) floats, each group its
-// own slice; `device_ptrs` has room for 6 pointers per group. Returns
-// kUnsupported (before any GEMM ran) when cuBLAS has no grouped GEMM for
-// `compute`; the caller then uses RunExpertFfnLoop.
+// own slice; `device_ptrs` (device) and `pinned_ptrs` (pinned host, not to be
+// reused before the stream ran this call's copies) have room for 6 pointers
+// per group. When cuBLAS refuses either grouped GEMM this returns
+// RowMajorGroupedGemm's kUnsupported (kGroupedGemmRefused); the outputs are
+// then undefined and RunExpertFfnLoop over the same groups computes them.
 Status RunExpertFfnGrouped(cublasHandle_t handle, cudaStream_t stream, cublasComputeType_t compute,
                            const std::vector<FfnGroup>& groups, int hidden, float* act,
-                           void** device_ptrs, std::vector<const void*>* host_ptrs);
+                           void** device_ptrs, const void** pinned_ptrs);
 
 }  // namespace moe::engine::cuda
 

@@ -3,6 +3,12 @@
 #include "common.cuh"
 #include "gemm.cuh"
 
+// CMake checks this at configure time (CMakeLists.txt); this catches a build
+// that points at other cuBLAS headers.
+#if CUBLAS_VERSION < 120500
+#error "cublasGemmGroupedBatchedEx needs cuBLAS 12.5 or newer (CUDA toolkit 12.5+)"
+#endif
+
 namespace moe::engine::cuda {
 
 Status RowMajorGemm(cublasHandle_t handle, cublasComputeType_t compute, const float* a, int lda,
@@ -19,7 +25,7 @@ Status RowMajorGemm(cublasHandle_t handle, cublasComputeType_t compute, const fl
 
 Status RowMajorGroupedGemm(cublasHandle_t handle, cudaStream_t stream, cublasComputeType_t compute,
                            const std::vector<GemmProblem>& problems, void** device_ptrs,
-                           std::vector<const void*>* host_ptrs) {
+                           const void** pinned_ptrs) {
   const int num_problems = static_cast<int>(problems.size());
   if (num_problems == 0) return Status::Ok();
   // Column-major view: c^T[n, m] = b^T[n, k] a^T[k, m].
@@ -28,8 +34,7 @@ Status RowMajorGroupedGemm(cublasHandle_t handle, cudaStream_t stream, cublasCom
   std::vector<int> lda(num_problems), ldb(num_problems), ldc(num_problems);
   std::vector<int> group_size(num_problems, 1);
   std::vector<float> alpha(num_problems, 1.0f), beta(num_problems, 0.0f);
-  host_ptrs->resize(3 * static_cast<size_t>(num_problems));
-  const void** ptr_a = host_ptrs->data();
+  const void** ptr_a = pinned_ptrs;
   const void** ptr_b = ptr_a + num_problems;
   const void** ptr_c = ptr_b + num_problems;
   for (int i = 0; i < num_problems; ++i) {
@@ -44,8 +49,9 @@ Status RowMajorGroupedGemm(cublasHandle_t handle, cudaStream_t stream, cublasCom
     ptr_c[i] = p.c;
     ldc[i] = p.ldc;
   }
-  // From pageable memory: the copy has consumed host_ptrs when this returns.
-  MOE_CUDA_CHECK(cudaMemcpyAsync(device_ptrs, host_ptrs->data(), sizeof(void*) * host_ptrs->size(),
+  // From pinned memory the copy is asynchronous: it runs in stream order,
+  // before the GEMM that reads the device arrays.
+  MOE_CUDA_CHECK(cudaMemcpyAsync(device_ptrs, pinned_ptrs, 3 * sizeof(void*) * num_problems,
                                  cudaMemcpyHostToDevice, stream));
   const void* const* dev_a = const_cast<const void* const*>(device_ptrs);
   const void* const* dev_b = dev_a + num_problems;
@@ -55,7 +61,8 @@ Status RowMajorGroupedGemm(cublasHandle_t handle, cudaStream_t stream, cublasCom
       lda.data(), dev_b, CUDA_R_32F, ldb.data(), beta.data(), dev_c, CUDA_R_32F, ldc.data(),
       num_problems, group_size.data(), compute);
   if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) {
-    return Status::Unsupported(std::string("cublasGemmGroupedBatchedEx: ") +
+    return Status::Unsupported(std::string(kGroupedGemmRefused) +
+                               ": cublasGemmGroupedBatchedEx returned " +
                                cublasGetStatusString(st));
   }
   if (st != CUBLAS_STATUS_SUCCESS) {

@@ -4,6 +4,7 @@
 #define MOE_ENGINE_SRC_CUDA_GEMM_CUH_
 
 #include <cublas_v2.h>
+#include <cuda_runtime.h>
 
 #include <vector>
 
@@ -28,13 +29,19 @@ struct GemmProblem {
 };
 
 // Runs every problem with one cublasGemmGroupedBatchedEx call (each problem is
-// its own cuBLAS group of size one). `device_ptrs` holds room for 3 pointers
-// per problem; `host_ptrs` is staging reused across calls. Returns kUnsupported
-// when cuBLAS rejects the compute type for grouped GEMMs, before enqueuing any
-// GEMM, so the caller can fall back to one GEMM per problem.
+// its own cuBLAS group of size one). `pinned_ptrs` is pinned host memory with
+// room for 3 pointers per problem: the A, B and C arrays are written there and
+// copied asynchronously to `device_ptrs` (room for as many), so the caller
+// must not reuse `pinned_ptrs` before the stream has run the copy. Returns
+// kUnsupported "cuBLAS refused the grouped GEMM: <cuBLAS's status>" when
+// cuBLAS answers NOT_SUPPORTED or INVALID_VALUE (no GEMM was enqueued then),
+// kInternal for any other failure.
 Status RowMajorGroupedGemm(cublasHandle_t handle, cudaStream_t stream, cublasComputeType_t compute,
                            const std::vector<GemmProblem>& problems, void** device_ptrs,
-                           std::vector<const void*>* host_ptrs);
+                           const void** pinned_ptrs);
+
+// The message prefix of RowMajorGroupedGemm's kUnsupported.
+inline constexpr const char* kGroupedGemmRefused = "cuBLAS refused the grouped GEMM";
 
 }  // namespace moe::engine::cuda
 

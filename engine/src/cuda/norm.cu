@@ -6,8 +6,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void RmsNormKernel(const float* x, const float* weight, int hidden, float eps,
-                              float* out) {
+__global__ void __launch_bounds__(kThreads)
+    RmsNormKernel(const float* x, const float* weight, int hidden, float eps, float* out) {
   __shared__ double warp_sums[kThreads / kWarpSize];
   __shared__ float inv_shared;
   const size_t base = static_cast<size_t>(blockIdx.x) * hidden;

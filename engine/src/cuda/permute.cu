@@ -11,7 +11,8 @@ namespace {
 constexpr int kThreads = 256;
 
 template <typename T>
-__global__ void GatherKernel(const T* x, const int32_t* rows, int num_rows, int row_items, T* out) {
+__global__ void __launch_bounds__(kThreads)
+    GatherKernel(const T* x, const int32_t* rows, int num_rows, int row_items, T* out) {
   const size_t n = static_cast<size_t>(num_rows) * row_items;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -22,15 +23,16 @@ __global__ void GatherKernel(const T* x, const int32_t* rows, int num_rows, int 
   }
 }
 
-__global__ void IotaKernel(int n, int32_t* values) {
+__global__ void __launch_bounds__(kThreads) IotaKernel(int n, int32_t* values) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
     values[i] = i;
 }
 
 // Block p handles sorted position p when it starts a run of equal rows;
 // padding rows (-1, sorted first) are skipped.
-__global__ void OwnerAddKernel(const float* y, const float* weights, const int32_t* sorted_rows,
-                               const int32_t* sorted_idx, int num_rows, int hidden, float* out) {
+__global__ void __launch_bounds__(kThreads)
+    OwnerAddKernel(const float* y, const float* weights, const int32_t* sorted_rows,
+                   const int32_t* sorted_idx, int num_rows, int hidden, float* out) {
   const int p = blockIdx.x;
   const int32_t row = sorted_rows[p];
   if (row < 0 || (p > 0 && sorted_rows[p - 1] == row)) return;

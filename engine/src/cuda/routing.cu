@@ -31,7 +31,7 @@ __host__ __device__ size_t SelectWarpFloats(int num_experts, int num_groups) {
   return static_cast<size_t>(num_experts) + 2 * static_cast<size_t>(num_groups);
 }
 
-__global__ void RouteSelectKernel(RouteSelectArgs args) {
+__global__ void __launch_bounds__(kSelectThreads) RouteSelectKernel(RouteSelectArgs args) {
   extern __shared__ float smem[];
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -231,16 +231,17 @@ size_t FixedScratchBytes(int num_tokens, int num_items, int num_experts, int num
          IntBytes(num_slots) + 2 * IntBytes(num_slots + 1);
 }
 
-__global__ void KeysKernel(const int32_t* chosen, int n, int num_experts, int32_t* keys,
-                           int32_t* idx) {
+__global__ void __launch_bounds__(kThreads)
+    KeysKernel(const int32_t* chosen, int n, int num_experts, int32_t* keys, int32_t* idx) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     keys[i] = chosen[i] >= 0 ? chosen[i] : num_experts;  // unused slots sort last
     idx[i] = i;
   }
 }
 
-__global__ void RunBoundsKernel(const int32_t* sorted_keys, int n, int num_experts,
-                                int32_t* expert_start, int32_t* expert_end) {
+__global__ void __launch_bounds__(kThreads)
+    RunBoundsKernel(const int32_t* sorted_keys, int n, int num_experts, int32_t* expert_start,
+                    int32_t* expert_end) {
   for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n; p += gridDim.x * blockDim.x) {
     const int32_t k = sorted_keys[p];
     if (k >= num_experts) continue;
@@ -253,9 +254,12 @@ struct CounterOffsets {
   int expert_tokens, expert_demand, slot_tokens, device_tokens, k_histogram, transfer_rows;
 };
 
-// One block of kCountThreads: replica tables, kept counts, slot offsets (both
+// One block of kCountThreads (1024, hence the launch bounds: without them the
+// compiler may use more registers than 1024 threads of one block can have, and
+// the launch fails): replica tables, kept counts, slot offsets (both
 // layouts) and every counter but the transfer rows.
-__global__ void CountKernel(CapacityPermuteArgs args, Scratch s, CounterOffsets off) {
+__global__ void __launch_bounds__(kCountThreads)
+    CountKernel(CapacityPermuteArgs args, Scratch s, CounterOffsets off) {
   __shared__ double entropy_part[kCountThreads];
   __shared__ double mass_part[kCountThreads];
   const int num_experts = args.num_experts;
@@ -354,7 +358,7 @@ __global__ void CountKernel(CapacityPermuteArgs args, Scratch s, CounterOffsets 
 }
 
 // Capacity layout: rows of slot blockIdx.x past its served ones are padding.
-__global__ void PadKernel(CapacityPermuteArgs args, Scratch s) {
+__global__ void __launch_bounds__(kThreads) PadKernel(CapacityPermuteArgs args, Scratch s) {
   const int q = blockIdx.x;
   const int served = s.slot_offsets[q + 1] - s.slot_offsets[q];
   const int end = s.room_offsets[q + 1];
@@ -364,7 +368,7 @@ __global__ void PadKernel(CapacityPermuteArgs args, Scratch s) {
   }
 }
 
-__global__ void PlaceKernel(CapacityPermuteArgs args, Scratch s) {
+__global__ void __launch_bounds__(kThreads) PlaceKernel(CapacityPermuteArgs args, Scratch s) {
   const int n = args.num_tokens * args.top_k;
   for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n; p += gridDim.x * blockDim.x) {
     const int32_t e = s.keys_out[p];
@@ -390,7 +394,8 @@ __global__ void PlaceKernel(CapacityPermuteArgs args, Scratch s) {
 
 // Per token: each device other than the token's own that serves one of its
 // slots receives the token once. Runs after PlaceKernel (reads `slot`).
-__global__ void TransferKernel(CapacityPermuteArgs args, int transfer_rows) {
+__global__ void __launch_bounds__(kThreads)
+    TransferKernel(CapacityPermuteArgs args, int transfer_rows) {
   const int num_devices = args.num_devices;
   const int slots_per_device = args.num_slots / num_devices;
   for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < args.num_tokens;

@@ -10,7 +10,10 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
-__global__ void SoftmaxKernel(const float* logits, int num_tokens, int num_experts, float* scores) {
+constexpr int kSigmoidThreads = 256;
+
+__global__ void __launch_bounds__(kThreads)
+    SoftmaxKernel(const float* logits, int num_tokens, int num_experts, float* scores) {
   const int token = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (token >= num_tokens) return;
@@ -33,15 +36,16 @@ __global__ void SoftmaxKernel(const float* logits, int num_tokens, int num_exper
     dst[e] = dst[e] / sum;
 }
 
-__global__ void SigmoidKernel(const float* logits, size_t n, float* scores) {
+__global__ void __launch_bounds__(kSigmoidThreads)
+    SigmoidKernel(const float* logits, size_t n, float* scores) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     scores[i] = 1.0f / (1.0f + expf(-logits[i]));
   }
 }
 
-__global__ void TopKKernel(const float* selection, int num_tokens, int num_experts, int k,
-                           int32_t* indices) {
+__global__ void __launch_bounds__(kThreads)
+    TopKKernel(const float* selection, int num_tokens, int num_experts, int k, int32_t* indices) {
   const int token = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (token >= num_tokens) return;
@@ -85,7 +89,7 @@ Status LaunchSigmoid(const float* logits, int num_tokens, int num_experts, float
                      cudaStream_t stream) {
   if (num_tokens <= 0 || num_experts <= 0) return Status::Ok();
   const size_t n = static_cast<size_t>(num_tokens) * num_experts;
-  SigmoidKernel<<<NumBlocks(n, 256), 256, 0, stream>>>(logits, n, scores);
+  SigmoidKernel<<<NumBlocks(n, kSigmoidThreads), kSigmoidThreads, 0, stream>>>(logits, n, scores);
   MOE_CUDA_CHECK_LAUNCH();
   return Status::Ok();
 }

@@ -115,7 +115,10 @@ class Backend {
 
   // Memory.
   virtual Result<std::unique_ptr<BackendBuffer>> Allocate(size_t num_bytes) = 0;
+  // Enqueues dst[0, num_bytes) = host[0, num_bytes); `host` may be reused
+  // when it returns (CUDA copies it into pinned staging and does not wait).
   virtual Status Upload(const void* host, size_t num_bytes, void* dst) = 0;
+  // host[0, num_bytes) = src[0, num_bytes) after all enqueued work: waits.
   virtual Status Download(const void* src, size_t num_bytes, void* host) = 0;
   // dst[0, num_bytes) = src[0, num_bytes), both backend memory that must not
   // overlap; enqueued like every op (CUDA: device-to-device on the stream).
@@ -206,6 +209,12 @@ struct BackendOptions {
   int device = 0;
   // CUDA: GEMM arithmetic. The CPU backend ignores it (always kFp32).
   GemmPrecision gemm_precision = GemmPrecision::kFp32;
+  // CUDA: when cuBLAS refuses a grouped GEMM (cublasGemmGroupedBatchedEx
+  // answers NOT_SUPPORTED or INVALID_VALUE), false (the default) makes
+  // ExpertFfn() fail with kUnsupported naming cuBLAS's answer; true logs a
+  // warning once, runs that call and every later one as one GEMM per expert,
+  // and counts each (CudaBackendCounters::grouped_fallbacks, cuda_backend.h).
+  bool grouped_gemm_fallback = false;
 };
 
 // Creates backend `name` ("cpu" or "cuda"). Errors: kNotFound for an unknown

@@ -60,8 +60,9 @@ struct StepStats {
   // expert weight bytes copied into slots whose logical expert changed, summed
   // over layers and devices;
   uint64_t placement_moved_bytes = 0;
-  // measured: wall time of those on-backend copies, Synchronize() included
-  // (the on-device part of a move; > 0 exactly when bytes moved);
+  // measured: time of those on-backend copies between two marks (the device's
+  // clock on CUDA, read after the step's one wait, so the copies cost no wait
+  // of their own; the on-device part of a move; > 0 exactly when bytes moved);
   double placement_copy_us = 0;
   // modelled: the network transfer a real multi-node move would need, the
   // largest device's bytes over the inter-node bandwidth.
