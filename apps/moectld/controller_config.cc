@@ -239,10 +239,10 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
                "replaced by [transport.curve.engines]: list each engine as ID = \"PUBLIC_KEY\", "
                "so that a key speaks only for its own engines");
   }
-  TableReader engines = curve.Table("engines");
-  for (const std::string& id : engines.Keys()) {
+  TableReader engine_keys = curve.Table("engines");
+  for (const std::string& id : engine_keys.Keys()) {
     std::string key;
-    engines.Read(id, &key);
+    engine_keys.Read(id, &key);
     o.engine_keys[id] = key;
   }
   if (curve.Has("secret_key") != curve.Has("public_key")) {

@@ -83,7 +83,7 @@ void EngineState::FitCostModel(const telemetry::StepRecord& record) {
 std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) const {
   if (!cost_model_.calibrated || step.device_rows.empty()) return {0, 0};
   const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
-  const double k = reference_top_k_ > 0 ? reference_top_k_ : knobs_.top_k;
+  const double k = reference_top_k_ > 0 ? reference_top_k_ : knobs().top_k;
   double path = 0, balanced = 0;
   for (size_t l = 0; l < step.device_rows.size(); ++l) {
     if (step.device_rows[l].empty()) return {0, 0};
@@ -314,7 +314,7 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
     s.demand_max_over_mean = demand_imbalance / static_cast<double>(demand_steps);
   }
   s.layers = std::move(layers);
-  s.reference_top_k = reference_top_k_ > 0 ? reference_top_k_ : knobs_.top_k;
+  s.reference_top_k = reference_top_k_ > 0 ? reference_top_k_ : knobs().top_k;
   s.cost_model = cost_model_;
   s.recent.reserve(window_.size());
   for (const StepFigures& step : window_) {
