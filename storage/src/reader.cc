@@ -260,23 +260,50 @@ Result<std::vector<StepRow>> ReaderImpl::HistoryInSnapshot(const HistoryQuery& q
 }
 
 Result<std::vector<StepLoadRow>> ReaderImpl::StepLoads(const std::string& engine_id) {
-  MOE_ASSIGN_OR_RETURN(
-      Statement stmt,
-      Prepare("SELECT step, epoch, layer, tokens FROM step_layers JOIN expert_loads ON "
-              "step_layer_id = id WHERE engine_id = ?1 ORDER BY step, layer, id"));
-  stmt.BindText(1, engine_id);
-  std::vector<StepLoadRow> rows;
-  while (true) {
-    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) break;
-    StepLoadRow r;
-    r.step = stmt.ColumnU64(0);
-    r.epoch = stmt.ColumnU64(1);
-    r.layer = static_cast<uint32_t>(stmt.ColumnInt(2));
-    MOE_RETURN_IF_ERROR(internal::AddBlob(stmt.ColumnBlob(3), 4, &r.expert_tokens));
-    rows.push_back(std::move(r));
-  }
-  return rows;
+  return InSnapshot([&]() -> Result<std::vector<StepLoadRow>> {
+    std::vector<StepLoadRow> rows;
+    // Steps written before migration 5: one row per layer.
+    MOE_ASSIGN_OR_RETURN(
+        Statement old_rows,
+        Prepare("SELECT step, epoch, layer, tokens FROM step_layers JOIN expert_loads ON "
+                "step_layer_id = id WHERE engine_id = ?1 ORDER BY step, layer, id"));
+    old_rows.BindText(1, engine_id);
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, old_rows.Step());
+      if (!row) break;
+      StepLoadRow r;
+      r.step = old_rows.ColumnU64(0);
+      r.epoch = old_rows.ColumnU64(1);
+      r.layer = static_cast<uint32_t>(old_rows.ColumnInt(2));
+      MOE_RETURN_IF_ERROR(internal::AddBlob(old_rows.ColumnBlob(3), 4, &r.expert_tokens));
+      rows.push_back(std::move(r));
+    }
+    // Since migration 5: one row per step, the loads packed.
+    MOE_ASSIGN_OR_RETURN(Statement packed,
+                         Prepare(fmt::format("SELECT {}, loads FROM steps WHERE engine_id = ?1 "
+                                             "ORDER BY step, id",
+                                             internal::kPackedStepColumns)));
+    packed.BindText(1, engine_id);
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, packed.Step());
+      if (!row) break;
+      const StepRow step = internal::ReadPackedStep(packed, 0);
+      MOE_RETURN_IF_ERROR(internal::UnpackLoads(
+          packed.ColumnBlob(internal::kNumPackedStepColumns), step, std::nullopt,
+          [&](uint32_t layer, const std::vector<uint64_t>& tokens) {
+            StepLoadRow r;
+            r.step = step.step;
+            r.epoch = step.epoch;
+            r.layer = layer;
+            r.expert_tokens = tokens;
+            rows.push_back(std::move(r));
+          }));
+    }
+    std::stable_sort(rows.begin(), rows.end(), [](const StepLoadRow& a, const StepLoadRow& b) {
+      return a.step != b.step ? a.step < b.step : a.layer < b.layer;
+    });
+    return rows;
+  });
 }
 
 Result<std::vector<DecisionRow>> ReaderImpl::Decisions(const DecisionQuery& query) {

@@ -233,7 +233,8 @@ class ToyEngineCurveTest(unittest.TestCase):
 [transport.curve]
 public_key = "%s"
 secret_key = "%s"
-allowed_engine_keys = ["%s"]
+[transport.curve.engines]
+py-curve = "%s"
 """ % (server.public_key, server.secret_key, allowed.public_key))
         self.addCleanup(run.close)
         self.assertTrue(run.start(), run.log())
