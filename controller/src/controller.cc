@@ -10,8 +10,8 @@
 
 #include "audit_json.h"
 #include "engine_state.h"
-#include "metrics_recorder.h"
 #include "learner.h"
+#include "metrics_recorder.h"
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
@@ -21,8 +21,8 @@
 #include "moe/storage/reader.h"
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
-#include "prediction.h"
 #include "plan_worker.h"
+#include "prediction.h"
 
 namespace moe::controller {
 namespace {

@@ -403,8 +403,8 @@ Result<std::vector<ExpertLoadRow>> ReaderImpl::HotExpertsInSnapshot(const Expert
       order[i] = static_cast<uint32_t>(i);
     size_t top = query.top == 0 ? order.size() : std::min(query.top, order.size());
     std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
-                      [&](uint32_t a, uint32_t b) {
-                        return tokens[a] != tokens[b] ? tokens[a] > tokens[b] : a < b;
+                      [&counts = tokens](uint32_t a, uint32_t b) {
+                        return counts[a] != counts[b] ? counts[a] > counts[b] : a < b;
                       });
     for (size_t i = 0; i < top; ++i) {
       ExpertLoadRow r;

@@ -52,8 +52,16 @@ class PublisherTest(unittest.TestCase):
     def connected(self, ctl, pub):
         """Hello on both channels; returns (telemetry Hello, command Hello, rid)."""
         pub.hello()
-        t = ctl.wait_for(self.is_("telemetry", "hello"))
-        c = ctl.wait_for(self.is_("command", "hello"))
+        # The two channels are independent: either Hello may arrive first.
+        seen = {}
+
+        def hello(ch, rid, kind, message):
+            if kind == "hello":
+                seen[ch] = (ch, rid, kind, message)
+            return "telemetry" in seen and "command" in seen
+
+        ctl.wait_for(hello, timeout_s=10.0)
+        t, c = seen.get("telemetry"), seen.get("command")
         self.assertIsNotNone(t)
         self.assertIsNotNone(c)
         return t[3], c[3], c[1]

@@ -63,8 +63,7 @@ inline void CheckClose(const std::vector<float>& got, const std::vector<float>& 
       worst_at = i;
     }
   }
-  INFO("largest difference " << worst << " at element " << worst_at << " (scale " << scale
-                             << ")");
+  INFO("largest difference " << worst << " at element " << worst_at << " (scale " << scale << ")");
   CHECK(worst <= rel_tol * scale);
 }
 
