@@ -91,6 +91,7 @@ def engine_section(out_dir):
         flatten('', {k: v for k, v in doc.items() if k != 'command'}, flat)
         lines += [f'| {k} | {fmt(v)} |' for k, v in flat]
         lines.append('')
+    return lines
 
 
 def controller_section(data):
