@@ -85,16 +85,7 @@ TEST_CASE("The learner, restarted mid-run, resumes from what it persisted",
     o.telemetry_endpoint = moe::testing::FreeLoopbackEndpoint();
     o.command_endpoint = moe::testing::FreeLoopbackEndpoint();
   });
-  h.Steps(8, 0, 0.10);  // cf 1.0: bad
-  auto first = h.Tick();
-  REQUIRE(first.size() == 1);
-  REQUIRE(*first[0].knobs.capacity_factor == Approx(1.5));
-  h.Ack(first[0], true);
-  h.Steps(8, 1, 0.0);  // cf 1.5: good
-  auto second = h.Tick();
-  REQUIRE(second.size() == 1);
-  REQUIRE(*second[0].knobs.capacity_factor == Approx(2.0));
-  h.Ack(second[0], true);
+  ExploreFirstTwoValues(h);
   h.Steps(5, 2, 0.05);  // cf 2.0, mid-epoch: not learnt yet
   // As moe-engine does, the engine's Hello follows the settings it applies.
   telemetry::Hello now = h.hello();

@@ -229,16 +229,7 @@ TEST_CASE("Defect 5: a reload that changes the arms remaps statistics by value a
     LearningOnly(o);
     o.guard.capacity_factor.max_change = 2.0;
   });
-  h.Steps(8, 0, 0.10);  // cf 1.0: bad
-  auto first = h.Tick();
-  REQUIRE(first.size() == 1);
-  REQUIRE(*first[0].knobs.capacity_factor == Approx(1.5));
-  h.Ack(first[0], true);
-  h.Steps(8, 1, 0.0);  // cf 1.5: good
-  auto second = h.Tick();
-  REQUIRE(second.size() == 1);
-  REQUIRE(*second[0].knobs.capacity_factor == Approx(2.0));
-  h.Ack(second[0], true);
+  ExploreFirstTwoValues(h);
   h.Steps(8, 2, 0.05);
   // New arms: 0.5 is new; 1.0, 1.5 and 2.0 keep what was learnt at them.
   REQUIRE(h.Reload([](ControllerOptions& o) { o.learning.values = {0.5, 1.0, 1.5, 2.0}; }).ok());

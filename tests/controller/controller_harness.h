@@ -234,6 +234,22 @@ inline void LearningOnly(ControllerOptions& o) {
   o.learning.exploration = 0.0;
 }
 
+// The learner's opening over capacity values {1.0, 1.5, 2.0}: 8 bad steps
+// under 1.0 (drop rate 0.10), it tries 1.5 (acked); 8 good steps under 1.5,
+// it tries 2.0 (acked). Epoch 2 is then in force, with no step run under it.
+inline void ExploreFirstTwoValues(Harness& h) {
+  h.Steps(8, 0, 0.10);  // cf 1.0: bad
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  REQUIRE(*first[0].knobs.capacity_factor == Approx(1.5));
+  h.Ack(first[0], true);
+  h.Steps(8, 1, 0.0);  // cf 1.5: good
+  auto second = h.Tick();
+  REQUIRE(second.size() == 1);
+  REQUIRE(*second[0].knobs.capacity_factor == Approx(2.0));
+  h.Ack(second[0], true);
+}
+
 }  // namespace moe::controller
 
 #endif  // MOE_TESTS_CONTROLLER_CONTROLLER_HARNESS_H_
