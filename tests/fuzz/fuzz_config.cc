@@ -26,6 +26,15 @@
 
 namespace {
 
+// Removes its file when the process exits.
+struct RemoveAtExit {
+  std::string path;
+  ~RemoveAtExit() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
+
 // One file per process, rewritten for every input (the loaders read paths).
 const std::string& InputPath() {
   static const std::string path = [] {
@@ -34,15 +43,10 @@ const std::string& InputPath() {
             ("moe_fuzz_config_" + std::to_string(::getpid()) + ".toml"))
         .string();
   }();
+  // Constructed after `path`, so destroyed before it.
+  static const RemoveAtExit remover{path};
   return path;
 }
-
-struct RemoveAtExit {
-  ~RemoveAtExit() {
-    std::error_code ec;
-    std::filesystem::remove(InputPath(), ec);
-  }
-} remove_at_exit;
 
 void CheckSaysWhere(const moe::Status& status) {
   if (status.ok()) return;
