@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "moe/telemetry/codec.h"
+#include "telemetry/sample_messages.h"
 
 namespace {
 
@@ -37,38 +38,6 @@ bool WriteMessage(const fs::path& dir, const std::string& name, const Message& m
     return false;
   }
   return Write(dir / name, *bytes);
-}
-
-StepRecord SampleStep() {
-  StepRecord s;
-  s.engine_id = "e1";
-  s.seq = 7;
-  s.step = 6;
-  s.timestamp_ns = 1'700'000'000'000'000'000;
-  s.epoch = 2;
-  s.step_us = 5123.5;
-  for (uint32_t l = 0; l < 2; ++l) {
-    LayerRecord r;
-    r.layer = l;
-    r.num_tokens = 6;
-    r.num_token_slots = 12;
-    r.expert_tokens = {4, 1, 1, 2, 0, 1, 2, 1};
-    r.expert_demand = {5, 1, 1, 2, 0, 1, 1, 1};
-    r.slot_tokens = {2, 1, 1, 2, 0, 1, 2, 1, 2, 0};
-    r.device_tokens = {7, 5};
-    r.overflowed = 1;
-    r.dropped = 1;
-    r.k_histogram = {0, 0, 6};
-    r.router_entropy = 1.7;
-    r.gate_mass = 0.8;
-    r.quality_error = 0.01;
-    r.capacity = 3;
-    r.expert_rows = 11;
-    r.host_waits = 1;
-    r.timing = {10, 20, 300, 15, 40, 385, {300, 250}};
-    s.layers.push_back(r);
-  }
-  return s;
 }
 
 Command BaseCommand(uint64_t epoch) {
@@ -161,31 +130,18 @@ int main(int argc, char** argv) {
     fs::create_directories(root / t);
   bool ok = true;
 
+  // Envelope seeds: every message kind with every field set (the telemetry
+  // tests' samples).
   const fs::path env = root / "envelope";
-  ok &= WriteMessage(env, "step", SampleStep());
-  Hello hello;
-  hello.engine_id = "e1";
-  hello.backend = "cpu";
-  hello.num_layers = 2;
-  hello.num_experts = 8;
-  hello.num_shared_experts = 1;
-  hello.num_replicas = 10;
-  hello.num_devices = 2;
-  hello.hidden = 16;
-  hello.epoch = 3;
-  hello.knobs.top_k = 2;
-  hello.knobs.capacity_factor = 1.0;
-  hello.knobs.expert_bias = std::vector<float>(8, 0.f);
-  hello.layer_knobs.push_back({1, {}});
-  hello.layer_knobs.back().knobs.phy2log = std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 0, 1};
-  ok &= WriteMessage(env, "hello", hello);
-  ok &= WriteMessage(env, "heartbeat", Heartbeat{"e1", 9, 8, 3, 1'700'000'000'000'000'000});
-  ok &= WriteMessage(env, "ack", Ack{"e1", 3, false, "refused: top_k", 0, 1});
+  ok &= WriteMessage(env, "step", testing::FullStep());
+  ok &= WriteMessage(env, "hello", testing::FullHello());
+  ok &= WriteMessage(env, "heartbeat", testing::FullHeartbeat());
+  ok &= WriteMessage(env, "ack", testing::FullAck());
+  ok &= WriteMessage(env, "command", testing::FullCommand());
   const auto commands = SampleCommands();
   for (const auto& [name, command] : commands) {
     ok &= WriteMessage(root / "command", name, command);
   }
-  ok &= WriteMessage(env, "command", commands.front().second);
 
   // Config seeds: the shipped files, each behind its loader's selector byte
   // (fuzz_config.cc), plus a few broken ones.
