@@ -24,7 +24,8 @@ constexpr int kReaderBusyTimeoutMs = 5000;
 constexpr const char* kDecisionColumns =
     "id, engine_id, created_ns, policy, layer, knob, inputs_json, proposal_json, verdict, "
     "verdict_reason, command_json, status, epoch, sent_ns, acked_ns, applied_at_step, ack_error, "
-    "outcome_json, reward_before, reward_after, measured_ns, predicted_gain, prediction_json";
+    "outcome_json, reward_before, reward_after, measured_ns, predicted_gain, prediction_json, "
+    "repeats, last_repeat_ns";
 
 DecisionRow ReadDecision(const Statement& stmt) {
   int c = 0;
@@ -52,6 +53,8 @@ DecisionRow ReadDecision(const Statement& stmt) {
   row.measured_ns = stmt.ColumnOptionalInt<int64_t>(c++);
   row.predicted_gain = stmt.ColumnOptionalReal(c++);
   row.prediction_json = stmt.ColumnText(c++);
+  row.repeats = stmt.ColumnU64(c++);
+  row.last_repeat_ns = stmt.ColumnOptionalInt<int64_t>(c++);
   return row;
 }
 
@@ -119,6 +122,9 @@ class ReaderImpl final : public Reader {
   Result<std::vector<LearningSampleRow>> LearningSamples(const std::string& engine_id,
                                                          const std::string& knob) override;
   Result<std::vector<StepLoadRow>> StepLoads(const std::string& engine_id) override;
+  Result<std::vector<OperatorActionRow>> OperatorActions(const std::string& engine_id,
+                                                         size_t limit) override;
+  Result<std::map<std::string, uint64_t>> HighestEpochs() override;
   Result<int> SchemaVersion() override { return internal::ReadSchemaVersion(db_.get(), path_); }
 
  private:
@@ -153,7 +159,7 @@ Result<std::vector<EngineRow>> ReaderImpl::Engines() {
       Statement stmt,
       Prepare("SELECT engine_id, backend, num_layers, num_experts, num_shared_experts, "
               "num_replicas, num_devices, hidden, first_seen_ns, last_seen_ns, last_step, "
-              "last_epoch FROM engines ORDER BY engine_id"));
+              "last_epoch, gone_ns FROM engines ORDER BY engine_id"));
   std::vector<EngineRow> rows;
   while (true) {
     MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
@@ -171,6 +177,7 @@ Result<std::vector<EngineRow>> ReaderImpl::Engines() {
     e.last_seen_ns = stmt.ColumnInt(9);
     e.last_step = stmt.ColumnU64(10);
     e.last_epoch = stmt.ColumnU64(11);
+    e.gone_ns = stmt.ColumnOptionalInt<int64_t>(12);
     rows.push_back(std::move(e));
   }
   return rows;
@@ -417,6 +424,59 @@ Result<std::vector<ExpertLoadRow>> ReaderImpl::HotExpertsInSnapshot(const Expert
     }
   }
   return rows;
+}
+
+Result<std::vector<OperatorActionRow>> ReaderImpl::OperatorActions(const std::string& engine_id,
+                                                                   size_t limit) {
+  Where where;
+  if (!engine_id.empty()) where.Add("engine_id = ?", engine_id);
+  MOE_ASSIGN_OR_RETURN(
+      Statement stmt,
+      Prepare(fmt::format("SELECT * FROM (SELECT id, created_ns, engine_id, action, knob, value, "
+                          "until_ns, mode, uid, who, reason, result, decision_id FROM "
+                          "operator_actions{} ORDER BY id DESC LIMIT ?) ORDER BY id",
+                          where.Sql())));
+  stmt.BindInt(where.Bind(stmt), SqlLimit(limit));
+  std::vector<OperatorActionRow> rows;
+  while (true) {
+    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    int c = 0;
+    OperatorActionRow a;
+    a.id = stmt.ColumnInt(c++);
+    a.created_ns = stmt.ColumnInt(c++);
+    a.engine_id = stmt.ColumnText(c++);
+    a.action = stmt.ColumnText(c++);
+    a.knob = stmt.ColumnText(c++);
+    a.value = stmt.ColumnOptionalReal(c++);
+    a.until_ns = stmt.ColumnOptionalInt<int64_t>(c++);
+    a.mode = stmt.ColumnText(c++);
+    a.uid = stmt.ColumnInt(c++);
+    a.who = stmt.ColumnText(c++);
+    a.reason = stmt.ColumnText(c++);
+    a.result = stmt.ColumnText(c++);
+    a.decision_id = stmt.ColumnOptionalInt<int64_t>(c++);
+    rows.push_back(std::move(a));
+  }
+  return rows;
+}
+
+Result<std::map<std::string, uint64_t>> ReaderImpl::HighestEpochs() {
+  return InSnapshot([&]() -> Result<std::map<std::string, uint64_t>> {
+    MOE_ASSIGN_OR_RETURN(
+        Statement stmt,
+        Prepare("SELECT engine_id, MAX(e) FROM (SELECT engine_id, MAX(epoch) AS e FROM decisions "
+                "WHERE epoch IS NOT NULL GROUP BY engine_id UNION ALL SELECT engine_id, "
+                "MAX(epoch) FROM epochs GROUP BY engine_id UNION ALL SELECT engine_id, "
+                "last_epoch FROM engines) GROUP BY engine_id"));
+    std::map<std::string, uint64_t> highest;
+    while (true) {
+      MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      highest[stmt.ColumnText(0)] = stmt.ColumnU64(1);
+    }
+    return highest;
+  });
 }
 
 Result<std::vector<EpochRow>> ReaderImpl::Epochs(const std::string& engine_id,

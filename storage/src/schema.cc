@@ -173,6 +173,30 @@ CREATE TABLE steps (
 CREATE INDEX steps_by_engine_time ON steps(engine_id, timestamp_ns);
 CREATE INDEX steps_by_time ON steps(timestamp_ns);
 )sql"},
+    // Operator levers (pause, resume, pin, unpin, mode) with who pulled them
+    // and why; engines the controller expired; identical rejections folded
+    // into one decision row (`repeats` more, the last at last_repeat_ns).
+    {6, "operator levers", R"sql(
+CREATE TABLE operator_actions (
+  id INTEGER PRIMARY KEY,
+  created_ns INTEGER NOT NULL,
+  engine_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  knob TEXT NOT NULL DEFAULT '',
+  value REAL,
+  until_ns INTEGER,
+  mode TEXT NOT NULL DEFAULT '',
+  uid INTEGER NOT NULL,
+  who TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  result TEXT NOT NULL,
+  decision_id INTEGER
+);
+CREATE INDEX operator_actions_by_engine ON operator_actions(engine_id, id);
+ALTER TABLE engines ADD COLUMN gone_ns INTEGER;
+ALTER TABLE decisions ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE decisions ADD COLUMN last_repeat_ns INTEGER;
+)sql"},
 };
 
 static_assert(std::size(kMigrations) == kLatestSchemaVersion);

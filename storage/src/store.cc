@@ -46,9 +46,19 @@ struct OutcomeUpdate {
   int64_t decision_id = 0;
   DecisionOutcome outcome;
 };
+struct RepeatUpdate {
+  int64_t decision_id = 0;
+  uint64_t repeats = 0;
+  int64_t last_ns = 0;
+};
+struct EngineGone {
+  std::string engine_id;
+  int64_t gone_ns = 0;
+};
 
 using Payload = std::variant<telemetry::Hello, internal::PackedStep, EpochRow, DecisionRow,
-                             CommandSent, AckUpdate, OutcomeUpdate, LearningSampleRow>;
+                             CommandSent, AckUpdate, OutcomeUpdate, LearningSampleRow, RepeatUpdate,
+                             OperatorActionRow, EngineGone>;
 
 // One queued write. Tickets increase in enqueue order; the queue is FIFO, so
 // "ticket t committed" means every write up to t is.
@@ -72,7 +82,7 @@ ON CONFLICT(engine_id) DO UPDATE SET
   backend = excluded.backend, num_layers = excluded.num_layers,
   num_experts = excluded.num_experts, num_shared_experts = excluded.num_shared_experts,
   num_replicas = excluded.num_replicas, num_devices = excluded.num_devices,
-  hidden = excluded.hidden,
+  hidden = excluded.hidden, gone_ns = NULL,
   first_seen_ns = MIN(first_seen_ns, excluded.first_seen_ns),
   last_epoch = CASE WHEN excluded.last_seen_ns >= last_seen_ns
                     THEN excluded.last_epoch ELSE last_epoch END,
@@ -83,7 +93,7 @@ INSERT INTO engines(engine_id, num_layers, num_experts, first_seen_ns, last_seen
                     last_step, last_epoch)
 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
 ON CONFLICT(engine_id) DO UPDATE SET
-  first_seen_ns = MIN(first_seen_ns, excluded.first_seen_ns),
+  first_seen_ns = MIN(first_seen_ns, excluded.first_seen_ns), gone_ns = NULL,
   last_step = CASE WHEN excluded.last_seen_ns >= last_seen_ns
                    THEN excluded.last_step ELSE last_step END,
   last_epoch = CASE WHEN excluded.last_seen_ns >= last_seen_ns
@@ -122,6 +132,16 @@ UPDATE decisions SET status = ?2, acked_ns = ?3, applied_at_step = ?4, ack_error
                      epoch = COALESCE(epoch, ?6)
 WHERE id = ?1)sql";
 
+constexpr const char* kUpdateRepeat =
+    "UPDATE decisions SET repeats = ?2, last_repeat_ns = ?3 WHERE id = ?1";
+
+constexpr const char* kInsertOperatorAction = R"sql(
+INSERT INTO operator_actions(id, created_ns, engine_id, action, knob, value, until_ns, mode, uid,
+                             who, reason, result, decision_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13))sql";
+
+constexpr const char* kMarkEngineGone = "UPDATE engines SET gone_ns = ?2 WHERE engine_id = ?1";
+
 constexpr const char* kUpdateOutcome = R"sql(
 UPDATE decisions SET status = 'measured', outcome_json = ?2, reward_before = ?3,
                      reward_after = ?4, measured_ns = ?5
@@ -147,9 +167,10 @@ constexpr const char* kDeleteRawSteps = "DELETE FROM step_layers WHERE timestamp
 class StoreImpl final : public Store {
  public:
   StoreImpl(const StoreOptions& options, Clock* clock, internal::DbHandle db,
-            int64_t last_decision_id)
+            int64_t last_decision_id, int64_t last_action_id)
       : options_(options), clock_(clock), db_(std::move(db)) {
     stats_.last_decision_id = last_decision_id;
+    stats_.last_action_id = last_action_id;
     next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
   }
 
@@ -218,6 +239,24 @@ class StoreImpl final : public Store {
     EnqueueLocked(OutcomeUpdate{decision_id, outcome}, 1);
   }
 
+  void RecordRepeat(int64_t decision_id, uint64_t repeats, int64_t last_ns) override {
+    std::lock_guard lock(mu_);
+    EnqueueLocked(RepeatUpdate{decision_id, repeats, last_ns}, 1);
+  }
+
+  int64_t RecordOperatorAction(OperatorActionRow row) override {
+    std::lock_guard lock(mu_);
+    row.id = ++stats_.last_action_id;
+    int64_t id = row.id;
+    EnqueueLocked(std::move(row), 1);
+    return id;
+  }
+
+  void MarkEngineGone(const std::string& engine_id, int64_t gone_ns) override {
+    std::lock_guard lock(mu_);
+    EnqueueLocked(EngineGone{engine_id, gone_ns}, 1);
+  }
+
   Status Flush(Millis timeout) override;
   Status RunRetention(Millis timeout) override;
   Status Close() override;
@@ -245,6 +284,9 @@ class StoreImpl final : public Store {
     Statement update_sent;
     Statement update_ack;
     Statement update_outcome;
+    Statement update_repeat;
+    Statement insert_operator_action;
+    Statement mark_engine_gone;
     Statement min_raw_time;
     Statement select_raw;
     Statement select_raw_steps;
@@ -324,6 +366,9 @@ Status StoreImpl::Prepare() {
   MOE_RETURN_IF_ERROR(prep(&s.update_sent, kUpdateSent));
   MOE_RETURN_IF_ERROR(prep(&s.update_ack, kUpdateAck));
   MOE_RETURN_IF_ERROR(prep(&s.update_outcome, kUpdateOutcome));
+  MOE_RETURN_IF_ERROR(prep(&s.update_repeat, kUpdateRepeat));
+  MOE_RETURN_IF_ERROR(prep(&s.insert_operator_action, kInsertOperatorAction));
+  MOE_RETURN_IF_ERROR(prep(&s.mark_engine_gone, kMarkEngineGone));
   MOE_RETURN_IF_ERROR(prep(&s.min_raw_time, kMinRawTime));
   MOE_RETURN_IF_ERROR(prep(&s.select_raw, fmt::format("SELECT {}, tokens FROM step_layers LEFT "
                                                       "JOIN expert_loads ON step_layer_id = id "
@@ -603,6 +648,37 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindInt(5, outcome.measured_ns);
     return ApplyDecisionUpdate(s.update_outcome, update->decision_id, "outcome", counts);
   }
+  if (const auto* update = std::get_if<RepeatUpdate>(&op.payload)) {
+    s.update_repeat.Reset()
+        .BindInt(1, update->decision_id)
+        .BindU64(2, update->repeats)
+        .BindInt(3, update->last_ns);
+    return ApplyDecisionUpdate(s.update_repeat, update->decision_id, "repeat", counts);
+  }
+  if (const auto* a = std::get_if<OperatorActionRow>(&op.payload)) {
+    ++counts->rows;
+    return s.insert_operator_action.Reset()
+        .BindInt(1, a->id)
+        .BindInt(2, a->created_ns)
+        .BindText(3, a->engine_id)
+        .BindText(4, a->action)
+        .BindText(5, a->knob)
+        .BindOptionalReal(6, a->value)
+        .BindOptionalInt(7, a->until_ns)
+        .BindText(8, a->mode)
+        .BindInt(9, a->uid)
+        .BindText(10, a->who)
+        .BindText(11, a->reason)
+        .BindText(12, a->result)
+        .BindOptionalInt(13, a->decision_id)
+        .Run();
+  }
+  if (const auto* gone = std::get_if<EngineGone>(&op.payload)) {
+    MOE_RETURN_IF_ERROR(
+        s.mark_engine_gone.Reset().BindText(1, gone->engine_id).BindInt(2, gone->gone_ns).Run());
+    counts->rows += static_cast<uint64_t>(sqlite3_changes(db_.get()));
+    return Status::Ok();
+  }
   return Status::Internal("unknown queued write");
 }
 
@@ -862,16 +938,18 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options, Clock* c
   MOE_RETURN_IF_ERROR(internal::Exec(db.get(), "PRAGMA synchronous=NORMAL", "setting synchronous"));
   MOE_RETURN_IF_ERROR(internal::Migrate(db.get(), options.path, clock->NowNanos()));
 
-  int64_t last_decision_id = 0;
-  {
-    MOE_ASSIGN_OR_RETURN(Statement max_id, Statement::Prepare(db.get(),
-                                                              "SELECT COALESCE(MAX(id), "
-                                                              "0) FROM decisions"));
-    MOE_ASSIGN_OR_RETURN(bool row, max_id.Step());
-    if (row) last_decision_id = max_id.ColumnInt(0);
-  }
+  auto max_id = [&db](const char* table) -> Result<int64_t> {
+    MOE_ASSIGN_OR_RETURN(
+        Statement stmt,
+        Statement::Prepare(db.get(), fmt::format("SELECT COALESCE(MAX(id), 0) FROM {}", table)));
+    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    return row ? stmt.ColumnInt(0) : 0;
+  };
+  MOE_ASSIGN_OR_RETURN(int64_t last_decision_id, max_id("decisions"));
+  MOE_ASSIGN_OR_RETURN(int64_t last_action_id, max_id("operator_actions"));
 
-  auto store = std::make_unique<StoreImpl>(options, clock, std::move(db), last_decision_id);
+  auto store =
+      std::make_unique<StoreImpl>(options, clock, std::move(db), last_decision_id, last_action_id);
   MOE_RETURN_IF_ERROR(store->Prepare());
   store->Start();
   spdlog::info("storage: opened {} (schema {}, last decision id {})", options.path,

@@ -109,6 +109,7 @@ TEST_CASE("a step is one row, and rows written before migration 5 stay readable"
     records.push_back(MakeStep("e1", s, t0 + static_cast<int64_t>(s) * kSecond, 3, 8));
   {
     RawDb raw(path);
+    UndoMigration6(raw);
     REQUIRE(raw.Exec("DROP TABLE steps") == SQLITE_OK);
     REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version = 5") == SQLITE_OK);
     for (const auto& r : records)
@@ -130,7 +131,7 @@ TEST_CASE("a step is one row, and rows written before migration 5 stay readable"
     RawDb raw(path);
     CHECK(raw.QueryInt("SELECT COUNT(*) FROM steps") == 4);  // one row per step
     CHECK(raw.QueryInt("SELECT COUNT(*) FROM step_layers") == 9);
-    CHECK(raw.QueryInt("SELECT MAX(version) FROM schema_migrations") == 5);
+    CHECK(raw.QueryInt("SELECT MAX(version) FROM schema_migrations") == 6);
   }
 
   auto reader = OpenReader(path);

@@ -179,6 +179,17 @@ int64_t RawDb::QueryInt(const std::string& sql) {
   return text.empty() ? -1 : std::stoll(text);
 }
 
+void UndoMigration6(RawDb& raw) {
+  for (const char* sql : {"DROP TABLE operator_actions", "ALTER TABLE engines DROP COLUMN gone_ns",
+                          "ALTER TABLE decisions DROP COLUMN repeats",
+                          "ALTER TABLE decisions DROP COLUMN last_repeat_ns",
+                          "DELETE FROM schema_migrations WHERE version = 6"}) {
+    std::string error;
+    INFO(sql << ": " << error);
+    REQUIRE(raw.Exec(sql, &error) == SQLITE_OK);
+  }
+}
+
 std::string ReadFileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream out;

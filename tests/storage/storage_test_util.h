@@ -63,6 +63,11 @@ class RawDb {
   sqlite3* db_ = nullptr;
 };
 
+// Turns a database of the latest schema back into one written before
+// migration 6 (operator levers): its table and columns dropped, its
+// schema_migrations row deleted.
+void UndoMigration6(RawDb& raw);
+
 // The whole file's bytes ("" if missing).
 std::string ReadFileBytes(const std::string& path);
 

@@ -49,7 +49,8 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
                                ",2:rollups:" + std::to_string(opened_at) +
                                ",3:learning samples:" + std::to_string(opened_at) +
                                ",4:decision predictions:" + std::to_string(opened_at) +
-                               ",5:steps as one row:" + std::to_string(opened_at);
+                               ",5:steps as one row:" + std::to_string(opened_at) +
+                               ",6:operator levers:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);
@@ -59,7 +60,7 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   auto reader = OpenReader(path);
   auto version = reader->SchemaVersion();
   REQUIRE(version.ok());
-  CHECK(*version == 5);
+  CHECK(*version == 6);
 }
 
 TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-trips", "[store]") {
@@ -74,6 +75,7 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
   {
     // What a database written before migration 4 looks like.
     RawDb raw(path);
+    UndoMigration6(raw);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
     REQUIRE(raw.Exec("DROP TABLE steps") == 0);  // and before migration 5
@@ -87,7 +89,7 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
   store->RecordDecision(advisory);
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 5);
+  CHECK(*reader->SchemaVersion() == 6);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   REQUIRE(decisions->size() == 2);
@@ -108,8 +110,9 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
     REQUIRE(store->Close().ok());
   }
   {
-    // What a database written before migrations 3, 4 and 5 looks like.
+    // What a database written before migrations 3 to 6 looks like.
     RawDb raw(path);
+    UndoMigration6(raw);
     REQUIRE(raw.Exec("DROP TABLE learning_samples") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
@@ -124,7 +127,7 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
   store->RecordLearningSample({"e1", 8, 200, "imbalance 2 of 3, tokens 0 of 1", "top_k", 2, -1, 8});
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 5);
+  CHECK(*reader->SchemaVersion() == 6);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   CHECK(decisions->size() == 1);  // nothing lost in the migration

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,6 +80,13 @@ class Reader {
   // Every raw step's served load per expert of one engine, by step then
   // layer (steps pruned by retention are absent).
   virtual Result<std::vector<StepLoadRow>> StepLoads(const std::string& engine_id) = 0;
+  // Operator levers of one engine (every engine if empty), the newest
+  // `limit` (0: all) returned oldest first.
+  virtual Result<std::vector<OperatorActionRow>> OperatorActions(const std::string& engine_id,
+                                                                 size_t limit) = 0;
+  // Per engine, the highest epoch the database holds (commands recorded,
+  // epochs in force, steps seen): a restarted controller issues above it.
+  virtual Result<std::map<std::string, uint64_t>> HighestEpochs() = 0;
   // Highest migration number applied to the file.
   virtual Result<int> SchemaVersion() = 0;
 };

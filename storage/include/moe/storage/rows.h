@@ -42,6 +42,11 @@ struct DecisionRow {
   // predict it (see prediction_json's "basis"); absent otherwise.
   std::optional<double> predicted_gain;
   std::string prediction_json;  // {"basis", "reward_before", "reward_after", ...}; empty: none
+  // A rejection repeated with the same policy, knob, layer, value and reason
+  // (numbers in the reason aside) is folded into the first row: `repeats`
+  // more times, the last at `last_repeat_ns`.
+  uint64_t repeats = 0;
+  std::optional<int64_t> last_repeat_ns;
 
   friend bool operator==(const DecisionRow&, const DecisionRow&) = default;
 };
@@ -94,8 +99,30 @@ struct EngineRow {
   int64_t last_seen_ns = 0;
   uint64_t last_step = 0;
   uint64_t last_epoch = 0;
+  // When the controller marked the engine gone (silent for its
+  // engine_expiry); cleared by the engine's next message.
+  std::optional<int64_t> gone_ns;
 
   friend bool operator==(const EngineRow&, const EngineRow&) = default;
+};
+
+// One operator lever pulled through moectld's control socket, refused or not.
+struct OperatorActionRow {
+  int64_t id = 0;  // assigned by Store::RecordOperatorAction
+  int64_t created_ns = 0;
+  std::string engine_id;
+  std::string action;                  // "pause", "resume", "pin", "unpin", "mode"
+  std::string knob;                    // pin/unpin: the knob
+  std::optional<double> value;         // pin: the value held
+  std::optional<int64_t> until_ns;     // pin: when it lapses; absent: until unpinned
+  std::string mode;                    // mode: "active" / "advisory"
+  int64_t uid = -1;                    // the caller's uid (from the socket's peer credentials)
+  std::string who;                     // e.g. "alice (uid 1000, pid 4242)"
+  std::string reason;                  // the caller's --reason
+  std::string result;                  // "done", or "refused: why"
+  std::optional<int64_t> decision_id;  // pin: the decision row of the command it caused
+
+  friend bool operator==(const OperatorActionRow&, const OperatorActionRow&) = default;
 };
 
 // One layer of one step, summarised; or (rollup == true) one layer of one

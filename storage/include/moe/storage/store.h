@@ -75,6 +75,7 @@ struct StoreStats {
   uint64_t retention_runs = 0;   // retention passes that committed
   uint64_t rows_rolled_up = 0;   // raw step_layers rows folded into rollups
   int64_t last_decision_id = 0;  // highest id handed out by RecordDecision
+  int64_t last_action_id = 0;    // highest id handed out by RecordOperatorAction
 };
 
 class Store {
@@ -105,6 +106,16 @@ class Store {
   virtual void RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) = 0;
   virtual void RecordAck(int64_t decision_id, const telemetry::Ack& ack) = 0;
   virtual void RecordOutcome(int64_t decision_id, const DecisionOutcome& outcome) = 0;
+  // The rejection `decision_id` was repeated: `repeats` more times in all,
+  // the latest at `last_ns` (DecisionRow::repeats).
+  virtual void RecordRepeat(int64_t decision_id, uint64_t repeats, int64_t last_ns) = 0;
+
+  // Assigns the lever a new id (larger than any in the database), enqueues
+  // it, and returns the id.
+  virtual int64_t RecordOperatorAction(OperatorActionRow row) = 0;
+  // The engine went silent for its expiry: its row gets gone_ns (cleared
+  // again by its next Hello or step). Creates no row for an unknown engine.
+  virtual void MarkEngineGone(const std::string& engine_id, int64_t gone_ns) = 0;
 
   // Blocks until every write enqueued before the call is committed, or the
   // timeout passes (kTimeout; the writes stay queued).
