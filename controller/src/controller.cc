@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <variant>
@@ -11,6 +13,7 @@
 #include "audit_json.h"
 #include "engine_state.h"
 #include "learner.h"
+#include "lever_book.h"
 #include "metrics_recorder.h"
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/bias_policy.h"
@@ -37,6 +40,31 @@ constexpr int64_t kOutcomeTimeoutMs = 60'000;
 constexpr int64_t kForgetUnackedFactor = 10;
 // Most messages handled in one Poll before running due work.
 constexpr int kMaxMessagesPerPoll = 2000;
+
+// Gone engines remembered for `moectl status` (the oldest forgotten first).
+constexpr size_t kMaxGoneRemembered = 256;
+// A pin the engine does not run is sent again no sooner than this.
+constexpr int64_t kPinRetryMs = 30'000;
+
+// A rejection's identity for folding repeats: policy, knob and layer pick the
+// run; the value and the reason with every number masked (cooldowns count
+// down) must match.
+std::string RejectionKey(const policies::Proposal& proposal, const std::string& reason) {
+  std::string masked;
+  masked.reserve(reason.size());
+  for (size_t i = 0; i < reason.size(); ++i) {
+    const char c = reason[i];
+    if (std::isdigit(static_cast<unsigned char>(c)) != 0) {
+      if (masked.empty() || masked.back() != '#') masked += '#';
+    } else if (c == '.' && !masked.empty() && masked.back() == '#' && i + 1 < reason.size() &&
+               std::isdigit(static_cast<unsigned char>(reason[i + 1])) != 0) {
+      // the decimal point of a masked number
+    } else {
+      masked += c;
+    }
+  }
+  return fmt::format("{:.6g}|{}", proposal.value, masked);
+}
 
 LearnerOptions LearnerOptionsOf(const ControllerOptions& o) {
   LearnerOptions l;
@@ -148,10 +176,17 @@ class ControllerImpl final : public Controller {
                              clock_->NowNanos(), per_layer);
   }
 
+  Result<LeverOutcome> Pull(const Lever& lever) override;
+  std::vector<EngineStatus> EngineStatuses() const override;
+
   std::string telemetry_endpoint() const override { return link_->telemetry_endpoint(); }
   std::string command_endpoint() const override { return link_->command_endpoint(); }
 
  private:
+  // Where a decision comes from: a policy, the guard's rollback of one, or an
+  // operator's pin (never rolled back).
+  enum class Origin { kPolicy, kRollback, kOperator };
+
   EngineState& Engine(const std::string& id) {
     auto it = engines_.find(id);
     if (it == engines_.end()) {
@@ -159,14 +194,50 @@ class ControllerImpl final : public Controller {
       if (std::optional<uint64_t> through = learner_.RestoredThrough(id)) {
         it->second.ledger().MarkLearntThrough(*through);
       }
-      spdlog::info("engine {}: first message ({} mode)", id, ControlModeName(options_.ModeOf(id)));
+      auto issued = highest_epochs_.find(id);
+      if (issued != highest_epochs_.end()) it->second.ReserveEpochsThrough(issued->second);
+      const bool returned = gone_.erase(id) > 0;
+      spdlog::info("engine {}: {} ({} mode)", id,
+                   returned ? "back after it was gone" : "first message",
+                   ControlModeName(ModeOf(id)));
     }
     return it->second;
+  }
+
+  // The engine id a message speaks for.
+  static const std::string& EngineIdOf(const telemetry::Inbound& inbound) {
+    static const std::string kNone;
+    return std::visit(
+        [](const auto& message) -> const std::string& {
+          using T = std::decay_t<decltype(message)>;
+          if constexpr (std::is_same_v<T, telemetry::Command>) {
+            return kNone;
+          } else {
+            return message.engine_id;
+          }
+        },
+        inbound.message);
   }
 
   void Handle(telemetry::Inbound inbound) {
     ++stats_.messages;
     int64_t now = clock_->NowNanos();
+    const std::string& id = EngineIdOf(inbound);
+    if (!id.empty()) {
+      auto it = engines_.find(id);
+      if (it == engines_.end() && engines_.size() >= static_cast<size_t>(options_.max_engines)) {
+        ++stats_.engines_refused;
+        // The first refusal and then every power of two.
+        if ((stats_.engines_refused & (stats_.engines_refused - 1)) == 0) {
+          spdlog::warn(
+              "engine {}: message dropped: {} engines are tracked (max_engines); {} dropped so "
+              "far",
+              id, engines_.size(), stats_.engines_refused);
+        }
+        return;
+      }
+      Engine(id).Touch(now);
+    }
     std::visit(
         [&](auto& message) {
           using T = std::decay_t<decltype(message)>;
@@ -316,8 +387,100 @@ class ControllerImpl final : public Controller {
     sent_.erase(sent);
   }
 
+  // The mode in force: a `mode` lever's, else controller.toml's.
+  ControlMode ModeOf(const std::string& engine_id) const {
+    return levers_.mode(engine_id).value_or(options_.ModeOf(engine_id));
+  }
+
+  // A scalar pin is in force when the engine runs that value; a bias pin when
+  // every element of every layer is at it.
+  static bool PinInForce(const EngineState& e, const std::string& knob, double value) {
+    if (!policies::IsVectorKnob(knob)) return std::abs(e.KnobValue(knob) - value) < 1e-9;
+    for (const std::vector<float>& layer : e.KnobVectors(knob)) {
+      for (float x : layer) {
+        if (std::abs(static_cast<double>(x) - value) > 1e-7) return false;
+      }
+    }
+    return true;
+  }
+
+  // Sends the first pin whose value the engine does not run (not within
+  // kPinRetryMs of the last try of that pin). Returns the decision id, or 0
+  // when nothing was sent.
+  int64_t ApplyPins(EngineState& e, const policies::EngineSnapshot& snapshot, int64_t now) {
+    if (ModeOf(e.engine_id()) == ControlMode::kAdvisory || e.pending() || !e.has_hello()) return 0;
+    for (const auto& [knob, pin] : levers_.Pins(e.engine_id(), now)) {
+      if (PinInForce(e, knob, pin.value)) continue;
+      int64_t& tried = e.pin_tried_ns[knob];
+      if (tried != 0 && now - tried < kPinRetryMs * kNanosPerMilli) continue;
+      tried = now;
+      policies::Proposal proposal;
+      proposal.policy = "operator";
+      proposal.knob = knob;
+      proposal.current = e.KnobValue(knob);
+      proposal.value = pin.value;
+      proposal.reason =
+          fmt::format("pinned by operator lever {} ({}: {})", pin.action_id, pin.who, pin.reason);
+      policies::Verdict verdict;
+      verdict.kind = policies::VerdictKind::kAccepted;
+      verdict.value = pin.value;
+      verdict.reason = "operator pin, within the guard's bounds";
+      if (policies::IsVectorKnob(knob)) {
+        proposal.current_vectors = e.KnobVectors(knob);
+        verdict.vectors.assign(
+            e.hello().num_layers,
+            std::vector<float>(e.hello().num_experts, static_cast<float>(pin.value)));
+        proposal.vectors = verdict.vectors;
+      }
+      e.guard_state().last_change_ns[knob] = now;
+      return Decide(e, snapshot, proposal, verdict, Origin::kOperator, now);
+    }
+    return 0;
+  }
+
+  // Engines silent for engine_expiry are gone: state evicted, rows kept, a
+  // decision in flight closed as unknown.
+  void ExpireEngines(int64_t now) {
+    const int64_t expiry = options_.engine_expiry_ms * kNanosPerMilli;
+    for (auto it = engines_.begin(); it != engines_.end();) {
+      EngineState& e = it->second;
+      if (now - e.last_seen_ns() <= expiry) {
+        ++it;
+        continue;
+      }
+      const std::string id = e.engine_id();
+      if (e.pending()) {
+        store_->RecordUnknown(e.pending()->decision_id,
+                              fmt::format("engine {} went silent for {} ms before the outcome "
+                                          "was measured",
+                                          id, (now - e.last_seen_ns()) / kNanosPerMilli),
+                              now);
+      }
+      std::erase_if(sent_, [&](const auto& entry) { return entry.first.first == id; });
+      store_->MarkEngineGone(id, now);
+      spdlog::warn(
+          "engine {}: gone (no message for {} ms, engine_expiry {} ms); its state is "
+          "evicted, its rows stay",
+          id, (now - e.last_seen_ns()) / kNanosPerMilli, options_.engine_expiry_ms);
+      gone_[id] = e.last_seen_ns();
+      if (gone_.size() > kMaxGoneRemembered) {
+        auto oldest =
+            std::min_element(gone_.begin(), gone_.end(),
+                             [](const auto& a, const auto& b) { return a.second < b.second; });
+        gone_.erase(oldest);
+      }
+      ++stats_.engines_gone;
+      it = engines_.erase(it);
+    }
+  }
+
   void RunDue() {
     int64_t now = clock_->NowNanos();
+    ExpireEngines(now);
+    for (const auto& [engine, knob] : levers_.Expire(now)) {
+      spdlog::info("engine {}: the pin on {} lapsed; the policies may change it again", engine,
+                   knob);
+    }
     for (auto& [id, e] : engines_) {
       std::optional<PendingDecision>& pending = e.pending();
       const int64_t waited = pending ? now - pending->sent_ns : 0;
@@ -436,13 +599,23 @@ class ControllerImpl final : public Controller {
     learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
     // One change in flight per engine: its outcome is measured before the next.
     if (e.pending()) return;
+    if (ApplyPins(e, snapshot, now) != 0) return;
+    if (levers_.paused(e.engine_id())) return;
     for (const std::string& name : options_.policy_order) {
       std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
       if (!proposal) continue;
-      policies::Verdict verdict =
-          policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
-      JudgePlacement(*proposal, snapshot, &verdict);
-      Decide(e, snapshot, *proposal, verdict, /*is_rollback=*/false, now);
+      policies::Verdict verdict;
+      if (const PinState* pin = levers_.Pin(e.engine_id(), proposal->knob, now)) {
+        verdict.kind = policies::VerdictKind::kRejected;
+        verdict.reason =
+            fmt::format("{} is pinned at {} by operator lever {} ({}: {}){}", proposal->knob,
+                        pin->value, pin->action_id, pin->who, pin->reason,
+                        pin->until_ns ? fmt::format(" until {}", *pin->until_ns) : std::string());
+      } else {
+        verdict = policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
+        JudgePlacement(*proposal, snapshot, &verdict);
+      }
+      Decide(e, snapshot, *proposal, verdict, Origin::kPolicy, now);
       if (verdict.kind != policies::VerdictKind::kRejected) return;
     }
   }
@@ -466,10 +639,26 @@ class ControllerImpl final : public Controller {
     }
   }
 
-  void Decide(EngineState& e, const policies::EngineSnapshot& snapshot,
-              const policies::Proposal& proposal, const policies::Verdict& verdict,
-              bool is_rollback, int64_t now) {
+  // Records the decision and, unless rejected or advisory, sends it. Returns
+  // its row's id (0 when folded into an earlier identical rejection).
+  int64_t Decide(EngineState& e, const policies::EngineSnapshot& snapshot,
+                 const policies::Proposal& proposal, const policies::Verdict& verdict,
+                 Origin origin, int64_t now) {
     ++stats_.decisions;
+    if (verdict.kind == policies::VerdictKind::kRejected) {
+      const std::string run =
+          fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer);
+      const std::string key = RejectionKey(proposal, verdict.reason);
+      auto it = e.rejection_runs.find(run);
+      if (it != e.rejection_runs.end() && it->second.key == key) {
+        // The same rejection again: counted on its first row.
+        metrics_.OnDecision(e.engine_id(), proposal.policy, "rejected");
+        store_->RecordRepeat(it->second.decision_id, ++it->second.repeats, now);
+        return 0;
+      }
+    } else {
+      e.rejection_runs.clear();
+    }
     storage::DecisionRow row;
     row.engine_id = e.engine_id();
     row.created_ns = now;
@@ -502,17 +691,19 @@ class ControllerImpl final : public Controller {
     metrics_.OnDecision(row.engine_id, row.policy, row.verdict);
     if (verdict.kind == policies::VerdictKind::kRejected) {
       row.status = "rejected";
-      store_->RecordDecision(std::move(row));
+      const int64_t id = store_->RecordDecision(std::move(row));
+      e.rejection_runs[fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer)] = {
+          RejectionKey(proposal, verdict.reason), id, 0};
       spdlog::debug("engine {}: {} {} -> {} rejected: {}", e.engine_id(), proposal.knob,
                     proposal.current, proposal.value, verdict.reason);
-      return;
+      return id;
     }
     KnobChange change{proposal.knob, verdict.value, verdict.vectors, verdict.placements};
     const std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
     const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
                                                           ? e.Placements()
                                                           : std::vector<std::vector<uint32_t>>{};
-    if (options_.ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
+    if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
       // Decided and audited as if active; nothing goes to the engine.
       ++stats_.advisory;
       row.command_json = ChangeJson(change, in_force, placed).dump();
@@ -522,7 +713,7 @@ class ControllerImpl final : public Controller {
           "engine {}: advisory decision {}: would set {} {} -> {} ({}); predicted gain {}",
           e.engine_id(), id, proposal.knob, proposal.current, verdict.value, proposal.reason,
           prediction.gain() ? fmt::format("{:.4f}", *prediction.gain()) : std::string("unknown"));
-      return;
+      return id;
     }
     telemetry::Command command;
     command.engine_id = e.engine_id();
@@ -537,7 +728,14 @@ class ControllerImpl final : public Controller {
     row.epoch = command.epoch;
     row.sent_ns = now;
     int64_t id = store_->RecordDecision(std::move(row));
-    Status sent = link_->SendCommand(command);
+    // The audit row is committed before the engine can act on the command,
+    // so a crash cannot leave a change applied with no record of it.
+    Status committed = store_->Flush(std::chrono::milliseconds(options_.ack_timeout_ms));
+    Status sent = committed.ok() ? link_->SendCommand(command)
+                                 : Status::Unavailable(
+                                       "not sent: the decision could not be committed "
+                                       "first: " +
+                                       committed.message());
     if (!sent.ok()) {
       ++stats_.failed_commands;
       telemetry::Ack failure;
@@ -548,7 +746,7 @@ class ControllerImpl final : public Controller {
       store_->RecordAck(id, failure);
       spdlog::warn("engine {}: cannot send epoch {}: {}", e.engine_id(), command.epoch,
                    sent.message());
-      return;
+      return id;
     }
     ++stats_.commands_sent;
     e.OnSent(command.epoch, change);
@@ -563,12 +761,14 @@ class ControllerImpl final : public Controller {
     pending.new_value = verdict.value;
     pending.previous_vectors = in_force;
     pending.previous_placements = placed;
-    pending.is_rollback = is_rollback;
+    pending.is_rollback = origin == Origin::kRollback;
+    pending.from_operator = origin == Origin::kOperator;
     pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
     pending.reward_before = policies::Reward(pending.before, options_.reward);
     e.pending() = pending;
     spdlog::info("engine {}: decision {}: {} {} -> {} under epoch {} ({})", e.engine_id(), id,
                  proposal.knob, proposal.current, verdict.value, command.epoch, proposal.reason);
+    return id;
   }
 
   void Measure(EngineState& e, int64_t now) {
@@ -598,7 +798,16 @@ class ControllerImpl final : public Controller {
         "{:.4f} -> {:.4f}",
         e.engine_id(), pending.decision_id, after.steps, pending.before.drop_rate, after.drop_rate,
         pending.reward_before, reward_after);
-    if (options_.rollback_enabled && !pending.is_rollback && after.steps > 0 &&
+    e.last_outcome =
+        EngineStatus::Outcome{pending.decision_id,
+                              pending.knob,
+                              pending.new_value,
+                              pending.reward_before,
+                              after.steps > 0 ? std::optional<double>(reward_after) : std::nullopt,
+                              false,
+                              now};
+    if (options_.rollback_enabled && !pending.is_rollback && !pending.from_operator &&
+        after.steps > 0 &&
         policies::ShouldRollBack(pending.reward_before, reward_after, options_.guard)) {
       ++stats_.rollbacks;
       metrics_.OnRollback(e.engine_id());
@@ -627,7 +836,8 @@ class ControllerImpl final : public Controller {
         verdict.placements = pending.previous_placements;
       }
       e.guard_state().last_change_ns[pending.knob] = now;
-      Decide(e, snapshot, rollback, verdict, /*is_rollback=*/true, now);
+      e.last_outcome->rolled_back = true;
+      Decide(e, snapshot, rollback, verdict, Origin::kRollback, now);
     }
   }
 
@@ -635,6 +845,25 @@ class ControllerImpl final : public Controller {
   // Loads what the learner took from past epochs of the configured knob (the
   // learning_samples table), so learning survives a restart.
   Status RestoreLearning(const std::string& db_path) { return learner_.Restore(db_path); }
+
+  // Reads back what an earlier run left: the levers in force (replayed from
+  // their audit rows), the highest epoch per engine (epochs are never issued
+  // twice), and closes the decisions it left in flight as unknown.
+  Status RestoreFromDatabase(const std::string& db_path) {
+    MOE_RETURN_IF_ERROR(store_->Flush());
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<storage::Reader> reader, storage::Reader::Open(db_path));
+    MOE_ASSIGN_OR_RETURN(highest_epochs_, reader->HighestEpochs());
+    MOE_ASSIGN_OR_RETURN(std::vector<storage::OperatorActionRow> actions,
+                         reader->OperatorActions("", 0));
+    for (const storage::OperatorActionRow& row : actions)
+      levers_.Apply(row);
+    store_->RecordUnknown(std::nullopt, "moectld restarted before the outcome was measured",
+                          clock_->NowNanos());
+    if (!actions.empty()) {
+      spdlog::info("levers: {} operator actions replayed from the database", actions.size());
+    }
+    return Status::Ok();
+  }
 
  private:
   struct SentCommand {
@@ -652,11 +881,173 @@ class ControllerImpl final : public Controller {
   std::map<std::string, EngineState> engines_;
   std::map<std::pair<std::string, uint64_t>, SentCommand> sent_;
   Learner learner_;
+  LeverBook levers_;
+  std::map<std::string, int64_t> gone_;             // engine id -> its last message (recently gone)
+  std::map<std::string, uint64_t> highest_epochs_;  // per engine, from the database at start
   ControllerStats stats_;
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
   PlanWorker plans_;  // last member: its thread stops first
 };
+
+Result<LeverOutcome> ControllerImpl::Pull(const Lever& lever) {
+  ++stats_.levers;
+  const int64_t now = clock_->NowNanos();
+  const std::string& id = lever.engine_id;
+  const bool tracked = engines_.count(id) > 0;
+  if (!tracked && gone_.count(id) == 0 && highest_epochs_.count(id) == 0) {
+    std::vector<std::string> known;
+    for (const auto& [engine, e] : engines_)
+      known.push_back(engine);
+    return Status::NotFound(
+        known.empty()
+            ? fmt::format("unknown engine '{}': no engine is connected", id)
+            : fmt::format("unknown engine '{}'; known engines: {}", id, fmt::join(known, ", ")));
+  }
+  Status check = LeverBook::Check(lever, options_.guard);
+  if (check.ok() && lever.action == LeverAction::kPin && ModeOf(id) == ControlMode::kAdvisory) {
+    check = Status::FailedPrecondition(fmt::format(
+        "engine {} is advisory: the controller sends it nothing, pins included; switch it to "
+        "active first (moectl mode --engine {} active)",
+        id, id));
+  }
+  if (check.ok() && lever.action == LeverAction::kUnpin && !levers_.Pin(id, lever.knob, now)) {
+    check =
+        Status::FailedPrecondition(fmt::format("{} is not pinned on engine {}", lever.knob, id));
+  }
+  if (!check.ok()) {
+    const int64_t action_id =
+        store_->RecordOperatorAction(LeverBook::Row(lever, now, "refused: " + check.message()));
+    spdlog::warn("lever {}: {} {} by {} refused: {}", action_id, LeverActionName(lever.action), id,
+                 lever.caller.Describe(), check.message());
+    return check;
+  }
+  storage::OperatorActionRow row = LeverBook::Row(lever, now, "done");
+  const bool was_paused = levers_.paused(id);
+  const ControlMode was_mode = ModeOf(id);
+  row.id = store_->RecordOperatorAction(row);
+  levers_.Apply(row);
+  LeverOutcome out;
+  out.action_id = row.id;
+  switch (lever.action) {
+    case LeverAction::kPause:
+      out.message = was_paused ? fmt::format("engine {} was already paused", id)
+                               : fmt::format(
+                                     "engine {} paused: the controller decides nothing new for "
+                                     "it (a decision in flight is still measured; pins still "
+                                     "apply); `moectl resume --engine {}` undoes it",
+                                     id, id);
+      break;
+    case LeverAction::kResume:
+      out.message = was_paused
+                        ? fmt::format("engine {} resumed: its policies run at the next tick", id)
+                        : fmt::format("engine {} was not paused", id);
+      break;
+    case LeverAction::kMode:
+      out.message = fmt::format("engine {}: mode {} (was {})", id, ControlModeName(lever.mode),
+                                ControlModeName(was_mode));
+      break;
+    case LeverAction::kUnpin:
+      out.message = fmt::format(
+          "{} unpinned on engine {}: the policies may change it again (its value stays)",
+          lever.knob, id);
+      break;
+    case LeverAction::kPin: {
+      const std::string held =
+          row.until_ns ? fmt::format("for {} s", lever.duration_ms / 1000) : "until unpinned";
+      auto it = engines_.find(id);
+      if (it == engines_.end() || !it->second.has_hello()) {
+        out.message = fmt::format(
+            "{} pinned at {} on engine {} {}; the engine is not connected: it is sent when the "
+            "engine speaks again",
+            lever.knob, lever.value, id, held);
+        break;
+      }
+      EngineState& e = it->second;
+      if (e.pending()) {
+        out.message = fmt::format(
+            "{} pinned at {} on engine {} {}; sent once decision {} in flight is measured",
+            lever.knob, lever.value, id, held, e.pending()->decision_id);
+        break;
+      }
+      e.pin_tried_ns.erase(lever.knob);
+      const int64_t decision = ApplyPins(e, e.Snapshot(now), now);
+      if (decision != 0) {
+        out.decision_id = decision;
+        store_->LinkOperatorAction(row.id, decision);
+        out.message = fmt::format("{} pinned at {} on engine {} {}: sent as decision {}{}",
+                                  lever.knob, lever.value, id, held, decision,
+                                  e.pending() ? fmt::format(" under epoch {}", e.pending()->epoch)
+                                              : std::string(" (the send failed; see moectl "
+                                                            "explain)"));
+      } else {
+        out.message = fmt::format("{} pinned at {} on engine {} {}: the engine runs it already",
+                                  lever.knob, lever.value, id, held);
+      }
+      break;
+    }
+  }
+  spdlog::info("lever {}: {} by {} ({}): {}", row.id, LeverActionName(lever.action),
+               lever.caller.Describe(), lever.reason, out.message);
+  return out;
+}
+
+std::vector<EngineStatus> ControllerImpl::EngineStatuses() const {
+  const int64_t now = clock_->NowNanos();
+  std::vector<EngineStatus> out;
+  auto levers = [&](EngineStatus& st) {
+    st.mode = ModeOf(st.engine_id);
+    st.mode_from_operator = levers_.mode(st.engine_id).has_value();
+    st.paused = levers_.paused(st.engine_id);
+    for (const auto& [knob, pin] : levers_.Pins(st.engine_id, now)) {
+      st.pins.push_back({knob, pin.value, pin.until_ns, pin.action_id});
+    }
+  };
+  for (const auto& [id, e] : engines_) {
+    EngineStatus st;
+    st.engine_id = id;
+    st.last_seen_ns = e.last_seen_ns();
+    st.liveness =
+        now - e.last_seen_ns() <= options_.stale_after_ms * kNanosPerMilli ? "live" : "stale";
+    levers(st);
+    st.epoch = e.epoch();
+    const policies::KnobValues knobs = e.knobs();
+    st.top_k = knobs.top_k;
+    st.capacity_factor = knobs.capacity_factor;
+    st.noise_std = knobs.noise_std;
+    st.max_abs_bias = e.KnobValue("expert_bias");
+    st.steps = e.steps_seen();
+    const policies::OutcomeFigures now_figures = e.Figures(e.epoch(), options_.outcome_steps);
+    if (now_figures.steps > 0) {
+      st.drop_rate = now_figures.drop_rate;
+      st.step_ms = now_figures.step_us / 1000.0;
+      if (now_figures.critical_path_us > 0)
+        st.critical_path_ms = now_figures.critical_path_us / 1e3;
+    }
+    if (const std::optional<PendingDecision>& p = e.pending()) {
+      st.in_flight =
+          EngineStatus::InFlight{p->decision_id,
+                                 p->knob,
+                                 p->new_value,
+                                 p->epoch,
+                                 p->acked ? "acked" : (p->ack_unknown ? "ack unknown" : "sent"),
+                                 p->sent_ns};
+    }
+    st.last_outcome = e.last_outcome;
+    out.push_back(std::move(st));
+  }
+  for (const auto& [id, last_seen] : gone_) {
+    EngineStatus st;
+    st.engine_id = id;
+    st.liveness = "gone";
+    st.last_seen_ns = last_seen;
+    levers(st);
+    out.push_back(std::move(st));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const EngineStatus& a, const EngineStatus& b) { return a.engine_id < b.engine_id; });
+  return out;
+}
 
 }  // namespace
 
@@ -678,6 +1069,11 @@ Status Validate(const ControllerOptions& o) {
   if (o.ack_timeout_ms <= 0) return bad("ack_timeout_ms", "must be > 0");
   if (o.outcome_steps == 0) return bad("outcome_steps", "must be > 0");
   if (o.window_steps < o.outcome_steps) return bad("window_steps", "must be >= outcome_steps");
+  if (o.stale_after_ms <= 0) return bad("stale_after", "must be > 0");
+  if (o.engine_expiry_ms <= o.stale_after_ms) {
+    return bad("engine_expiry", "must be longer than stale_after");
+  }
+  if (o.max_engines <= 0) return bad("max_engines", "must be > 0");
   if (!o.curve_secret_key.empty() && o.engine_keys.empty()) {
     return bad("engines", "CURVE is on but no engine key is allowed");
   }
@@ -734,6 +1130,8 @@ Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& 
       std::make_unique<ControllerImpl>(options, clock, std::move(*link), std::move(*store));
   MOE_RETURN_IF_ERROR(controller->RestoreLearning(options.db_path)
                           .WithContext("reading what was learnt from " + options.db_path));
+  MOE_RETURN_IF_ERROR(controller->RestoreFromDatabase(options.db_path)
+                          .WithContext("reading levers and epochs from " + options.db_path));
   return std::unique_ptr<Controller>(std::move(controller));
 }
 

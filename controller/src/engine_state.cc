@@ -127,6 +127,7 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
 
 std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record, int64_t now_ns) {
   last_step_ns_ = now_ns;
+  ++steps_seen_;
   std::optional<uint64_t> ended;
   if (record.epoch > epoch_ && !window_.empty()) ended = epoch_;
   epoch_ = std::max(epoch_, record.epoch);

@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "epoch_ledger.h"
+#include "moe/controller/levers.h"
 #include "moe/policies/cost_model.h"
 #include "moe/policies/guard.h"
 #include "moe/policies/reward.h"
@@ -69,6 +71,7 @@ struct PendingDecision {
   std::vector<std::vector<float>> previous_vectors;        // vector knobs: what a rollback restores
   std::vector<std::vector<uint32_t>> previous_placements;  // phy2log: what a rollback restores
   bool is_rollback = false;
+  bool from_operator = false;  // a pin: never rolled back by the guard
   policies::OutcomeFigures before;
   double reward_before = 0;
   // The ack timed out: whether the engine applied it is unknown until a step
@@ -106,6 +109,16 @@ class EngineState {
     last_issued_epoch_ = std::max(last_issued_epoch_, epoch_) + 1;
     return last_issued_epoch_;
   }
+  // Epochs up to `epoch` were issued before (by an earlier run of the
+  // controller, per the database): NextEpoch goes above them.
+  void ReserveEpochsThrough(uint64_t epoch) {
+    last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
+  }
+
+  // Any message from the engine at `now_ns` (liveness).
+  void Touch(int64_t now_ns) { last_seen_ns_ = std::max(last_seen_ns_, now_ns); }
+  int64_t last_seen_ns() const { return last_seen_ns_; }
+  uint64_t steps_seen() const { return steps_seen_; }
 
   // The scalar in force (vector knobs: the largest |element|).
   double KnobValue(const std::string& knob) const;
@@ -133,6 +146,22 @@ class EngineState {
   const policies::CostModel& cost_model() const { return cost_model_; }
   int64_t next_policy_run_ns = 0;
 
+  // The latest decision measured (for `moectl status`).
+  std::optional<EngineStatus::Outcome> last_outcome;
+
+  // Runs of identical rejections, by (policy, knob, layer): the decision row
+  // they are folded into (DecisionRow::repeats). Cleared by any accepted
+  // decision of the engine.
+  struct RejectionRun {
+    std::string key;  // value and reason with their numbers masked
+    int64_t decision_id = 0;
+    uint64_t repeats = 0;
+  };
+  std::map<std::string, RejectionRun> rejection_runs;
+  // When each pinned knob was last sent (ApplyPins retries no sooner than
+  // kPinRetryMs).
+  std::map<std::string, int64_t> pin_tried_ns;
+
  private:
   std::string engine_id_;
   size_t window_steps_;
@@ -141,6 +170,8 @@ class EngineState {
   uint64_t epoch_ = 0;
   uint64_t last_issued_epoch_ = 0;
   int64_t last_step_ns_ = 0;
+  int64_t last_seen_ns_ = 0;
+  uint64_t steps_seen_ = 0;
   EpochLedger ledger_;
   std::deque<StepFigures> window_;
   std::optional<PendingDecision> pending_;

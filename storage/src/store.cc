@@ -51,6 +51,15 @@ struct RepeatUpdate {
   uint64_t repeats = 0;
   int64_t last_ns = 0;
 };
+struct UnknownUpdate {
+  std::optional<int64_t> decision_id;
+  std::string reason;
+  int64_t ns = 0;
+};
+struct ActionLink {
+  int64_t action_id = 0;
+  int64_t decision_id = 0;
+};
 struct EngineGone {
   std::string engine_id;
   int64_t gone_ns = 0;
@@ -58,7 +67,7 @@ struct EngineGone {
 
 using Payload = std::variant<telemetry::Hello, internal::PackedStep, EpochRow, DecisionRow,
                              CommandSent, AckUpdate, OutcomeUpdate, LearningSampleRow, RepeatUpdate,
-                             OperatorActionRow, EngineGone>;
+                             UnknownUpdate, OperatorActionRow, ActionLink, EngineGone>;
 
 // One queued write. Tickets increase in enqueue order; the queue is FIFO, so
 // "ticket t committed" means every write up to t is.
@@ -139,6 +148,14 @@ constexpr const char* kInsertOperatorAction = R"sql(
 INSERT INTO operator_actions(id, created_ns, engine_id, action, knob, value, until_ns, mode, uid,
                              who, reason, result, decision_id)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13))sql";
+
+constexpr const char* kUpdateUnknown = R"sql(
+UPDATE decisions SET status = 'unknown', measured_ns = ?3,
+  ack_error = CASE WHEN ack_error = '' THEN ?2 ELSE ack_error || '; ' || ?2 END
+WHERE status IN ('sent', 'acked') AND (?1 IS NULL OR id = ?1))sql";
+
+constexpr const char* kLinkOperatorAction =
+    "UPDATE operator_actions SET decision_id = ?2 WHERE id = ?1";
 
 constexpr const char* kMarkEngineGone = "UPDATE engines SET gone_ns = ?2 WHERE engine_id = ?1";
 
@@ -244,12 +261,23 @@ class StoreImpl final : public Store {
     EnqueueLocked(RepeatUpdate{decision_id, repeats, last_ns}, 1);
   }
 
+  void RecordUnknown(std::optional<int64_t> decision_id, const std::string& reason,
+                     int64_t ns) override {
+    std::lock_guard lock(mu_);
+    EnqueueLocked(UnknownUpdate{decision_id, reason, ns}, 1);
+  }
+
   int64_t RecordOperatorAction(OperatorActionRow row) override {
     std::lock_guard lock(mu_);
     row.id = ++stats_.last_action_id;
     int64_t id = row.id;
     EnqueueLocked(std::move(row), 1);
     return id;
+  }
+
+  void LinkOperatorAction(int64_t action_id, int64_t decision_id) override {
+    std::lock_guard lock(mu_);
+    EnqueueLocked(ActionLink{action_id, decision_id}, 1);
   }
 
   void MarkEngineGone(const std::string& engine_id, int64_t gone_ns) override {
@@ -285,8 +313,10 @@ class StoreImpl final : public Store {
     Statement update_ack;
     Statement update_outcome;
     Statement update_repeat;
+    Statement update_unknown;
     Statement insert_operator_action;
     Statement mark_engine_gone;
+    Statement link_operator_action;
     Statement min_raw_time;
     Statement select_raw;
     Statement select_raw_steps;
@@ -367,8 +397,10 @@ Status StoreImpl::Prepare() {
   MOE_RETURN_IF_ERROR(prep(&s.update_ack, kUpdateAck));
   MOE_RETURN_IF_ERROR(prep(&s.update_outcome, kUpdateOutcome));
   MOE_RETURN_IF_ERROR(prep(&s.update_repeat, kUpdateRepeat));
+  MOE_RETURN_IF_ERROR(prep(&s.update_unknown, kUpdateUnknown));
   MOE_RETURN_IF_ERROR(prep(&s.insert_operator_action, kInsertOperatorAction));
   MOE_RETURN_IF_ERROR(prep(&s.mark_engine_gone, kMarkEngineGone));
+  MOE_RETURN_IF_ERROR(prep(&s.link_operator_action, kLinkOperatorAction));
   MOE_RETURN_IF_ERROR(prep(&s.min_raw_time, kMinRawTime));
   MOE_RETURN_IF_ERROR(prep(&s.select_raw, fmt::format("SELECT {}, tokens FROM step_layers LEFT "
                                                       "JOIN expert_loads ON step_layer_id = id "
@@ -655,6 +687,15 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindInt(3, update->last_ns);
     return ApplyDecisionUpdate(s.update_repeat, update->decision_id, "repeat", counts);
   }
+  if (const auto* update = std::get_if<UnknownUpdate>(&op.payload)) {
+    MOE_RETURN_IF_ERROR(s.update_unknown.Reset()
+                            .BindOptionalInt(1, update->decision_id)
+                            .BindText(2, update->reason)
+                            .BindInt(3, update->ns)
+                            .Run());
+    counts->rows += static_cast<uint64_t>(sqlite3_changes(db_.get()));
+    return Status::Ok();
+  }
   if (const auto* a = std::get_if<OperatorActionRow>(&op.payload)) {
     ++counts->rows;
     return s.insert_operator_action.Reset()
@@ -672,6 +713,14 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindText(12, a->result)
         .BindOptionalInt(13, a->decision_id)
         .Run();
+  }
+  if (const auto* link = std::get_if<ActionLink>(&op.payload)) {
+    MOE_RETURN_IF_ERROR(s.link_operator_action.Reset()
+                            .BindInt(1, link->action_id)
+                            .BindInt(2, link->decision_id)
+                            .Run());
+    counts->rows += static_cast<uint64_t>(sqlite3_changes(db_.get()));
+    return Status::Ok();
   }
   if (const auto* gone = std::get_if<EngineGone>(&op.payload)) {
     MOE_RETURN_IF_ERROR(

@@ -85,6 +85,36 @@ TEST_CASE("a repeated rejection updates its row; an unknown id is ignored", "[st
   CHECK(row->last_repeat_ns == 900);
 }
 
+TEST_CASE("decisions in flight are closed as unknown, the rest stay", "[store][levers]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  auto record = [&](const std::string& status) {
+    DecisionRow d = MakeDecision("e1", 100, "capacity");
+    d.status = status;
+    return store->RecordDecision(d);
+  };
+  const int64_t sent = record("sent");
+  const int64_t acked = record("acked");
+  const int64_t measured = record("measured");
+  const int64_t rejected = record("rejected");
+  const int64_t later = record("sent");
+  store->RecordUnknown(later, "engine e1 went silent", 500);
+  store->RecordUnknown(std::nullopt, "moectld restarted before the outcome was measured", 600);
+  REQUIRE(store->Flush().ok());
+  auto reader = OpenReader(path);
+  auto status_of = [&](int64_t id) { return reader->Decision(id)->status; };
+  CHECK(status_of(sent) == "unknown");
+  CHECK(status_of(acked) == "unknown");
+  CHECK(status_of(measured) == "measured");
+  CHECK(status_of(rejected) == "rejected");
+  CHECK(status_of(later) == "unknown");
+  CHECK(reader->Decision(later)->ack_error == "engine e1 went silent");
+  CHECK(reader->Decision(later)->measured_ns == 500);
+  CHECK(reader->Decision(sent)->ack_error == "moectld restarted before the outcome was measured");
+}
+
 TEST_CASE("an engine marked gone is cleared by its next message", "[store][levers]") {
   TempDir dir;
   FakeClock clock;

@@ -19,22 +19,27 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "moe/common/clock.h"
 #include "moe/common/status.h"
+#include "moe/controller/levers.h"
 #include "moe/controller/metrics.h"
 #include "moe/controller/options.h"
 
 namespace moe::controller {
 
 struct ControllerStats {
-  uint64_t messages = 0;       // good messages received
-  uint64_t malformed = 0;      // messages that failed to decode
-  uint64_t sequence_gaps = 0;  // telemetry messages missing, all engines
-  uint64_t steps = 0;          // StepRecords received
-  uint64_t engines = 0;        // engines seen
-  uint64_t decisions = 0;      // decisions recorded (any verdict)
-  uint64_t advisory = 0;       // decisions recorded instead of sent (advisory mode)
+  uint64_t messages = 0;         // good messages received
+  uint64_t malformed = 0;        // messages that failed to decode
+  uint64_t sequence_gaps = 0;    // telemetry messages missing, all engines
+  uint64_t steps = 0;            // StepRecords received
+  uint64_t engines = 0;          // engines tracked now (not gone)
+  uint64_t engines_gone = 0;     // engines evicted after engine_expiry
+  uint64_t engines_refused = 0;  // messages dropped: a new engine id beyond max_engines
+  uint64_t levers = 0;           // operator levers pulled (done or refused)
+  uint64_t decisions = 0;        // decisions recorded (any verdict)
+  uint64_t advisory = 0;         // decisions recorded instead of sent (advisory mode)
   uint64_t commands_sent = 0;
   uint64_t acks = 0;
   uint64_t failed_commands = 0;  // send failures, negative acks, ack timeouts
@@ -62,6 +67,14 @@ class Controller {
 
   // Flushes the database and closes it. Idempotent.
   virtual Status Shutdown() = 0;
+
+  // Pulls an operator lever (moe/controller/levers.h). Every call that names
+  // a known engine leaves an audit row, done or refused; a refused lever
+  // returns its error (kInvalidArgument: a bad field; kNotFound: unknown
+  // engine, listing the known ones; kFailedPrecondition: not possible now).
+  virtual Result<LeverOutcome> Pull(const Lever& lever) = 0;
+  // Every engine tracked, and those gone recently, by engine id.
+  virtual std::vector<EngineStatus> EngineStatuses() const = 0;
 
   virtual ControllerStats stats() const = 0;
   // Everything /metrics exports, taken now; per-layer figures only when

@@ -35,6 +35,17 @@ struct MetricsOptions {
   int64_t loop_timeout_ms = 10'000;
 };
 
+// The daemon's control socket for operator levers (moe/controller/levers.h).
+// Read by moectld's main, not by the controller library.
+struct ControlOptions {
+  // Unix socket path; empty: no control socket.
+  std::string socket = "/run/moectld/control.sock";
+  // The socket file's group (its members may pull levers) and permission
+  // bits. Empty group: the daemon's own group.
+  std::string group;
+  uint32_t socket_mode = 0660;
+};
+
 // What the controller does with a decision the guard lets through.
 enum class ControlMode {
   kActive,    // sends it as a command, measures it, rolls it back if worse
@@ -75,6 +86,15 @@ struct ControllerOptions {
   uint64_t window_steps = 64;
   // Log a progress line this often (0: never).
   int64_t progress_interval_ms = 10'000;
+
+  // Liveness: an engine with no message for stale_after_ms is "stale"; after
+  // engine_expiry_ms it is "gone": its state is evicted (its rows stay, a
+  // decision in flight is closed as "unknown") and no policy runs for it
+  // until it speaks again. At most max_engines engines are tracked at once;
+  // messages of further new engine ids are dropped and counted.
+  int64_t stale_after_ms = 10'000;
+  int64_t engine_expiry_ms = 600'000;
+  int64_t max_engines = 1024;
 
   std::string log_level = "info";
 
@@ -125,6 +145,7 @@ struct ControllerOptions {
   bool rollback_enabled = true;
 
   MetricsOptions metrics;
+  ControlOptions control;
 };
 
 }  // namespace moe::controller

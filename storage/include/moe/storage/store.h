@@ -110,9 +110,18 @@ class Store {
   // the latest at `last_ns` (DecisionRow::repeats).
   virtual void RecordRepeat(int64_t decision_id, uint64_t repeats, int64_t last_ns) = 0;
 
+  // Closes decision `decision_id` (every decision, when absent) that is still
+  // "sent" or "acked" as "unknown": its outcome will never be measured (the
+  // engine went away, or the controller restarted). `reason` goes to
+  // ack_error, `ns` to measured_ns.
+  virtual void RecordUnknown(std::optional<int64_t> decision_id, const std::string& reason,
+                             int64_t ns) = 0;
+
   // Assigns the lever a new id (larger than any in the database), enqueues
   // it, and returns the id.
   virtual int64_t RecordOperatorAction(OperatorActionRow row) = 0;
+  // Lever `action_id` caused decision `decision_id` (operator_actions.decision_id).
+  virtual void LinkOperatorAction(int64_t action_id, int64_t decision_id) = 0;
   // The engine went silent for its expiry: its row gets gone_ns (cleared
   // again by its next Hello or step). Creates no row for an unknown engine.
   virtual void MarkEngineGone(const std::string& engine_id, int64_t gone_ns) = 0;
