@@ -131,18 +131,49 @@ Cell Time(int64_t ns) {
   return FormatIsoTime(ns);
 }
 
-void Engines(const QueryFlags& flags) {
+// "gone" when the controller expired the engine; else "live" when its last
+// message is within `stale_after_ns`, "stale" otherwise.
+std::string Liveness(const storage::EngineRow& e, int64_t now_ns, int64_t stale_after_ns) {
+  if (e.gone_ns) return "gone";
+  return now_ns - e.last_seen_ns <= stale_after_ns ? "live" : "stale";
+}
+
+void Engines(const QueryFlags& flags, const std::string& stale_after, const std::string& state) {
   auto reader = OpenDb(flags);
-  TableData t{{"engine", "backend", "layers", "experts", "replicas", "devices", "first_seen",
-               "last_seen", "last_step", "last_epoch"},
+  Result<int64_t> stale_ns = ParseDuration(stale_after);
+  if (!stale_ns.ok()) Fail(stale_ns.status().WithContext("--stale-after"));
+  const int64_t now = SystemClock()->NowNanos();
+  TableData t{{"engine", "state", "backend", "layers", "experts", "replicas", "devices",
+               "first_seen", "last_seen", "gone_since", "last_step", "last_epoch"},
               {}};
   for (const storage::EngineRow& e : Check(reader->Engines())) {
-    t.rows.push_back({e.engine_id, e.backend, int64_t{e.num_layers}, int64_t{e.num_experts},
-                      int64_t{e.num_replicas}, int64_t{e.num_devices}, Time(e.first_seen_ns),
-                      Time(e.last_seen_ns), static_cast<int64_t>(e.last_step),
+    if (!flags.engine.empty() && e.engine_id != flags.engine) continue;
+    const std::string liveness = Liveness(e, now, *stale_ns);
+    if (!state.empty() && liveness != state) continue;
+    t.rows.push_back({e.engine_id, liveness, e.backend, int64_t{e.num_layers},
+                      int64_t{e.num_experts}, int64_t{e.num_replicas}, int64_t{e.num_devices},
+                      Time(e.first_seen_ns), Time(e.last_seen_ns),
+                      e.gone_ns ? Time(*e.gone_ns) : Cell{}, static_cast<int64_t>(e.last_step),
                       static_cast<int64_t>(e.last_epoch)});
   }
   Render(t, Check(ParseFormat(flags.format)), std::cout);
+}
+
+// The operator levers pulled (the audit of moectl pause/resume/pin/unpin/mode).
+void Levers(const QueryFlags& flags, size_t limit) {
+  auto reader = OpenDb(flags);
+  std::vector<storage::OperatorActionRow> rows =
+      Check(reader->OperatorActions(flags.engine, WithOneMore(limit)));
+  AnnounceTruncation(&rows, limit, "levers");
+  TableData t{{"id", "time", "engine", "action", "knob", "value", "until", "mode", "who", "reason",
+               "result", "decision"},
+              {}};
+  for (const storage::OperatorActionRow& a : rows) {
+    t.rows.push_back({a.id, Time(a.created_ns), a.engine_id, a.action, a.knob,
+                      OptionalCell(a.value), a.until_ns ? Time(*a.until_ns) : Cell{}, a.mode, a.who,
+                      a.reason, a.result, OptionalCell(a.decision_id)});
+  }
+  Render(t, Check(ParseFormat(flags.format)), std::cout, 6);
 }
 
 // Per-step values of `field` (drop_rate summed over layers, other figures
@@ -256,6 +287,9 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
       j["applied_at_step"] =
           d.applied_at_step ? nlohmann::json(*d.applied_at_step) : nlohmann::json(nullptr);
       j["ack_error"] = d.ack_error;
+      j["repeats"] = d.repeats;
+      j["last_repeat_at"] =
+          d.last_repeat_ns ? nlohmann::json(FormatIsoTime(*d.last_repeat_ns)) : nullptr;
       j["reward_before"] = d.reward_before ? nlohmann::json(*d.reward_before) : nullptr;
       j["reward_after"] = d.reward_after ? nlohmann::json(*d.reward_after) : nullptr;
       // What the controller expected (for an advisory decision: what it would
@@ -269,7 +303,7 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
     return;
   }
   TableData t{{"id", "time", "engine", "policy", "knob", "from", "to", "verdict", "status", "epoch",
-               "predicted_gain", "reward_before", "reward_after", "reason"},
+               "repeats", "predicted_gain", "reward_before", "reward_after", "reason"},
               {}};
   for (const storage::DecisionRow& d : rows) {
     nlohmann::json proposal = ParseOrText(d.proposal_json);
@@ -291,8 +325,9 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
                                                  : "";
     if (!d.ack_error.empty()) reason = d.ack_error;
     t.rows.push_back({d.id, Time(d.created_ns), d.engine_id, d.policy, d.knob, from, to, d.verdict,
-                      d.status, OptionalCell(d.epoch), OptionalCell(d.predicted_gain),
-                      OptionalCell(d.reward_before), OptionalCell(d.reward_after), reason});
+                      d.status, OptionalCell(d.epoch), static_cast<int64_t>(d.repeats),
+                      OptionalCell(d.predicted_gain), OptionalCell(d.reward_before),
+                      OptionalCell(d.reward_after), reason});
   }
   Render(t, format, std::cout, 4);
 }
@@ -378,9 +413,25 @@ void Experts(const QueryFlags& flags, int64_t layer, size_t top) {
 void AddQueryCommands(CLI::App& app) {
   auto flags = std::make_shared<QueryFlags>();
 
-  CLI::App* engines = app.add_subcommand("engines", "engines known to the controller");
+  auto stale_after = std::make_shared<std::string>("10s");
+  auto engine_state = std::make_shared<std::string>();
+  CLI::App* engines = app.add_subcommand(
+      "engines", "engines known to the controller: live, stale (silent for --stale-after) or gone");
   AddCommonFlags(engines, flags.get(), /*with_window=*/false);
-  engines->callback([flags] { Engines(*flags); });
+  engines
+      ->add_option("--stale-after", *stale_after,
+                   "silence after which a live engine shows as stale (the daemon's stale_after)")
+      ->capture_default_str();
+  engines->add_option("--state", *engine_state, "only engines in this state")
+      ->check(CLI::IsMember({"live", "stale", "gone"}));
+  engines->callback([=] { Engines(*flags, *stale_after, *engine_state); });
+
+  auto levers_limit = std::make_shared<size_t>(200);
+  CLI::App* levers = app.add_subcommand(
+      "levers", "operator levers pulled (pause, resume, pin, unpin, mode): who, why, result");
+  AddCommonFlags(levers, flags.get(), /*with_window=*/false);
+  levers->add_option("--limit", *levers_limit, "most recent levers to show")->capture_default_str();
+  levers->callback([=] { Levers(*flags, *levers_limit); });
 
   auto history_layer = std::make_shared<int64_t>(-1);
   auto history_limit = std::make_shared<size_t>(1000);
@@ -403,8 +454,10 @@ void AddQueryCommands(CLI::App& app) {
       app.add_subcommand("decisions", "the controller's decisions: verdict, ack, outcome");
   AddCommonFlags(decisions, flags.get(), /*with_window=*/true);
   decisions
-      ->add_option("--status", *status, "rejected | advisory | sent | acked | failed | measured")
-      ->check(CLI::IsMember({"rejected", "advisory", "sent", "acked", "failed", "measured"}));
+      ->add_option("--status", *status,
+                   "rejected | advisory | sent | acked | failed | measured | unknown")
+      ->check(CLI::IsMember(
+          {"rejected", "advisory", "sent", "acked", "failed", "measured", "unknown"}));
   decisions->add_option("--limit", *decisions_limit, "most recent decisions to show")
       ->capture_default_str();
   decisions->callback([=] { Decisions(*flags, *status, *decisions_limit); });

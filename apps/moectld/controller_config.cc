@@ -1,5 +1,7 @@
 #include "controller_config.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
@@ -33,6 +35,27 @@ void ReadMetrics(TableReader table, MetricsOptions* m) {
   }
   table.Read("per_layer", &m->per_layer);
   table.ReadDurationMs("loop_timeout", &m->loop_timeout_ms, {100, 3'600'000});
+}
+
+void ReadControl(TableReader table, ControlOptions* c) {
+  table.Read("socket", &c->socket);
+  if (!c->socket.empty() && c->socket.size() >= 108) {
+    // sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+    table.Fail("socket", "a Unix socket path must be shorter than 108 bytes");
+  }
+  table.Read("group", &c->group);
+  std::string mode = fmt::format("{:04o}", c->socket_mode);
+  table.Read("mode", &mode);
+  const bool octal =
+      !mode.empty() && mode.size() <= 4 && mode.find_first_not_of("01234567") == std::string::npos;
+  if (!octal) {
+    table.Fail("mode", "file permission bits in octal, e.g. \"0660\" (owner and group)");
+  } else {
+    c->socket_mode = static_cast<uint32_t>(std::stoul(mode, nullptr, 8));
+    if ((c->socket_mode & 0002) != 0) {
+      table.Fail("mode", "must not let every user write (o+w): the group decides who may");
+    }
+  }
 }
 
 // The policy sections, found in controller.toml or in its policies file.
@@ -218,6 +241,9 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   }
   root.ReadDurationMs("ack_timeout", &o.ack_timeout_ms, {10, 3'600'000});
   root.ReadDurationMs("progress_interval", &o.progress_interval_ms, {0, 86'400'000});
+  root.ReadDurationMs("stale_after", &o.stale_after_ms, {100, 86'400'000});
+  root.ReadDurationMs("engine_expiry", &o.engine_expiry_ms, {1000, 30LL * 86'400'000});
+  root.Read("max_engines", &o.max_engines, Range<int64_t>{1, 1'000'000});
   int64_t outcome_steps = static_cast<int64_t>(o.outcome_steps);
   int64_t window_steps = static_cast<int64_t>(o.window_steps);
   root.Read("outcome_steps", &outcome_steps, Range<int64_t>{1, 100'000});
@@ -258,6 +284,7 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   o.raw_retention_s = retention_ms / 1000;
 
   ReadMetrics(root.Table("metrics"), &o.metrics);
+  ReadControl(root.Table("control"), &o.control);
 
   ReadPolicies(root.Table("policies"), &o);
   std::string policies_file;

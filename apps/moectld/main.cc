@@ -13,7 +13,10 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <optional>
 
+#include "control_handler.h"
+#include "control_server.h"
 #include "controller_config.h"
 #include "metrics_server.h"
 #include "moe/common/clock.h"
@@ -52,6 +55,7 @@ struct Overrides {
   std::string telemetry;
   std::string commands;
   std::string log_level;
+  std::optional<std::string> control_socket;
 };
 
 moe::Result<moe::controller::ControllerOptions> Load(const std::string& path,
@@ -62,6 +66,7 @@ moe::Result<moe::controller::ControllerOptions> Load(const std::string& path,
   if (!overrides.telemetry.empty()) options->telemetry_endpoint = overrides.telemetry;
   if (!overrides.commands.empty()) options->command_endpoint = overrides.commands;
   if (!overrides.log_level.empty()) options->log_level = overrides.log_level;
+  if (overrides.control_socket) options->control.socket = *overrides.control_socket;
   return options;
 }
 
@@ -80,6 +85,8 @@ int main(int argc, char** argv) {
   app.add_option("--commands", overrides.commands,
                  "command endpoint to bind (overrides transport.commands)");
   app.add_option("--log-level", overrides.log_level, "trace|debug|info|warn|error");
+  app.add_option("--control-socket", overrides.control_socket,
+                 "Unix socket for operator levers (overrides control.socket; \"\" for none)");
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
   if (std::optional<int> code = moe::cli::ParseArgs(app, argc, argv)) return *code;
 
@@ -115,6 +122,20 @@ int main(int argc, char** argv) {
     metrics->Publish((*controller)->metrics(options->metrics.per_layer));
     spdlog::info("metrics: http://{}/metrics and /healthz", metrics->address());
   }
+  std::unique_ptr<moe::controller::ControlServer> control;
+  if (!options->control.socket.empty()) {
+    auto server = moe::controller::ControlServer::Start(options->control);
+    if (!server.ok()) {
+      spdlog::critical("cannot start: {}", server.status().ToString());
+      return server.status().code() == moe::StatusCode::kInvalidArgument ? kExitConfig : 1;
+    }
+    control = std::move(*server);
+    spdlog::info("control socket: {} (moectl status, pause, resume, pin, unpin, mode)",
+                 control->path());
+  }
+  auto answer = [&](const nlohmann::json& request, const moe::controller::Caller& caller) {
+    return moe::controller::HandleControlRequest(**controller, request, caller);
+  };
   spdlog::info("serving: telemetry {} commands {} database {}", (*controller)->telemetry_endpoint(),
                (*controller)->command_endpoint(), options->db_path);
   // With WatchdogSec= in the unit, systemd restarts a loop that stops pinging.
@@ -132,6 +153,7 @@ int main(int argc, char** argv) {
     if (moe::Status s = (*controller)->Poll(std::chrono::milliseconds(100)); !s.ok()) {
       spdlog::error("poll failed: {}", s.ToString());
     }
+    if (control) control->Serve(answer);
     const auto now = std::chrono::steady_clock::now();
     if (watchdog && now >= next_watchdog) {
       next_watchdog = now + watchdog_interval;
@@ -163,6 +185,13 @@ int main(int argc, char** argv) {
       if (s.ok()) {
         if (fresh->log_level != options->log_level) {
           spdlog::set_level(spdlog::level::from_str(fresh->log_level));
+        }
+        if (fresh->control.socket != options->control.socket ||
+            fresh->control.group != options->control.group ||
+            fresh->control.socket_mode != options->control.socket_mode) {
+          spdlog::warn("reload: the control socket stays {} (restart moectld to change it)",
+                       options->control.socket);
+          fresh->control = options->control;
         }
         if (fresh->metrics.listen != options->metrics.listen) {
           spdlog::warn("reload: metrics listen stays \"{}\" (restart moectld to change it)",

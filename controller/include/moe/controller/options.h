@@ -38,8 +38,9 @@ struct MetricsOptions {
 // The daemon's control socket for operator levers (moe/controller/levers.h).
 // Read by moectld's main, not by the controller library.
 struct ControlOptions {
-  // Unix socket path; empty: no control socket.
-  std::string socket = "/run/moectld/control.sock";
+  // Unix socket path; empty: no control socket (the shipped
+  // configs/controller.toml sets /run/moectld/control.sock).
+  std::string socket;
   // The socket file's group (its members may pull levers) and permission
   // bits. Empty group: the daemon's own group.
   std::string group;
