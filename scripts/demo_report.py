@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Progress lines and the closing summary of scripts/demo, read through moectl itself.
 
-usage: demo_report.py progress MOECTL DB ELAPSED_S
+usage: demo_report.py progress MOECTL DB ELAPSED_S SOCKET
        demo_report.py summary MOECTL DB
 """
 import json
@@ -28,10 +28,18 @@ def main():
     applied = [d for d in decisions if d['acked_epoch'] is not None]
     if mode == 'progress':
         recent = [r for r in history if steps and r['step'] >= steps[-1] - 20]
-        cf = [d['command'].get('capacity_factor') for d in applied if d['command']]
+        # The settings in force, as the running controller knows them.
+        status = moectl(binary, 'status', '--socket', sys.argv[5])
+        if status and 'knobs' in status[0]:
+            e = status[0]
+            k = e['knobs']
+            settings = (f"epoch {e['epoch']}: capacity_factor {k['capacity_factor']:g} "
+                        f"top_k {k['top_k']} max|bias| {k['max_abs_bias']:.3f}")
+        else:
+            settings = 'engine not seen yet'
         print(f"  t={sys.argv[4]:>3}s  steps {len(steps):5d}  drop rate (last 20 steps) "
               f"{drop_rate(recent):.4f}  decisions {len(decisions):3d} ({len(applied)} applied)"
-              f"  capacity_factor {cf[-1] if cf else 'initial'}", flush=True)
+              f"  {settings}", flush=True)
         return
     if not steps:
         print('no steps were stored: check the logs')

@@ -426,13 +426,6 @@ void AddQueryCommands(CLI::App& app) {
       ->check(CLI::IsMember({"live", "stale", "gone"}));
   engines->callback([=] { Engines(*flags, *stale_after, *engine_state); });
 
-  auto levers_limit = std::make_shared<size_t>(200);
-  CLI::App* levers = app.add_subcommand(
-      "levers", "operator levers pulled (pause, resume, pin, unpin, mode): who, why, result");
-  AddCommonFlags(levers, flags.get(), /*with_window=*/false);
-  levers->add_option("--limit", *levers_limit, "most recent levers to show")->capture_default_str();
-  levers->callback([=] { Levers(*flags, *levers_limit); });
-
   auto history_layer = std::make_shared<int64_t>(-1);
   auto history_limit = std::make_shared<size_t>(1000);
   CLI::App* history = app.add_subcommand("history", "per-step, per-layer telemetry summaries");
@@ -483,6 +476,13 @@ void AddQueryCommands(CLI::App& app) {
   AddCommonFlags(learning, flags.get(), /*with_window=*/false);
   learning->add_option("--knob", *learning_knob, "one knob (default: every knob learnt)");
   learning->callback([=] { Learning(*flags, *learning_knob); });
+
+  auto levers_limit = std::make_shared<size_t>(200);
+  CLI::App* levers = app.add_subcommand(
+      "levers", "operator levers pulled (pause, resume, pin, unpin, mode): who, why, result");
+  AddCommonFlags(levers, flags.get(), /*with_window=*/false);
+  levers->add_option("--limit", *levers_limit, "most recent levers to show")->capture_default_str();
+  levers->callback([=] { Levers(*flags, *levers_limit); });
 }
 
 }  // namespace moe::cli

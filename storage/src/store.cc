@@ -152,7 +152,8 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13))sql";
 constexpr const char* kUpdateUnknown = R"sql(
 UPDATE decisions SET status = 'unknown', measured_ns = ?3,
   ack_error = CASE WHEN ack_error = '' THEN ?2 ELSE ack_error || '; ' || ?2 END
-WHERE status IN ('sent', 'acked') AND (?1 IS NULL OR id = ?1))sql";
+WHERE (?1 IS NULL AND status IN ('sent', 'acked'))
+   OR (id = ?1 AND status IN ('sent', 'acked', 'failed')))sql";
 
 constexpr const char* kLinkOperatorAction =
     "UPDATE operator_actions SET decision_id = ?2 WHERE id = ?1";

@@ -110,9 +110,10 @@ class Store {
   // the latest at `last_ns` (DecisionRow::repeats).
   virtual void RecordRepeat(int64_t decision_id, uint64_t repeats, int64_t last_ns) = 0;
 
-  // Closes decision `decision_id` (every decision, when absent) that is still
-  // "sent" or "acked" as "unknown": its outcome will never be measured (the
-  // engine went away, or the controller restarted). `reason` goes to
+  // Closes decision `decision_id` if it is "sent", "acked" or "failed" (an
+  // ack timeout), or every decision that is "sent" or "acked" when absent, as
+  // "unknown": its outcome will never be measured (the engine went away, or
+  // the controller restarted). `reason` goes to
   // ack_error, `ns` to measured_ns.
   virtual void RecordUnknown(std::optional<int64_t> decision_id, const std::string& reason,
                              int64_t ns) = 0;
