@@ -173,9 +173,14 @@ CREATE TABLE steps (
 CREATE INDEX steps_by_engine_time ON steps(engine_id, timestamp_ns);
 CREATE INDEX steps_by_time ON steps(timestamp_ns);
 )sql"},
+    // Decision retention deletes by age across engines (store.h).
+    {7, "decision retention", R"sql(
+CREATE INDEX decisions_by_time ON decisions(created_ns);
+)sql"},
 };
 
-static_assert(std::size(kMigrations) == kLatestSchemaVersion);
+// Versions increase and the last is the latest (6 is kept for another change).
+static_assert(kMigrations[std::size(kMigrations) - 1].version == kLatestSchemaVersion);
 
 uint32_t Saturate32(uint64_t value) {
   return static_cast<uint32_t>(std::min<uint64_t>(value, std::numeric_limits<uint32_t>::max()));
