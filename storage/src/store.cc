@@ -86,7 +86,7 @@ constexpr const char* kMinRawTime =
     "SELECT MIN(t) FROM (SELECT MIN(timestamp_ns) AS t FROM steps WHERE timestamp_ns < ?1 "
     "UNION ALL SELECT MIN(timestamp_ns) FROM step_layers WHERE timestamp_ns < ?1)";
 
-constexpr const char* kDeleteRawPackedSteps = "DELETE FROM steps WHERE timestamp_ns < ?1";
+constexpr const char* kDeleteRawPackedSteps = "DELETE FROM steps WHERE id = ?1";
 
 constexpr const char* kSelectRollup =
     "SELECT {} FROM rollups WHERE engine_id = ?1 AND layer = ?2 AND bucket_ns = ?3";
@@ -217,8 +217,8 @@ Status StoreImpl::Prepare() {
                                                       "WHERE timestamp_ns < ?1",
                                                       kStepColumns)));
   MOE_RETURN_IF_ERROR(
-      prep(&s.select_raw_steps, fmt::format("SELECT {}, layers, loads FROM steps WHERE "
-                                            "timestamp_ns < ?1",
+      prep(&s.select_raw_steps, fmt::format("SELECT {}, layers, loads, id FROM steps WHERE "
+                                            "timestamp_ns < ?1 ORDER BY timestamp_ns, id",
                                             kPackedStepColumns)));
   MOE_RETURN_IF_ERROR(
       prep(&s.select_rollup, fmt::format(fmt::runtime(kSelectRollup), kRollupColumns)));
@@ -296,7 +296,8 @@ void StoreImpl::WriterLoop() {
       work_cv_.wait_for(lock, retry_wait, [&] { return abandon_; });
     } else {
       work_cv_.wait_until(lock, next_tick, [&] {
-        return abandon_ || replaced_ || retention_requested_ > retention_done_ ||
+        return abandon_ || replaced_ || retention_active_ ||
+               retention_requested_ > retention_done_ ||
                (!queue_.empty() &&
                 (stopping_ || flush_waiters_ > 0 || queued_rows_ >= options_.batch_rows));
       });
@@ -375,30 +376,37 @@ void StoreImpl::WriterLoop() {
     }
     bool requested = retention_requested_ > retention_done_;
     bool due = RetentionEnabled() && clock_->MonotonicNanos() >= next_retention_mono_;
-    if (requested || due) {
-      uint64_t request = retention_requested_;
+    if (!retention_active_ && (requested || due)) {
+      retention_active_ = true;
+      retention_stage_ = 0;
+      retention_now_ns_ = clock_->NowNanos();
+      retention_pass_request_ = retention_requested_;
+    }
+    if (retention_active_) {
       lock.unlock();
       RetentionCounts counts;
-      // A requested pass runs to the end; a periodic one yields to writes.
-      Status status = RetentionEnabled() ? RetentionPass(/*bounded=*/!requested, &counts)
-                                         : Status::Ok();
+      bool done = true;
+      Status status = RetentionEnabled() ? RetentionStep(&counts, &done) : Status::Ok();
       if (status.ok()) MaybeCheckpoint(/*force=*/false);
       lock.lock();
-      next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
-      if (status.ok()) {
-        if (RetentionEnabled()) ++stats_.retention_runs;
-        stats_.rows_rolled_up += counts.rolled;
-        stats_.rollups_deleted += counts.rollups_deleted;
-        stats_.decisions_deleted += counts.decisions_deleted;
-      } else {
+      stats_.rows_rolled_up += counts.rolled;
+      stats_.rollups_deleted += counts.rollups_deleted;
+      stats_.decisions_deleted += counts.decisions_deleted;
+      if (!status.ok()) {
         ++stats_.write_errors;
         stats_.last_error = status.ToString();
         spdlog::warn("storage: retention pass on {} failed (will retry): {}", options_.path,
                      stats_.last_error);
+      } else if (done && RetentionEnabled()) {
+        ++stats_.retention_runs;
       }
-      retention_status_ = status;
-      retention_done_ = request;
-      done_cv_.notify_all();
+      if (!status.ok() || done) {
+        retention_active_ = false;
+        next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
+        retention_status_ = status;
+        retention_done_ = retention_pass_request_;
+        done_cv_.notify_all();
+      }
     }
     if (SteadyClock::now() >= next_checkpoint_) {
       lock.unlock();
@@ -658,7 +666,6 @@ Status StoreImpl::Close() {
   close_done_ = true;
   return close_status_;
 }
-
 
 }  // namespace moe::storage::internal
 

@@ -105,8 +105,8 @@ bool StoreImpl::CheckFileReplaced() {
   std::lock_guard lock(mu_);
   ++stats_.file_replaced;
   stats_.failing = true;
-  stats_.last_error = fmt::format("the database file {} {}: stopped writing to the old file",
-                                  options_.path, what);
+  stats_.last_error =
+      fmt::format("the database file {} {}: stopped writing to the old file", options_.path, what);
   spdlog::error("storage: {}; {} writes stay queued and go to the file now at the path",
                 stats_.last_error, queue_.size() + inflight_ops_);
   return true;
@@ -157,8 +157,8 @@ void StoreImpl::MaybeCheckpoint(bool force) {
   auto now = SteadyClock::now();
   bool big = wal_frames_ * static_cast<uint64_t>(page_size_) >= options_.wal_checkpoint_bytes;
   bool due = now >= next_checkpoint_ && (wal_frames_ > 0 || force);
+  NoteWalSize();  // the size before it shrinks, for wal_bytes_max
   if (big || due) (void)Checkpoint();
-  NoteWalSize();
 }
 
 Status StoreImpl::Checkpoint() {

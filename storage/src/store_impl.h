@@ -157,7 +157,11 @@ class StoreImpl final : public Store {
     uint64_t rollups_deleted = 0;
     uint64_t decisions_deleted = 0;
   };
-  Status RetentionPass(bool bounded, RetentionCounts* counts);
+  // One transaction of the retention pass in progress (horizons from
+  // retention_now_ns_); `*done` when the pass has nothing left. The writer
+  // alternates these with write batches, so retention keeps pace with any
+  // write rate without holding writes back.
+  Status RetentionStep(RetentionCounts* counts, bool* done);
   Status RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool* more);
   // Deletes up to one chunk of rows by `stmt` (bound to `horizon_ns`) in one
   // transaction; `*more` when the chunk was full.
@@ -193,6 +197,10 @@ class StoreImpl final : public Store {
   SteadyClock::time_point next_checkpoint_{};
   SteadyClock::time_point next_file_check_{};
   int64_t next_retention_mono_ = 0;
+  bool retention_active_ = false;  // a pass is in progress
+  int retention_stage_ = 0;
+  int64_t retention_now_ns_ = 0;         // the pass's Clock::NowNanos at its start
+  uint64_t retention_pass_request_ = 0;  // retention_requested_ when it started
   std::thread writer_;
 
   mutable std::mutex mu_;

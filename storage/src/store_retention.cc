@@ -14,47 +14,45 @@
 namespace moe::storage::internal {
 namespace {
 
-// A retention pass that has a backlog yields to queued writes after this long.
-constexpr Millis kRetentionBudget{500};
-
 int64_t Nanos(std::chrono::seconds s) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(s).count();
 }
 
 }  // namespace
 
-Status StoreImpl::RetentionPass(bool bounded, RetentionCounts* counts) {
-  const int64_t now = clock_->NowNanos();
-  auto start = SteadyClock::now();
-  auto out_of_time = [&] { return bounded && SteadyClock::now() - start > kRetentionBudget; };
-  if (options_.raw_retention.count() > 0) {
-    int64_t horizon = FloorToMinute(now - Nanos(options_.raw_retention));
-    while (true) {
-      bool more = false;
-      MOE_RETURN_IF_ERROR(RetentionChunk(horizon, &counts->rolled, &more));
-      if (!more) break;
-      if (out_of_time()) return Status::Ok();
-    }
+Status StoreImpl::RetentionStep(RetentionCounts* counts, bool* done) {
+  // Stages in order: raw rows into rollups, old rollups, old decisions. Each
+  // call does one transaction of the first stage with work left.
+  *done = false;
+  bool more = false;
+  switch (retention_stage_) {
+    case 0:
+      if (options_.raw_retention.count() > 0) {
+        int64_t horizon = FloorToMinute(retention_now_ns_ - Nanos(options_.raw_retention));
+        MOE_RETURN_IF_ERROR(RetentionChunk(horizon, &counts->rolled, &more));
+        if (more) return Status::Ok();
+      }
+      retention_stage_ = 1;
+      return Status::Ok();
+    case 1:
+      if (options_.rollup_retention.count() > 0) {
+        MOE_RETURN_IF_ERROR(DeleteChunk(stmts_->delete_old_rollups,
+                                        retention_now_ns_ - Nanos(options_.rollup_retention),
+                                        &counts->rollups_deleted, &more));
+        if (more) return Status::Ok();
+      }
+      retention_stage_ = 2;
+      return Status::Ok();
+    default:
+      if (options_.decision_retention.count() > 0) {
+        MOE_RETURN_IF_ERROR(DeleteChunk(stmts_->delete_old_decisions,
+                                        retention_now_ns_ - Nanos(options_.decision_retention),
+                                        &counts->decisions_deleted, &more));
+        if (more) return Status::Ok();
+      }
+      *done = true;
+      return Status::Ok();
   }
-  if (options_.rollup_retention.count() > 0) {
-    bool more = true;
-    while (more) {
-      MOE_RETURN_IF_ERROR(DeleteChunk(stmts_->delete_old_rollups,
-                                      now - Nanos(options_.rollup_retention),
-                                      &counts->rollups_deleted, &more));
-      if (more && out_of_time()) return Status::Ok();
-    }
-  }
-  if (options_.decision_retention.count() > 0) {
-    bool more = true;
-    while (more) {
-      MOE_RETURN_IF_ERROR(DeleteChunk(stmts_->delete_old_decisions,
-                                      now - Nanos(options_.decision_retention),
-                                      &counts->decisions_deleted, &more));
-      if (more && out_of_time()) return Status::Ok();
-    }
-  }
-  return Status::Ok();
 }
 
 Status StoreImpl::DeleteChunk(Statement& stmt, int64_t horizon_ns, uint64_t* num_deleted,
@@ -102,22 +100,32 @@ Status StoreImpl::RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool*
       StepRow step = ReadStepRow(s.select_raw, 0);
       std::vector<uint64_t> tokens;
       MOE_RETURN_IF_ERROR(AddBlob(s.select_raw.ColumnBlob(24), 4, &tokens));
-      aggs[{step.engine_id, step.layer}].Merge(
-          RollupAgg::FromStep(step, std::move(tokens)));
+      aggs[{step.engine_id, step.layer}].Merge(RollupAgg::FromStep(step, std::move(tokens)));
       ++rolled;
     }
     s.select_raw.Reset();
+    // Steps oldest first, until the transaction holds about batch_rows rows
+    // (step x layer): a transaction of retention is no bigger than one of
+    // writes, however many steps a minute holds, so the WAL stays bounded.
+    std::vector<int64_t> step_ids;
+    size_t num_rows = 0;
     ResetOnExit reset_raw_steps(s.select_raw_steps);
     s.select_raw_steps.Reset().BindInt(1, chunk_end);
     while (true) {
+      if (num_rows >= options_.batch_rows) {
+        *more = true;
+        break;
+      }
       MOE_ASSIGN_OR_RETURN(bool has_row, s.select_raw_steps.Step());
       if (!has_row) break;
       const StepRow step = ReadPackedStep(s.select_raw_steps, 0);
       const int first_blob = kNumPackedStepColumns;
+      step_ids.push_back(s.select_raw_steps.ColumnInt(first_blob + 2));
       std::vector<StepRow> layers;
-      MOE_RETURN_IF_ERROR(
-          UnpackLayers(s.select_raw_steps.ColumnBlob(first_blob), step, std::nullopt,
-                                 [&](StepRow& figures) { layers.push_back(figures); }));
+      MOE_RETURN_IF_ERROR(UnpackLayers(s.select_raw_steps.ColumnBlob(first_blob), step,
+                                       std::nullopt,
+                                       [&](StepRow& figures) { layers.push_back(figures); }));
+      num_rows += std::max<size_t>(1, layers.size());
       // Both blobs hold the record's layers in the same order.
       size_t index = 0;
       Status paired;
@@ -131,8 +139,7 @@ Status StoreImpl::RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool*
               return;
             }
             const StepRow& figures = layers[index++];
-            aggs[{figures.engine_id, figures.layer}].Merge(
-                RollupAgg::FromStep(figures, tokens));
+            aggs[{figures.engine_id, figures.layer}].Merge(RollupAgg::FromStep(figures, tokens));
             ++rolled;
           }));
       MOE_RETURN_IF_ERROR(paired);
@@ -162,7 +169,8 @@ Status StoreImpl::RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool*
     }
     MOE_RETURN_IF_ERROR(s.delete_raw_loads.Reset().BindInt(1, chunk_end).Run());
     MOE_RETURN_IF_ERROR(s.delete_raw_steps.Reset().BindInt(1, chunk_end).Run());
-    MOE_RETURN_IF_ERROR(s.delete_raw_packed_steps.Reset().BindInt(1, chunk_end).Run());
+    for (int64_t id : step_ids)
+      MOE_RETURN_IF_ERROR(s.delete_raw_packed_steps.Reset().BindInt(1, id).Run());
     return Status::Ok();
   });
   if (status.ok()) *num_rolled += rolled;

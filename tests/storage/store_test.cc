@@ -77,7 +77,7 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
     RawDb raw(path);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
-    REQUIRE(raw.Exec("DROP TABLE steps") == 0);  // and before migration 5
+    REQUIRE(raw.Exec("DROP TABLE steps") == 0);              // and before migration 5
     REQUIRE(raw.Exec("DROP INDEX decisions_by_time") == 0);  // and 7
     REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 4") == 0);
   }

@@ -133,12 +133,12 @@ struct StoreStats {
   uint64_t decisions_deleted = 0;  // decisions past decision_retention
 
   // WAL and checkpoints (see the top of this file).
-  uint64_t wal_bytes = 0;             // size of the -wal file at the last look
-  uint64_t wal_bytes_max = 0;         // the largest size seen
-  uint64_t wal_pages_written = 0;     // WAL frames appended by commits, all told
-  uint64_t checkpoints = 0;           // checkpoints run
+  uint64_t wal_bytes = 0;              // size of the -wal file at the last look
+  uint64_t wal_bytes_max = 0;          // the largest size seen
+  uint64_t wal_pages_written = 0;      // WAL frames appended by commits, all told
+  uint64_t checkpoints = 0;            // checkpoints run
   uint64_t checkpoints_truncated = 0;  // of which emptied the WAL file
-  uint64_t checkpoints_busy = 0;      // of which a reader kept from finishing
+  uint64_t checkpoints_busy = 0;       // of which a reader kept from finishing
 
   // The file at `path` replaced or deleted under the Store.
   uint64_t file_replaced = 0;  // times the writer found it was no longer the file it had open
