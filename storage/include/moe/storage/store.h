@@ -87,8 +87,9 @@ struct StoreOptions {
   // are always kept (the learner reads them at start).
   std::chrono::seconds decision_retention{0};
   // How often the writer runs a retention pass (by Clock::MonotonicNanos),
-  // when any retention above is set. Passes run on this interval even while
-  // the queue never empties (a periodic pass yields to writes after 0.5 s).
+  // when any retention above is set. A pass is a series of transactions of
+  // at most batch_rows rows, alternated with write batches: it runs on this
+  // interval even while the queue never empties, and keeps pace with it.
   std::chrono::seconds retention_interval{10};
   // A WAL checkpoint runs after a commit that leaves the WAL above this size,
   // and every checkpoint_interval while the WAL holds any frame.
@@ -179,7 +180,7 @@ class Store {
   virtual Status Flush(std::chrono::milliseconds timeout = std::chrono::seconds(10)) = 0;
 
   // Commits what is queued, then runs one retention pass on the writer thread
-  // and waits for it (OK at once when raw_retention is 0). The writer also runs
+  // and waits for it (OK at once when no retention is set). The writer also runs
   // passes on its own every retention_interval; this is for tests and tools.
   virtual Status RunRetention(std::chrono::milliseconds timeout = std::chrono::seconds(30)) = 0;
 
