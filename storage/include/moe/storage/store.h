@@ -74,8 +74,7 @@ struct StoreOptions {
   size_t max_queue = 200000;
   // Raw per-step rows older than this (by their timestamp, against
   // Clock::NowNanos, rounded down to a whole minute) are rolled up into
-  // per-minute rows and deleted; 0 keeps raw rows forever. Rollups are kept
-  // forever.
+  // per-minute rows and deleted; 0 keeps raw rows forever.
   std::chrono::seconds raw_retention{0};
   // Rollup rows whose minute started longer ago than this are deleted; 0
   // keeps them forever. When both are set it must not be shorter than
