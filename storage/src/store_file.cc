@@ -155,9 +155,11 @@ Status StoreImpl::Reopen() {
 void StoreImpl::MaybeCheckpoint(bool force) {
   if (!db_) return;
   auto now = SteadyClock::now();
+  uint64_t wal_bytes = NoteWalSize();  // the size before it shrinks, for wal_bytes_max
   bool big = wal_frames_ * static_cast<uint64_t>(page_size_) >= options_.wal_checkpoint_bytes;
-  bool due = now >= next_checkpoint_ && (wal_frames_ > 0 || force);
-  NoteWalSize();  // the size before it shrinks, for wal_bytes_max
+  // `force`: also a WAL file that is not empty though no frame is counted (one
+  // left by a crash, or backfilled but not yet truncated because of a reader).
+  bool due = now >= next_checkpoint_ && (wal_frames_ > 0 || (force && wal_bytes > 0));
   if (big || due) (void)Checkpoint();
 }
 
@@ -195,7 +197,7 @@ Status StoreImpl::Checkpoint() {
   return status;
 }
 
-void StoreImpl::NoteWalSize() {
+uint64_t StoreImpl::NoteWalSize() {
   std::error_code ec;
   uint64_t size = std::filesystem::file_size(options_.path + "-wal", ec);
   if (ec) size = 0;
@@ -204,6 +206,7 @@ void StoreImpl::NoteWalSize() {
   stats_.wal_bytes_max = std::max(stats_.wal_bytes_max, size);
   stats_.wal_pages_written += wal_frames_new_;
   wal_frames_new_ = 0;
+  return size;
 }
 
 }  // namespace moe::storage::internal

@@ -180,7 +180,7 @@ class StoreImpl final : public Store {
   // One TRUNCATE checkpoint that does not wait on readers: OK when the WAL
   // is now empty, kUnavailable when a reader kept it from finishing.
   Status Checkpoint();
-  void NoteWalSize();  // stats_.wal_bytes from the -wal file
+  uint64_t NoteWalSize();  // stats_.wal_bytes from the -wal file; returns it
 
   const StoreOptions options_;
   Clock* const clock_;
