@@ -282,6 +282,18 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   int64_t retention_ms = o.raw_retention_s * 1000;
   storage.ReadDurationMs("raw_retention", &retention_ms, {0, INT64_MAX / 2});
   o.raw_retention_s = retention_ms / 1000;
+  int64_t rollup_retention_ms = o.rollup_retention_s * 1000;
+  storage.ReadDurationMs("rollup_retention", &rollup_retention_ms, {0, INT64_MAX / 2});
+  o.rollup_retention_s = rollup_retention_ms / 1000;
+  int64_t decision_retention_ms = o.decision_retention_s * 1000;
+  storage.ReadDurationMs("decision_retention", &decision_retention_ms, {0, INT64_MAX / 2});
+  o.decision_retention_s = decision_retention_ms / 1000;
+  if (o.raw_retention_s > 0 && o.rollup_retention_s > 0 &&
+      o.rollup_retention_s < o.raw_retention_s) {
+    storage.Fail("rollup_retention",
+                 "must not be shorter than raw_retention (rollups would be deleted as soon as "
+                 "they are made); 0 keeps them forever");
+  }
 
   ReadMetrics(root.Table("metrics"), &o.metrics);
   ReadControl(root.Table("control"), &o.control);

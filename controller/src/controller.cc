@@ -165,6 +165,8 @@ class ControllerImpl final : public Controller {
       storage::StoreStats st = store_->stats();
       s.store_pending = st.pending;
       s.store_write_errors = st.write_errors;
+      s.store_rejected = st.rejected;
+      s.store_lost = st.lost();
     }
     return s;
   }
@@ -526,9 +528,10 @@ class ControllerImpl final : public Controller {
       ControllerStats s = stats();
       spdlog::info(
           "progress: {} engines, {} steps, {} decisions ({} advisory), {} commands ({} failed, {} "
-          "rollbacks), {} malformed, {} gaps, db pending {}",
+          "rollbacks), {} malformed, {} gaps, db pending {}, db refused {}, db lost {}",
           s.engines, s.steps, s.decisions, s.advisory, s.commands_sent, s.failed_commands,
-          s.rollbacks, s.malformed, s.sequence_gaps, s.store_pending);
+          s.rollbacks, s.malformed, s.sequence_gaps, s.store_pending, s.store_rejected,
+          s.store_lost);
     }
   }
 
@@ -1121,6 +1124,8 @@ Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& 
   store_options.batch_rows = static_cast<size_t>(options.db_batch_rows);
   store_options.flush_interval = std::chrono::milliseconds(options.db_flush_interval_ms);
   store_options.raw_retention = std::chrono::seconds(options.raw_retention_s);
+  store_options.rollup_retention = std::chrono::seconds(options.rollup_retention_s);
+  store_options.decision_retention = std::chrono::seconds(options.decision_retention_s);
   Result<std::unique_ptr<storage::Store>> store = storage::Store::Open(store_options, clock);
   if (!store.ok()) return store.status().WithContext("opening the database " + options.db_path);
   Result<std::unique_ptr<telemetry::ControllerLink>> link =

@@ -59,6 +59,21 @@ Result<std::string> RenderMetrics(const MetricsSnapshot& s, bool per_layer,
   w.Sample({}, static_cast<double>(s.db_rejected));
   w.Family("moectl_db_rows_written_total", kCounter, "Rows committed to the database.");
   w.Sample({}, static_cast<double>(s.db_rows_written));
+  w.Family("moectl_db_lost_writes_total", kCounter,
+           "Database writes lost other than by a full queue, by reason: rejected by SQLite for "
+           "good, still queued when the store closed, handed over after it closed, or an update "
+           "of a decision not in the file.");
+  w.Sample({{"reason", "discarded"}}, static_cast<double>(s.db_discarded));
+  w.Sample({{"reason", "abandoned_at_close"}}, static_cast<double>(s.db_abandoned_at_close));
+  w.Sample({{"reason", "ignored_after_close"}}, static_cast<double>(s.db_ignored_after_close));
+  w.Sample({{"reason", "unmatched_update"}}, static_cast<double>(s.db_unmatched_updates));
+  w.Family("moectl_db_wal_bytes", kGauge, "Size of the database's write-ahead log file.");
+  w.Sample({}, static_cast<double>(s.db_wal_bytes));
+  w.Family("moectl_db_checkpoints_total", kCounter, "WAL checkpoints run by the writer.");
+  w.Sample({}, static_cast<double>(s.db_checkpoints));
+  w.Family("moectl_db_file_replaced_total", kCounter,
+           "Times the database file at the configured path was found replaced or deleted.");
+  w.Sample({}, static_cast<double>(s.db_file_replaced));
   w.Family("moectl_db_writable", kGauge,
            "1 while the database accepts writes, 0 after a failed write until the next commit.");
   w.Sample({}, s.db_failing ? 0 : 1);

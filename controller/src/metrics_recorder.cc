@@ -46,6 +46,13 @@ MetricsSnapshot MetricsRecorder::Snapshot(const ControllerStats& stats,
     s.db_write_errors = store->write_errors;
     s.db_rejected = store->rejected;
     s.db_rows_written = store->rows_written;
+    s.db_discarded = store->discarded;
+    s.db_abandoned_at_close = store->abandoned_at_close;
+    s.db_ignored_after_close = store->ignored_after_close;
+    s.db_unmatched_updates = store->unmatched_updates;
+    s.db_wal_bytes = store->wal_bytes;
+    s.db_checkpoints = store->checkpoints;
+    s.db_file_replaced = store->file_replaced;
     s.db_failing = store->failing;
     s.db_last_error = store->last_error;
   }

@@ -197,9 +197,15 @@ ALTER TABLE engines ADD COLUMN gone_ns INTEGER;
 ALTER TABLE decisions ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE decisions ADD COLUMN last_repeat_ns INTEGER;
 )sql"},
+    // Decision retention deletes by age across engines (store.h).
+    {7, "decision retention", R"sql(
+CREATE INDEX decisions_by_time ON decisions(created_ns);
+)sql"},
 };
 
+// Numbered 1, 2, ... with no gap; the last is the latest.
 static_assert(std::size(kMigrations) == kLatestSchemaVersion);
+static_assert(kMigrations[std::size(kMigrations) - 1].version == kLatestSchemaVersion);
 
 uint32_t Saturate32(uint64_t value) {
   return static_cast<uint32_t>(std::min<uint64_t>(value, std::numeric_limits<uint32_t>::max()));

@@ -178,8 +178,13 @@ Result<bool> Statement::Step() {
 
 Status Statement::Run() {
   while (true) {
-    MOE_ASSIGN_OR_RETURN(bool row, Step());
-    if (!row) return Status::Ok();
+    Result<bool> row = Step();
+    if (!row.ok() || !*row) {
+      // The step's error is in `row`; sqlite3_reset would only repeat it.
+      if (stmt_ != nullptr) sqlite3_reset(stmt_);
+      if (!row.ok()) return row.status();
+      return Status::Ok();
+    }
   }
 }
 

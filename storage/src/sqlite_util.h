@@ -94,9 +94,12 @@ class Statement {
     return value ? BindReal(index, *value) : BindNull(index);
   }
 
-  // Executes one step: true when a row is available, false when done.
+  // Executes one step: true when a row is available, false when done. A
+  // statement left on a row holds a read transaction (a WAL snapshot) open
+  // until it is reset: reset it after use (ResetOnExit).
   Result<bool> Step();
-  // Steps to completion, expecting no rows to matter.
+  // Steps to completion, expecting no rows to matter, then resets the
+  // statement (bindings kept; sqlite3_changes still reports its changes).
   Status Run();
 
   // Columns are 0-based.
@@ -126,6 +129,18 @@ class Statement {
   sqlite3* db_ = nullptr;
   sqlite3_stmt* stmt_ = nullptr;
   Status bind_status_;
+};
+
+// Resets a statement when the scope ends, however it ends.
+class ResetOnExit {
+ public:
+  explicit ResetOnExit(Statement& stmt) : stmt_(stmt) {}
+  ResetOnExit(const ResetOnExit&) = delete;
+  ResetOnExit& operator=(const ResetOnExit&) = delete;
+  ~ResetOnExit() { stmt_.Reset(); }
+
+ private:
+  Statement& stmt_;
 };
 
 // Little-endian packing of per-expert token counts (the expert_loads and

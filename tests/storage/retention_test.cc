@@ -252,5 +252,104 @@ TEST_CASE("the writer runs retention on its own cadence", "[retention]") {
   CHECK(rows->front().num_steps == 10);
 }
 
+TEST_CASE("old rollups and decisions go; young and in-flight ones, epochs and samples stay",
+          "[retention][decisions]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  const int64_t now = clock.NowNanos();
+  constexpr int64_t kHour = 60 * kMinute;
+  constexpr int64_t kDay = 24 * kHour;
+  StoreOptions options = TestOptions(path);
+  options.raw_retention = std::chrono::hours(1);
+  options.rollup_retention = std::chrono::hours(24);
+  options.decision_retention = std::chrono::hours(24 * 7);
+  auto store = OpenStore(options, &clock);
+
+  // Raw steps two days old (rolled up, and the rollups are past their
+  // retention), two hours old (rolled up, kept) and ten minutes old (raw).
+  store->AppendStep(MakeStep("e1", 1, now - 2 * kDay, 3, 4));
+  store->AppendStep(MakeStep("e1", 2, now - 2 * kHour, 3, 4));
+  store->AppendStep(MakeStep("e1", 3, now - 10 * kMinute, 3, 4));
+
+  const int64_t old = now - 8 * kDay;
+  telemetry::Ack applied{"e1", 5, true, "", 10, old};
+  telemetry::Ack refused{"e1", 6, false, "out of bounds", 0, old};
+  int64_t old_proposed = store->RecordDecision(MakeDecision("e1", old, "capacity"));
+  int64_t old_sent = store->RecordDecision(MakeDecision("e1", old, "capacity"));
+  store->RecordCommandSent(old_sent, 5, old);
+  int64_t old_acked = store->RecordDecision(MakeDecision("e1", old, "capacity"));
+  store->RecordCommandSent(old_acked, 5, old);
+  store->RecordAck(old_acked, applied);
+  int64_t old_failed = store->RecordDecision(MakeDecision("e1", old, "capacity"));
+  store->RecordCommandSent(old_failed, 6, old);
+  store->RecordAck(old_failed, refused);
+  int64_t old_measured = store->RecordDecision(MakeDecision("e1", old, "capacity"));
+  store->RecordCommandSent(old_measured, 7, old);
+  store->RecordAck(old_measured, applied);
+  store->RecordOutcome(old_measured, DecisionOutcome{"{}", 1.0, 2.0, old + kMinute});
+  int64_t young = store->RecordDecision(MakeDecision("e1", now - 6 * kDay, "capacity"));
+  store->RecordEpoch(EpochRow{"e1", 5, now - 30 * kDay, "{}", old_acked});
+  store->RecordLearningSample({"e1", 5, now - 30 * kDay, "r", "capacity_factor", 1.5, -0.2, 16});
+  REQUIRE(store->RunRetention().ok());
+
+  StoreStats stats = store->stats();
+  CHECK(stats.decisions_deleted == 3);  // proposed, failed and measured, all 8 days old
+  CHECK(stats.rollups_deleted == 3);    // step 1's three layers
+  CHECK(stats.rows_rolled_up == 6);     // steps 1 and 2
+  auto reader = OpenReader(path);
+  auto decisions = reader->Decisions(DecisionQuery{});
+  REQUIRE(decisions.ok());
+  std::vector<int64_t> ids;
+  for (const DecisionRow& d : *decisions)
+    ids.push_back(d.id);
+  CHECK(ids == std::vector<int64_t>{old_sent, old_acked, young});
+  (void)old_proposed;
+
+  HistoryQuery query;
+  query.limit = 0;
+  auto rows = reader->History(query);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 6);
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK((*rows)[i].rollup);
+    CHECK((*rows)[i].step == 2);
+    CHECK_FALSE((*rows)[i + 3].rollup);
+    CHECK((*rows)[i + 3].step == 3);
+  }
+  auto epochs = reader->Epochs("e1", TimeWindow{});
+  REQUIRE(epochs.ok());
+  CHECK(epochs->size() == 1);
+  RawDb raw(path);
+  CHECK(raw.QueryInt("SELECT COUNT(*) FROM learning_samples") == 1);
+
+  // A second pass finds nothing more; a week later the acked one is still in
+  // flight and stays, the young one goes.
+  REQUIRE(store->RunRetention().ok());
+  CHECK(store->stats().decisions_deleted == 3);
+  clock.Advance(2 * kDay);
+  REQUIRE(store->RunRetention().ok());
+  CHECK(store->stats().decisions_deleted == 4);
+  CHECK(raw.QueryInt("SELECT COUNT(*) FROM decisions") == 2);
+  REQUIRE(store->Close().ok());
+}
+
+TEST_CASE("retention options are checked at Open", "[retention]") {
+  TempDir dir;
+  FakeClock clock;
+  StoreOptions options = TestOptions(dir.File("moectl.db"));
+  options.raw_retention = std::chrono::hours(24);
+  options.rollup_retention = std::chrono::hours(1);
+  auto store = Store::Open(options, &clock);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().code() == StatusCode::kInvalidArgument);
+  CHECK(store.status().message().find("rollup_retention") != std::string::npos);
+  options.rollup_retention = std::chrono::seconds(0);
+  options.decision_retention = std::chrono::seconds(-1);
+  store = Store::Open(options, &clock);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().message().find("decision_retention") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace moe::storage

@@ -20,6 +20,9 @@
 
 namespace moe::storage::testing {
 
+// The schema version of a database this build creates (the last migration).
+inline constexpr int kSchemaVersion = 7;
+
 // A step of `num_layers` layers with `num_experts` experts each; every figure
 // depends on (step, layer) so rows are told apart.
 telemetry::StepRecord MakeStep(const std::string& engine_id, uint64_t step, int64_t timestamp_ns,

@@ -50,7 +50,8 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
                                ",3:learning samples:" + std::to_string(opened_at) +
                                ",4:decision predictions:" + std::to_string(opened_at) +
                                ",5:steps as one row:" + std::to_string(opened_at) +
-                               ",6:operator levers:" + std::to_string(opened_at);
+                               ",6:operator levers:" + std::to_string(opened_at) +
+                               ",7:decision retention:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);
@@ -60,7 +61,7 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
   auto reader = OpenReader(path);
   auto version = reader->SchemaVersion();
   REQUIRE(version.ok());
-  CHECK(*version == 6);
+  CHECK(*version == kSchemaVersion);
 }
 
 TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-trips", "[store]") {
@@ -78,7 +79,8 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
     UndoMigration6(raw);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
-    REQUIRE(raw.Exec("DROP TABLE steps") == 0);  // and before migration 5
+    REQUIRE(raw.Exec("DROP TABLE steps") == 0);              // and before migration 5
+    REQUIRE(raw.Exec("DROP INDEX decisions_by_time") == 0);  // and 7
     REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 4") == 0);
   }
   auto store = OpenStore(TestOptions(path), &clock);
@@ -89,7 +91,7 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
   store->RecordDecision(advisory);
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 6);
+  CHECK(*reader->SchemaVersion() == kSchemaVersion);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   REQUIRE(decisions->size() == 2);
@@ -117,6 +119,7 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
     REQUIRE(raw.Exec("DROP TABLE steps") == 0);
+    REQUIRE(raw.Exec("DROP INDEX decisions_by_time") == 0);
     REQUIRE(raw.Exec("DELETE FROM schema_migrations WHERE version >= 3") == 0);
   }
   auto store = OpenStore(TestOptions(path), &clock);
@@ -127,7 +130,7 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
   store->RecordLearningSample({"e1", 8, 200, "imbalance 2 of 3, tokens 0 of 1", "top_k", 2, -1, 8});
   REQUIRE(store->Flush().ok());
   auto reader = OpenReader(path);
-  CHECK(*reader->SchemaVersion() == 6);
+  CHECK(*reader->SchemaVersion() == kSchemaVersion);
   auto decisions = reader->Decisions(DecisionQuery{});
   REQUIRE(decisions.ok());
   CHECK(decisions->size() == 1);  // nothing lost in the migration

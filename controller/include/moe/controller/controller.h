@@ -46,6 +46,8 @@ struct ControllerStats {
   uint64_t rollbacks = 0;
   uint64_t store_pending = 0;
   uint64_t store_write_errors = 0;
+  uint64_t store_rejected = 0;  // telemetry the database queue refused (full)
+  uint64_t store_lost = 0;      // every write refused or lost (StoreStats::lost())
 };
 
 class Controller {

@@ -69,7 +69,15 @@ struct MetricsSnapshot {
   uint64_t db_write_errors = 0;  // failed write attempts (retried)
   uint64_t db_rejected = 0;      // telemetry refused, queue full
   uint64_t db_rows_written = 0;
-  bool db_failing = false;  // the latest write attempt failed; nothing committed since
+  // Writes lost other than by a full queue (StoreStats has the meaning of each).
+  uint64_t db_discarded = 0;
+  uint64_t db_abandoned_at_close = 0;
+  uint64_t db_ignored_after_close = 0;
+  uint64_t db_unmatched_updates = 0;
+  uint64_t db_wal_bytes = 0;
+  uint64_t db_checkpoints = 0;
+  uint64_t db_file_replaced = 0;  // times the file at the path was found replaced or deleted
+  bool db_failing = false;        // the latest write attempt failed; nothing committed since
   std::string db_last_error;
   std::vector<EngineMetrics> engines;  // by engine id
 };

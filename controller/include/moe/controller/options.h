@@ -75,7 +75,9 @@ struct ControllerOptions {
   std::string db_path = "/var/lib/moectld/moectl.db";
   int64_t db_batch_rows = 2000;
   int64_t db_flush_interval_ms = 200;
-  int64_t raw_retention_s = 0;  // 0: keep raw per-step rows forever
+  int64_t raw_retention_s = 0;       // 0: keep raw per-step rows forever
+  int64_t rollup_retention_s = 0;    // 0: keep per-minute rollups forever
+  int64_t decision_retention_s = 0;  // 0: keep decisions forever (in-flight ones always stay)
 
   // How often the policy pipeline runs for each engine.
   int64_t cadence_ms = 1000;

@@ -13,6 +13,31 @@
 //
 // Readers (the CLI) open the file with Reader (reader.h), read-only.
 //
+// WAL: the writer checkpoints the WAL itself (SQLite's automatic checkpoint is
+// off): after a commit that leaves more than `wal_checkpoint_bytes` in it, and
+// every `checkpoint_interval` while it holds anything. Each checkpoint asks
+// for TRUNCATE without waiting on readers: when no reader holds an old
+// snapshot the WAL file shrinks to 0 bytes; otherwise it backfills what it can
+// (as PASSIVE would) and the WAL is reused from its start once readers move on.
+// The writer never holds a statement open between uses, so it never pins a
+// snapshot of its own. stats() shows the WAL's size and the checkpoints.
+//
+// The file replaced under the daemon: before and after every commit, and every
+// `file_check_interval`, the writer checks that the file at `path` is still
+// the one it opened (device and inode of the path against the open file; a
+// deleted path counts). When it is not, the writer stops writing to the old
+// file, logs an error naming both, checkpoints the old file's WAL into it
+// (so the -wal beside the path holds nothing of the old file), closes it, and
+// reopens `path` as Open does (creating an empty database if the path is
+// gone, applying migrations otherwise). Queued writes, and the batch whose
+// commit raced the replacement, are written to the new file: nothing queued
+// is lost. Rows committed before the replacement stay in the old file. While
+// `path` cannot be opened as a moectl database (another application's file,
+// garbage, a newer schema), stats().failing is set, last_error says why,
+// writes stay queued (telemetry beyond max_queue is refused and counted) and
+// the writer retries with backoff. The daemon only reports it; it does not
+// exit (a restart would not bring the old file back).
+//
 // Schema: numbered migrations recorded in table `schema_migrations`; opening a
 // database applies the missing ones in order in one transaction each. See
 // docs/storage.md for the tables.
@@ -49,12 +74,29 @@ struct StoreOptions {
   size_t max_queue = 200000;
   // Raw per-step rows older than this (by their timestamp, against
   // Clock::NowNanos, rounded down to a whole minute) are rolled up into
-  // per-minute rows and deleted; 0 keeps raw rows forever. Rollups are kept
-  // forever.
+  // per-minute rows and deleted; 0 keeps raw rows forever.
   std::chrono::seconds raw_retention{0};
+  // Rollup rows whose minute started longer ago than this are deleted; 0
+  // keeps them forever. When both are set it must not be shorter than
+  // raw_retention (rollups would be deleted as soon as they are made).
+  std::chrono::seconds rollup_retention{0};
+  // Decisions created longer ago than this are deleted; 0 keeps them forever.
+  // A decision still in flight (status "sent" or "acked" and no outcome
+  // measured) is never deleted, whatever its age. Epochs and learning samples
+  // are always kept (the learner reads them at start).
+  std::chrono::seconds decision_retention{0};
   // How often the writer runs a retention pass (by Clock::MonotonicNanos),
-  // when raw_retention > 0.
+  // when any retention above is set. A pass is a series of transactions of
+  // at most batch_rows rows, alternated with write batches: it runs on this
+  // interval even while the queue never empties, and keeps pace with it.
   std::chrono::seconds retention_interval{10};
+  // A WAL checkpoint runs after a commit that leaves the WAL above this size,
+  // and every checkpoint_interval while the WAL holds any frame.
+  uint64_t wal_checkpoint_bytes = 4u << 20;
+  std::chrono::milliseconds checkpoint_interval{1000};
+  // How often an idle writer checks that the file at `path` is the one it
+  // opened (it also checks before and after every commit).
+  std::chrono::milliseconds file_check_interval{1000};
   // How long SQLite waits on a lock held by another connection before
   // reporting busy (the write is then retried with backoff).
   std::chrono::milliseconds busy_timeout{2000};
@@ -68,14 +110,40 @@ struct StoreStats {
   uint64_t rows_written = 0;     // rows of any table committed
   uint64_t transactions = 0;     // committed write transactions
   uint64_t pending = 0;          // writes queued, not yet committed
-  uint64_t rejected = 0;         // telemetry refused because the queue was full
   uint64_t write_errors = 0;     // failed attempts (retried)
   std::string last_error;        // text of the most recent failed attempt
   bool failing = false;          // the latest write attempt failed; cleared by the next commit
-  uint64_t retention_runs = 0;   // retention passes that committed
-  uint64_t rows_rolled_up = 0;   // raw step_layers rows folded into rollups
   int64_t last_decision_id = 0;  // highest id handed out by RecordDecision
   int64_t last_action_id = 0;    // highest id handed out by RecordOperatorAction
+
+  // Writes refused or lost, each counted once (see lost()).
+  uint64_t rejected = 0;             // telemetry refused because the queue was full
+  uint64_t discarded = 0;            // writes SQLite rejects for good (constraint, too big)
+  uint64_t abandoned_at_close = 0;   // still queued when Close gave up
+  uint64_t ignored_after_close = 0;  // handed to the Store after Close
+  uint64_t unmatched_updates = 0;    // sent/ack/outcome for a decision id not in the file
+  // Every write refused or lost: the sum of the five counters above.
+  uint64_t lost() const {
+    return rejected + discarded + abandoned_at_close + ignored_after_close + unmatched_updates;
+  }
+
+  // Retention.
+  uint64_t retention_runs = 0;     // retention passes that committed
+  uint64_t rows_rolled_up = 0;     // raw rows (step x layer) folded into rollups
+  uint64_t rollups_deleted = 0;    // rollup rows past rollup_retention
+  uint64_t decisions_deleted = 0;  // decisions past decision_retention
+
+  // WAL and checkpoints (see the top of this file).
+  uint64_t wal_bytes = 0;              // size of the -wal file at the last look
+  uint64_t wal_bytes_max = 0;          // the largest size seen
+  uint64_t wal_pages_written = 0;      // WAL frames appended by commits, all told
+  uint64_t checkpoints = 0;            // checkpoints run
+  uint64_t checkpoints_truncated = 0;  // of which emptied the WAL file
+  uint64_t checkpoints_busy = 0;       // of which a reader kept from finishing
+
+  // The file at `path` replaced or deleted under the Store.
+  uint64_t file_replaced = 0;  // times the writer found it was no longer the file it had open
+  uint64_t reopened = 0;       // times it then opened the file at `path`
 };
 
 class Store {
@@ -132,7 +200,7 @@ class Store {
   virtual Status Flush(std::chrono::milliseconds timeout = std::chrono::seconds(10)) = 0;
 
   // Commits what is queued, then runs one retention pass on the writer thread
-  // and waits for it (OK at once when raw_retention is 0). The writer also runs
+  // and waits for it (OK at once when no retention is set). The writer also runs
   // passes on its own every retention_interval; this is for tests and tools.
   virtual Status RunRetention(std::chrono::milliseconds timeout = std::chrono::seconds(30)) = 0;
 
