@@ -1,7 +1,8 @@
 // moectl: the operator CLI. Queries the controller's database read-only
-// (engines, history, decisions, explain, experts) and runs the replication
-// planner offline (plan), makes CURVE keys (keygen), and runs the closed-loop
-// benchmark (bench closed-loop). `moectl --help` lists the commands.
+// (engines, history, decisions, explain, experts) and draws its figures
+// (plot), runs the replication planner offline (plan), makes CURVE keys
+// (keygen), and runs the closed-loop benchmark (bench closed-loop).
+// `moectl --help` lists the commands.
 //
 // Exit status: 0 ok, 1 failure, 2 usage (see apps/cli/parse_args.h).
 
@@ -11,6 +12,7 @@
 #include "keygen_command.h"
 #include "parse_args.h"
 #include "plan_command.h"
+#include "plot_command.h"
 #include "query_commands.h"
 
 int main(int argc, char** argv) {
@@ -18,6 +20,7 @@ int main(int argc, char** argv) {
   moe::cli::AddVersionFlag(app, "moectl");
   app.require_subcommand(1);
   moe::cli::AddQueryCommands(app);
+  moe::cli::AddPlotCommand(app);
   moe::cli::AddPlanCommand(app);
   moe::cli::AddKeygenCommand(app);
   moe::cli::AddBenchCommand(app);
