@@ -42,6 +42,7 @@ OptionDoc DescribeOption(const CLI::Option& opt) {
     doc.names.push_back("--" + l);
   if (!opt.nonpositional()) doc.positional = opt.get_name();
   if (opt.get_type_size_max() > 0) ReadTypeName(opt.get_type_name(), &doc);
+  doc.delimiter = opt.get_delimiter();
   doc.description = opt.get_description();
   doc.default_value = opt.get_default_str();
   doc.required = opt.get_required();
@@ -184,7 +185,12 @@ void ManOptions(const std::vector<OptionDoc>& options, std::string* out) {
     *out += "\n";
     std::string text = o.description.empty() ? std::string("(undocumented)") : o.description;
     *out += RoffLines(text);
-    if (!o.choices.empty()) *out += RoffLines("One of: " + Join(o.choices, ", ") + ".");
+    if (!o.choices.empty()) {
+      *out += RoffLines((o.delimiter != '\0' ? "Each of: " : "One of: ") + Join(o.choices, ", ") +
+                        (o.delimiter != '\0'
+                             ? fmt::format(" (several: separated by '{}').", o.delimiter)
+                             : std::string(".")));
+    }
     if (!o.default_value.empty()) *out += RoffLines("Default: " + o.default_value + ".");
     if (o.required) *out += RoffLines("Required.");
   }
@@ -241,7 +247,16 @@ std::string BashCompletion(const CLI::App& app) {
         if (o.value_name.empty()) continue;
         const std::string pattern = ShellQuote(key(d) + " " + n);
         takes_value.push_back(pattern);
-        if (!o.choices.empty()) {
+        if (!o.choices.empty() && o.delimiter != '\0') {
+          // A list in one word ("a,b"): complete the item after the last delimiter.
+          const std::string sep = ShellQuote(std::string(1, o.delimiter));
+          value_cases += fmt::format(
+              "    {0}) if [[ $cur == *{1}* ]]; then COMPREPLY=($(compgen -P \"${{cur%{1}*}}\"{1} "
+              "-W "
+              "{2} -- \"${{cur##*{1}}}\")); else COMPREPLY=($(compgen -W {2} -- \"$cur\")); fi "
+              ";;\n",
+              pattern, sep, ShellQuote(Join(o.choices, " ")));
+        } else if (!o.choices.empty()) {
           value_cases += fmt::format("    {}) COMPREPLY=($(compgen -W {} -- \"$cur\")) ;;\n",
                                      pattern, ShellQuote(Join(o.choices, " ")));
         } else if (IsNumber(o.value_name)) {

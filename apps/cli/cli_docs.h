@@ -27,6 +27,7 @@ struct OptionDoc {
   std::string positional;            // the positional's name ("id"), else empty
   std::string value_name;            // "TEXT", "INT", ...; empty for a flag
   std::vector<std::string> choices;  // the values an IsMember check accepts
+  char delimiter = '\0';             // splits one word into several values (',')
   std::string description;
   std::string default_value;  // as CLI11 captured it; often empty
   bool required = false;

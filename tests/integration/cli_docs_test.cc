@@ -159,6 +159,11 @@ TEST_CASE("Completion offers what the command line accepts", "[integration][cli]
   CHECK(Complete(dir, "moectl", {"moectl", "history", "--plot", "max"}) ==
         std::set<std::string>{"max_over_mean"});
   CHECK(Complete(dir, "moectl", {"moectl", "history", "--limit", ""}).empty());  // a number
+  // A list in one word: the item after the last comma.
+  CHECK(Complete(dir, "moectl", {"moectl", "plot", "--field", "drop_rate,ma"}) ==
+        std::set<std::string>{"drop_rate,max_over_mean"});
+  CHECK(Complete(dir, "moectl", {"moectl", "plot", "--field", "s"}) ==
+        std::set<std::string>{"step_us"});
   CHECK(Complete(dir, "moectl", {"moectl", "bench", ""}) == std::set<std::string>{"closed-loop"});
   CHECK(Complete(dir, "moectl", {"moectl", "bench", "closed-loop", "--step"}) ==
         std::set<std::string>{"--steps", "--step-interval-ms"});
