@@ -185,14 +185,15 @@ void ManOptions(const std::vector<OptionDoc>& options, std::string* out) {
     *out += "\n";
     std::string text = o.description.empty() ? std::string("(undocumented)") : o.description;
     *out += RoffLines(text);
+    // What CLI11 knows beyond the description, each on a line of its own.
     if (!o.choices.empty()) {
-      *out += RoffLines((o.delimiter != '\0' ? "Each of: " : "One of: ") + Join(o.choices, ", ") +
-                        (o.delimiter != '\0'
-                             ? fmt::format(" (several: separated by '{}').", o.delimiter)
-                             : std::string(".")));
+      *out += ".br\n" + RoffLines(o.delimiter != '\0'
+                                      ? fmt::format("Each of: {} (several: separated by '{}').",
+                                                    Join(o.choices, ", "), o.delimiter)
+                                      : "One of: " + Join(o.choices, ", ") + ".");
     }
-    if (!o.default_value.empty()) *out += RoffLines("Default: " + o.default_value + ".");
-    if (o.required) *out += RoffLines("Required.");
+    if (!o.default_value.empty()) *out += ".br\n" + RoffLines("Default: " + o.default_value + ".");
+    if (o.required) *out += ".br\n" + RoffLines("Required.");
   }
 }
 
