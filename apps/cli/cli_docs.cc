@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdint>
 #include <sstream>
+#include <string_view>
 
 namespace moe::cli {
 namespace {
@@ -91,6 +92,23 @@ std::string ShellQuote(const std::string& text) {
   for (char c : text)
     out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
+}
+
+// A -W word list for compgen, which expands it again (quote removal): each
+// word's special characters backslashed, the whole quoted for the script.
+std::string CompgenWords(const std::vector<std::string>& words) {
+  std::vector<std::string> escaped;
+  for (const std::string& w : words) {
+    std::string e;
+    for (char c : w) {
+      if (std::string_view("\\'\"$` \t*?[]{}()<>|&;!~#").find(c) != std::string_view::npos) {
+        e += '\\';
+      }
+      e += c;
+    }
+    escaped.push_back(e);
+  }
+  return ShellQuote(Join(escaped, " "));
 }
 
 std::string Identifier(const std::string& name) {
@@ -256,10 +274,10 @@ std::string BashCompletion(const CLI::App& app) {
               "-W "
               "{2} -- \"${{cur##*{1}}}\")); else COMPREPLY=($(compgen -W {2} -- \"$cur\")); fi "
               ";;\n",
-              pattern, sep, ShellQuote(Join(o.choices, " ")));
+              pattern, sep, CompgenWords(o.choices));
         } else if (!o.choices.empty()) {
           value_cases += fmt::format("    {}) COMPREPLY=($(compgen -W {} -- \"$cur\")) ;;\n",
-                                     pattern, ShellQuote(Join(o.choices, " ")));
+                                     pattern, CompgenWords(o.choices));
         } else if (IsNumber(o.value_name)) {
           value_cases += fmt::format("    {}) COMPREPLY=() ;;\n", pattern);
         }
