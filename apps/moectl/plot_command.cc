@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -51,11 +54,16 @@ T Check(Result<T> result) {
   return std::move(result).value();
 }
 
+// How much of the window one query reads: the rows of one slice are folded
+// into per-step figures before the next slice is read, so memory follows the
+// number of steps, not steps times layers.
+constexpr int64_t kSliceNs = 60'000'000'000;
+
 // Per step: drop_rate over all layers (dropped / token slots), the other
-// figures averaged over the layers that have them.
+// figures averaged over the layers that have them (indexed as the fields).
 struct StepFigures {
   double slots = 0, dropped = 0;
-  std::map<std::string, std::pair<double, int>> sums;  // field -> (sum, count)
+  std::array<std::pair<double, int>, 5> sums{};  // (sum, count) per field
   uint64_t epoch = 0;
   int64_t time_ns = 0;
 };
@@ -112,6 +120,11 @@ void Plot(const PlotFlags& f) {
     if (!until.ok()) Fail(until.status().WithContext("--until"));
     window.until_ns = *until;
   }
+  // Each field once, in the order asked for (at most the known five).
+  std::vector<std::string> fields;
+  for (const std::string& field : f.fields) {
+    if (std::find(fields.begin(), fields.end(), field) == fields.end()) fields.push_back(field);
+  }
   std::unique_ptr<storage::Reader> reader = OpenQueryDb(f.db, f.engine);
   std::string engine = f.engine;
   if (engine.empty()) {
@@ -127,24 +140,36 @@ void Plot(const PlotFlags& f) {
     engine = known.front();
   }
 
-  storage::HistoryQuery q;
-  q.engine_id = engine;
-  q.window = window;
-  q.limit = 0;
-  q.include_rollups = false;
-  std::map<uint64_t, StepFigures> steps;
-  for (const storage::StepRow& r : Check(reader->History(q))) {
-    StepFigures& s = steps[r.step];
-    s.epoch = r.epoch;
-    s.time_ns = r.timestamp_ns;
-    s.slots += static_cast<double>(r.num_token_slots);
-    s.dropped += r.dropped;
-    for (const std::string& field : f.fields) {
-      std::optional<double> v = FieldOf(r, field);
-      if (!v || !std::isfinite(*v)) continue;
-      s.sums[field].first += *v;
-      s.sums[field].second += 1;
+  // The window, narrowed to the engine's own life, read slice by slice.
+  for (const storage::EngineRow& e : Check(reader->Engines())) {
+    if (e.engine_id != engine) continue;
+    window.since_ns = std::max(window.since_ns, e.first_seen_ns);
+    if (e.last_seen_ns < std::numeric_limits<int64_t>::max()) {
+      window.until_ns = std::min(window.until_ns, e.last_seen_ns + 1);
     }
+  }
+  std::map<uint64_t, StepFigures> steps;
+  for (int64_t start = window.since_ns; start < window.until_ns;) {
+    const int64_t end = window.until_ns - start > kSliceNs ? start + kSliceNs : window.until_ns;
+    storage::HistoryQuery q;
+    q.engine_id = engine;
+    q.window = {start, end};
+    q.limit = 0;
+    q.include_rollups = false;
+    for (const storage::StepRow& r : Check(reader->History(q))) {
+      StepFigures& s = steps[r.step];
+      s.epoch = r.epoch;
+      s.time_ns = r.timestamp_ns;
+      s.slots += static_cast<double>(r.num_token_slots);
+      s.dropped += r.dropped;
+      for (size_t i = 0; i < fields.size(); ++i) {
+        std::optional<double> v = FieldOf(r, fields[i]);
+        if (!v || !std::isfinite(*v)) continue;
+        s.sums[i].first += *v;
+        s.sums[i].second += 1;
+      }
+    }
+    start = end;
   }
   if (steps.empty()) {
     Fail(
@@ -162,14 +187,14 @@ void Plot(const PlotFlags& f) {
   uint64_t last_epoch = steps.begin()->second.epoch;
   for (const auto& [step, s] : steps) {
     x.push_back(step);
-    for (const std::string& field : f.fields) {
-      json& y = ys[field];
-      if (field == "drop_rate") {
+    for (size_t i = 0; i < fields.size(); ++i) {
+      json& y = ys[fields[i]];
+      if (fields[i] == "drop_rate") {
         y.push_back(s.slots > 0 ? json(s.dropped / s.slots) : json(nullptr));
         continue;
       }
-      auto it = s.sums.find(field);
-      y.push_back(it == s.sums.end() ? json(nullptr) : json(it->second.first / it->second.second));
+      const auto& [sum, count] = s.sums[i];
+      y.push_back(count > 0 ? json(sum / count) : json(nullptr));
     }
     if (s.epoch != last_epoch) {
       const std::string what = brought.count(s.epoch) ? brought[s.epoch] : std::string();
@@ -181,13 +206,13 @@ void Plot(const PlotFlags& f) {
     }
   }
   json panels = json::array();
-  for (const std::string& field : f.fields) {
+  for (const std::string& field : fields) {
     panels.push_back({{"ylabel", YLabel(field)},
                       {"lines", json::array({{{"label", engine}, {"x", x}, {"y", ys[field]}}})}});
   }
   const json figure = {
       {"title", fmt::format("engine {}: {} per step, {} to {} (dashed: a new epoch)", engine,
-                            fmt::join(f.fields, ", "), FormatIsoTime(steps.begin()->second.time_ns),
+                            fmt::join(fields, ", "), FormatIsoTime(steps.begin()->second.time_ns),
                             FormatIsoTime(steps.rbegin()->second.time_ns))},
       {"xlabel", "engine step"},
       {"panels", panels},
