@@ -6,6 +6,9 @@
 //                     command) prints what is wrong and "Run with --help", exit 2
 //   a failure         a CLI::RuntimeError(code) thrown by a command's callback
 //                     (1 for failures, 2 for a value found bad only later)
+//   --generate-completion bash, --generate-man (first and only arguments,
+//                     not in --help): print the bash completion script or
+//                     the man page made from `app` (cli_docs.h), exit 0
 //
 // Exit codes: 0 ok, 1 failure, 2 usage. The daemons add sysexits codes of
 // their own for a bad configuration (78).

@@ -68,6 +68,10 @@ int main(int argc, char** argv) {
   Flags flags;
   CLI::App cli{"moe-engine: MoE serving engine with live telemetry and knob control", "moe-engine"};
   moe::cli::AddVersionFlag(cli, "moe-engine");
+  cli.footer(
+      "Exit status: 0 after the last step or SIGTERM/SIGINT; 2 a usage error; 69 (EX_UNAVAILABLE) "
+      "a backend, endpoint or file that cannot be had; 70 (EX_SOFTWARE) a step or the trace "
+      "failed; 78 (EX_CONFIG) a bad configuration.");
   cli.add_option("--config", flags.config, "engine config (TOML)")->capture_default_str();
   cli.add_option("--model", flags.model,
                  "model preset (TOML) overriding [model]/[parallel]/[knobs]");
@@ -88,7 +92,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   if (std::optional<int> code = moe::cli::ParseArgs(cli, argc, argv)) return *code;
 
-  if (Status st = InitLogging("moe-engine", flags.log_level, false); !st.ok()) {
+  if (Status st = InitLogging("moe-engine", flags.log_level, StderrIsJournal()); !st.ok()) {
     std::fprintf(stderr, "moe-engine: %s\n", st.ToString().c_str());
     return kExitConfig;
   }

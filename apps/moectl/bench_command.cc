@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -15,6 +14,7 @@
 
 #include "bench_analysis.h"
 #include "bench_run.h"
+#include "matplotlib_figure.h"
 #include "output.h"
 
 namespace moe::cli {
@@ -153,9 +153,11 @@ bool Wants(const std::string& list, const std::string& name) {
 }
 
 void ClosedLoop(const BenchFlags& f) {
+  if (!f.plot.empty() && !IsFigurePath(f.plot)) {
+    Fail(Status::InvalidArgument("--plot " + f.plot + ": the file must end in .png or .svg"));
+  }
   Result<fs::path> configs = ConfigsDir(f.configs_dir);
   if (!configs.ok()) Fail(configs.status());
-  const fs::path root = configs->parent_path();
   BenchSetup setup;
   Result<std::string> engine = FindBinary(f.bin_dir, "moe-engine");
   if (!engine.ok()) Fail(engine.status());
@@ -359,14 +361,26 @@ void ClosedLoop(const BenchFlags& f) {
               {"verdict", verdict}};
 
   if (!f.plot.empty()) {
-    const fs::path series_path = fs::path(setup.out_dir) / "series.json";
-    std::ofstream(series_path) << json({{"scenario", name}, {"contenders", series}}).dump();
-    const std::string cmd =
-        fmt::format("python3 '{}' '{}' '{}'", (root / "scripts" / "plot_closed_loop.py").string(),
-                    series_path.string(), f.plot);
-    if (std::system(cmd.c_str()) != 0) {
-      Fail(Status::Internal("plotting failed (needs python3-matplotlib): " + cmd));
+    // One panel per series, a line per contender (matplotlib_figure.h).
+    const std::vector<std::pair<std::string, std::string>> panels = {
+        {"latency_us", "critical path, cost model (us)"},
+        {"measured_us", "step time, measured (us)"},
+        {"drop_rate", "drop rate"},
+        {"capacity_factor", "capacity factor"},
+        {"top_k", "top-k"},
+        {"max_abs_bias", "max |expert bias|"}};
+    json figure_panels = json::array();
+    for (const auto& [key, label] : panels) {
+      json lines = json::array();
+      for (const json& c : series)
+        lines.push_back({{"label", c["name"]}, {"x", c["step"]}, {"y", c[key]}});
+      figure_panels.push_back({{"ylabel", label}, {"lines", std::move(lines)}});
     }
+    const json figure = {{"title", "closed-loop benchmark: " + name},
+                         {"xlabel", "engine step"},
+                         {"panels", std::move(figure_panels)},
+                         {"markers", json::array()}};
+    if (Status drawn = DrawFigure(figure, f.plot); !drawn.ok()) Fail(drawn);
     std::cerr << "bench: wrote " << f.plot << "\n";
   }
   if (f.json) {

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "explain_view.h"
 #include "moe/common/clock.h"
 #include "moe/common/time_format.h"
 #include "moe/storage/reader.h"
@@ -333,8 +334,19 @@ void Decisions(const QueryFlags& flags, const std::string& status, size_t limit)
 }
 
 void Explain(const QueryFlags& flags, int64_t id) {
+  const Format format = Check(ParseFormat(flags.format));
   auto reader = OpenDb(flags);
   storage::DecisionRow d = Check(reader->Decision(id));
+  if (format == Format::kCsv) {
+    Render(ExplainChanges(d), format, std::cout);
+    return;
+  }
+  if (format == Format::kTable) {
+    PrintExplainHeader(ExplainHeader(d), std::cout);
+    std::cout << "\n";
+    Render(ExplainChanges(d), format, std::cout);
+    return;
+  }
   nlohmann::json j = {{"id", d.id},
                       {"engine", d.engine_id},
                       {"time", FormatIsoTime(d.created_ns)},
@@ -409,6 +421,13 @@ void Experts(const QueryFlags& flags, int64_t layer, size_t top) {
 }
 
 }  // namespace
+
+std::unique_ptr<storage::Reader> OpenQueryDb(const std::string& db, const std::string& engine) {
+  QueryFlags flags;
+  flags.db = db;
+  flags.engine = engine;
+  return OpenDb(flags);
+}
 
 void AddQueryCommands(CLI::App& app) {
   auto flags = std::make_shared<QueryFlags>();

@@ -75,6 +75,9 @@ moe::Result<moe::controller::ControllerOptions> Load(const std::string& path,
 int main(int argc, char** argv) {
   CLI::App app{"moectld: the moectl controller daemon (telemetry in, decisions out)", "moectld"};
   moe::cli::AddVersionFlag(app, "moectld");
+  app.footer(
+      "Exit status: 0 after SIGTERM or SIGINT; 1 a start-up failure (e.g. an endpoint in use); "
+      "2 a usage error; 78 (EX_CONFIG) a bad configuration.");
   std::string config_path = "configs/controller.toml";
   Overrides overrides;
   bool check_only = false;
@@ -90,7 +93,7 @@ int main(int argc, char** argv) {
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
   if (std::optional<int> code = moe::cli::ParseArgs(app, argc, argv)) return *code;
 
-  bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  const bool journal = moe::StderrIsJournal();
   auto options = Load(config_path, overrides);
   if (!options.ok()) {
     std::fprintf(stderr, "moectld: bad configuration:\n%s\n", options.status().message().c_str());

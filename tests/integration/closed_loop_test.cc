@@ -121,4 +121,34 @@ TEST_CASE("bench closed-loop refuses an unknown scenario", "[bench]") {
   CHECK(ReadFile(dir.File("bench.log")).find("no scenario no_such_scenario") != std::string::npos);
 }
 
+TEST_CASE("bench closed-loop --plot draws every contender through the figure script", "[bench]") {
+  TempDir dir;
+  const std::string scenario = dir.Write("tiny.toml", kScenario);
+  Subprocess bad({MOECTL_BIN, "bench", "closed-loop", "--scenario", scenario, "--plot",
+                  dir.File("bench.pdf"), "--configs", std::string(MOE_SOURCE_DIR) + "/configs"},
+                 dir.File("bad.log"));
+  CHECK(bad.Wait(std::chrono::seconds(20)) == std::optional<int>(2));  // before any run
+  CHECK(ReadFile(dir.File("bad.log")).find(".png or .svg") != std::string::npos);
+
+  Subprocess probe({MOE_PYTHON, "-c", "import matplotlib"}, dir.File("probe.log"));
+  if (probe.Wait(std::chrono::seconds(30)) != std::optional<int>(0)) {
+    WARN(MOE_PYTHON " has no matplotlib (python3-matplotlib): no figure drawn");
+    return;
+  }
+  const std::string svg = dir.File("bench.svg");
+  Subprocess bench(
+      {MOECTL_BIN, "bench", "closed-loop", "--scenario", scenario, "--steps", "24", "--contenders",
+       "default,moectl", "--step-interval-ms", "5", "--cadence-ms", "40", "--configs",
+       std::string(MOE_SOURCE_DIR) + "/configs", "--out", dir.File("runs"), "--plot", svg},
+      dir.File("bench.log"));
+  std::optional<int> rc = bench.Wait(std::chrono::seconds(110));
+  INFO(ReadFile(dir.File("bench.log")));
+  REQUIRE(rc == std::optional<int>(0));
+  const std::string text = ReadFile(svg);
+  CHECK(text.find("<svg") != std::string::npos);
+  CHECK(text.find("closed-loop benchmark: tiny") != std::string::npos);
+  CHECK(text.find("static_default") != std::string::npos);  // the legend
+  CHECK(text.find("max |expert bias|") != std::string::npos);
+}
+
 }  // namespace
