@@ -47,6 +47,15 @@ Result<std::string> RenderMetrics(const MetricsSnapshot& s, bool per_layer,
   w.Family("moectl_command_failures_total", kCounter,
            "Commands that failed: send failures, refusals by the engine, ack timeouts.");
   w.Sample({}, static_cast<double>(s.failed_commands));
+  w.Family("moectl_engines_gone_total", kCounter,
+           "Engines evicted after engine_expiry without a message (their rows stay).");
+  w.Sample({}, static_cast<double>(s.engines_gone));
+  w.Family("moectl_engine_messages_refused_total", kCounter,
+           "Messages dropped because max_engines engines were tracked already.");
+  w.Sample({}, static_cast<double>(s.engines_refused));
+  w.Family("moectl_operator_levers_total", kCounter,
+           "Operator levers pulled through the control socket, done or refused.");
+  w.Sample({}, static_cast<double>(s.levers));
 
   // Storage.
   w.Family("moectl_db_queue_depth", kGauge, "Database writes queued and not yet committed.");

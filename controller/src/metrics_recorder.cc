@@ -39,6 +39,9 @@ MetricsSnapshot MetricsRecorder::Snapshot(const ControllerStats& stats,
   s.messages = stats.messages;
   s.malformed = link.malformed;
   s.commands_sent = stats.commands_sent;
+  s.engines_gone = stats.engines_gone;
+  s.engines_refused = stats.engines_refused;
+  s.levers = stats.levers;
   s.acks = stats.acks;
   s.failed_commands = stats.failed_commands;
   if (store != nullptr) {

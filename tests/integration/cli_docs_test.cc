@@ -151,7 +151,8 @@ TEST_CASE("Completion offers what the command line accepts", "[integration][cli]
   CHECK(Complete(dir, "moectl", {"moectl", "decisions", "--st"}) ==
         std::set<std::string>{"--status"});
   CHECK(Complete(dir, "moectl", {"moectl", "decisions", "--status", ""}) ==
-        std::set<std::string>{"rejected", "advisory", "sent", "acked", "failed", "measured"});
+        std::set<std::string>{"rejected", "advisory", "sent", "acked", "failed", "measured",
+                              "unknown"});
   CHECK(Complete(dir, "moectl", {"moectl", "decisions", "--status", "ac"}) ==
         std::set<std::string>{"acked"});
   CHECK(Complete(dir, "moectl", {"moectl", "decisions", "--status", "=", "re"}) ==
@@ -240,7 +241,7 @@ TEST_CASE("Man pages have the sections and every command and option", "[integrat
     }
     // The choices of a checked option are listed.
     if (p.name == "moectl") {
-      CHECK(man.find("One of: rejected, advisory, sent, acked, failed, measured.") !=
+      CHECK(man.find("One of: rejected, advisory, sent, acked, failed, measured, unknown.") !=
             std::string::npos);
     }
 

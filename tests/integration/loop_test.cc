@@ -24,6 +24,7 @@ namespace {
 using moe::testing::Subprocess;
 using moe::testing::TempDir;
 using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
 using std::chrono::seconds;
 
 constexpr int kExitConfig = 78;
@@ -280,7 +281,10 @@ TEST_CASE("The engine keeps serving while the controller restarts; nothing store
     return *rows;
   };
 
-  std::this_thread::sleep_for(seconds(3));
+  // Until the first run has stored some steps (a loaded machine starts slowly).
+  const auto deadline = SteadyClock::now() + seconds(30);
+  while (stored_steps() < 20 && SteadyClock::now() < deadline)
+    std::this_thread::sleep_for(milliseconds(200));
   StopDaemon(daemon.get());
   size_t steps_first_run = stored_steps();
   std::vector<storage::DecisionRow> first_decisions = decisions();

@@ -64,6 +64,9 @@ struct MetricsSnapshot {
   uint64_t commands_sent = 0;
   uint64_t acks = 0;
   uint64_t failed_commands = 0;
+  uint64_t engines_gone = 0;     // engines expired after engine_expiry
+  uint64_t engines_refused = 0;  // messages dropped: a new engine id beyond max_engines
+  uint64_t levers = 0;           // operator levers pulled, done or refused
   // Storage.
   uint64_t db_pending = 0;       // writes queued, not yet committed
   uint64_t db_write_errors = 0;  // failed write attempts (retried)
