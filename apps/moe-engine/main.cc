@@ -59,6 +59,7 @@ struct Flags {
   bool no_telemetry = false;
   std::string record_trace;
   std::string log_level = "info";
+  std::optional<uint64_t> initial_epoch;
 };
 
 }  // namespace
@@ -86,6 +87,10 @@ int main(int argc, char** argv) {
   cli.add_option("--step-interval-ms", flags.step_interval_ms,
                  "minimum milliseconds between step starts (demo pacing)");
   cli.add_flag("--no-telemetry", flags.no_telemetry, "run without telemetry and commands");
+  cli.add_option("--initial-epoch", flags.initial_epoch,
+                 "epoch of the starting settings (default: the start time in milliseconds since "
+                 "1970, so a restarted engine never repeats an epoch)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 60));
   cli.add_option("--record-trace", flags.record_trace,
                  "write every step's routing selection to FILE (JSON Lines routing trace)");
   cli.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error|critical|off")
@@ -170,6 +175,8 @@ int main(int argc, char** argv) {
   }
   spdlog::info("backend {}: {}; routing {}", app.backend, (*backend)->description(),
                engine::RoutingModeName(cfg.engine.routing));
+  cfg.engine.initial_epoch =
+      flags.initial_epoch.value_or(static_cast<uint64_t>(SystemClock()->NowNanos() / 1'000'000));
   auto created = engine::Engine::Create(cfg.engine, std::move(backend).value());
   if (!created.ok()) {
     spdlog::error("engine: {}", created.status().ToString());

@@ -17,7 +17,9 @@ class EngineImpl final : public Engine {
   EngineImpl(const Options& options, std::unique_ptr<Backend> backend)
       : options_(options),
         backend_(std::move(backend)),
-        knobs_(options.model.num_layers, options.knobs) {}
+        knobs_(options.model.num_layers, options.knobs),
+        epoch_(options.initial_epoch),
+        newest_epoch_(options.initial_epoch) {}
 
   Status Init() {
     for (uint32_t l = 0; l < options_.model.num_layers; ++l) {

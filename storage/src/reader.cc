@@ -487,7 +487,7 @@ Result<std::vector<EpochRow>> ReaderImpl::Epochs(const std::string& engine_id,
   MOE_ASSIGN_OR_RETURN(
       Statement stmt,
       Prepare(fmt::format("SELECT engine_id, epoch, created_ns, knobs_json, decision_id FROM "
-                          "epochs{} ORDER BY created_ns, engine_id, epoch",
+                          "epochs{} ORDER BY created_ns, engine_id, epoch, id",
                           where.Sql())));
   where.Bind(stmt);
   std::vector<EpochRow> rows;

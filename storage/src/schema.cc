@@ -201,6 +201,25 @@ ALTER TABLE decisions ADD COLUMN last_repeat_ns INTEGER;
     {7, "decision retention", R"sql(
 CREATE INDEX decisions_by_time ON decisions(created_ns);
 )sql"},
+    // Epoch history append-only: an engine that restarts (or a controller
+    // that reissues) adds rows instead of overwriting (engine, epoch).
+    {8, "epoch history", R"sql(
+CREATE TABLE epochs_history (
+  id INTEGER PRIMARY KEY,
+  engine_id TEXT NOT NULL,
+  epoch INTEGER NOT NULL,
+  created_ns INTEGER NOT NULL,
+  knobs_json TEXT NOT NULL,
+  decision_id INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO epochs_history(engine_id, epoch, created_ns, knobs_json, decision_id)
+  SELECT engine_id, epoch, created_ns, knobs_json, decision_id FROM epochs
+  ORDER BY created_ns, engine_id, epoch;
+DROP TABLE epochs;
+ALTER TABLE epochs_history RENAME TO epochs;
+CREATE INDEX epochs_by_engine ON epochs(engine_id, epoch);
+CREATE INDEX epochs_by_time ON epochs(created_ns);
+)sql"},
 };
 
 // Numbered 1, 2, ... with no gap; the last is the latest.
@@ -219,7 +238,10 @@ Status ApplyOne(sqlite3* db, const std::string& path, const Migration& m, int64_
         Statement check,
         Statement::Prepare(db, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?1"));
     MOE_ASSIGN_OR_RETURN(bool row, check.BindInt(1, m.version).Step());
-    if (row && check.ColumnInt(0) > 0) return Status::Ok();
+    const bool applied = row && check.ColumnInt(0) > 0;
+    // No statement may be active while a migration drops a table.
+    check.Reset();
+    if (applied) return Status::Ok();
     MOE_RETURN_IF_ERROR(Exec(db, m.sql, fmt::format("migration {} ({})", m.version, m.name)));
     MOE_ASSIGN_OR_RETURN(Statement record,
                          Statement::Prepare(db,

@@ -48,12 +48,15 @@ INSERT INTO steps(engine_id, step, seq, timestamp_ns, epoch, step_us, timing_on_
                   num_layers, layers, loads)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10))sql";
 
+// Epoch history is append-only (migration 8): a row is added unless the
+// newest row of that engine and epoch says the same (a Hello re-sent after a
+// reconnect), and none is ever overwritten.
 constexpr const char* kUpsertEpoch = R"sql(
 INSERT INTO epochs(engine_id, epoch, created_ns, knobs_json, decision_id)
-VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT(engine_id, epoch) DO UPDATE SET
-  created_ns = excluded.created_ns, knobs_json = excluded.knobs_json,
-  decision_id = excluded.decision_id)sql";
+SELECT ?1, ?2, ?3, ?4, ?5
+WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE engine_id = ?1 AND epoch = ?2
+                  AND knobs_json = ?4 AND decision_id = ?5
+                  AND id = (SELECT MAX(id) FROM epochs WHERE engine_id = ?1 AND epoch = ?2)))sql";
 
 constexpr const char* kInsertLearningSample = R"sql(
 INSERT INTO learning_samples(engine_id, epoch, knob, created_ns, regime, value, reward, steps)

@@ -167,5 +167,59 @@ TEST_CASE("the highest epoch per engine covers commands, epochs and steps", "[st
   CHECK(highest->size() == 2);
 }
 
+TEST_CASE("epoch history is append-only: a repeated epoch adds a row, a re-sent one does not",
+          "[store][levers]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  auto store = OpenStore(TestOptions(path), &clock);
+  store->RecordEpoch({"e1", 0, 100, R"({"capacity_factor":1})", 0});
+  store->RecordEpoch({"e1", 1, 200, R"({"capacity_factor":2})", 7});
+  store->RecordEpoch({"e1", 0, 300, R"({"capacity_factor":1})", 0});  // re-sent: the same
+  store->RecordEpoch({"e1", 0, 400, R"({"capacity_factor":3})", 0});  // a restart: new settings
+  store->RecordEpoch({"e1", 1, 500, R"({"capacity_factor":2})", 7});  // the same again
+  REQUIRE(store->Flush().ok());
+  auto epochs = OpenReader(path)->Epochs("e1", TimeWindow{});
+  REQUIRE(epochs.ok());
+  REQUIRE(epochs->size() == 3);
+  CHECK((*epochs)[0] == EpochRow{"e1", 0, 100, R"({"capacity_factor":1})", 0});
+  CHECK((*epochs)[1] == EpochRow{"e1", 1, 200, R"({"capacity_factor":2})", 7});
+  CHECK((*epochs)[2] == EpochRow{"e1", 0, 400, R"({"capacity_factor":3})", 0});
+}
+
+TEST_CASE("migration 8 keeps every epoch of a keyed epochs table", "[store][levers]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  {
+    auto store = OpenStore(TestOptions(path), &clock);
+    REQUIRE(store->Close().ok());
+  }
+  {
+    // The epochs table as migrations 1 to 7 left it: one row per (engine, epoch).
+    RawDb raw(path);
+    for (const char* sql :
+         {"DROP TABLE epochs",
+          "CREATE TABLE epochs (engine_id TEXT NOT NULL, epoch INTEGER NOT NULL, created_ns "
+          "INTEGER NOT NULL, knobs_json TEXT NOT NULL, decision_id INTEGER NOT NULL DEFAULT 0, "
+          "PRIMARY KEY (engine_id, epoch))",
+          "INSERT INTO epochs VALUES ('e1', 0, 100, '{\"a\":1}', 0), ('e1', 1, 200, '{}', 3)",
+          "DELETE FROM schema_migrations WHERE version = 8"}) {
+      std::string error;
+      INFO(sql << ": " << error);
+      REQUIRE(raw.Exec(sql, &error) == SQLITE_OK);
+    }
+  }
+  auto store = OpenStore(TestOptions(path), &clock);
+  store->RecordEpoch({"e1", 1, 300, R"({"b":2})", 4});  // epoch 1 again: appended
+  REQUIRE(store->Flush().ok());
+  auto epochs = OpenReader(path)->Epochs("e1", TimeWindow{});
+  REQUIRE(epochs.ok());
+  REQUIRE(epochs->size() == 3);
+  CHECK((*epochs)[0] == EpochRow{"e1", 0, 100, R"({"a":1})", 0});
+  CHECK((*epochs)[1] == EpochRow{"e1", 1, 200, "{}", 3});
+  CHECK((*epochs)[2] == EpochRow{"e1", 1, 300, R"({"b":2})", 4});
+}
+
 }  // namespace
 }  // namespace moe::storage

@@ -21,7 +21,7 @@
 namespace moe::storage::testing {
 
 // The schema version of a database this build creates (the last migration).
-inline constexpr int kSchemaVersion = 7;
+inline constexpr int kSchemaVersion = 8;
 
 // A step of `num_layers` layers with `num_experts` experts each; every figure
 // depends on (step, layer) so rows are told apart.

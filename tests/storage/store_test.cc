@@ -51,7 +51,8 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
                                ",4:decision predictions:" + std::to_string(opened_at) +
                                ",5:steps as one row:" + std::to_string(opened_at) +
                                ",6:operator levers:" + std::to_string(opened_at) +
-                               ",7:decision retention:" + std::to_string(opened_at);
+                               ",7:decision retention:" + std::to_string(opened_at) +
+                               ",8:epoch history:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);

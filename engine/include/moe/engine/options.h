@@ -121,7 +121,12 @@ struct CommandBounds {
 struct Options {
   ModelOptions model;
   ParallelOptions parallel;
-  Knobs knobs;                   // initial knobs of every layer (epoch 0)
+  Knobs knobs;  // initial knobs of every layer (under initial_epoch)
+  // The epoch of the initial knobs; commands must exceed it. moe-engine
+  // starts at the wall clock's milliseconds, so an engine that restarts never
+  // repeats an epoch of its earlier run (a controller issues one decision per
+  // cadence tick, far fewer than one per millisecond).
+  uint64_t initial_epoch = 0;
   CommandBounds command_bounds;  // limits on what commands may set (Submit)
   // Routing: kAuto routes a layer on the device when the backend supports
   // Feature::kDeviceRouting, its memory is not host memory (kHostMemory: there
