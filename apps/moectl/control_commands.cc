@@ -144,21 +144,21 @@ void Status(const ControlFlags& flags) {
     std::string pins;
     for (const json& p : e["pins"]) {
       if (!pins.empty()) pins += " ";
-      pins += fmt::format("{}={}{}", Text(p, "knob"), p["value"].get<double>(),
+      pins += fmt::format("{}={:.4g}{}", Text(p, "knob"), p["value"].get<double>(),
                           p["until"].is_string() ? " until " + p["until"].get<std::string>() : "");
     }
     std::string in_flight;
     if (e.contains("in_flight") && e["in_flight"].is_object()) {
       const json& f = e["in_flight"];
       in_flight =
-          fmt::format("#{} {}={} epoch {} ({})", f["decision"].get<int64_t>(), Text(f, "knob"),
+          fmt::format("#{} {}={:.4g} epoch {} ({})", f["decision"].get<int64_t>(), Text(f, "knob"),
                       f["value"].get<double>(), f["epoch"].get<uint64_t>(), Text(f, "state"));
     }
     std::string outcome;
     if (e.contains("last_outcome") && e["last_outcome"].is_object()) {
       const json& o = e["last_outcome"];
       outcome = fmt::format(
-          "#{} {}={} reward {:.4f} -> {}{}", o["decision"].get<int64_t>(), Text(o, "knob"),
+          "#{} {}={:.4g} reward {:.4f} -> {}{}", o["decision"].get<int64_t>(), Text(o, "knob"),
           o["value"].get<double>(), o["reward_before"].get<double>(),
           o["reward_after"].is_number() ? fmt::format("{:.4f}", o["reward_after"].get<double>())
                                         : std::string("?"),
