@@ -7,17 +7,6 @@
 #include <cmath>
 
 namespace moe::controller {
-namespace {
-
-const policies::KnobLimits* LimitsOf(const std::string& knob, const policies::GuardParams& g) {
-  if (knob == "capacity_factor") return &g.capacity_factor;
-  if (knob == "top_k") return &g.top_k;
-  if (knob == "noise_std") return &g.noise_std;
-  if (knob == "expert_bias") return &g.expert_bias;
-  return nullptr;
-}
-
-}  // namespace
 
 std::string_view LeverActionName(LeverAction action) {
   switch (action) {
@@ -63,7 +52,7 @@ Status LeverBook::Check(const Lever& lever, const policies::GuardParams& guard) 
   if (lever.action != LeverAction::kPin && lever.action != LeverAction::kUnpin) {
     return Status::Ok();
   }
-  const policies::KnobLimits* limits = LimitsOf(lever.knob, guard);
+  const policies::KnobLimits* limits = policies::LimitsFor(lever.knob, guard);
   if (limits == nullptr) {
     return Status::InvalidArgument(fmt::format("knob '{}' cannot be pinned; pinnable knobs: {}",
                                                lever.knob, fmt::join(PinnableKnobs(), ", ")));

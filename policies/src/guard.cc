@@ -16,14 +16,6 @@ Verdict Reject(std::string reason) {
   return verdict;
 }
 
-const KnobLimits* LimitsFor(const std::string& knob, const GuardParams& params) {
-  if (knob == "capacity_factor") return &params.capacity_factor;
-  if (knob == "top_k") return &params.top_k;
-  if (knob == "noise_std") return &params.noise_std;
-  if (knob == "expert_bias") return &params.expert_bias;
-  return nullptr;
-}
-
 Status ValidateLimits(std::string_view name, const KnobLimits& l) {
   if (!(l.min <= l.max) || !(l.max_change > 0) || !(l.min_change <= l.max_change)) {
     return Status::InvalidArgument(
@@ -82,6 +74,14 @@ Verdict JudgeVector(const Proposal& proposal, const EngineSnapshot& snapshot,
 }
 
 }  // namespace
+
+const KnobLimits* LimitsFor(const std::string& knob, const GuardParams& params) {
+  if (knob == "capacity_factor") return &params.capacity_factor;
+  if (knob == "top_k") return &params.top_k;
+  if (knob == "noise_std") return &params.noise_std;
+  if (knob == "expert_bias") return &params.expert_bias;
+  return nullptr;
+}
 
 std::string_view VerdictName(VerdictKind kind) {
   switch (kind) {

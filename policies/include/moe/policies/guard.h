@@ -56,6 +56,11 @@ struct GuardParams {
 
 Status Validate(const GuardParams& params);
 
+// The limits of `knob` ("capacity_factor", "top_k", "noise_std",
+// "expert_bias"); nullptr for a knob without scalar limits (phy2log) or an
+// unknown one.
+const KnobLimits* LimitsFor(const std::string& knob, const GuardParams& params);
+
 enum class VerdictKind { kAccepted, kClamped, kRejected };
 std::string_view VerdictName(VerdictKind kind);  // "accepted", "clamped", "rejected"
 
