@@ -55,12 +55,12 @@ struct ControlOptions {
 // defaults fit the largest public MoE models with room to spare: DeepSeek-V3
 // runs 61 MoE layers x 256 routed experts (15,616 per engine).
 struct LimitsOptions {
-  uint32_t max_layers = 128;               // Hello.num_layers
-  uint32_t max_experts = 1024;             // Hello.num_experts (routed, per layer)
-  uint64_t max_layer_experts = 131'072;    // num_layers x num_experts
-  uint32_t max_replicas = 4096;            // Hello.num_replicas (physical slots per layer)
-  uint64_t max_layer_replicas = 524'288;   // num_layers x num_replicas
-  uint32_t max_devices = 1024;             // Hello.num_devices
+  uint32_t max_layers = 128;                   // Hello.num_layers
+  uint32_t max_experts = 1024;                 // Hello.num_experts (routed, per layer)
+  uint64_t max_layer_experts = 131'072;        // num_layers x num_experts
+  uint32_t max_replicas = 4096;                // Hello.num_replicas (physical slots per layer)
+  uint64_t max_layer_replicas = 524'288;       // num_layers x num_replicas
+  uint32_t max_devices = 1024;                 // Hello.num_devices
   uint64_t window_bytes = uint64_t{64} << 20;  // figures kept per engine
 };
 
