@@ -300,7 +300,12 @@ class ControllerImpl final : public Controller {
     gone_shapes_.erase(hello.engine_id);
     bool first = !e.has_hello();
     e.OnHello(hello, now);
-    store_->UpsertEngine(hello);
+    // The engines row takes the shape and epoch, not the knob vectors (MBs
+    // for a placement of every layer, queued until written).
+    telemetry::Hello row = hello;
+    row.knobs = {};
+    row.layer_knobs.clear();
+    store_->UpsertEngine(row);
     if (first) {
       spdlog::info("engine {}: {} backend, {} layers x {} experts, epoch {}, top_k {}, cf {}",
                    hello.engine_id, hello.backend, hello.num_layers, hello.num_experts, hello.epoch,

@@ -85,11 +85,14 @@ struct PendingDecision {
 class EngineState {
  public:
   // The window holds at most `window_steps` steps and `window_bytes` bytes of
-  // their figures (StepFigures::bytes); the newest step always stays.
+  // their figures (StepFigures::bytes); the newest step always stays. The
+  // ledger's knob vectors are held to `window_bytes` too.
   EngineState(std::string engine_id, size_t window_steps, uint64_t window_bytes = UINT64_MAX)
       : engine_id_(std::move(engine_id)),
         window_steps_(window_steps),
-        window_bytes_limit_(window_bytes) {}
+        window_bytes_limit_(window_bytes) {
+    ledger_.set_max_bytes(window_bytes);
+  }
 
   // The engine's Hello (at start, on reconnect, and periodically): the
   // settings in force under its epoch go into the ledger; an epoch below

@@ -190,6 +190,29 @@ TEST_CASE("The window is bounded in bytes as well as steps; the newest step stay
   CHECK(steps.window_bytes() == 4 * one.bytes);
 }
 
+TEST_CASE("The epoch ledger holds its knob vectors to a byte bound", "[checks][window]") {
+  // 128 layers x 4096 slots of placement: 2 MiB per epoch.
+  policies::KnobValues knobs;
+  knobs.phy2log.assign(128, std::vector<uint32_t>(4096, 0));
+  EpochLedger ledger;
+  ledger.set_max_bytes(uint64_t{16} << 20);
+  for (uint64_t epoch = 1; epoch <= 100; ++epoch)
+    ledger.OnHello(epoch, knobs, false);
+  CHECK(ledger.bytes() <= uint64_t{16} << 20);
+  CHECK(ledger.size() >= 2);
+  CHECK(ledger.size() < 10);
+  CHECK(ledger.Known(100));  // the settings in force stay
+  CHECK(ledger.KnobsOf(100).phy2log.size() == 128);
+  ledger.OnSent(101, knobs);  // and a command in flight
+  CHECK(ledger.Find(101) != nullptr);
+  CHECK(ledger.Known(100));
+
+  EpochLedger unbounded;  // only kMaxEntries binds
+  for (uint64_t epoch = 1; epoch <= 20; ++epoch)
+    unbounded.OnHello(epoch, knobs, false);
+  CHECK(unbounded.size() == 20);
+}
+
 TEST_CASE("A refused message is counted by reason and touches no state", "[checks][controller]") {
   Harness h;
   h.Steps(2, 0, 0.0);
