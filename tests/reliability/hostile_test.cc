@@ -468,6 +468,67 @@ TEST_CASE("big valid steps: 30 steps of the largest shape the default budget adm
   v.Finish(r, rss.Stop(), v.rss_before + 320);
 }
 
+TEST_CASE("knob-vector bomb: Hellos of new epochs, each with every layer's bias and placement",
+          "[hostile]") {
+  Rig rig;
+  Verdict v(rig);
+  RssSampler rss(rig.daemon_pid());
+  // The largest shape the default budget admits, a bias and a placement for
+  // every layer: 2.5 MiB of knob vectors per epoch once decoded.
+  telemetry::Hello hello = ShapeHello("knob-bomb", 128, 1024, 4096, 64);
+  hello.seq = 1;
+  for (uint32_t l = 0; l < hello.num_layers; ++l) {
+    telemetry::LayerKnobs lk;
+    lk.layer = l;
+    lk.knobs.expert_bias = std::vector<float>(1024, 0.01f * static_cast<float>(l % 7));
+    std::vector<uint32_t> placement(4096);
+    for (uint32_t s = 0; s < placement.size(); ++s)
+      placement[s] = (s * 7 + l) % 1024;
+    lk.knobs.phy2log = std::move(placement);
+    hello.layer_knobs.push_back(std::move(lk));
+  }
+  Result<std::string> first = telemetry::Encode(hello);
+  REQUIRE(first.ok());
+  moe::telemetry::v1::Envelope envelope;
+  REQUIRE(envelope.ParseFromString(*first));
+  zmq::context_t context;
+  zmq::socket_t push(context, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 5000);
+  push.connect(rig.telemetry());
+  // In batches of 25, each taken before the next is sent: what is measured
+  // is what the daemon keeps, not ZeroMQ's queue of frames it has yet to
+  // read (see the big-shape attack for that).
+  constexpr int kHellos = 150;
+  constexpr int kBatch = 25;
+  for (int i = 0; i < kHellos; ++i) {
+    envelope.mutable_hello()->set_epoch(static_cast<uint64_t>(i + 1));
+    envelope.mutable_hello()->set_seq(static_cast<uint64_t>(i + 1));
+    const std::string wire = envelope.SerializeAsString();
+    REQUIRE(push.send(zmq::buffer(wire), zmq::send_flags::none));
+    if ((i + 1) % kBatch == 0) {
+      // Each is taken (the shape is within budget): the engine's epoch follows.
+      REQUIRE(
+          Rig::Await([&] { return rig.MetricValue("moectl_epoch{engine=\"knob-bomb\"}") == i + 1; },
+                     seconds(30)));
+    }
+  }
+  ReliabilityResult r;
+  r.attack = "knob-vector bomb";
+  r.test = std::string(kFile) +
+           ": knob-vector bomb: Hellos of new epochs, each with every layer's bias and placement";
+  r.tries = kHellos;
+  r.refused = 0;
+  r.notes = fmt::format(
+      "{} Hellos of 1.5 MB (128 x 1024 biases, 128 x 4096 slots) taken; the epoch ledger keeps "
+      "at most window_mib = 64 of their knob vectors (2.5 MiB each: {} epochs' worth would be "
+      "{} MiB), the engines row none",
+      kHellos, kHellos, kHellos * 5 / 2);
+  // The ledger (64 MiB) + the Hello in force and its copies while taken
+  // (2.5 MiB each) + up to a batch of 1.5 MB frames queued: before + 160 MiB
+  // (without the ledger's byte bound: 375 MiB of vectors).
+  v.Finish(r, rss.Stop(), v.rss_before + 160);
+}
+
 TEST_CASE("layer-index bomb: steps with layer 2^20 - 1", "[hostile]") {
   Rig rig;
   Verdict v(rig);
