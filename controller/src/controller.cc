@@ -523,6 +523,10 @@ class ControllerImpl final : public Controller {
         gone_.erase(oldest);
       }
       ++stats_.engines_gone;
+      // Its counters go too (exported only for tracked engines; one that
+      // returns starts them again, a counter reset to Prometheus), so ids
+      // that come and go cannot grow the recorder.
+      metrics_.Forget(id);
       it = engines_.erase(it);
     }
   }
