@@ -37,6 +37,23 @@ void ReadMetrics(TableReader table, MetricsOptions* m) {
   table.ReadDurationMs("loop_timeout", &m->loop_timeout_ms, {100, 3'600'000});
 }
 
+// [limits]: what one engine may make the daemon hold (LimitsOptions).
+void ReadEngineLimits(TableReader table, LimitsOptions* l) {
+  table.Read("max_layers", &l->max_layers, Range<int64_t>{1, 1 << 20});
+  table.Read("max_experts", &l->max_experts, Range<int64_t>{1, 1 << 20});
+  table.Read("max_replicas", &l->max_replicas, Range<int64_t>{1, 1 << 20});
+  table.Read("max_devices", &l->max_devices, Range<int64_t>{1, 1 << 20});
+  int64_t layer_experts = static_cast<int64_t>(l->max_layer_experts);
+  table.Read("max_layer_experts", &layer_experts, Range<int64_t>{1, int64_t{1} << 26});
+  l->max_layer_experts = static_cast<uint64_t>(layer_experts);
+  int64_t layer_replicas = static_cast<int64_t>(l->max_layer_replicas);
+  table.Read("max_layer_replicas", &layer_replicas, Range<int64_t>{1, int64_t{1} << 26});
+  l->max_layer_replicas = static_cast<uint64_t>(layer_replicas);
+  int64_t window_mib = static_cast<int64_t>(l->window_bytes >> 20);
+  table.Read("window_mib", &window_mib, Range<int64_t>{1, 1 << 20});
+  l->window_bytes = static_cast<uint64_t>(window_mib) << 20;
+}
+
 void ReadControl(TableReader table, ControlOptions* c) {
   table.Read("socket", &c->socket);
   if (!c->socket.empty() && c->socket.size() >= 108) {
@@ -279,6 +296,10 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   storage.Read("path", &o.db_path);
   storage.Read("batch_rows", &o.db_batch_rows, Range<int64_t>{1, 1'000'000});
   storage.ReadDurationMs("flush_interval", &o.db_flush_interval_ms, {1, 60'000});
+  storage.Read("max_queue_rows", &o.db_max_queue_rows, Range<int64_t>{1, 100'000'000});
+  int64_t queue_mib = o.db_max_queue_bytes >> 20;
+  storage.Read("max_queue_mib", &queue_mib, Range<int64_t>{1, 1 << 20});
+  o.db_max_queue_bytes = queue_mib << 20;
   int64_t retention_ms = o.raw_retention_s * 1000;
   storage.ReadDurationMs("raw_retention", &retention_ms, {0, INT64_MAX / 2});
   o.raw_retention_s = retention_ms / 1000;
@@ -295,6 +316,7 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
                  "they are made); 0 keeps them forever");
   }
 
+  ReadEngineLimits(root.Table("limits"), &o.limits);
   ReadMetrics(root.Table("metrics"), &o.metrics);
   ReadControl(root.Table("control"), &o.control);
 

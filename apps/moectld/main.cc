@@ -172,13 +172,14 @@ int main(int argc, char** argv) {
       moe::controller::ControllerStats st = (*controller)->stats();
       sd_notifyf(0,
                  "STATUS=%llu engines, %llu steps, %llu decisions (%llu sent, %llu failed), "
-                 "%llu malformed, db pending %llu, db refused %llu, db lost %llu",
+                 "%llu malformed, %llu refused, db pending %llu, db refused %llu, db lost %llu",
                  static_cast<unsigned long long>(st.engines),
                  static_cast<unsigned long long>(st.steps),
                  static_cast<unsigned long long>(st.decisions),
                  static_cast<unsigned long long>(st.commands_sent),
                  static_cast<unsigned long long>(st.failed_commands),
                  static_cast<unsigned long long>(st.malformed),
+                 static_cast<unsigned long long>(moe::controller::RefusedTotal(st)),
                  static_cast<unsigned long long>(st.store_pending),
                  static_cast<unsigned long long>(st.store_rejected),
                  static_cast<unsigned long long>(st.store_lost));

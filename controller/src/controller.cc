@@ -14,6 +14,7 @@
 #include "engine_state.h"
 #include "learner.h"
 #include "lever_book.h"
+#include "message_checks.h"
 #include "metrics_recorder.h"
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/bias_policy.h"
@@ -157,6 +158,8 @@ class ControllerImpl final : public Controller {
     ControllerStats s = stats_;
     telemetry::LinkStats link = link_->stats();
     s.malformed = link.malformed;
+    s.malformed_by_reason = link.skipped_by_reason;
+    if (s.engines_refused > 0) s.refused_by_reason["max_engines"] = s.engines_refused;
     s.sequence_gaps = 0;
     for (const auto& [engine, gaps] : link.gaps)
       s.sequence_gaps += gaps;
@@ -192,7 +195,9 @@ class ControllerImpl final : public Controller {
   EngineState& Engine(const std::string& id) {
     auto it = engines_.find(id);
     if (it == engines_.end()) {
-      it = engines_.emplace(id, EngineState(id, options_.window_steps)).first;
+      it =
+          engines_.emplace(id, EngineState(id, options_.window_steps, options_.limits.window_bytes))
+              .first;
       if (std::optional<uint64_t> through = learner_.RestoredThrough(id)) {
         it->second.ledger().MarkLearntThrough(*through);
       }
@@ -226,6 +231,14 @@ class ControllerImpl final : public Controller {
     int64_t now = clock_->NowNanos();
     const std::string& id = EngineIdOf(inbound);
     if (!id.empty()) {
+      if (std::optional<Refusal> refusal = Check(inbound)) {
+        uint64_t n = ++stats_.refused_by_reason[refusal->reason];
+        if (LogThisOne(n)) {
+          spdlog::warn("engine {}: message refused ({}, {} so far): {}", id, refusal->reason, n,
+                       refusal->detail);
+        }
+        return;
+      }
       auto it = engines_.find(id);
       if (it == engines_.end() && engines_.size() >= static_cast<size_t>(options_.max_engines)) {
         ++stats_.engines_refused;
@@ -259,11 +272,40 @@ class ControllerImpl final : public Controller {
         inbound.message);
   }
 
+  // A Hello against the [limits], a step against its engine's Hello
+  // (message_checks.h); nullopt when the message may touch state.
+  std::optional<Refusal> Check(const telemetry::Inbound& inbound) const {
+    if (const auto* hello = std::get_if<telemetry::Hello>(&inbound.message)) {
+      return CheckHello(*hello, options_.limits);
+    }
+    if (const auto* step = std::get_if<telemetry::StepRecord>(&inbound.message)) {
+      auto it = engines_.find(step->engine_id);
+      if (it != engines_.end() && it->second.has_hello()) {
+        return CheckStep(*step, it->second.hello());
+      }
+      // An engine back after it was gone: the shape of its last Hello.
+      auto gone = gone_shapes_.find(step->engine_id);
+      if (gone != gone_shapes_.end()) return CheckStep(*step, gone->second);
+      {
+        // Its shape is unknown, so nothing in it can be checked or used; the
+        // engine sends its Hello on every (re)connect and periodically.
+        return Refusal{"no_hello", "a step from an engine that has not sent its Hello"};
+      }
+    }
+    return std::nullopt;
+  }
+
   void OnHello(const telemetry::Hello& hello, int64_t now) {
     EngineState& e = Engine(hello.engine_id);
+    gone_shapes_.erase(hello.engine_id);
     bool first = !e.has_hello();
     e.OnHello(hello, now);
-    store_->UpsertEngine(hello);
+    // The engines row takes the shape and epoch, not the knob vectors (MBs
+    // for a placement of every layer, queued until written).
+    telemetry::Hello row = hello;
+    row.knobs = {};
+    row.layer_knobs.clear();
+    store_->UpsertEngine(row);
     if (first) {
       spdlog::info("engine {}: {} backend, {} layers x {} experts, epoch {}, top_k {}, cf {}",
                    hello.engine_id, hello.backend, hello.num_layers, hello.num_experts, hello.epoch,
@@ -465,13 +507,26 @@ class ControllerImpl final : public Controller {
           "evicted, its rows stay",
           id, (now - e.last_seen_ns()) / kNanosPerMilli, options_.engine_expiry_ms);
       gone_[id] = e.last_seen_ns();
+      if (e.has_hello()) {
+        // Its shape (not its knobs: they may be large), so that its steps
+        // are taken when it speaks again before its next Hello.
+        telemetry::Hello shape = e.hello();
+        shape.knobs = {};
+        shape.layer_knobs.clear();
+        gone_shapes_[id] = std::move(shape);
+      }
       if (gone_.size() > kMaxGoneRemembered) {
         auto oldest =
             std::min_element(gone_.begin(), gone_.end(),
                              [](const auto& a, const auto& b) { return a.second < b.second; });
+        gone_shapes_.erase(oldest->first);
         gone_.erase(oldest);
       }
       ++stats_.engines_gone;
+      // Its counters go too (exported only for tracked engines; one that
+      // returns starts them again, a counter reset to Prometheus), so ids
+      // that come and go cannot grow the recorder.
+      metrics_.Forget(id);
       it = engines_.erase(it);
     }
   }
@@ -528,9 +583,11 @@ class ControllerImpl final : public Controller {
       ControllerStats s = stats();
       spdlog::info(
           "progress: {} engines, {} steps, {} decisions ({} advisory), {} commands ({} failed, {} "
-          "rollbacks), {} malformed, {} gaps, db pending {}, db refused {}, db lost {}",
+          "rollbacks), {} malformed{}, {} refused{}, {} gaps, db pending {}, db refused {}, db "
+          "lost {}",
           s.engines, s.steps, s.decisions, s.advisory, s.commands_sent, s.failed_commands,
-          s.rollbacks, s.malformed, s.sequence_gaps, s.store_pending, s.store_rejected,
+          s.rollbacks, s.malformed, ReasonList(s.malformed_by_reason), RefusedTotal(s),
+          ReasonList(s.refused_by_reason), s.sequence_gaps, s.store_pending, s.store_rejected,
           s.store_lost);
     }
   }
@@ -885,6 +942,8 @@ class ControllerImpl final : public Controller {
   std::map<std::pair<std::string, uint64_t>, SentCommand> sent_;
   Learner learner_;
   LeverBook levers_;
+  // The shapes of the engines in gone_ that had sent a Hello.
+  std::map<std::string, telemetry::Hello> gone_shapes_;
   std::map<std::string, int64_t> gone_;             // engine id -> its last message (recently gone)
   std::map<std::string, uint64_t> highest_epochs_;  // per engine, from the database at start
   ControllerStats stats_;
@@ -1105,6 +1164,9 @@ Status Validate(const ControllerOptions& o) {
   MOE_RETURN_IF_ERROR(policies::Validate(o.eplb));
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
+  MOE_RETURN_IF_ERROR(Validate(o.limits));
+  if (o.db_max_queue_rows <= 0) return bad("db_max_queue_rows", "must be > 0");
+  if (o.db_max_queue_bytes <= 0) return bad("db_max_queue_bytes", "must be > 0");
   return Status::Ok();
 }
 
@@ -1122,6 +1184,8 @@ Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& 
   storage::StoreOptions store_options;
   store_options.path = options.db_path;
   store_options.batch_rows = static_cast<size_t>(options.db_batch_rows);
+  store_options.max_queue = static_cast<size_t>(options.db_max_queue_rows);
+  store_options.max_queue_bytes = static_cast<size_t>(options.db_max_queue_bytes);
   store_options.flush_interval = std::chrono::milliseconds(options.db_flush_interval_ms);
   store_options.raw_retention = std::chrono::seconds(options.raw_retention_s);
   store_options.rollup_retention = std::chrono::seconds(options.rollup_retention_s);

@@ -55,6 +55,13 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   if (quality_n > 0) f.quality_error = quality_sum / quality_n;
   if (demand_n > 0) f.demand_max_over_mean = demand_sum / demand_n;
   f.migration_us = record.placement_move_us;
+  f.bytes = sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
+            (f.layer_tokens.capacity() + f.all_to_all_us.capacity()) * sizeof(double) +
+            f.device_rows.capacity() * sizeof(std::vector<double>);
+  for (const policies::LayerEstimate& e : f.layers)
+    f.bytes += (e.expert_load.capacity() + e.expert_demand.capacity()) * sizeof(double);
+  for (const std::vector<double>& rows : f.device_rows)
+    f.bytes += rows.capacity() * sizeof(double);
   return f;
 }
 
@@ -98,10 +105,19 @@ std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) con
 void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   bool restarted = has_hello_ && hello.epoch < epoch_;
   if (!has_hello_ && hello.knobs.top_k) reference_top_k_ = *hello.knobs.top_k;
+  // A new shape (the engine restarted with another model) makes the old
+  // steps meaningless too.
+  const bool reshaped =
+      has_hello_ &&
+      (hello.num_layers != hello_.num_layers || hello.num_experts != hello_.num_experts ||
+       hello.num_replicas != hello_.num_replicas || hello.num_devices != hello_.num_devices);
+  if (restarted || reshaped) {
+    window_.clear();
+    window_bytes_ = 0;
+  }
   hello_ = hello;
   has_hello_ = true;
   epoch_ = hello.epoch;
-  if (restarted) window_.clear();
   // The Hello holds every knob in force; what it lacks keeps the defaults.
   policies::KnobValues knobs;
   const telemetry::KnobSet& k = hello.knobs;
@@ -133,9 +149,13 @@ std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record,
   epoch_ = std::max(epoch_, record.epoch);
   ledger_.OnStep(record.epoch);
   window_.push_back(Summarise(record));
+  window_bytes_ += window_.back().bytes;
   FitCostModel(record);
-  while (window_.size() > window_steps_)
+  while (window_.size() > 1 &&
+         (window_.size() > window_steps_ || window_bytes_ > window_bytes_limit_)) {
+    window_bytes_ -= window_.front().bytes;
     window_.pop_front();
+  }
   return ended;
 }
 

@@ -46,6 +46,7 @@ struct StepFigures {
   std::vector<std::vector<double>> device_rows;
   std::vector<double> all_to_all_us;
   double migration_us = 0;
+  uint64_t bytes = 0;  // what these figures hold, vectors included (Summarise sets it)
 };
 
 StepFigures Summarise(const telemetry::StepRecord& record);
@@ -83,8 +84,15 @@ struct PendingDecision {
 
 class EngineState {
  public:
-  EngineState(std::string engine_id, size_t window_steps)
-      : engine_id_(std::move(engine_id)), window_steps_(window_steps) {}
+  // The window holds at most `window_steps` steps and `window_bytes` bytes of
+  // their figures (StepFigures::bytes); the newest step always stays. The
+  // ledger's knob vectors are held to `window_bytes` too.
+  EngineState(std::string engine_id, size_t window_steps, uint64_t window_bytes = UINT64_MAX)
+      : engine_id_(std::move(engine_id)),
+        window_steps_(window_steps),
+        window_bytes_limit_(window_bytes) {
+    ledger_.set_max_bytes(window_bytes);
+  }
 
   // The engine's Hello (at start, on reconnect, and periodically): the
   // settings in force under its epoch go into the ledger; an epoch below
@@ -119,6 +127,9 @@ class EngineState {
   void Touch(int64_t now_ns) { last_seen_ns_ = std::max(last_seen_ns_, now_ns); }
   int64_t last_seen_ns() const { return last_seen_ns_; }
   uint64_t steps_seen() const { return steps_seen_; }
+  // Steps in the window and the bytes their figures hold.
+  size_t window_size() const { return window_.size(); }
+  uint64_t window_bytes() const { return window_bytes_; }
 
   // The scalar in force (vector knobs: the largest |element|).
   double KnobValue(const std::string& knob) const;
@@ -165,6 +176,8 @@ class EngineState {
  private:
   std::string engine_id_;
   size_t window_steps_;
+  uint64_t window_bytes_limit_;
+  uint64_t window_bytes_ = 0;
   bool has_hello_ = false;
   telemetry::Hello hello_;
   uint64_t epoch_ = 0;

@@ -94,8 +94,29 @@ void EpochLedger::MarkLearnt(uint64_t epoch) {
   if (it != entries_.end()) it->second.learnt = true;
 }
 
+namespace {
+
+uint64_t BytesOf(const policies::KnobValues& k) {
+  uint64_t bytes = 0;
+  for (const std::vector<float>& layer : k.expert_bias)
+    bytes += sizeof(layer) + layer.capacity() * sizeof(float);
+  for (const std::vector<uint32_t>& layer : k.phy2log)
+    bytes += sizeof(layer) + layer.capacity() * sizeof(uint32_t);
+  return bytes;
+}
+
+}  // namespace
+
+uint64_t EpochLedger::bytes() const {
+  uint64_t total = 0;
+  for (const auto& [epoch, entry] : entries_)
+    total += BytesOf(entry.knobs);
+  return total;
+}
+
 void EpochLedger::Trim() {
-  while (entries_.size() > kMaxEntries) {
+  uint64_t total = max_bytes_ == UINT64_MAX ? 0 : bytes();
+  while (entries_.size() > kMaxEntries || (total > max_bytes_ && entries_.size() > 2)) {
     // Keep the newest applied entry: it holds the settings in force.
     auto newest_applied = entries_.end();
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
@@ -103,6 +124,7 @@ void EpochLedger::Trim() {
     }
     auto victim = entries_.begin();
     if (victim == newest_applied) ++victim;
+    if (max_bytes_ != UINT64_MAX) total -= BytesOf(victim->second.knobs);
     entries_.erase(victim);
   }
 }

@@ -40,6 +40,12 @@ class EpochLedger {
  public:
   // Most epochs kept; the oldest go first (the newest applied one stays).
   static constexpr size_t kMaxEntries = 256;
+  // Also at most this many bytes of knob vectors (expert_bias, phy2log) over
+  // all entries; the newest applied entry and the newest entry always stay.
+  // (A placement of every layer can take MBs: 256 of them, hundreds.)
+  void set_max_bytes(uint64_t max_bytes) { max_bytes_ = max_bytes; }
+  // Bytes of knob vectors held now.
+  uint64_t bytes() const;
 
   // The engine's Hello: `knobs` are in force under `epoch` (kApplied).
   // `restarted` (the Hello's epoch is below the one its telemetry showed, or
@@ -81,6 +87,7 @@ class EpochLedger {
 
   std::map<uint64_t, EpochEntry> entries_;
   std::optional<uint64_t> learnt_through_;
+  uint64_t max_bytes_ = UINT64_MAX;
 };
 
 std::string_view EpochStatusName(EpochStatus status);

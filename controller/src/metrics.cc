@@ -53,6 +53,13 @@ Result<std::string> RenderMetrics(const MetricsSnapshot& s, bool per_layer,
   w.Family("moectl_engine_messages_refused_total", kCounter,
            "Messages dropped because max_engines engines were tracked already.");
   w.Sample({}, static_cast<double>(s.engines_refused));
+  w.Family("moectl_messages_refused_total", kCounter,
+           "Messages skipped, by reason: frames, decode, channel, identity (the transport); "
+           "shape_budget, hello_mismatch, no_hello, layer_index, array_length, epoch_range, "
+           "max_engines (checked against the engine's Hello and [limits]).");
+  for (const auto& [reason, n] : s.skipped_by_reason) {
+    w.Sample({{"reason", reason}}, static_cast<double>(n));
+  }
   w.Family("moectl_operator_levers_total", kCounter,
            "Operator levers pulled through the control socket, done or refused.");
   w.Sample({}, static_cast<double>(s.levers));

@@ -41,6 +41,9 @@ MetricsSnapshot MetricsRecorder::Snapshot(const ControllerStats& stats,
   s.commands_sent = stats.commands_sent;
   s.engines_gone = stats.engines_gone;
   s.engines_refused = stats.engines_refused;
+  s.skipped_by_reason = link.skipped_by_reason;
+  for (const auto& [reason, n] : stats.refused_by_reason)
+    s.skipped_by_reason[reason] += n;
   s.levers = stats.levers;
   s.acks = stats.acks;
   s.failed_commands = stats.failed_commands;

@@ -161,17 +161,22 @@ void StoreImpl::AppendStep(const telemetry::StepRecord& record) {
   // Packed on the caller's thread, outside the lock: the queue holds the
   // row as written, a fraction of the record's size.
   PackedStep packed = PackStep(record);
+  const size_t bytes =
+      sizeof(Op) + packed.engine_id.size() + packed.layers.size() + packed.loads.size();
   std::lock_guard lock(mu_);
-  if (!closed_ && queued_rows_ + inflight_rows_ >= options_.max_queue) {
+  const size_t pending_bytes = queued_bytes_ + inflight_bytes_;
+  if (!closed_ && (queued_rows_ + inflight_rows_ >= options_.max_queue ||
+                   (pending_bytes > 0 && pending_bytes + bytes > options_.max_queue_bytes))) {
     ++stats_.rejected;
     // Log the first refusal and then every power of two, not every one.
     if ((stats_.rejected & (stats_.rejected - 1)) == 0) {
-      spdlog::warn("storage: write queue full ({} rows pending); refused {} step records so far",
-                   queued_rows_ + inflight_rows_, stats_.rejected);
+      spdlog::warn(
+          "storage: write queue full ({} rows, {} bytes pending); refused {} step records so far",
+          queued_rows_ + inflight_rows_, pending_bytes, stats_.rejected);
     }
     return;
   }
-  EnqueueLocked(std::move(packed), rows);
+  EnqueueLocked(std::move(packed), rows, bytes);
 }
 
 void StoreImpl::RecordEpoch(const EpochRow& row) {
@@ -300,7 +305,7 @@ Status StoreImpl::Prepare() {
   return Status::Ok();
 }
 
-void StoreImpl::EnqueueLocked(Payload payload, size_t rows) {
+void StoreImpl::EnqueueLocked(Payload payload, size_t rows, size_t bytes) {
   if (closed_) {
     uint64_t n = ++stats_.ignored_after_close;
     if ((n & (n - 1)) == 0) {
@@ -308,13 +313,15 @@ void StoreImpl::EnqueueLocked(Payload payload, size_t rows) {
     }
     return;
   }
-  queue_.push_back(Op{++next_ticket_, rows, std::move(payload)});
+  queue_.push_back(Op{++next_ticket_, rows, std::move(payload), bytes});
   queued_rows_ += rows;
+  queued_bytes_ += bytes;
   if (queued_rows_ >= options_.batch_rows) work_cv_.notify_one();
 }
 
 void StoreImpl::TakeBatchLocked(std::vector<Op>* batch) {
   size_t rows = 0;
+  size_t bytes = 0;
   while (!queue_.empty()) {
     Op& op = queue_.front();
     if (!batch->empty() &&
@@ -322,11 +329,14 @@ void StoreImpl::TakeBatchLocked(std::vector<Op>* batch) {
       break;
     }
     rows += op.rows;
+    bytes += op.bytes;
     batch->push_back(std::move(op));
     queue_.pop_front();
   }
   queued_rows_ -= rows;
   inflight_rows_ = rows;
+  queued_bytes_ -= bytes;
+  inflight_bytes_ = bytes;
   inflight_ops_ = batch->size();
 }
 
@@ -394,7 +404,7 @@ void StoreImpl::WriterLoop() {
         ++stats_.transactions;
         stats_.failing = false;
         batch.clear();
-        inflight_rows_ = inflight_ops_ = 0;
+        inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
         failing = false;
         backoff = kMinBackoff;
         done_cv_.notify_all();
@@ -414,17 +424,18 @@ void StoreImpl::WriterLoop() {
                         stats_.discarded, stats_.last_error);
           committed_ticket_ = batch.back().ticket;
           batch.clear();
-          inflight_rows_ = inflight_ops_ = 0;
+          inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
           done_cv_.notify_all();
           continue;
         }
         isolate_until_ticket_ = batch.back().ticket;
         for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
           queued_rows_ += it->rows;
+          queued_bytes_ += it->bytes;
           queue_.push_front(std::move(*it));
         }
         batch.clear();
-        inflight_rows_ = inflight_ops_ = 0;
+        inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
         continue;
       } else {
         note_failure(status, fmt::format("write of {} records to", batch.size()));

@@ -78,6 +78,7 @@ struct Op {
   uint64_t ticket = 0;
   size_t rows = 1;
   Payload payload;
+  size_t bytes = 0;  // step records only: what counts against max_queue_bytes
 };
 
 struct BatchCounts {
@@ -172,7 +173,7 @@ class StoreImpl final : public Store {
   }
 
   // store.cc
-  void EnqueueLocked(Payload payload, size_t rows);
+  void EnqueueLocked(Payload payload, size_t rows, size_t bytes = 0);
   void TakeBatchLocked(std::vector<Op>* batch);
   void WriterLoop();
   Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts);
@@ -239,7 +240,9 @@ class StoreImpl final : public Store {
   std::condition_variable done_cv_;  // wakes Flush, RunRetention and Close
   std::deque<Op> queue_;
   size_t queued_rows_ = 0;
-  size_t inflight_rows_ = 0;  // in the writer's current (possibly failing) batch
+  size_t inflight_rows_ = 0;   // in the writer's current (possibly failing) batch
+  size_t queued_bytes_ = 0;    // Op::bytes queued
+  size_t inflight_bytes_ = 0;  // Op::bytes in the writer's current batch
   size_t inflight_ops_ = 0;
   uint64_t next_ticket_ = 0;           // last ticket handed out
   uint64_t committed_ticket_ = 0;      // every write up to this ticket is done

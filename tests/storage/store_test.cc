@@ -522,6 +522,39 @@ TEST_CASE("a full queue refuses telemetry but never decisions", "[store]") {
   CHECK(store->stats().rejected == 20);
 }
 
+TEST_CASE("the queue is bounded in bytes too: a few huge records cannot fill memory", "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  StoreOptions options = TestOptions(path);
+  options.busy_timeout = std::chrono::milliseconds(10);
+  options.max_queue = 1'000'000;  // rows never bind here
+  options.max_queue_bytes = size_t{1} << 20;
+  options.batch_rows = 1;
+  auto store = OpenStore(options, &clock);
+
+  RawDb blocker(path);
+  REQUIRE(blocker.Exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+  // One layer of 65,536 experts: about 200 KiB packed here (at least 128 KiB).
+  constexpr int kSteps = 20;
+  for (int s = 0; s < kSteps; ++s)
+    store->AppendStep(MakeStep("e1", s, s * kSecond, 1, 65'536));
+  store->RecordDecision(MakeDecision("e1", 1, "capacity"));  // never refused
+  const StoreStats stats = store->stats();
+  const uint64_t accepted = kSteps - stats.rejected;
+  CHECK(accepted >= 1);  // an empty queue always takes one
+  CHECK(accepted <= 8);
+  CHECK(stats.rejected >= kSteps - 8);
+
+  REQUIRE(blocker.Exec("COMMIT") == SQLITE_OK);
+  REQUIRE(store->Flush(std::chrono::seconds(20)).ok());
+  auto reader = OpenReader(path);
+  CHECK(AllSteps(*reader).size() == accepted);
+  // Written, the bytes are free again: the next record is taken.
+  store->AppendStep(MakeStep("e1", kSteps, kSteps * kSecond, 1, 65'536));
+  CHECK(store->stats().rejected == stats.rejected);
+}
+
 TEST_CASE("a write SQLite rejects for good is discarded without blocking the rest", "[store]") {
   TempDir dir;
   FakeClock clock;

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,9 +38,18 @@ struct ControllerStats {
   uint64_t engines = 0;          // engines tracked now (not gone)
   uint64_t engines_gone = 0;     // engines evicted after engine_expiry
   uint64_t engines_refused = 0;  // messages dropped: a new engine id beyond max_engines
-  uint64_t levers = 0;           // operator levers pulled (done or refused)
-  uint64_t decisions = 0;        // decisions recorded (any verdict)
-  uint64_t advisory = 0;         // decisions recorded instead of sent (advisory mode)
+  // Messages that decoded but were refused against the engine's Hello or the
+  // [limits], by reason (controller/src/message_checks.h names them:
+  // shape_budget, hello_mismatch, no_hello, layer_index, array_length,
+  // epoch_range). Each was dropped before it touched any state.
+  // (stats() adds "max_engines": engines_refused.)
+  std::map<std::string, uint64_t> refused_by_reason;
+  // Messages that did not decode or came on the wrong channel or under an
+  // id the sender may not speak for, by reason (telemetry::LinkStats).
+  std::map<std::string, uint64_t> malformed_by_reason;
+  uint64_t levers = 0;     // operator levers pulled (done or refused)
+  uint64_t decisions = 0;  // decisions recorded (any verdict)
+  uint64_t advisory = 0;   // decisions recorded instead of sent (advisory mode)
   uint64_t commands_sent = 0;
   uint64_t acks = 0;
   uint64_t failed_commands = 0;  // send failures, negative acks, ack timeouts
@@ -49,6 +59,11 @@ struct ControllerStats {
   uint64_t store_rejected = 0;  // telemetry the database queue refused (full)
   uint64_t store_lost = 0;      // every write refused or lost (StoreStats::lost())
 };
+
+// Every message refused (refused_by_reason, max_engines included).
+uint64_t RefusedTotal(const ControllerStats& stats);
+// " (reason n, reason n)" for the nonzero counts, "" when there are none.
+std::string ReasonList(const std::map<std::string, uint64_t>& by_reason);
 
 class Controller {
  public:

@@ -67,6 +67,9 @@ struct MetricsSnapshot {
   uint64_t engines_gone = 0;     // engines expired after engine_expiry
   uint64_t engines_refused = 0;  // messages dropped: a new engine id beyond max_engines
   uint64_t levers = 0;           // operator levers pulled, done or refused
+  // Every message skipped, by reason: the link's (frames, decode, channel,
+  // identity) and the controller's (ControllerStats::refused_by_reason).
+  std::map<std::string, uint64_t> skipped_by_reason;
   // Storage.
   uint64_t db_pending = 0;       // writes queued, not yet committed
   uint64_t db_write_errors = 0;  // failed write attempts (retried)

@@ -48,6 +48,22 @@ struct ControlOptions {
 };
 
 // What the controller does with a decision the guard lets through.
+// What one engine may make the daemon hold ([limits] in controller.toml).
+// A Hello over the shape budget is refused (no state is made from it); the
+// per-engine window of recent steps holds at most `window_steps` steps and at
+// most `window_bytes` bytes of figures (the newest step always stays). The
+// defaults fit the largest public MoE models with room to spare: DeepSeek-V3
+// runs 61 MoE layers x 256 routed experts (15,616 per engine).
+struct LimitsOptions {
+  uint32_t max_layers = 128;                   // Hello.num_layers
+  uint32_t max_experts = 1024;                 // Hello.num_experts (routed, per layer)
+  uint64_t max_layer_experts = 131'072;        // num_layers x num_experts
+  uint32_t max_replicas = 4096;                // Hello.num_replicas (physical slots per layer)
+  uint64_t max_layer_replicas = 524'288;       // num_layers x num_replicas
+  uint32_t max_devices = 1024;                 // Hello.num_devices
+  uint64_t window_bytes = uint64_t{64} << 20;  // figures kept per engine
+};
+
 enum class ControlMode {
   kActive,    // sends it as a command, measures it, rolls it back if worse
   kAdvisory,  // records it (status "advisory", with its predicted gain); sends nothing
@@ -78,6 +94,10 @@ struct ControllerOptions {
   int64_t raw_retention_s = 0;       // 0: keep raw per-step rows forever
   int64_t rollup_retention_s = 0;    // 0: keep per-minute rollups forever
   int64_t decision_retention_s = 0;  // 0: keep decisions forever (in-flight ones always stay)
+  // The write queue: step records beyond this many pending rows or bytes
+  // (packed, as queued) are refused and counted (StoreStats::rejected).
+  int64_t db_max_queue_rows = 200'000;
+  int64_t db_max_queue_bytes = int64_t{256} << 20;
 
   // How often the policy pipeline runs for each engine.
   int64_t cadence_ms = 1000;
@@ -98,6 +118,7 @@ struct ControllerOptions {
   int64_t stale_after_ms = 10'000;
   int64_t engine_expiry_ms = 600'000;
   int64_t max_engines = 1024;
+  LimitsOptions limits;
 
   std::string log_level = "info";
 

@@ -72,6 +72,11 @@ struct StoreOptions {
   // StepRecord is refused (counted in stats().rejected). Other writes are
   // never refused.
   size_t max_queue = 200000;
+  // Bytes of pending step records (packed, as queued: a fraction of the
+  // record's decoded size) beyond which a new StepRecord is refused the same
+  // way, so a few huge records cannot hold hundreds of MB. A record is always
+  // taken into an empty queue.
+  size_t max_queue_bytes = size_t{256} << 20;
   // Raw per-step rows older than this (by their timestamp, against
   // Clock::NowNanos, rounded down to a whole minute) are rolled up into
   // per-minute rows and deleted; 0 keeps raw rows forever.
