@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "audit_json.h"
+#include "controller_impl.h"
 #include "engine_state.h"
 #include "learner.h"
 #include "lever_book.h"
@@ -32,20 +33,6 @@ namespace moe::controller {
 namespace {
 
 using nlohmann::json;
-
-constexpr int64_t kNanosPerMilli = 1'000'000;
-// A decision whose epoch never gathers enough steps is measured on what it has
-// after this long, so one silent engine cannot hold its pipeline forever.
-constexpr int64_t kOutcomeTimeoutMs = 60'000;
-// Commands never acked are forgotten after this many ack timeouts.
-constexpr int64_t kForgetUnackedFactor = 10;
-// Most messages handled in one Poll before running due work.
-constexpr int kMaxMessagesPerPoll = 2000;
-
-// Gone engines remembered for `moectl status` (the oldest forgotten first).
-constexpr size_t kMaxGoneRemembered = 256;
-// A pin the engine does not run is sent again no sooner than this.
-constexpr int64_t kPinRetryMs = 30'000;
 
 // A rejection's identity for folding repeats: policy, knob and layer pick the
 // run; the value and the reason with every number masked (cooldowns count
@@ -76,1042 +63,702 @@ LearnerOptions LearnerOptionsOf(const ControllerOptions& o) {
   return l;
 }
 
-class ControllerImpl final : public Controller {
- public:
-  ControllerImpl(const ControllerOptions& options, Clock* clock,
-                 std::unique_ptr<telemetry::ControllerLink> link,
-                 std::unique_ptr<storage::Store> store)
-      : options_(options),
-        clock_(clock),
-        link_(std::move(link)),
-        store_(std::move(store)),
-        learner_(LearnerOptionsOf(options)) {
-    next_progress_ns_ = clock_->NowNanos() + options_.progress_interval_ms * kNanosPerMilli;
+}  // namespace
+
+ControllerImpl::ControllerImpl(const ControllerOptions& options, Clock* clock,
+                               std::unique_ptr<telemetry::ControllerLink> link,
+                               std::unique_ptr<storage::Store> store)
+    : options_(options),
+      clock_(clock),
+      link_(std::move(link)),
+      store_(std::move(store)),
+      learner_(LearnerOptionsOf(options)) {
+  next_progress_ns_ = clock_->NowNanos() + options_.progress_interval_ms * kNanosPerMilli;
+}
+
+Status ControllerImpl::Poll(std::chrono::milliseconds wait) {
+  std::chrono::milliseconds timeout = wait;
+  for (int i = 0; i < kMaxMessagesPerPoll; ++i) {
+    Result<std::optional<telemetry::Inbound>> in = link_->Receive(timeout);
+    if (!in.ok()) return in.status();
+    if (!in->has_value()) break;
+    Handle(std::move(**in));
+    timeout = std::chrono::milliseconds(0);
   }
+  RunDue();
+  return Status::Ok();
+}
 
-  ~ControllerImpl() override { (void)Shutdown(); }
-
-  Status Poll(std::chrono::milliseconds wait) override {
-    std::chrono::milliseconds timeout = wait;
-    for (int i = 0; i < kMaxMessagesPerPoll; ++i) {
-      Result<std::optional<telemetry::Inbound>> in = link_->Receive(timeout);
-      if (!in.ok()) return in.status();
-      if (!in->has_value()) break;
-      Handle(std::move(**in));
-      timeout = std::chrono::milliseconds(0);
-    }
-    RunDue();
-    return Status::Ok();
+Status ControllerImpl::Reload(const ControllerOptions& options) {
+  MOE_RETURN_IF_ERROR(Validate(options));
+  std::vector<std::string> fixed;
+  if (options.telemetry_endpoint != options_.telemetry_endpoint) {
+    fixed.push_back("telemetry_endpoint");
   }
+  if (options.command_endpoint != options_.command_endpoint) fixed.push_back("command_endpoint");
+  if (options.db_path != options_.db_path) fixed.push_back("db_path");
+  if (options.curve_secret_key != options_.curve_secret_key ||
+      options.engine_keys != options_.engine_keys || options.insecure != options_.insecure) {
+    fixed.push_back("curve keys");
+  }
+  if (!fixed.empty()) {
+    return Status::FailedPrecondition(
+        fmt::format("reload cannot change {} (restart moectld for that); nothing was changed",
+                    fmt::join(fixed, ", ")));
+  }
+  for (auto& [id, e] : engines_) {
+    (void)e;
+    if (options.ModeOf(id) != options_.ModeOf(id)) {
+      spdlog::info("engine {}: mode {} -> {}", id, ControlModeName(options_.ModeOf(id)),
+                   ControlModeName(options.ModeOf(id)));
+    }
+  }
+  const bool knob_changed = learner_.Reload(LearnerOptionsOf(options));
+  options_ = options;
+  if (knob_changed) {
+    // What was learnt of the new knob before is in the database.
+    Status flushed = store_ ? store_->Flush() : Status::Ok();
+    Status restored = flushed.ok() ? learner_.Restore(options_.db_path) : flushed;
+    if (!restored.ok()) {
+      spdlog::warn("learning: cannot read back samples of {}: {}", options_.learning.knob,
+                   restored.ToString());
+    }
+  }
+  spdlog::info("configuration reloaded: cadence {} ms, policies {}, mode {}{}", options_.cadence_ms,
+               EnabledPolicies(), ControlModeName(options_.mode),
+               options_.engine_modes.empty()
+                   ? std::string()
+                   : fmt::format(" ({} engine overrides)", options_.engine_modes.size()));
+  return Status::Ok();
+}
 
-  Status Reload(const ControllerOptions& options) override {
-    MOE_RETURN_IF_ERROR(Validate(options));
-    std::vector<std::string> fixed;
-    if (options.telemetry_endpoint != options_.telemetry_endpoint) {
-      fixed.push_back("telemetry_endpoint");
+Status ControllerImpl::Shutdown() {
+  if (!store_) return Status::Ok();
+  Status s = store_->Close();
+  store_.reset();
+  return s;
+}
+
+ControllerStats ControllerImpl::stats() const {
+  ControllerStats s = stats_;
+  telemetry::LinkStats link = link_->stats();
+  s.malformed = link.malformed;
+  s.malformed_by_reason = link.skipped_by_reason;
+  if (s.engines_refused > 0) s.refused_by_reason["max_engines"] = s.engines_refused;
+  s.sequence_gaps = 0;
+  for (const auto& [engine, gaps] : link.gaps)
+    s.sequence_gaps += gaps;
+  s.engines = engines_.size();
+  if (store_) {
+    storage::StoreStats st = store_->stats();
+    s.store_pending = st.pending;
+    s.store_write_errors = st.write_errors;
+    s.store_rejected = st.rejected;
+    s.store_lost = st.lost();
+  }
+  return s;
+}
+
+MetricsSnapshot ControllerImpl::metrics(bool per_layer) const {
+  std::optional<storage::StoreStats> store;
+  if (store_) store = store_->stats();
+  return metrics_.Snapshot(stats(), store ? &*store : nullptr, link_->stats(), engines_,
+                           clock_->NowNanos(), per_layer);
+}
+
+EngineState& ControllerImpl::Engine(const std::string& id) {
+  auto it = engines_.find(id);
+  if (it == engines_.end()) {
+    it = engines_.emplace(id, EngineState(id, options_.window_steps, options_.limits.window_bytes))
+             .first;
+    if (std::optional<uint64_t> through = learner_.RestoredThrough(id)) {
+      it->second.ledger().MarkLearntThrough(*through);
     }
-    if (options.command_endpoint != options_.command_endpoint) fixed.push_back("command_endpoint");
-    if (options.db_path != options_.db_path) fixed.push_back("db_path");
-    if (options.curve_secret_key != options_.curve_secret_key ||
-        options.engine_keys != options_.engine_keys || options.insecure != options_.insecure) {
-      fixed.push_back("curve keys");
-    }
-    if (!fixed.empty()) {
-      return Status::FailedPrecondition(
-          fmt::format("reload cannot change {} (restart moectld for that); nothing was changed",
-                      fmt::join(fixed, ", ")));
-    }
-    for (auto& [id, e] : engines_) {
-      (void)e;
-      if (options.ModeOf(id) != options_.ModeOf(id)) {
-        spdlog::info("engine {}: mode {} -> {}", id, ControlModeName(options_.ModeOf(id)),
-                     ControlModeName(options.ModeOf(id)));
+    auto issued = highest_epochs_.find(id);
+    if (issued != highest_epochs_.end()) it->second.ReserveEpochsThrough(issued->second);
+    const bool returned = gone_.erase(id) > 0;
+    spdlog::info("engine {}: {} ({} mode)", id,
+                 returned ? "back after it was gone" : "first message",
+                 ControlModeName(ModeOf(id)));
+  }
+  return it->second;
+}
+
+const std::string& ControllerImpl::EngineIdOf(const telemetry::Inbound& inbound) {
+  static const std::string kNone;
+  return std::visit(
+      [](const auto& message) -> const std::string& {
+        using T = std::decay_t<decltype(message)>;
+        if constexpr (std::is_same_v<T, telemetry::Command>) {
+          return kNone;
+        } else {
+          return message.engine_id;
+        }
+      },
+      inbound.message);
+}
+
+void ControllerImpl::Handle(telemetry::Inbound inbound) {
+  ++stats_.messages;
+  int64_t now = clock_->NowNanos();
+  const std::string& id = EngineIdOf(inbound);
+  if (!id.empty()) {
+    if (std::optional<Refusal> refusal = Check(inbound)) {
+      uint64_t n = ++stats_.refused_by_reason[refusal->reason];
+      if (LogThisOne(n)) {
+        spdlog::warn("engine {}: message refused ({}, {} so far): {}", id, refusal->reason, n,
+                     refusal->detail);
       }
+      return;
     }
-    const bool knob_changed = learner_.Reload(LearnerOptionsOf(options));
-    options_ = options;
-    if (knob_changed) {
-      // What was learnt of the new knob before is in the database.
-      Status flushed = store_ ? store_->Flush() : Status::Ok();
-      Status restored = flushed.ok() ? learner_.Restore(options_.db_path) : flushed;
-      if (!restored.ok()) {
-        spdlog::warn("learning: cannot read back samples of {}: {}", options_.learning.knob,
-                     restored.ToString());
-      }
-    }
-    spdlog::info("configuration reloaded: cadence {} ms, policies {}, mode {}{}",
-                 options_.cadence_ms, EnabledPolicies(), ControlModeName(options_.mode),
-                 options_.engine_modes.empty()
-                     ? std::string()
-                     : fmt::format(" ({} engine overrides)", options_.engine_modes.size()));
-    return Status::Ok();
-  }
-
-  Status Shutdown() override {
-    if (!store_) return Status::Ok();
-    Status s = store_->Close();
-    store_.reset();
-    return s;
-  }
-
-  ControllerStats stats() const override {
-    ControllerStats s = stats_;
-    telemetry::LinkStats link = link_->stats();
-    s.malformed = link.malformed;
-    s.malformed_by_reason = link.skipped_by_reason;
-    if (s.engines_refused > 0) s.refused_by_reason["max_engines"] = s.engines_refused;
-    s.sequence_gaps = 0;
-    for (const auto& [engine, gaps] : link.gaps)
-      s.sequence_gaps += gaps;
-    s.engines = engines_.size();
-    if (store_) {
-      storage::StoreStats st = store_->stats();
-      s.store_pending = st.pending;
-      s.store_write_errors = st.write_errors;
-      s.store_rejected = st.rejected;
-      s.store_lost = st.lost();
-    }
-    return s;
-  }
-
-  MetricsSnapshot metrics(bool per_layer) const override {
-    std::optional<storage::StoreStats> store;
-    if (store_) store = store_->stats();
-    return metrics_.Snapshot(stats(), store ? &*store : nullptr, link_->stats(), engines_,
-                             clock_->NowNanos(), per_layer);
-  }
-
-  Result<LeverOutcome> Pull(const Lever& lever) override;
-  std::vector<EngineStatus> EngineStatuses() const override;
-
-  std::string telemetry_endpoint() const override { return link_->telemetry_endpoint(); }
-  std::string command_endpoint() const override { return link_->command_endpoint(); }
-
- private:
-  // Where a decision comes from: a policy, the guard's rollback of one, or an
-  // operator's pin (never rolled back).
-  enum class Origin { kPolicy, kRollback, kOperator };
-
-  EngineState& Engine(const std::string& id) {
     auto it = engines_.find(id);
-    if (it == engines_.end()) {
-      it =
-          engines_.emplace(id, EngineState(id, options_.window_steps, options_.limits.window_bytes))
-              .first;
-      if (std::optional<uint64_t> through = learner_.RestoredThrough(id)) {
-        it->second.ledger().MarkLearntThrough(*through);
+    if (it == engines_.end() && engines_.size() >= static_cast<size_t>(options_.max_engines)) {
+      ++stats_.engines_refused;
+      // The first refusal and then every power of two.
+      if ((stats_.engines_refused & (stats_.engines_refused - 1)) == 0) {
+        spdlog::warn(
+            "engine {}: message dropped: {} engines are tracked (max_engines); {} dropped so "
+            "far",
+            id, engines_.size(), stats_.engines_refused);
       }
-      auto issued = highest_epochs_.find(id);
-      if (issued != highest_epochs_.end()) it->second.ReserveEpochsThrough(issued->second);
-      const bool returned = gone_.erase(id) > 0;
-      spdlog::info("engine {}: {} ({} mode)", id,
-                   returned ? "back after it was gone" : "first message",
-                   ControlModeName(ModeOf(id)));
-    }
-    return it->second;
-  }
-
-  // The engine id a message speaks for.
-  static const std::string& EngineIdOf(const telemetry::Inbound& inbound) {
-    static const std::string kNone;
-    return std::visit(
-        [](const auto& message) -> const std::string& {
-          using T = std::decay_t<decltype(message)>;
-          if constexpr (std::is_same_v<T, telemetry::Command>) {
-            return kNone;
-          } else {
-            return message.engine_id;
-          }
-        },
-        inbound.message);
-  }
-
-  void Handle(telemetry::Inbound inbound) {
-    ++stats_.messages;
-    int64_t now = clock_->NowNanos();
-    const std::string& id = EngineIdOf(inbound);
-    if (!id.empty()) {
-      if (std::optional<Refusal> refusal = Check(inbound)) {
-        uint64_t n = ++stats_.refused_by_reason[refusal->reason];
-        if (LogThisOne(n)) {
-          spdlog::warn("engine {}: message refused ({}, {} so far): {}", id, refusal->reason, n,
-                       refusal->detail);
-        }
-        return;
-      }
-      auto it = engines_.find(id);
-      if (it == engines_.end() && engines_.size() >= static_cast<size_t>(options_.max_engines)) {
-        ++stats_.engines_refused;
-        // The first refusal and then every power of two.
-        if ((stats_.engines_refused & (stats_.engines_refused - 1)) == 0) {
-          spdlog::warn(
-              "engine {}: message dropped: {} engines are tracked (max_engines); {} dropped so "
-              "far",
-              id, engines_.size(), stats_.engines_refused);
-        }
-        return;
-      }
-      Engine(id).Touch(now);
-    }
-    std::visit(
-        [&](auto& message) {
-          using T = std::decay_t<decltype(message)>;
-          if constexpr (std::is_same_v<T, telemetry::StepRecord>) {
-            OnStep(message, now);
-          } else if constexpr (std::is_same_v<T, telemetry::Hello>) {
-            OnHello(message, now);
-          } else if constexpr (std::is_same_v<T, telemetry::Ack>) {
-            OnAck(message, now);
-          } else if constexpr (std::is_same_v<T, telemetry::Heartbeat>) {
-            Engine(message.engine_id);
-          } else {
-            spdlog::warn("ignoring a Command message from {}: engines do not send commands",
-                         inbound.peer);
-          }
-        },
-        inbound.message);
-  }
-
-  // A Hello against the [limits], a step against its engine's Hello
-  // (message_checks.h); nullopt when the message may touch state.
-  std::optional<Refusal> Check(const telemetry::Inbound& inbound) const {
-    if (const auto* hello = std::get_if<telemetry::Hello>(&inbound.message)) {
-      return CheckHello(*hello, options_.limits);
-    }
-    if (const auto* step = std::get_if<telemetry::StepRecord>(&inbound.message)) {
-      auto it = engines_.find(step->engine_id);
-      if (it != engines_.end() && it->second.has_hello()) {
-        return CheckStep(*step, it->second.hello());
-      }
-      // An engine back after it was gone: the shape of its last Hello.
-      auto gone = gone_shapes_.find(step->engine_id);
-      if (gone != gone_shapes_.end()) return CheckStep(*step, gone->second);
-      {
-        // Its shape is unknown, so nothing in it can be checked or used; the
-        // engine sends its Hello on every (re)connect and periodically.
-        return Refusal{"no_hello", "a step from an engine that has not sent its Hello"};
-      }
-    }
-    return std::nullopt;
-  }
-
-  void OnHello(const telemetry::Hello& hello, int64_t now) {
-    EngineState& e = Engine(hello.engine_id);
-    gone_shapes_.erase(hello.engine_id);
-    bool first = !e.has_hello();
-    e.OnHello(hello, now);
-    // The engines row takes the shape and epoch, not the knob vectors (MBs
-    // for a placement of every layer, queued until written).
-    telemetry::Hello row = hello;
-    row.knobs = {};
-    row.layer_knobs.clear();
-    store_->UpsertEngine(row);
-    if (first) {
-      spdlog::info("engine {}: {} backend, {} layers x {} experts, epoch {}, top_k {}, cf {}",
-                   hello.engine_id, hello.backend, hello.num_layers, hello.num_experts, hello.epoch,
-                   e.knobs().top_k, e.knobs().capacity_factor);
-      store_->RecordEpoch({hello.engine_id, hello.epoch, now,
-                           json({{"top_k", e.knobs().top_k},
-                                 {"capacity_factor", e.knobs().capacity_factor},
-                                 {"source", "engine hello"}})
-                               .dump(),
-                           0});
-    }
-    // The Hello names the epoch in force: it settles an ack that timed out.
-    std::optional<PendingDecision>& pending = e.pending();
-    if (pending && pending->ack_unknown) {
-      if (hello.epoch >= pending->epoch) {
-        SettleApplied(e, std::nullopt, fmt::format("a Hello reports epoch {}", hello.epoch), now);
-      } else {
-        SettleNotApplied(e, fmt::format("a Hello reports epoch {} in force", hello.epoch), now);
-      }
-    }
-  }
-
-  void OnStep(const telemetry::StepRecord& record, int64_t now) {
-    ++stats_.steps;
-    EngineState& e = Engine(record.engine_id);
-    std::optional<uint64_t> ended = e.OnStep(record, now);
-    metrics_.OnStep(record);
-    store_->AppendStep(record);
-    // Every epoch is learnt when it ends, also one rolled back at once.
-    if (ended) learner_.MaybeLearn(e, *ended, /*ended=*/true, now, store_.get());
-    std::optional<PendingDecision>& pending = e.pending();
-    if (pending && pending->ack_unknown) {
-      if (record.epoch >= pending->epoch) {
-        SettleApplied(e, record.step,
-                      fmt::format("step {} ran under epoch {}", record.step, record.epoch), now);
-      } else if (++pending->steps_since_timeout >= options_.outcome_steps) {
-        SettleNotApplied(e,
-                         fmt::format("{} steps ran under epoch {} after the timeout",
-                                     pending->steps_since_timeout, record.epoch),
-                         now);
-      }
-    }
-    if (pending && pending->acked && e.StepsUnder(pending->epoch) >= options_.outcome_steps) {
-      Measure(e, now);
-    }
-  }
-
-  // The pending decision's ack timed out but telemetry shows the engine runs
-  // its epoch: from here on it is measured like an acked one.
-  void SettleApplied(EngineState& e, std::optional<uint64_t> at_step, const std::string& why,
-                     int64_t now) {
-    PendingDecision& pending = *e.pending();
-    pending.ack_unknown = false;
-    pending.acked = true;
-    telemetry::Ack ack;
-    ack.engine_id = e.engine_id();
-    ack.epoch = pending.epoch;
-    ack.applied = true;
-    ack.applied_at_step = at_step.value_or(0);
-    ack.error = "no ack; settled by telemetry: " + why;
-    ack.timestamp_ns = now;
-    store_->RecordAck(pending.decision_id, ack);
-    auto sent = sent_.find({e.engine_id(), pending.epoch});
-    if (sent != sent_.end()) {
-      const SentCommand& cmd = sent->second;
-      store_->RecordEpoch({e.engine_id(), pending.epoch, now,
-                           ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
-                           cmd.decision_id});
-      sent_.erase(sent);
-    }
-    spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(),
-                 pending.epoch, why);
-  }
-
-  // The pending decision's ack timed out and telemetry shows the engine did
-  // not take it: the decision is over.
-  void SettleNotApplied(EngineState& e, const std::string& why, int64_t now) {
-    PendingDecision pending = *e.pending();
-    e.pending().reset();
-    telemetry::Ack ack;
-    ack.engine_id = e.engine_id();
-    ack.epoch = pending.epoch;
-    ack.applied = false;
-    ack.error = fmt::format("no ack within {} ms; not applied: {}", options_.ack_timeout_ms, why);
-    ack.timestamp_ns = now;
-    store_->RecordAck(pending.decision_id, ack);
-    e.ledger().OnNotApplied(pending.epoch);
-    sent_.erase({e.engine_id(), pending.epoch});
-    spdlog::warn("engine {}: epoch {} was not applied ({})", e.engine_id(), pending.epoch, why);
-  }
-
-  void OnAck(const telemetry::Ack& ack, int64_t now) {
-    ++stats_.acks;
-    EngineState& e = Engine(ack.engine_id);
-    auto sent = sent_.find({ack.engine_id, ack.epoch});
-    if (sent == sent_.end()) {
-      spdlog::warn("engine {}: ack for epoch {} matches no command sent by this controller",
-                   ack.engine_id, ack.epoch);
       return;
     }
+    Engine(id).Touch(now);
+  }
+  std::visit(
+      [&](auto& message) {
+        using T = std::decay_t<decltype(message)>;
+        if constexpr (std::is_same_v<T, telemetry::StepRecord>) {
+          OnStep(message, now);
+        } else if constexpr (std::is_same_v<T, telemetry::Hello>) {
+          OnHello(message, now);
+        } else if constexpr (std::is_same_v<T, telemetry::Ack>) {
+          OnAck(message, now);
+        } else if constexpr (std::is_same_v<T, telemetry::Heartbeat>) {
+          Engine(message.engine_id);
+        } else {
+          spdlog::warn("ignoring a Command message from {}: engines do not send commands",
+                       inbound.peer);
+        }
+      },
+      inbound.message);
+}
+
+std::optional<Refusal> ControllerImpl::Check(const telemetry::Inbound& inbound) const {
+  if (const auto* hello = std::get_if<telemetry::Hello>(&inbound.message)) {
+    return CheckHello(*hello, options_.limits);
+  }
+  if (const auto* step = std::get_if<telemetry::StepRecord>(&inbound.message)) {
+    auto it = engines_.find(step->engine_id);
+    if (it != engines_.end() && it->second.has_hello()) {
+      return CheckStep(*step, it->second.hello());
+    }
+    // An engine back after it was gone: the shape of its last Hello.
+    auto gone = gone_shapes_.find(step->engine_id);
+    if (gone != gone_shapes_.end()) return CheckStep(*step, gone->second);
+    {
+      // Its shape is unknown, so nothing in it can be checked or used; the
+      // engine sends its Hello on every (re)connect and periodically.
+      return Refusal{"no_hello", "a step from an engine that has not sent its Hello"};
+    }
+  }
+  return std::nullopt;
+}
+
+void ControllerImpl::OnHello(const telemetry::Hello& hello, int64_t now) {
+  EngineState& e = Engine(hello.engine_id);
+  gone_shapes_.erase(hello.engine_id);
+  bool first = !e.has_hello();
+  e.OnHello(hello, now);
+  // The engines row takes the shape and epoch, not the knob vectors (MBs
+  // for a placement of every layer, queued until written).
+  telemetry::Hello row = hello;
+  row.knobs = {};
+  row.layer_knobs.clear();
+  store_->UpsertEngine(row);
+  if (first) {
+    spdlog::info("engine {}: {} backend, {} layers x {} experts, epoch {}, top_k {}, cf {}",
+                 hello.engine_id, hello.backend, hello.num_layers, hello.num_experts, hello.epoch,
+                 e.knobs().top_k, e.knobs().capacity_factor);
+    store_->RecordEpoch({hello.engine_id, hello.epoch, now,
+                         json({{"top_k", e.knobs().top_k},
+                               {"capacity_factor", e.knobs().capacity_factor},
+                               {"source", "engine hello"}})
+                             .dump(),
+                         0});
+  }
+  // The Hello names the epoch in force: it settles an ack that timed out.
+  std::optional<PendingDecision>& pending = e.pending();
+  if (pending && pending->ack_unknown) {
+    if (hello.epoch >= pending->epoch) {
+      SettleApplied(e, std::nullopt, fmt::format("a Hello reports epoch {}", hello.epoch), now);
+    } else {
+      SettleNotApplied(e, fmt::format("a Hello reports epoch {} in force", hello.epoch), now);
+    }
+  }
+}
+
+void ControllerImpl::OnStep(const telemetry::StepRecord& record, int64_t now) {
+  ++stats_.steps;
+  EngineState& e = Engine(record.engine_id);
+  std::optional<uint64_t> ended = e.OnStep(record, now);
+  metrics_.OnStep(record);
+  store_->AppendStep(record);
+  // Every epoch is learnt when it ends, also one rolled back at once.
+  if (ended) learner_.MaybeLearn(e, *ended, /*ended=*/true, now, store_.get());
+  std::optional<PendingDecision>& pending = e.pending();
+  if (pending && pending->ack_unknown) {
+    if (record.epoch >= pending->epoch) {
+      SettleApplied(e, record.step,
+                    fmt::format("step {} ran under epoch {}", record.step, record.epoch), now);
+    } else if (++pending->steps_since_timeout >= options_.outcome_steps) {
+      SettleNotApplied(e,
+                       fmt::format("{} steps ran under epoch {} after the timeout",
+                                   pending->steps_since_timeout, record.epoch),
+                       now);
+    }
+  }
+  if (pending && pending->acked && e.StepsUnder(pending->epoch) >= options_.outcome_steps) {
+    Measure(e, now);
+  }
+}
+
+void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_step,
+                                   const std::string& why, int64_t now) {
+  PendingDecision& pending = *e.pending();
+  pending.ack_unknown = false;
+  pending.acked = true;
+  telemetry::Ack ack;
+  ack.engine_id = e.engine_id();
+  ack.epoch = pending.epoch;
+  ack.applied = true;
+  ack.applied_at_step = at_step.value_or(0);
+  ack.error = "no ack; settled by telemetry: " + why;
+  ack.timestamp_ns = now;
+  store_->RecordAck(pending.decision_id, ack);
+  auto sent = sent_.find({e.engine_id(), pending.epoch});
+  if (sent != sent_.end()) {
     const SentCommand& cmd = sent->second;
-    store_->RecordAck(cmd.decision_id, ack);
-    std::optional<PendingDecision>& pending = e.pending();
-    bool is_pending = pending && pending->epoch == ack.epoch;
-    if (!ack.applied) {
-      ++stats_.failed_commands;
-      spdlog::warn("engine {}: refused epoch {}: {}", ack.engine_id, ack.epoch, ack.error);
-      e.ledger().OnRefused(ack.epoch);
-      if (is_pending) pending.reset();
-      sent_.erase(sent);
-      return;
-    }
-    e.ledger().OnAcked(ack.epoch);
-    store_->RecordEpoch({ack.engine_id, ack.epoch, now,
+    store_->RecordEpoch({e.engine_id(), pending.epoch, now,
                          ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
                          cmd.decision_id});
-    spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
-                 cmd.change.knob, cmd.change.value, ack.applied_at_step);
-    if (is_pending) {
-      pending->acked = true;
-      pending->ack_unknown = false;
-    }
     sent_.erase(sent);
   }
+  spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(), pending.epoch,
+               why);
+}
 
-  // The mode in force: a `mode` lever's, else controller.toml's.
-  ControlMode ModeOf(const std::string& engine_id) const {
-    return levers_.mode(engine_id).value_or(options_.ModeOf(engine_id));
+void ControllerImpl::SettleNotApplied(EngineState& e, const std::string& why, int64_t now) {
+  PendingDecision pending = *e.pending();
+  e.pending().reset();
+  telemetry::Ack ack;
+  ack.engine_id = e.engine_id();
+  ack.epoch = pending.epoch;
+  ack.applied = false;
+  ack.error = fmt::format("no ack within {} ms; not applied: {}", options_.ack_timeout_ms, why);
+  ack.timestamp_ns = now;
+  store_->RecordAck(pending.decision_id, ack);
+  e.ledger().OnNotApplied(pending.epoch);
+  sent_.erase({e.engine_id(), pending.epoch});
+  spdlog::warn("engine {}: epoch {} was not applied ({})", e.engine_id(), pending.epoch, why);
+}
+
+void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
+  ++stats_.acks;
+  EngineState& e = Engine(ack.engine_id);
+  auto sent = sent_.find({ack.engine_id, ack.epoch});
+  if (sent == sent_.end()) {
+    spdlog::warn("engine {}: ack for epoch {} matches no command sent by this controller",
+                 ack.engine_id, ack.epoch);
+    return;
   }
-
-  // A scalar pin is in force when the engine runs that value; a bias pin when
-  // every element of every layer is at it.
-  static bool PinInForce(const EngineState& e, const std::string& knob, double value) {
-    if (!policies::IsVectorKnob(knob)) return std::abs(e.KnobValue(knob) - value) < 1e-9;
-    for (const std::vector<float>& layer : e.KnobVectors(knob)) {
-      for (float x : layer) {
-        if (std::abs(static_cast<double>(x) - value) > 1e-7) return false;
-      }
-    }
-    return true;
+  const SentCommand& cmd = sent->second;
+  store_->RecordAck(cmd.decision_id, ack);
+  std::optional<PendingDecision>& pending = e.pending();
+  bool is_pending = pending && pending->epoch == ack.epoch;
+  if (!ack.applied) {
+    ++stats_.failed_commands;
+    spdlog::warn("engine {}: refused epoch {}: {}", ack.engine_id, ack.epoch, ack.error);
+    e.ledger().OnRefused(ack.epoch);
+    if (is_pending) pending.reset();
+    sent_.erase(sent);
+    return;
   }
-
-  // Sends the first pin whose value the engine does not run (not within
-  // kPinRetryMs of the last try of that pin). Returns the decision id, or 0
-  // when nothing was sent.
-  int64_t ApplyPins(EngineState& e, const policies::EngineSnapshot& snapshot, int64_t now) {
-    if (ModeOf(e.engine_id()) == ControlMode::kAdvisory || e.pending() || !e.has_hello()) return 0;
-    for (const auto& [knob, pin] : levers_.Pins(e.engine_id(), now)) {
-      if (PinInForce(e, knob, pin.value)) continue;
-      int64_t& tried = e.pin_tried_ns[knob];
-      if (tried != 0 && now - tried < kPinRetryMs * kNanosPerMilli) continue;
-      tried = now;
-      policies::Proposal proposal;
-      proposal.policy = "operator";
-      proposal.knob = knob;
-      proposal.current = e.KnobValue(knob);
-      proposal.value = pin.value;
-      proposal.reason =
-          fmt::format("pinned by operator lever {} ({}: {})", pin.action_id, pin.who, pin.reason);
-      policies::Verdict verdict;
-      verdict.kind = policies::VerdictKind::kAccepted;
-      verdict.value = pin.value;
-      verdict.reason = "operator pin, within the guard's bounds";
-      if (policies::IsVectorKnob(knob)) {
-        proposal.current_vectors = e.KnobVectors(knob);
-        verdict.vectors.assign(
-            e.hello().num_layers,
-            std::vector<float>(e.hello().num_experts, static_cast<float>(pin.value)));
-        proposal.vectors = verdict.vectors;
-      }
-      e.guard_state().last_change_ns[knob] = now;
-      return Decide(e, snapshot, proposal, verdict, Origin::kOperator, now);
-    }
-    return 0;
+  e.ledger().OnAcked(ack.epoch);
+  store_->RecordEpoch({ack.engine_id, ack.epoch, now,
+                       ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
+                       cmd.decision_id});
+  spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
+               cmd.change.knob, cmd.change.value, ack.applied_at_step);
+  if (is_pending) {
+    pending->acked = true;
+    pending->ack_unknown = false;
   }
+  sent_.erase(sent);
+}
 
-  // Engines silent for engine_expiry are gone: state evicted, rows kept, a
-  // decision in flight closed as unknown.
-  void ExpireEngines(int64_t now) {
-    const int64_t expiry = options_.engine_expiry_ms * kNanosPerMilli;
-    for (auto it = engines_.begin(); it != engines_.end();) {
-      EngineState& e = it->second;
-      if (now - e.last_seen_ns() <= expiry) {
-        ++it;
-        continue;
-      }
-      const std::string id = e.engine_id();
-      if (e.pending()) {
-        store_->RecordUnknown(e.pending()->decision_id,
-                              fmt::format("engine {} went silent for {} ms before the outcome "
-                                          "was measured",
-                                          id, (now - e.last_seen_ns()) / kNanosPerMilli),
-                              now);
-      }
-      std::erase_if(sent_, [&](const auto& entry) { return entry.first.first == id; });
-      store_->MarkEngineGone(id, now);
-      spdlog::warn(
-          "engine {}: gone (no message for {} ms, engine_expiry {} ms); its state is "
-          "evicted, its rows stay",
-          id, (now - e.last_seen_ns()) / kNanosPerMilli, options_.engine_expiry_ms);
-      gone_[id] = e.last_seen_ns();
-      if (e.has_hello()) {
-        // Its shape (not its knobs: they may be large), so that its steps
-        // are taken when it speaks again before its next Hello.
-        telemetry::Hello shape = e.hello();
-        shape.knobs = {};
-        shape.layer_knobs.clear();
-        gone_shapes_[id] = std::move(shape);
-      }
-      if (gone_.size() > kMaxGoneRemembered) {
-        auto oldest =
-            std::min_element(gone_.begin(), gone_.end(),
-                             [](const auto& a, const auto& b) { return a.second < b.second; });
-        gone_shapes_.erase(oldest->first);
-        gone_.erase(oldest);
-      }
-      ++stats_.engines_gone;
-      // Its counters go too (exported only for tracked engines; one that
-      // returns starts them again, a counter reset to Prometheus), so ids
-      // that come and go cannot grow the recorder.
-      metrics_.Forget(id);
-      it = engines_.erase(it);
-    }
+void ControllerImpl::RunDue() {
+  int64_t now = clock_->NowNanos();
+  ExpireEngines(now);
+  for (const auto& [engine, knob] : levers_.Expire(now)) {
+    spdlog::info("engine {}: the pin on {} lapsed; the policies may change it again", engine, knob);
   }
-
-  void RunDue() {
-    int64_t now = clock_->NowNanos();
-    ExpireEngines(now);
-    for (const auto& [engine, knob] : levers_.Expire(now)) {
-      spdlog::info("engine {}: the pin on {} lapsed; the policies may change it again", engine,
-                   knob);
-    }
-    for (auto& [id, e] : engines_) {
-      std::optional<PendingDecision>& pending = e.pending();
-      const int64_t waited = pending ? now - pending->sent_ns : 0;
-      if (pending && !pending->acked && !pending->ack_unknown &&
-          waited > options_.ack_timeout_ms * kNanosPerMilli) {
-        // Lost on the way there or back: telemetry will tell which.
-        telemetry::Ack timeout;
-        timeout.engine_id = id;
-        timeout.epoch = pending->epoch;
-        timeout.applied = false;
-        timeout.error = fmt::format(
-            "no ack within {} ms; applied or not is unknown until "
-            "telemetry shows it",
-            options_.ack_timeout_ms);
-        timeout.timestamp_ns = now;
-        store_->RecordAck(pending->decision_id, timeout);
-        ++stats_.failed_commands;
-        spdlog::warn("engine {}: epoch {}: {}", id, pending->epoch, timeout.error);
-        pending->ack_unknown = true;
-        e.ledger().OnAckTimeout(pending->epoch);
-      } else if (pending && pending->ack_unknown &&
-                 waited > kForgetUnackedFactor * options_.ack_timeout_ms * kNanosPerMilli) {
-        // A silent engine: stop waiting; its epoch stays unknown in the ledger.
-        spdlog::warn("engine {}: epoch {}: still unknown after {} ms; the decision is dropped", id,
-                     pending->epoch, waited / kNanosPerMilli);
-        pending.reset();
-      } else if (pending && pending->acked &&
-                 now - pending->sent_ns > kOutcomeTimeoutMs * kNanosPerMilli) {
-        Measure(e, now);
-      }
-      if (now >= e.next_policy_run_ns) {
-        e.next_policy_run_ns = now + options_.cadence_ms * kNanosPerMilli;
-        RunPolicies(e, now);
-      }
-    }
-    // A late ack is still taken (the engine did apply it), but not forever.
-    std::erase_if(sent_, [&](const auto& entry) {
-      return now - entry.second.sent_ns >
-             kForgetUnackedFactor * options_.ack_timeout_ms * kNanosPerMilli;
-    });
-    if (options_.progress_interval_ms > 0 && now >= next_progress_ns_) {
-      next_progress_ns_ = now + options_.progress_interval_ms * kNanosPerMilli;
-      ControllerStats s = stats();
-      spdlog::info(
-          "progress: {} engines, {} steps, {} decisions ({} advisory), {} commands ({} failed, {} "
-          "rollbacks), {} malformed{}, {} refused{}, {} gaps, db pending {}, db refused {}, db "
-          "lost {}",
-          s.engines, s.steps, s.decisions, s.advisory, s.commands_sent, s.failed_commands,
-          s.rollbacks, s.malformed, ReasonList(s.malformed_by_reason), RefusedTotal(s),
-          ReasonList(s.refused_by_reason), s.sequence_gaps, s.store_pending, s.store_rejected,
-          s.store_lost);
-    }
-  }
-
-  // The enabled policies in the order they are asked, e.g. "capacity, bias".
-  std::string EnabledPolicies() const {
-    std::vector<std::string> on;
-    for (const std::string& name : options_.policy_order) {
-      if ((name == "capacity" && options_.capacity_enabled) ||
-          (name == "bias" && options_.bias_enabled) ||
-          (name == "adaptive_k" && options_.adaptive_k_enabled) ||
-          (name == "noise" && options_.noise_enabled) ||
-          (name == "replication" && options_.replication_enabled) ||
-          (name == "learning" && options_.learning_enabled) ||
-          (name == "counterfactual" && options_.counterfactual_enabled) ||
-          (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) ||
-          (name == "eplb" && options_.eplb_enabled)) {
-        on.push_back(name);
-      }
-    }
-    return on.empty() ? std::string("none") : fmt::format("{}", fmt::join(on, ", "));
-  }
-
-  // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
-  std::optional<policies::Proposal> Ask(const std::string& name,
-                                        const policies::EngineSnapshot& snapshot,
-                                        const policies::GuardState& guard_state) {
-    if (name == "capacity" && options_.capacity_enabled) {
-      return policies::ProposeCapacity(snapshot, options_.capacity);
-    }
-    if (name == "bias" && options_.bias_enabled) {
-      return policies::ProposeBias(snapshot, options_.bias);
-    }
-    if (name == "adaptive_k" && options_.adaptive_k_enabled) {
-      return policies::ProposeAdaptiveK(snapshot, options_.adaptive_k);
-    }
-    if (name == "noise" && options_.noise_enabled) {
-      return policies::ProposeNoise(snapshot, options_.noise);
-    }
-    if (name == "replication" && options_.replication_enabled) {
-      // Planning is costly: not while the guard would refuse any placement.
-      if (policies::CooldownLeftMs("phy2log", snapshot.now_ns, options_.guard, guard_state) > 0) {
-        return std::nullopt;
-      }
-      policies::ReplicationPolicyParams params = options_.replication;
-      params.clock = clock_;  // a deadline per layer; a frozen test clock never expires
-      return plans_.Ask(snapshot, params);
-    }
-    if (name == "counterfactual" && options_.counterfactual_enabled) {
-      return policies::ProposeCounterfactualCapacity(snapshot, options_.counterfactual,
-                                                     options_.reward);
-    }
-    if (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) {
-      return policies::ProposeDynamicCapacity(snapshot, options_.dynamic_capacity);
-    }
-    if (name == "eplb" && options_.eplb_enabled) {
-      return policies::ProposePeriodicEplb(snapshot, options_.eplb);
-    }
-    if (name == "learning" && options_.learning_enabled) {
-      return policies::ProposeLearning(snapshot, options_.learning,
-                                       learner_.StateOf(snapshot.engine_id));
-    }
-    return std::nullopt;
-  }
-
-  void RunPolicies(EngineState& e, int64_t now) {
-    if (!e.has_hello()) return;
-    policies::EngineSnapshot snapshot = e.Snapshot(now);
-    learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
-    // One change in flight per engine: its outcome is measured before the next.
-    if (e.pending()) return;
-    if (ApplyPins(e, snapshot, now) != 0) return;
-    if (levers_.paused(e.engine_id())) return;
-    for (const std::string& name : options_.policy_order) {
-      std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
-      if (!proposal) continue;
-      policies::Verdict verdict;
-      if (const PinState* pin = levers_.Pin(e.engine_id(), proposal->knob, now)) {
-        verdict.kind = policies::VerdictKind::kRejected;
-        verdict.reason =
-            fmt::format("{} is pinned at {} by operator lever {} ({}: {}){}", proposal->knob,
-                        pin->value, pin->action_id, pin->who, pin->reason,
-                        pin->until_ns ? fmt::format(" until {}", *pin->until_ns) : std::string());
-      } else {
-        verdict = policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
-        JudgePlacement(*proposal, snapshot, &verdict);
-      }
-      Decide(e, snapshot, *proposal, verdict, Origin::kPolicy, now);
-      if (verdict.kind != policies::VerdictKind::kRejected) return;
-    }
-  }
-
-  // With the counterfactual policy on, a placement is judged on the window's
-  // own demand too: one that is not predicted to gain min_gain is rejected.
-  void JudgePlacement(const policies::Proposal& proposal, const policies::EngineSnapshot& snapshot,
-                      policies::Verdict* verdict) const {
-    if (!options_.counterfactual_enabled || !policies::IsPlacementKnob(proposal.knob) ||
-        verdict->kind == policies::VerdictKind::kRejected || !snapshot.cost_model.calibrated) {
-      return;
-    }
-    const double gain = policies::PlacementGain(snapshot, verdict->placements,
-                                                options_.counterfactual, options_.reward);
-    if (gain < options_.counterfactual.min_gain) {
-      verdict->kind = policies::VerdictKind::kRejected;
-      verdict->reason = fmt::format(
-          "predicted reward gain {:.5f} per step on the window's own demand is below "
-          "counterfactual.min_gain {}",
-          gain, options_.counterfactual.min_gain);
-    }
-  }
-
-  // Records the decision and, unless rejected or advisory, sends it. Returns
-  // its row's id (0 when folded into an earlier identical rejection).
-  int64_t Decide(EngineState& e, const policies::EngineSnapshot& snapshot,
-                 const policies::Proposal& proposal, const policies::Verdict& verdict,
-                 Origin origin, int64_t now) {
-    ++stats_.decisions;
-    if (verdict.kind == policies::VerdictKind::kRejected) {
-      const std::string run =
-          fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer);
-      const std::string key = RejectionKey(proposal, verdict.reason);
-      auto it = e.rejection_runs.find(run);
-      if (it != e.rejection_runs.end() && it->second.key == key) {
-        // The same rejection again: counted on its first row.
-        metrics_.OnDecision(e.engine_id(), proposal.policy, "rejected");
-        store_->RecordRepeat(it->second.decision_id, ++it->second.repeats, now);
-        return 0;
-      }
-    } else {
-      e.rejection_runs.clear();
-    }
-    storage::DecisionRow row;
-    row.engine_id = e.engine_id();
-    row.created_ns = now;
-    row.policy = proposal.policy;
-    row.layer = proposal.layer;
-    row.knob = proposal.knob;
-    const std::string regime = policies::RegimeOf(snapshot, options_.learning);
-    row.inputs_json = SnapshotJson(snapshot, regime).dump();
-    json proposal_json = {{"knob", proposal.knob},
-                          {"layer", proposal.layer},
-                          {"current", proposal.current},
-                          {"value", proposal.value},
-                          {"reason", proposal.reason}};
-    if (policies::IsVectorKnob(proposal.knob)) {
-      proposal_json["changes"] = VectorChangesJson(proposal.current_vectors, proposal.vectors);
-    }
-    if (policies::IsPlacementKnob(proposal.knob)) {
-      proposal_json["changes"] =
-          PlacementChangesJson(proposal.current_placements, proposal.placements);
-    }
-    row.proposal_json = proposal_json.dump();
-    row.verdict = std::string(policies::VerdictName(verdict.kind));
-    row.verdict_reason = verdict.reason;
-    const Prediction prediction =
-        Predict(proposal.knob, proposal.current,
-                verdict.kind == policies::VerdictKind::kRejected ? proposal.value : verdict.value,
-                snapshot, options_.reward, options_.learning, learner_.StateOf(e.engine_id()));
-    row.predicted_gain = prediction.gain();
-    row.prediction_json = prediction.Json();
-    metrics_.OnDecision(row.engine_id, row.policy, row.verdict);
-    if (verdict.kind == policies::VerdictKind::kRejected) {
-      row.status = "rejected";
-      const int64_t id = store_->RecordDecision(std::move(row));
-      e.rejection_runs[fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer)] = {
-          RejectionKey(proposal, verdict.reason), id, 0};
-      spdlog::debug("engine {}: {} {} -> {} rejected: {}", e.engine_id(), proposal.knob,
-                    proposal.current, proposal.value, verdict.reason);
-      return id;
-    }
-    KnobChange change{proposal.knob, verdict.value, verdict.vectors, verdict.placements};
-    const std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
-    const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
-                                                          ? e.Placements()
-                                                          : std::vector<std::vector<uint32_t>>{};
-    if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
-      // Decided and audited as if active; nothing goes to the engine.
-      ++stats_.advisory;
-      row.command_json = ChangeJson(change, in_force, placed).dump();
-      row.status = "advisory";
-      int64_t id = store_->RecordDecision(std::move(row));
-      spdlog::info(
-          "engine {}: advisory decision {}: would set {} {} -> {} ({}); predicted gain {}",
-          e.engine_id(), id, proposal.knob, proposal.current, verdict.value, proposal.reason,
-          prediction.gain() ? fmt::format("{:.4f}", *prediction.gain()) : std::string("unknown"));
-      return id;
-    }
-    telemetry::Command command;
-    command.engine_id = e.engine_id();
-    command.epoch = e.NextEpoch();
-    command.issued_ns = now;
-    AddChange(change, in_force, placed, &command);
-    command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
-    json command_json = ChangeJson(change, in_force, placed);
-    command_json["epoch"] = command.epoch;
-    row.command_json = command_json.dump();
-    row.status = "sent";
-    row.epoch = command.epoch;
-    row.sent_ns = now;
-    int64_t id = store_->RecordDecision(std::move(row));
-    // The audit row is committed before the engine can act on the command,
-    // so a crash cannot leave a change applied with no record of it.
-    Status committed = store_->Flush(std::chrono::milliseconds(options_.ack_timeout_ms));
-    Status sent = committed.ok() ? link_->SendCommand(command)
-                                 : Status::Unavailable(
-                                       "not sent: the decision could not be committed "
-                                       "first: " +
-                                       committed.message());
-    if (!sent.ok()) {
+  for (auto& [id, e] : engines_) {
+    std::optional<PendingDecision>& pending = e.pending();
+    const int64_t waited = pending ? now - pending->sent_ns : 0;
+    if (pending && !pending->acked && !pending->ack_unknown &&
+        waited > options_.ack_timeout_ms * kNanosPerMilli) {
+      // Lost on the way there or back: telemetry will tell which.
+      telemetry::Ack timeout;
+      timeout.engine_id = id;
+      timeout.epoch = pending->epoch;
+      timeout.applied = false;
+      timeout.error = fmt::format(
+          "no ack within {} ms; applied or not is unknown until "
+          "telemetry shows it",
+          options_.ack_timeout_ms);
+      timeout.timestamp_ns = now;
+      store_->RecordAck(pending->decision_id, timeout);
       ++stats_.failed_commands;
-      telemetry::Ack failure;
-      failure.engine_id = e.engine_id();
-      failure.epoch = command.epoch;
-      failure.error = "send failed: " + sent.message();
-      failure.timestamp_ns = now;
-      store_->RecordAck(id, failure);
-      spdlog::warn("engine {}: cannot send epoch {}: {}", e.engine_id(), command.epoch,
-                   sent.message());
-      return id;
+      spdlog::warn("engine {}: epoch {}: {}", id, pending->epoch, timeout.error);
+      pending->ack_unknown = true;
+      e.ledger().OnAckTimeout(pending->epoch);
+    } else if (pending && pending->ack_unknown &&
+               waited > kForgetUnackedFactor * options_.ack_timeout_ms * kNanosPerMilli) {
+      // A silent engine: stop waiting; its epoch stays unknown in the ledger.
+      spdlog::warn("engine {}: epoch {}: still unknown after {} ms; the decision is dropped", id,
+                   pending->epoch, waited / kNanosPerMilli);
+      pending.reset();
+    } else if (pending && pending->acked &&
+               now - pending->sent_ns > kOutcomeTimeoutMs * kNanosPerMilli) {
+      Measure(e, now);
     }
-    ++stats_.commands_sent;
-    e.OnSent(command.epoch, change);
-    store_->RecordCommandSent(id, command.epoch, now);
-    sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, placed, now};
-    PendingDecision pending;
-    pending.decision_id = id;
-    pending.epoch = command.epoch;
-    pending.sent_ns = now;
-    pending.knob = proposal.knob;
-    pending.previous_value = proposal.current;
-    pending.new_value = verdict.value;
-    pending.previous_vectors = in_force;
-    pending.previous_placements = placed;
-    pending.is_rollback = origin == Origin::kRollback;
-    pending.from_operator = origin == Origin::kOperator;
-    pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
-    pending.reward_before = policies::Reward(pending.before, options_.reward);
-    e.pending() = pending;
-    spdlog::info("engine {}: decision {}: {} {} -> {} under epoch {} ({})", e.engine_id(), id,
-                 proposal.knob, proposal.current, verdict.value, command.epoch, proposal.reason);
+    if (now >= e.next_policy_run_ns) {
+      e.next_policy_run_ns = now + options_.cadence_ms * kNanosPerMilli;
+      RunPolicies(e, now);
+    }
+  }
+  // A late ack is still taken (the engine did apply it), but not forever.
+  std::erase_if(sent_, [&](const auto& entry) {
+    return now - entry.second.sent_ns >
+           kForgetUnackedFactor * options_.ack_timeout_ms * kNanosPerMilli;
+  });
+  if (options_.progress_interval_ms > 0 && now >= next_progress_ns_) {
+    next_progress_ns_ = now + options_.progress_interval_ms * kNanosPerMilli;
+    ControllerStats s = stats();
+    spdlog::info(
+        "progress: {} engines, {} steps, {} decisions ({} advisory), {} commands ({} failed, {} "
+        "rollbacks), {} malformed{}, {} refused{}, {} gaps, db pending {}, db refused {}, db "
+        "lost {}",
+        s.engines, s.steps, s.decisions, s.advisory, s.commands_sent, s.failed_commands,
+        s.rollbacks, s.malformed, ReasonList(s.malformed_by_reason), RefusedTotal(s),
+        ReasonList(s.refused_by_reason), s.sequence_gaps, s.store_pending, s.store_rejected,
+        s.store_lost);
+  }
+}
+
+std::string ControllerImpl::EnabledPolicies() const {
+  std::vector<std::string> on;
+  for (const std::string& name : options_.policy_order) {
+    if ((name == "capacity" && options_.capacity_enabled) ||
+        (name == "bias" && options_.bias_enabled) ||
+        (name == "adaptive_k" && options_.adaptive_k_enabled) ||
+        (name == "noise" && options_.noise_enabled) ||
+        (name == "replication" && options_.replication_enabled) ||
+        (name == "learning" && options_.learning_enabled) ||
+        (name == "counterfactual" && options_.counterfactual_enabled) ||
+        (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) ||
+        (name == "eplb" && options_.eplb_enabled)) {
+      on.push_back(name);
+    }
+  }
+  return on.empty() ? std::string("none") : fmt::format("{}", fmt::join(on, ", "));
+}
+
+std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
+                                                      const policies::EngineSnapshot& snapshot,
+                                                      const policies::GuardState& guard_state) {
+  if (name == "capacity" && options_.capacity_enabled) {
+    return policies::ProposeCapacity(snapshot, options_.capacity);
+  }
+  if (name == "bias" && options_.bias_enabled) {
+    return policies::ProposeBias(snapshot, options_.bias);
+  }
+  if (name == "adaptive_k" && options_.adaptive_k_enabled) {
+    return policies::ProposeAdaptiveK(snapshot, options_.adaptive_k);
+  }
+  if (name == "noise" && options_.noise_enabled) {
+    return policies::ProposeNoise(snapshot, options_.noise);
+  }
+  if (name == "replication" && options_.replication_enabled) {
+    // Planning is costly: not while the guard would refuse any placement.
+    if (policies::CooldownLeftMs("phy2log", snapshot.now_ns, options_.guard, guard_state) > 0) {
+      return std::nullopt;
+    }
+    policies::ReplicationPolicyParams params = options_.replication;
+    params.clock = clock_;  // a deadline per layer; a frozen test clock never expires
+    return plans_.Ask(snapshot, params);
+  }
+  if (name == "counterfactual" && options_.counterfactual_enabled) {
+    return policies::ProposeCounterfactualCapacity(snapshot, options_.counterfactual,
+                                                   options_.reward);
+  }
+  if (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) {
+    return policies::ProposeDynamicCapacity(snapshot, options_.dynamic_capacity);
+  }
+  if (name == "eplb" && options_.eplb_enabled) {
+    return policies::ProposePeriodicEplb(snapshot, options_.eplb);
+  }
+  if (name == "learning" && options_.learning_enabled) {
+    return policies::ProposeLearning(snapshot, options_.learning,
+                                     learner_.StateOf(snapshot.engine_id));
+  }
+  return std::nullopt;
+}
+
+void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
+  if (!e.has_hello()) return;
+  policies::EngineSnapshot snapshot = e.Snapshot(now);
+  learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
+  // One change in flight per engine: its outcome is measured before the next.
+  if (e.pending()) return;
+  if (ApplyPins(e, snapshot, now) != 0) return;
+  if (levers_.paused(e.engine_id())) return;
+  for (const std::string& name : options_.policy_order) {
+    std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
+    if (!proposal) continue;
+    policies::Verdict verdict;
+    if (const PinState* pin = levers_.Pin(e.engine_id(), proposal->knob, now)) {
+      verdict.kind = policies::VerdictKind::kRejected;
+      verdict.reason =
+          fmt::format("{} is pinned at {} by operator lever {} ({}: {}){}", proposal->knob,
+                      pin->value, pin->action_id, pin->who, pin->reason,
+                      pin->until_ns ? fmt::format(" until {}", *pin->until_ns) : std::string());
+    } else {
+      verdict = policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
+      JudgePlacement(*proposal, snapshot, &verdict);
+    }
+    Decide(e, snapshot, *proposal, verdict, Origin::kPolicy, now);
+    if (verdict.kind != policies::VerdictKind::kRejected) return;
+  }
+}
+
+void ControllerImpl::JudgePlacement(const policies::Proposal& proposal,
+                                    const policies::EngineSnapshot& snapshot,
+                                    policies::Verdict* verdict) const {
+  if (!options_.counterfactual_enabled || !policies::IsPlacementKnob(proposal.knob) ||
+      verdict->kind == policies::VerdictKind::kRejected || !snapshot.cost_model.calibrated) {
+    return;
+  }
+  const double gain = policies::PlacementGain(snapshot, verdict->placements,
+                                              options_.counterfactual, options_.reward);
+  if (gain < options_.counterfactual.min_gain) {
+    verdict->kind = policies::VerdictKind::kRejected;
+    verdict->reason = fmt::format(
+        "predicted reward gain {:.5f} per step on the window's own demand is below "
+        "counterfactual.min_gain {}",
+        gain, options_.counterfactual.min_gain);
+  }
+}
+
+int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& snapshot,
+                               const policies::Proposal& proposal, const policies::Verdict& verdict,
+                               Origin origin, int64_t now) {
+  ++stats_.decisions;
+  if (verdict.kind == policies::VerdictKind::kRejected) {
+    const std::string run = fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer);
+    const std::string key = RejectionKey(proposal, verdict.reason);
+    auto it = e.rejection_runs.find(run);
+    if (it != e.rejection_runs.end() && it->second.key == key) {
+      // The same rejection again: counted on its first row.
+      metrics_.OnDecision(e.engine_id(), proposal.policy, "rejected");
+      store_->RecordRepeat(it->second.decision_id, ++it->second.repeats, now);
+      return 0;
+    }
+  } else {
+    e.rejection_runs.clear();
+  }
+  storage::DecisionRow row;
+  row.engine_id = e.engine_id();
+  row.created_ns = now;
+  row.policy = proposal.policy;
+  row.layer = proposal.layer;
+  row.knob = proposal.knob;
+  const std::string regime = policies::RegimeOf(snapshot, options_.learning);
+  row.inputs_json = SnapshotJson(snapshot, regime).dump();
+  json proposal_json = {{"knob", proposal.knob},
+                        {"layer", proposal.layer},
+                        {"current", proposal.current},
+                        {"value", proposal.value},
+                        {"reason", proposal.reason}};
+  if (policies::IsVectorKnob(proposal.knob)) {
+    proposal_json["changes"] = VectorChangesJson(proposal.current_vectors, proposal.vectors);
+  }
+  if (policies::IsPlacementKnob(proposal.knob)) {
+    proposal_json["changes"] =
+        PlacementChangesJson(proposal.current_placements, proposal.placements);
+  }
+  row.proposal_json = proposal_json.dump();
+  row.verdict = std::string(policies::VerdictName(verdict.kind));
+  row.verdict_reason = verdict.reason;
+  const Prediction prediction =
+      Predict(proposal.knob, proposal.current,
+              verdict.kind == policies::VerdictKind::kRejected ? proposal.value : verdict.value,
+              snapshot, options_.reward, options_.learning, learner_.StateOf(e.engine_id()));
+  row.predicted_gain = prediction.gain();
+  row.prediction_json = prediction.Json();
+  metrics_.OnDecision(row.engine_id, row.policy, row.verdict);
+  if (verdict.kind == policies::VerdictKind::kRejected) {
+    row.status = "rejected";
+    const int64_t id = store_->RecordDecision(std::move(row));
+    e.rejection_runs[fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer)] = {
+        RejectionKey(proposal, verdict.reason), id, 0};
+    spdlog::debug("engine {}: {} {} -> {} rejected: {}", e.engine_id(), proposal.knob,
+                  proposal.current, proposal.value, verdict.reason);
     return id;
   }
-
-  void Measure(EngineState& e, int64_t now) {
-    PendingDecision pending = *e.pending();
-    e.pending().reset();
-    policies::OutcomeFigures after = e.Figures(pending.epoch, options_.outcome_steps);
-    double reward_after = policies::Reward(after, options_.reward);
-    storage::DecisionOutcome outcome;
-    outcome.measured_ns = now;
-    json j = {{"epoch", pending.epoch},
-              {"before", FiguresJson(pending.before)},
-              {"after", FiguresJson(after)},
-              {"reward_before", pending.reward_before}};
-    if (after.steps > 0) {
-      outcome.reward_before = pending.reward_before;
-      outcome.reward_after = reward_after;
-      j["reward_after"] = reward_after;
-      j["reward_delta"] = reward_after - pending.reward_before;
-    } else {
-      j["note"] = "no steps ran under this epoch before the outcome timeout";
-    }
-    outcome.outcome_json = j.dump();
-    store_->RecordOutcome(pending.decision_id, outcome);
-
+  KnobChange change{proposal.knob, verdict.value, verdict.vectors, verdict.placements};
+  const std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
+  const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
+                                                        ? e.Placements()
+                                                        : std::vector<std::vector<uint32_t>>{};
+  if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
+    // Decided and audited as if active; nothing goes to the engine.
+    ++stats_.advisory;
+    row.command_json = ChangeJson(change, in_force, placed).dump();
+    row.status = "advisory";
+    int64_t id = store_->RecordDecision(std::move(row));
     spdlog::info(
-        "engine {}: decision {} measured over {} steps: drop {:.4f} -> {:.4f}, reward "
-        "{:.4f} -> {:.4f}",
-        e.engine_id(), pending.decision_id, after.steps, pending.before.drop_rate, after.drop_rate,
-        pending.reward_before, reward_after);
-    e.last_outcome =
-        EngineStatus::Outcome{pending.decision_id,
-                              pending.knob,
-                              pending.new_value,
-                              pending.reward_before,
-                              after.steps > 0 ? std::optional<double>(reward_after) : std::nullopt,
-                              false,
-                              now};
-    if (options_.rollback_enabled && !pending.is_rollback && !pending.from_operator &&
-        after.steps > 0 &&
-        policies::ShouldRollBack(pending.reward_before, reward_after, options_.guard)) {
-      ++stats_.rollbacks;
-      metrics_.OnRollback(e.engine_id());
-      policies::EngineSnapshot snapshot = e.Snapshot(now);
-      policies::Proposal rollback;
-      rollback.policy = "guard-rollback";
-      rollback.knob = pending.knob;
-      rollback.current = e.KnobValue(pending.knob);
-      rollback.value = pending.previous_value;
-      rollback.reason =
-          fmt::format("decision {} lowered the reward from {:.4f} to {:.4f}; restoring {} = {}",
-                      pending.decision_id, pending.reward_before, reward_after, pending.knob,
-                      pending.previous_value);
-      policies::Verdict verdict;
-      verdict.kind = policies::VerdictKind::kAccepted;
-      verdict.value = pending.previous_value;
-      verdict.reason = "rollback to the last known good setting";
-      if (policies::IsVectorKnob(pending.knob)) {
-        rollback.current_vectors = e.KnobVectors(pending.knob);
-        rollback.vectors = pending.previous_vectors;
-        verdict.vectors = pending.previous_vectors;
-      }
-      if (policies::IsPlacementKnob(pending.knob)) {
-        rollback.current_placements = e.Placements();
-        rollback.placements = pending.previous_placements;
-        verdict.placements = pending.previous_placements;
-      }
-      e.guard_state().last_change_ns[pending.knob] = now;
-      e.last_outcome->rolled_back = true;
-      Decide(e, snapshot, rollback, verdict, Origin::kRollback, now);
-    }
+        "engine {}: advisory decision {}: would set {} {} -> {} ({}); predicted gain {}",
+        e.engine_id(), id, proposal.knob, proposal.current, verdict.value, proposal.reason,
+        prediction.gain() ? fmt::format("{:.4f}", *prediction.gain()) : std::string("unknown"));
+    return id;
   }
-
- public:
-  // Loads what the learner took from past epochs of the configured knob (the
-  // learning_samples table), so learning survives a restart.
-  Status RestoreLearning(const std::string& db_path) { return learner_.Restore(db_path); }
-
-  // Reads back what an earlier run left: the levers in force (replayed from
-  // their audit rows), the highest epoch per engine (epochs are never issued
-  // twice), and closes the decisions it left in flight as unknown.
-  Status RestoreFromDatabase(const std::string& db_path) {
-    MOE_RETURN_IF_ERROR(store_->Flush());
-    MOE_ASSIGN_OR_RETURN(std::unique_ptr<storage::Reader> reader, storage::Reader::Open(db_path));
-    MOE_ASSIGN_OR_RETURN(highest_epochs_, reader->HighestEpochs());
-    MOE_ASSIGN_OR_RETURN(std::vector<storage::OperatorActionRow> actions,
-                         reader->OperatorActions("", 0));
-    for (const storage::OperatorActionRow& row : actions)
-      levers_.Apply(row);
-    store_->RecordUnknown(std::nullopt, "moectld restarted before the outcome was measured",
-                          clock_->NowNanos());
-    if (!actions.empty()) {
-      spdlog::info("levers: {} operator actions replayed from the database", actions.size());
-    }
-    return Status::Ok();
+  telemetry::Command command;
+  command.engine_id = e.engine_id();
+  command.epoch = e.NextEpoch();
+  command.issued_ns = now;
+  AddChange(change, in_force, placed, &command);
+  command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
+  json command_json = ChangeJson(change, in_force, placed);
+  command_json["epoch"] = command.epoch;
+  row.command_json = command_json.dump();
+  row.status = "sent";
+  row.epoch = command.epoch;
+  row.sent_ns = now;
+  int64_t id = store_->RecordDecision(std::move(row));
+  // The audit row is committed before the engine can act on the command,
+  // so a crash cannot leave a change applied with no record of it.
+  Status committed = store_->Flush(std::chrono::milliseconds(options_.ack_timeout_ms));
+  Status sent = committed.ok() ? link_->SendCommand(command)
+                               : Status::Unavailable(
+                                     "not sent: the decision could not be committed "
+                                     "first: " +
+                                     committed.message());
+  if (!sent.ok()) {
+    ++stats_.failed_commands;
+    telemetry::Ack failure;
+    failure.engine_id = e.engine_id();
+    failure.epoch = command.epoch;
+    failure.error = "send failed: " + sent.message();
+    failure.timestamp_ns = now;
+    store_->RecordAck(id, failure);
+    spdlog::warn("engine {}: cannot send epoch {}: {}", e.engine_id(), command.epoch,
+                 sent.message());
+    return id;
   }
-
- private:
-  struct SentCommand {
-    int64_t decision_id = 0;
-    KnobChange change;
-    std::vector<std::vector<float>> before;  // vector knobs: the vectors in force when sent
-    std::vector<std::vector<uint32_t>> placed_before;  // phy2log: the placement in force
-    int64_t sent_ns = 0;
-  };
-
-  ControllerOptions options_;
-  Clock* clock_;
-  std::unique_ptr<telemetry::ControllerLink> link_;
-  std::unique_ptr<storage::Store> store_;
-  std::map<std::string, EngineState> engines_;
-  std::map<std::pair<std::string, uint64_t>, SentCommand> sent_;
-  Learner learner_;
-  LeverBook levers_;
-  // The shapes of the engines in gone_ that had sent a Hello.
-  std::map<std::string, telemetry::Hello> gone_shapes_;
-  std::map<std::string, int64_t> gone_;             // engine id -> its last message (recently gone)
-  std::map<std::string, uint64_t> highest_epochs_;  // per engine, from the database at start
-  ControllerStats stats_;
-  MetricsRecorder metrics_;
-  int64_t next_progress_ns_ = 0;
-  PlanWorker plans_;  // last member: its thread stops first
-};
-
-Result<LeverOutcome> ControllerImpl::Pull(const Lever& lever) {
-  ++stats_.levers;
-  const int64_t now = clock_->NowNanos();
-  const std::string& id = lever.engine_id;
-  const bool tracked = engines_.count(id) > 0;
-  if (!tracked && gone_.count(id) == 0 && highest_epochs_.count(id) == 0) {
-    std::vector<std::string> known;
-    for (const auto& [engine, e] : engines_)
-      known.push_back(engine);
-    return Status::NotFound(
-        known.empty()
-            ? fmt::format("unknown engine '{}': no engine is connected", id)
-            : fmt::format("unknown engine '{}'; known engines: {}", id, fmt::join(known, ", ")));
-  }
-  Status check = LeverBook::Check(lever, options_.guard);
-  if (check.ok() && lever.action == LeverAction::kPin && ModeOf(id) == ControlMode::kAdvisory) {
-    check = Status::FailedPrecondition(fmt::format(
-        "engine {} is advisory: the controller sends it nothing, pins included; switch it to "
-        "active first (moectl mode --engine {} active)",
-        id, id));
-  }
-  if (check.ok() && lever.action == LeverAction::kUnpin && !levers_.Pin(id, lever.knob, now)) {
-    check =
-        Status::FailedPrecondition(fmt::format("{} is not pinned on engine {}", lever.knob, id));
-  }
-  if (!check.ok()) {
-    const int64_t action_id =
-        store_->RecordOperatorAction(LeverBook::Row(lever, now, "refused: " + check.message()));
-    spdlog::warn("lever {}: {} {} by {} refused: {}", action_id, LeverActionName(lever.action), id,
-                 lever.caller.Describe(), check.message());
-    return check;
-  }
-  storage::OperatorActionRow row = LeverBook::Row(lever, now, "done");
-  const bool was_paused = levers_.paused(id);
-  const ControlMode was_mode = ModeOf(id);
-  row.id = store_->RecordOperatorAction(row);
-  levers_.Apply(row);
-  LeverOutcome out;
-  out.action_id = row.id;
-  switch (lever.action) {
-    case LeverAction::kPause:
-      out.message = was_paused ? fmt::format("engine {} was already paused", id)
-                               : fmt::format(
-                                     "engine {} paused: the controller decides nothing new for "
-                                     "it (a decision in flight is still measured; pins still "
-                                     "apply); `moectl resume --engine {}` undoes it",
-                                     id, id);
-      break;
-    case LeverAction::kResume:
-      out.message = was_paused
-                        ? fmt::format("engine {} resumed: its policies run at the next tick", id)
-                        : fmt::format("engine {} was not paused", id);
-      break;
-    case LeverAction::kMode:
-      out.message = fmt::format("engine {}: mode {} (was {})", id, ControlModeName(lever.mode),
-                                ControlModeName(was_mode));
-      break;
-    case LeverAction::kUnpin:
-      out.message = fmt::format(
-          "{} unpinned on engine {}: the policies may change it again (its value stays)",
-          lever.knob, id);
-      break;
-    case LeverAction::kPin: {
-      const std::string held =
-          row.until_ns ? fmt::format("for {} s", lever.duration_ms / 1000) : "until unpinned";
-      auto it = engines_.find(id);
-      if (it == engines_.end() || !it->second.has_hello()) {
-        out.message = fmt::format(
-            "{} pinned at {} on engine {} {}; the engine is not connected: it is sent when the "
-            "engine speaks again",
-            lever.knob, lever.value, id, held);
-        break;
-      }
-      EngineState& e = it->second;
-      if (e.pending()) {
-        out.message = fmt::format(
-            "{} pinned at {} on engine {} {}; sent once decision {} in flight is measured",
-            lever.knob, lever.value, id, held, e.pending()->decision_id);
-        break;
-      }
-      e.pin_tried_ns.erase(lever.knob);
-      const int64_t decision = ApplyPins(e, e.Snapshot(now), now);
-      if (decision != 0) {
-        out.decision_id = decision;
-        store_->LinkOperatorAction(row.id, decision);
-        out.message = fmt::format("{} pinned at {} on engine {} {}: sent as decision {}{}",
-                                  lever.knob, lever.value, id, held, decision,
-                                  e.pending() ? fmt::format(" under epoch {}", e.pending()->epoch)
-                                              : std::string(" (the send failed; see moectl "
-                                                            "explain)"));
-      } else {
-        out.message = fmt::format("{} pinned at {} on engine {} {}: the engine runs it already",
-                                  lever.knob, lever.value, id, held);
-      }
-      break;
-    }
-  }
-  spdlog::info("lever {}: {} by {} ({}): {}", row.id, LeverActionName(lever.action),
-               lever.caller.Describe(), lever.reason, out.message);
-  return out;
+  ++stats_.commands_sent;
+  e.OnSent(command.epoch, change);
+  store_->RecordCommandSent(id, command.epoch, now);
+  sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, placed, now};
+  PendingDecision pending;
+  pending.decision_id = id;
+  pending.epoch = command.epoch;
+  pending.sent_ns = now;
+  pending.knob = proposal.knob;
+  pending.previous_value = proposal.current;
+  pending.new_value = verdict.value;
+  pending.previous_vectors = in_force;
+  pending.previous_placements = placed;
+  pending.is_rollback = origin == Origin::kRollback;
+  pending.from_operator = origin == Origin::kOperator;
+  pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
+  pending.reward_before = policies::Reward(pending.before, options_.reward);
+  e.pending() = pending;
+  spdlog::info("engine {}: decision {}: {} {} -> {} under epoch {} ({})", e.engine_id(), id,
+               proposal.knob, proposal.current, verdict.value, command.epoch, proposal.reason);
+  return id;
 }
 
-std::vector<EngineStatus> ControllerImpl::EngineStatuses() const {
-  const int64_t now = clock_->NowNanos();
-  std::vector<EngineStatus> out;
-  auto levers = [&](EngineStatus& st) {
-    st.mode = ModeOf(st.engine_id);
-    st.mode_from_operator = levers_.mode(st.engine_id).has_value();
-    st.paused = levers_.paused(st.engine_id);
-    for (const auto& [knob, pin] : levers_.Pins(st.engine_id, now)) {
-      st.pins.push_back({knob, pin.value, pin.until_ns, pin.action_id});
-    }
-  };
-  for (const auto& [id, e] : engines_) {
-    EngineStatus st;
-    st.engine_id = id;
-    st.last_seen_ns = e.last_seen_ns();
-    st.liveness =
-        now - e.last_seen_ns() <= options_.stale_after_ms * kNanosPerMilli ? "live" : "stale";
-    levers(st);
-    st.epoch = e.epoch();
-    const policies::KnobValues knobs = e.knobs();
-    st.top_k = knobs.top_k;
-    st.capacity_factor = knobs.capacity_factor;
-    st.noise_std = knobs.noise_std;
-    st.max_abs_bias = e.KnobValue("expert_bias");
-    st.steps = e.steps_seen();
-    const policies::OutcomeFigures now_figures = e.Figures(e.epoch(), options_.outcome_steps);
-    if (now_figures.steps > 0) {
-      st.drop_rate = now_figures.drop_rate;
-      st.step_ms = now_figures.step_us / 1000.0;
-      if (now_figures.critical_path_us > 0)
-        st.critical_path_ms = now_figures.critical_path_us / 1e3;
-    }
-    if (const std::optional<PendingDecision>& p = e.pending()) {
-      st.in_flight =
-          EngineStatus::InFlight{p->decision_id,
-                                 p->knob,
-                                 p->new_value,
-                                 p->epoch,
-                                 p->acked ? "acked" : (p->ack_unknown ? "ack unknown" : "sent"),
-                                 p->sent_ns};
-    }
-    st.last_outcome = e.last_outcome;
-    out.push_back(std::move(st));
+void ControllerImpl::Measure(EngineState& e, int64_t now) {
+  PendingDecision pending = *e.pending();
+  e.pending().reset();
+  policies::OutcomeFigures after = e.Figures(pending.epoch, options_.outcome_steps);
+  double reward_after = policies::Reward(after, options_.reward);
+  storage::DecisionOutcome outcome;
+  outcome.measured_ns = now;
+  json j = {{"epoch", pending.epoch},
+            {"before", FiguresJson(pending.before)},
+            {"after", FiguresJson(after)},
+            {"reward_before", pending.reward_before}};
+  if (after.steps > 0) {
+    outcome.reward_before = pending.reward_before;
+    outcome.reward_after = reward_after;
+    j["reward_after"] = reward_after;
+    j["reward_delta"] = reward_after - pending.reward_before;
+  } else {
+    j["note"] = "no steps ran under this epoch before the outcome timeout";
   }
-  for (const auto& [id, last_seen] : gone_) {
-    EngineStatus st;
-    st.engine_id = id;
-    st.liveness = "gone";
-    st.last_seen_ns = last_seen;
-    levers(st);
-    out.push_back(std::move(st));
-  }
-  std::sort(out.begin(), out.end(),
-            [](const EngineStatus& a, const EngineStatus& b) { return a.engine_id < b.engine_id; });
-  return out;
-}
+  outcome.outcome_json = j.dump();
+  store_->RecordOutcome(pending.decision_id, outcome);
 
-}  // namespace
+  spdlog::info(
+      "engine {}: decision {} measured over {} steps: drop {:.4f} -> {:.4f}, reward "
+      "{:.4f} -> {:.4f}",
+      e.engine_id(), pending.decision_id, after.steps, pending.before.drop_rate, after.drop_rate,
+      pending.reward_before, reward_after);
+  e.last_outcome =
+      EngineStatus::Outcome{pending.decision_id,
+                            pending.knob,
+                            pending.new_value,
+                            pending.reward_before,
+                            after.steps > 0 ? std::optional<double>(reward_after) : std::nullopt,
+                            false,
+                            now};
+  if (options_.rollback_enabled && !pending.is_rollback && !pending.from_operator &&
+      after.steps > 0 &&
+      policies::ShouldRollBack(pending.reward_before, reward_after, options_.guard)) {
+    ++stats_.rollbacks;
+    metrics_.OnRollback(e.engine_id());
+    policies::EngineSnapshot snapshot = e.Snapshot(now);
+    policies::Proposal rollback;
+    rollback.policy = "guard-rollback";
+    rollback.knob = pending.knob;
+    rollback.current = e.KnobValue(pending.knob);
+    rollback.value = pending.previous_value;
+    rollback.reason =
+        fmt::format("decision {} lowered the reward from {:.4f} to {:.4f}; restoring {} = {}",
+                    pending.decision_id, pending.reward_before, reward_after, pending.knob,
+                    pending.previous_value);
+    policies::Verdict verdict;
+    verdict.kind = policies::VerdictKind::kAccepted;
+    verdict.value = pending.previous_value;
+    verdict.reason = "rollback to the last known good setting";
+    if (policies::IsVectorKnob(pending.knob)) {
+      rollback.current_vectors = e.KnobVectors(pending.knob);
+      rollback.vectors = pending.previous_vectors;
+      verdict.vectors = pending.previous_vectors;
+    }
+    if (policies::IsPlacementKnob(pending.knob)) {
+      rollback.current_placements = e.Placements();
+      rollback.placements = pending.previous_placements;
+      verdict.placements = pending.previous_placements;
+    }
+    e.guard_state().last_change_ns[pending.knob] = now;
+    e.last_outcome->rolled_back = true;
+    Decide(e, snapshot, rollback, verdict, Origin::kRollback, now);
+  }
+}
 
 std::string_view ControlModeName(ControlMode mode) {
   return mode == ControlMode::kAdvisory ? "advisory" : "active";
