@@ -76,11 +76,17 @@ void RunCrashLoop(int num_kills, const std::string& test_name) {
     INFO("kill " << kill << " (seed " << seed << ")");
     std::this_thread::sleep_for(milliseconds(run_ms(rng)));
     rss_max = std::max(rss_max, moe::testing::RssMiB(daemon->pid()));
-    auto [metrics_status, metrics] = moe::testing::HttpGet(fixture.metrics_port(), "/metrics");
-    if (metrics_status == 200) {
-      db_lost += static_cast<uint64_t>(
-          std::max(0.0, moe::testing::MetricValue(metrics, "moectl_db_lost_writes_total")));
-    }
+    std::string metrics;
+    REQUIRE(moe::testing::WaitUntil(
+        [&] {
+          auto [status, body] = moe::testing::HttpGet(fixture.metrics_port(), "/metrics");
+          metrics = body;
+          return status == 200;
+        },
+        seconds(5)));
+    const double refused = moe::testing::DbRefusedOrLost(metrics);
+    REQUIRE(refused >= 0);
+    db_lost += static_cast<uint64_t>(refused);
     const Committed before = ReadCommitted(db);
     REQUIRE(daemon->Signal(SIGKILL));
     REQUIRE(daemon->Wait(seconds(10)) == std::optional<int>(128 + SIGKILL));
@@ -178,7 +184,8 @@ void RunCrashLoop(int num_kills, const std::string& test_name) {
       "after each kill: integrity_check ok, {} committed step rows and {} decision rows (all "
       "non-null fields) and every epochs row still there; {} decisions in flight at a kill, all "
       "closed as unknown on restart ({} closed); no (engine, epoch) commanded twice ({} commands "
-      "in {} decisions, {} steps stored); refused = db lost writes before the kills",
+      "in {} decisions, {} steps stored); refused = writes the store refused or lost "
+      "(moectl_db_rejected_rows_total + moectl_db_lost_writes_total), summed over the runs",
       kNumEngines, seed, steps_checked, decisions_checked, in_flight_at_kill, closed_unknown,
       commanded, decisions, steps);
   if (!problems.empty()) result.notes += "; PROBLEMS: " + problems.front();

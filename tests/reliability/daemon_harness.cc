@@ -88,6 +88,27 @@ double MetricValue(const std::string& text, const std::string& series) {
   return -1;
 }
 
+double MetricSum(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  std::string line;
+  double sum = 0;
+  bool any = false;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + " ", 0) == 0 || line.rfind(name + "{", 0) == 0) {
+      sum += std::stod(line.substr(line.rfind(' ') + 1));
+      any = true;
+    }
+  }
+  return any ? sum : -1;
+}
+
+double DbRefusedOrLost(const std::string& metrics_text) {
+  const double rejected = MetricSum(metrics_text, "moectl_db_rejected_rows_total");
+  const double lost = MetricSum(metrics_text, "moectl_db_lost_writes_total");
+  if (rejected < 0 || lost < 0) return -1;
+  return rejected + lost;
+}
+
 namespace {
 
 int PortOf(const std::string& endpoint) {

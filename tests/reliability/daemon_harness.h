@@ -43,6 +43,12 @@ bool WaitUntil(const std::function<bool()>& done, std::chrono::milliseconds time
 // The value of the sample whose line starts with `series` in Prometheus text,
 // or -1 when absent.
 double MetricValue(const std::string& text, const std::string& series);
+// The sum of every sample of family `name` (any labels); -1 when it has none.
+double MetricSum(const std::string& text, const std::string& name);
+// Writes refused or lost by the daemon's store, from its /metrics text:
+// moectl_db_rejected_rows_total plus every moectl_db_lost_writes_total
+// sample; -1 when either family is absent.
+double DbRefusedOrLost(const std::string& metrics_text);
 
 struct DaemonOptions {
   std::string extra_toml;  // appended to the config (extra tables)
