@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <map>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -152,6 +153,23 @@ void RunCrashLoop(int num_kills, const std::string& test_name) {
     CHECK(rc == std::optional<int>(0));
     INFO(e->Log());
   }
+  // The engines' own view: every epoch they accepted came once, in order.
+  uint64_t epochs_accepted = 0;
+  for (auto& e : engines) {
+    const std::string engine_log = e->Log();
+    const std::regex accepted("command epoch ([0-9]+) accepted");
+    uint64_t last = 0;
+    for (auto it = std::sregex_iterator(engine_log.begin(), engine_log.end(), accepted);
+         it != std::sregex_iterator(); ++it) {
+      const uint64_t epoch = std::stoull((*it)[1].str());
+      if (epoch <= last) {
+        problems.push_back(fmt::format("an engine accepted epoch {} after {}", epoch, last));
+      }
+      last = std::max(last, epoch);
+      ++epochs_accepted;
+    }
+  }
+  CHECK(epochs_accepted > 0);
   rss_max = std::max(rss_max, moe::testing::RssMiB(daemon->pid()));
   REQUIRE(daemon->Signal(SIGTERM));
   CHECK(daemon->Wait(seconds(20)) == std::optional<int>(0));
@@ -184,17 +202,19 @@ void RunCrashLoop(int num_kills, const std::string& test_name) {
       "after each kill: integrity_check ok, {} committed step rows and {} decision rows (all "
       "non-null fields) and every epochs row still there; {} decisions in flight at a kill, all "
       "closed as unknown on restart ({} closed); no (engine, epoch) commanded twice ({} commands "
-      "in {} decisions, {} steps stored); refused = writes the store refused or lost "
+      "in {} decisions, {} steps stored) and the engines accepted {} epochs, each once and in "
+      "order; refused = writes the store refused or lost "
       "(moectl_db_rejected_rows_total + moectl_db_lost_writes_total), summed over the runs",
       kNumEngines, seed, steps_checked, decisions_checked, in_flight_at_kill, closed_unknown,
-      commanded, decisions, steps);
+      commanded, decisions, steps, epochs_accepted);
   if (!problems.empty()) result.notes += "; PROBLEMS: " + problems.front();
   result.figures = {{"seed", seed},
                     {"decisions", decisions},
                     {"commands_sent", commanded},
                     {"in_flight_at_kill", in_flight_at_kill},
                     {"closed_unknown", closed_unknown},
-                    {"steps_stored", steps}};
+                    {"steps_stored", steps},
+                    {"epochs_accepted_by_engines", epochs_accepted}};
   CHECK(result.Write());
 }
 

@@ -158,8 +158,8 @@ TEST_CASE("8 engines at a fixed rate into one moectld: every step stored", "[loa
           "8 engines at a fixed rate into one moectld: every step stored");
 }
 
-TEST_CASE("8 engines at 500 steps/s into one moectld for 60 s: every step stored", "[load][slow]") {
-  RunLoad(8, 500, 60, "8 engines at 500 steps/s into one moectld for 60 s: every step stored");
+TEST_CASE("8 engines at 400 steps/s into one moectld for 60 s: every step stored", "[load][slow]") {
+  RunLoad(8, 400, 60, "8 engines at 400 steps/s into one moectld for 60 s: every step stored");
 }
 
 }  // namespace
