@@ -206,6 +206,34 @@ def main():
                        f"{held:.2f} | {f['steps_sent']} | {f['steps_stored']} | "
                        f"{f['engine_drops']} | {f['store_tail_s']:.1f} |")
         out.append("")
+    out.append("## How the attacks are made\n")
+    out.append("- Crash loop: two moe-engine processes run flat out; moectld is killed with "
+               "SIGKILL after a seeded random 150-1500 ms of each run (`MOE_RELIABILITY_SEED` "
+               "changes the seed) and restarted on the same endpoints. Just before each kill a "
+               "read-only connection reads what is committed (steps per engine, every decision "
+               "and epochs row); after it, `PRAGMA integrity_check`, those rows and their set "
+               "values, no (engine, epoch) commanded twice (database and the engines' own logs), "
+               "no decision of the killed run left `sent`/`acked` once the restart settles, and "
+               "every engine's steps stored again past where they were.")
+    out.append("- Disk full: the daemon's RLIMIT_FSIZE is lowered to 4 KiB with prlimit(2) on its "
+               "pid (SIGXFSZ ignored, inherited through exec), so every write past 4 KiB fails "
+               "with EFBIG, which SQLite reports as a disk I/O error (SQLITE_IOERR_WRITE) rather "
+               "than SQLITE_FULL. SQLite's `max_page_count` is per connection and cannot be set "
+               "on the daemon's connection from another process; no Store-level max_page_count "
+               "test exists yet.")
+    out.append("- Locked database: `BEGIN EXCLUSIVE` from another connection for 5 s, longer "
+               "than the daemon's 2 s busy timeout.")
+    out.append("- File replaced: another moectl database renamed over the live file while the "
+               "engine streams. Updates of decisions whose rows stayed in the old file cannot "
+               "land in the new one: they are counted as lost writes (reason "
+               "`unmatched_update`), which is the `refused` figure of that row; committed rows "
+               "are all in the old file.")
+    out.append("- Load: 8 synthetic engines of DeepSeek-V3's shape (bench/ingest_engine.cc, the "
+               "engine controller_bench's ingest section runs), each on its own thread at a "
+               "fixed share of the offered rate, into one moectld; a backlog is waited out, so a "
+               "rate below the offered one is reported, not failed; a step not stored is.")
+    out.append("- Rerun with `scripts/reliability` (add `--fuzz SECONDS` for libFuzzer rows; the "
+               "slow variants run here, `./scripts/test` runs only the default ones).\n")
     out.append("## Test runs\n")
     out.append("| binary | test | result | seconds |")
     out.append("|---|---|---|---|")
