@@ -170,7 +170,18 @@ DaemonFixture::DaemonFixture(DaemonOptions options)
   notify_ = std::make_unique<NotifySocket>(dir_.File("notify.sock"));
 }
 
+DaemonFixture::~DaemonFixture() {
+  StopDraining();
+}
+
+void DaemonFixture::StopDraining() {
+  stop_drain_ = true;
+  if (drain_.joinable()) drain_.join();
+  stop_drain_ = false;
+}
+
 std::unique_ptr<Subprocess> DaemonFixture::Start(std::string* log) {
+  StopDraining();
   ++starts_;
   auto daemon =
       std::make_unique<Subprocess>(std::vector<std::string>{MOECTLD_BIN, "--config", config_},
@@ -180,6 +191,12 @@ std::unique_ptr<Subprocess> DaemonFixture::Start(std::string* log) {
     if (log) *log = daemon->Log();
     return nullptr;
   }
+  drain_ = std::thread([this] {
+    while (!stop_drain_.load()) {
+      // No line starts with this: every datagram is read and dropped.
+      notify_->WaitForPrefix("\x01", std::chrono::milliseconds(100));
+    }
+  });
   return daemon;
 }
 

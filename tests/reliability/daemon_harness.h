@@ -6,6 +6,7 @@
 #ifndef MOE_TESTS_RELIABILITY_DAEMON_HARNESS_H_
 #define MOE_TESTS_RELIABILITY_DAEMON_HARNESS_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/subprocess.h"
@@ -60,16 +62,21 @@ struct DaemonOptions {
 class DaemonFixture {
  public:
   explicit DaemonFixture(DaemonOptions options = {});
+  ~DaemonFixture();
+  DaemonFixture(const DaemonFixture&) = delete;
+  DaemonFixture& operator=(const DaemonFixture&) = delete;
 
   const TempDir& dir() const { return dir_; }
   const std::string& db() const { return db_; }
   const std::string& telemetry() const { return telemetry_; }
   const std::string& commands() const { return commands_; }
   int metrics_port() const { return metrics_port_; }
-  NotifySocket& notify() { return *notify_; }
 
   // Starts moectld and waits up to 15 s for READY=1; nullptr if it did not
-  // come (its log is then in `*log`).
+  // come (its log is then in `*log`). From then on a thread of the fixture
+  // reads (and discards) what the daemon sends to its NOTIFY_SOCKET, as
+  // systemd would: sd_notify blocks the daemon's loop once the socket's
+  // queue is full.
   std::unique_ptr<Subprocess> Start(std::string* log = nullptr);
 
  private:
@@ -80,8 +87,12 @@ class DaemonFixture {
   std::string commands_;
   int metrics_port_ = 0;
   std::string config_;
+  void StopDraining();
+
   std::unique_ptr<NotifySocket> notify_;
   int starts_ = 0;
+  std::thread drain_;
+  std::atomic<bool> stop_drain_{false};
 };
 
 // moe-engine's command line: the demo model and the shift scenario, flat out
