@@ -7,6 +7,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -22,6 +23,7 @@
 #include "moe/common/clock.h"
 #include "moe/common/logging.h"
 #include "moe/controller/controller.h"
+#include "notify.h"
 #include "parse_args.h"
 
 namespace {
@@ -147,8 +149,8 @@ int main(int argc, char** argv) {
   const auto watchdog_interval = std::chrono::microseconds(watchdog_usec / 2);
   auto next_watchdog = std::chrono::steady_clock::now();
   auto next_metrics = std::chrono::steady_clock::now() + kMetricsInterval;
-  sd_notifyf(0, "READY=1\nSTATUS=serving telemetry on %s",
-             (*controller)->telemetry_endpoint().c_str());
+  moe::controller::Notifier notify;
+  notify.Send("READY=1\nSTATUS=serving telemetry on " + (*controller)->telemetry_endpoint());
 
   int exit_code = 0;
   auto next_status = std::chrono::steady_clock::now();
@@ -160,7 +162,7 @@ int main(int argc, char** argv) {
     const auto now = std::chrono::steady_clock::now();
     if (watchdog && now >= next_watchdog) {
       next_watchdog = now + watchdog_interval;
-      sd_notify(0, "WATCHDOG=1");
+      notify.Send("WATCHDOG=1");
     }
     if (metrics && now >= next_metrics) {
       next_metrics = now + kMetricsInterval;
@@ -170,22 +172,14 @@ int main(int argc, char** argv) {
       // `systemctl status moectld` shows this line.
       next_status += std::chrono::seconds(5);
       moe::controller::ControllerStats st = (*controller)->stats();
-      sd_notifyf(0,
-                 "STATUS=%llu engines, %llu steps, %llu decisions (%llu sent, %llu failed), "
-                 "%llu malformed, %llu refused, db pending %llu, db refused %llu, db lost %llu",
-                 static_cast<unsigned long long>(st.engines),
-                 static_cast<unsigned long long>(st.steps),
-                 static_cast<unsigned long long>(st.decisions),
-                 static_cast<unsigned long long>(st.commands_sent),
-                 static_cast<unsigned long long>(st.failed_commands),
-                 static_cast<unsigned long long>(st.malformed),
-                 static_cast<unsigned long long>(moe::controller::RefusedTotal(st)),
-                 static_cast<unsigned long long>(st.store_pending),
-                 static_cast<unsigned long long>(st.store_rejected),
-                 static_cast<unsigned long long>(st.store_lost));
+      notify.Send(fmt::format(
+          "STATUS={} engines, {} steps, {} decisions ({} sent, {} failed), {} malformed, {} "
+          "refused, db pending {}, db refused {}, db lost {}",
+          st.engines, st.steps, st.decisions, st.commands_sent, st.failed_commands, st.malformed,
+          moe::controller::RefusedTotal(st), st.store_pending, st.store_rejected, st.store_lost));
     }
     if (g_reload.exchange(false)) {
-      sd_notify(0, "RELOADING=1");
+      notify.Send("RELOADING=1");
       auto fresh = Load(config_path, overrides);
       moe::Status s = fresh.ok() ? (*controller)->Reload(*fresh) : fresh.status();
       if (s.ok()) {
@@ -209,10 +203,10 @@ int main(int argc, char** argv) {
       } else {
         spdlog::error("reload refused, keeping the running configuration:\n{}", s.message());
       }
-      sd_notify(0, "READY=1");
+      notify.Send("READY=1");
     }
   }
-  sd_notify(0, "STOPPING=1");
+  notify.Send("STOPPING=1");
   spdlog::info("stopping: flushing the database");
   if (moe::Status s = (*controller)->Shutdown(); !s.ok()) {
     spdlog::error("shutdown: {}", s.ToString());

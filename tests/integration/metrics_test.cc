@@ -274,6 +274,32 @@ TEST_CASE("The loop pings systemd's watchdog when the unit asks for it", "[integ
   }
 }
 
+// A notify socket nobody reads (its queue holds net.unix.max_dgram_qlen
+// datagrams, 10 by default) must not stop the loop: with pings every 50 ms the
+// queue is full within a second, and the loop still answers and stops at once.
+TEST_CASE("A notify socket nobody reads does not stall the loop", "[integration][metrics]") {
+  TempDir dir;
+  const int port = PortOf(moe::testing::FreeLoopbackEndpoint());
+  const std::string config = dir.Write(
+      "controller.toml", Config(dir.File("moectl.db"), moe::testing::FreeLoopbackEndpoint(),
+                                moe::testing::FreeLoopbackEndpoint(), port));
+  moe::testing::NotifySocket notify(dir.File("unread.sock"));  // never read below
+  Subprocess daemon({MOECTLD_BIN, "--config", config}, dir.File("unread.log"),
+                    {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=100000"});
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2, 0);
+  client.set_read_timeout(5, 0);
+  REQUIRE(AwaitHealth(client, 200, seconds(15)).first == 200);
+  std::this_thread::sleep_for(seconds(3));  // about 60 pings: far past a full queue
+  INFO(daemon.Log());
+  auto [status, body] = Get(client, "/metrics");
+  CHECK(status == 200);
+  CHECK(Value(body, "moectl_loop_age_seconds") < 1.0);       // the loop still runs
+  CHECK(daemon.Log().find("dropped") != std::string::npos);  // and says what it dropped
+  REQUIRE(daemon.Signal(SIGTERM));
+  CHECK(daemon.Wait(seconds(10)) == std::optional<int>(0));
+}
+
 TEST_CASE("A metrics address in use stops the daemon at start with a clear message",
           "[integration][metrics]") {
   TempDir dir;
