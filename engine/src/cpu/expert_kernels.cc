@@ -1,5 +1,13 @@
 #include "expert_kernels.h"
 
+// GCC 12 reports -Wmaybe-uninitialized inside avx512fintrin.h when
+// _mm512_max_ps and friends are inlined (their pass-through operand is
+// _mm512_undefined_ps(), on purpose): a false positive of the header, not of
+// this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -234,3 +242,7 @@ void Down(const float* act, int rows, int ffn, int hidden, const float* packed_d
 }
 
 }  // namespace moe::engine::cpu
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
