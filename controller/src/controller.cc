@@ -213,9 +213,7 @@ void ControllerImpl::Handle(telemetry::Inbound inbound) {
     }
     auto it = engines_.find(id);
     if (it == engines_.end() && engines_.size() >= static_cast<size_t>(options_.max_engines)) {
-      ++stats_.engines_refused;
-      // The first refusal and then every power of two.
-      if ((stats_.engines_refused & (stats_.engines_refused - 1)) == 0) {
+      if (LogThisOne(++stats_.engines_refused)) {
         spdlog::warn(
             "engine {}: message dropped: {} engines are tracked (max_engines); {} dropped so "
             "far",

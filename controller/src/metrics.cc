@@ -50,9 +50,6 @@ Result<std::string> RenderMetrics(const MetricsSnapshot& s, bool per_layer,
   w.Family("moectl_engines_gone_total", kCounter,
            "Engines evicted after engine_expiry without a message (their rows stay).");
   w.Sample({}, static_cast<double>(s.engines_gone));
-  w.Family("moectl_engine_messages_refused_total", kCounter,
-           "Messages dropped because max_engines engines were tracked already.");
-  w.Sample({}, static_cast<double>(s.engines_refused));
   w.Family("moectl_messages_refused_total", kCounter,
            "Messages skipped, by reason: frames, decode, channel, identity (the transport); "
            "shape_budget, hello_mismatch, no_hello, layer_index, array_length, epoch_range, "
