@@ -563,9 +563,12 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
                                const policies::Proposal& proposal, const policies::Verdict& verdict,
                                Origin origin, int64_t now) {
   ++stats_.decisions;
+  // Rejections run by (policy, knob, layer); an identical one folds into the
+  // run's row.
+  std::string run, key;
   if (verdict.kind == policies::VerdictKind::kRejected) {
-    const std::string run = fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer);
-    const std::string key = RejectionKey(proposal, verdict.reason);
+    run = fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer);
+    key = RejectionKey(proposal, verdict.reason);
     auto it = e.rejection_runs.find(run);
     if (it != e.rejection_runs.end() && it->second.key == key) {
       // The same rejection again: counted on its first row.
@@ -609,8 +612,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   if (verdict.kind == policies::VerdictKind::kRejected) {
     row.status = "rejected";
     const int64_t id = store_->RecordDecision(std::move(row));
-    e.rejection_runs[fmt::format("{}|{}|{}", proposal.policy, proposal.knob, proposal.layer)] = {
-        RejectionKey(proposal, verdict.reason), id, 0};
+    e.rejection_runs[run] = {std::move(key), id, 0};
     spdlog::debug("engine {}: {} {} -> {} rejected: {}", e.engine_id(), proposal.knob,
                   proposal.current, proposal.value, verdict.reason);
     return id;
