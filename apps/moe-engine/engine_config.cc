@@ -63,6 +63,10 @@ void ReadKnobs(TableReader t, engine::Knobs* k) {
   k->overflow_policy = policy == "reroute"   ? engine::OverflowPolicy::kReroute
                        : policy == "replica" ? engine::OverflowPolicy::kReplica
                                              : engine::OverflowPolicy::kDrop;
+  std::string scope = std::string(engine::CapacityScopeName(k->capacity_scope));
+  t.ReadChoice("capacity_scope", &scope, {"expert", "slot"});
+  k->capacity_scope =
+      scope == "slot" ? engine::CapacityScope::kSlot : engine::CapacityScope::kExpert;
   t.Read("noise_std", &k->noise_std, Range<double>{0, 100});
   t.Read("shortlist", &k->shortlist, Range<int64_t>{0, 4096});
   t.Read("availability_weight", &k->availability_weight, Range<double>{0, 1});

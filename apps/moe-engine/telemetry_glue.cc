@@ -30,6 +30,9 @@ telemetry::KnobSet ToKnobSet(const engine::Knobs& k) {
   s.availability_weight = k.availability_weight;
   s.expert_bias = k.expert_bias;
   s.phy2log = k.phy2log;
+  s.capacity_scope = k.capacity_scope == engine::CapacityScope::kSlot
+                         ? telemetry::CapacityScope::kSlot
+                         : telemetry::CapacityScope::kExpert;
   return s;
 }
 
@@ -57,6 +60,11 @@ engine::KnobPatch ToKnobPatch(const telemetry::KnobSet& s) {
   p.availability_weight = s.availability_weight;
   p.expert_bias = s.expert_bias;
   p.phy2log = s.phy2log;
+  if (s.capacity_scope) {
+    p.capacity_scope = *s.capacity_scope == telemetry::CapacityScope::kSlot
+                           ? engine::CapacityScope::kSlot
+                           : engine::CapacityScope::kExpert;
+  }
   return p;
 }
 

@@ -123,6 +123,7 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   const telemetry::KnobSet& k = hello.knobs;
   if (k.top_k) knobs.top_k = *k.top_k;
   if (k.capacity_factor) knobs.capacity_factor = *k.capacity_factor;
+  if (k.capacity_scope) knobs.capacity_scope = *k.capacity_scope;
   if (k.noise_std) knobs.noise_std = *k.noise_std;
   if (k.top_p) knobs.top_p = *k.top_p;
   if (k.k_min) knobs.k_min = *k.k_min;

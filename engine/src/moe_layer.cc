@@ -305,7 +305,8 @@ Status MoeLayer::RouteOnDevice(const LayerContext& ctx, LayerWorkspace* ws) {
       ExpertCapacity(knobs.capacity_factor, num_tokens, knobs.top_k, num_experts);
   bool capacity_layout = false;
   if (capacity > 0) {
-    pending_.offsets = CapacityLayoutOffsets(slot_expert_, num_experts, capacity, num_tokens);
+    pending_.offsets = CapacityLayoutOffsets(slot_expert_, num_experts, capacity, num_tokens,
+                                             knobs.capacity_scope);
     capacity_layout = pending_.offsets.back() <= (1.0 + options_.max_capacity_padding) * num_pairs;
   }
   const int layout_rows = capacity_layout ? pending_.offsets.back() : num_pairs;

@@ -30,6 +30,10 @@ std::string_view RoutingModeName(RoutingMode mode) {
   return "unknown";
 }
 
+std::string_view CapacityScopeName(CapacityScope scope) {
+  return scope == CapacityScope::kSlot ? "slot" : "expert";
+}
+
 std::string_view ScoreFunctionName(ScoreFunction fn) {
   return fn == ScoreFunction::kSigmoid ? "sigmoid" : "softmax";
 }
@@ -39,6 +43,7 @@ void KnobPatch::ApplyTo(Knobs* knobs) const {
   if (top_p) knobs->top_p = *top_p;
   if (k_min) knobs->k_min = *k_min;
   if (capacity_factor) knobs->capacity_factor = *capacity_factor;
+  if (capacity_scope) knobs->capacity_scope = *capacity_scope;
   if (overflow_policy) knobs->overflow_policy = *overflow_policy;
   if (noise_std) knobs->noise_std = *noise_std;
   if (shortlist) knobs->shortlist = *shortlist;

@@ -24,8 +24,10 @@ namespace {
 // Capacity bookkeeping over physical slots.
 class CapacityBook {
  public:
-  CapacityBook(const std::vector<uint32_t>& phy2log, uint32_t num_experts, uint32_t capacity)
+  CapacityBook(const std::vector<uint32_t>& phy2log, uint32_t num_experts, uint32_t capacity,
+               CapacityScope scope)
       : capacity_(capacity),
+        expert_cap_(num_experts, capacity),
         replicas_(num_experts),
         next_(num_experts, 0),
         expert_used_(num_experts, 0),
@@ -36,9 +38,12 @@ class CapacityBook {
     for (uint32_t e = 0; e < num_experts; ++e) {
       const auto& reps = replicas_[e];
       const uint32_t r = reps.size();
+      uint64_t total = 0;
       for (uint32_t i = 0; i < r; ++i) {
-        slot_cap_[reps[i]] = capacity / r + (i < capacity % r ? 1 : 0);
+        slot_cap_[reps[i]] = capacity == 0 ? 0 : ReplicaCapacity(capacity, scope, r, i);
+        total += slot_cap_[reps[i]];
       }
+      if (r > 0) expert_cap_[e] = static_cast<uint32_t>(std::min<uint64_t>(total, UINT32_MAX));
     }
   }
 
@@ -89,8 +94,8 @@ class CapacityBook {
 
   // Remaining fraction of `e`'s capacity, 1 when unlimited.
   double Availability(int32_t e) const {
-    if (capacity_ == 0) return 1.0;
-    return std::max(0.0, 1.0 - static_cast<double>(expert_used_[e]) / capacity_);
+    if (capacity_ == 0 || expert_cap_[e] == 0) return capacity_ == 0 ? 1.0 : 0.0;
+    return std::max(0.0, 1.0 - static_cast<double>(expert_used_[e]) / expert_cap_[e]);
   }
 
   const std::vector<uint32_t>& slot_used() const { return slot_used_; }
@@ -103,6 +108,7 @@ class CapacityBook {
   }
 
   uint32_t capacity_;
+  std::vector<uint32_t> expert_cap_;  // room of each expert over all its replicas
   std::vector<std::vector<int32_t>> replicas_;
   std::vector<uint32_t> next_;
   std::vector<uint32_t> expert_used_;
@@ -207,7 +213,7 @@ RoutingPlan Route(const float* scores, int num_tokens, const Options& options, c
   plan.k_histogram.assign(max_k + 1, 0);
   plan.capacity = ExpertCapacity(knobs.capacity_factor, num_tokens, knobs.top_k, num_experts);
 
-  CapacityBook book(phy2log, num_experts, plan.capacity);
+  CapacityBook book(phy2log, num_experts, plan.capacity, knobs.capacity_scope);
   const uint32_t num_devices = options.parallel.num_devices;
   const uint32_t slots_per_device = static_cast<uint32_t>(phy2log.size()) / num_devices;
   std::vector<float> selection(num_experts);
@@ -446,7 +452,7 @@ Status CheckDeviceRoutingCovered(const Knobs& knobs) {
 }
 
 std::vector<int> CapacityLayoutOffsets(const std::vector<uint32_t>& phy2log, uint32_t num_experts,
-                                       uint32_t capacity, int num_tokens) {
+                                       uint32_t capacity, int num_tokens, CapacityScope scope) {
   const uint32_t per_expert = std::min<uint32_t>(capacity, static_cast<uint32_t>(num_tokens));
   std::vector<uint32_t> replicas(num_experts, 0);
   for (uint32_t e : phy2log)
@@ -457,7 +463,7 @@ std::vector<int> CapacityLayoutOffsets(const std::vector<uint32_t>& phy2log, uin
     const uint32_t e = phy2log[s];
     const uint32_t r = replicas[e];
     const uint32_t i = index[e]++;
-    offsets[s + 1] = offsets[s] + static_cast<int>(per_expert / r + (i < per_expert % r ? 1 : 0));
+    offsets[s + 1] = offsets[s] + static_cast<int>(ReplicaCapacity(per_expert, scope, r, i));
   }
   return offsets;
 }
@@ -493,7 +499,8 @@ Status RouteIntoDeviceLayout(const DeviceRoutingArgs& args) {
   // The permutation: a counting sort of served token-slots by physical slot.
   std::vector<int> offsets(num_slots + 1, 0);
   if (args.capacity_layout) {
-    offsets = CapacityLayoutOffsets(knobs.phy2log, num_experts, capacity, args.num_tokens);
+    offsets = CapacityLayoutOffsets(knobs.phy2log, num_experts, capacity, args.num_tokens,
+                                    knobs.capacity_scope);
     std::fill(args.rows, args.rows + offsets.back(), -1);
     std::fill(args.row_weights, args.row_weights + offsets.back(), 0.0f);
   } else {

@@ -87,6 +87,18 @@ Result<AffineCost> AffineFitter::Fit(size_t min_points) const {
   return c;
 }
 
+std::vector<uint32_t> ReplicaCounts(const std::vector<uint32_t>& phy2log, uint32_t num_replicas,
+                                    uint32_t num_experts) {
+  if (num_replicas == 0) num_replicas = num_experts;
+  std::vector<uint32_t> replicas(num_experts, 0);
+  if (num_experts == 0) return replicas;
+  for (uint32_t s = 0; s < num_replicas; ++s) {
+    const bool given = phy2log.size() == num_replicas && phy2log[s] < num_experts;
+    ++replicas[given ? phy2log[s] : s % num_experts];
+  }
+  return replicas;
+}
+
 std::vector<double> DeviceRows(const std::vector<double>& expert_rows,
                                const std::vector<uint32_t>& phy2log, uint32_t num_replicas,
                                uint32_t num_devices) {

@@ -73,15 +73,18 @@ StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& ste
     const std::vector<double>& demand = step.layers[l];
     if (demand.empty()) continue;
     const double cap = Capacity(capacity_factor, step.tokens, top_k, demand.size());
-    served.resize(demand.size());
-    for (size_t e = 0; e < demand.size(); ++e) {
-      served[e] = std::min(demand[e], cap);
-      slots += demand[e];
-      dropped += demand[e] - served[e];
-    }
     static const std::vector<uint32_t> kDefault;
     const std::vector<uint32_t>& placement =
         l < snapshot.knobs.phy2log.size() ? snapshot.knobs.phy2log[l] : kDefault;
+    const std::vector<uint32_t> replicas =
+        ReplicaCounts(placement, snapshot.num_replicas, static_cast<uint32_t>(demand.size()));
+    const bool per_slot = snapshot.knobs.capacity_scope == telemetry::CapacityScope::kSlot;
+    served.resize(demand.size());
+    for (size_t e = 0; e < demand.size(); ++e) {
+      served[e] = std::min(demand[e], per_slot ? cap * std::max<uint32_t>(1, replicas[e]) : cap);
+      slots += demand[e];
+      dropped += demand[e] - served[e];
+    }
     const std::vector<double> rows =
         DeviceRows(served, placement, snapshot.num_replicas, num_devices);
     const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;

@@ -117,6 +117,10 @@ void CheckKnobs(Checker& c, const KnobSet& k, std::string_view where) {
     c.Fail(fmt::format("{}.overflow_policy has unknown value {}", where,
                        static_cast<int>(*k.overflow_policy)));
   }
+  if (k.capacity_scope && static_cast<uint8_t>(*k.capacity_scope) > 1) {
+    c.Fail(fmt::format("{}.capacity_scope has unknown value {}", where,
+                       static_cast<int>(*k.capacity_scope)));
+  }
   if (k.top_p) c.Finite(fmt::format("{}.top_p", where), *k.top_p);
   if (k.capacity_factor) c.Finite(fmt::format("{}.capacity_factor", where), *k.capacity_factor);
   if (k.noise_std) c.Finite(fmt::format("{}.noise_std", where), *k.noise_std);
@@ -260,6 +264,9 @@ void ToProto(const KnobSet& k, pb::KnobSet* out) {
   if (k.availability_weight) out->set_availability_weight(*k.availability_weight);
   if (k.expert_bias) CopyToRepeated(*k.expert_bias, out->mutable_expert_bias()->mutable_values());
   if (k.phy2log) CopyToRepeated(*k.phy2log, out->mutable_phy2log()->mutable_values());
+  if (k.capacity_scope) {
+    out->set_capacity_scope(static_cast<pb::CapacityScope>(*k.capacity_scope));
+  }
 }
 
 void ToProto(const StepRecord& m, pb::StepRecord* out) {
@@ -385,6 +392,14 @@ bool KnobsFromProto(const pb::KnobSet& p, KnobSet* out, Checker& c, std::string_
   if (p.has_availability_weight()) out->availability_weight = p.availability_weight();
   if (p.has_expert_bias()) out->expert_bias = ToVector<float>(p.expert_bias().values());
   if (p.has_phy2log()) out->phy2log = ToVector<uint32_t>(p.phy2log().values());
+  if (p.has_capacity_scope()) {
+    if (!pb::CapacityScope_IsValid(p.capacity_scope())) {
+      c.Fail(fmt::format("{}.capacity_scope has unknown value {}", where,
+                         static_cast<int>(p.capacity_scope())));
+      return false;
+    }
+    out->capacity_scope = static_cast<CapacityScope>(p.capacity_scope());
+  }
   return true;
 }
 

@@ -52,5 +52,25 @@ TEST_CASE("Engine config: a bad routing value names file, line, column and choic
   CHECK(negative.status().message().find("max_capacity_padding") != std::string::npos);
 }
 
+TEST_CASE("Engine config: capacity per expert or per replica slot", "[config][engine]") {
+  moe::testing::TempDir dir;
+  auto slot = LoadEngineConfig(dir.Write("slot.toml", "[knobs]\ncapacity_scope = \"slot\"\n"));
+  INFO(slot.status().ToString());
+  REQUIRE(slot.ok());
+  CHECK(slot->engine.knobs.capacity_scope == engine::CapacityScope::kSlot);
+  auto defaults = LoadEngineConfig(dir.Write("empty.toml", "[knobs]\n"));
+  REQUIRE(defaults.ok());
+  CHECK(defaults->engine.knobs.capacity_scope == engine::CapacityScope::kExpert);
+
+  const std::string path = dir.Write("bad.toml", "[knobs]\ntop_k = 2\ncapacity_scope = \"gpu\"\n");
+  auto bad = LoadEngineConfig(path);
+  REQUIRE_FALSE(bad.ok());
+  const std::string message = bad.status().message();
+  INFO(message);
+  CHECK(message.find(path + ":3:") != std::string::npos);
+  CHECK(message.find("capacity_scope") != std::string::npos);
+  CHECK(message.find("slot") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace moe::engine_app

@@ -39,7 +39,7 @@ Options RouterOptions(uint32_t num_experts = 16) {
 }
 
 // Every requested token-slot has exactly one outcome and the counters agree.
-void CheckConservation(const RoutingPlan& plan) {
+void CheckConservation(const RoutingPlan& plan, CapacityScope scope = CapacityScope::kExpert) {
   uint64_t routed = 0, rerouted = 0, dropped = 0, unused = 0;
   for (SlotOutcome o : plan.outcome) {
     routed += o == SlotOutcome::kRouted;
@@ -57,8 +57,12 @@ void CheckConservation(const RoutingPlan& plan) {
     served += n;
   CHECK(served == routed + rerouted);
   if (plan.capacity > 0) {
-    for (uint32_t n : plan.expert_tokens)
+    for (uint32_t n : plan.slot_tokens)
       CHECK(n <= plan.capacity);
+    if (scope == CapacityScope::kExpert) {
+      for (uint32_t n : plan.expert_tokens)
+        CHECK(n <= plan.capacity);
+    }
   }
 }
 
@@ -307,25 +311,82 @@ TEST_CASE("Drop policy: arrival rank at the expert decides keep and replica", "[
   k.top_k = 2;
   k.noise_std = 0.05;
   k.phy2log = {3, 0, 1, 2, 0, 4, 5, 6, 7, 0, 3, 1};  // expert 0 x3, experts 1 and 3 x2
-  for (double cf : {0.0, 0.5, 1.0, 1.5}) {
-    INFO("capacity_factor=" << cf);
-    k.capacity_factor = cf;
-    const std::vector<float> scores = RandomScores(257, 8, 11, 1.5);
-    const RoutingPlan plan = Route(scores.data(), 257, o, k, 3);
-    CheckConservation(plan);
-    std::vector<std::vector<int32_t>> replicas(8);
-    for (size_t s = 0; s < k.phy2log.size(); ++s)
-      replicas[k.phy2log[s]].push_back(static_cast<int32_t>(s));
-    std::vector<uint32_t> arrivals(8, 0);
-    for (size_t i = 0; i < plan.chosen.size(); ++i) {
-      const int32_t e = plan.chosen[i];
-      REQUIRE(e >= 0);
-      const uint32_t m = arrivals[e]++;
-      const auto& reps = replicas[e];
-      const bool kept = plan.capacity == 0 || m < plan.capacity;
-      CHECK(plan.slot[i] == (kept ? reps[m % reps.size()] : -1));
+  for (CapacityScope scope : {CapacityScope::kExpert, CapacityScope::kSlot}) {
+    for (double cf : {0.0, 0.5, 1.0, 1.5}) {
+      INFO("capacity_factor=" << cf << " scope=" << CapacityScopeName(scope));
+      k.capacity_factor = cf;
+      k.capacity_scope = scope;
+      const std::vector<float> scores = RandomScores(257, 8, 11, 1.5);
+      const RoutingPlan plan = Route(scores.data(), 257, o, k, 3);
+      CheckConservation(plan, scope);
+      std::vector<std::vector<int32_t>> replicas(8);
+      for (size_t s = 0; s < k.phy2log.size(); ++s)
+        replicas[k.phy2log[s]].push_back(static_cast<int32_t>(s));
+      std::vector<uint32_t> arrivals(8, 0);
+      for (size_t i = 0; i < plan.chosen.size(); ++i) {
+        const int32_t e = plan.chosen[i];
+        REQUIRE(e >= 0);
+        const uint32_t m = arrivals[e]++;
+        const auto& reps = replicas[e];
+        // Under the slot scope each of the r replicas holds the capacity.
+        const uint32_t room =
+            plan.capacity *
+            (scope == CapacityScope::kSlot ? static_cast<uint32_t>(reps.size()) : 1);
+        const bool kept = plan.capacity == 0 || m < room;
+        CHECK(plan.slot[i] == (kept ? reps[m % reps.size()] : -1));
+      }
     }
   }
+}
+
+TEST_CASE("Capacity scope slot: each replica of an expert adds its own room", "[router]") {
+  Options o = RouterOptions(4);
+  o.parallel.num_replicas = 8;
+  o.parallel.num_devices = 2;
+  Knobs k;
+  k.top_k = 1;
+  k.capacity_factor = 5.0 * 4 / 20;      // capacity 5 for 20 tokens, K 1, E 4
+  k.phy2log = {0, 0, 1, 2, 0, 3, 1, 2};  // expert 0 has three replicas, expert 3 one
+  std::vector<float> hot(20 * 4, 0.0f);
+  for (int t = 0; t < 20; ++t)
+    hot[t * 4 + (t < 18 ? 0 : 3)] = 1.0f;  // 18 want expert 0, 2 want expert 3
+
+  const RoutingPlan expert = Route(hot.data(), 20, o, k, 0);
+  CheckConservation(expert);
+  CHECK(expert.capacity == 5);
+  CHECK(expert.expert_tokens[0] == 5);  // 5 split 2/2/1 over the replicas
+  CHECK(expert.dropped == 13);
+
+  k.capacity_scope = CapacityScope::kSlot;
+  const RoutingPlan slot = Route(hot.data(), 20, o, k, 0);
+  CheckConservation(slot, CapacityScope::kSlot);
+  CHECK(slot.capacity == 5);
+  CHECK(slot.expert_tokens[0] == 15);  // 5 in each of the three replicas
+  CHECK(slot.slot_tokens[0] == 5);
+  CHECK(slot.slot_tokens[1] == 5);
+  CHECK(slot.slot_tokens[4] == 5);
+  CHECK(slot.expert_tokens[3] == 2);  // one replica, under its room
+  CHECK(slot.dropped == 3);
+
+  // Without replicas the two scopes are the same capacity.
+  Knobs plain = k;
+  plain.phy2log = {0, 1, 2, 3, 0, 1, 2, 3};  // every expert twice
+  const RoutingPlan even_slot = Route(hot.data(), 20, o, plain, 0);
+  plain.capacity_scope = CapacityScope::kExpert;
+  const RoutingPlan even_expert = Route(hot.data(), 20, o, plain, 0);
+  CHECK(even_slot.expert_tokens[0] == 10);
+  CHECK(even_expert.expert_tokens[0] == 5);
+
+  // The capacity layout reserves the room the scope gives.
+  const std::vector<int> slot_rows =
+      CapacityLayoutOffsets(k.phy2log, 4, 5, 20, CapacityScope::kSlot);
+  const std::vector<int> expert_rows =
+      CapacityLayoutOffsets(k.phy2log, 4, 5, 20, CapacityScope::kExpert);
+  CHECK(slot_rows.back() == 8 * 5);
+  CHECK(expert_rows.back() == 4 * 5);
+  CHECK(ReplicaCapacity(5, CapacityScope::kExpert, 3, 0) == 2);
+  CHECK(ReplicaCapacity(5, CapacityScope::kExpert, 3, 2) == 1);
+  CHECK(ReplicaCapacity(5, CapacityScope::kSlot, 3, 2) == 5);
 }
 
 TEST_CASE("Device routing: counter layout and coverage", "[router]") {

@@ -72,7 +72,7 @@ int CapacityLayoutRows(const Options& options, const Knobs& knobs, int num_token
       ExpertCapacity(knobs.capacity_factor, num_tokens, knobs.top_k, options.model.num_experts);
   if (capacity == 0) return 0;
   return CapacityLayoutOffsets(Placement(options, knobs), options.model.num_experts, capacity,
-                               num_tokens)
+                               num_tokens, knobs.capacity_scope)
       .back();
 }
 
@@ -416,6 +416,8 @@ TEST_CASE("Device routing matches Route(): tight and loose capacity, three repli
     for (double cf : {0.3, 1.0, 2.0, 8.0}) {
       k.capacity_factor = cf;
       k.noise_std = seed == 62 ? 0.05 : 0.0;
+      // Capacity per slot: a replica adds room (seed 63 only, to keep it short).
+      k.capacity_scope = seed == 63 ? CapacityScope::kSlot : CapacityScope::kExpert;
       for (int num_tokens : {1, 5, 97}) {
         CompareWithCpu(o, k, num_tokens, seed);
       }

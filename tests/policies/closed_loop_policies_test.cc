@@ -168,6 +168,26 @@ TEST_CASE("PredictStep replays a capacity factor on the step's own demand", "[co
   CHECK(three.drop_rate == 0);  // capacity 53 >= 40
 }
 
+TEST_CASE("PredictStep: under the slot scope a replica adds its expert room", "[counterfactual]") {
+  // 35 tokens, K 2, 4 experts, capacity 18 at cf 1; expert 0 (demand 40) has
+  // slots 0 and 3 of 6 (one on each device).
+  EngineSnapshot s = Skewed({40, 10, 10, 10}, 35, 1, 1.0);
+  s.num_replicas = 6;
+  s.knobs.phy2log = {{0, 1, 2, 0, 3, 2}};
+  CounterfactualParams p;
+  RewardParams r;
+  const StepPrediction expert = PredictStep(s, s.recent[0], 1.0, p, r);
+  CHECK(expert.drop_rate == Approx(22.0 / 70.0));  // 18 of 40 kept, split 9 + 9
+  CHECK(expert.latency_us == Approx(10 + 9 + 10 + 5));
+  s.knobs.capacity_scope = telemetry::CapacityScope::kSlot;
+  const StepPrediction slot = PredictStep(s, s.recent[0], 1.0, p, r);
+  CHECK(slot.drop_rate == Approx(4.0 / 70.0));  // 36 of 40 kept, 18 per replica
+  CHECK(slot.latency_us == Approx(10 + 18 + 10 + 5));
+  CHECK(slot.reward > expert.reward);
+  CHECK(ReplicaCounts({0, 1, 2, 0, 3, 2}, 6, 4) == std::vector<uint32_t>{2, 1, 2, 1});
+  CHECK(ReplicaCounts({}, 6, 4) == std::vector<uint32_t>{2, 2, 1, 1});
+}
+
 TEST_CASE("The counterfactual policy picks the capacity the reward prefers", "[counterfactual]") {
   CounterfactualParams p;
   RewardParams r;

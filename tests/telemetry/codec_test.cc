@@ -254,6 +254,17 @@ TEST_CASE("decode enforces the invariants a hostile peer could break", "[codec]"
     CHECK(got.status().code() == StatusCode::kCorruption);
     CHECK_THAT(got.status().message(), Catch::Contains("overflow_policy"));
   }
+  SECTION("unknown capacity scope") {
+    std::string knobs;
+    PutVarintField(knobs, 11, 4);  // capacity_scope
+    std::string cmd;
+    PutBytesField(cmd, 1, "e");
+    PutBytesField(cmd, 4, knobs);
+    auto got = Decode(EnvelopeWith(5, cmd));
+    REQUIRE_FALSE(got.ok());
+    CHECK(got.status().code() == StatusCode::kCorruption);
+    CHECK_THAT(got.status().message(), Catch::Contains("capacity_scope has unknown value 4"));
+  }
   SECTION("engine id too long or not UTF-8") {
     std::string ack;
     PutBytesField(ack, 1, std::string(kMaxIdBytes + 1, 'x'));
@@ -348,6 +359,10 @@ TEST_CASE("encode refuses what decode would reject", "[codec]") {
   auto got = Encode(bad_policy);
   REQUIRE_FALSE(got.ok());
   CHECK_THAT(got.status().message(), Catch::Contains("layer_knobs[0]"));
+
+  Command bad_scope = FullCommand();
+  bad_scope.knobs.capacity_scope = static_cast<CapacityScope>(3);
+  CHECK_THAT(Encode(bad_scope).status().message(), Catch::Contains("capacity_scope"));
 
   Heartbeat bad_utf8 = FullHeartbeat("engine\xc0\xaf");  // overlong '/'
   CHECK(Encode(bad_utf8).status().code() == StatusCode::kInvalidArgument);

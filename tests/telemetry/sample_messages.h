@@ -22,6 +22,7 @@ inline KnobSet FullKnobs() {
   k.availability_weight = 0.3;
   k.expert_bias = std::vector<float>{0.5f, -0.25f, 0.0f, 1e-7f};
   k.phy2log = std::vector<uint32_t>{0, 1, 2, 3, 1};
+  k.capacity_scope = CapacityScope::kSlot;
   return k;
 }
 

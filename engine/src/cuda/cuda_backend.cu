@@ -414,6 +414,7 @@ Status CudaBackend::RouteOnDevice(const DeviceRoutingArgs& args) {
   place.num_devices = static_cast<int>(options.parallel.num_devices);
   place.top_k = top_k;
   place.capacity = capacity;
+  place.slot_capacity = knobs.capacity_scope == CapacityScope::kSlot;
   place.overflow_drop = knobs.overflow_policy == OverflowPolicy::kDrop;
   place.capacity_layout = args.capacity_layout;
   place.slot = args.slot;

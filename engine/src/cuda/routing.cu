@@ -273,7 +273,8 @@ __global__ void __launch_bounds__(kCountThreads)
       before += args.phy2log[q] < e ? 1 : 0;
     }
     const int demand = s.expert_end[e] - s.expert_start[e];
-    int kept = args.capacity == 0 ? demand : min(demand, static_cast<int>(args.capacity));
+    const int room = static_cast<int>(args.capacity) * (args.slot_capacity ? count : 1);
+    int kept = args.capacity == 0 ? demand : min(demand, room);
     if (count == 0) kept = 0;  // no replica: nothing can serve it (ValidateKnobs forbids)
     s.rep_count[e] = count;
     s.rep_offsets[e] = before;
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(kCountThreads)
     c[off.slot_tokens + q] = tokens;
     if (args.capacity_layout) {  // room of the replica, as CapacityLayoutOffsets()
       const int room = min(static_cast<int>(args.capacity), args.num_tokens);
-      s.room_offsets[q + 1] = room / r + (index < room % r ? 1 : 0);
+      s.room_offsets[q + 1] = args.slot_capacity ? room : room / r + (index < room % r ? 1 : 0);
     }
   }
   for (int h = threadIdx.x; h <= args.top_k; h += blockDim.x) {

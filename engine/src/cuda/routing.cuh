@@ -61,8 +61,9 @@ struct CapacityPermuteArgs {
   int num_slots = 0;  // physical slots (replicas), a multiple of num_devices
   int num_devices = 1;
   int top_k = 0;
-  uint32_t capacity = 0;      // per logical expert, 0 = unlimited
-  bool overflow_drop = true;  // false (reroute / replica) is not covered
+  uint32_t capacity = 0;       // per logical expert (or per slot), 0 = unlimited
+  bool slot_capacity = false;  // capacity is each slot's (CapacityScope::kSlot)
+  bool overflow_drop = true;   // false (reroute / replica) is not covered
   // false: compact rows (the first kNumRows written); true: the capacity
   // layout of CapacityLayoutOffsets() (router.h), padding rows get -1 and 0;
   // needs capacity > 0.

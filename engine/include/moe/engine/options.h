@@ -23,6 +23,13 @@ enum class OverflowPolicy {
   kReplica,  // local replica first; when full, another replica with room
 };
 
+// What the capacity C = ceil(cf * T * top_k / E) is the capacity of.
+enum class CapacityScope {
+  kExpert,  // one logical expert: its C is split over its replicas (a replica adds no room)
+  kSlot,    // each physical slot: an expert with r replicas takes up to r * C (each replica's
+            // device has its own buffer, as in expert-parallel serving)
+};
+
 // Where a layer's routing pipeline runs.
 enum class RoutingMode {
   kAuto,    // device when the backend can and the step is covered (below); else host
@@ -32,6 +39,7 @@ enum class RoutingMode {
 
 std::string_view OverflowPolicyName(OverflowPolicy policy);  // "drop", "reroute", "replica"
 std::string_view RoutingModeName(RoutingMode mode);          // "auto", "host", "device"
+std::string_view CapacityScopeName(CapacityScope scope);     // "expert", "slot"
 std::string_view ScoreFunctionName(ScoreFunction fn);        // "softmax", "sigmoid"
 
 // The model: fixed for the engine's lifetime.
@@ -68,6 +76,7 @@ struct Knobs {
   double top_p = 0.0;            // dynamic K: gate-mass target in (0, 1]; 0 = off
   uint32_t k_min = 1;            // dynamic K: fewest experts per token
   double capacity_factor = 1.0;  // capacity = ceil(cf * T * top_k / E); 0 = unlimited
+  CapacityScope capacity_scope = CapacityScope::kExpert;  // per logical expert or per slot
   OverflowPolicy overflow_policy = OverflowPolicy::kDrop;
   double noise_std = 0.0;          // std of Gaussian noise on selection scores (0 = off)
   uint32_t shortlist = 0;          // two-stage routing: candidates M (0 = off)
@@ -82,6 +91,7 @@ struct KnobPatch {
   std::optional<double> top_p;
   std::optional<uint32_t> k_min;
   std::optional<double> capacity_factor;
+  std::optional<CapacityScope> capacity_scope;
   std::optional<OverflowPolicy> overflow_policy;
   std::optional<double> noise_std;
   std::optional<uint32_t> shortlist;

@@ -16,8 +16,10 @@
 //      mass reaches top_p, clamped to [k_min, top_k];
 //   5. gate weight = score (normalised over the chosen K when normalize_gates)
 //      * routed_scaling;
-//   6. capacity: per expert ceil(cf * T * top_k / E) (cf = 0: unlimited),
-//      split over its replicas (the first `capacity % r` replicas get one more);
+//   6. capacity: C = ceil(cf * T * top_k / E) (cf = 0: unlimited); with
+//      capacity_scope "expert" C is the expert's, split over its replicas (the
+//      first `C % r` replicas get one more); with "slot" every replica has C
+//      (ReplicaCapacity());
 //      slots claim capacity in token order, then in rank order within a token;
 //      the replica is chosen round-robin, so an expert's tokens are split evenly
 //      over its replicas (counts differ by at most one); a slot whose replica
@@ -105,9 +107,18 @@ ExpertSelection SelectionOf(const RoutingPlan& plan);
 RoutingPlan Route(const float* scores, int num_tokens, const Options& options, const Knobs& knobs,
                   uint64_t seed, const ExpertSelection* forced = nullptr);
 
-// Per-expert capacity for `num_tokens` tokens (0 = unlimited).
+// The capacity C for `num_tokens` tokens (0 = unlimited): an expert's under
+// CapacityScope::kExpert, each slot's under kSlot.
 uint32_t ExpertCapacity(double capacity_factor, int num_tokens, uint32_t top_k,
                         uint32_t num_experts);
+
+// Room of replica `i` (0-based, in slot order) of an expert with `r` >= 1
+// replicas under capacity `capacity` (> 0) and `scope`: capacity / r + (i <
+// capacity % r) for kExpert, capacity for kSlot.
+inline uint32_t ReplicaCapacity(uint32_t capacity, CapacityScope scope, uint32_t r, uint32_t i) {
+  if (scope == CapacityScope::kSlot) return capacity;
+  return capacity / r + (i < capacity % r ? 1 : 0);
+}
 
 // ---------------------------------------------------------------------------
 // Device routing (Backend::RouteOnDevice, Feature::kDeviceRouting).
@@ -178,14 +189,15 @@ double ModelAllToAllUs(const std::vector<uint32_t>& transfer_rows, double row_by
 // top_p, an overflow policy other than drop); OK otherwise.
 Status CheckDeviceRoutingCovered(const Knobs& knobs);
 
-// The capacity layout of the permutation: with a per-expert capacity C > 0,
-// slot s of an expert with r replicas, the i-th of them in slot order, gets
-// room for c / r + (i < c % r) rows, c = min(C, num_tokens) (no expert serves
-// a token twice); the room is known before routing, so expert work can be
-// sized on the host without waiting for the routing counters. Returns
+// The capacity layout of the permutation: with a capacity C > 0, slot s of an
+// expert with r replicas, the i-th of them in slot order, gets room for
+// ReplicaCapacity(c, scope, r, i) rows, c = min(C, num_tokens) (no expert
+// serves a token twice); the room is known before routing, so expert work can
+// be sized on the host without waiting for the routing counters. Returns
 // [num_slots + 1] row offsets: slot s owns rows [offsets[s], offsets[s + 1]).
 std::vector<int> CapacityLayoutOffsets(const std::vector<uint32_t>& phy2log, uint32_t num_experts,
-                                       uint32_t capacity, int num_tokens);
+                                       uint32_t capacity, int num_tokens,
+                                       CapacityScope scope = CapacityScope::kExpert);
 
 // Arguments of Backend::RouteOnDevice(). Pointers are backend memory of the
 // backend that runs it, except `options` and `knobs` (host). Outputs are

@@ -66,6 +66,12 @@ class AffineFitter {
   std::vector<std::pair<double, double>> points_;
 };
 
+// Replicas of each of `num_experts` experts under `phy2log` [num_replicas]
+// (empty, or not num_replicas long: slot s holds expert s % num_experts);
+// num_replicas 0 means num_experts.
+std::vector<uint32_t> ReplicaCounts(const std::vector<uint32_t>& phy2log, uint32_t num_replicas,
+                                    uint32_t num_experts);
+
 // Rows each device runs in a layer, given the rows served per logical expert
 // [num_experts] and the placement `phy2log` [num_replicas] (empty: slot s holds
 // expert s % num_experts). An expert's rows are split evenly over its replicas;

@@ -38,6 +38,9 @@ struct LayerEstimate {
 struct KnobValues {
   uint32_t top_k = 2;
   double capacity_factor = 0;  // 0 = unlimited
+  // kExpert: the capacity is each logical expert's, split over its replicas;
+  // kSlot: each replica's, so a replica adds room.
+  telemetry::CapacityScope capacity_scope = telemetry::CapacityScope::kExpert;
   double noise_std = 0;
   double top_p = 0;
   uint32_t k_min = 1;

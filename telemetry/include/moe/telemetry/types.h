@@ -32,6 +32,12 @@ enum class OverflowPolicy : uint8_t {
   kReplica = 2,  // a less loaded replica of the same expert
 };
 
+// What the capacity ceil(cf * T * top_k / E) is the capacity of.
+enum class CapacityScope : uint8_t {
+  kExpert = 0,  // one logical expert, split over its replicas
+  kSlot = 1,    // each physical slot: a replica adds room
+};
+
 enum class ScoreFunction : uint8_t { kSoftmax = 0, kSigmoid = 1 };
 
 // Timing of one layer in one step, microseconds.
@@ -107,10 +113,11 @@ struct KnobSet {
   std::optional<double> availability_weight;
   std::optional<std::vector<float>> expert_bias;  // [E]
   std::optional<std::vector<uint32_t>> phy2log;   // [replicas]
+  std::optional<CapacityScope> capacity_scope;
 
   bool empty() const {
     return !top_k && !top_p && !k_min && !capacity_factor && !overflow_policy && !noise_std &&
-           !shortlist && !availability_weight && !expert_bias && !phy2log;
+           !shortlist && !availability_weight && !expert_bias && !phy2log && !capacity_scope;
   }
 
   friend bool operator==(const KnobSet&, const KnobSet&) = default;
