@@ -33,6 +33,7 @@ void ReadModel(TableReader t, engine::ModelOptions* m) {
   t.Read("num_groups", &m->num_groups, Range<int64_t>{1, 4096});
   t.Read("topk_groups", &m->topk_groups, Range<int64_t>{1, 4096});
   t.Read("router_init_scale", &m->router_init_scale, Range<double>{1e-6, 1e3});
+  t.Read("reference_top_k", &m->reference_top_k, Range<int64_t>{0, 4096});
   double eps = m->rms_eps;
   t.Read("rms_eps", &eps, Range<double>{1e-12, 1.0});
   m->rms_eps = static_cast<float>(eps);

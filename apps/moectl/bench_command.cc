@@ -37,6 +37,8 @@ struct BenchFlags {
   uint64_t steps = 240;
   int64_t step_interval_ms = 15;
   int64_t cadence_ms = 100;
+  std::string capacity_scope = "slot";
+  double react_drop_rate = 0.02;
   bool json = false;
 };
 
@@ -183,6 +185,8 @@ void ClosedLoop(const BenchFlags& f) {
   setup.steps = f.steps;
   setup.step_interval_ms = f.step_interval_ms;
   setup.cadence_ms = f.cadence_ms;
+  setup.capacity_scope = f.capacity_scope;
+  setup.react_drop_rate = f.react_drop_rate;
 
   KnobPoint base;
   Result<ModelShape> shape = ReadShape(setup, &base);
@@ -331,6 +335,8 @@ void ClosedLoop(const BenchFlags& f) {
               {"steps", f.steps},
               {"step_interval_ms", f.step_interval_ms},
               {"cadence_ms", f.cadence_ms},
+              {"capacity_scope", f.capacity_scope},
+              {"react_drop_rate", f.react_drop_rate},
               {"replay", *replay},
               {"fixed_knobs", *replay ? json::array({"expert_bias", "noise_std"}) : json::array()},
               {"model",
@@ -433,6 +439,15 @@ void AddBenchCommand(CLI::App& app) {
   cl->add_option("--step-interval-ms", flags->step_interval_ms, "engine pacing")
       ->capture_default_str();
   cl->add_option("--cadence-ms", flags->cadence_ms, "controller cadence")->capture_default_str();
+  cl->add_option("--capacity-scope", flags->capacity_scope,
+                 "every contender's capacity: per replica slot or per logical expert")
+      ->check(CLI::IsMember({"slot", "expert"}))
+      ->capture_default_str();
+  cl->add_option(
+        "--react-drop-rate", flags->react_drop_rate,
+        "controller: a step dropping this much runs the pipeline at once (0 = cadence only)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cl->callback([flags] { ClosedLoop(*flags); });
 }
 

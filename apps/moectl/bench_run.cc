@@ -175,6 +175,11 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
   knobs.insert_or_assign("top_k", static_cast<int64_t>(spec.knobs.top_k));
   knobs.insert_or_assign("capacity_factor", spec.knobs.capacity_factor);
   knobs.insert_or_assign("noise_std", spec.knobs.noise_std);
+  knobs.insert_or_assign("capacity_scope", setup.capacity_scope);
+  // Quality is judged against the model's K, whatever K the run starts at.
+  if (!preset.contains("model")) preset.insert("model", toml::table{});
+  preset["model"].as_table()->insert_or_assign("reference_top_k",
+                                               static_cast<int64_t>(shape.top_k));
   std::stringstream preset_text;
   preset_text << preset << "\n";
   MOE_RETURN_IF_ERROR(WriteText(dir + "/preset.toml", preset_text.str()));
@@ -183,11 +188,12 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
   MOE_RETURN_IF_ERROR(WriteText(
       dir + "/controller.toml",
       fmt::format(
-          "log_level = \"info\"\ncadence = {}\nack_timeout = \"2s\"\noutcome_steps = 8\n"
-          "window_steps = 32\nprogress_interval = \"0s\"\npolicies_file = \"policies.toml\"\n"
+          "log_level = \"info\"\ncadence = {}\nreact_drop_rate = {}\nack_timeout = \"2s\"\n"
+          "outcome_steps = 8\nwindow_steps = 32\nprogress_interval = \"0s\"\n"
+          "policies_file = \"policies.toml\"\n"
           "[transport]\ntelemetry = \"tcp://127.0.0.1:*\"\ncommands = \"tcp://127.0.0.1:*\"\n"
           "[storage]\npath = \"{}\"\nflush_interval = \"50ms\"\nraw_retention = \"0s\"\n",
-          setup.cadence_ms, db)));
+          setup.cadence_ms, setup.react_drop_rate, db)));
 
   const auto started = Clock::now();
   const std::string daemon_log = dir + "/moectld.log";

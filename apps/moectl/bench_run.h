@@ -25,6 +25,10 @@ struct BenchSetup {
   uint64_t steps = 240;
   int64_t step_interval_ms = 15;  // engine pacing, so control cycles cover similar steps
   int64_t cadence_ms = 100;       // controller policy cadence
+  double react_drop_rate = 0.02;  // a step dropping this much runs the pipeline at once
+  // Every contender's engine runs this capacity scope ("slot": each replica
+  // has its own buffer, as in expert-parallel serving; "expert": split).
+  std::string capacity_scope = "slot";
 };
 
 // One run: the engine's starting knobs, the controller's policies file, and

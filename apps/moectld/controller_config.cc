@@ -241,6 +241,8 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   root.ReadChoice("log_level", &o.log_level,
                   {"trace", "debug", "info", "warn", "error", "critical", "off"});
   root.ReadDurationMs("cadence", &o.cadence_ms, {10, 3'600'000});
+  root.Read("react_drop_rate", &o.react_drop_rate, Range<double>{0, 1});
+  root.ReadDurationMs("react_min_interval", &o.react_min_interval_ms, {0, 3'600'000});
   std::string mode = std::string(ControlModeName(o.mode));
   root.ReadChoice("mode", &mode, {"active", "advisory"});
   o.mode = mode == "advisory" ? ControlMode::kAdvisory : ControlMode::kActive;

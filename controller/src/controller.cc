@@ -319,6 +319,19 @@ void ControllerImpl::OnStep(const telemetry::StepRecord& record, int64_t now) {
   if (pending && pending->acked && e.StepsUnder(pending->epoch) >= options_.outcome_steps) {
     Measure(e, now);
   }
+  MaybeReact(e, record, now);
+}
+
+void ControllerImpl::MaybeReact(EngineState& e, const telemetry::StepRecord& record, int64_t now) {
+  if (options_.react_drop_rate <= 0 || e.pending()) return;
+  if (now - e.last_policy_run_ns < options_.react_min_interval_ms * kNanosPerMilli) return;
+  uint64_t slots = 0, dropped = 0;
+  for (const telemetry::LayerRecord& layer : record.layers) {
+    slots += layer.num_token_slots;
+    dropped += layer.dropped;
+  }
+  if (slots == 0 || static_cast<double>(dropped) < options_.react_drop_rate * slots) return;
+  e.next_policy_run_ns = std::min(e.next_policy_run_ns, now);  // RunDue runs it next
 }
 
 void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_step,
@@ -433,6 +446,7 @@ void ControllerImpl::RunDue() {
     }
     if (now >= e.next_policy_run_ns) {
       e.next_policy_run_ns = now + options_.cadence_ms * kNanosPerMilli;
+      e.last_policy_run_ns = now;
       RunPolicies(e, now);
     }
   }
@@ -775,6 +789,10 @@ Status Validate(const ControllerOptions& o) {
   }
   if (o.db_path.empty()) return bad("db_path", "must not be empty");
   if (o.cadence_ms <= 0) return bad("cadence_ms", "must be > 0");
+  if (!(o.react_drop_rate >= 0 && o.react_drop_rate <= 1)) {
+    return bad("react_drop_rate", "must be in [0, 1]");
+  }
+  if (o.react_min_interval_ms < 0) return bad("react_min_interval_ms", "must be >= 0");
   if (o.ack_timeout_ms <= 0) return bad("ack_timeout_ms", "must be > 0");
   if (o.outcome_steps == 0) return bad("outcome_steps", "must be > 0");
   if (o.window_steps < o.outcome_steps) return bad("window_steps", "must be >= outcome_steps");

@@ -84,6 +84,9 @@ class ControllerImpl final : public Controller {
   void OnHello(const telemetry::Hello& hello, int64_t now);
 
   void OnStep(const telemetry::StepRecord& record, int64_t now);
+  // Brings the engine's next pipeline run forward to now when `record`
+  // dropped at least options_.react_drop_rate of its token-slots.
+  void MaybeReact(EngineState& e, const telemetry::StepRecord& record, int64_t now);
 
   // The pending decision's ack timed out but telemetry shows the engine runs
   // its epoch: from here on it is measured like an acked one.

@@ -156,6 +156,7 @@ class EngineState {
   // measured per-device expert time; per-layer tokens against the rest).
   const policies::CostModel& cost_model() const { return cost_model_; }
   int64_t next_policy_run_ns = 0;
+  int64_t last_policy_run_ns = 0;  // when the pipeline last ran for this engine
 
   // The latest decision measured (for `moectl status`).
   std::optional<EngineStatus::Outcome> last_outcome;

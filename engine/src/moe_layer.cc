@@ -525,10 +525,13 @@ Status MoeLayer::Probe(const LayerContext& ctx, const RoutingPlan& plan, LayerWo
   const int num_experts = static_cast<int>(options_.model.num_experts);
   const int num_probe = std::min<int>(options_.quality_probe_tokens, ctx.num_tokens);
   NormalStream rng(ctx.probe_seed);
-  // The reference uses the model's configured K (the knobs at epoch 0), or
-  // the current K when it is larger, so a lowered K shows as error.
+  // The reference uses the model's K (model.reference_top_k, else the knobs
+  // at epoch 0), or the current K when it is larger, so a lowered K shows as
+  // error.
   Knobs plain;
-  plain.top_k = std::max(ctx.knobs->top_k, options_.knobs.top_k);
+  const uint32_t model_k =
+      options_.model.reference_top_k > 0 ? options_.model.reference_top_k : options_.knobs.top_k;
+  plain.top_k = std::min(std::max(ctx.knobs->top_k, model_k), options_.model.num_experts);
   plain.k_min = 1;
   plain.capacity_factor = 0;
   plain.phy2log = ctx.knobs->phy2log;

@@ -88,6 +88,10 @@ Status ValidateOptions(const Options& options) {
                std::to_string(m.topk_groups));
   }
   if (!(m.routed_scaling > 0)) return Bad("model.routed_scaling must be > 0");
+  if (m.reference_top_k > m.num_experts) {
+    return Bad("model.reference_top_k must be <= num_experts (" + std::to_string(m.num_experts) +
+               "), got " + std::to_string(m.reference_top_k));
+  }
   if (!(m.rms_eps > 0)) return Bad("model.rms_eps must be > 0");
   const ParallelOptions& p = options.parallel;
   if (p.num_devices < 1) return Bad("parallel.num_devices must be >= 1");

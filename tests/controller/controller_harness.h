@@ -140,6 +140,20 @@ class Harness {
     return commands;
   }
 
+  // The commands the engine has received, without moving the clock (a few
+  // polls, so a command already sent arrives).
+  std::vector<telemetry::Command> Received() {
+    std::vector<telemetry::Command> commands;
+    for (int i = 0; i < 20; ++i) {
+      REQUIRE(controller_->Poll(milliseconds(5)).ok());
+      auto got = engine_->PollCommands();
+      REQUIRE(got.ok());
+      commands.insert(commands.end(), got->begin(), got->end());
+    }
+    sent_seen_ = controller_->stats().commands_sent;
+    return commands;
+  }
+
   void Ack(const telemetry::Command& command, bool applied, std::string error = "") {
     telemetry::Ack ack;
     ack.engine_id = "e1";

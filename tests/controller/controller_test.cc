@@ -46,6 +46,31 @@ TEST_CASE("High drop rate raises capacity; the outcome is measured under the new
   CHECK(d.inputs_json.find("\"drop_rate\":0.1") != std::string::npos);
 }
 
+TEST_CASE("A step that drops runs the pipeline at once, not a cadence later", "[controller]") {
+  for (double react : {0.05, 0.0}) {
+    INFO("react_drop_rate=" << react);
+    Harness h([&](ControllerOptions& o) {
+      o.cadence_ms = 60'000;  // the cadence never comes within the test
+      o.react_drop_rate = react;
+      o.react_min_interval_ms = 0;
+    });
+    h.Steps(8, 0, 0.0);  // no drops: nothing to react to
+    CHECK(h.Received().empty());
+    h.Steps(8, 0, 0.30);
+    std::vector<telemetry::Command> commands = h.Received();
+    if (react > 0) {
+      REQUIRE(commands.size() == 1);
+      REQUIRE(commands[0].knobs.capacity_factor.has_value());
+      CHECK(*commands[0].knobs.capacity_factor > 1.0);
+      // One change in flight: more dropping steps send nothing new.
+      h.Steps(2, 0, 0.30);
+      CHECK(h.Received().empty());
+    } else {
+      CHECK(commands.empty());  // off: only the cadence runs the pipeline
+    }
+  }
+}
+
 TEST_CASE("The guard's cooldown and epoch maturity are audited as rejections", "[controller]") {
   Harness h([](ControllerOptions& o) { o.guard.cooldown_ms = 10'000; });
   h.Steps(8, 0, 0.10);

@@ -272,5 +272,25 @@ TEST_CASE("Quality probe: a K below the configured one shows as error, a larger 
   CHECK(*k3->layers[0].quality_error < 1e-6);  // the reference follows the larger K
 }
 
+TEST_CASE("Quality probe: an engine started below the model's K still shows the error",
+          "[engine][probe]") {
+  Options o = testing::SmallOptions();
+  o.quality_probe_tokens = 8;
+  o.quality_probe_every = 1;
+  o.knobs.top_k = 1;  // starts at K 1 ...
+  const std::vector<float> x = testing::RandomTokens(64, o.model.hidden, 7);
+  auto unaware = testing::MakeEngine(o);
+  auto blind = unaware->Step({x.data(), 64, {}});
+  REQUIRE(blind.ok());
+  CHECK(*blind->layers[0].quality_error < 1e-6);  // judged against its own K 1
+  o.model.reference_top_k = 2;                    // ... of a model trained at K 2
+  auto engine = testing::MakeEngine(o);
+  auto step = engine->Step({x.data(), 64, {}});
+  REQUIRE(step.ok());
+  CHECK(*step->layers[0].quality_error > 1e-3);
+  o.model.reference_top_k = o.model.num_experts + 1;
+  CHECK(ValidateOptions(o).message().find("reference_top_k") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace moe::engine

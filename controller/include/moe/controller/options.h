@@ -101,6 +101,13 @@ struct ControllerOptions {
 
   // How often the policy pipeline runs for each engine.
   int64_t cadence_ms = 1000;
+  // React to telemetry: a step whose drop rate is at least react_drop_rate
+  // runs the pipeline for its engine at once instead of at the next cadence
+  // tick, when no decision is in flight and the last run was at least
+  // react_min_interval_ms ago (a shift is answered within a step or two, not
+  // a cadence later). 0 = only the cadence; in [0, 1].
+  double react_drop_rate = 0.0;
+  int64_t react_min_interval_ms = 10;
   // A command without an ack after this long is recorded as failed.
   int64_t ack_timeout_ms = 5000;
   // Steps under a new epoch before its outcome is measured (and judged for rollback).

@@ -56,8 +56,11 @@ struct ModelOptions {
   uint32_t num_groups = 1;         // expert groups for group-limited routing (1 = off)
   uint32_t topk_groups = 1;        // groups a token may use when num_groups > 1
   double router_init_scale = 2.0;  // gate weights ~ N(0, (scale / sqrt(H))^2)
-  float rms_eps = 1e-6f;           // RMSNorm epsilon
-  uint64_t seed = 1;               // seeds every weight; same seed, same model
+  // The K the model was trained to use: the quality probe's reference, so a
+  // lowered K shows as error. 0 = the initial knobs' top_k.
+  uint32_t reference_top_k = 0;
+  float rms_eps = 1e-6f;  // RMSNorm epsilon
+  uint64_t seed = 1;      // seeds every weight; same seed, same model
 };
 
 // Expert parallelism over virtual devices (one machine computes and times each
