@@ -35,6 +35,7 @@ struct BenchFlags {
   std::string contenders = "default,oracle,dynamic_capacity,expert_bias,periodic_eplb,moectl";
   std::vector<double> grid = {1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
   uint64_t steps = 240;
+  uint64_t warmup_steps = 16;
   int64_t step_interval_ms = 15;
   int64_t cadence_ms = 100;
   std::string capacity_scope = "slot";
@@ -183,6 +184,7 @@ void ClosedLoop(const BenchFlags& f) {
                                                  : fs::path(f.out_dir))
                       .string();
   setup.steps = f.steps;
+  setup.warmup_steps = f.warmup_steps;
   setup.step_interval_ms = f.step_interval_ms;
   setup.cadence_ms = f.cadence_ms;
   setup.capacity_scope = f.capacity_scope;
@@ -234,7 +236,9 @@ void ClosedLoop(const BenchFlags& f) {
                          run("expert_bias", base, *configs / "bench" / "expert_bias.toml"));
   }
   if (Wants(f.contenders, "periodic_eplb")) {
-    const int64_t period = std::max<int64_t>(16, static_cast<int64_t>(f.steps / 6));
+    // Every sixth of the run, within the controller's 32-step window (the
+    // steps it can count under the placement in force).
+    const int64_t period = std::clamp<int64_t>(static_cast<int64_t>(f.steps / 6), 8, 32);
     dynamic.emplace_back("periodic_eplb",
                          run("periodic_eplb", base, *configs / "bench" / "periodic_eplb.toml",
                              {{"eplb.period_steps", period}}));
@@ -333,6 +337,7 @@ void ClosedLoop(const BenchFlags& f) {
               {"scenario_file", setup.scenario},
               {"model_preset", setup.model_preset},
               {"steps", f.steps},
+              {"warmup_steps", f.warmup_steps},
               {"step_interval_ms", f.step_interval_ms},
               {"cadence_ms", f.cadence_ms},
               {"capacity_scope", f.capacity_scope},
@@ -439,6 +444,9 @@ void AddBenchCommand(CLI::App& app) {
   cl->add_option("--step-interval-ms", flags->step_interval_ms, "engine pacing")
       ->capture_default_str();
   cl->add_option("--cadence-ms", flags->cadence_ms, "controller cadence")->capture_default_str();
+  cl->add_option("--warmup-steps", flags->warmup_steps,
+                 "steps every contender runs first on the same tokens, not counted")
+      ->capture_default_str();
   cl->add_option("--capacity-scope", flags->capacity_scope,
                  "every contender's capacity: per replica slot or per logical expert")
       ->check(CLI::IsMember({"slot", "expert"}))

@@ -223,7 +223,8 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
       Child engine, Child::Start({setup.engine_bin, "--config", setup.engine_config, "--model",
                                   dir + "/preset.toml", "--scenario", setup.scenario, "--engine-id",
                                   "engine-0", "--telemetry", telemetry, "--commands", commands,
-                                  "--steps", std::to_string(setup.steps), "--step-interval-ms",
+                                  "--steps", std::to_string(setup.steps + setup.warmup_steps),
+                                  "--step-interval-ms",
                                   std::to_string(setup.step_interval_ms), "--log-level", "warn"},
                                  engine_log));
   const auto limit = std::chrono::milliseconds(60'000 + 2'000 * static_cast<int64_t>(setup.steps));
@@ -259,6 +260,7 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
       RunData run, BuildRun(spec.contender, spec.knobs, shape, steps, loads, epochs, decisions));
   run.label = spec.label;
   run.wall_s = wall_s;
+  std::erase_if(run.steps, [&](const StepData& s) { return s.step < setup.warmup_steps; });
   if (run.steps.empty()) return Status::Internal("no steps reached the database " + db);
   progress << fmt::format("bench: {:<28} {} steps, {} decisions applied, {:.1f} s\n", spec.label,
                           run.steps.size(), run.decisions_applied, wall_s)

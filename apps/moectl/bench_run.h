@@ -23,6 +23,10 @@ struct BenchSetup {
   std::string scenario;       // scenario TOML
   std::string out_dir;        // one subdirectory per run
   uint64_t steps = 240;
+  // Steps every contender runs first on the same tokens, not counted: a
+  // deployed controller is never cold when the workload moves, and the
+  // engine's first steps reach a controller before its link is up.
+  uint64_t warmup_steps = 16;
   int64_t step_interval_ms = 15;  // engine pacing, so control cycles cover similar steps
   int64_t cadence_ms = 100;       // controller policy cadence
   double react_drop_rate = 0.02;  // a step dropping this much runs the pipeline at once

@@ -77,6 +77,7 @@ void ReadControl(TableReader table, ControlOptions* c) {
 
 // The policy sections, found in controller.toml or in its policies file.
 void ReadPolicies(TableReader root, ControllerOptions* o) {
+  root.Read("joint_changes", &o->joint_changes);
   if (root.Has("order")) {
     root.Read("order", &o->policy_order);
     const std::vector<std::string> known = {
@@ -133,6 +134,7 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   replication.Read("max_moves", &max_moves, Range<int64_t>{-1, 1'000'000});
   o->replication.max_moves = static_cast<int>(max_moves);
   replication.Read("move_weight", &o->replication.move_weight, Range<double>{0, 1e6});
+  replication.Read("time_budget_ms", &o->replication.time_budget_ms, Range<double>{0.01, 60'000});
   o->replication.min_steps = ReadMinSteps(replication, o->replication.min_steps);
 
   TableReader learning = root.Table("learning");

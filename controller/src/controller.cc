@@ -324,7 +324,10 @@ void ControllerImpl::OnStep(const telemetry::StepRecord& record, int64_t now) {
 
 void ControllerImpl::MaybeReact(EngineState& e, const telemetry::StepRecord& record, int64_t now) {
   if (options_.react_drop_rate <= 0 || e.pending()) return;
-  if (now - e.last_policy_run_ns < options_.react_min_interval_ms * kNanosPerMilli) return;
+  if (e.last_react_ns != 0 &&
+      now - e.last_react_ns < options_.react_min_interval_ms * kNanosPerMilli) {
+    return;
+  }
   uint64_t slots = 0, dropped = 0;
   for (const telemetry::LayerRecord& layer : record.layers) {
     slots += layer.num_token_slots;
@@ -332,6 +335,7 @@ void ControllerImpl::MaybeReact(EngineState& e, const telemetry::StepRecord& rec
   }
   if (slots == 0 || static_cast<double>(dropped) < options_.react_drop_rate * slots) return;
   e.next_policy_run_ns = std::min(e.next_policy_run_ns, now);  // RunDue runs it next
+  e.last_react_ns = now;
 }
 
 void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_step,
@@ -350,9 +354,8 @@ void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_st
   auto sent = sent_.find({e.engine_id(), pending.epoch});
   if (sent != sent_.end()) {
     const SentCommand& cmd = sent->second;
-    store_->RecordEpoch({e.engine_id(), pending.epoch, now,
-                         ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
-                         cmd.decision_id});
+    store_->RecordEpoch(
+        {e.engine_id(), pending.epoch, now, EpochChangeJson(cmd).dump(), cmd.decision_id});
     sent_.erase(sent);
   }
   spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(), pending.epoch,
@@ -396,9 +399,8 @@ void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
     return;
   }
   e.ledger().OnAcked(ack.epoch);
-  store_->RecordEpoch({ack.engine_id, ack.epoch, now,
-                       ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
-                       cmd.decision_id});
+  store_->RecordEpoch(
+      {ack.engine_id, ack.epoch, now, EpochChangeJson(cmd).dump(), cmd.decision_id});
   spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
                cmd.change.knob, cmd.change.value, ack.applied_at_step);
   if (is_pending) {
@@ -446,7 +448,6 @@ void ControllerImpl::RunDue() {
     }
     if (now >= e.next_policy_run_ns) {
       e.next_policy_run_ns = now + options_.cadence_ms * kNanosPerMilli;
-      e.last_policy_run_ns = now;
       RunPolicies(e, now);
     }
   }
@@ -536,23 +537,62 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   if (e.pending()) return;
   if (ApplyPins(e, snapshot, now) != 0) return;
   if (levers_.paused(e.engine_id())) return;
-  for (const std::string& name : options_.policy_order) {
-    std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
+  const std::vector<std::string>& order = options_.policy_order;
+  for (size_t i = 0; i < order.size(); ++i) {
+    std::optional<policies::Proposal> proposal = Ask(order[i], snapshot, e.guard_state());
     if (!proposal) continue;
-    policies::Verdict verdict;
-    if (const PinState* pin = levers_.Pin(e.engine_id(), proposal->knob, now)) {
-      verdict.kind = policies::VerdictKind::kRejected;
-      verdict.reason =
-          fmt::format("{} is pinned at {} by operator lever {} ({}: {}){}", proposal->knob,
-                      pin->value, pin->action_id, pin->who, pin->reason,
-                      pin->until_ns ? fmt::format(" until {}", *pin->until_ns) : std::string());
-    } else {
-      verdict = policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
-      JudgePlacement(*proposal, snapshot, &verdict);
+    const policies::Verdict verdict = JudgeProposal(e, *proposal, snapshot, now);
+    if (verdict.kind == policies::VerdictKind::kRejected) {
+      Decide(e, snapshot, *proposal, verdict, Origin::kPolicy, now);
+      continue;
     }
-    Decide(e, snapshot, *proposal, verdict, Origin::kPolicy, now);
-    if (verdict.kind != policies::VerdictKind::kRejected) return;
+    // Joint settings: the policies after it see the snapshot with this change
+    // applied; an accepted proposal of another knob joins the command.
+    Joint with;
+    if (options_.joint_changes) {
+      policies::EngineSnapshot joint = snapshot;
+      ApplyChange({proposal->knob, verdict.value, verdict.vectors, verdict.placements},
+                  joint.knobs);
+      for (size_t j = i + 1; j < order.size(); ++j) {
+        std::optional<policies::Proposal> more = Ask(order[j], joint, e.guard_state());
+        if (!more || more->knob == proposal->knob) continue;
+        const bool taken = std::any_of(with.begin(), with.end(),
+                                       [&](const auto& w) { return w.first.knob == more->knob; });
+        if (taken) continue;
+        const policies::Verdict v = JudgeProposal(e, *more, joint, now);
+        if (v.kind == policies::VerdictKind::kRejected) continue;  // asked again next tick
+        ApplyChange({more->knob, v.value, v.vectors, v.placements}, joint.knobs);
+        with.emplace_back(std::move(*more), v);
+      }
+    }
+    Decide(e, snapshot, *proposal, verdict, Origin::kPolicy, now, with);
+    return;
   }
+}
+
+policies::Verdict ControllerImpl::JudgeProposal(EngineState& e, const policies::Proposal& proposal,
+                                                const policies::EngineSnapshot& snapshot,
+                                                int64_t now) {
+  policies::Verdict verdict;
+  if (const PinState* pin = levers_.Pin(e.engine_id(), proposal.knob, now)) {
+    verdict.kind = policies::VerdictKind::kRejected;
+    verdict.reason =
+        fmt::format("{} is pinned at {} by operator lever {} ({}: {}){}", proposal.knob, pin->value,
+                    pin->action_id, pin->who, pin->reason,
+                    pin->until_ns ? fmt::format(" until {}", *pin->until_ns) : std::string());
+    return verdict;
+  }
+  verdict = policies::Judge(proposal, snapshot, options_.guard, &e.guard_state());
+  JudgePlacement(proposal, snapshot, &verdict);
+  return verdict;
+}
+
+nlohmann::json ControllerImpl::EpochChangeJson(const SentCommand& cmd) {
+  json j = ChangeJson(cmd.change, cmd.before, cmd.placed_before);
+  for (const CompanionChange& c : cmd.companions) {
+    j["with"].push_back(ChangeJson(c.change, c.previous_vectors, c.previous_placements));
+  }
+  return j;
 }
 
 void ControllerImpl::JudgePlacement(const policies::Proposal& proposal,
@@ -575,7 +615,7 @@ void ControllerImpl::JudgePlacement(const policies::Proposal& proposal,
 
 int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& snapshot,
                                const policies::Proposal& proposal, const policies::Verdict& verdict,
-                               Origin origin, int64_t now) {
+                               Origin origin, int64_t now, const Joint& with) {
   ++stats_.decisions;
   // Rejections run by (policy, knob, layer); an identical one folds into the
   // run's row.
@@ -613,6 +653,25 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
     proposal_json["changes"] =
         PlacementChangesJson(proposal.current_placements, proposal.placements);
   }
+  // Joint settings: the command's other knobs, what a rollback restores.
+  std::vector<CompanionChange> companions;
+  std::vector<KnobChange> companion_changes;
+  for (const auto& [p, v] : with) {
+    CompanionChange c;
+    c.policy = p.policy;
+    c.change = {p.knob, v.value, v.vectors, v.placements};
+    c.previous_value = p.current;
+    c.previous_vectors = e.KnobVectors(p.knob);
+    if (policies::IsPlacementKnob(p.knob)) c.previous_placements = e.Placements();
+    proposal_json["with"].push_back({{"policy", p.policy},
+                                     {"knob", p.knob},
+                                     {"current", p.current},
+                                     {"value", v.value},
+                                     {"reason", p.reason},
+                                     {"verdict_reason", v.reason}});
+    companion_changes.push_back(c.change);
+    companions.push_back(std::move(c));
+  }
   row.proposal_json = proposal_json.dump();
   row.verdict = std::string(policies::VerdictName(verdict.kind));
   row.verdict_reason = verdict.reason;
@@ -636,10 +695,11 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
                                                         ? e.Placements()
                                                         : std::vector<std::vector<uint32_t>>{};
+  const SentCommand sent_command{0, change, in_force, placed, now, companions};
   if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
     // Decided and audited as if active; nothing goes to the engine.
     ++stats_.advisory;
-    row.command_json = ChangeJson(change, in_force, placed).dump();
+    row.command_json = EpochChangeJson(sent_command).dump();
     row.status = "advisory";
     int64_t id = store_->RecordDecision(std::move(row));
     spdlog::info(
@@ -654,7 +714,11 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   command.issued_ns = now;
   AddChange(change, in_force, placed, &command);
   command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
-  json command_json = ChangeJson(change, in_force, placed);
+  for (const CompanionChange& c : companions) {
+    AddChange(c.change, c.previous_vectors, c.previous_placements, &command);
+    command.reason += fmt::format("; with {}: {} = {}", c.policy, c.change.knob, c.change.value);
+  }
+  json command_json = EpochChangeJson(sent_command);
   command_json["epoch"] = command.epoch;
   row.command_json = command_json.dump();
   row.status = "sent";
@@ -682,9 +746,11 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
     return id;
   }
   ++stats_.commands_sent;
-  e.OnSent(command.epoch, change);
+  e.OnSent(command.epoch, change, companion_changes);
   store_->RecordCommandSent(id, command.epoch, now);
-  sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, placed, now};
+  SentCommand& sent_entry = sent_[{e.engine_id(), command.epoch}];
+  sent_entry = sent_command;
+  sent_entry.decision_id = id;
   PendingDecision pending;
   pending.decision_id = id;
   pending.epoch = command.epoch;
@@ -694,13 +760,14 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   pending.new_value = verdict.value;
   pending.previous_vectors = in_force;
   pending.previous_placements = placed;
+  pending.companions = std::move(companions);
   pending.is_rollback = origin == Origin::kRollback;
   pending.from_operator = origin == Origin::kOperator;
   pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
   pending.reward_before = policies::Reward(pending.before, options_.reward);
   e.pending() = pending;
   spdlog::info("engine {}: decision {}: {} {} -> {} under epoch {} ({})", e.engine_id(), id,
-               proposal.knob, proposal.current, verdict.value, command.epoch, proposal.reason);
+               proposal.knob, proposal.current, verdict.value, command.epoch, command.reason);
   return id;
 }
 
@@ -769,8 +836,32 @@ void ControllerImpl::Measure(EngineState& e, int64_t now) {
       verdict.placements = pending.previous_placements;
     }
     e.guard_state().last_change_ns[pending.knob] = now;
+    Joint with;  // a joint setting is undone as a whole
+    for (const CompanionChange& c : pending.companions) {
+      policies::Proposal undo;
+      undo.policy = "guard-rollback";
+      undo.knob = c.change.knob;
+      undo.current = e.KnobValue(c.change.knob);
+      undo.value = c.previous_value;
+      undo.reason = fmt::format("with decision {}: restoring {} = {}", pending.decision_id,
+                                c.change.knob, c.previous_value);
+      policies::Verdict v;
+      v.kind = policies::VerdictKind::kAccepted;
+      v.value = c.previous_value;
+      v.reason = verdict.reason;
+      if (policies::IsVectorKnob(c.change.knob)) {
+        undo.current_vectors = e.KnobVectors(c.change.knob);
+        undo.vectors = v.vectors = c.previous_vectors;
+      }
+      if (policies::IsPlacementKnob(c.change.knob)) {
+        undo.current_placements = e.Placements();
+        undo.placements = v.placements = c.previous_placements;
+      }
+      e.guard_state().last_change_ns[c.change.knob] = now;
+      with.emplace_back(std::move(undo), std::move(v));
+    }
     e.last_outcome->rolled_back = true;
-    Decide(e, snapshot, rollback, verdict, Origin::kRollback, now);
+    Decide(e, snapshot, rollback, verdict, Origin::kRollback, now, with);
   }
 }
 
@@ -827,6 +918,12 @@ Status Validate(const ControllerOptions& o) {
   MOE_RETURN_IF_ERROR(policies::Validate(o.counterfactual));
   MOE_RETURN_IF_ERROR(policies::Validate(o.dynamic_capacity));
   MOE_RETURN_IF_ERROR(policies::Validate(o.eplb));
+  if (o.eplb_enabled && o.eplb.period_steps > o.window_steps) {
+    // The snapshot counts the steps of the epoch in force within the window.
+    return bad("eplb.period_steps",
+               fmt::format("{} can never be reached: it must be <= window_steps ({})",
+                           o.eplb.period_steps, o.window_steps));
+  }
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
   MOE_RETURN_IF_ERROR(Validate(o.limits));

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "engine_state.h"
 #include "learner.h"
 #include "lever_book.h"
@@ -134,9 +136,16 @@ class ControllerImpl final : public Controller {
 
   // Records the decision and, unless rejected or advisory, sends it. Returns
   // its row's id (0 when folded into an earlier identical rejection).
+  // `with` are accepted proposals of other knobs sent in the same command
+  // (joint settings); they share the decision's epoch, outcome and rollback.
+  using Joint = std::vector<std::pair<policies::Proposal, policies::Verdict>>;
   int64_t Decide(EngineState& e, const policies::EngineSnapshot& snapshot,
                  const policies::Proposal& proposal, const policies::Verdict& verdict,
-                 Origin origin, int64_t now);
+                 Origin origin, int64_t now, const Joint& with = {});
+
+  // The verdict on `proposal` from the guard, the pins and the placement judge.
+  policies::Verdict JudgeProposal(EngineState& e, const policies::Proposal& proposal,
+                                  const policies::EngineSnapshot& snapshot, int64_t now);
 
   void Measure(EngineState& e, int64_t now);
 
@@ -157,7 +166,10 @@ class ControllerImpl final : public Controller {
     std::vector<std::vector<float>> before;  // vector knobs: the vectors in force when sent
     std::vector<std::vector<uint32_t>> placed_before;  // phy2log: the placement in force
     int64_t sent_ns = 0;
+    std::vector<CompanionChange> companions;  // joint settings: the command's other knobs
   };
+  // The epoch row's change JSON of `cmd`: its change, and its companions under "with".
+  static nlohmann::json EpochChangeJson(const SentCommand& cmd);
 
   ControllerOptions options_;
   Clock* clock_;

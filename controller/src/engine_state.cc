@@ -160,13 +160,20 @@ std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record,
   return ended;
 }
 
-void EngineState::OnSent(uint64_t epoch, const KnobChange& change) {
-  policies::KnobValues knobs = ledger_.KnobsOf(epoch_);
+void ApplyChange(const KnobChange& change, policies::KnobValues& knobs) {
   if (change.knob == "capacity_factor") knobs.capacity_factor = change.value;
   if (change.knob == "top_k") knobs.top_k = static_cast<uint32_t>(change.value);
   if (change.knob == "noise_std") knobs.noise_std = change.value;
   if (change.knob == "expert_bias") knobs.expert_bias = change.vectors;
   if (change.knob == "phy2log") knobs.phy2log = change.placements;
+}
+
+void EngineState::OnSent(uint64_t epoch, const KnobChange& change,
+                         const std::vector<KnobChange>& companions) {
+  policies::KnobValues knobs = ledger_.KnobsOf(epoch_);
+  ApplyChange(change, knobs);
+  for (const KnobChange& c : companions)
+    ApplyChange(c, knobs);
   ledger_.OnSent(epoch, knobs);
   last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
 }

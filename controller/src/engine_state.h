@@ -61,6 +61,16 @@ struct KnobChange {
 };
 
 // A command sent and not yet measured.
+// A change sent in the same command as a decision's own (a joint setting):
+// what a rollback of the decision restores.
+struct CompanionChange {
+  std::string policy;
+  KnobChange change;
+  double previous_value = 0;
+  std::vector<std::vector<float>> previous_vectors;
+  std::vector<std::vector<uint32_t>> previous_placements;
+};
+
 struct PendingDecision {
   int64_t decision_id = 0;
   uint64_t epoch = 0;
@@ -72,7 +82,8 @@ struct PendingDecision {
   std::vector<std::vector<float>> previous_vectors;        // vector knobs: what a rollback restores
   std::vector<std::vector<uint32_t>> previous_placements;  // phy2log: what a rollback restores
   bool is_rollback = false;
-  bool from_operator = false;  // a pin: never rolled back by the guard
+  bool from_operator = false;               // a pin: never rolled back by the guard
+  std::vector<CompanionChange> companions;  // other knobs of the same command
   policies::OutcomeFigures before;
   double reward_before = 0;
   // The ack timed out: whether the engine applied it is unknown until a step
@@ -81,6 +92,9 @@ struct PendingDecision {
   bool ack_unknown = false;
   uint64_t steps_since_timeout = 0;
 };
+
+// Writes `change` into `knobs` (the knobs in force after it).
+void ApplyChange(const KnobChange& change, policies::KnobValues& knobs);
 
 class EngineState {
  public:
@@ -102,7 +116,8 @@ class EngineState {
   // one (the older epoch ended), else nullopt.
   std::optional<uint64_t> OnStep(const telemetry::StepRecord& record, int64_t now_ns);
   // A command under `epoch` carries `change` on top of the settings in force.
-  void OnSent(uint64_t epoch, const KnobChange& change);
+  void OnSent(uint64_t epoch, const KnobChange& change,
+              const std::vector<KnobChange>& companions = {});
 
   // State estimate over the steps of the epoch in force.
   policies::EngineSnapshot Snapshot(int64_t now_ns) const { return SnapshotOf(epoch_, now_ns); }
@@ -156,7 +171,7 @@ class EngineState {
   // measured per-device expert time; per-layer tokens against the rest).
   const policies::CostModel& cost_model() const { return cost_model_; }
   int64_t next_policy_run_ns = 0;
-  int64_t last_policy_run_ns = 0;  // when the pipeline last ran for this engine
+  int64_t last_react_ns = 0;  // when a dropping step last brought the pipeline forward
 
   // The latest decision measured (for `moectl status`).
   std::optional<EngineStatus::Outcome> last_outcome;

@@ -366,6 +366,14 @@ TEST_CASE("Options are validated with the field named", "[controller]") {
   CHECK(Validate(o).message().find("unknown policy 'telepathy'") != std::string::npos);
   o.policy_order = {"bias", "bias"};
   CHECK(Validate(o).message().find("listed twice") != std::string::npos);
+  o = ControllerOptions();
+  o.eplb_enabled = true;
+  o.window_steps = 32;
+  o.eplb.period_steps = 40;  // the window never holds 40 steps of one placement
+  CHECK(Validate(o).message().find("eplb.period_steps") != std::string::npos);
+  CHECK(Validate(o).message().find("window_steps (32)") != std::string::npos);
+  o.eplb.period_steps = 32;
+  CHECK(Validate(o).ok());
 }
 
 }  // namespace

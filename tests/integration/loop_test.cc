@@ -505,5 +505,68 @@ TEST_CASE("Advisory mode sends nothing and records predictions; a reload to acti
                     [](const storage::StepRow& row) { return row.epoch > 0; }));
 }
 
+TEST_CASE("Joint settings: capacity and placement move in one command, one epoch",
+          "[integration][joint]") {
+  DaemonRun run;
+  // The shift scenario drops at capacity 1: the counterfactual raises it, and
+  // the replication policy, asked on the snapshot with the raise applied,
+  // joins a placement to the same command.
+  const std::string policies = R"(
+[policies]
+order = ["counterfactual", "replication"]
+joint_changes = true
+[policies.counterfactual]
+enabled = true
+min_steps = 1
+[policies.replication]
+enabled = true
+min_steps = 1
+min_gain = 0.01
+)";
+  auto daemon = run.Start(policies);
+  Subprocess engine(EngineArgs(run.ep, "joint", 160), run.dir.File("engine.log"));
+  std::optional<int> engine_status = engine.Wait(seconds(120));
+  INFO("engine log:\n" << engine.Log());
+  REQUIRE(engine_status == std::optional<int>(0));
+  StopDaemon(daemon.get());
+  INFO("daemon log:\n" << daemon->Log());
+
+  auto reader = storage::Reader::Open(run.db);
+  REQUIRE(reader.ok());
+  storage::DecisionQuery q;
+  q.engine_id = "joint";
+  auto decisions = (*reader)->Decisions(q);
+  REQUIRE(decisions.ok());
+  const storage::DecisionRow* joint = nullptr;
+  for (const storage::DecisionRow& d : *decisions) {
+    if (d.knob == "capacity_factor" && d.epoch && d.acked_ns && d.ack_error.empty() &&
+        d.proposal_json.find("\"with\"") != std::string::npos) {
+      joint = &d;
+      break;
+    }
+  }
+  REQUIRE(joint != nullptr);
+  INFO(joint->proposal_json);
+  CHECK(joint->policy == "counterfactual");
+  CHECK(joint->proposal_json.find("\"knob\":\"phy2log\"") != std::string::npos);
+  CHECK(joint->proposal_json.find("\"policy\":\"replication\"") != std::string::npos);
+  // One command carried both: its audit and the applied epoch's row say so.
+  CHECK(joint->command_json.find("capacity_factor") != std::string::npos);
+  CHECK(joint->command_json.find("phy2log") != std::string::npos);
+  auto epochs = (*reader)->Epochs("joint", {});
+  REQUIRE(epochs.ok());
+  const auto row = std::find_if(epochs->begin(), epochs->end(), [&](const storage::EpochRow& r) {
+    return r.epoch == *joint->epoch;
+  });
+  REQUIRE(row != epochs->end());
+  CHECK(row->decision_id == joint->id);
+  CHECK(row->knobs_json.find("capacity_factor") != std::string::npos);
+  CHECK(row->knobs_json.find("\"with\"") != std::string::npos);
+  // The engine took both in one command (its reason names the companion).
+  CHECK(engine.Log().find(fmt::format("command epoch {} accepted", *joint->epoch)) !=
+        std::string::npos);
+  CHECK(engine.Log().find("with replication: phy2log") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace moe

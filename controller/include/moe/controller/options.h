@@ -103,9 +103,9 @@ struct ControllerOptions {
   int64_t cadence_ms = 1000;
   // React to telemetry: a step whose drop rate is at least react_drop_rate
   // runs the pipeline for its engine at once instead of at the next cadence
-  // tick, when no decision is in flight and the last run was at least
-  // react_min_interval_ms ago (a shift is answered within a step or two, not
-  // a cadence later). 0 = only the cadence; in [0, 1].
+  // tick, when no decision is in flight and the last such reaction was at
+  // least react_min_interval_ms ago (a shift is answered within a step or
+  // two, not a cadence later). 0 = only the cadence; in [0, 1].
   double react_drop_rate = 0.0;
   int64_t react_min_interval_ms = 10;
   // A command without an ack after this long is recorded as failed.
@@ -147,6 +147,12 @@ struct ControllerOptions {
   // proposal asked before it that the guard rejected is recorded too.
   std::vector<std::string> policy_order = {"capacity", "bias",        "adaptive_k",
                                            "noise",    "replication", "learning"};
+  // Joint settings: once a proposal is accepted, the policies after it in
+  // `policy_order` are asked too, on the snapshot with that change applied;
+  // each accepted proposal of another knob joins the same command (one epoch,
+  // one decision, measured and rolled back together), so e.g. capacity and
+  // placement move in one step instead of one outcome window apart.
+  bool joint_changes = false;
   bool capacity_enabled = true;
   policies::CapacityPolicyParams capacity;
   bool bias_enabled = true;
