@@ -10,6 +10,8 @@ import platform
 import subprocess
 import sys
 
+# Every scenario's closed-loop run (scripts/closed-loop), when present.
+CLOSED_LOOP_DIR = os.path.join('out', 'closed-loop')
 ORDER = ['planner', 'engine', 'engine_peer', 'storage', 'controller', 'gpu', 'closed_loop']
 
 
@@ -169,10 +171,16 @@ def main():
             continue
         lines += [f'## {name[:-5]}', '']
         if isinstance(data, dict) and data.get('benchmark') == 'closed-loop':
-            # One table of the contenders (scripts/closed_loop_report.py).
+            # One table of the contenders (scripts/closed_loop_report.py); with
+            # every scenario's run (scripts/closed-loop), all of them.
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
             import closed_loop_report
-            lines += closed_loop_report.table(data)
+            every = closed_loop_report.load_docs(CLOSED_LOOP_DIR) \
+                if os.path.isdir(CLOSED_LOOP_DIR) else []
+            if every:
+                lines += closed_loop_report.report(every, 'scripts/closed-loop')
+            else:
+                lines += closed_loop_report.table(data)
             continue
         rows = []
         flatten('', data.get('summary', data) if isinstance(data, dict) else data, rows)

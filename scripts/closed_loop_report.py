@@ -42,8 +42,7 @@ def table(doc):
     return lines
 
 
-def main():
-    out_dir, command = sys.argv[1:3]
+def load_docs(out_dir):
     docs = []
     for name in sorted(os.listdir(out_dir)):
         if name.endswith('.json'):
@@ -52,21 +51,42 @@ def main():
                     doc = json.load(f)
                 except json.JSONDecodeError:
                     continue
-            if doc.get('benchmark') == 'closed-loop':
+            if isinstance(doc, dict) and doc.get('benchmark') == 'closed-loop':
                 docs.append(doc)
-    print('## Closed-loop benchmark\n')
-    print(f'Made by `{command}`. Latency is the critical path under the cost model fitted '
-          'in the same invocation (measured step time beside it); reward as in '
-          'docs/controller.md.\n')
-    summary = ['| scenario | moectl best of 1,3,4,5 | p99 < default | vs oracle |', '|---|---|---|---|']
+    return docs
+
+
+def report(docs, command):
+    """The lines of the whole report: the verdicts, then a table per scenario."""
+    lines = [f'Made by `{command}`. Latency is the critical path under the cost model fitted '
+             'in the same invocation (measured step time beside it); reward as in '
+             'docs/controller.md. Every contender runs the same tokens; the first '
+             'warm-up steps are run by all and not counted.', '']
+    lines += ['| scenario | moectl best of 1,3,4,5 | beats oracle | p99 < default | '
+              'vs oracle | moectl p99 / balanced p99 | default p99 / balanced p99 |',
+              '|---|---|---|---|---|---|---|']
     for d in docs:
         v = d.get('verdict', {})
-        summary.append(f'| {d["scenario"]} | {v.get("moectl_beats_single_mechanisms")} | '
-                       f'{v.get("moectl_p99_below_static_default")} | '
-                       f'{v.get("moectl_vs_oracle_relative", 0):+.1%} |')
-    print('\n'.join(summary) + '\n')
+        by = {c['name']: c for c in d['contenders']}
+        def ratio(name):
+            c = by.get(name, {})
+            b = c.get('p99_balanced_us') or c.get('p50_balanced_us') or 0
+            return f'{c["p99_latency_us"] / b:.3f}' if b and 'p99_latency_us' in c else 'n/a'
+        lines.append(f'| {d["scenario"]} | {v.get("moectl_beats_single_mechanisms")} | '
+                     f'{v.get("moectl_beats_oracle")} | '
+                     f'{v.get("moectl_p99_below_static_default")} | '
+                     f'{v.get("moectl_vs_oracle_relative", 0):+.1%} | {ratio("moectl")} | '
+                     f'{ratio("static_default")} |')
+    lines.append('')
     for d in docs:
-        print('\n'.join(table(d)))
+        lines += table(d)
+    return lines
+
+
+def main():
+    out_dir, command = sys.argv[1:3]
+    print('## Closed-loop benchmark\n')
+    print('\n'.join(report(load_docs(out_dir), command)))
 
 
 if __name__ == '__main__':

@@ -284,6 +284,7 @@ Summary Summarise(const RunData& run, const ModelShape& shape, const policies::C
   out.p50_latency_us = Percentile(out.latency_us, 0.5);
   out.p99_latency_us = Percentile(out.latency_us, 0.99);
   out.p50_balanced_us = Percentile(balanced_series, 0.5);
+  out.p99_balanced_us = Percentile(balanced_series, 0.99);
   out.p50_measured_us = Percentile(out.measured_us, 0.5);
   out.p99_measured_us = Percentile(out.measured_us, 0.99);
   out.p50_measured_path_us = Percentile(path_series, 0.5);

@@ -102,8 +102,8 @@ Result<policies::CostModel> FitCostModel(const std::vector<const RunData*>& runs
 // Per-step series and the contender's figures.
 struct Summary {
   uint64_t steps = 0;
-  double p50_latency_us = 0, p99_latency_us = 0;  // cost model critical path
-  double p50_balanced_us = 0;
+  double p50_latency_us = 0, p99_latency_us = 0;              // cost model critical path
+  double p50_balanced_us = 0, p99_balanced_us = 0;            // the same tokens on balanced devices
   double p50_measured_us = 0, p99_measured_us = 0;            // measured wall time
   double p50_measured_path_us = 0, p99_measured_path_us = 0;  // measured critical path
   double tokens_per_s = 0;           // tokens over the modelled critical path

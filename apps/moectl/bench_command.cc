@@ -112,6 +112,7 @@ json SummaryJson(const Summary& s) {
           {"p50_latency_us", s.p50_latency_us},
           {"p99_latency_us", s.p99_latency_us},
           {"p50_balanced_us", s.p50_balanced_us},
+          {"p99_balanced_us", s.p99_balanced_us},
           {"p50_measured_step_us", s.p50_measured_us},
           {"p99_measured_step_us", s.p99_measured_us},
           {"p50_measured_path_us", s.p50_measured_path_us},
