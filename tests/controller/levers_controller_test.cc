@@ -68,7 +68,7 @@ TEST_CASE("A pin is sent at once, holds the knob against the policies, and lapse
   EngineStatus status = StatusOf(h);
   REQUIRE(status.pins.size() == 1);
   CHECK(status.pins[0].knob == "capacity_factor");
-  CHECK(status.capacity_factor == Approx(1.25));
+  CHECK(status.knobs.capacity_factor == Approx(1.25));
 
   // Lapsed: the policies may change it again.
   const int64_t lapsed_ns = h.clock().NowNanos();
