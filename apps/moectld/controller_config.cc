@@ -139,7 +139,9 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
 
   TableReader learning = root.Table("learning");
   learning.Read("enabled", &o->learning_enabled);
-  learning.ReadChoice("knob", &o->learning.knob, {"capacity_factor", "top_k", "noise_std"});
+  learning.ReadChoice("knob", &o->learning.knob,
+                      {std::string(policies::knob::kCapacityFactor),
+                       std::string(policies::knob::kTopK), std::string(policies::knob::kNoiseStd)});
   learning.Read("values", &o->learning.values, Range<double>{0, 1e6});
   learning.Read("imbalance_edges", &o->learning.imbalance_edges, Range<double>{0, 1e9});
   learning.Read("tokens_edges", &o->learning.tokens_edges, Range<double>{0, 1e12});

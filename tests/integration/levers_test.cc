@@ -413,14 +413,17 @@ TEST_CASE("pins reach every scalar knob of a real engine", "[integration][levers
   // refuses it and says why (shortlist must cover top_k).
   REQUIRE(loop.Lever({"unpin", "--engine", "L1", "shortlist", "--reason", "retry"}).rc == 0);
   REQUIRE(loop.Lever({"pin", "--engine", "L1", "shortlist=1", "--reason", "too few"}).rc == 0);
-  REQUIRE(Eventually(
+  json decisions;
+  const bool refused = Eventually(
       [&] {
-        return !Since(loop.Decisions(), 0, [](const json& d) {
+        decisions = loop.Decisions();
+        return !Since(decisions, 0, [](const json& d) {
                   return d["knob"] == "shortlist" && d["status"] == "failed" &&
                          d["ack_error"].get<std::string>().find("shortlist") != std::string::npos;
                 }).empty();
       },
-      seconds(20)));
+      seconds(40));
+  if (!refused) FAIL("no refused shortlist=1; decisions: " << decisions.dump(1));
   CHECK(loop.Status()[0]["knobs"]["shortlist"] == 4);
   loop.StopDaemon();
 }
