@@ -189,12 +189,13 @@ Result<double> KnobSpec::Parse(std::string_view text) const {
   double v = 0;
   const char* end = text.data() + text.size();
   auto [ptr, ec] = std::from_chars(text.data(), end, v);
-  if (ec != std::errc() || ptr != end || text.empty()) {
+  if (ec != std::errc() || ptr != end || text.empty() || !std::isfinite(v)) {
     if (kind == KnobKind::kEnum) {
       return Status::InvalidArgument(
           fmt::format("{}: expected one of {}, got '{}'", name, fmt::join(enum_names, ", "), text));
     }
-    return Status::InvalidArgument(fmt::format("{}: expected a number, got '{}'", name, text));
+    return Status::InvalidArgument(
+        fmt::format("{}: expected a finite number, got '{}'", name, text));
   }
   if (kind == KnobKind::kEnum &&
       (v != std::round(v) || v < 0 || v >= static_cast<double>(enum_names.size()))) {

@@ -180,6 +180,9 @@ TEST_CASE("knob table: enum names and numbers parse and format", "[knobs]") {
   CHECK(shortlist->Parse("8").value() == 8.0);
   CHECK(!shortlist->Parse("eight").ok());
   CHECK(!shortlist->Parse("").ok());
+  CHECK(!FindKnob("top_p")->Parse("nan").ok());
+  CHECK(FindKnob("top_p")->Parse("inf").status().message() ==
+        "top_p: expected a finite number, got 'inf'");
   CHECK(FindKnob("capacity_factor")->Format(2.5) == "2.5");
 }
 
