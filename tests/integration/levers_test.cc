@@ -402,6 +402,17 @@ TEST_CASE("pins reach every scalar knob of a real engine", "[integration][levers
                after["overflow_policy"] == "reroute" && after["capacity_scope"] == "slot";
       },
       seconds(10)));
+  // `moectl explain` shows an enum change by its names.
+  int64_t overflow_id = 0;
+  for (const json& d : loop.Decisions()) {
+    if (d["policy"] == "operator" && d["knob"] == "overflow_policy") overflow_id = d["id"];
+  }
+  REQUIRE(overflow_id > 0);
+  Run explain = Moectl(
+      loop.dir, {"explain", "--db", loop.db, "--format", "csv", std::to_string(overflow_id)});
+  INFO(explain.out);
+  CHECK(explain.rc == 0);
+  CHECK(explain.out.find("overflow_policy,all,,drop,reroute,reroute\n") != std::string::npos);
   // The table view names them too.
   Run table = Moectl(loop.dir, {"status", "--socket", loop.socket});
   CHECK(table.rc == 0);
