@@ -94,18 +94,29 @@ telemetry::Hello MakeHello(const engine::Engine& engine, const AppOptions& app, 
   if (knobs.phy2log.empty()) knobs.phy2log = engine::DefaultPlacement(o);
   hello.knobs = ToKnobSet(knobs);
   hello.timestamp_ns = now_ns;
-  // Layers that differ from layer 0 (a per-layer bias or placement).
+  // Layers that differ from layer 0 (a per-layer bias, placement or scalar).
   for (uint32_t l = 1; l < o.model.num_layers; ++l) {
     engine::Knobs layer = engine.knobs(l);
     if (layer.expert_bias.empty()) layer.expert_bias.assign(o.model.num_experts, 0.0f);
     if (layer.phy2log.empty()) layer.phy2log = engine::DefaultPlacement(o);
+    // Every knob of the wire's KnobSet that differs from the engine-wide one.
+    const telemetry::KnobSet mine = ToKnobSet(layer);
     telemetry::KnobSet diff;
-    if (layer.expert_bias != knobs.expert_bias) diff.expert_bias = layer.expert_bias;
-    if (layer.phy2log != knobs.phy2log) diff.phy2log = layer.phy2log;
-    if (layer.top_k != knobs.top_k) diff.top_k = layer.top_k;
-    if (layer.capacity_factor != knobs.capacity_factor)
-      diff.capacity_factor = layer.capacity_factor;
-    if (layer.noise_std != knobs.noise_std) diff.noise_std = layer.noise_std;
+    auto differ = [&](auto field) {
+      if (mine.*field != hello.knobs.*field) diff.*field = mine.*field;
+    };
+    using K = telemetry::KnobSet;
+    differ(&K::top_k);
+    differ(&K::top_p);
+    differ(&K::k_min);
+    differ(&K::capacity_factor);
+    differ(&K::overflow_policy);
+    differ(&K::noise_std);
+    differ(&K::shortlist);
+    differ(&K::availability_weight);
+    differ(&K::expert_bias);
+    differ(&K::phy2log);
+    differ(&K::capacity_scope);
     if (!diff.empty()) hello.layer_knobs.push_back({l, std::move(diff)});
   }
   return hello;

@@ -26,14 +26,21 @@ double MaxAbs(const std::vector<std::vector<float>>& bias) {
   return m;
 }
 
+// Every scalar knob of the knob table that `change` names, into `k`.
+void ApplyScalars(const json& change, EpochKnobs* k) {
+  for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+    const std::string name(spec.name);
+    if (spec.scalar() && change.contains(name) && change[name].is_number()) {
+      spec.set_value(&k->knobs, change[name].get<double>());
+    }
+  }
+}
+
 // Applies one epoch row's change (controller.cc ChangeJson) to `k`.
 Status ApplyChange(const json& change, const ModelShape& shape, EpochKnobs* k) {
   k->moved_bytes = 0;
   k->move_us = 0;
-  if (change.contains("capacity_factor"))
-    k->capacity_factor = change["capacity_factor"].get<double>();
-  if (change.contains("top_k")) k->top_k = change["top_k"].get<uint32_t>();
-  if (change.contains("noise_std")) k->noise_std = change["noise_std"].get<double>();
+  ApplyScalars(change, k);
   if (change.contains("expert_bias") && change["expert_bias"].is_object()) {
     for (const auto& [layer, experts] : change["expert_bias"].items()) {
       const size_t l = std::stoul(layer);
@@ -94,9 +101,9 @@ Result<RunData> BuildRun(const std::string& contender, const KnobPoint& start,
   run.contender = contender;
   run.start = start;
   EpochKnobs k;
-  k.capacity_factor = start.capacity_factor;
-  k.top_k = start.top_k;
-  k.noise_std = start.noise_std;
+  k.knobs.capacity_factor = start.capacity_factor;
+  k.knobs.top_k = start.top_k;
+  k.knobs.noise_std = start.noise_std;
   k.phy2log.assign(shape.num_layers, DefaultPlacement(shape));
   k.bias.assign(shape.num_layers, std::vector<float>(shape.num_experts, 0.0f));
   run.epochs[0] = k;
@@ -105,9 +112,7 @@ Result<RunData> BuildRun(const std::string& contender, const KnobPoint& start,
     if (change.is_discarded())
       return Status::InvalidArgument("epoch row: not JSON: " + row.knobs_json);
     if (change.contains("source")) {  // the engine's Hello: its settings in force
-      if (change.contains("capacity_factor"))
-        k.capacity_factor = change["capacity_factor"].get<double>();
-      if (change.contains("top_k")) k.top_k = change["top_k"].get<uint32_t>();
+      ApplyScalars(change, &k);
       k.moved_bytes = k.move_us = 0;
     } else {
       try {
@@ -244,7 +249,7 @@ Summary Summarise(const RunData& run, const ModelShape& shape, const policies::C
     }
     last_epoch = s.epoch;
     f.quality_error = out.quality_error;
-    f.capacity_factor = k.capacity_factor;
+    f.capacity_factor = k.knobs.capacity_factor;
     const double r = policies::Reward(f, reward);
     const policies::RewardTerms t = policies::Terms(f, reward);
     out.mean_terms.latency += t.latency;
@@ -265,9 +270,9 @@ Summary Summarise(const RunData& run, const ModelShape& shape, const policies::C
     path_series.push_back(s.measured_path_us);
     balanced_series.push_back(balanced);
     out.drop_rate_series.push_back(f.drop_rate);
-    out.capacity_factor.push_back(k.capacity_factor);
-    out.top_k.push_back(k.top_k);
-    out.noise_std.push_back(k.noise_std);
+    out.capacity_factor.push_back(k.knobs.capacity_factor);
+    out.top_k.push_back(k.knobs.top_k);
+    out.noise_std.push_back(k.knobs.noise_std);
     out.max_abs_bias.push_back(k.max_abs_bias);
     out.reward.push_back(r);
   }

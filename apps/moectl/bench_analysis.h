@@ -15,6 +15,7 @@
 
 #include "moe/common/status.h"
 #include "moe/policies/cost_model.h"
+#include "moe/policies/knobs.h"
 #include "moe/policies/reward.h"
 #include "moe/storage/rows.h"
 
@@ -59,9 +60,8 @@ struct StepData {
 
 // The settings in force under one epoch.
 struct EpochKnobs {
-  double capacity_factor = 0;
-  uint32_t top_k = 0;
-  double noise_std = 0;
+  // The scalar knobs (the knob table's; its vectors stay empty: see below).
+  policies::KnobValues knobs;
   double max_abs_bias = 0;
   std::vector<std::vector<uint32_t>> phy2log;  // [layer][slot]
   std::vector<std::vector<float>> bias;        // [layer][expert]

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moe/common/time_format.h"
+#include "moe/policies/knobs.h"
 #include "output.h"
 #include "parse_args.h"
 
@@ -136,10 +137,18 @@ void Status(const ControlFlags& flags) {
     std::cout << reply["engines"].dump(2) << "\n";
     return;
   }
-  TableData t{{"engine", "state", "mode", "paused", "epoch", "top_k", "capacity_factor",
-               "noise_std", "max_abs_bias", "pins", "in_flight", "last_outcome", "drop_rate",
-               "step_ms", "critical_path_ms", "last_seen"},
-              {}};
+  // Every scalar knob of the knob table gets a column, in the table's order.
+  std::vector<std::string> header = {"engine", "state", "mode", "paused", "epoch"};
+  std::vector<std::string> knob_names;
+  for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+    if (spec.scalar()) knob_names.emplace_back(spec.name);
+  }
+  header.insert(header.end(), knob_names.begin(), knob_names.end());
+  for (const char* h : {"max_abs_bias", "pins", "in_flight", "last_outcome", "drop_rate", "step_ms",
+                        "critical_path_ms", "last_seen"}) {
+    header.emplace_back(h);
+  }
+  TableData t{header, {}};
   for (const json& e : reply["engines"]) {
     std::string pins;
     for (const json& p : e["pins"]) {
@@ -167,13 +176,23 @@ void Status(const ControlFlags& flags) {
     const json knobs = e.value("knobs", json::object());
     const std::string mode =
         Text(e, "mode") + (Text(e, "mode_from") == "operator" ? " (operator)" : "");
-    t.rows.push_back({Text(e, "engine"), Text(e, "liveness"), mode,
-                      std::string(e.value("paused", false) ? "yes" : "no"),
-                      e.contains("epoch") ? Cell{e["epoch"].get<int64_t>()} : Cell{},
-                      Number(knobs, "top_k"), Number(knobs, "capacity_factor"),
-                      Number(knobs, "noise_std"), Number(knobs, "max_abs_bias"), pins, in_flight,
-                      outcome, Number(e, "drop_rate"), Number(e, "step_ms"),
-                      Number(e, "critical_path_ms"), Text(e, "last_seen")});
+    std::vector<Cell> row = {Text(e, "engine"), Text(e, "liveness"), mode,
+                             std::string(e.value("paused", false) ? "yes" : "no"),
+                             e.contains("epoch") ? Cell{e["epoch"].get<int64_t>()} : Cell{}};
+    for (const std::string& name : knob_names) {
+      // An enum knob comes as its name, the others as numbers.
+      if (knobs.contains(name) && knobs[name].is_string()) {
+        row.emplace_back(knobs[name].get<std::string>());
+      } else {
+        row.push_back(Number(knobs, name.c_str()));
+      }
+    }
+    for (Cell c : {Number(knobs, "max_abs_bias"), Cell{pins}, Cell{in_flight}, Cell{outcome},
+                   Number(e, "drop_rate"), Number(e, "step_ms"), Number(e, "critical_path_ms"),
+                   Cell{Text(e, "last_seen")}}) {
+      row.push_back(std::move(c));
+    }
+    t.rows.push_back(std::move(row));
   }
   Render(t, *format, std::cout, 4);
 }
@@ -186,6 +205,12 @@ std::pair<std::string, double> ParseAssignment(const std::string& text) {
   }
   const std::string knob = text.substr(0, eq);
   const std::string number = text.substr(eq + 1);
+  if (const policies::KnobSpec* spec = policies::FindKnob(knob);
+      spec != nullptr && spec->kind == policies::KnobKind::kEnum) {
+    Result<double> value = spec->Parse(number);
+    if (!value.ok()) Fail(kExitUsage, fmt::format("'{}': {}", text, value.status().message()));
+    return {knob, *value};
+  }
   char* end = nullptr;
   const double value = std::strtod(number.c_str(), &end);
   if (end == number.c_str() || *end != '\0' || !std::isfinite(value)) {
@@ -227,8 +252,11 @@ void AddControlCommands(CLI::App& app) {
       "hold KNOB at VALUE: sent now, and no policy changes it (the guard's bounds still "
       "apply) until it lapses (--for) or is unpinned (audited lever)");
   AddLeverFlags(pin, flags.get());
-  pin->add_option("assignment", *assignment,
-                  "KNOB=VALUE: capacity_factor, top_k, noise_std or expert_bias (every element)")
+  pin->add_option(
+         "assignment", *assignment,
+         "KNOB=VALUE: one of " + policies::KnobNames([](const policies::KnobSpec& k) {
+           return k.pinnable;
+         }) + " (expert_bias: every element; an enum by name, e.g. overflow_policy=reroute)")
       ->required();
   pin->add_option("--for", *duration, "how long it holds, e.g. 10m or 2h (default: until unpin)");
   pin->callback([flags, assignment, duration] {

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "moe/common/time_format.h"
+#include "moe/policies/knobs.h"
 
 namespace moe::cli {
 namespace {
@@ -113,10 +114,18 @@ TableData ExplainChanges(const storage::DecisionRow& d) {
     }
     return t;
   }
-  // A scalar knob: the value in force, the one asked for, the one sent.
+  // A scalar knob: the value in force, the one asked for, the one sent (an
+  // enum knob by its name).
+  const policies::KnobSpec* spec = policies::FindKnob(d.knob);
+  auto value = [&](const json& v) -> Cell {
+    if (spec != nullptr && spec->kind == policies::KnobKind::kEnum && v.is_number()) {
+      return spec->Format(v.get<double>());
+    }
+    return NumberCell(v);
+  };
   t.rows.push_back({d.knob, d.layer < 0 ? Cell{std::string("all")} : Cell{int64_t{d.layer}}, Cell{},
-                    NumberCell(proposal.value("current", json())),
-                    NumberCell(proposal.value("value", json())), NumberCell(sent)});
+                    value(proposal.value("current", json())),
+                    value(proposal.value("value", json())), value(sent)});
   return t;
 }
 

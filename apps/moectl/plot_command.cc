@@ -17,6 +17,7 @@
 #include "matplotlib_figure.h"
 #include "moe/common/clock.h"
 #include "moe/common/time_format.h"
+#include "moe/policies/knobs.h"
 #include "moe/storage/reader.h"
 #include "query_commands.h"
 
@@ -91,7 +92,10 @@ std::string KnobSummary(const std::string& knobs_json) {
   std::vector<std::string> parts;
   for (const auto& [knob, value] : knobs.items()) {
     if (knob == "source" || knob == "epoch") continue;
-    if (value.is_number()) {
+    if (const policies::KnobSpec* spec = policies::FindKnob(knob);
+        spec != nullptr && spec->scalar() && value.is_number()) {
+      parts.push_back(fmt::format("{}={}", knob, spec->Format(value.get<double>())));
+    } else if (value.is_number()) {
       parts.push_back(fmt::format("{}={:g}", knob, value.get<double>()));
     } else if (value.is_object()) {
       size_t elements = 0;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "moe/common/time_format.h"
+#include "moe/policies/knobs.h"
 
 namespace moe::controller {
 namespace {
@@ -61,10 +62,15 @@ json EngineStatusJson(const EngineStatus& s) {
             {"pins", pins}};
   if (s.liveness == "gone") return j;
   j["epoch"] = s.epoch;
-  j["knobs"] = {{"top_k", s.top_k},
-                {"capacity_factor", s.capacity_factor},
-                {"noise_std", s.noise_std},
-                {"max_abs_bias", s.max_abs_bias}};
+  json knobs = json::object();
+  for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+    if (!spec.scalar()) continue;
+    const double value = spec.value(s.knobs);
+    knobs[std::string(spec.name)] =
+        spec.kind == policies::KnobKind::kEnum ? json(spec.Format(value)) : json(value);
+  }
+  knobs["max_abs_bias"] = s.max_abs_bias;
+  j["knobs"] = std::move(knobs);
   j["steps"] = s.steps;
   j["drop_rate"] = Optional(s.drop_rate);
   j["step_ms"] = Optional(s.step_ms);

@@ -116,10 +116,12 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   o->guard.min_steps_in_epoch = static_cast<uint64_t>(min_steps_in_epoch);
   guard.Read("rollback_threshold", &o->guard.rollback_threshold, Range<double>{0, 100});
   guard.Read("rollback_min_delta", &o->guard.rollback_min_delta, Range<double>{0, 1e9});
-  ReadLimits(guard.Table("capacity_factor"), &o->guard.capacity_factor);
-  ReadLimits(guard.Table("top_k"), &o->guard.top_k);
-  ReadLimits(guard.Table("noise_std"), &o->guard.noise_std);
-  ReadLimits(guard.Table("expert_bias"), &o->guard.expert_bias);
+  // [guard.KNOB] for every knob of the knob table that has limits.
+  for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+    if (spec.limits != nullptr) {
+      ReadLimits(guard.Table(spec.name), &(o->guard.*spec.limits));
+    }
+  }
   int64_t max_slot_moves = o->guard.max_slot_moves;
   guard.Read("max_slot_moves", &max_slot_moves, Range<int64_t>{1, 1'000'000});
   o->guard.max_slot_moves = static_cast<int>(max_slot_moves);
@@ -139,7 +141,9 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
 
   TableReader learning = root.Table("learning");
   learning.Read("enabled", &o->learning_enabled);
-  learning.ReadChoice("knob", &o->learning.knob, {"capacity_factor", "top_k", "noise_std"});
+  learning.ReadChoice("knob", &o->learning.knob,
+                      {std::string(policies::knob::kCapacityFactor),
+                       std::string(policies::knob::kTopK), std::string(policies::knob::kNoiseStd)});
   learning.Read("values", &o->learning.values, Range<double>{0, 1e6});
   learning.Read("imbalance_edges", &o->learning.imbalance_edges, Range<double>{0, 1e9});
   learning.Read("tokens_edges", &o->learning.tokens_edges, Range<double>{0, 1e12});

@@ -1,5 +1,6 @@
 #include "audit_json.h"
 
+#include <cmath>
 #include <string>
 #include <utility>
 
@@ -26,6 +27,30 @@ json FiguresJson(const policies::OutcomeFigures& f) {
   return j;
 }
 
+json KnobJson(const policies::KnobSpec& spec, double value) {
+  if (spec.kind == policies::KnobKind::kEnum) return spec.Format(value);
+  if (spec.whole()) return static_cast<int64_t>(std::llround(value));
+  return value;
+}
+
+json KnobsJson(const policies::KnobValues& knobs) {
+  json j = json::object();
+  for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+    if (spec.scalar()) j[std::string(spec.name)] = KnobJson(spec, spec.value(knobs));
+  }
+  return j;
+}
+
+json HelloEpochJson(const policies::KnobValues& knobs) {
+  json j = {{"source", "engine hello"}};
+  for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+    if (!spec.scalar()) continue;
+    const double value = spec.value(knobs);
+    j[std::string(spec.name)] = spec.whole() ? json(std::llround(value)) : json(value);
+  }
+  return j;
+}
+
 json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime) {
   json layers = json::array();
   for (const policies::LayerEstimate& l : s.layers) {
@@ -44,10 +69,7 @@ json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime) 
             {"telemetry_age_ms", (s.now_ns - s.last_telemetry_ns) / kNanosPerMilli},
             {"tokens_per_step", s.tokens_per_step},
             {"regime", regime},
-            {"knobs",
-             {{"top_k", s.knobs.top_k},
-              {"capacity_factor", s.knobs.capacity_factor},
-              {"noise_std", s.knobs.noise_std}}},
+            {"knobs", KnobsJson(s.knobs)},
             {"layers", std::move(layers)}};
   if (s.quality_error) j["quality_error"] = *s.quality_error;
   if (s.demand_max_over_mean) j["demand_max_over_mean"] = *s.demand_max_over_mean;
@@ -58,25 +80,24 @@ json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime) 
 // vector differs from `in_force` ([layer][element]).
 void AddChange(const KnobChange& change, const std::vector<std::vector<float>>& in_force,
                const std::vector<std::vector<uint32_t>>& placed, telemetry::Command* command) {
-  telemetry::KnobSet& set = command->knobs;
-  if (change.knob == "capacity_factor") set.capacity_factor = change.value;
-  if (change.knob == "top_k") set.top_k = static_cast<uint32_t>(change.value);
-  if (change.knob == "noise_std") set.noise_std = change.value;
-  if (change.knob == "expert_bias") {
+  const policies::KnobSpec* spec = policies::FindKnob(change.knob);
+  if (spec == nullptr) return;
+  if (spec->scalar()) spec->set(&command->knobs, change.value);
+  if (spec->kind == policies::KnobKind::kVector) {
     for (size_t l = 0; l < change.vectors.size(); ++l) {
       if (l < in_force.size() && in_force[l] == change.vectors[l]) continue;
       telemetry::LayerKnobs layer;
       layer.layer = static_cast<uint32_t>(l);
-      layer.knobs.expert_bias = change.vectors[l];
+      layer.knobs.*spec->vector = change.vectors[l];
       command->layer_knobs.push_back(std::move(layer));
     }
   }
-  if (change.knob == "phy2log") {
+  if (spec->kind == policies::KnobKind::kPlacement) {
     for (size_t l = 0; l < change.placements.size(); ++l) {
       if (l < placed.size() && placed[l] == change.placements[l]) continue;
       telemetry::LayerKnobs layer;
       layer.layer = static_cast<uint32_t>(l);
-      layer.knobs.phy2log = change.placements[l];
+      layer.knobs.*spec->placement = change.placements[l];
       command->layer_knobs.push_back(std::move(layer));
     }
   }

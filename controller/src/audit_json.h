@@ -20,6 +20,18 @@ namespace moe::controller {
 // An outcome's figures: steps, drop rate, times, imbalance, capacity factor.
 nlohmann::json FiguresJson(const policies::OutcomeFigures& f);
 
+// A scalar knob's value as the audit shows it: an enum by its name, an
+// integer knob as an integer, a real as a number.
+nlohmann::json KnobJson(const policies::KnobSpec& spec, double value);
+
+// Every scalar knob of `knobs` by name (KnobJson each).
+nlohmann::json KnobsJson(const policies::KnobValues& knobs);
+
+// The epochs row of an engine's first Hello: every scalar knob in force by
+// name (enums as wire values, as ChangeJson writes them), "source": "engine
+// hello".
+nlohmann::json HelloEpochJson(const policies::KnobValues& knobs);
+
 // The snapshot a decision was taken on, with its learning regime.
 nlohmann::json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime);
 

@@ -278,12 +278,7 @@ void ControllerImpl::OnHello(const telemetry::Hello& hello, int64_t now) {
     spdlog::info("engine {}: {} backend, {} layers x {} experts, epoch {}, top_k {}, cf {}",
                  hello.engine_id, hello.backend, hello.num_layers, hello.num_experts, hello.epoch,
                  e.knobs().top_k, e.knobs().capacity_factor);
-    store_->RecordEpoch({hello.engine_id, hello.epoch, now,
-                         json({{"top_k", e.knobs().top_k},
-                               {"capacity_factor", e.knobs().capacity_factor},
-                               {"source", "engine hello"}})
-                             .dump(),
-                         0});
+    store_->RecordEpoch({hello.engine_id, hello.epoch, now, HelloEpochJson(e.knobs()).dump(), 0});
   }
   // The Hello names the epoch in force: it settles an ack that timed out.
   std::optional<PendingDecision>& pending = e.pending();
@@ -505,7 +500,8 @@ std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
   }
   if (name == "replication" && options_.replication_enabled) {
     // Planning is costly: not while the guard would refuse any placement.
-    if (policies::CooldownLeftMs("phy2log", snapshot.now_ns, options_.guard, guard_state) > 0) {
+    if (policies::CooldownLeftMs(std::string(policies::knob::kPhy2log), snapshot.now_ns,
+                                 options_.guard, guard_state) > 0) {
       return std::nullopt;
     }
     policies::ReplicationPolicyParams params = options_.replication;

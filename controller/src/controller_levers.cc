@@ -244,11 +244,10 @@ std::vector<EngineStatus> ControllerImpl::EngineStatuses() const {
         now - e.last_seen_ns() <= options_.stale_after_ms * kNanosPerMilli ? "live" : "stale";
     levers(st);
     st.epoch = e.epoch();
-    const policies::KnobValues knobs = e.knobs();
-    st.top_k = knobs.top_k;
-    st.capacity_factor = knobs.capacity_factor;
-    st.noise_std = knobs.noise_std;
-    st.max_abs_bias = e.KnobValue("expert_bias");
+    st.knobs = e.knobs();
+    st.knobs.expert_bias.clear();
+    st.knobs.phy2log.clear();
+    st.max_abs_bias = e.KnobValue(std::string(policies::knob::kExpertBias));
     st.steps = e.steps_seen();
     const policies::OutcomeFigures now_figures = e.Figures(e.epoch(), options_.outcome_steps);
     if (now_figures.steps > 0) {

@@ -119,25 +119,9 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   has_hello_ = true;
   epoch_ = hello.epoch;
   // The Hello holds every knob in force; what it lacks keeps the defaults.
-  policies::KnobValues knobs;
-  const telemetry::KnobSet& k = hello.knobs;
-  if (k.top_k) knobs.top_k = *k.top_k;
-  if (k.capacity_factor) knobs.capacity_factor = *k.capacity_factor;
-  if (k.capacity_scope) knobs.capacity_scope = *k.capacity_scope;
-  if (k.noise_std) knobs.noise_std = *k.noise_std;
-  if (k.top_p) knobs.top_p = *k.top_p;
-  if (k.k_min) knobs.k_min = *k.k_min;
-  // The bias of every layer: the engine-wide one, then per-layer differences.
-  knobs.expert_bias.assign(hello.num_layers, k.expert_bias.value_or(std::vector<float>{}));
-  knobs.phy2log.assign(hello.num_layers, k.phy2log.value_or(std::vector<uint32_t>{}));
-  for (const telemetry::LayerKnobs& lk : hello.layer_knobs) {
-    if (lk.layer < knobs.expert_bias.size() && lk.knobs.expert_bias) {
-      knobs.expert_bias[lk.layer] = *lk.knobs.expert_bias;
-    }
-    if (lk.layer < knobs.phy2log.size() && lk.knobs.phy2log) {
-      knobs.phy2log[lk.layer] = *lk.knobs.phy2log;
-    }
-  }
+  // The vectors of every layer: the engine-wide one, then per-layer differences.
+  policies::KnobValues knobs =
+      policies::KnobValuesOf(hello.knobs, hello.layer_knobs, hello.num_layers);
   ledger_.OnHello(hello.epoch, knobs, restarted);
   last_step_ns_ = std::max(last_step_ns_, now_ns);
 }
@@ -161,11 +145,11 @@ std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record,
 }
 
 void ApplyChange(const KnobChange& change, policies::KnobValues& knobs) {
-  if (change.knob == "capacity_factor") knobs.capacity_factor = change.value;
-  if (change.knob == "top_k") knobs.top_k = static_cast<uint32_t>(change.value);
-  if (change.knob == "noise_std") knobs.noise_std = change.value;
-  if (change.knob == "expert_bias") knobs.expert_bias = change.vectors;
-  if (change.knob == "phy2log") knobs.phy2log = change.placements;
+  const policies::KnobSpec* spec = policies::FindKnob(change.knob);
+  if (spec == nullptr) return;
+  if (spec->scalar()) spec->set_value(&knobs, change.value);
+  if (spec->kind == policies::KnobKind::kVector) knobs.*spec->vectors = change.vectors;
+  if (spec->kind == policies::KnobKind::kPlacement) knobs.*spec->placements = change.placements;
 }
 
 void EngineState::OnSent(uint64_t epoch, const KnobChange& change,
@@ -179,13 +163,13 @@ void EngineState::OnSent(uint64_t epoch, const KnobChange& change,
 }
 
 double EngineState::KnobValue(const std::string& knob) const {
+  const policies::KnobSpec* spec = policies::FindKnob(knob);
+  if (spec == nullptr) return 0;
   const policies::KnobValues in_force = knobs();
-  if (knob == "capacity_factor") return in_force.capacity_factor;
-  if (knob == "top_k") return in_force.top_k;
-  if (knob == "noise_std") return in_force.noise_std;
-  if (knob == "expert_bias") {
+  if (spec->scalar()) return spec->value(in_force);
+  if (spec->kind == policies::KnobKind::kVector) {
     double largest = 0;
-    for (const std::vector<float>& layer : in_force.expert_bias) {
+    for (const std::vector<float>& layer : in_force.*spec->vectors) {
       for (float b : layer)
         largest = std::max(largest, std::abs(static_cast<double>(b)));
     }
@@ -209,11 +193,13 @@ std::vector<std::vector<uint32_t>> EngineState::Placements() const {
 
 std::vector<std::vector<float>> EngineState::KnobVectors(const std::string& knob) const {
   std::vector<std::vector<float>> out;
-  if (knob != "expert_bias") return out;
+  const policies::KnobSpec* spec = policies::FindKnob(knob);
+  if (spec == nullptr || spec->kind != policies::KnobKind::kVector) return out;
   out.assign(hello_.num_layers, std::vector<float>(hello_.num_experts, 0.0f));
-  const policies::KnobValues in_force = knobs();
-  for (size_t l = 0; l < out.size() && l < in_force.expert_bias.size(); ++l) {
-    if (in_force.expert_bias[l].size() == hello_.num_experts) out[l] = in_force.expert_bias[l];
+  const policies::KnobValues values = knobs();
+  const std::vector<std::vector<float>>& in_force = values.*spec->vectors;
+  for (size_t l = 0; l < out.size() && l < in_force.size(); ++l) {
+    if (in_force[l].size() == hello_.num_experts) out[l] = in_force[l];
   }
   return out;
 }

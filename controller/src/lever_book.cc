@@ -34,8 +34,13 @@ Result<LeverAction> ParseLeverAction(std::string_view name) {
 }
 
 const std::vector<std::string>& PinnableKnobs() {
-  static const std::vector<std::string> knobs = {"capacity_factor", "top_k", "noise_std",
-                                                 "expert_bias"};
+  static const std::vector<std::string> knobs = [] {
+    std::vector<std::string> out;
+    for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+      if (spec.pinnable) out.emplace_back(spec.name);
+    }
+    return out;
+  }();
   return knobs;
 }
 
@@ -52,8 +57,9 @@ Status LeverBook::Check(const Lever& lever, const policies::GuardParams& guard) 
   if (lever.action != LeverAction::kPin && lever.action != LeverAction::kUnpin) {
     return Status::Ok();
   }
+  const policies::KnobSpec* spec = policies::FindKnob(lever.knob);
   const policies::KnobLimits* limits = policies::LimitsFor(lever.knob, guard);
-  if (limits == nullptr) {
+  if (spec == nullptr || !spec->pinnable || limits == nullptr) {
     return Status::InvalidArgument(fmt::format("knob '{}' cannot be pinned; pinnable knobs: {}",
                                                lever.knob, fmt::join(PinnableKnobs(), ", ")));
   }
@@ -68,9 +74,9 @@ Status LeverBook::Check(const Lever& lever, const policies::GuardParams& guard) 
         "within them or widen the bounds",
         lever.knob, lever.value, limits->min, limits->max, lever.knob));
   }
-  if (lever.knob == "top_k" && lever.value != std::floor(lever.value)) {
+  if (spec->whole() && lever.value != std::floor(lever.value)) {
     return Status::InvalidArgument(
-        fmt::format("top_k={}: must be a whole number of experts", lever.value));
+        fmt::format("{}={}: must be a whole number", lever.knob, lever.value));
   }
   if (lever.duration_ms < 0) {
     return Status::InvalidArgument("for: the duration must not be negative");

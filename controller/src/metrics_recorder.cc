@@ -84,12 +84,11 @@ MetricsSnapshot MetricsRecorder::Snapshot(const ControllerStats& stats,
       policies::EngineSnapshot snapshot = state.Snapshot(now_ns);
       m.drop_ratio = snapshot.drop_rate;
       m.max_over_mean = snapshot.max_over_mean;
-      m.knobs = {{"top_k", snapshot.knobs.top_k},
-                 {"capacity_factor", snapshot.knobs.capacity_factor},
-                 {"noise_std", snapshot.knobs.noise_std},
-                 {"top_p", snapshot.knobs.top_p},
-                 {"k_min", snapshot.knobs.k_min},
-                 {"expert_bias_max_abs", state.KnobValue("expert_bias")}};
+      // Every scalar knob (an enum as its wire value), and the bias's largest |element|.
+      for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+        if (spec.scalar()) m.knobs[std::string(spec.name)] = spec.value(snapshot.knobs);
+      }
+      m.knobs["expert_bias_max_abs"] = state.KnobValue(std::string(policies::knob::kExpertBias));
       if (per_layer) {
         for (const policies::LayerEstimate& l : snapshot.layers) {
           m.layers.push_back({static_cast<uint32_t>(l.layer), l.drop_rate, l.max_over_mean,

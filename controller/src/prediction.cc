@@ -73,7 +73,7 @@ Prediction Predict(const std::string& knob, double current, double value,
     p.device_max_over_mean_after = value;
     return p;
   }
-  if (knob == "capacity_factor") {
+  if (knob == policies::knob::kCapacityFactor) {
     const double now = snapshot.knobs.capacity_factor;
     std::optional<double> before = DropRateUnder(now, snapshot);
     std::optional<double> after = DropRateUnder(value, snapshot);

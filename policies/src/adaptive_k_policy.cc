@@ -35,7 +35,7 @@ std::optional<Proposal> ProposeAdaptiveK(const EngineSnapshot& snapshot,
 
   Proposal proposal;
   proposal.policy = "adaptive_k";
-  proposal.knob = "top_k";
+  proposal.knob = knob::kTopK;
   proposal.current = k;
   if (step_us > params.slo_us && k > params.min_k && !quality_over) {
     proposal.value = k - 1;

@@ -54,7 +54,7 @@ std::optional<Proposal> ProposeDynamicCapacity(const EngineSnapshot& snapshot,
   if (cf > 0 && std::abs(value - cf) < std::max(params.min_change, 1e-9)) return std::nullopt;
   Proposal p;
   p.policy = "dynamic_capacity";
-  p.knob = "capacity_factor";
+  p.knob = knob::kCapacityFactor;
   p.current = cf;
   p.value = std::round(value * 1000) / 1000;
   p.reason = fmt::format("the hottest expert of the last {} steps needs {:.3f}x the mean demand",
@@ -89,7 +89,7 @@ std::optional<Proposal> ProposePeriodicEplb(const EngineSnapshot& snapshot,
   }
   Proposal p;
   p.policy = "eplb";
-  p.knob = "phy2log";
+  p.knob = knob::kPhy2log;
   PlannerShape shape;
   shape.num_replicas = static_cast<int>(snapshot.num_replicas);
   shape.num_gpus = static_cast<int>(snapshot.num_devices);

@@ -166,7 +166,7 @@ std::optional<Proposal> ProposeBias(const EngineSnapshot& snapshot,
 
   Proposal proposal;
   proposal.policy = "bias";
-  proposal.knob = "expert_bias";
+  proposal.knob = knob::kExpertBias;
   proposal.layer = -1;
   proposal.current = MaxAbs(current);
   proposal.value = MaxAbs(updated);

@@ -28,7 +28,7 @@ std::optional<Proposal> ProposeCapacity(const EngineSnapshot& snapshot,
   double drop = snapshot.drop_rate;
   Proposal proposal;
   proposal.policy = "capacity";
-  proposal.knob = "capacity_factor";
+  proposal.knob = knob::kCapacityFactor;
   proposal.current = cf;
   if (drop > params.target_high) {
     double factor = 1 + params.gain * (drop - params.target_high);

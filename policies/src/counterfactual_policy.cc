@@ -154,7 +154,7 @@ std::optional<Proposal> ProposeCounterfactualCapacity(const EngineSnapshot& snap
   if (best == &now || best->score < now.score + params.min_gain) return std::nullopt;
   Proposal proposal;
   proposal.policy = "counterfactual";
-  proposal.knob = "capacity_factor";
+  proposal.knob = knob::kCapacityFactor;
   proposal.current = now.capacity_factor;
   proposal.value = best->capacity_factor;
   proposal.reason = fmt::format(

@@ -1,6 +1,7 @@
 #include "moe/policies/guard.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -76,11 +77,9 @@ Verdict JudgeVector(const Proposal& proposal, const EngineSnapshot& snapshot,
 }  // namespace
 
 const KnobLimits* LimitsFor(const std::string& knob, const GuardParams& params) {
-  if (knob == "capacity_factor") return &params.capacity_factor;
-  if (knob == "top_k") return &params.top_k;
-  if (knob == "noise_std") return &params.noise_std;
-  if (knob == "expert_bias") return &params.expert_bias;
-  return nullptr;
+  const KnobSpec* spec = FindKnob(knob);
+  if (spec == nullptr || spec->limits == nullptr) return nullptr;
+  return &(params.*spec->limits);
 }
 
 std::string_view VerdictName(VerdictKind kind) {
@@ -96,10 +95,17 @@ std::string_view VerdictName(VerdictKind kind) {
 }
 
 Status Validate(const GuardParams& p) {
-  MOE_RETURN_IF_ERROR(ValidateLimits("capacity_factor", p.capacity_factor));
-  MOE_RETURN_IF_ERROR(ValidateLimits("top_k", p.top_k));
-  MOE_RETURN_IF_ERROR(ValidateLimits("noise_std", p.noise_std));
-  MOE_RETURN_IF_ERROR(ValidateLimits("expert_bias", p.expert_bias));
+  for (const KnobSpec& spec : AllKnobs()) {
+    if (spec.limits == nullptr) continue;
+    const KnobLimits& l = p.*spec.limits;
+    MOE_RETURN_IF_ERROR(ValidateLimits(spec.name, l));
+    const double last = static_cast<double>(spec.enum_names.size()) - 1;
+    if (spec.kind == KnobKind::kEnum && (l.min < 0 || l.max > last)) {
+      return Status::InvalidArgument(
+          fmt::format("guard.{}: min and max are wire values of {} in [0, {}], got min={} max={}",
+                      spec.name, fmt::join(spec.enum_names, ", "), last, l.min, l.max));
+    }
+  }
   if (p.max_slot_moves < 1 || p.placement_cooldown_ms < 0) {
     return Status::InvalidArgument(
         "guard: max_slot_moves must be >= 1 and placement_cooldown >= 0");
@@ -196,7 +202,7 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
   double value = std::clamp(wanted, limits->min, limits->max);
   value = std::clamp(value, proposal.current - limits->max_change,
                      proposal.current + limits->max_change);
-  if (proposal.knob == "top_k") value = std::round(value);
+  if (FindKnob(proposal.knob)->whole()) value = std::round(value);
   if (std::abs(value - proposal.current) < min_change) {
     return Reject(fmt::format("hysteresis: change {} -> {} is below {} (bounds [{}, {}])",
                               proposal.current, value, min_change, limits->min, limits->max));

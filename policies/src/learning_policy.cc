@@ -13,8 +13,8 @@
 namespace moe::policies {
 namespace {
 
-bool IsKnownKnob(const std::string& knob) {
-  return knob == "capacity_factor" || knob == "top_k" || knob == "noise_std";
+bool IsKnownKnob(const std::string& name) {
+  return name == knob::kCapacityFactor || name == knob::kTopK || name == knob::kNoiseStd;
 }
 
 // Number of edges <= value: NaN compares false everywhere, so it lands in 0.
@@ -126,15 +126,15 @@ Status Validate(const LearningPolicyParams& p) {
           fmt::format("learning policy: values must be strictly increasing, got {} after {}", v,
                       p.values[i - 1]));
     }
-    if (p.knob == "capacity_factor" && !(v > 0)) {
+    if (p.knob == knob::kCapacityFactor && !(v > 0)) {
       return Status::InvalidArgument(
           fmt::format("learning policy: values[{}] must be > 0 for capacity_factor, got {}", i, v));
     }
-    if (p.knob == "noise_std" && !(v >= 0)) {
+    if (p.knob == knob::kNoiseStd && !(v >= 0)) {
       return Status::InvalidArgument(
           fmt::format("learning policy: values[{}] must be >= 0 for noise_std, got {}", i, v));
     }
-    if (p.knob == "top_k" && !(v >= 1 && v == std::floor(v))) {
+    if (p.knob == knob::kTopK && !(v >= 1 && v == std::floor(v))) {
       return Status::InvalidArgument(fmt::format(
           "learning policy: values[{}] must be a whole number >= 1 for top_k, got {}", i, v));
     }
@@ -168,10 +168,11 @@ std::string RegimeOf(const EngineSnapshot& snapshot, const LearningPolicyParams&
 }
 
 double KnobInForce(const EngineSnapshot& snapshot, const LearningPolicyParams& params) {
-  if (params.knob == "capacity_factor") return snapshot.knobs.capacity_factor;
-  if (params.knob == "top_k") return static_cast<double>(snapshot.knobs.top_k);
-  if (params.knob == "noise_std") return snapshot.knobs.noise_std;
-  return std::numeric_limits<double>::quiet_NaN();
+  const KnobSpec* spec = FindKnob(params.knob);
+  if (!IsKnownKnob(params.knob) || spec == nullptr || !spec->scalar()) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return spec->value(snapshot.knobs);
 }
 
 size_t NearestArm(double value, const LearningPolicyParams& params) {
@@ -230,7 +231,7 @@ std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
   if (params.values.empty()) return std::nullopt;
   double in_force = KnobInForce(snapshot, params);
   if (!std::isfinite(in_force)) return std::nullopt;
-  if (params.knob == "capacity_factor" && in_force == 0) return std::nullopt;
+  if (params.knob == knob::kCapacityFactor && in_force == 0) return std::nullopt;
 
   const std::vector<double>& values = params.values;
   std::string regime = RegimeOf(snapshot, params);

@@ -47,7 +47,7 @@ std::optional<Proposal> ProposeNoise(const EngineSnapshot& snapshot,
 
   Proposal proposal;
   proposal.policy = "noise";
-  proposal.knob = "noise_std";
+  proposal.knob = knob::kNoiseStd;
   proposal.current = noise;
   double lowered = std::max(0.0, Round4(noise - params.step));
   bool up = false;

@@ -67,6 +67,39 @@ TEST_CASE("Policy order, bias, adaptive K and noise sections are read and checke
         std::string::npos);
 }
 
+TEST_CASE("[guard.KNOB] is read for every knob of the knob table", "[config][knobs]") {
+  moe::testing::TempDir dir;
+  dir.Write("pol.toml",
+            "[guard.shortlist]\nmax = 16\nmax_change = 8\n"
+            "[guard.availability_weight]\nmax = 0.5\n"
+            "[guard.overflow_policy]\nmax = 1\n");
+  auto options = LoadControllerConfig(dir.Write("c.toml", "policies_file = \"pol.toml\"\n"));
+  INFO(options.status().ToString());
+  REQUIRE(options.ok());
+  CHECK(options->guard.shortlist.max == 16);
+  CHECK(options->guard.shortlist.max_change == 8);
+  CHECK(options->guard.availability_weight.max == 0.5);
+  CHECK(options->guard.overflow_policy.max == 1);
+  CHECK(options->guard.top_p.max == 1);  // the built-in limits where the file says nothing
+  // The shipped policies file names them all.
+  auto shipped = LoadControllerConfig(std::string(MOE_SOURCE_DIR) + "/configs/controller.toml");
+  REQUIRE(shipped.ok());
+  CHECK(shipped->guard.capacity_scope.max == 1);
+  CHECK(shipped->guard.shortlist.max == 64);
+
+  // An enum's limits are wire values of its names; an unknown key is an error.
+  dir.Write("bad.toml", "[guard.capacity_scope]\nmax = 2\n");
+  auto bad = LoadControllerConfig(dir.Write("c2.toml", "policies_file = \"bad.toml\"\n"));
+  REQUIRE_FALSE(bad.ok());
+  INFO(bad.status().message());
+  CHECK(bad.status().message().find("guard.capacity_scope: min and max are wire values of "
+                                    "expert, slot in [0, 1]") != std::string::npos);
+  dir.Write("typo.toml", "[guard.shortlist]\nmaxx = 2\n");
+  auto typo = LoadControllerConfig(dir.Write("c3.toml", "policies_file = \"typo.toml\"\n"));
+  REQUIRE_FALSE(typo.ok());
+  CHECK(typo.status().message().find("maxx") != std::string::npos);
+}
+
 TEST_CASE("mode and per-engine modes are read; a bad mode names its key", "[config][advisory]") {
   moe::testing::TempDir dir;
   std::string path = dir.Write("c.toml",

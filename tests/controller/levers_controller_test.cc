@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -68,7 +69,7 @@ TEST_CASE("A pin is sent at once, holds the knob against the policies, and lapse
   EngineStatus status = StatusOf(h);
   REQUIRE(status.pins.size() == 1);
   CHECK(status.pins[0].knob == "capacity_factor");
-  CHECK(status.capacity_factor == Approx(1.25));
+  CHECK(status.knobs.capacity_factor == Approx(1.25));
 
   // Lapsed: the policies may change it again.
   const int64_t lapsed_ns = h.clock().NowNanos();
@@ -101,6 +102,80 @@ TEST_CASE("A pin is sent at once, holds the knob against the policies, and lapse
   CHECK(static_cast<uint64_t>(pinned_rows) < pinned_rejections);  // repeats were folded
   CHECK(rows.back().policy == "capacity");
   CHECK(rows.back().status == "sent");
+}
+
+// The knob table's other knobs: the Hello's values are in force, a pin of an
+// enum or integer knob is sent as that one field, and the ack puts it in force.
+TEST_CASE("Pins of enum and integer knobs travel as their own field",
+          "[controller][levers][knobs]") {
+  // No policy: every command is a pin's.
+  Harness h([](ControllerOptions& o) { o.capacity_enabled = false; },
+            [](telemetry::Hello& hello) {
+              hello.knobs.shortlist = 0;
+              hello.knobs.availability_weight = 0.25;
+              hello.knobs.overflow_policy = telemetry::OverflowPolicy::kDrop;
+              hello.knobs.capacity_scope = telemetry::CapacityScope::kExpert;
+            });
+  h.Steps(8, 0, 0.0);
+  CHECK(StatusOf(h).knobs.availability_weight == 0.25);
+
+  // Refused before anything is sent: a fraction of an integer or enum knob,
+  // a knob that cannot be pinned (the placement), a value beyond the bounds.
+  Result<LeverOutcome> half = h.controller().Pull(Pin("shortlist", 2.5));
+  REQUIRE_FALSE(half.ok());
+  CHECK(half.status().message() == "shortlist=2.5: must be a whole number");
+  Result<LeverOutcome> placement = h.controller().Pull(Pin("phy2log", 1));
+  REQUIRE_FALSE(placement.ok());
+  CHECK(placement.status().message().find(
+            "knob 'phy2log' cannot be pinned; pinnable knobs: "
+            "top_k, top_p, k_min, capacity_factor, overflow_policy") != std::string::npos);
+  Result<LeverOutcome> beyond = h.controller().Pull(Pin("overflow_policy", 3));
+  REQUIRE_FALSE(beyond.ok());
+  CHECK(beyond.status().message().find("outside the guard's bounds [0, 2]") != std::string::npos);
+
+  Result<LeverOutcome> reroute = h.controller().Pull(Pin("overflow_policy", 1));
+  INFO(reroute.status().ToString());
+  REQUIRE(reroute.ok());
+  std::vector<telemetry::Command> sent = Received(h);
+  REQUIRE(sent.size() == 1);
+  telemetry::KnobSet want;
+  want.overflow_policy = telemetry::OverflowPolicy::kReroute;
+  CHECK(sent[0].knobs == want);  // that field alone
+  CHECK(sent[0].layer_knobs.empty());
+  h.Ack(sent[0], true);
+  h.Steps(8, sent[0].epoch, 0.0);
+  EngineStatus status = StatusOf(h);
+  CHECK(status.knobs.overflow_policy == telemetry::OverflowPolicy::kReroute);
+  CHECK(status.knobs.availability_weight == 0.25);  // the others stay
+
+  Result<LeverOutcome> shortlist = h.controller().Pull(Pin("shortlist", 3));
+  REQUIRE(shortlist.ok());
+  std::vector<telemetry::Command> second;
+  for (int i = 0; i < 20 && second.empty(); ++i) {
+    h.Steps(2, sent[0].epoch, 0.0);  // the first decision is measured, then the pin goes
+    second = Received(h);
+  }
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].knobs.shortlist == 3u);
+  CHECK_FALSE(second[0].knobs.overflow_policy.has_value());
+  h.Ack(second[0], true);
+  h.Steps(8, second[0].epoch, 0.0);
+  CHECK(StatusOf(h).knobs.shortlist == 3u);
+  CHECK(StatusOf(h).knobs.overflow_policy == telemetry::OverflowPolicy::kReroute);
+
+  // The audit: the snapshot each decision was taken on lists every scalar
+  // knob (an enum by name); the command records the wire value.
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 2);
+  const nlohmann::json inputs = nlohmann::json::parse(rows[1].inputs_json);
+  INFO(rows[1].inputs_json);
+  const nlohmann::json& knobs = inputs["knobs"];
+  CHECK(knobs["overflow_policy"] == "reroute");
+  CHECK(knobs["capacity_scope"] == "expert");
+  CHECK(knobs["shortlist"] == 0);
+  CHECK(knobs["availability_weight"] == 0.25);
+  CHECK(knobs.size() == 9);  // every scalar knob of the table
+  CHECK(nlohmann::json::parse(rows[0].command_json)["overflow_policy"] == 1.0);
 }
 
 TEST_CASE("Levers are checked, audited, and restored after a restart",

@@ -124,6 +124,8 @@ TEST_CASE("The Hello carries the knobs of layers that differ from layer 0", "[te
   u.epoch = 1;
   KnobPatch layer2;
   layer2.expert_bias = std::vector<float>{0.05f, 0, 0, 0, 0, 0, 0, -0.05f};
+  layer2.availability_weight = 0.5;  // a scalar that differs shows too
+  layer2.overflow_policy = OverflowPolicy::kReroute;
   u.layers.push_back({2, layer2});
   REQUIRE(engine->Submit(u).ok());
   const std::vector<float> x = RandomTokens(4, o.model.hidden, 3);
@@ -136,7 +138,10 @@ TEST_CASE("The Hello carries the knobs of layers that differ from layer 0", "[te
   REQUIRE(hello.layer_knobs.size() == 1);                          // layer 1 equals layer 0
   CHECK(hello.layer_knobs[0].layer == 2);
   CHECK(hello.layer_knobs[0].knobs.expert_bias == layer2.expert_bias);
+  CHECK(hello.layer_knobs[0].knobs.availability_weight == 0.5);
+  CHECK(hello.layer_knobs[0].knobs.overflow_policy == telemetry::OverflowPolicy::kReroute);
   CHECK_FALSE(hello.layer_knobs[0].knobs.top_k.has_value());  // only what differs
+  CHECK_FALSE(hello.layer_knobs[0].knobs.shortlist.has_value());
   // And it survives the wire.
   auto bytes = telemetry::Encode(hello);
   REQUIRE(bytes.ok());

@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -333,6 +334,108 @@ TEST_CASE("every lever changes what the controller sends and leaves an audit row
       },
       seconds(20)));
   CHECK(loop.Status()[0]["paused"] == true);
+  loop.StopDaemon();
+}
+
+// Every knob of the knob table that no policy proposes travels too: pinned
+// by an operator, sent as a command, applied by a real moe-engine, acked, and
+// shown by `moectl status` (an enum by its name).
+TEST_CASE("pins reach every scalar knob of a real engine", "[integration][levers][knobs]") {
+  Loop loop;
+  loop.StartEngine();
+  INFO("daemon log:\n" << loop.daemon->Log());
+  REQUIRE(Eventually(
+      [&] {
+        json s = loop.Status();
+        return s.is_array() && s.size() == 1 && s[0]["steps"].get<int64_t>() > 10;
+      },
+      seconds(20)));
+  // The Hello's values: every scalar knob, the enums by name.
+  json before = loop.Status()[0]["knobs"];
+  CHECK(before["shortlist"] == 0);
+  CHECK(before["overflow_policy"] == "drop");
+  CHECK(before["capacity_scope"] == "expert");
+
+  // Bad values are refused before anything is sent.
+  Run spill = loop.Lever({"pin", "--engine", "L1", "overflow_policy=spill", "--reason", "x"});
+  CHECK(spill.rc == 2);
+  CHECK(spill.out.find("overflow_policy: expected one of drop, reroute, replica") !=
+        std::string::npos);
+  Run wide = loop.Lever({"pin", "--engine", "L1", "shortlist=100", "--reason", "x"});
+  CHECK(wide.rc == 2);
+  CHECK(wide.out.find("outside the guard's bounds") != std::string::npos);
+
+  const std::vector<std::pair<std::string, std::string>> pins = {
+      {"shortlist", "4"}, {"availability_weight", "0.5"}, {"top_p", "0.9"},
+      {"k_min", "2"},     {"overflow_policy", "reroute"}, {"capacity_scope", "slot"}};
+  for (const auto& [knob, value] : pins) {
+    Run pin = loop.Lever(
+        {"pin", "--engine", "L1", knob + "=" + value, "--for", "10m", "--reason", "knob table"});
+    INFO(knob << ": " << pin.out);
+    REQUIRE(pin.rc == 0);
+  }
+  // Each is sent as an operator decision and acked by the engine.
+  const std::map<std::string, double> wire = {{"shortlist", 4},       {"availability_weight", 0.5},
+                                              {"top_p", 0.9},         {"k_min", 2},
+                                              {"overflow_policy", 1}, {"capacity_scope", 1}};
+  REQUIRE(Eventually(
+      [&] {
+        std::map<std::string, bool> acked;
+        for (const json& d : Since(loop.Decisions(), 0, [](const json& d) {
+               return d["policy"] == "operator" &&
+                      (d["status"] == "acked" || d["status"] == "measured");
+             })) {
+          const std::string knob = d["knob"];
+          if (wire.count(knob) && d["command"][knob] == wire.at(knob)) acked[knob] = true;
+        }
+        return acked.size() == wire.size();
+      },
+      seconds(40)));
+  json after;
+  REQUIRE(Eventually(
+      [&] {
+        json s = loop.Status();
+        if (!s.is_array()) return false;
+        after = s[0]["knobs"];
+        return after["shortlist"] == 4 && after["availability_weight"] == 0.5 &&
+               after["top_p"] == 0.9 && after["k_min"] == 2 &&
+               after["overflow_policy"] == "reroute" && after["capacity_scope"] == "slot";
+      },
+      seconds(10)));
+  // `moectl explain` shows an enum change by its names.
+  int64_t overflow_id = 0;
+  for (const json& d : loop.Decisions()) {
+    if (d["policy"] == "operator" && d["knob"] == "overflow_policy") overflow_id = d["id"];
+  }
+  REQUIRE(overflow_id > 0);
+  Run explain = Moectl(
+      loop.dir, {"explain", "--db", loop.db, "--format", "csv", std::to_string(overflow_id)});
+  INFO(explain.out);
+  CHECK(explain.rc == 0);
+  CHECK(explain.out.find("overflow_policy,all,,drop,reroute,reroute\n") != std::string::npos);
+  // The table view names them too.
+  Run table = Moectl(loop.dir, {"status", "--socket", loop.socket});
+  CHECK(table.rc == 0);
+  CHECK(table.out.find("availability_weight") != std::string::npos);
+  CHECK(table.out.find("reroute") != std::string::npos);
+  CHECK(table.out.find("slot") != std::string::npos);
+
+  // A value within the guard's bounds that the engine cannot run: the engine
+  // refuses it and says why (shortlist must cover top_k).
+  REQUIRE(loop.Lever({"unpin", "--engine", "L1", "shortlist", "--reason", "retry"}).rc == 0);
+  REQUIRE(loop.Lever({"pin", "--engine", "L1", "shortlist=1", "--reason", "too few"}).rc == 0);
+  json decisions;
+  const bool refused = Eventually(
+      [&] {
+        decisions = loop.Decisions();
+        return !Since(decisions, 0, [](const json& d) {
+                  return d["knob"] == "shortlist" && d["status"] == "failed" &&
+                         d["ack_error"].get<std::string>().find("shortlist") != std::string::npos;
+                }).empty();
+      },
+      seconds(40));
+  if (!refused) FAIL("no refused shortlist=1; decisions: " << decisions.dump(1));
+  CHECK(loop.Status()[0]["knobs"]["shortlist"] == 4);
   loop.StopDaemon();
 }
 

@@ -31,6 +31,7 @@
 
 #include "moe/common/status.h"
 #include "moe/controller/options.h"
+#include "moe/policies/knobs.h"
 
 namespace moe::controller {
 
@@ -89,9 +90,8 @@ struct EngineStatus {
   std::vector<Pin> pins;
   // Below: only for an engine that is not gone.
   uint64_t epoch = 0;
-  uint32_t top_k = 0;
-  double capacity_factor = 0;
-  double noise_std = 0;
+  // The scalar knobs in force (the vectors are left empty: see max_abs_bias).
+  policies::KnobValues knobs;
   double max_abs_bias = 0;  // largest |expert_bias| element in force
   uint64_t steps = 0;       // steps received since it was first seen (or came back)
   // Over the latest steps of the epoch in force (at most outcome_steps).

@@ -25,20 +25,19 @@
 
 namespace moe::policies {
 
-// Limits of one knob; for a vector knob (expert_bias) they apply to every
-// element, and the hysteresis to the largest element change.
-struct KnobLimits {
-  double min = 0;
-  double max = 0;
-  double max_change = 0;   // largest |new - current| in one decision
-  double min_change = -1;  // smaller changes are rejected; < 0: GuardParams::hysteresis
-};
-
+// The limits of every knob but phy2log (the knob table's KnobSpec::limits
+// points here), then the placement's budget and the rules of every knob.
 struct GuardParams {
   KnobLimits capacity_factor{0.5, 4.0, 0.5};
   KnobLimits top_k{1, 8, 1};
   KnobLimits noise_std{0, 0.2, 0.02, 0.001};
   KnobLimits expert_bias{-0.1, 0.1, 0.005, 1e-4};
+  KnobLimits top_p{0, 1, 1, 0.01};  // 0 (dynamic K off) to 1 in one decision
+  KnobLimits k_min{1, 8, 1};
+  KnobLimits shortlist{0, 64, 64};  // 0 (off) or candidates >= top_k (the engine checks)
+  KnobLimits availability_weight{0, 1, 0.25, 0.01};
+  KnobLimits overflow_policy{0, 2, 2};  // wire values: drop 0, reroute 1, replica 2
+  KnobLimits capacity_scope{0, 1, 1};   // wire values: expert 0, slot 1
   // Placement (phy2log): at most this many slots change per layer in one
   // decision (the migration budget; a larger proposal is rejected, not cut),
   // and this cooldown (at least cooldown_ms) between placement changes.
@@ -56,9 +55,8 @@ struct GuardParams {
 
 Status Validate(const GuardParams& params);
 
-// The limits of `knob` ("capacity_factor", "top_k", "noise_std",
-// "expert_bias"); nullptr for a knob without scalar limits (phy2log) or an
-// unknown one.
+// The limits of `knob` (its row's KnobSpec::limits); nullptr for a knob
+// without limits (phy2log) or an unknown one.
 const KnobLimits* LimitsFor(const std::string& knob, const GuardParams& params);
 
 enum class VerdictKind { kAccepted, kClamped, kRejected };

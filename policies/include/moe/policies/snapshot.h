@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "moe/policies/cost_model.h"
+#include "moe/policies/knobs.h"
 #include "moe/telemetry/types.h"
 
 namespace moe::policies {
@@ -32,25 +33,6 @@ struct LayerEstimate {
   // Mean token-slots per step that chose each expert, before capacity
   // [num_experts]; empty when the engine does not report demand.
   std::vector<double> expert_demand;
-};
-
-// Settings in force, every field present (unlike a KnobSet patch).
-struct KnobValues {
-  uint32_t top_k = 2;
-  double capacity_factor = 0;  // 0 = unlimited
-  // kExpert: the capacity is each logical expert's, split over its replicas;
-  // kSlot: each replica's, so a replica adds room.
-  telemetry::CapacityScope capacity_scope = telemetry::CapacityScope::kExpert;
-  double noise_std = 0;
-  double top_p = 0;
-  uint32_t k_min = 1;
-  // Selection bias in force per layer, [num_layers][num_experts]; empty (or
-  // an empty layer) = all zero.
-  std::vector<std::vector<float>> expert_bias;
-  // Placement in force per layer, [num_layers][num_replicas]: the logical
-  // expert of every physical slot; empty (or an empty layer) = the default,
-  // slot s holds expert s % num_experts.
-  std::vector<std::vector<uint32_t>> phy2log;
 };
 
 // One recent step's demand (token-slots that chose each expert, before
@@ -107,7 +89,7 @@ struct EngineSnapshot {
 // device max-over-mean load before and after.
 struct Proposal {
   std::string policy;  // e.g. "capacity"
-  std::string knob;    // e.g. "capacity_factor"
+  std::string knob;    // a row of the knob table (knobs.h)
   int32_t layer = -1;
   double current = 0;
   double value = 0;
@@ -133,14 +115,16 @@ inline std::vector<const LayerEstimate*> LayersById(const EngineSnapshot& snapsh
   return by_layer;
 }
 
-// True for knobs whose proposals carry `vectors`.
-inline bool IsVectorKnob(const std::string& knob) {
-  return knob == "expert_bias";
+// True for knobs whose proposals carry `vectors` (KnobKind::kVector).
+inline bool IsVectorKnob(std::string_view knob) {
+  const KnobSpec* spec = FindKnob(knob);
+  return spec != nullptr && spec->kind == KnobKind::kVector;
 }
 
-// True for the knob whose proposals carry `placements`.
-inline bool IsPlacementKnob(const std::string& knob) {
-  return knob == "phy2log";
+// True for the knob whose proposals carry `placements` (KnobKind::kPlacement).
+inline bool IsPlacementKnob(std::string_view knob) {
+  const KnobSpec* spec = FindKnob(knob);
+  return spec != nullptr && spec->kind == KnobKind::kPlacement;
 }
 
 }  // namespace moe::policies
