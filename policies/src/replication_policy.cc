@@ -44,7 +44,8 @@ std::vector<uint32_t> ToUint(const std::vector<int>& placement) {
 }
 
 std::string Reason(const std::vector<LayerChange>& changes, uint64_t steps, double before,
-                   double after) {
+                   double after, ForecastMethod method, size_t num_forecast,
+                   size_t num_changed_regime) {
   int num_moved = 0;
   for (const LayerChange& c : changes)
     num_moved += c.num_moved;
@@ -62,6 +63,15 @@ std::string Reason(const std::vector<LayerChange>& changes, uint64_t steps, doub
     reason += fmt::format(" and {} more layers;", changes.size() - kMaxLayersInReason);
   }
   reason += fmt::format(" mean max/mean {:.3f} -> {:.3f}", before, after);
+  if (num_forecast > 0) {
+    reason += fmt::format("; planned on the {} forecast of the next window on {} layers",
+                          ForecastMethodName(method), num_forecast);
+    if (num_changed_regime > 0) {
+      reason += fmt::format(" ({} with a change in the window)", num_changed_regime);
+    }
+  } else {
+    reason += "; planned on the window mean";
+  }
   return reason;
 }
 
@@ -91,6 +101,9 @@ Status Validate(const ReplicationPolicyParams& p) {
   if (!(p.move_weight >= 0)) {
     return Status::InvalidArgument(
         fmt::format("replication policy: move_weight must be >= 0, got {}", p.move_weight));
+  }
+  if (Status s = Validate(p.forecast); !s.ok()) {
+    return Status::InvalidArgument("replication policy: " + s.message());
   }
   return Status::Ok();
 }
@@ -132,6 +145,9 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
 
   Placements updated = current;
   std::vector<LayerChange> changes;
+  size_t num_forecast = 0;
+  size_t num_changed_regime = 0;
+  std::vector<const std::vector<double>*> rows;
   double sum_before = 0;
   double sum_after = 0;
   size_t num_measured = 0;
@@ -140,9 +156,29 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
     if (est == nullptr) continue;
     // Plan on demand: served load is what capacity let through, so a hot
     // expert capped at its capacity looks no hotter than the rest.
-    const std::vector<double>& load =
+    const std::vector<double>& window_mean =
         est->expert_demand.empty() ? est->expert_load : est->expert_demand;
-    if (load.empty()) continue;
+    if (window_mean.empty()) continue;
+    // Look ahead: the placement governs the next window's steps.
+    std::vector<double> forecast;
+    if (params.forecast.method != ForecastMethod::kWindowMean) {
+      rows.clear();
+      for (const StepDemand& step : snapshot.recent) {
+        if (l < step.layers.size() && step.layers[l].size() == window_mean.size()) {
+          rows.push_back(&step.layers[l]);
+        }
+      }
+      if (rows.size() >= 2) {
+        Result<LoadForecast> f = ForecastLoad(rows, params.forecast);
+        // A series the forecast refuses (e.g. all zero) keeps the window mean.
+        if (f.ok()) {
+          forecast = std::move(f->load);
+          ++num_forecast;
+          if (f->change_step >= 0) ++num_changed_regime;
+        }
+      }
+    }
+    const std::vector<double>& load = forecast.empty() ? window_mean : forecast;
     double total = 0;
     for (double x : load)
       total += x;
@@ -193,7 +229,8 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
   proposal.layer = -1;
   proposal.current = sum_before / static_cast<double>(num_measured);
   proposal.value = sum_after / static_cast<double>(num_measured);
-  proposal.reason = Reason(changes, snapshot.steps_in_epoch, proposal.current, proposal.value);
+  proposal.reason = Reason(changes, snapshot.steps_in_epoch, proposal.current, proposal.value,
+                           params.forecast.method, num_forecast, num_changed_regime);
   proposal.current_placements = std::move(current);
   proposal.placements = std::move(updated);
   return proposal;

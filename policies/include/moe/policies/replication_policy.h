@@ -10,10 +10,17 @@
 // to at most (1 - min_gain) x the one in force; otherwise it keeps its
 // placement. Without a clock (the default) the planner runs to its work
 // limits and the result is deterministic; with `clock` it stops each layer's
-// search after time_budget_ms (the best plan found by then). The load planned
-// on is the layer's expert_demand (the token-slots that chose each expert,
-// before capacity, so a hot expert capped at its capacity still shows), or the
-// served expert_load for an engine that reports no demand.
+// search after time_budget_ms (the best plan found by then).
+//
+// The load planned on is a forecast of the next window (load_forecast.h,
+// params.forecast): by default kRecent, from the per-step demand of the
+// window's steps (snapshot.recent, the rows of the layer whose size matches
+// its estimate), since the placement governs the steps after it, not the
+// ones before. With ForecastMethod::kWindowMean, or when snapshot.recent has
+// fewer than 2 such steps of a layer, the layer's window mean is planned on
+// as before: its expert_demand (the token-slots that chose each expert,
+// before capacity, so a hot expert capped at its capacity still shows), or
+// the served expert_load for an engine that reports no demand.
 //
 // The placement in force for layer l is snapshot.knobs.phy2log[l] when present
 // and non-empty, else the default: slot s holds expert s % num_experts.
@@ -39,6 +46,7 @@
 
 #include "moe/common/clock.h"
 #include "moe/common/status.h"
+#include "moe/policies/load_forecast.h"
 #include "moe/policies/snapshot.h"
 
 namespace moe::policies {
@@ -65,6 +73,9 @@ struct ReplicationPolicyParams {
   // `clock` (not owned; nullptr: no deadline, deterministic); > 0.
   double time_budget_ms = 10.0;
   const Clock* clock = nullptr;
+  // The forecast of each layer's load over the next window that the plan is
+  // made on; method kWindowMean keeps the old behaviour (the window mean).
+  ForecastOptions forecast;
 };
 
 // Checks the parameters' ranges; the message names the field.
@@ -77,10 +88,11 @@ Status Validate(const ReplicationPolicyParams& params);
 // layer) and cover every layer of snapshot.layers and of snapshot.knobs.phy2log,
 // each spelled out (a default placement written out): the placement in force
 // and the new one (a copy of the one in force for unchanged layers).
-// `current` and `value` are the mean, over the layers with a positive
-// expert_load, of the device max-over-mean load under each. `reason` names
-// each changed layer with its max/mean before -> after, the replicas moved,
-// and its hottest expert with that expert's replica count after.
+// `current` and `value` are the mean, over the layers with a positive load,
+// of the device max-over-mean of the load planned on (the forecast) under
+// each. `reason` names each changed layer with its max/mean before -> after,
+// the replicas moved, and its hottest expert with that expert's replica count
+// after, and says which load the layers were planned on.
 std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
                                            const ReplicationPolicyParams& params);
 
