@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "moe/policies/planner.h"
+#include "planner_internal.h"
 
 namespace moe::policies {
 namespace {
@@ -75,7 +76,78 @@ std::string Reason(const std::vector<LayerChange>& changes, uint64_t steps, doub
   return reason;
 }
 
+// The largest load per replica, max over experts of load[e] / counts[e].
+double MaxPerReplica(const std::vector<double>& load, const std::vector<int>& counts) {
+  double m = 0;
+  for (size_t e = 0; e < load.size(); ++e)
+    m = std::max(m, load[e] / counts[e]);
+  return m;
+}
+
+struct DemandPlan {
+  std::vector<int> phy2log;
+  int num_moved = 0;
+};
+
+// ReplicaCountRule::kDemand in global mode: the counts are EPLB's
+// (ReplicateGreedy), and the planner packs the replicas as num_replicas
+// pseudo-experts (expert e's j-th replica, load[e] / counts[e] each), one slot
+// each, against the placement in force relabelled to pseudo-experts (a slot
+// keeps its expert's next unused pseudo id; the slots left over take the
+// pseudo ids left over), so that it moves as few as it can.
+Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::vector<double>& load,
+                                        const std::vector<int>& current,
+                                        const PlannerOptions& options) {
+  const int num_replicas = shape.num_replicas;
+  const std::vector<int> counts = internal::ReplicateGreedy(load, num_replicas);
+  std::vector<int> base(load.size() + 1, 0);
+  for (size_t e = 0; e < load.size(); ++e)
+    base[e + 1] = base[e] + counts[e];
+  std::vector<int> expert_of(num_replicas);
+  std::vector<double> pseudo_load(num_replicas);
+  for (size_t e = 0; e < load.size(); ++e) {
+    for (int j = 0; j < counts[e]; ++j) {
+      expert_of[base[e] + j] = static_cast<int>(e);
+      pseudo_load[base[e] + j] = load[e] / counts[e];
+    }
+  }
+  std::vector<int> used(load.size(), 0);
+  std::vector<int> previous(num_replicas, -1);
+  std::vector<int> free_slots;
+  for (int s = 0; s < num_replicas; ++s) {
+    const int e = current[s];
+    if (used[e] < counts[e]) {
+      previous[s] = base[e] + used[e]++;
+    } else {
+      free_slots.push_back(s);
+    }
+  }
+  size_t next_free = 0;
+  for (size_t e = 0; e < load.size(); ++e)
+    for (int j = used[e]; j < counts[e]; ++j)
+      previous[free_slots[next_free++]] = base[e] + j;
+
+  PlannerInput input;
+  input.shape = {num_replicas, num_replicas, 1, 1, shape.num_gpus};
+  input.loads = std::move(pseudo_load);
+  input.previous_phy2log = std::move(previous);
+  PlannerOptions global = options;
+  global.mode = PlanMode::kGlobal;
+  Result<PlanReport> report = PlanReplication(input, global);
+  if (!report.ok()) return report.status();
+  DemandPlan plan;
+  plan.phy2log.resize(num_replicas);
+  for (int s = 0; s < num_replicas; ++s)
+    plan.phy2log[s] = expert_of[report->plan.phy2log[s]];
+  plan.num_moved = CountMovedReplicas(shape, current, plan.phy2log);
+  return plan;
+}
+
 }  // namespace
+
+std::string_view ReplicaCountRuleName(ReplicaCountRule rule) {
+  return rule == ReplicaCountRule::kBalance ? "balance" : "demand";
+}
 
 Status Validate(const ReplicationPolicyParams& p) {
   if (p.num_nodes < 1) {
@@ -195,27 +267,52 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
     input.previous_phy2log = ToInt(current[l]);
     Result<Plan> now = EvaluatePlan(input.shape, load, input.previous_phy2log, options.mode);
     if (!now.ok()) return std::nullopt;
-    Result<PlanReport> report = PlanReplication(input, options);
-    if (!report.ok()) return std::nullopt;
-
-    const Plan& plan = report->plan;
     double before = now->max_over_mean;
     double after = before;
-    if (plan.max_over_mean <= before * (1 - params.min_gain)) {
-      std::vector<uint32_t> next = ToUint(plan.phy2log);
-      if (next != current[l]) {
-        LayerChange change;
-        change.layer = static_cast<uint32_t>(l);
-        change.before = before;
-        change.after = plan.max_over_mean;
-        change.num_moved = report->num_moved;
-        change.hottest =
-            static_cast<size_t>(std::max_element(load.begin(), load.end()) - load.begin());
-        change.hottest_replicas = plan.replica_count[change.hottest];
-        changes.push_back(change);
-        updated[l] = std::move(next);
-        after = plan.max_over_mean;
-      }
+    std::vector<int> planned;
+    int num_moved = 0;
+    bool take = false;
+    if (params.replica_counts == ReplicaCountRule::kDemand &&
+        (input.shape.num_nodes == 1 ||
+         ResolveMode(input.shape, options.mode) == PlanMode::kGlobal)) {
+      Result<DemandPlan> dp =
+          PlanWithDemandCounts(input.shape, load, input.previous_phy2log, options);
+      if (!dp.ok()) return std::nullopt;
+      Result<Plan> next = EvaluatePlan(input.shape, load, dp->phy2log, options.mode);
+      if (!next.ok()) return std::nullopt;
+      // Room counts too: with capacity per slot, a replica of a hot expert
+      // adds room where the drops are.
+      const double room_before = MaxPerReplica(load, now->replica_count);
+      const double room_after = MaxPerReplica(load, next->replica_count);
+      take = next->max_over_mean <= before * (1 - params.min_gain) ||
+             (room_after <= room_before * (1 - params.min_gain) &&
+              next->max_over_mean <= before * (1 + params.min_gain));
+      planned = std::move(dp->phy2log);
+      num_moved = dp->num_moved;
+      after = next->max_over_mean;
+    } else {
+      Result<PlanReport> report = PlanReplication(input, options);
+      if (!report.ok()) return std::nullopt;
+      take = report->plan.max_over_mean <= before * (1 - params.min_gain);
+      planned = report->plan.phy2log;
+      num_moved = report->num_moved;
+      after = report->plan.max_over_mean;
+    }
+    if (take && ToUint(planned) != current[l]) {
+      std::vector<uint32_t> next = ToUint(planned);
+      LayerChange change;
+      change.layer = static_cast<uint32_t>(l);
+      change.before = before;
+      change.after = after;
+      change.num_moved = num_moved;
+      change.hottest =
+          static_cast<size_t>(std::max_element(load.begin(), load.end()) - load.begin());
+      change.hottest_replicas = static_cast<int>(
+          std::count(next.begin(), next.end(), static_cast<uint32_t>(change.hottest)));
+      changes.push_back(change);
+      updated[l] = std::move(next);
+    } else {
+      after = before;
     }
     sum_before += before;
     sum_after += after;

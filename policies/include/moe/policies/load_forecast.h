@@ -51,7 +51,7 @@ struct ForecastOptions {
   ForecastMethod method = ForecastMethod::kRecent;
   // Half-life in steps of the recency weights (a step `a` steps older than
   // the newest weighs 2^(-a / half_life_steps)); 0 = equal weights; >= 0.
-  double half_life_steps = 16.0;
+  double half_life_steps = 0.0;
   // A split is a change when its before/after share means differ by at
   // least this many times what step-to-step noise explains (the squared
   // distance of the means over its expectation without a change); 0 = no

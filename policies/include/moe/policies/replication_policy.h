@@ -43,6 +43,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "moe/common/clock.h"
 #include "moe/common/status.h"
@@ -50,6 +51,25 @@
 #include "moe/policies/snapshot.h"
 
 namespace moe::policies {
+
+// How many replicas each expert gets.
+enum class ReplicaCountRule {
+  // The planner chooses counts and packing together for device balance alone
+  // (PlanReplication); the old behaviour, and the only rule in hierarchical
+  // mode.
+  kBalance,
+  // Global mode or one node: each slot past the first replica of every expert goes to the
+  // expert with the highest planned load per replica (EPLB's rule, which
+  // minimises the largest load per replica), and the planner packs those
+  // replicas onto devices against the placement in force. With capacity per
+  // slot (a replica adds room) this puts the room where the demand is; a
+  // layer then also takes a plan whose largest load per replica falls by
+  // min_gain while its device max/mean rises by at most min_gain.
+  kDemand,
+};
+
+// "balance", "demand".
+std::string_view ReplicaCountRuleName(ReplicaCountRule rule);
 
 struct ReplicationPolicyParams {
   // Nodes of the expert-parallel group (devices per node = num_devices /
@@ -76,6 +96,9 @@ struct ReplicationPolicyParams {
   // The forecast of each layer's load over the next window that the plan is
   // made on; method kWindowMean keeps the old behaviour (the window mean).
   ForecastOptions forecast;
+  // How replica counts are chosen (kDemand needs global mode or one node;
+  // hierarchical mode over several nodes always uses kBalance).
+  ReplicaCountRule replica_counts = ReplicaCountRule::kDemand;
 };
 
 // Checks the parameters' ranges; the message names the field.
