@@ -26,7 +26,9 @@
 // default placement of R slots, slot s holds s % E, never moved); eplb_prev
 // (PlanEplb on the previous window's mean demand, every boundary: vLLM's
 // EPLB); policy_mean (ProposeReplication on the window mean: the old
-// behaviour); lookahead (ProposeReplication on the forecast, the new default);
+// behaviour); lookahead (ProposeReplication on the forecast, the new default;
+// no move limit unless --max-moves, like EPLB); lookahead_max_moves_8 (the
+// same within the policy's default budget of 8 replicas per layer and plan);
 // eplb_forecast (PlanEplb on the same forecast: the forecast's share of the
 // gain); oracle (PlanEplb on the next window's own mean: no deployment has it).
 //
@@ -439,6 +441,14 @@ json RunTrace(Setup setup, const DemandTrace& trace, uint32_t redundant) {
                             const Placements& current) {
     return ProposeWith(setup, setup.policy, tr, begin, boundary, current);
   });
+  // The same with the policy's default migration budget per layer and plan.
+  pol::ReplicationPolicyParams budget_params = setup.policy;
+  budget_params.max_moves = pol::ReplicationPolicyParams{}.max_moves;
+  add(fmt::format("lookahead_max_moves_{}", budget_params.max_moves),
+      [&setup, budget_params](const DemandTrace& tr, size_t begin, size_t boundary, size_t,
+                              const Placements& current) {
+        return ProposeWith(setup, budget_params, tr, begin, boundary, current);
+      });
   add("eplb_forecast", [&setup](const DemandTrace& tr, size_t begin, size_t boundary, size_t,
                                 const Placements& current) {
     Placements next = current;
@@ -493,6 +503,10 @@ int main(int argc, char** argv) {
   CLI::App app{"replication_bench: look-ahead replication vs EPLB on the previous window"};
   std::string data_dir = std::string(MOE_REPO_ROOT) + "/../shared/real-routing";
   Setup setup;
+  // EPLB moves what it likes: by default so does the look-ahead policy (its
+  // move_weight still prices each move); lookahead_max_moves_8 keeps the
+  // policy's default budget.
+  setup.policy.max_moves = -1;
   setup.window = 16;
   setup.num_devices = 4;
   uint32_t redundant = 16;

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "moe/policies/planner.h"
-#include "planner_internal.h"
 
 namespace moe::policies {
 namespace {
@@ -89,17 +88,53 @@ struct DemandPlan {
   int num_moved = 0;
 };
 
-// ReplicaCountRule::kDemand in global mode: the counts are EPLB's
-// (ReplicateGreedy), and the planner packs the replicas as num_replicas
-// pseudo-experts (expert e's j-th replica, load[e] / counts[e] each), one slot
-// each, against the placement in force relabelled to pseudo-experts (a slot
-// keeps its expert's next unused pseudo id; the slots left over take the
-// pseudo ids left over), so that it moves as few as it can.
+// Replica counts for `load` reached from `counts` (the placement in force)
+// by at most `budget` exchanges (-1: no limit), each taking one replica from
+// the expert whose last replica carries the least (load / (count - 1)) and
+// giving it to the one with the highest load per replica, while that strictly
+// lowers the latter. Without a binding budget this ends on an allocation
+// EPLB's rule (ReplicateGreedy) could have made: no exchange is left that
+// lowers the highest load per replica. Returns the exchanges made.
+int ExchangeTowardsDemand(const std::vector<double>& load, int budget, std::vector<int>* counts) {
+  std::vector<int>& c = *counts;
+  const size_t n = load.size();
+  int made = 0;
+  // Each exchange lowers the sorted per-replica loads lexicographically, so
+  // this ends; the cap is a second guard.
+  const size_t cap = n * n + 16;
+  for (size_t it = 0; it < cap && (budget < 0 || made < budget); ++it) {
+    size_t recv = 0;
+    for (size_t e = 1; e < n; ++e)
+      if (load[e] / c[e] > load[recv] / c[recv]) recv = e;
+    size_t donor = n;
+    for (size_t e = 0; e < n; ++e) {
+      if (e == recv || c[e] < 2) continue;
+      if (donor == n || load[e] / (c[e] - 1) < load[donor] / (c[donor] - 1)) donor = e;
+    }
+    if (donor == n || !(load[donor] / (c[donor] - 1) < load[recv] / c[recv])) break;
+    --c[donor];
+    ++c[recv];
+    ++made;
+  }
+  return made;
+}
+
+// ReplicaCountRule::kDemand: the counts come from ExchangeTowardsDemand
+// within the migration budget, and the planner packs the replicas as
+// num_replicas pseudo-experts (expert e's j-th replica, load[e] / counts[e]
+// each), one slot each, against the placement in force relabelled to
+// pseudo-experts (a slot keeps its expert's next unused pseudo id; the slots
+// an exchange freed take the pseudo ids left over), with what is left of the
+// budget. A freed slot is one move and a pseudo move at most one more, so the
+// replicas moved stay within max_moves.
 Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::vector<double>& load,
                                         const std::vector<int>& current,
                                         const PlannerOptions& options) {
   const int num_replicas = shape.num_replicas;
-  const std::vector<int> counts = internal::ReplicateGreedy(load, num_replicas);
+  std::vector<int> counts(load.size(), 0);
+  for (int e : current)
+    ++counts[e];
+  const int exchanges = ExchangeTowardsDemand(load, options.max_moves, &counts);
   std::vector<int> base(load.size() + 1, 0);
   for (size_t e = 0; e < load.size(); ++e)
     base[e + 1] = base[e] + counts[e];
@@ -133,6 +168,7 @@ Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::ve
   input.previous_phy2log = std::move(previous);
   PlannerOptions global = options;
   global.mode = PlanMode::kGlobal;
+  if (options.max_moves >= 0) global.max_moves = options.max_moves - exchanges;
   Result<PlanReport> report = PlanReplication(input, global);
   if (!report.ok()) return report.status();
   DemandPlan plan;
@@ -140,6 +176,9 @@ Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::ve
   for (int s = 0; s < num_replicas; ++s)
     plan.phy2log[s] = expert_of[report->plan.phy2log[s]];
   plan.num_moved = CountMovedReplicas(shape, current, plan.phy2log);
+  if (options.max_moves >= 0 && plan.num_moved > options.max_moves) {
+    return Status::Internal("replication: a demand plan moved more than max_moves");
+  }
   return plan;
 }
 
@@ -284,8 +323,11 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
       // adds room where the drops are.
       const double room_before = MaxPerReplica(load, now->replica_count);
       const double room_after = MaxPerReplica(load, next->replica_count);
-      take = next->max_over_mean <= before * (1 - params.min_gain) ||
-             (room_after <= room_before * (1 - params.min_gain) &&
+      // Either gain must pay for its moves, as in the planner's objective.
+      const double move_cost =
+          params.move_weight * dp->num_moved / static_cast<double>(snapshot.num_replicas);
+      take = next->max_over_mean + move_cost <= before * (1 - params.min_gain) ||
+             (room_after / room_before + move_cost <= 1 - params.min_gain &&
               next->max_over_mean <= before * (1 + params.min_gain));
       planned = std::move(dp->phy2log);
       num_moved = dp->num_moved;

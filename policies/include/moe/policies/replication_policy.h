@@ -64,7 +64,8 @@ enum class ReplicaCountRule {
   // replicas onto devices against the placement in force. With capacity per
   // slot (a replica adds room) this puts the room where the demand is; a
   // layer then also takes a plan whose largest load per replica falls by
-  // min_gain while its device max/mean rises by at most min_gain.
+  // min_gain while its device max/mean rises by at most min_gain (each gain
+  // net of move_weight * moved / num_replicas).
   kDemand,
 };
 
