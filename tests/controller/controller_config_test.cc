@@ -21,6 +21,9 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK_FALSE(options->learning_enabled);
   CHECK(options->learning.values == std::vector<double>{1.0, 1.25, 1.5, 2.0, 3.0});
   CHECK(options->replication_enabled);
+  CHECK(options->replication.forecast.method == policies::ForecastMethod::kRecent);
+  CHECK(options->replication.forecast.change_threshold == 4.0);
+  CHECK(options->replication.replica_counts == policies::ReplicaCountRule::kDemand);
   CHECK(options->guard.placement_cooldown_ms == 5'000);
   // The counterfactual policy sets capacity; the rule and the bias are off.
   CHECK(options->counterfactual_enabled);
@@ -62,6 +65,30 @@ TEST_CASE("Policy order, bias, adaptive K and noise sections are read and checke
   INFO(refused.status().message());
   CHECK(refused.status().message().find(bad + ":1:9: order: unknown policy \"psychic\"") !=
         std::string::npos);
+}
+
+TEST_CASE("The replication forecast and replica counts are read and checked", "[config]") {
+  moe::testing::TempDir dir;
+  dir.Write("pol.toml",
+            "[replication]\nforecast = \"window_mean\"\nforecast_half_life = 8\n"
+            "forecast_change_threshold = 0\nreplica_counts = \"balance\"\n");
+  auto options = LoadControllerConfig(dir.Write("c.toml", "policies_file = \"pol.toml\"\n"));
+  INFO(options.status().ToString());
+  REQUIRE(options.ok());
+  CHECK(options->replication.forecast.method == policies::ForecastMethod::kWindowMean);
+  CHECK(options->replication.forecast.half_life_steps == 8.0);
+  CHECK(options->replication.forecast.change_threshold == 0.0);
+  CHECK(options->replication.replica_counts == policies::ReplicaCountRule::kBalance);
+
+  dir.Write("bad.toml", "[replication]\nforecast = \"crystal_ball\"\n");
+  auto refused = LoadControllerConfig(dir.Write("c2.toml", "policies_file = \"bad.toml\"\n"));
+  REQUIRE_FALSE(refused.ok());
+  INFO(refused.status().message());
+  CHECK(refused.status().message().find("forecast") != std::string::npos);
+  dir.Write("bad2.toml", "[replication]\nforecast_half_life = -1\n");
+  CHECK_FALSE(LoadControllerConfig(dir.Write("c3.toml", "policies_file = \"bad2.toml\"\n")).ok());
+  dir.Write("bad3.toml", "[replication]\nreplica_counts = \"many\"\n");
+  CHECK_FALSE(LoadControllerConfig(dir.Write("c4.toml", "policies_file = \"bad3.toml\"\n")).ok());
 }
 
 TEST_CASE("mode and per-engine modes are read; a bad mode names its key", "[config][advisory]") {
