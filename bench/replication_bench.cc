@@ -328,11 +328,6 @@ std::vector<std::pair<std::string, pol::ForecastOptions>> ForecastVariants(uint3
   v.emplace_back("ewma_w_change", o);
   o.half_life_steps = window / 4.0;
   v.emplace_back("ewma_w4_change", o);
-  o.change_threshold = 8;
-  v.emplace_back("ewma_w4_change8", o);
-  o.half_life_steps = 4;
-  o.change_threshold = 4;
-  v.emplace_back("ewma_4_change", o);
   o.method = pol::ForecastMethod::kTrend;
   o.half_life_steps = 0;
   o.change_threshold = 0;
