@@ -29,6 +29,8 @@
 // behaviour); lookahead (ProposeReplication on the forecast, the new default;
 // no move limit unless --max-moves, like EPLB); lookahead_max_moves_8 (the
 // same within the policy's default budget of 8 replicas per layer and plan);
+// lookahead_expert_scope (the same told capacity is per logical expert, so
+// replica counts follow device balance alone; the others are told per slot);
 // eplb_forecast (PlanEplb on the same forecast: the forecast's share of the
 // gain); oracle (PlanEplb on the next window's own mean: no deployment has it).
 //
@@ -109,6 +111,8 @@ struct Setup {
   std::vector<double> cfs;
   double expert_bytes = 0;
   pol::ReplicationPolicyParams policy;
+  // The capacity scope the look-ahead policy is told is in force.
+  pol::CapacityScope plan_scope = pol::CapacityScope::kSlot;
 };
 
 // Steps [begin, end) of layer l, as forecast rows.
@@ -169,6 +173,7 @@ Placements ProposeWith(const Setup& setup, const pol::ReplicationPolicyParams& p
   s.num_devices = setup.num_devices;
   s.steps_in_epoch = boundary - begin;
   s.knobs.phy2log = current;
+  s.knobs.capacity_scope = setup.plan_scope;
   for (size_t l = 0; l < trace.num_layers(); ++l) {
     pol::LayerEstimate est;
     est.layer = static_cast<uint32_t>(l);
@@ -444,6 +449,14 @@ json RunTrace(Setup setup, const DemandTrace& trace, uint32_t redundant) {
                               const Placements& current) {
         return ProposeWith(setup, budget_params, tr, begin, boundary, current);
       });
+  // The same told that capacity is per logical expert (replica counts for
+  // device balance alone).
+  add("lookahead_expert_scope", [&setup](const DemandTrace& tr, size_t begin, size_t boundary,
+                                         size_t, const Placements& current) {
+    Setup expert = setup;
+    expert.plan_scope = pol::CapacityScope::kExpert;
+    return ProposeWith(expert, setup.policy, tr, begin, boundary, current);
+  });
   add("eplb_forecast", [&setup](const DemandTrace& tr, size_t begin, size_t boundary, size_t,
                                 const Placements& current) {
     Placements next = current;

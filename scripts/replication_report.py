@@ -7,7 +7,7 @@ import json
 import sys
 
 CONTENDERS = ['none', 'static', 'eplb_prev', 'policy_mean', 'lookahead',
-              'lookahead_max_moves_8', 'eplb_forecast', 'oracle']
+              'lookahead_max_moves_8', 'lookahead_expert_scope', 'eplb_forecast', 'oracle']
 
 
 def pct(x):

@@ -143,9 +143,10 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   replication.Read("forecast_change_threshold", &o->replication.forecast.change_threshold,
                    Range<double>{0, 1e6});
   std::string counts(policies::ReplicaCountRuleName(o->replication.replica_counts));
-  replication.ReadChoice("replica_counts", &counts, {"demand", "balance"});
-  o->replication.replica_counts = counts == "balance" ? policies::ReplicaCountRule::kBalance
-                                                      : policies::ReplicaCountRule::kDemand;
+  replication.ReadChoice("replica_counts", &counts, {"auto", "demand", "balance"});
+  o->replication.replica_counts = counts == "balance"  ? policies::ReplicaCountRule::kBalance
+                                  : counts == "demand" ? policies::ReplicaCountRule::kDemand
+                                                       : policies::ReplicaCountRule::kAuto;
   o->replication.min_steps = ReadMinSteps(replication, o->replication.min_steps);
 
   TableReader learning = root.Table("learning");

@@ -129,12 +129,12 @@ int ExchangeTowardsDemand(const std::vector<double>& load, int budget, std::vect
 // replicas moved stay within max_moves.
 Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::vector<double>& load,
                                         const std::vector<int>& current,
-                                        const PlannerOptions& options) {
+                                        const PlannerOptions& options, int exchange_budget) {
   const int num_replicas = shape.num_replicas;
   std::vector<int> counts(load.size(), 0);
   for (int e : current)
     ++counts[e];
-  const int exchanges = ExchangeTowardsDemand(load, options.max_moves, &counts);
+  const int exchanges = ExchangeTowardsDemand(load, exchange_budget, &counts);
   std::vector<int> base(load.size() + 1, 0);
   for (size_t e = 0; e < load.size(); ++e)
     base[e + 1] = base[e] + counts[e];
@@ -185,7 +185,15 @@ Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::ve
 }  // namespace
 
 std::string_view ReplicaCountRuleName(ReplicaCountRule rule) {
-  return rule == ReplicaCountRule::kBalance ? "balance" : "demand";
+  switch (rule) {
+    case ReplicaCountRule::kAuto:
+      return "auto";
+    case ReplicaCountRule::kBalance:
+      return "balance";
+    case ReplicaCountRule::kDemand:
+      return "demand";
+  }
+  return "?";
 }
 
 Status Validate(const ReplicationPolicyParams& p) {
@@ -254,6 +262,10 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
   options.max_moves = params.max_moves;
   options.move_weight = params.move_weight;
 
+  const bool by_demand =
+      params.replica_counts == ReplicaCountRule::kDemand ||
+      (params.replica_counts == ReplicaCountRule::kAuto &&
+       snapshot.knobs.capacity_scope.value_or(CapacityScope::kExpert) == CapacityScope::kSlot);
   Placements updated = current;
   std::vector<LayerChange> changes;
   size_t num_forecast = 0;
@@ -311,34 +323,52 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
     std::vector<int> planned;
     int num_moved = 0;
     bool take = false;
-    if (params.replica_counts == ReplicaCountRule::kDemand &&
-        (input.shape.num_nodes == 1 ||
-         ResolveMode(input.shape, options.mode) == PlanMode::kGlobal)) {
-      Result<DemandPlan> dp =
-          PlanWithDemandCounts(input.shape, load, input.previous_phy2log, options);
-      if (!dp.ok()) return std::nullopt;
-      Result<Plan> next = EvaluatePlan(input.shape, load, dp->phy2log, options.mode);
-      if (!next.ok()) return std::nullopt;
+    // The balance plan: counts and packing for device balance alone.
+    Result<PlanReport> report = PlanReplication(input, options);
+    if (!report.ok()) return std::nullopt;
+    take = report->plan.max_over_mean <= before * (1 - params.min_gain);
+    planned = report->plan.phy2log;
+    num_moved = report->num_moved;
+    after = report->plan.max_over_mean;
+    if (by_demand && (input.shape.num_nodes == 1 ||
+                      ResolveMode(input.shape, options.mode) == PlanMode::kGlobal)) {
       // Room counts too: with capacity per slot, a replica of a hot expert
-      // adds room where the drops are.
-      const double room_before = MaxPerReplica(load, now->replica_count);
-      const double room_after = MaxPerReplica(load, next->replica_count);
-      // Either gain must pay for its moves, as in the planner's objective.
-      const double move_cost =
-          params.move_weight * dp->num_moved / static_cast<double>(snapshot.num_replicas);
-      take = next->max_over_mean + move_cost <= before * (1 - params.min_gain) ||
-             (room_after / room_before + move_cost <= 1 - params.min_gain &&
-              next->max_over_mean <= before * (1 + params.min_gain));
-      planned = std::move(dp->phy2log);
-      num_moved = dp->num_moved;
-      after = next->max_over_mean;
-    } else {
-      Result<PlanReport> report = PlanReplication(input, options);
-      if (!report.ok()) return std::nullopt;
-      take = report->plan.max_over_mean <= before * (1 - params.min_gain);
-      planned = report->plan.phy2log;
-      num_moved = report->num_moved;
-      after = report->plan.max_over_mean;
+      // adds room where the drops are. The room ratio is the largest load
+      // per replica over the mean load per slot.
+      const double per_slot = total / static_cast<double>(snapshot.num_replicas);
+      const double room_before = MaxPerReplica(load, now->replica_count) / per_slot;
+      auto cost = [&](int moved) {
+        return params.move_weight * moved / static_cast<double>(snapshot.num_replicas);
+      };
+      // Among the plans a layer may take (a device gain, or a room gain at
+      // most min_gain of device balance), the one with the least device
+      // max/mean + room ratio + move cost; the balance plan competes too.
+      double best = take ? after + MaxPerReplica(load, report->plan.replica_count) / per_slot +
+                               cost(num_moved)
+                         : std::numeric_limits<double>::infinity();
+      std::vector<int> budgets = {options.max_moves};
+      // Under a move limit, also leave half of it to the packing.
+      if (options.max_moves > 1) budgets.push_back(options.max_moves / 2);
+      for (int budget : budgets) {
+        Result<DemandPlan> dp =
+            PlanWithDemandCounts(input.shape, load, input.previous_phy2log, options, budget);
+        if (!dp.ok()) return std::nullopt;
+        Result<Plan> next = EvaluatePlan(input.shape, load, dp->phy2log, options.mode);
+        if (!next.ok()) return std::nullopt;
+        const double room_after = MaxPerReplica(load, next->replica_count) / per_slot;
+        const double c = cost(dp->num_moved);
+        const bool ok = next->max_over_mean + c <= before * (1 - params.min_gain) ||
+                        (room_after + c <= room_before * (1 - params.min_gain) &&
+                         next->max_over_mean <= before * (1 + params.min_gain));
+        const double score = next->max_over_mean + room_after + c;
+        if (ok && score < best) {
+          best = score;
+          take = true;
+          planned = std::move(dp->phy2log);
+          num_moved = dp->num_moved;
+          after = next->max_over_mean;
+        }
+      }
     }
     if (take && ToUint(planned) != current[l]) {
       std::vector<uint32_t> next = ToUint(planned);

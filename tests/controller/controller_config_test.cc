@@ -23,7 +23,7 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK(options->replication_enabled);
   CHECK(options->replication.forecast.method == policies::ForecastMethod::kRecent);
   CHECK(options->replication.forecast.change_threshold == 4.0);
-  CHECK(options->replication.replica_counts == policies::ReplicaCountRule::kDemand);
+  CHECK(options->replication.replica_counts == policies::ReplicaCountRule::kAuto);
   CHECK(options->guard.placement_cooldown_ms == 5'000);
   // The counterfactual policy sets capacity; the rule and the bias are off.
   CHECK(options->counterfactual_enabled);

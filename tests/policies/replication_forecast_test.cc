@@ -39,6 +39,7 @@ EngineSnapshot ShiftSnapshot() {
   s.num_experts = 8;
   s.num_replicas = 12;
   s.num_devices = 4;
+  s.knobs.capacity_scope = CapacityScope::kSlot;  // replica counts follow demand
   LayerEstimate est;
   est.layer = 0;
   est.expert_demand.assign(8, 0.0);
@@ -140,6 +141,7 @@ TEST_CASE("Replica counts follow demand, or balance alone with kBalance",
   ReplicationPolicyParams p;
   p.min_steps = 1;
   p.max_moves = -1;
+  p.replica_counts = ReplicaCountRule::kDemand;
   auto demand = ProposeReplication(s, p);
   REQUIRE(demand);
   CHECK(Replicas(demand->placements[0], 5) == 5);  // 80 / 5 = 16 per replica
@@ -149,6 +151,24 @@ TEST_CASE("Replica counts follow demand, or balance alone with kBalance",
   // Device balance needs fewer: the planner stops when the devices are even.
   CHECK(Replicas(balance->placements[0], 5) >= 2);
   CHECK(Replicas(balance->placements[0], 5) <= 5);
+  // kAuto follows the scope in force: per slot, demand; per expert or
+  // unknown, balance.
+  p.replica_counts = ReplicaCountRule::kAuto;
+  auto auto_slot = ProposeReplication(s, p);
+  REQUIRE(auto_slot);
+  CHECK(auto_slot->placements == demand->placements);
+  for (bool unknown : {false, true}) {
+    EngineSnapshot e = s;
+    if (unknown) {
+      e.knobs.capacity_scope.reset();
+    } else {
+      e.knobs.capacity_scope = CapacityScope::kExpert;
+    }
+    auto auto_expert = ProposeReplication(e, p);
+    REQUIRE(auto_expert);
+    CHECK(auto_expert->placements == balance->placements);
+  }
+  CHECK(ReplicaCountRuleName(ReplicaCountRule::kAuto) == "auto");
   CHECK(ReplicaCountRuleName(ReplicaCountRule::kDemand) == "demand");
   CHECK(ReplicaCountRuleName(ReplicaCountRule::kBalance) == "balance");
 

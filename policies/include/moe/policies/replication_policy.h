@@ -54,6 +54,9 @@ namespace moe::policies {
 
 // How many replicas each expert gets.
 enum class ReplicaCountRule {
+  // kDemand when the snapshot's knobs.capacity_scope is kSlot (a replica adds
+  // room), else kBalance (per-expert capacity, or the scope unknown).
+  kAuto,
   // The planner chooses counts and packing together for device balance alone
   // (PlanReplication); the old behaviour, and the only rule in hierarchical
   // mode.
@@ -65,11 +68,15 @@ enum class ReplicaCountRule {
   // slot (a replica adds room) this puts the room where the demand is; a
   // layer then also takes a plan whose largest load per replica falls by
   // min_gain while its device max/mean rises by at most min_gain (each gain
-  // net of move_weight * moved / num_replicas).
+  // net of move_weight * moved / num_replicas). Among the plans a layer may
+  // take (the balance plan too, and under a move limit a demand plan that
+  // leaves half the budget to packing), it takes the least device max/mean +
+  // room ratio (largest load per replica over the mean load per slot) + move
+  // cost.
   kDemand,
 };
 
-// "balance", "demand".
+// "auto", "balance", "demand".
 std::string_view ReplicaCountRuleName(ReplicaCountRule rule);
 
 struct ReplicationPolicyParams {
@@ -99,7 +106,7 @@ struct ReplicationPolicyParams {
   ForecastOptions forecast;
   // How replica counts are chosen (kDemand needs global mode or one node;
   // hierarchical mode over several nodes always uses kBalance).
-  ReplicaCountRule replica_counts = ReplicaCountRule::kDemand;
+  ReplicaCountRule replica_counts = ReplicaCountRule::kAuto;
 };
 
 // Checks the parameters' ranges; the message names the field.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "moe/policies/cost_model.h"
+#include "moe/policies/placement_judge.h"
 #include "moe/telemetry/types.h"
 
 namespace moe::policies {
@@ -48,6 +49,10 @@ struct KnobValues {
   // expert of every physical slot; empty (or an empty layer) = the default,
   // slot s holds expert s % num_experts.
   std::vector<std::vector<uint32_t>> phy2log;
+  // Whether capacity is per logical expert or per physical slot (a replica
+  // adds room); absent when the engine does not say, which the replication
+  // policy reads as kExpert (the engine's behaviour before the knob).
+  std::optional<CapacityScope> capacity_scope;
 };
 
 // One recent step's demand (token-slots that chose each expert, before
