@@ -500,6 +500,12 @@ json RunTrace(Setup setup, const DemandTrace& trace, uint32_t redundant) {
       !results["lookahead"].contains("error") && !results["eplb_prev"].contains("error")) {
     out["lookahead_vs_eplb_prev"] = Ratios(setup, results["lookahead"], results["eplb_prev"]);
   }
+  if (results.contains("lookahead_expert_scope") && results.contains("eplb_prev") &&
+      !results["lookahead_expert_scope"].contains("error") &&
+      !results["eplb_prev"].contains("error")) {
+    out["lookahead_expert_scope_vs_eplb_prev"] =
+        Ratios(setup, results["lookahead_expert_scope"], results["eplb_prev"]);
+  }
   std::cerr << trace.name << ": forecasts\n";
   out["forecasts"] = CompareForecasts(setup, trace);
   return out;

@@ -28,7 +28,17 @@ def main(path):
           f"look-ahead: forecast `{la['method']}` (half-life {la['half_life_steps']:g}, "
           f"change threshold {la['change_threshold']:g}), max_moves {la['max_moves']}, "
           f"move_weight {la['move_weight']:g}, min_gain {la['min_gain']:g}.\n")
-    print('Ratios look-ahead / EPLB on the previous window (below 1: look-ahead better):\n')
+    ratio_table(doc, cfs, 'lookahead_vs_eplb_prev',
+                'Ratios look-ahead (told capacity is per slot) / EPLB on the previous window '
+                '(below 1: look-ahead better):', True)
+    ratio_table(doc, cfs, 'lookahead_expert_scope_vs_eplb_prev',
+                'Ratios look-ahead told capacity is per logical expert (replica counts for '
+                'device balance) / EPLB on the previous window:', False)
+    contender_tables(doc, cfs)
+
+
+def ratio_table(doc, cfs, key, title, geomean):
+    print(title + '\n')
     head = ['trace', 'max/mean mean', 'max/mean p99']
     for scope in ('expert', 'slot', 'slot_r'):
         head += [f'drops {scope} cf {cf}' for cf in cfs]
@@ -36,7 +46,7 @@ def main(path):
     print('| ' + ' | '.join(head) + ' |')
     print('|' + '---|' * len(head))
     for t in doc['traces']:
-        r = t.get('lookahead_vs_eplb_prev')
+        r = t.get(key)
         if r is None:
             continue
         row = [t['name'], ratio(r['max_over_mean_mean']), ratio(r['max_over_mean_p99'])]
@@ -44,13 +54,18 @@ def main(path):
             row += [ratio(r['drop_rate'][scope][cf]) for cf in cfs]
         row.append(ratio(r['bytes_migrated']))
         print('| ' + ' | '.join(row) + ' |')
-    g = doc['real_traces_geomean_lookahead_vs_eplb_prev']
-    row = ['geomean, real traces', ratio(g['max_over_mean_mean']), ratio(g['max_over_mean_p99'])]
-    for scope in ('expert', 'slot', 'slot_r'):
-        row += [ratio(g['drop_rate'].get(scope, {}).get(cf)) for cf in cfs]
-    row.append('')
-    print('| ' + ' | '.join(row) + ' |')
+    if geomean:
+        g = doc['real_traces_geomean_lookahead_vs_eplb_prev']
+        row = ['geomean, real traces', ratio(g['max_over_mean_mean']),
+               ratio(g['max_over_mean_p99'])]
+        for scope in ('expert', 'slot', 'slot_r'):
+            row += [ratio(g['drop_rate'].get(scope, {}).get(cf)) for cf in cfs]
+        row.append('')
+        print('| ' + ' | '.join(row) + ' |')
+    print()
 
+
+def contender_tables(doc, cfs):
     for t in doc['traces']:
         print(f"\n**{t['name']}** ({t['source']}): {t['steps']} steps ({t['judged_steps']} judged), "
               f"{t['layers']} layers, {t['experts']} experts top-{t['top_k']}, "
