@@ -232,7 +232,7 @@ moe::Result<Judged> Walk(const Setup& setup, const DemandTrace& trace, const Con
     }
     std::vector<std::vector<uint32_t>> replicas(num_layers);
     for (size_t l = 0; l < num_layers; ++l) {
-      auto r = pol::ReplicaCounts(placement[l], trace.num_experts);
+      auto r = pol::ValidatedReplicaCounts(placement[l], trace.num_experts);
       if (!r.ok()) return r.status();
       replicas[l] = std::move(*r);
     }

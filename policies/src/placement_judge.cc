@@ -20,8 +20,8 @@ double CapacityOf(double capacity_factor, double tokens, uint32_t top_k, uint32_
   return std::max(1.0, std::ceil(raw - 1e-9));
 }
 
-Result<std::vector<uint32_t>> ReplicaCounts(const std::vector<uint32_t>& phy2log,
-                                            uint32_t num_experts) {
+Result<std::vector<uint32_t>> ValidatedReplicaCounts(const std::vector<uint32_t>& phy2log,
+                                                     uint32_t num_experts) {
   std::vector<uint32_t> counts(num_experts, 0);
   for (size_t s = 0; s < phy2log.size(); ++s) {
     if (phy2log[s] >= num_experts) {
@@ -45,7 +45,7 @@ Result<double> DeviceMaxOverMean(const std::vector<double>& demand,
                                                phy2log.size(), num_devices));
   }
   Result<std::vector<uint32_t>> replicas =
-      ReplicaCounts(phy2log, static_cast<uint32_t>(demand.size()));
+      ValidatedReplicaCounts(phy2log, static_cast<uint32_t>(demand.size()));
   if (!replicas.ok()) return replicas.status();
   const size_t per_device = phy2log.size() / num_devices;
   std::vector<double> device(num_devices, 0.0);

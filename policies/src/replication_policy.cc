@@ -75,6 +75,11 @@ std::string Reason(const std::vector<LayerChange>& changes, uint64_t steps, doub
   return reason;
 }
 
+// Whether the knobs in force give each replica slot its own capacity.
+bool CapacityPerSlot(const KnobValues& knobs) {
+  return knobs.capacity_scope.value_or(CapacityScope::kExpert) == CapacityScope::kSlot;
+}
+
 // The largest load per replica, max over experts of load[e] / counts[e].
 double MaxPerReplica(const std::vector<double>& load, const std::vector<int>& counts) {
   double m = 0;
@@ -264,8 +269,7 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
 
   const bool by_demand =
       params.replica_counts == ReplicaCountRule::kDemand ||
-      (params.replica_counts == ReplicaCountRule::kAuto &&
-       snapshot.knobs.capacity_scope.value_or(CapacityScope::kExpert) == CapacityScope::kSlot);
+      (params.replica_counts == ReplicaCountRule::kAuto && CapacityPerSlot(snapshot.knobs));
   Placements updated = current;
   std::vector<LayerChange> changes;
   size_t num_forecast = 0;

@@ -45,7 +45,7 @@ TEST_CASE("Judge: capacity is the engine's, at least one, 0 when unlimited", "[j
 }
 
 TEST_CASE("Judge: drops per logical expert vs per slot on a hand-worked step", "[judge]") {
-  auto replicas = ReplicaCounts(kPlacement, 4);
+  auto replicas = ValidatedReplicaCounts(kPlacement, 4);
   REQUIRE(replicas.ok());
   CHECK(*replicas == std::vector<uint32_t>{2, 2, 1, 1});
   const double per_expert = CapacityOf(1.0, 6, 4, 4);  // 6
@@ -68,10 +68,10 @@ TEST_CASE("Judge: drops per logical expert vs per slot on a hand-worked step", "
 }
 
 TEST_CASE("Judge refuses placements it cannot score", "[judge]") {
-  auto missing = ReplicaCounts({0, 1, 1, 0}, 3);
+  auto missing = ValidatedReplicaCounts({0, 1, 1, 0}, 3);
   REQUIRE_FALSE(missing.ok());
   CHECK(Contains(missing.status().message(), "expert 2 has no replica"));
-  auto beyond = ReplicaCounts({0, 1, 4}, 3);
+  auto beyond = ValidatedReplicaCounts({0, 1, 4}, 3);
   REQUIRE_FALSE(beyond.ok());
   CHECK(Contains(beyond.status().message(), "slot 2 holds expert 4"));
   CHECK_FALSE(DeviceMaxOverMean(kDemand, kPlacement, 4).ok());  // 6 slots over 4

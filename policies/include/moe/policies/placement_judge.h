@@ -46,17 +46,17 @@ double CapacityOf(double capacity_factor, double tokens, uint32_t top_k, uint32_
 
 // Replicas per logical expert of `phy2log` ([num_experts]); InvalidArgument
 // when a slot names an expert >= num_experts or an expert has no replica.
-Result<std::vector<uint32_t>> ReplicaCounts(const std::vector<uint32_t>& phy2log,
-                                            uint32_t num_experts);
+Result<std::vector<uint32_t>> ValidatedReplicaCounts(const std::vector<uint32_t>& phy2log,
+                                                     uint32_t num_experts);
 
 // Largest device load over the mean device load of `demand` ([num_experts])
 // under `phy2log`; 1.0 when the demand is all zero. InvalidArgument when
-// num_devices is 0 or does not divide the slots, or as ReplicaCounts.
+// num_devices is 0 or does not divide the slots, or as ValidatedReplicaCounts.
 Result<double> DeviceMaxOverMean(const std::vector<double>& demand,
                                  const std::vector<uint32_t>& phy2log, uint32_t num_devices);
 
 // Token-slots over capacity of `demand` ([num_experts]) with `replicas`
-// ([num_experts], each >= 1, e.g. from ReplicaCounts) in `scope`; capacity 0
+// ([num_experts], each >= 1, e.g. from ValidatedReplicaCounts) in `scope`; capacity 0
 // = unlimited. Precondition: the sizes match (asserted).
 double DroppedTokenSlots(const std::vector<double>& demand, const std::vector<uint32_t>& replicas,
                          CapacityScope scope, double capacity);
