@@ -75,9 +75,18 @@ std::string Reason(const std::vector<LayerChange>& changes, uint64_t steps, doub
   return reason;
 }
 
-// Whether the knobs in force give each replica slot its own capacity.
+// Whether the knobs in force give each replica slot its own capacity (an
+// absent scope is per expert). Written for an optional or a plain scope field.
+template <typename Scope>
+bool IsSlotScope(const std::optional<Scope>& scope) {
+  return scope.has_value() && *scope == Scope::kSlot;
+}
+template <typename Scope>
+bool IsSlotScope(const Scope& scope) {
+  return scope == Scope::kSlot;
+}
 bool CapacityPerSlot(const KnobValues& knobs) {
-  return knobs.capacity_scope.value_or(CapacityScope::kExpert) == CapacityScope::kSlot;
+  return IsSlotScope(knobs.capacity_scope);
 }
 
 // The largest load per replica, max over experts of load[e] / counts[e].

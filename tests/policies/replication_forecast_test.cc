@@ -160,7 +160,7 @@ TEST_CASE("Replica counts follow demand, or balance alone with kBalance",
   for (bool unknown : {false, true}) {
     EngineSnapshot e = s;
     if (unknown) {
-      e.knobs.capacity_scope.reset();
+      e.knobs.capacity_scope = KnobValues{}.capacity_scope;  // the default
     } else {
       e.knobs.capacity_scope = CapacityScope::kExpert;
     }
