@@ -137,6 +137,20 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   o->replication.max_moves = static_cast<int>(max_moves);
   replication.Read("move_weight", &o->replication.move_weight, Range<double>{0, 1e6});
   replication.Read("time_budget_ms", &o->replication.time_budget_ms, Range<double>{0.01, 60'000});
+  std::string forecast(policies::ForecastMethodName(o->replication.forecast.method));
+  replication.ReadChoice("forecast", &forecast, {"window_mean", "recent", "trend"});
+  if (auto method = policies::ParseForecastMethod(forecast); method.ok()) {
+    o->replication.forecast.method = *method;
+  }
+  replication.Read("forecast_half_life", &o->replication.forecast.half_life_steps,
+                   Range<double>{0, 1e6});
+  replication.Read("forecast_change_threshold", &o->replication.forecast.change_threshold,
+                   Range<double>{0, 1e6});
+  std::string counts(policies::ReplicaCountRuleName(o->replication.replica_counts));
+  replication.ReadChoice("replica_counts", &counts, {"auto", "demand", "balance"});
+  o->replication.replica_counts = counts == "balance"  ? policies::ReplicaCountRule::kBalance
+                                  : counts == "demand" ? policies::ReplicaCountRule::kDemand
+                                                       : policies::ReplicaCountRule::kAuto;
   o->replication.min_steps = ReadMinSteps(replication, o->replication.min_steps);
 
   TableReader learning = root.Table("learning");

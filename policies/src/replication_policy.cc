@@ -44,7 +44,8 @@ std::vector<uint32_t> ToUint(const std::vector<int>& placement) {
 }
 
 std::string Reason(const std::vector<LayerChange>& changes, uint64_t steps, double before,
-                   double after) {
+                   double after, ForecastMethod method, size_t num_forecast,
+                   size_t num_changed_regime) {
   int num_moved = 0;
   for (const LayerChange& c : changes)
     num_moved += c.num_moved;
@@ -62,10 +63,143 @@ std::string Reason(const std::vector<LayerChange>& changes, uint64_t steps, doub
     reason += fmt::format(" and {} more layers;", changes.size() - kMaxLayersInReason);
   }
   reason += fmt::format(" mean max/mean {:.3f} -> {:.3f}", before, after);
+  if (num_forecast > 0) {
+    reason += fmt::format("; planned on the {} forecast of the next window on {} layers",
+                          ForecastMethodName(method), num_forecast);
+    if (num_changed_regime > 0) {
+      reason += fmt::format(" ({} with a change in the window)", num_changed_regime);
+    }
+  } else {
+    reason += "; planned on the window mean";
+  }
   return reason;
 }
 
+// Whether the knobs in force give each replica slot its own capacity.
+bool CapacityPerSlot(const KnobValues& knobs) {
+  return knobs.capacity_scope == telemetry::CapacityScope::kSlot;
+}
+
+// The largest load per replica, max over experts of load[e] / counts[e].
+double MaxPerReplica(const std::vector<double>& load, const std::vector<int>& counts) {
+  double m = 0;
+  for (size_t e = 0; e < load.size(); ++e)
+    m = std::max(m, load[e] / counts[e]);
+  return m;
+}
+
+struct DemandPlan {
+  std::vector<int> phy2log;
+  int num_moved = 0;
+};
+
+// Replica counts for `load` reached from `counts` (the placement in force)
+// by at most `budget` exchanges (-1: no limit), each taking one replica from
+// the expert whose last replica carries the least (load / (count - 1)) and
+// giving it to the one with the highest load per replica, while that strictly
+// lowers the latter. Without a binding budget this ends on an allocation
+// EPLB's rule (ReplicateGreedy) could have made: no exchange is left that
+// lowers the highest load per replica. Returns the exchanges made.
+int ExchangeTowardsDemand(const std::vector<double>& load, int budget, std::vector<int>* counts) {
+  std::vector<int>& c = *counts;
+  const size_t n = load.size();
+  int made = 0;
+  // Each exchange lowers the sorted per-replica loads lexicographically, so
+  // this ends; the cap is a second guard.
+  const size_t cap = n * n + 16;
+  for (size_t it = 0; it < cap && (budget < 0 || made < budget); ++it) {
+    size_t recv = 0;
+    for (size_t e = 1; e < n; ++e)
+      if (load[e] / c[e] > load[recv] / c[recv]) recv = e;
+    size_t donor = n;
+    for (size_t e = 0; e < n; ++e) {
+      if (e == recv || c[e] < 2) continue;
+      if (donor == n || load[e] / (c[e] - 1) < load[donor] / (c[donor] - 1)) donor = e;
+    }
+    if (donor == n || !(load[donor] / (c[donor] - 1) < load[recv] / c[recv])) break;
+    --c[donor];
+    ++c[recv];
+    ++made;
+  }
+  return made;
+}
+
+// ReplicaCountRule::kDemand: the counts come from ExchangeTowardsDemand
+// within the migration budget, and the planner packs the replicas as
+// num_replicas pseudo-experts (expert e's j-th replica, load[e] / counts[e]
+// each), one slot each, against the placement in force relabelled to
+// pseudo-experts (a slot keeps its expert's next unused pseudo id; the slots
+// an exchange freed take the pseudo ids left over), with what is left of the
+// budget. A freed slot is one move and a pseudo move at most one more, so the
+// replicas moved stay within max_moves.
+Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::vector<double>& load,
+                                        const std::vector<int>& current,
+                                        const PlannerOptions& options, int exchange_budget) {
+  const int num_replicas = shape.num_replicas;
+  std::vector<int> counts(load.size(), 0);
+  for (int e : current)
+    ++counts[e];
+  const int exchanges = ExchangeTowardsDemand(load, exchange_budget, &counts);
+  std::vector<int> base(load.size() + 1, 0);
+  for (size_t e = 0; e < load.size(); ++e)
+    base[e + 1] = base[e] + counts[e];
+  std::vector<int> expert_of(num_replicas);
+  std::vector<double> pseudo_load(num_replicas);
+  for (size_t e = 0; e < load.size(); ++e) {
+    for (int j = 0; j < counts[e]; ++j) {
+      expert_of[base[e] + j] = static_cast<int>(e);
+      pseudo_load[base[e] + j] = load[e] / counts[e];
+    }
+  }
+  std::vector<int> used(load.size(), 0);
+  std::vector<int> previous(num_replicas, -1);
+  std::vector<int> free_slots;
+  for (int s = 0; s < num_replicas; ++s) {
+    const int e = current[s];
+    if (used[e] < counts[e]) {
+      previous[s] = base[e] + used[e]++;
+    } else {
+      free_slots.push_back(s);
+    }
+  }
+  size_t next_free = 0;
+  for (size_t e = 0; e < load.size(); ++e)
+    for (int j = used[e]; j < counts[e]; ++j)
+      previous[free_slots[next_free++]] = base[e] + j;
+
+  PlannerInput input;
+  input.shape = {num_replicas, num_replicas, 1, 1, shape.num_gpus};
+  input.loads = std::move(pseudo_load);
+  input.previous_phy2log = std::move(previous);
+  PlannerOptions global = options;
+  global.mode = PlanMode::kGlobal;
+  if (options.max_moves >= 0) global.max_moves = options.max_moves - exchanges;
+  Result<PlanReport> report = PlanReplication(input, global);
+  if (!report.ok()) return report.status();
+  DemandPlan plan;
+  plan.phy2log.resize(num_replicas);
+  for (int s = 0; s < num_replicas; ++s)
+    plan.phy2log[s] = expert_of[report->plan.phy2log[s]];
+  plan.num_moved = CountMovedReplicas(shape, current, plan.phy2log);
+  if (options.max_moves >= 0 && plan.num_moved > options.max_moves) {
+    return Status::Internal("replication: a demand plan moved more than max_moves");
+  }
+  return plan;
+}
+
 }  // namespace
+
+std::string_view ReplicaCountRuleName(ReplicaCountRule rule) {
+  switch (rule) {
+    case ReplicaCountRule::kAuto:
+      return "auto";
+    case ReplicaCountRule::kBalance:
+      return "balance";
+    case ReplicaCountRule::kDemand:
+      return "demand";
+  }
+  return "?";
+}
 
 Status Validate(const ReplicationPolicyParams& p) {
   if (p.num_nodes < 1) {
@@ -91,6 +225,9 @@ Status Validate(const ReplicationPolicyParams& p) {
   if (!(p.move_weight >= 0)) {
     return Status::InvalidArgument(
         fmt::format("replication policy: move_weight must be >= 0, got {}", p.move_weight));
+  }
+  if (Status s = Validate(p.forecast); !s.ok()) {
+    return Status::InvalidArgument("replication policy: " + s.message());
   }
   return Status::Ok();
 }
@@ -130,8 +267,14 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
   options.max_moves = params.max_moves;
   options.move_weight = params.move_weight;
 
+  const bool by_demand =
+      params.replica_counts == ReplicaCountRule::kDemand ||
+      (params.replica_counts == ReplicaCountRule::kAuto && CapacityPerSlot(snapshot.knobs));
   Placements updated = current;
   std::vector<LayerChange> changes;
+  size_t num_forecast = 0;
+  size_t num_changed_regime = 0;
+  std::vector<const std::vector<double>*> rows;
   double sum_before = 0;
   double sum_after = 0;
   size_t num_measured = 0;
@@ -140,9 +283,29 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
     if (est == nullptr) continue;
     // Plan on demand: served load is what capacity let through, so a hot
     // expert capped at its capacity looks no hotter than the rest.
-    const std::vector<double>& load =
+    const std::vector<double>& window_mean =
         est->expert_demand.empty() ? est->expert_load : est->expert_demand;
-    if (load.empty()) continue;
+    if (window_mean.empty()) continue;
+    // Look ahead: the placement governs the next window's steps.
+    std::vector<double> forecast;
+    if (params.forecast.method != ForecastMethod::kWindowMean) {
+      rows.clear();
+      for (const StepDemand& step : snapshot.recent) {
+        if (l < step.layers.size() && step.layers[l].size() == window_mean.size()) {
+          rows.push_back(&step.layers[l]);
+        }
+      }
+      if (rows.size() >= 2) {
+        Result<LoadForecast> f = ForecastLoad(rows, params.forecast);
+        // A series the forecast refuses (e.g. all zero) keeps the window mean.
+        if (f.ok()) {
+          forecast = std::move(f->load);
+          ++num_forecast;
+          if (f->change_step >= 0) ++num_changed_regime;
+        }
+      }
+    }
+    const std::vector<double>& load = forecast.empty() ? window_mean : forecast;
     double total = 0;
     for (double x : load)
       total += x;
@@ -159,27 +322,73 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
     input.previous_phy2log = ToInt(current[l]);
     Result<Plan> now = EvaluatePlan(input.shape, load, input.previous_phy2log, options.mode);
     if (!now.ok()) return std::nullopt;
-    Result<PlanReport> report = PlanReplication(input, options);
-    if (!report.ok()) return std::nullopt;
-
-    const Plan& plan = report->plan;
     double before = now->max_over_mean;
     double after = before;
-    if (plan.max_over_mean <= before * (1 - params.min_gain)) {
-      std::vector<uint32_t> next = ToUint(plan.phy2log);
-      if (next != current[l]) {
-        LayerChange change;
-        change.layer = static_cast<uint32_t>(l);
-        change.before = before;
-        change.after = plan.max_over_mean;
-        change.num_moved = report->num_moved;
-        change.hottest =
-            static_cast<size_t>(std::max_element(load.begin(), load.end()) - load.begin());
-        change.hottest_replicas = plan.replica_count[change.hottest];
-        changes.push_back(change);
-        updated[l] = std::move(next);
-        after = plan.max_over_mean;
+    std::vector<int> planned;
+    int num_moved = 0;
+    bool take = false;
+    // The balance plan: counts and packing for device balance alone.
+    Result<PlanReport> report = PlanReplication(input, options);
+    if (!report.ok()) return std::nullopt;
+    take = report->plan.max_over_mean <= before * (1 - params.min_gain);
+    planned = report->plan.phy2log;
+    num_moved = report->num_moved;
+    after = report->plan.max_over_mean;
+    if (by_demand && (input.shape.num_nodes == 1 ||
+                      ResolveMode(input.shape, options.mode) == PlanMode::kGlobal)) {
+      // Room counts too: with capacity per slot, a replica of a hot expert
+      // adds room where the drops are. The room ratio is the largest load
+      // per replica over the mean load per slot.
+      const double per_slot = total / static_cast<double>(snapshot.num_replicas);
+      const double room_before = MaxPerReplica(load, now->replica_count) / per_slot;
+      auto cost = [&](int moved) {
+        return params.move_weight * moved / static_cast<double>(snapshot.num_replicas);
+      };
+      // Among the plans a layer may take (a device gain, or a room gain at
+      // most min_gain of device balance), the one with the least device
+      // max/mean + room ratio + move cost; the balance plan competes too.
+      double best = take ? after + MaxPerReplica(load, report->plan.replica_count) / per_slot +
+                               cost(num_moved)
+                         : std::numeric_limits<double>::infinity();
+      std::vector<int> budgets = {options.max_moves};
+      // Under a move limit, also leave half of it to the packing.
+      if (options.max_moves > 1) budgets.push_back(options.max_moves / 2);
+      for (int budget : budgets) {
+        Result<DemandPlan> dp =
+            PlanWithDemandCounts(input.shape, load, input.previous_phy2log, options, budget);
+        if (!dp.ok()) return std::nullopt;
+        Result<Plan> next = EvaluatePlan(input.shape, load, dp->phy2log, options.mode);
+        if (!next.ok()) return std::nullopt;
+        const double room_after = MaxPerReplica(load, next->replica_count) / per_slot;
+        const double c = cost(dp->num_moved);
+        const bool ok = next->max_over_mean + c <= before * (1 - params.min_gain) ||
+                        (room_after + c <= room_before * (1 - params.min_gain) &&
+                         next->max_over_mean <= before * (1 + params.min_gain));
+        const double score = next->max_over_mean + room_after + c;
+        if (ok && score < best) {
+          best = score;
+          take = true;
+          planned = std::move(dp->phy2log);
+          num_moved = dp->num_moved;
+          after = next->max_over_mean;
+        }
       }
+    }
+    if (take && ToUint(planned) != current[l]) {
+      std::vector<uint32_t> next = ToUint(planned);
+      LayerChange change;
+      change.layer = static_cast<uint32_t>(l);
+      change.before = before;
+      change.after = after;
+      change.num_moved = num_moved;
+      change.hottest =
+          static_cast<size_t>(std::max_element(load.begin(), load.end()) - load.begin());
+      change.hottest_replicas = static_cast<int>(
+          std::count(next.begin(), next.end(), static_cast<uint32_t>(change.hottest)));
+      changes.push_back(change);
+      updated[l] = std::move(next);
+    } else {
+      after = before;
     }
     sum_before += before;
     sum_after += after;
@@ -193,7 +402,8 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
   proposal.layer = -1;
   proposal.current = sum_before / static_cast<double>(num_measured);
   proposal.value = sum_after / static_cast<double>(num_measured);
-  proposal.reason = Reason(changes, snapshot.steps_in_epoch, proposal.current, proposal.value);
+  proposal.reason = Reason(changes, snapshot.steps_in_epoch, proposal.current, proposal.value,
+                           params.forecast.method, num_forecast, num_changed_regime);
   proposal.current_placements = std::move(current);
   proposal.placements = std::move(updated);
   return proposal;

@@ -25,6 +25,9 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK(options->joint_changes);  // capacity and placement move in one command
   CHECK(options->replication.time_budget_ms == 1.0);
   CHECK(options->react_drop_rate == 0.02);
+  CHECK(options->replication.forecast.method == policies::ForecastMethod::kRecent);
+  CHECK(options->replication.forecast.change_threshold == 4.0);
+  CHECK(options->replication.replica_counts == policies::ReplicaCountRule::kAuto);
   // The counterfactual policy sets capacity; the rule and the bias are off.
   CHECK(options->counterfactual_enabled);
   CHECK(options->counterfactual.pessimism == 0.2);
@@ -98,6 +101,30 @@ TEST_CASE("[guard.KNOB] is read for every knob of the knob table", "[config][kno
   auto typo = LoadControllerConfig(dir.Write("c3.toml", "policies_file = \"typo.toml\"\n"));
   REQUIRE_FALSE(typo.ok());
   CHECK(typo.status().message().find("maxx") != std::string::npos);
+}
+
+TEST_CASE("The replication forecast and replica counts are read and checked", "[config]") {
+  moe::testing::TempDir dir;
+  dir.Write("pol.toml",
+            "[replication]\nforecast = \"window_mean\"\nforecast_half_life = 8\n"
+            "forecast_change_threshold = 0\nreplica_counts = \"balance\"\n");
+  auto options = LoadControllerConfig(dir.Write("c.toml", "policies_file = \"pol.toml\"\n"));
+  INFO(options.status().ToString());
+  REQUIRE(options.ok());
+  CHECK(options->replication.forecast.method == policies::ForecastMethod::kWindowMean);
+  CHECK(options->replication.forecast.half_life_steps == 8.0);
+  CHECK(options->replication.forecast.change_threshold == 0.0);
+  CHECK(options->replication.replica_counts == policies::ReplicaCountRule::kBalance);
+
+  dir.Write("bad.toml", "[replication]\nforecast = \"crystal_ball\"\n");
+  auto refused = LoadControllerConfig(dir.Write("c2.toml", "policies_file = \"bad.toml\"\n"));
+  REQUIRE_FALSE(refused.ok());
+  INFO(refused.status().message());
+  CHECK(refused.status().message().find("forecast") != std::string::npos);
+  dir.Write("bad2.toml", "[replication]\nforecast_half_life = -1\n");
+  CHECK_FALSE(LoadControllerConfig(dir.Write("c3.toml", "policies_file = \"bad2.toml\"\n")).ok());
+  dir.Write("bad3.toml", "[replication]\nreplica_counts = \"many\"\n");
+  CHECK_FALSE(LoadControllerConfig(dir.Write("c4.toml", "policies_file = \"bad3.toml\"\n")).ok());
 }
 
 TEST_CASE("mode and per-engine modes are read; a bad mode names its key", "[config][advisory]") {

@@ -10,10 +10,17 @@
 // to at most (1 - min_gain) x the one in force; otherwise it keeps its
 // placement. Without a clock (the default) the planner runs to its work
 // limits and the result is deterministic; with `clock` it stops each layer's
-// search after time_budget_ms (the best plan found by then). The load planned
-// on is the layer's expert_demand (the token-slots that chose each expert,
-// before capacity, so a hot expert capped at its capacity still shows), or the
-// served expert_load for an engine that reports no demand.
+// search after time_budget_ms (the best plan found by then).
+//
+// The load planned on is a forecast of the next window (load_forecast.h,
+// params.forecast): by default kRecent, from the per-step demand of the
+// window's steps (snapshot.recent, the rows of the layer whose size matches
+// its estimate), since the placement governs the steps after it, not the
+// ones before. With ForecastMethod::kWindowMean, or when snapshot.recent has
+// fewer than 2 such steps of a layer, the layer's window mean is planned on
+// as before: its expert_demand (the token-slots that chose each expert,
+// before capacity, so a hot expert capped at its capacity still shows), or
+// the served expert_load for an engine that reports no demand.
 //
 // The placement in force for layer l is snapshot.knobs.phy2log[l] when present
 // and non-empty, else the default: slot s holds expert s % num_experts.
@@ -36,12 +43,41 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "moe/common/clock.h"
 #include "moe/common/status.h"
+#include "moe/policies/load_forecast.h"
 #include "moe/policies/snapshot.h"
 
 namespace moe::policies {
+
+// How many replicas each expert gets.
+enum class ReplicaCountRule {
+  // kDemand when the snapshot's knobs.capacity_scope is kSlot (a replica adds
+  // room), else kBalance (per-expert capacity, or the scope unknown).
+  kAuto,
+  // The planner chooses counts and packing together for device balance alone
+  // (PlanReplication); the old behaviour, and the only rule in hierarchical
+  // mode.
+  kBalance,
+  // Global mode or one node: each slot past the first replica of every expert goes to the
+  // expert with the highest planned load per replica (EPLB's rule, which
+  // minimises the largest load per replica), and the planner packs those
+  // replicas onto devices against the placement in force. With capacity per
+  // slot (a replica adds room) this puts the room where the demand is; a
+  // layer then also takes a plan whose largest load per replica falls by
+  // min_gain while its device max/mean rises by at most min_gain (each gain
+  // net of move_weight * moved / num_replicas). Among the plans a layer may
+  // take (the balance plan too, and under a move limit a demand plan that
+  // leaves half the budget to packing), it takes the least device max/mean +
+  // room ratio (largest load per replica over the mean load per slot) + move
+  // cost.
+  kDemand,
+};
+
+// "auto", "balance", "demand".
+std::string_view ReplicaCountRuleName(ReplicaCountRule rule);
 
 struct ReplicationPolicyParams {
   // Nodes of the expert-parallel group (devices per node = num_devices /
@@ -65,6 +101,12 @@ struct ReplicationPolicyParams {
   // `clock` (not owned; nullptr: no deadline, deterministic); > 0.
   double time_budget_ms = 10.0;
   const Clock* clock = nullptr;
+  // The forecast of each layer's load over the next window that the plan is
+  // made on; method kWindowMean keeps the old behaviour (the window mean).
+  ForecastOptions forecast;
+  // How replica counts are chosen (kDemand needs global mode or one node;
+  // hierarchical mode over several nodes always uses kBalance).
+  ReplicaCountRule replica_counts = ReplicaCountRule::kAuto;
 };
 
 // Checks the parameters' ranges; the message names the field.
@@ -77,10 +119,11 @@ Status Validate(const ReplicationPolicyParams& params);
 // layer) and cover every layer of snapshot.layers and of snapshot.knobs.phy2log,
 // each spelled out (a default placement written out): the placement in force
 // and the new one (a copy of the one in force for unchanged layers).
-// `current` and `value` are the mean, over the layers with a positive
-// expert_load, of the device max-over-mean load under each. `reason` names
-// each changed layer with its max/mean before -> after, the replicas moved,
-// and its hottest expert with that expert's replica count after.
+// `current` and `value` are the mean, over the layers with a positive load,
+// of the device max-over-mean of the load planned on (the forecast) under
+// each. `reason` names each changed layer with its max/mean before -> after,
+// the replicas moved, and its hottest expert with that expert's replica count
+// after, and says which load the layers were planned on.
 std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
                                            const ReplicationPolicyParams& params);
 
