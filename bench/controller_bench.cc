@@ -192,6 +192,9 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
   uint64_t steps_sent = 0, acks_sent = 0, commands_seen = 0;
 
   std::vector<double> wall_all, cpu_all, wall_sent, cpu_sent, wall_rejected, wall_idle;
+  // Per phase of the pipeline (Controller::last_cycle), over every timed cycle
+  // and over those that sent a command.
+  std::map<std::string, std::vector<double>> phases_all, phases_sent;
   uint64_t sent_cycles = 0, rejected_cycles = 0, idle_cycles = 0;
   const int total = options.warmup_cycles + options.num_cycles;
   for (int c = 0; c < total; ++c) {
@@ -235,9 +238,29 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
     const double cpu = ThreadCpuMicros() - cpu0;
     const controller::ControllerStats after = ctl->stats();
     if (c < options.warmup_cycles) continue;
+    const controller::CycleProfile profile = ctl->last_cycle();
+    if (profile.engines_run != 1)
+      return Status::Internal("the timed poll did not run the pipeline");
+    const bool sent_one = after.commands_sent > before.commands_sent;
+    auto note = [&](const std::string& name, double us) {
+      phases_all[name].push_back(us);
+      if (sent_one) phases_sent[name].push_back(us);
+    };
+    note("snapshot", profile.snapshot_us);
+    note("learn", profile.learn_us);
+    note("policies", profile.policies_us);
+    for (const auto& [policy, us] : profile.policy_us)
+      note("policy:" + policy, us);
+    note("guard", profile.guard_us);
+    note("prediction", profile.prediction_us);
+    note("audit_json", profile.audit_us);
+    note("commit", profile.commit_us);
+    note("send", profile.send_us);
+    note("other", profile.other_us);
+    note("pipeline_total", profile.total_us);
     wall_all.push_back(wall);
     cpu_all.push_back(cpu);
-    if (after.commands_sent > before.commands_sent) {
+    if (sent_one) {
       ++sent_cycles;
       wall_sent.push_back(wall);
       cpu_sent.push_back(cpu);
@@ -266,6 +289,12 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
     by_policy[policy] = verdicts;
 
   const double p99 = Percentile(wall_all, 99);
+  auto phase_table = [](const std::map<std::string, std::vector<double>>& phases) {
+    json out = json::object();
+    for (const auto& [name, us] : phases)
+      out[name] = Distribution(us);
+    return out;
+  };
   return json(
       {{"cycles", options.num_cycles},
        {"steps_per_cycle", options.steps_per_cycle},
@@ -277,6 +306,8 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
          {"cpu", Distribution(cpu_sent)}}},
        {"only_rejections", {{"cycles", rejected_cycles}, {"wall", Distribution(wall_rejected)}}},
        {"nothing_to_decide", {{"cycles", idle_cycles}, {"wall", Distribution(wall_idle)}}},
+       {"phases", phase_table(phases_all)},
+       {"phases_sent_command", phase_table(phases_sent)},
        {"decisions_by_policy", by_policy},
        {"commands_sent", end.commands_sent},
        {"rollbacks", end.rollbacks},

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -53,6 +54,26 @@ std::string RejectionKey(const policies::Proposal& proposal, const std::string& 
   }
   return fmt::format("{:.6g}|{}", proposal.value, masked);
 }
+
+// Adds the wall time of its scope to `*us` (a CycleProfile phase).
+class PhaseTimer {
+ public:
+  explicit PhaseTimer(double* us) : us_(us), start_(std::chrono::steady_clock::now()) {}
+  ~PhaseTimer() { Stop(); }
+  PhaseTimer(const PhaseTimer&) = delete;
+  PhaseTimer& operator=(const PhaseTimer&) = delete;
+  // Ends the phase before the scope does; later calls do nothing.
+  void Stop() {
+    if (us_ == nullptr) return;
+    *us_ += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start_)
+                .count();
+    us_ = nullptr;
+  }
+
+ private:
+  double* us_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 LearnerOptions LearnerOptionsOf(const ControllerOptions& o) {
   LearnerOptions l;
@@ -396,6 +417,8 @@ void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
 }
 
 void ControllerImpl::RunDue() {
+  current_ = CycleProfile{};
+  PhaseTimer total(&current_.total_us);
   int64_t now = clock_->NowNanos();
   ExpireEngines(now);
   for (const auto& [engine, knob] : levers_.Expire(now)) {
@@ -433,6 +456,7 @@ void ControllerImpl::RunDue() {
     }
     if (now >= e.next_policy_run_ns) {
       e.next_policy_run_ns = now + options_.cadence_ms * kNanosPerMilli;
+      ++current_.engines_run;
       RunPolicies(e, now);
     }
   }
@@ -452,6 +476,13 @@ void ControllerImpl::RunDue() {
         s.rollbacks, s.malformed, ReasonList(s.malformed_by_reason), RefusedTotal(s),
         ReasonList(s.refused_by_reason), s.sequence_gaps, s.store_pending, s.store_rejected,
         s.store_lost);
+  }
+  total.Stop();
+  if (current_.engines_run > 0) {
+    CycleProfile& c = current_;
+    c.other_us = c.total_us - c.snapshot_us - c.learn_us - c.policies_us - c.guard_us -
+                 c.prediction_us - c.audit_us - c.commit_us - c.send_us;
+    profile_ = std::move(current_);
   }
 }
 
@@ -516,15 +547,26 @@ std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
 
 void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   if (!e.has_hello()) return;
+  PhaseTimer snapshot_timer(&current_.snapshot_us);
   policies::EngineSnapshot snapshot = e.Snapshot(now);
-  learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
+  snapshot_timer.Stop();
+  {
+    PhaseTimer timer(&current_.learn_us);
+    learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
+  }
   // One change in flight per engine: its outcome is measured before the next.
   if (e.pending()) return;
   if (ApplyPins(e, snapshot, now) != 0) return;
   if (levers_.paused(e.engine_id())) return;
   for (const std::string& name : options_.policy_order) {
+    const auto asked = std::chrono::steady_clock::now();
     std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
+    const double asked_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - asked).count();
+    current_.policies_us += asked_us;
+    current_.policy_us.emplace_back(name, asked_us);
     if (!proposal) continue;
+    PhaseTimer guard_timer(&current_.guard_us);
     policies::Verdict verdict;
     if (const PinState* pin = levers_.Pin(e.engine_id(), proposal->knob, now)) {
       verdict.kind = policies::VerdictKind::kRejected;
@@ -536,6 +578,7 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
       verdict = policies::Judge(*proposal, snapshot, options_.guard, &e.guard_state());
       JudgePlacement(*proposal, snapshot, &verdict);
     }
+    guard_timer.Stop();
     Decide(e, snapshot, *proposal, verdict, Origin::kPolicy, now);
     if (verdict.kind != policies::VerdictKind::kRejected) return;
   }
@@ -579,6 +622,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   } else {
     e.rejection_runs.clear();
   }
+  PhaseTimer audit_timer(&current_.audit_us);
   storage::DecisionRow row;
   row.engine_id = e.engine_id();
   row.created_ns = now;
@@ -602,12 +646,15 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   row.proposal_json = proposal_json.dump();
   row.verdict = std::string(policies::VerdictName(verdict.kind));
   row.verdict_reason = verdict.reason;
+  audit_timer.Stop();
+  PhaseTimer prediction_timer(&current_.prediction_us);
   const Prediction prediction =
       Predict(proposal.knob, proposal.current,
               verdict.kind == policies::VerdictKind::kRejected ? proposal.value : verdict.value,
               snapshot, options_.reward, options_.learning, learner_.StateOf(e.engine_id()));
   row.predicted_gain = prediction.gain();
   row.prediction_json = prediction.Json();
+  prediction_timer.Stop();
   metrics_.OnDecision(row.engine_id, row.policy, row.verdict);
   if (verdict.kind == policies::VerdictKind::kRejected) {
     row.status = "rejected";
@@ -640,21 +687,27 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   command.issued_ns = now;
   AddChange(change, in_force, placed, &command);
   command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
+  PhaseTimer command_audit_timer(&current_.audit_us);
   json command_json = ChangeJson(change, in_force, placed);
   command_json["epoch"] = command.epoch;
   row.command_json = command_json.dump();
+  command_audit_timer.Stop();
   row.status = "sent";
   row.epoch = command.epoch;
   row.sent_ns = now;
+  PhaseTimer commit_timer(&current_.commit_us);
   int64_t id = store_->RecordDecision(std::move(row));
   // The audit row is committed before the engine can act on the command,
   // so a crash cannot leave a change applied with no record of it.
   Status committed = store_->Flush(std::chrono::milliseconds(options_.ack_timeout_ms));
+  commit_timer.Stop();
+  PhaseTimer send_timer(&current_.send_us);
   Status sent = committed.ok() ? link_->SendCommand(command)
                                : Status::Unavailable(
                                      "not sent: the decision could not be committed "
                                      "first: " +
                                      committed.message());
+  send_timer.Stop();
   if (!sent.ok()) {
     ++stats_.failed_commands;
     telemetry::Ack failure;

@@ -42,6 +42,7 @@ class ControllerImpl final : public Controller {
   Status Shutdown() override;
 
   ControllerStats stats() const override;
+  CycleProfile last_cycle() const override { return profile_; }
 
   MetricsSnapshot metrics(bool per_layer) const override;
 
@@ -169,6 +170,8 @@ class ControllerImpl final : public Controller {
   std::map<std::string, int64_t> gone_;             // engine id -> its last message (recently gone)
   std::map<std::string, uint64_t> highest_epochs_;  // per engine, from the database at start
   ControllerStats stats_;
+  CycleProfile profile_;  // of the latest RunDue that ran a pipeline
+  CycleProfile current_;  // the RunDue in progress
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
   PlanWorker plans_;  // last member: its thread stops first
