@@ -696,10 +696,13 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   row.epoch = command.epoch;
   row.sent_ns = now;
   PhaseTimer commit_timer(&current_.commit_us);
-  int64_t id = store_->RecordDecision(std::move(row));
   // The audit row is committed before the engine can act on the command,
-  // so a crash cannot leave a change applied with no record of it.
-  Status committed = store_->Flush(std::chrono::milliseconds(options_.ack_timeout_ms));
+  // so a crash cannot leave a change applied with no record of it. It is
+  // written ahead of the telemetry queued before it, in its own transaction.
+  const storage::Store::DecisionCommit commit =
+      store_->CommitDecision(std::move(row), std::chrono::milliseconds(options_.ack_timeout_ms));
+  const int64_t id = commit.id;
+  const Status& committed = commit.status;
   commit_timer.Stop();
   PhaseTimer send_timer(&current_.send_us);
   Status sent = committed.ok() ? link_->SendCommand(command)

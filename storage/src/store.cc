@@ -197,6 +197,63 @@ int64_t StoreImpl::RecordDecision(DecisionRow row) {
   return id;
 }
 
+Store::DecisionCommit StoreImpl::CommitDecision(DecisionRow row, Millis timeout) {
+  std::unique_lock lock(mu_);
+  DecisionCommit out;
+  out.id = ++stats_.last_decision_id;
+  row.id = out.id;
+  if (closed_) {
+    EnqueueLocked(std::move(row), 1);  // counted and logged as ignored
+    out.status = Status::FailedPrecondition(
+        fmt::format("store {} is closed: decision {} was not written", options_.path, out.id));
+    return out;
+  }
+  const uint64_t ticket = ++next_ticket_;
+  urgent_.push_back(Op{ticket, 1, std::move(row), 0});
+  work_cv_.notify_one();
+  auto committed = [&] {
+    return urgent_committed_ticket_ >= ticket || CommittedThroughLocked() >= ticket;
+  };
+  done_cv_.wait_for(lock, timeout, [&] { return committed() || abandon_; });
+  if (discarded_decision_ticket_ == ticket) {
+    out.status = Status::InvalidArgument(fmt::format(
+        "decision {} was not written: SQLite rejects it: {}", out.id, stats_.last_error));
+    return out;
+  }
+  if (committed()) return out;
+  out.status = Status::Timeout(fmt::format(
+      "decision {} not committed to {} after {} ms (it stays queued){}{}", out.id, options_.path,
+      timeout.count(), stats_.last_error.empty() ? "" : "; last error: ", stats_.last_error));
+  return out;
+}
+
+uint64_t StoreImpl::CommittedThroughLocked() const {
+  uint64_t lowest = next_ticket_ + 1;
+  if (!queue_.empty()) lowest = std::min(lowest, queue_.front().ticket);
+  if (!urgent_.empty()) lowest = std::min(lowest, urgent_.front().ticket);
+  if (inflight_min_ticket_ != 0) lowest = std::min(lowest, inflight_min_ticket_);
+  return lowest - 1;
+}
+
+void StoreImpl::RequeueLocked(std::vector<Op>* batch) {
+  for (const Op& op : *batch) {
+    queued_rows_ += op.rows;
+    queued_bytes_ += op.bytes;
+  }
+  if (queue_.empty() || batch->back().ticket < queue_.front().ticket) {
+    for (auto it = batch->rbegin(); it != batch->rend(); ++it)
+      queue_.push_front(std::move(*it));
+  } else {
+    std::deque<Op> merged;
+    std::merge(std::make_move_iterator(batch->begin()), std::make_move_iterator(batch->end()),
+               std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()),
+               std::back_inserter(merged),
+               [](const Op& a, const Op& b) { return a.ticket < b.ticket; });
+    queue_ = std::move(merged);
+  }
+  batch->clear();
+}
+
 void StoreImpl::RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) {
   std::lock_guard lock(mu_);
   EnqueueLocked(CommandSent{decision_id, epoch, sent_ns}, 1);
@@ -244,7 +301,7 @@ void StoreImpl::MarkEngineGone(const std::string& engine_id, int64_t gone_ns) {
 StoreStats StoreImpl::stats() const {
   std::lock_guard lock(mu_);
   StoreStats copy = stats_;
-  copy.pending = queue_.size() + inflight_ops_;
+  copy.pending = queue_.size() + urgent_.size() + inflight_ops_;
   return copy;
 }
 
@@ -319,7 +376,33 @@ void StoreImpl::EnqueueLocked(Payload payload, size_t rows, size_t bytes) {
   if (queued_rows_ >= options_.batch_rows) work_cv_.notify_one();
 }
 
-void StoreImpl::TakeBatchLocked(std::vector<Op>* batch) {
+void StoreImpl::TakeBatchLocked(std::vector<Op>* batch, bool* urgent) {
+  // A write SQLite rejected is being isolated: that goes first.
+  const bool isolating = !queue_.empty() && queue_.front().ticket <= isolate_until_ticket_;
+  *urgent = !urgent_.empty() && !isolating;
+  if (*urgent) {
+    Op decision = std::move(urgent_.front());
+    urgent_.pop_front();
+    // The writes queued before it that are not step records, in order.
+    auto before = std::find_if(queue_.begin(), queue_.end(),
+                               [&](const Op& op) { return op.ticket > decision.ticket; });
+    auto steps = std::stable_partition(queue_.begin(), before, [](const Op& op) {
+      return !std::holds_alternative<PackedStep>(op.payload);
+    });
+    size_t rows = 1;
+    for (auto it = queue_.begin(); it != steps; ++it) {
+      rows += it->rows;
+      queued_rows_ -= it->rows;
+      batch->push_back(std::move(*it));
+    }
+    queue_.erase(queue_.begin(), steps);
+    batch->push_back(std::move(decision));
+    inflight_rows_ = rows;
+    inflight_bytes_ = 0;
+    inflight_ops_ = batch->size();
+    inflight_min_ticket_ = batch->front().ticket;
+    return;
+  }
   size_t rows = 0;
   size_t bytes = 0;
   while (!queue_.empty()) {
@@ -338,10 +421,12 @@ void StoreImpl::TakeBatchLocked(std::vector<Op>* batch) {
   queued_bytes_ -= bytes;
   inflight_bytes_ = bytes;
   inflight_ops_ = batch->size();
+  inflight_min_ticket_ = batch->empty() ? 0 : batch->front().ticket;
 }
 
 void StoreImpl::WriterLoop() {
   std::vector<Op> batch;
+  bool batch_urgent = false;     // batch holds one CommitDecision row
   Millis backoff = kMinBackoff;  // the wait before the next retry
   Millis retry_wait = kMinBackoff;
   bool failing = false;
@@ -364,7 +449,7 @@ void StoreImpl::WriterLoop() {
     } else {
       work_cv_.wait_until(lock, next_tick, [&] {
         return abandon_ || replaced_ || retention_active_ ||
-               retention_requested_ > retention_done_ ||
+               retention_requested_ > retention_done_ || !urgent_.empty() ||
                (!queue_.empty() &&
                 (stopping_ || flush_waiters_ > 0 || queued_rows_ >= options_.batch_rows));
       });
@@ -389,15 +474,17 @@ void StoreImpl::WriterLoop() {
       }
     }
 
-    if (batch.empty()) TakeBatchLocked(&batch);
+    if (batch.empty()) TakeBatchLocked(&batch, &batch_urgent);
     if (!batch.empty()) {
       lock.unlock();
       BatchCounts counts;
       Status status = WriteBatch(batch, &counts);
-      if (status.ok()) MaybeCheckpoint(/*force=*/false);
+      // An urgent row's waiter is woken first; the next batch checkpoints.
+      if (status.ok() && !batch_urgent) MaybeCheckpoint(/*force=*/false);
       lock.lock();
       if (status.ok()) {
-        committed_ticket_ = batch.back().ticket;
+        if (batch_urgent) urgent_committed_ticket_ = batch.back().ticket;
+        inflight_min_ticket_ = 0;
         stats_.steps_written += counts.steps;
         stats_.rows_written += counts.rows;
         stats_.unmatched_updates += counts.unmatched;
@@ -422,20 +509,19 @@ void StoreImpl::WriterLoop() {
           ++stats_.discarded;
           spdlog::error("storage: discarding a write that SQLite rejects ({} so far): {}",
                         stats_.discarded, stats_.last_error);
-          committed_ticket_ = batch.back().ticket;
+          if (std::holds_alternative<DecisionRow>(batch.back().payload)) {
+            discarded_decision_ticket_ = batch.back().ticket;
+          }
+          inflight_min_ticket_ = 0;
           batch.clear();
           inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
           done_cv_.notify_all();
           continue;
         }
         isolate_until_ticket_ = batch.back().ticket;
-        for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
-          queued_rows_ += it->rows;
-          queued_bytes_ += it->bytes;
-          queue_.push_front(std::move(*it));
-        }
-        batch.clear();
+        RequeueLocked(&batch);  // an urgent row among them goes the ordinary way now
         inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
+        inflight_min_ticket_ = 0;
         continue;
       } else {
         note_failure(status, fmt::format("write of {} records to", batch.size()));
@@ -708,17 +794,18 @@ Status StoreImpl::ApplyStep(const PackedStep& step, BatchCounts* counts) {
 
 Status StoreImpl::Flush(Millis timeout) {
   std::unique_lock lock(mu_);
-  uint64_t target = next_ticket_;
-  if (committed_ticket_ >= target) return Status::Ok();
+  const uint64_t target = next_ticket_;
+  auto done = [&] { return CommittedThroughLocked() >= target; };
+  if (done()) return Status::Ok();
   if (abandon_) {
     return Status::FailedPrecondition(fmt::format("store {} is closed with {} writes uncommitted",
                                                   options_.path, queue_.size() + inflight_ops_));
   }
   ++flush_waiters_;
   work_cv_.notify_one();
-  done_cv_.wait_for(lock, timeout, [&] { return committed_ticket_ >= target || abandon_; });
+  done_cv_.wait_for(lock, timeout, [&] { return done() || abandon_; });
   --flush_waiters_;
-  if (committed_ticket_ >= target) return Status::Ok();
+  if (done()) return Status::Ok();
   return Status::Timeout(
       fmt::format("{} writes to {} still pending after {} ms (they stay queued){}{}",
                   queue_.size() + inflight_ops_, options_.path, timeout.count(),
@@ -750,7 +837,7 @@ Status StoreImpl::Close() {
     stopping_ = true;
     work_cv_.notify_all();
     done_cv_.wait_for(lock, options_.close_timeout,
-                      [&] { return queue_.empty() && inflight_ops_ == 0; });
+                      [&] { return queue_.empty() && urgent_.empty() && inflight_ops_ == 0; });
     closed_ = true;
     abandon_ = true;
     work_cv_.notify_all();
@@ -759,7 +846,7 @@ Status StoreImpl::Close() {
   if (writer_.joinable()) writer_.join();
   {
     std::lock_guard lock(mu_);
-    num_lost = queue_.size() + inflight_ops_;
+    num_lost = queue_.size() + urgent_.size() + inflight_ops_;
     stats_.abandoned_at_close += num_lost;
     if (num_lost > 0) {
       close_status_ = Status::Unavailable(

@@ -117,6 +117,7 @@ class StoreImpl final : public Store {
   void RecordEpoch(const EpochRow& row) override;
   void RecordLearningSample(const LearningSampleRow& row) override;
   int64_t RecordDecision(DecisionRow row) override;
+  DecisionCommit CommitDecision(DecisionRow row, Millis timeout) override;
   void RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) override;
   void RecordAck(int64_t decision_id, const telemetry::Ack& ack) override;
   void RecordOutcome(int64_t decision_id, const DecisionOutcome& outcome) override;
@@ -174,7 +175,14 @@ class StoreImpl final : public Store {
 
   // store.cc
   void EnqueueLocked(Payload payload, size_t rows, size_t bytes = 0);
-  void TakeBatchLocked(std::vector<Op>* batch);
+  // Takes the next batch: an urgent row with the writes it must follow
+  // (*urgent set; see urgent_), else queued writes up to batch_rows.
+  void TakeBatchLocked(std::vector<Op>* batch, bool* urgent);
+  // Puts a failed batch back into queue_ in ticket order.
+  void RequeueLocked(std::vector<Op>* batch);
+  // Every write with a ticket up to this one is committed (or discarded):
+  // the lowest ticket still queued or in flight, less one.
+  uint64_t CommittedThroughLocked() const;
   void WriterLoop();
   Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts);
   Status ApplyOp(const Op& op, BatchCounts* counts);
@@ -239,13 +247,20 @@ class StoreImpl final : public Store {
   std::condition_variable work_cv_;  // wakes the writer
   std::condition_variable done_cv_;  // wakes Flush, RunRetention and Close
   std::deque<Op> queue_;
+  // CommitDecision's rows. Each goes in a transaction of its own with the
+  // writes queued before it that are not step records (step records depend
+  // on no decision and no decision on them; every other write keeps its
+  // order), ahead of those step records.
+  std::deque<Op> urgent_;
+  uint64_t urgent_committed_ticket_ = 0;    // the latest CommitDecision row committed
+  uint64_t discarded_decision_ticket_ = 0;  // the latest decision row SQLite rejected
+  uint64_t inflight_min_ticket_ = 0;        // lowest ticket of the batch in flight; 0: none
   size_t queued_rows_ = 0;
   size_t inflight_rows_ = 0;   // in the writer's current (possibly failing) batch
   size_t queued_bytes_ = 0;    // Op::bytes queued
   size_t inflight_bytes_ = 0;  // Op::bytes in the writer's current batch
   size_t inflight_ops_ = 0;
   uint64_t next_ticket_ = 0;           // last ticket handed out
-  uint64_t committed_ticket_ = 0;      // every write up to this ticket is done
   uint64_t isolate_until_ticket_ = 0;  // writes up to here go one per transaction
   int flush_waiters_ = 0;
   uint64_t retention_requested_ = 0;
