@@ -210,6 +210,49 @@ Store::DecisionCommit StoreImpl::CommitDecision(DecisionRow row, Millis timeout)
   }
   const uint64_t ticket = ++next_ticket_;
   urgent_.push_back(Op{ticket, 1, std::move(row), 0});
+  // The writer waits (nothing of its own in flight, no failure it is backing
+  // off from): the row is written here, without waking another thread.
+  std::unique_lock db_lock(db_mu_, std::try_to_lock);
+  const bool isolating = !queue_.empty() && queue_.front().ticket <= isolate_until_ticket_;
+  if (db_lock.owns_lock() && urgent_.size() == 1 && inflight_ops_ == 0 && !isolating &&
+      !stats_.failing && !abandon_ && !replaced_) {
+    std::vector<Op> batch;
+    bool urgent = false;
+    TakeBatchLocked(&batch, &urgent);
+    lock.unlock();
+    BatchCounts counts;
+    Status status = WriteBatch(batch, &counts);
+    lock.lock();
+    inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
+    inflight_min_ticket_ = 0;
+    if (status.ok()) {
+      urgent_committed_ticket_ = ticket;
+      stats_.steps_written += counts.steps;
+      stats_.rows_written += counts.rows;
+      stats_.unmatched_updates += counts.unmatched;
+      ++stats_.transactions;
+      done_cv_.notify_all();
+      return out;
+    }
+    ++stats_.write_errors;
+    stats_.last_error = status.ToString();
+    if (status.code() == StatusCode::kInvalidArgument && batch.size() == 1) {
+      ++stats_.discarded;
+      spdlog::error("storage: discarding a write that SQLite rejects ({} so far): {}",
+                    stats_.discarded, stats_.last_error);
+      out.status = Status::InvalidArgument(fmt::format(
+          "decision {} was not written: SQLite rejects it: {}", out.id, stats_.last_error));
+      done_cv_.notify_all();
+      return out;
+    }
+    // The writer takes it from here, the ordinary way (isolating a write
+    // SQLite rejects, retrying a busy database, reopening a replaced file).
+    spdlog::warn("storage: committing decision {} to {} failed; the writer retries: {}", out.id,
+                 options_.path, stats_.last_error);
+    if (status.code() == StatusCode::kInvalidArgument) isolate_until_ticket_ = ticket;
+    RequeueLocked(&batch);
+  }
+  if (db_lock.owns_lock()) db_lock.unlock();
   work_cv_.notify_one();
   auto committed = [&] {
     return urgent_committed_ticket_ >= ticket || CommittedThroughLocked() >= ticket;
@@ -432,6 +475,7 @@ void StoreImpl::WriterLoop() {
   bool failing = false;
   auto next_tick = SteadyClock::now() + options_.flush_interval;
   std::unique_lock lock(mu_);
+  std::unique_lock db_lock(db_mu_, std::defer_lock);
   // Under the lock: records a failed attempt; the writer retries after a backoff.
   auto note_failure = [&](const Status& status, std::string_view what) {
     ++stats_.write_errors;
@@ -444,6 +488,7 @@ void StoreImpl::WriterLoop() {
     backoff = std::min(backoff * 2, kMaxBackoff);
   };
   while (true) {
+    if (db_lock.owns_lock()) db_lock.unlock();  // a CommitDecision may write while it waits
     if (failing) {
       work_cv_.wait_for(lock, retry_wait, [&] { return abandon_; });
     } else {
@@ -454,6 +499,10 @@ void StoreImpl::WriterLoop() {
                 (stopping_ || flush_waiters_ > 0 || queued_rows_ >= options_.batch_rows));
       });
     }
+    if (abandon_) break;
+    lock.unlock();
+    db_lock.lock();
+    lock.lock();
     if (abandon_) break;
     if (SteadyClock::now() >= next_tick) next_tick = SteadyClock::now() + options_.flush_interval;
 
@@ -855,6 +904,8 @@ Status StoreImpl::Close() {
       spdlog::error("storage: {}", close_status_.message());
     }
   }
+  // No CommitDecision writes any more (closed_), none is still writing.
+  std::lock_guard db_guard(db_mu_);
   // A replaced file that could not be released: its WAL must not be left
   // beside the path (closing a moved file does not checkpoint it).
   if (replaced_ && db_ && !Checkpoint().ok()) {

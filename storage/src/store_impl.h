@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -225,13 +226,18 @@ class StoreImpl final : public Store {
   const StoreOptions options_;
   Clock* const clock_;
 
-  // writer
+  // writer: the members below are the writer thread's, and a CommitDecision
+  // that writes its row on the caller's thread while the writer waits (both
+  // hold db_mu_ meanwhile; lock order db_mu_, then mu_, or try_lock).
+  std::mutex db_mu_;
   DbHandle db_;
   std::unique_ptr<Statements> stmts_;
   dev_t file_dev_ = 0;
   ino_t file_ino_ = 0;
   int64_t page_size_ = 4096;
-  bool replaced_ = false;        // db_ is not the file at path: write nothing to it
+  // db_ is not the file at path: write nothing to it (atomic: the writer's
+  // wait reads it without db_mu_).
+  std::atomic<bool> replaced_{false};
   uint64_t wal_frames_ = 0;      // frames in the WAL after the latest commit
   uint64_t wal_frames_new_ = 0;  // frames appended since stats_ last took them
   SteadyClock::time_point next_checkpoint_{};
