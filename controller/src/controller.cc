@@ -358,9 +358,7 @@ void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_st
   auto sent = sent_.find({e.engine_id(), pending.epoch});
   if (sent != sent_.end()) {
     const SentCommand& cmd = sent->second;
-    store_->RecordEpoch({e.engine_id(), pending.epoch, now,
-                         ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
-                         cmd.decision_id});
+    store_->RecordEpoch({e.engine_id(), pending.epoch, now, cmd.change_json, cmd.decision_id});
     sent_.erase(sent);
   }
   spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(), pending.epoch,
@@ -404,11 +402,9 @@ void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
     return;
   }
   e.ledger().OnAcked(ack.epoch);
-  store_->RecordEpoch({ack.engine_id, ack.epoch, now,
-                       ChangeJson(cmd.change, cmd.before, cmd.placed_before).dump(),
-                       cmd.decision_id});
+  store_->RecordEpoch({ack.engine_id, ack.epoch, now, cmd.change_json, cmd.decision_id});
   spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
-               cmd.change.knob, cmd.change.value, ack.applied_at_step);
+               cmd.knob, cmd.value, ack.applied_at_step);
   if (is_pending) {
     pending->acked = true;
     pending->ack_unknown = false;
@@ -504,9 +500,10 @@ std::string ControllerImpl::EnabledPolicies() const {
   return on.empty() ? std::string("none") : fmt::format("{}", fmt::join(on, ", "));
 }
 
-std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
-                                                      const policies::EngineSnapshot& snapshot,
-                                                      const policies::GuardState& guard_state) {
+std::optional<policies::Proposal> ControllerImpl::Ask(
+    const std::string& name, const std::shared_ptr<const policies::EngineSnapshot>& shared,
+    const policies::GuardState& guard_state) {
+  const policies::EngineSnapshot& snapshot = *shared;
   if (name == "capacity" && options_.capacity_enabled) {
     return policies::ProposeCapacity(snapshot, options_.capacity);
   }
@@ -526,7 +523,7 @@ std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
     }
     policies::ReplicationPolicyParams params = options_.replication;
     params.clock = clock_;  // a deadline per layer; a frozen test clock never expires
-    return plans_.Ask(snapshot, params);
+    return plans_.Ask(shared, params);
   }
   if (name == "counterfactual" && options_.counterfactual_enabled) {
     return policies::ProposeCounterfactualCapacity(snapshot, options_.counterfactual,
@@ -548,7 +545,8 @@ std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
 void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   if (!e.has_hello()) return;
   PhaseTimer snapshot_timer(&current_.snapshot_us);
-  policies::EngineSnapshot snapshot = e.Snapshot(now);
+  const auto shared = std::make_shared<const policies::EngineSnapshot>(e.Snapshot(now));
+  const policies::EngineSnapshot& snapshot = *shared;
   snapshot_timer.Stop();
   {
     PhaseTimer timer(&current_.learn_us);
@@ -560,7 +558,7 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   if (levers_.paused(e.engine_id())) return;
   for (const std::string& name : options_.policy_order) {
     const auto asked = std::chrono::steady_clock::now();
-    std::optional<policies::Proposal> proposal = Ask(name, snapshot, e.guard_state());
+    std::optional<policies::Proposal> proposal = Ask(name, shared, e.guard_state());
     const double asked_us =
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - asked).count();
     current_.policies_us += asked_us;
@@ -636,10 +634,12 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
                         {"current", proposal.current},
                         {"value", proposal.value},
                         {"reason", proposal.reason}};
-  if (policies::IsVectorKnob(proposal.knob)) {
+  const bool vector_knob = policies::IsVectorKnob(proposal.knob);
+  const bool placement_knob = policies::IsPlacementKnob(proposal.knob);
+  if (vector_knob) {
     proposal_json["changes"] = VectorChangesJson(proposal.current_vectors, proposal.vectors);
   }
-  if (policies::IsPlacementKnob(proposal.knob)) {
+  if (placement_knob) {
     proposal_json["changes"] =
         PlacementChangesJson(proposal.current_placements, proposal.placements);
   }
@@ -665,14 +665,29 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
     return id;
   }
   KnobChange change{proposal.knob, verdict.value, verdict.vectors, verdict.placements};
-  const std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
-  const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
-                                                        ? e.Placements()
-                                                        : std::vector<std::vector<uint32_t>>{};
+  std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
+  std::vector<std::vector<uint32_t>> placed =
+      placement_knob ? e.Placements() : std::vector<std::vector<uint32_t>>{};
+  // The change as ChangeJson writes it; for a vector or placement that the
+  // guard let through as proposed, from the proposal's own changes, not
+  // built a second time.
+  PhaseTimer change_audit_timer(&current_.audit_us);
+  json change_json;
+  if ((vector_knob && in_force == proposal.current_vectors && change.vectors == proposal.vectors) ||
+      (placement_knob && placed == proposal.current_placements &&
+       change.placements == proposal.placements)) {
+    change_json = json::object();
+    change_json[proposal.knob] = std::move(proposal_json["changes"]);
+  } else {
+    change_json = ChangeJson(change, in_force, placed);
+  }
+  // What the epochs row records once the engine applies it.
+  std::string epoch_json = change_json.dump();
+  change_audit_timer.Stop();
   if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
     // Decided and audited as if active; nothing goes to the engine.
     ++stats_.advisory;
-    row.command_json = ChangeJson(change, in_force, placed).dump();
+    row.command_json = std::move(epoch_json);
     row.status = "advisory";
     int64_t id = store_->RecordDecision(std::move(row));
     spdlog::info(
@@ -688,9 +703,8 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   AddChange(change, in_force, placed, &command);
   command.reason = fmt::format("{}: {}", proposal.policy, proposal.reason);
   PhaseTimer command_audit_timer(&current_.audit_us);
-  json command_json = ChangeJson(change, in_force, placed);
-  command_json["epoch"] = command.epoch;
-  row.command_json = command_json.dump();
+  change_json["epoch"] = command.epoch;
+  row.command_json = change_json.dump();
   command_audit_timer.Stop();
   row.status = "sent";
   row.epoch = command.epoch;
@@ -726,7 +740,8 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   ++stats_.commands_sent;
   e.OnSent(command.epoch, change);
   store_->RecordCommandSent(id, command.epoch, now);
-  sent_[{e.engine_id(), command.epoch}] = {id, change, in_force, placed, now};
+  sent_[{e.engine_id(), command.epoch}] = {id, change.knob, change.value, std::move(epoch_json),
+                                           now};
   PendingDecision pending;
   pending.decision_id = id;
   pending.epoch = command.epoch;
@@ -734,13 +749,13 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   pending.knob = proposal.knob;
   pending.previous_value = proposal.current;
   pending.new_value = verdict.value;
-  pending.previous_vectors = in_force;
-  pending.previous_placements = placed;
+  pending.previous_vectors = std::move(in_force);
+  pending.previous_placements = std::move(placed);
   pending.is_rollback = origin == Origin::kRollback;
   pending.from_operator = origin == Origin::kOperator;
   pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
   pending.reward_before = policies::Reward(pending.before, options_.reward);
-  e.pending() = pending;
+  e.pending() = std::move(pending);
   spdlog::info("engine {}: decision {}: {} {} -> {} under epoch {} ({})", e.engine_id(), id,
                proposal.knob, proposal.current, verdict.value, command.epoch, proposal.reason);
   return id;

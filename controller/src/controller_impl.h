@@ -119,9 +119,10 @@ class ControllerImpl final : public Controller {
   std::string EnabledPolicies() const;
 
   // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
-  std::optional<policies::Proposal> Ask(const std::string& name,
-                                        const policies::EngineSnapshot& snapshot,
-                                        const policies::GuardState& guard_state);
+  // (`snapshot` is shared with a plan the replication policy starts.)
+  std::optional<policies::Proposal> Ask(
+      const std::string& name, const std::shared_ptr<const policies::EngineSnapshot>& snapshot,
+      const policies::GuardState& guard_state);
 
   void RunPolicies(EngineState& e, int64_t now);
 
@@ -151,9 +152,9 @@ class ControllerImpl final : public Controller {
  private:
   struct SentCommand {
     int64_t decision_id = 0;
-    KnobChange change;
-    std::vector<std::vector<float>> before;  // vector knobs: the vectors in force when sent
-    std::vector<std::vector<uint32_t>> placed_before;  // phy2log: the placement in force
+    std::string knob;
+    double value = 0;
+    std::string change_json;  // the epochs row's knobs_json once applied (ChangeJson)
     int64_t sent_ns = 0;
   };
 

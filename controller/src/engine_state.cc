@@ -180,7 +180,7 @@ void EngineState::FitCostModel(const telemetry::StepRecord& record) {
 std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) const {
   if (!cost_model_.calibrated || !step.has_device_rows) return {0, 0};
   const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
-  const double k = reference_top_k_ > 0 ? reference_top_k_ : knobs().top_k;
+  const double k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
   double path = 0, balanced = 0;
   for (size_t l = 0; l < step.max_device_rows.size(); ++l) {
     const double tokens = step.layer_tokens[l];
@@ -304,7 +304,7 @@ std::vector<std::vector<uint32_t>> EngineState::Placements() const {
   for (uint32_t s = 0; s < num_replicas; ++s)
     fallback[s] = hello_.num_experts > 0 ? s % hello_.num_experts : 0;
   std::vector<std::vector<uint32_t>> out(hello_.num_layers, fallback);
-  const policies::KnobValues in_force = knobs();
+  const policies::KnobValues& in_force = ledger_.KnobsRefOf(epoch_);
   for (size_t l = 0; l < out.size() && l < in_force.phy2log.size(); ++l) {
     if (in_force.phy2log[l].size() == num_replicas) out[l] = in_force.phy2log[l];
   }
@@ -315,7 +315,7 @@ std::vector<std::vector<float>> EngineState::KnobVectors(const std::string& knob
   std::vector<std::vector<float>> out;
   if (knob != "expert_bias") return out;
   out.assign(hello_.num_layers, std::vector<float>(hello_.num_experts, 0.0f));
-  const policies::KnobValues in_force = knobs();
+  const policies::KnobValues& in_force = ledger_.KnobsRefOf(epoch_);
   for (size_t l = 0; l < out.size() && l < in_force.expert_bias.size(); ++l) {
     if (in_force.expert_bias[l].size() == hello_.num_experts) out[l] = in_force.expert_bias[l];
   }
@@ -439,7 +439,7 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
     s.demand_max_over_mean = demand_imbalance / static_cast<double>(demand_steps);
   }
   s.layers = std::move(layers);
-  s.reference_top_k = reference_top_k_ > 0 ? reference_top_k_ : knobs().top_k;
+  s.reference_top_k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
   s.cost_model = cost_model_;
   s.recent.reserve(window_.size());
   for (const StepFigures& step : window_)

@@ -254,10 +254,12 @@ Store::DecisionCommit StoreImpl::CommitDecision(DecisionRow row, Millis timeout)
   }
   if (db_lock.owns_lock()) db_lock.unlock();
   work_cv_.notify_one();
+  ++urgent_waiting_;  // a batch in progress stops at its next write
   auto committed = [&] {
     return urgent_committed_ticket_ >= ticket || CommittedThroughLocked() >= ticket;
   };
   done_cv_.wait_for(lock, timeout, [&] { return committed() || abandon_; });
+  --urgent_waiting_;
   if (discarded_decision_ticket_ == ticket) {
     out.status = Status::InvalidArgument(fmt::format(
         "decision {} was not written: SQLite rejects it: {}", out.id, stats_.last_error));
@@ -527,10 +529,21 @@ void StoreImpl::WriterLoop() {
     if (!batch.empty()) {
       lock.unlock();
       BatchCounts counts;
-      Status status = WriteBatch(batch, &counts);
-      // An urgent row's waiter is woken first; the next batch checkpoints.
-      if (status.ok() && !batch_urgent) MaybeCheckpoint(/*force=*/false);
+      size_t applied = 0;
+      Status status = WriteBatch(batch, &counts, /*yield_to_urgent=*/!batch_urgent, &applied);
+      // An urgent row's waiter is woken first; a later batch checkpoints.
+      if (status.ok() && !batch_urgent && urgent_waiting_.load() == 0) {
+        MaybeCheckpoint(/*force=*/false);
+      }
       lock.lock();
+      if (status.ok() && applied < batch.size()) {
+        // Cut short for a CommitDecision: the rest goes back, in order.
+        std::vector<Op> rest(
+            std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(applied)),
+            std::make_move_iterator(batch.end()));
+        batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(applied), batch.end());
+        RequeueLocked(&rest);
+      }
       if (status.ok()) {
         if (batch_urgent) urgent_committed_ticket_ = batch.back().ticket;
         inflight_min_ticket_ = 0;
@@ -633,12 +646,17 @@ Status StoreImpl::InTransaction(const std::function<Status()>& body) {
   return status;
 }
 
-Status StoreImpl::WriteBatch(const std::vector<Op>& batch, BatchCounts* counts) {
+Status StoreImpl::WriteBatch(const std::vector<Op>& batch, BatchCounts* counts,
+                             bool yield_to_urgent, size_t* applied) {
   const Status replaced =
       Status::Unavailable(fmt::format("the database file {} was replaced", options_.path));
+  size_t num_applied = 0;
   Status status = InTransaction([&]() -> Status {
-    for (const Op& op : batch)
+    for (const Op& op : batch) {
+      if (yield_to_urgent && num_applied > 0 && urgent_waiting_.load() > 0) break;
       MOE_RETURN_IF_ERROR(ApplyOp(op, counts));
+      ++num_applied;
+    }
     // The last look before COMMIT: nothing is committed to a file that is no
     // longer at the path.
     if (CheckFileReplaced()) return replaced;
@@ -648,6 +666,7 @@ Status StoreImpl::WriteBatch(const std::vector<Op>& batch, BatchCounts* counts) 
   // batch in the old file, so it is kept and written to the new one.
   if (status.ok() && CheckFileReplaced()) status = replaced;
   if (!status.ok()) *counts = BatchCounts{};
+  if (applied != nullptr) *applied = status.ok() ? num_applied : 0;
   return status;
 }
 

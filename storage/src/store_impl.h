@@ -185,7 +185,11 @@ class StoreImpl final : public Store {
   // the lowest ticket still queued or in flight, less one.
   uint64_t CommittedThroughLocked() const;
   void WriterLoop();
-  Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts);
+  // Writes `batch` in one transaction. With `yield_to_urgent`, stops before
+  // the next op once a CommitDecision waits (urgent_waiting_) and commits
+  // what it applied: *applied ops, from the front (all of them otherwise).
+  Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts, bool yield_to_urgent = false,
+                    size_t* applied = nullptr);
   Status ApplyOp(const Op& op, BatchCounts* counts);
   Status ApplyStep(const PackedStep& step, BatchCounts* counts);
   Status ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std::string_view what,
@@ -261,6 +265,7 @@ class StoreImpl final : public Store {
   uint64_t urgent_committed_ticket_ = 0;    // the latest CommitDecision row committed
   uint64_t discarded_decision_ticket_ = 0;  // the latest decision row SQLite rejected
   uint64_t inflight_min_ticket_ = 0;        // lowest ticket of the batch in flight; 0: none
+  std::atomic<int> urgent_waiting_{0};      // CommitDecision calls waiting on the writer
   size_t queued_rows_ = 0;
   size_t inflight_rows_ = 0;   // in the writer's current (possibly failing) batch
   size_t queued_bytes_ = 0;    // Op::bytes queued

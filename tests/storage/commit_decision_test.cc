@@ -112,6 +112,33 @@ TEST_CASE("a committed decision keeps its place after every write that is not a 
   CHECK(store->stats().pending == 0);
 }
 
+TEST_CASE("a batch of step records in progress stops for a decision, and the rest follows",
+          "[store][commit]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  StoreOptions options = TestOptions(path);
+  options.flush_interval = std::chrono::hours(1);
+  options.batch_rows = 1'000'000;
+  auto store = OpenStore(options, &clock);
+  constexpr int kSteps = 40000;
+  for (int s = 0; s < kSteps; ++s)
+    store->AppendStep(MakeStep("e1", s, (s + 1) * kSecond, 1, 4));
+  // Wakes the writer, which starts one transaction of every step.
+  CHECK(store->Flush(milliseconds(20)).code() == StatusCode::kTimeout);
+  Store::DecisionCommit commit =
+      store->CommitDecision(MakeDecision("e1", 1, "capacity"), milliseconds(10000));
+  REQUIRE(commit.status.ok());
+  REQUIRE(store->Flush(milliseconds(30000)).ok());
+  const StoreStats stats = store->stats();
+  // The first part, the decision, the rest: every step once.
+  CHECK(stats.transactions >= 3);
+  CHECK(stats.steps_written == kSteps);
+  CHECK(stats.pending == 0);
+  CHECK(CountSteps(path) == kSteps);
+  CHECK(OpenReader(path)->Decision(commit.id).ok());
+}
+
 TEST_CASE("a decision that cannot be committed in time says so and stays queued",
           "[store][commit]") {
   TempDir dir;
