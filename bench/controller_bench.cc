@@ -14,7 +14,12 @@
 //           fed over ZeroMQ by a synthetic engine that runs `steps_per_cycle`
 //           steps between cycles and applies and acks every command, so the
 //           cycles cover the pipeline's paths as they come (a command sent,
-//           only rejections, a decision in flight). p50/p99 per kind.
+//           only rejections, a decision in flight). p50/p99 per kind, and
+//           per phase of the pipeline (Controller::last_cycle: snapshot,
+//           learner, each policy, guard, prediction, audit JSON, the commit
+//           of the decision row, the send), over all cycles and over those
+//           that sent a command; snapshot_to_command: from the snapshot to
+//           the command on the wire (the whole pipeline where none was sent).
 //   ingest: `--engines` synthetic engines on their own threads publish at the
 //           offered rate (all engines together) over ZeroMQ on loopback into
 //           one in-process Controller with its SQLite store (default
@@ -192,6 +197,9 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
   uint64_t steps_sent = 0, acks_sent = 0, commands_seen = 0;
 
   std::vector<double> wall_all, cpu_all, wall_sent, cpu_sent, wall_rejected, wall_idle;
+  // Snapshot to command: to the send in a cycle that sent one, else the
+  // pipeline as a whole (Controller::last_cycle).
+  std::vector<double> to_command;
   // Per phase of the pipeline (Controller::last_cycle), over every timed cycle
   // and over those that sent a command.
   std::map<std::string, std::vector<double>> phases_all, phases_sent;
@@ -258,6 +266,8 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
     note("send", profile.send_us);
     note("other", profile.other_us);
     note("pipeline_total", profile.total_us);
+    if (sent_one) note("to_command", profile.to_command_us);
+    to_command.push_back(sent_one ? profile.to_command_us : profile.total_us);
     wall_all.push_back(wall);
     cpu_all.push_back(cpu);
     if (sent_one) {
@@ -289,6 +299,7 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
     by_policy[policy] = verdicts;
 
   const double p99 = Percentile(wall_all, 99);
+  const double to_command_p99 = Percentile(to_command, 99);
   auto phase_table = [](const std::map<std::string, std::vector<double>>& phases) {
     json out = json::object();
     for (const auto& [name, us] : phases)
@@ -311,8 +322,10 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
        {"decisions_by_policy", by_policy},
        {"commands_sent", end.commands_sent},
        {"rollbacks", end.rollbacks},
+       {"snapshot_to_command", Distribution(to_command)},
        {"goal_p99_us", 1000},
-       {"p99_under_goal", p99 < 1000}});
+       {"p99_under_goal", p99 < 1000},
+       {"snapshot_to_command_p99_under_goal", to_command_p99 < 1000}});
 }
 
 }  // namespace moe::bench

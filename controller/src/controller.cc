@@ -358,7 +358,7 @@ void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_st
   auto sent = sent_.find({e.engine_id(), pending.epoch});
   if (sent != sent_.end()) {
     const SentCommand& cmd = sent->second;
-    store_->RecordEpoch({e.engine_id(), pending.epoch, now, cmd.change_json, cmd.decision_id});
+    store_->RecordEpoch({e.engine_id(), pending.epoch, now, cmd.change.dump(), cmd.decision_id});
     sent_.erase(sent);
   }
   spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(), pending.epoch,
@@ -402,7 +402,7 @@ void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
     return;
   }
   e.ledger().OnAcked(ack.epoch);
-  store_->RecordEpoch({ack.engine_id, ack.epoch, now, cmd.change_json, cmd.decision_id});
+  store_->RecordEpoch({ack.engine_id, ack.epoch, now, cmd.change.dump(), cmd.decision_id});
   spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
                cmd.knob, cmd.value, ack.applied_at_step);
   if (is_pending) {
@@ -474,6 +474,7 @@ void ControllerImpl::RunDue() {
         s.store_lost);
   }
   total.Stop();
+  cycle_start_.reset();
   if (current_.engines_run > 0) {
     CycleProfile& c = current_;
     c.other_us = c.total_us - c.snapshot_us - c.learn_us - c.policies_us - c.guard_us -
@@ -544,6 +545,7 @@ std::optional<policies::Proposal> ControllerImpl::Ask(
 
 void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   if (!e.has_hello()) return;
+  cycle_start_ = std::chrono::steady_clock::now();
   PhaseTimer snapshot_timer(&current_.snapshot_us);
   const auto shared = std::make_shared<const policies::EngineSnapshot>(e.Snapshot(now));
   const policies::EngineSnapshot& snapshot = *shared;
@@ -681,13 +683,11 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   } else {
     change_json = ChangeJson(change, in_force, placed);
   }
-  // What the epochs row records once the engine applies it.
-  std::string epoch_json = change_json.dump();
   change_audit_timer.Stop();
   if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
     // Decided and audited as if active; nothing goes to the engine.
     ++stats_.advisory;
-    row.command_json = std::move(epoch_json);
+    row.command_json = change_json.dump();
     row.status = "advisory";
     int64_t id = store_->RecordDecision(std::move(row));
     spdlog::info(
@@ -705,6 +705,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   PhaseTimer command_audit_timer(&current_.audit_us);
   change_json["epoch"] = command.epoch;
   row.command_json = change_json.dump();
+  change_json.erase("epoch");  // what the epochs row records once the engine applies it
   command_audit_timer.Stop();
   row.status = "sent";
   row.epoch = command.epoch;
@@ -725,6 +726,11 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
                                      "first: " +
                                      committed.message());
   send_timer.Stop();
+  if (cycle_start_.has_value()) {
+    current_.to_command_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - *cycle_start_)
+            .count();
+  }
   if (!sent.ok()) {
     ++stats_.failed_commands;
     telemetry::Ack failure;
@@ -740,7 +746,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   ++stats_.commands_sent;
   e.OnSent(command.epoch, change);
   store_->RecordCommandSent(id, command.epoch, now);
-  sent_[{e.engine_id(), command.epoch}] = {id, change.knob, change.value, std::move(epoch_json),
+  sent_[{e.engine_id(), command.epoch}] = {id, change.knob, change.value, std::move(change_json),
                                            now};
   PendingDecision pending;
   pending.decision_id = id;

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "engine_state.h"
 #include "learner.h"
 #include "lever_book.h"
@@ -154,7 +156,7 @@ class ControllerImpl final : public Controller {
     int64_t decision_id = 0;
     std::string knob;
     double value = 0;
-    std::string change_json;  // the epochs row's knobs_json once applied (ChangeJson)
+    nlohmann::json change;  // the epochs row's knobs_json once applied (ChangeJson)
     int64_t sent_ns = 0;
   };
 
@@ -173,6 +175,8 @@ class ControllerImpl final : public Controller {
   ControllerStats stats_;
   CycleProfile profile_;  // of the latest RunDue that ran a pipeline
   CycleProfile current_;  // the RunDue in progress
+  // When the pipeline of the engine now deciding began (CycleProfile::to_command_us).
+  std::optional<std::chrono::steady_clock::time_point> cycle_start_;
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
   PlanWorker plans_;  // last member: its thread stops first

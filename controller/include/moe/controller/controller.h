@@ -75,6 +75,9 @@ struct CycleProfile {
   double audit_us = 0;       // the decision rows' JSON
   double commit_us = 0;      // waiting for an accepted decision's row to be committed
   double send_us = 0;        // commands on the wire
+  // From the start of the snapshot to the command handed to the wire, when
+  // one was sent (0 otherwise): the decision's own latency.
+  double to_command_us = 0;
   double total_us = 0;       // the due work as a whole
   double other_us = 0;       // total_us less the phases above (ack timeouts, bookkeeping)
   uint64_t engines_run = 0;  // engines whose pipeline ran
