@@ -1,5 +1,8 @@
 #include "plan_worker.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <memory>
 #include <utility>
 #include <vector>
@@ -19,9 +22,12 @@ PlanWorker::~PlanWorker() {
 }
 
 void PlanWorker::Loop() {
+  // Background work: below the control thread, so that a plan in progress
+  // never preempts a cycle (best effort; an error leaves the priority as is).
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kWorkerNice);
   std::unique_lock lock(mu_);
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !retired_.empty(); });
+    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
     if (stop_) return;
     if (!retired_.empty()) {
       std::vector<std::shared_ptr<Job>> retired;
@@ -68,10 +74,11 @@ std::optional<policies::Proposal> PlanWorker::Ask(
     const bool current = job->snapshot->epoch == snapshot.epoch;
     if (current) result = std::move(job->result);
     {
+      // Not woken for this: a woken worker would take the control thread's
+      // core on a small machine; it releases the job when it plans next.
       std::lock_guard lock(mu_);
       retired_.push_back(std::move(job));
     }
-    cv_.notify_one();
     if (current) return result;
   }
   const bool due = !e.planned || e.epoch != snapshot.epoch ||

@@ -12,6 +12,9 @@
 // slots over all layers), whose plans take microseconds, are planned inline:
 // their proposal comes in the cycle that asked, deterministically.
 //
+// The worker runs at nice kWorkerNice, below the control thread, and
+// releases finished jobs when it next plans.
+//
 // Thread safety: Ask from one thread (the controller's).
 
 #ifndef MOE_CONTROLLER_SRC_PLAN_WORKER_H_
@@ -35,6 +38,8 @@ namespace moe::controller {
 class PlanWorker {
  public:
   static constexpr size_t kInlineSlots = 4096;
+  // The worker thread's nice value (the control thread keeps its own).
+  static constexpr int kWorkerNice = 10;
 
   PlanWorker();
   ~PlanWorker();  // a plan in progress finishes first
