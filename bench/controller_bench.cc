@@ -57,6 +57,7 @@
 #include "moe/common/logging.h"
 #include "moe/controller/controller.h"
 #include "moe/policies/bias_policy.h"
+#include "moe/policies/counterfactual_policy.h"
 #include "moe/policies/replication_policy.h"
 #include "moe/storage/reader.h"
 #include "moe/telemetry/transport.h"
@@ -134,6 +135,15 @@ json TimePolicies(const controller::ControllerOptions& o, const ModelShape& shap
   snapshot.layers.resize(shape.num_layers);
   for (int s = 0; s < num_steps; ++s) {
     telemetry::StepRecord r = engine.NextStep(0);
+    policies::StepDemand demand;
+    demand.step = r.step;
+    demand.tokens = shape.num_tokens;
+    demand.all_to_all_us.assign(shape.num_layers, 40.0);
+    for (uint32_t l = 0; l < shape.num_layers; ++l) {
+      demand.layers.emplace_back(r.layers[l].expert_demand.begin(),
+                                 r.layers[l].expert_demand.end());
+    }
+    snapshot.recent.push_back(std::move(demand));
     for (uint32_t l = 0; l < shape.num_layers; ++l) {
       policies::LayerEstimate& est = snapshot.layers[l];
       est.layer = l;
@@ -155,8 +165,24 @@ json TimePolicies(const controller::ControllerOptions& o, const ModelShape& shap
       time_us([&] { return policies::ProposeBias(snapshot, o.bias).has_value(); });
   auto [replication_us, replication_proposed] =
       time_us([&] { return policies::ProposeReplication(snapshot, o.replication).has_value(); });
+  // The counterfactual capacity policy scores every candidate on the recent
+  // steps' demand only with a calibrated cost model, which the synthetic
+  // engine (no per-device times) never gives the cycle: timed here with one.
+  snapshot.knobs.top_k = shape.top_k;
+  snapshot.knobs.capacity_factor = 1.0;
+  snapshot.reference_top_k = shape.top_k;
+  snapshot.cost_model.device = {5.0, 0.05};
+  snapshot.cost_model.overhead = {20.0, 0.01};
+  snapshot.cost_model.calibrated = true;
+  auto [counterfactual_us, counterfactual_proposed] = time_us([&] {
+    return policies::ProposeCounterfactualCapacity(snapshot, o.counterfactual, o.reward)
+        .has_value();
+  });
   return {{"bias_us", bias_us},
           {"bias_proposed", bias_proposed},
+          {"counterfactual_calibrated_us", counterfactual_us},
+          {"counterfactual_proposed", counterfactual_proposed},
+          {"counterfactual_steps", snapshot.recent.size()},
           {"replication_us", replication_us},
           {"replication_proposed", replication_proposed}};
 }
@@ -443,7 +469,11 @@ int main(int argc, char** argv) {
   };
   if (only.empty() || only == "policies") {
     std::fprintf(stderr, "controller_bench: each costly policy once ...\n");
-    result["policies_alone"] = b::TimePolicies(options, shape, cycle.steps_per_cycle);
+    // The counterfactual policy scores the newest lookback_steps of the window.
+    result["policies_alone"] = b::TimePolicies(
+        options, shape,
+        static_cast<int>(std::max<uint64_t>(options.counterfactual.lookback_steps,
+                                            static_cast<uint64_t>(cycle.steps_per_cycle))));
   }
   if (only.empty() || only == "cycle") {
     std::fprintf(stderr, "controller_bench: %d control cycles ...\n", cycle.num_cycles);
