@@ -1,5 +1,6 @@
 // Private: the Store implementation, split over three files:
 //   store.cc            the queue, the writer loop and the writes, Open/Close
+//   store_commit.cc     CommitDecision: a decision row ahead of queued steps
 //   store_retention.cc  rollups of raw rows; rollup and decision retention
 //   store_file.cc       opening the file, WAL checkpoints, noticing the file
 //                       replaced under the Store and reopening it
