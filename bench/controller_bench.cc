@@ -14,7 +14,12 @@
 //           fed over ZeroMQ by a synthetic engine that runs `steps_per_cycle`
 //           steps between cycles and applies and acks every command, so the
 //           cycles cover the pipeline's paths as they come (a command sent,
-//           only rejections, a decision in flight). p50/p99 per kind.
+//           only rejections, a decision in flight). p50/p99 per kind, and
+//           per phase of the pipeline (Controller::last_cycle: snapshot,
+//           learner, each policy, guard, prediction, audit JSON, the commit
+//           of the decision row, the send), over all cycles and over those
+//           that sent a command; snapshot_to_command: from the snapshot to
+//           the command on the wire (the whole pipeline where none was sent).
 //   ingest: `--engines` synthetic engines on their own threads publish at the
 //           offered rate (all engines together) over ZeroMQ on loopback into
 //           one in-process Controller with its SQLite store (default
@@ -52,6 +57,7 @@
 #include "moe/common/logging.h"
 #include "moe/controller/controller.h"
 #include "moe/policies/bias_policy.h"
+#include "moe/policies/counterfactual_policy.h"
 #include "moe/policies/replication_policy.h"
 #include "moe/storage/reader.h"
 #include "moe/telemetry/transport.h"
@@ -129,6 +135,15 @@ json TimePolicies(const controller::ControllerOptions& o, const ModelShape& shap
   snapshot.layers.resize(shape.num_layers);
   for (int s = 0; s < num_steps; ++s) {
     telemetry::StepRecord r = engine.NextStep(0);
+    policies::StepDemand demand;
+    demand.step = r.step;
+    demand.tokens = shape.num_tokens;
+    demand.all_to_all_us.assign(shape.num_layers, 40.0);
+    for (uint32_t l = 0; l < shape.num_layers; ++l) {
+      demand.layers.emplace_back(r.layers[l].expert_demand.begin(),
+                                 r.layers[l].expert_demand.end());
+    }
+    snapshot.recent.push_back(std::move(demand));
     for (uint32_t l = 0; l < shape.num_layers; ++l) {
       policies::LayerEstimate& est = snapshot.layers[l];
       est.layer = l;
@@ -150,8 +165,24 @@ json TimePolicies(const controller::ControllerOptions& o, const ModelShape& shap
       time_us([&] { return policies::ProposeBias(snapshot, o.bias).has_value(); });
   auto [replication_us, replication_proposed] =
       time_us([&] { return policies::ProposeReplication(snapshot, o.replication).has_value(); });
+  // The counterfactual capacity policy scores every candidate on the recent
+  // steps' demand only with a calibrated cost model, which the synthetic
+  // engine (no per-device times) never gives the cycle: timed here with one.
+  snapshot.knobs.top_k = shape.top_k;
+  snapshot.knobs.capacity_factor = 1.0;
+  snapshot.reference_top_k = shape.top_k;
+  snapshot.cost_model.device = {5.0, 0.05};
+  snapshot.cost_model.overhead = {20.0, 0.01};
+  snapshot.cost_model.calibrated = true;
+  auto [counterfactual_us, counterfactual_proposed] = time_us([&] {
+    return policies::ProposeCounterfactualCapacity(snapshot, o.counterfactual, o.reward)
+        .has_value();
+  });
   return {{"bias_us", bias_us},
           {"bias_proposed", bias_proposed},
+          {"counterfactual_calibrated_us", counterfactual_us},
+          {"counterfactual_proposed", counterfactual_proposed},
+          {"counterfactual_steps", snapshot.recent.size()},
           {"replication_us", replication_us},
           {"replication_proposed", replication_proposed}};
 }
@@ -192,6 +223,12 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
   uint64_t steps_sent = 0, acks_sent = 0, commands_seen = 0;
 
   std::vector<double> wall_all, cpu_all, wall_sent, cpu_sent, wall_rejected, wall_idle;
+  // Snapshot to command: to the send in a cycle that sent one, else the
+  // pipeline as a whole (Controller::last_cycle).
+  std::vector<double> to_command;
+  // Per phase of the pipeline (Controller::last_cycle), over every timed cycle
+  // and over those that sent a command.
+  std::map<std::string, std::vector<double>> phases_all, phases_sent;
   uint64_t sent_cycles = 0, rejected_cycles = 0, idle_cycles = 0;
   const int total = options.warmup_cycles + options.num_cycles;
   for (int c = 0; c < total; ++c) {
@@ -235,9 +272,31 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
     const double cpu = ThreadCpuMicros() - cpu0;
     const controller::ControllerStats after = ctl->stats();
     if (c < options.warmup_cycles) continue;
+    const controller::CycleProfile profile = ctl->last_cycle();
+    if (profile.engines_run != 1)
+      return Status::Internal("the timed poll did not run the pipeline");
+    const bool sent_one = after.commands_sent > before.commands_sent;
+    auto note = [&](const std::string& name, double us) {
+      phases_all[name].push_back(us);
+      if (sent_one) phases_sent[name].push_back(us);
+    };
+    note("snapshot", profile.snapshot_us);
+    note("learn", profile.learn_us);
+    note("policies", profile.policies_us);
+    for (const auto& [policy, us] : profile.policy_us)
+      note("policy:" + policy, us);
+    note("guard", profile.guard_us);
+    note("prediction", profile.prediction_us);
+    note("audit_json", profile.audit_us);
+    note("commit", profile.commit_us);
+    note("send", profile.send_us);
+    note("other", profile.other_us);
+    note("pipeline_total", profile.total_us);
+    if (sent_one) note("to_command", profile.to_command_us);
+    to_command.push_back(sent_one ? profile.to_command_us : profile.total_us);
     wall_all.push_back(wall);
     cpu_all.push_back(cpu);
-    if (after.commands_sent > before.commands_sent) {
+    if (sent_one) {
       ++sent_cycles;
       wall_sent.push_back(wall);
       cpu_sent.push_back(cpu);
@@ -266,6 +325,13 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
     by_policy[policy] = verdicts;
 
   const double p99 = Percentile(wall_all, 99);
+  const double to_command_p99 = Percentile(to_command, 99);
+  auto phase_table = [](const std::map<std::string, std::vector<double>>& phases) {
+    json out = json::object();
+    for (const auto& [name, us] : phases)
+      out[name] = Distribution(us);
+    return out;
+  };
   return json(
       {{"cycles", options.num_cycles},
        {"steps_per_cycle", options.steps_per_cycle},
@@ -277,11 +343,15 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
          {"cpu", Distribution(cpu_sent)}}},
        {"only_rejections", {{"cycles", rejected_cycles}, {"wall", Distribution(wall_rejected)}}},
        {"nothing_to_decide", {{"cycles", idle_cycles}, {"wall", Distribution(wall_idle)}}},
+       {"phases", phase_table(phases_all)},
+       {"phases_sent_command", phase_table(phases_sent)},
        {"decisions_by_policy", by_policy},
        {"commands_sent", end.commands_sent},
        {"rollbacks", end.rollbacks},
+       {"snapshot_to_command", Distribution(to_command)},
        {"goal_p99_us", 1000},
-       {"p99_under_goal", p99 < 1000}});
+       {"p99_under_goal", p99 < 1000},
+       {"snapshot_to_command_p99_under_goal", to_command_p99 < 1000}});
 }
 
 }  // namespace moe::bench
@@ -399,7 +469,11 @@ int main(int argc, char** argv) {
   };
   if (only.empty() || only == "policies") {
     std::fprintf(stderr, "controller_bench: each costly policy once ...\n");
-    result["policies_alone"] = b::TimePolicies(options, shape, cycle.steps_per_cycle);
+    // The counterfactual policy scores the newest lookback_steps of the window.
+    result["policies_alone"] = b::TimePolicies(
+        options, shape,
+        static_cast<int>(std::max<uint64_t>(options.counterfactual.lookback_steps,
+                                            static_cast<uint64_t>(cycle.steps_per_cycle))));
   }
   if (only.empty() || only == "cycle") {
     std::fprintf(stderr, "controller_bench: %d control cycles ...\n", cycle.num_cycles);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -53,6 +54,26 @@ std::string RejectionKey(const policies::Proposal& proposal, const std::string& 
   }
   return fmt::format("{:.6g}|{}", proposal.value, masked);
 }
+
+// Adds the wall time of its scope to `*us` (a CycleProfile phase).
+class PhaseTimer {
+ public:
+  explicit PhaseTimer(double* us) : us_(us), start_(std::chrono::steady_clock::now()) {}
+  ~PhaseTimer() { Stop(); }
+  PhaseTimer(const PhaseTimer&) = delete;
+  PhaseTimer& operator=(const PhaseTimer&) = delete;
+  // Ends the phase before the scope does; later calls do nothing.
+  void Stop() {
+    if (us_ == nullptr) return;
+    *us_ += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start_)
+                .count();
+    us_ = nullptr;
+  }
+
+ private:
+  double* us_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 LearnerOptions LearnerOptionsOf(const ControllerOptions& o) {
   LearnerOptions l;
@@ -349,8 +370,7 @@ void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_st
   auto sent = sent_.find({e.engine_id(), pending.epoch});
   if (sent != sent_.end()) {
     const SentCommand& cmd = sent->second;
-    store_->RecordEpoch(
-        {e.engine_id(), pending.epoch, now, EpochChangeJson(cmd).dump(), cmd.decision_id});
+    store_->RecordEpoch({e.engine_id(), pending.epoch, now, cmd.change.dump(), cmd.decision_id});
     sent_.erase(sent);
   }
   spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(), pending.epoch,
@@ -394,10 +414,9 @@ void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
     return;
   }
   e.ledger().OnAcked(ack.epoch);
-  store_->RecordEpoch(
-      {ack.engine_id, ack.epoch, now, EpochChangeJson(cmd).dump(), cmd.decision_id});
+  store_->RecordEpoch({ack.engine_id, ack.epoch, now, cmd.change.dump(), cmd.decision_id});
   spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
-               cmd.change.knob, cmd.change.value, ack.applied_at_step);
+               cmd.knob, cmd.value, ack.applied_at_step);
   if (is_pending) {
     pending->acked = true;
     pending->ack_unknown = false;
@@ -406,6 +425,8 @@ void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
 }
 
 void ControllerImpl::RunDue() {
+  current_ = CycleProfile{};
+  PhaseTimer total(&current_.total_us);
   int64_t now = clock_->NowNanos();
   ExpireEngines(now);
   for (const auto& [engine, knob] : levers_.Expire(now)) {
@@ -443,6 +464,7 @@ void ControllerImpl::RunDue() {
     }
     if (now >= e.next_policy_run_ns) {
       e.next_policy_run_ns = now + options_.cadence_ms * kNanosPerMilli;
+      ++current_.engines_run;
       RunPolicies(e, now);
     }
   }
@@ -462,6 +484,14 @@ void ControllerImpl::RunDue() {
         s.rollbacks, s.malformed, ReasonList(s.malformed_by_reason), RefusedTotal(s),
         ReasonList(s.refused_by_reason), s.sequence_gaps, s.store_pending, s.store_rejected,
         s.store_lost);
+  }
+  total.Stop();
+  cycle_start_.reset();
+  if (current_.engines_run > 0) {
+    CycleProfile& c = current_;
+    c.other_us = c.total_us - c.snapshot_us - c.learn_us - c.policies_us - c.guard_us -
+                 c.prediction_us - c.audit_us - c.commit_us - c.send_us;
+    profile_ = std::move(current_);
   }
 }
 
@@ -483,9 +513,10 @@ std::string ControllerImpl::EnabledPolicies() const {
   return on.empty() ? std::string("none") : fmt::format("{}", fmt::join(on, ", "));
 }
 
-std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
-                                                      const policies::EngineSnapshot& snapshot,
-                                                      const policies::GuardState& guard_state) {
+std::optional<policies::Proposal> ControllerImpl::Ask(
+    const std::string& name, const std::shared_ptr<const policies::EngineSnapshot>& shared,
+    const policies::GuardState& guard_state) {
+  const policies::EngineSnapshot& snapshot = *shared;
   if (name == "capacity" && options_.capacity_enabled) {
     return policies::ProposeCapacity(snapshot, options_.capacity);
   }
@@ -506,7 +537,7 @@ std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
     }
     policies::ReplicationPolicyParams params = options_.replication;
     params.clock = clock_;  // a deadline per layer; a frozen test clock never expires
-    return plans_.Ask(snapshot, params);
+    return plans_.Ask(shared, params);
   }
   if (name == "counterfactual" && options_.counterfactual_enabled) {
     return policies::ProposeCounterfactualCapacity(snapshot, options_.counterfactual,
@@ -527,15 +558,22 @@ std::optional<policies::Proposal> ControllerImpl::Ask(const std::string& name,
 
 void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   if (!e.has_hello()) return;
-  policies::EngineSnapshot snapshot = e.Snapshot(now);
-  learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
+  cycle_start_ = std::chrono::steady_clock::now();
+  PhaseTimer snapshot_timer(&current_.snapshot_us);
+  const auto shared = std::make_shared<const policies::EngineSnapshot>(e.Snapshot(now));
+  const policies::EngineSnapshot& snapshot = *shared;
+  snapshot_timer.Stop();
+  {
+    PhaseTimer timer(&current_.learn_us);
+    learner_.MaybeLearn(e, snapshot.epoch, /*ended=*/false, now, store_.get());
+  }
   // One change in flight per engine: its outcome is measured before the next.
   if (e.pending()) return;
   if (ApplyPins(e, snapshot, now) != 0) return;
   if (levers_.paused(e.engine_id())) return;
   const std::vector<std::string>& order = options_.policy_order;
   for (size_t i = 0; i < order.size(); ++i) {
-    std::optional<policies::Proposal> proposal = Ask(order[i], snapshot, e.guard_state());
+    std::optional<policies::Proposal> proposal = AskTimed(order[i], shared, e.guard_state());
     if (!proposal) continue;
     const policies::Verdict verdict = JudgeProposal(e, *proposal, snapshot, now);
     if (verdict.kind == policies::VerdictKind::kRejected) {
@@ -545,19 +583,19 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
     // Joint settings: the policies after it see the snapshot with this change
     // applied; an accepted proposal of another knob joins the command.
     Joint with;
-    if (options_.joint_changes) {
-      policies::EngineSnapshot joint = snapshot;
+    if (options_.joint_changes && i + 1 < order.size()) {
+      auto joint = std::make_shared<policies::EngineSnapshot>(snapshot);
       ApplyChange({proposal->knob, verdict.value, verdict.vectors, verdict.placements},
-                  joint.knobs);
+                  joint->knobs);
       for (size_t j = i + 1; j < order.size(); ++j) {
-        std::optional<policies::Proposal> more = Ask(order[j], joint, e.guard_state());
+        std::optional<policies::Proposal> more = AskTimed(order[j], joint, e.guard_state());
         if (!more || more->knob == proposal->knob) continue;
         const bool taken = std::any_of(with.begin(), with.end(),
                                        [&](const auto& w) { return w.first.knob == more->knob; });
         if (taken) continue;
-        const policies::Verdict v = JudgeProposal(e, *more, joint, now);
+        const policies::Verdict v = JudgeProposal(e, *more, *joint, now);
         if (v.kind == policies::VerdictKind::kRejected) continue;  // asked again next tick
-        ApplyChange({more->knob, v.value, v.vectors, v.placements}, joint.knobs);
+        ApplyChange({more->knob, v.value, v.vectors, v.placements}, joint->knobs);
         with.emplace_back(std::move(*more), v);
       }
     }
@@ -569,6 +607,7 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
 policies::Verdict ControllerImpl::JudgeProposal(EngineState& e, const policies::Proposal& proposal,
                                                 const policies::EngineSnapshot& snapshot,
                                                 int64_t now) {
+  PhaseTimer guard_timer(&current_.guard_us);
   policies::Verdict verdict;
   if (const PinState* pin = levers_.Pin(e.engine_id(), proposal.knob, now)) {
     verdict.kind = policies::VerdictKind::kRejected;
@@ -583,12 +622,16 @@ policies::Verdict ControllerImpl::JudgeProposal(EngineState& e, const policies::
   return verdict;
 }
 
-nlohmann::json ControllerImpl::EpochChangeJson(const SentCommand& cmd) {
-  json j = ChangeJson(cmd.change, cmd.before, cmd.placed_before);
-  for (const CompanionChange& c : cmd.companions) {
-    j["with"].push_back(ChangeJson(c.change, c.previous_vectors, c.previous_placements));
-  }
-  return j;
+std::optional<policies::Proposal> ControllerImpl::AskTimed(
+    const std::string& name, const std::shared_ptr<const policies::EngineSnapshot>& snapshot,
+    const policies::GuardState& guard_state) {
+  const auto asked = std::chrono::steady_clock::now();
+  std::optional<policies::Proposal> proposal = Ask(name, snapshot, guard_state);
+  const double asked_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - asked).count();
+  current_.policies_us += asked_us;
+  current_.policy_us.emplace_back(name, asked_us);
+  return proposal;
 }
 
 void ControllerImpl::JudgePlacement(const policies::Proposal& proposal,
@@ -629,6 +672,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   } else {
     e.rejection_runs.clear();
   }
+  PhaseTimer audit_timer(&current_.audit_us);
   storage::DecisionRow row;
   row.engine_id = e.engine_id();
   row.created_ns = now;
@@ -642,10 +686,12 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
                         {"current", proposal.current},
                         {"value", proposal.value},
                         {"reason", proposal.reason}};
-  if (policies::IsVectorKnob(proposal.knob)) {
+  const bool vector_knob = policies::IsVectorKnob(proposal.knob);
+  const bool placement_knob = policies::IsPlacementKnob(proposal.knob);
+  if (vector_knob) {
     proposal_json["changes"] = VectorChangesJson(proposal.current_vectors, proposal.vectors);
   }
-  if (policies::IsPlacementKnob(proposal.knob)) {
+  if (placement_knob) {
     proposal_json["changes"] =
         PlacementChangesJson(proposal.current_placements, proposal.placements);
   }
@@ -671,12 +717,15 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   row.proposal_json = proposal_json.dump();
   row.verdict = std::string(policies::VerdictName(verdict.kind));
   row.verdict_reason = verdict.reason;
+  audit_timer.Stop();
+  PhaseTimer prediction_timer(&current_.prediction_us);
   const Prediction prediction =
       Predict(proposal.knob, proposal.current,
               verdict.kind == policies::VerdictKind::kRejected ? proposal.value : verdict.value,
               snapshot, options_.reward, options_.learning, learner_.StateOf(e.engine_id()));
   row.predicted_gain = prediction.gain();
   row.prediction_json = prediction.Json();
+  prediction_timer.Stop();
   metrics_.OnDecision(row.engine_id, row.policy, row.verdict);
   if (verdict.kind == policies::VerdictKind::kRejected) {
     row.status = "rejected";
@@ -687,15 +736,30 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
     return id;
   }
   KnobChange change{proposal.knob, verdict.value, verdict.vectors, verdict.placements};
-  const std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
-  const std::vector<std::vector<uint32_t>> placed = policies::IsPlacementKnob(proposal.knob)
-                                                        ? e.Placements()
-                                                        : std::vector<std::vector<uint32_t>>{};
-  const SentCommand sent_command{0, change, in_force, placed, now, companions};
+  std::vector<std::vector<float>> in_force = e.KnobVectors(proposal.knob);
+  std::vector<std::vector<uint32_t>> placed =
+      placement_knob ? e.Placements() : std::vector<std::vector<uint32_t>>{};
+  // The change as ChangeJson writes it; for a vector or placement that the
+  // guard let through as proposed, from the proposal's own changes, not
+  // built a second time.
+  PhaseTimer change_audit_timer(&current_.audit_us);
+  json change_json;
+  if ((vector_knob && in_force == proposal.current_vectors && change.vectors == proposal.vectors) ||
+      (placement_knob && placed == proposal.current_placements &&
+       change.placements == proposal.placements)) {
+    change_json = json::object();
+    change_json[proposal.knob] = std::move(proposal_json["changes"]);
+  } else {
+    change_json = ChangeJson(change, in_force, placed);
+  }
+  for (const CompanionChange& c : companions) {
+    change_json["with"].push_back(ChangeJson(c.change, c.previous_vectors, c.previous_placements));
+  }
+  change_audit_timer.Stop();
   if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
     // Decided and audited as if active; nothing goes to the engine.
     ++stats_.advisory;
-    row.command_json = EpochChangeJson(sent_command).dump();
+    row.command_json = change_json.dump();
     row.status = "advisory";
     int64_t id = store_->RecordDecision(std::move(row));
     spdlog::info(
@@ -714,21 +778,35 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
     AddChange(c.change, c.previous_vectors, c.previous_placements, &command);
     command.reason += fmt::format("; with {}: {} = {}", c.policy, c.change.knob, c.change.value);
   }
-  json command_json = EpochChangeJson(sent_command);
-  command_json["epoch"] = command.epoch;
-  row.command_json = command_json.dump();
+  PhaseTimer command_audit_timer(&current_.audit_us);
+  change_json["epoch"] = command.epoch;
+  row.command_json = change_json.dump();
+  change_json.erase("epoch");  // what the epochs row records once the engine applies it
+  command_audit_timer.Stop();
   row.status = "sent";
   row.epoch = command.epoch;
   row.sent_ns = now;
-  int64_t id = store_->RecordDecision(std::move(row));
+  PhaseTimer commit_timer(&current_.commit_us);
   // The audit row is committed before the engine can act on the command,
-  // so a crash cannot leave a change applied with no record of it.
-  Status committed = store_->Flush(std::chrono::milliseconds(options_.ack_timeout_ms));
+  // so a crash cannot leave a change applied with no record of it. It is
+  // written ahead of the telemetry queued before it, in its own transaction.
+  const storage::Store::DecisionCommit commit =
+      store_->CommitDecision(std::move(row), std::chrono::milliseconds(options_.ack_timeout_ms));
+  const int64_t id = commit.id;
+  const Status& committed = commit.status;
+  commit_timer.Stop();
+  PhaseTimer send_timer(&current_.send_us);
   Status sent = committed.ok() ? link_->SendCommand(command)
                                : Status::Unavailable(
                                      "not sent: the decision could not be committed "
                                      "first: " +
                                      committed.message());
+  send_timer.Stop();
+  if (cycle_start_.has_value()) {
+    current_.to_command_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - *cycle_start_)
+            .count();
+  }
   if (!sent.ok()) {
     ++stats_.failed_commands;
     telemetry::Ack failure;
@@ -744,9 +822,8 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   ++stats_.commands_sent;
   e.OnSent(command.epoch, change, companion_changes);
   store_->RecordCommandSent(id, command.epoch, now);
-  SentCommand& sent_entry = sent_[{e.engine_id(), command.epoch}];
-  sent_entry = sent_command;
-  sent_entry.decision_id = id;
+  sent_[{e.engine_id(), command.epoch}] = {id, change.knob, change.value, std::move(change_json),
+                                           now};
   PendingDecision pending;
   pending.decision_id = id;
   pending.epoch = command.epoch;
@@ -754,14 +831,14 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   pending.knob = proposal.knob;
   pending.previous_value = proposal.current;
   pending.new_value = verdict.value;
-  pending.previous_vectors = in_force;
-  pending.previous_placements = placed;
+  pending.previous_vectors = std::move(in_force);
+  pending.previous_placements = std::move(placed);
   pending.companions = std::move(companions);
   pending.is_rollback = origin == Origin::kRollback;
   pending.from_operator = origin == Origin::kOperator;
   pending.before = e.Figures(snapshot.epoch, options_.outcome_steps);
   pending.reward_before = policies::Reward(pending.before, options_.reward);
-  e.pending() = pending;
+  e.pending() = std::move(pending);
   spdlog::info("engine {}: decision {}: {} {} -> {} under epoch {} ({})", e.engine_id(), id,
                proposal.knob, proposal.current, verdict.value, command.epoch, command.reason);
   return id;
@@ -859,107 +936,6 @@ void ControllerImpl::Measure(EngineState& e, int64_t now) {
     e.last_outcome->rolled_back = true;
     Decide(e, snapshot, rollback, verdict, Origin::kRollback, now, with);
   }
-}
-
-std::string_view ControlModeName(ControlMode mode) {
-  return mode == ControlMode::kAdvisory ? "advisory" : "active";
-}
-
-Status Validate(const ControllerOptions& o) {
-  auto bad = [](std::string_view field, std::string_view rule) {
-    return Status::InvalidArgument(fmt::format("{}: {}", field, rule));
-  };
-  if (o.telemetry_endpoint.empty()) return bad("telemetry_endpoint", "must not be empty");
-  if (o.command_endpoint.empty()) return bad("command_endpoint", "must not be empty");
-  if (o.telemetry_endpoint == o.command_endpoint && !o.telemetry_endpoint.ends_with(":*")) {
-    return bad("command_endpoint", "must differ from telemetry_endpoint");
-  }
-  if (o.db_path.empty()) return bad("db_path", "must not be empty");
-  if (o.cadence_ms <= 0) return bad("cadence_ms", "must be > 0");
-  if (!(o.react_drop_rate >= 0 && o.react_drop_rate <= 1)) {
-    return bad("react_drop_rate", "must be in [0, 1]");
-  }
-  if (o.react_min_interval_ms < 0) return bad("react_min_interval_ms", "must be >= 0");
-  if (o.ack_timeout_ms <= 0) return bad("ack_timeout_ms", "must be > 0");
-  if (o.outcome_steps == 0) return bad("outcome_steps", "must be > 0");
-  if (o.window_steps < o.outcome_steps) return bad("window_steps", "must be >= outcome_steps");
-  if (o.stale_after_ms <= 0) return bad("stale_after", "must be > 0");
-  if (o.engine_expiry_ms <= o.stale_after_ms) {
-    return bad("engine_expiry", "must be longer than stale_after");
-  }
-  if (o.max_engines <= 0) return bad("max_engines", "must be > 0");
-  if (!o.curve_secret_key.empty() && o.engine_keys.empty()) {
-    return bad("engines", "CURVE is on but no engine key is allowed");
-  }
-  const std::vector<std::string> known = {
-      "capacity", "bias",           "adaptive_k",       "noise", "replication",
-      "learning", "counterfactual", "dynamic_capacity", "eplb"};
-  for (size_t i = 0; i < o.policy_order.size(); ++i) {
-    const std::string& name = o.policy_order[i];
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
-      return bad("order",
-                 fmt::format("unknown policy '{}' (known: {})", name, fmt::join(known, ", ")));
-    }
-    if (std::find(o.policy_order.begin(), o.policy_order.begin() + i, name) !=
-        o.policy_order.begin() + i) {
-      return bad("order", fmt::format("policy '{}' listed twice", name));
-    }
-  }
-  MOE_RETURN_IF_ERROR(policies::Validate(o.capacity));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.bias));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.adaptive_k));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.noise));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.replication));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.learning));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.counterfactual));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.dynamic_capacity));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.eplb));
-  if (o.eplb_enabled && o.eplb.period_steps > o.window_steps) {
-    // The snapshot counts the steps of the epoch in force within the window.
-    return bad("eplb.period_steps",
-               fmt::format("{} can never be reached: it must be <= window_steps ({})",
-                           o.eplb.period_steps, o.window_steps));
-  }
-  MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
-  MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
-  MOE_RETURN_IF_ERROR(Validate(o.limits));
-  if (o.db_max_queue_rows <= 0) return bad("db_max_queue_rows", "must be > 0");
-  if (o.db_max_queue_bytes <= 0) return bad("db_max_queue_bytes", "must be > 0");
-  return Status::Ok();
-}
-
-Result<std::unique_ptr<Controller>> Controller::Create(const ControllerOptions& options,
-                                                       Clock* clock) {
-  MOE_RETURN_IF_ERROR(Validate(options));
-  telemetry::ControllerLinkOptions link_options;
-  link_options.telemetry_endpoint = options.telemetry_endpoint;
-  link_options.command_endpoint = options.command_endpoint;
-  if (!options.curve_secret_key.empty()) {
-    link_options.curve = telemetry::CurveKeys{options.curve_public_key, options.curve_secret_key};
-    link_options.engine_keys = options.engine_keys;
-  }
-  link_options.insecure = options.insecure;
-  storage::StoreOptions store_options;
-  store_options.path = options.db_path;
-  store_options.batch_rows = static_cast<size_t>(options.db_batch_rows);
-  store_options.max_queue = static_cast<size_t>(options.db_max_queue_rows);
-  store_options.max_queue_bytes = static_cast<size_t>(options.db_max_queue_bytes);
-  store_options.flush_interval = std::chrono::milliseconds(options.db_flush_interval_ms);
-  store_options.raw_retention = std::chrono::seconds(options.raw_retention_s);
-  store_options.rollup_retention = std::chrono::seconds(options.rollup_retention_s);
-  store_options.decision_retention = std::chrono::seconds(options.decision_retention_s);
-  Result<std::unique_ptr<storage::Store>> store = storage::Store::Open(store_options, clock);
-  if (!store.ok()) return store.status().WithContext("opening the database " + options.db_path);
-  Result<std::unique_ptr<telemetry::ControllerLink>> link =
-      telemetry::ControllerLink::Bind(link_options);
-  if (!link.ok()) return link.status().WithContext("binding the controller sockets");
-  auto controller =
-      std::make_unique<ControllerImpl>(options, clock, std::move(*link), std::move(*store));
-  MOE_RETURN_IF_ERROR(controller->RestoreLearning(options.db_path)
-                          .WithContext("reading what was learnt from " + options.db_path));
-  MOE_RETURN_IF_ERROR(controller->RestoreFromDatabase(options.db_path)
-                          .WithContext("reading levers and epochs from " + options.db_path));
-  return std::unique_ptr<Controller>(std::move(controller));
 }
 
 }  // namespace moe::controller

@@ -44,6 +44,7 @@ class ControllerImpl final : public Controller {
   Status Shutdown() override;
 
   ControllerStats stats() const override;
+  CycleProfile last_cycle() const override { return profile_; }
 
   MetricsSnapshot metrics(bool per_layer) const override;
 
@@ -123,9 +124,14 @@ class ControllerImpl final : public Controller {
   std::string EnabledPolicies() const;
 
   // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
-  std::optional<policies::Proposal> Ask(const std::string& name,
-                                        const policies::EngineSnapshot& snapshot,
-                                        const policies::GuardState& guard_state);
+  // (`snapshot` is shared with a plan the replication policy starts.)
+  std::optional<policies::Proposal> Ask(
+      const std::string& name, const std::shared_ptr<const policies::EngineSnapshot>& snapshot,
+      const policies::GuardState& guard_state);
+  // Ask(), its time counted in the cycle's profile.
+  std::optional<policies::Proposal> AskTimed(
+      const std::string& name, const std::shared_ptr<const policies::EngineSnapshot>& snapshot,
+      const policies::GuardState& guard_state);
 
   void RunPolicies(EngineState& e, int64_t now);
 
@@ -162,14 +168,11 @@ class ControllerImpl final : public Controller {
  private:
   struct SentCommand {
     int64_t decision_id = 0;
-    KnobChange change;
-    std::vector<std::vector<float>> before;  // vector knobs: the vectors in force when sent
-    std::vector<std::vector<uint32_t>> placed_before;  // phy2log: the placement in force
+    std::string knob;
+    double value = 0;
+    nlohmann::json change;  // the epochs row's knobs_json once applied (ChangeJson)
     int64_t sent_ns = 0;
-    std::vector<CompanionChange> companions;  // joint settings: the command's other knobs
   };
-  // The epoch row's change JSON of `cmd`: its change, and its companions under "with".
-  static nlohmann::json EpochChangeJson(const SentCommand& cmd);
 
   ControllerOptions options_;
   Clock* clock_;
@@ -184,6 +187,10 @@ class ControllerImpl final : public Controller {
   std::map<std::string, int64_t> gone_;             // engine id -> its last message (recently gone)
   std::map<std::string, uint64_t> highest_epochs_;  // per engine, from the database at start
   ControllerStats stats_;
+  CycleProfile profile_;  // of the latest RunDue that ran a pipeline
+  CycleProfile current_;  // the RunDue in progress
+  // When the pipeline of the engine now deciding began (CycleProfile::to_command_us).
+  std::optional<std::chrono::steady_clock::time_point> cycle_start_;
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
   PlanWorker plans_;  // last member: its thread stops first

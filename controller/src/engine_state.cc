@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "moe/telemetry/load.h"
 
@@ -13,10 +17,16 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   f.epoch = record.epoch;
   f.step_us = record.step_us;
   if (!record.layers.empty()) f.tokens = record.layers.front().num_tokens;
+  auto demand = std::make_shared<policies::StepDemand>();
+  demand->step = record.step;
+  demand->epoch = record.epoch;
+  demand->tokens = f.tokens;
   double quality_sum = 0;
   int quality_n = 0;
   double demand_sum = 0;
   int demand_n = 0;
+  f.has_device_rows = !record.layers.empty();
+  f.layers.reserve(record.layers.size());
   for (const telemetry::LayerRecord& layer : record.layers) {
     if (!layer.expert_demand.empty()) {
       demand_sum += telemetry::MaxOverMean(layer.expert_demand);
@@ -32,10 +42,15 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     e.overflow_rate = layer.overflowed / slots;
     e.max_over_mean = telemetry::MaxOverMean(layer.expert_tokens);
     e.expert_load.assign(layer.expert_tokens.begin(), layer.expert_tokens.end());
-    e.expert_demand.assign(layer.expert_demand.begin(), layer.expert_demand.end());
+    if (demand->layers.size() <= layer.layer) demand->layers.resize(layer.layer + 1);
+    demand->layers[layer.layer].assign(layer.expert_demand.begin(), layer.expert_demand.end());
     e.layer_us = layer.timing.total_us;
     f.layer_tokens.push_back(layer.num_tokens);
-    f.device_rows.emplace_back(layer.device_tokens.begin(), layer.device_tokens.end());
+    double most_rows = 0;
+    for (uint32_t rows : layer.device_tokens)
+      most_rows = std::max(most_rows, static_cast<double>(rows));
+    f.max_device_rows.push_back(most_rows);
+    f.has_device_rows = f.has_device_rows && !layer.device_tokens.empty();
     f.all_to_all_us.push_back(layer.timing.all_to_all_us);
     f.critical_path_us += layer.timing.total_us;
     f.device_max_over_mean +=
@@ -46,7 +61,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
       quality_sum += *layer.quality_error;
       ++quality_n;
     }
-    f.layers.push_back(e);
+    f.layers.push_back(std::move(e));
   }
   if (!record.layers.empty()) {
     f.max_over_mean /= static_cast<double>(record.layers.size());
@@ -55,14 +70,89 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   if (quality_n > 0) f.quality_error = quality_sum / quality_n;
   if (demand_n > 0) f.demand_max_over_mean = demand_sum / demand_n;
   f.migration_us = record.placement_move_us;
-  f.bytes = sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
-            (f.layer_tokens.capacity() + f.all_to_all_us.capacity()) * sizeof(double) +
-            f.device_rows.capacity() * sizeof(std::vector<double>);
+  demand->all_to_all_us = f.all_to_all_us;
+  f.bytes =
+      sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
+      (f.layer_tokens.capacity() + f.max_device_rows.capacity() + f.all_to_all_us.capacity()) *
+          sizeof(double) +
+      sizeof(policies::StepDemand) + demand->layers.capacity() * sizeof(std::vector<double>) +
+      demand->all_to_all_us.capacity() * sizeof(double);
   for (const policies::LayerEstimate& e : f.layers)
-    f.bytes += (e.expert_load.capacity() + e.expert_demand.capacity()) * sizeof(double);
-  for (const std::vector<double>& rows : f.device_rows)
-    f.bytes += rows.capacity() * sizeof(double);
+    f.bytes += e.expert_load.capacity() * sizeof(double);
+  for (const std::vector<double>& d : demand->layers)
+    f.bytes += d.capacity() * sizeof(double);
+  f.demand = std::move(demand);
   return f;
+}
+
+void EpochSums::VectorSum::Add(const std::vector<double>& v) {
+  if (v.empty()) return;
+  if (sum_.size() < v.size()) sum_.resize(v.size(), 0.0);
+  for (size_t i = 0; i < v.size(); ++i)
+    sum_[i] += v[i];
+  for (auto& [length, count] : lengths_) {
+    if (length == v.size()) {
+      ++count;
+      return;
+    }
+  }
+  lengths_.emplace_back(v.size(), 1);
+}
+
+void EpochSums::VectorSum::Subtract(const std::vector<double>& v) {
+  if (v.empty()) return;
+  for (size_t i = 0; i < v.size() && i < sum_.size(); ++i)
+    sum_[i] -= v[i];
+  std::erase_if(lengths_, [&](std::pair<size_t, uint64_t>& entry) {
+    return entry.first == v.size() && --entry.second == 0;
+  });
+  // Nothing left: start again from exact zeros.
+  if (lengths_.empty()) sum_.clear();
+}
+
+size_t EpochSums::VectorSum::size() const {
+  size_t longest = 0;
+  for (const auto& [length, count] : lengths_)
+    longest = std::max(longest, length);
+  return longest;
+}
+
+std::vector<double> EpochSums::VectorSum::MeanOver(double n) const {
+  std::vector<double> out(sum_.begin(), sum_.begin() + static_cast<std::ptrdiff_t>(size()));
+  for (double& x : out)
+    x /= n;
+  return out;
+}
+
+void EpochSums::Add(const StepFigures& step) {
+  ++steps_;
+  for (const policies::LayerEstimate& e : step.layers) {
+    if (layers_.size() <= e.layer) layers_.resize(e.layer + 1);
+    Layer& acc = layers_[e.layer];
+    ++acc.steps;
+    acc.load.Add(e.expert_load);
+    acc.demand.Add(step.demand->layers[e.layer]);
+  }
+}
+
+void EpochSums::Subtract(const StepFigures& step) {
+  --steps_;
+  for (const policies::LayerEstimate& e : step.layers) {
+    Layer& acc = layers_[e.layer];
+    --acc.steps;
+    acc.load.Subtract(e.expert_load);
+    acc.demand.Subtract(step.demand->layers[e.layer]);
+  }
+  while (!layers_.empty() && layers_.back().steps == 0)
+    layers_.pop_back();
+  if (steps_ == 0) layers_.clear();
+}
+
+uint64_t EpochSums::bytes() const {
+  uint64_t total = layers_.capacity() * sizeof(Layer);
+  for (const Layer& l : layers_)
+    total += l.load.bytes() + l.demand.bytes();
+  return total;
 }
 
 void EngineState::FitCostModel(const telemetry::StepRecord& record) {
@@ -88,14 +178,17 @@ void EngineState::FitCostModel(const telemetry::StepRecord& record) {
 }
 
 std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) const {
-  if (!cost_model_.calibrated || step.device_rows.empty()) return {0, 0};
+  if (!cost_model_.calibrated || !step.has_device_rows) return {0, 0};
   const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
-  const double k = reference_top_k_ > 0 ? reference_top_k_ : knobs().top_k;
+  const double k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
   double path = 0, balanced = 0;
-  for (size_t l = 0; l < step.device_rows.size(); ++l) {
-    if (step.device_rows[l].empty()) return {0, 0};
+  for (size_t l = 0; l < step.max_device_rows.size(); ++l) {
     const double tokens = step.layer_tokens[l];
-    path += policies::LayerPathUs(cost_model_, tokens, step.device_rows[l], step.all_to_all_us[l]);
+    // policies::LayerPathUs with the slowest device priced once: a fitted
+    // device cost never falls with rows (slope and intercept >= 0), so the
+    // most rows cost the most, to the bit.
+    path += cost_model_.overhead.At(tokens) + cost_model_.device.At(step.max_device_rows[l]) +
+            step.all_to_all_us[l];
     balanced += policies::BalancedLayerPathUs(cost_model_, tokens, tokens * k, num_devices,
                                               step.all_to_all_us[l]);
   }
@@ -114,6 +207,7 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
   if (restarted || reshaped) {
     window_.clear();
     window_bytes_ = 0;
+    sums_ = EpochSums{};
   }
   hello_ = hello;
   has_hello_ = true;
@@ -124,6 +218,23 @@ void EngineState::OnHello(const telemetry::Hello& hello, int64_t now_ns) {
       policies::KnobValuesOf(hello.knobs, hello.layer_knobs, hello.num_layers);
   ledger_.OnHello(hello.epoch, knobs, restarted);
   last_step_ns_ = std::max(last_step_ns_, now_ns);
+  SyncSums();
+}
+
+void EngineState::SyncSums() {
+  if (sums_epoch_ == epoch_) return;
+  sums_epoch_ = epoch_;
+  sums_ = EpochSums{};
+  for (const StepFigures& step : window_) {
+    if (step.epoch == sums_epoch_) sums_.Add(step);
+  }
+}
+
+void EngineState::Evict() {
+  const StepFigures& oldest = window_.front();
+  window_bytes_ -= oldest.bytes;
+  if (oldest.epoch == sums_epoch_) sums_.Subtract(oldest);
+  window_.pop_front();
 }
 
 std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record, int64_t now_ns) {
@@ -133,13 +244,14 @@ std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record,
   if (record.epoch > epoch_ && !window_.empty()) ended = epoch_;
   epoch_ = std::max(epoch_, record.epoch);
   ledger_.OnStep(record.epoch);
+  SyncSums();
   window_.push_back(Summarise(record));
   window_bytes_ += window_.back().bytes;
+  if (window_.back().epoch == sums_epoch_) sums_.Add(window_.back());
   FitCostModel(record);
   while (window_.size() > 1 &&
          (window_.size() > window_steps_ || window_bytes_ > window_bytes_limit_)) {
-    window_bytes_ -= window_.front().bytes;
-    window_.pop_front();
+    Evict();
   }
   return ended;
 }
@@ -184,7 +296,7 @@ std::vector<std::vector<uint32_t>> EngineState::Placements() const {
   for (uint32_t s = 0; s < num_replicas; ++s)
     fallback[s] = hello_.num_experts > 0 ? s % hello_.num_experts : 0;
   std::vector<std::vector<uint32_t>> out(hello_.num_layers, fallback);
-  const policies::KnobValues in_force = knobs();
+  const policies::KnobValues& in_force = ledger_.KnobsRefOf(epoch_);
   for (size_t l = 0; l < out.size() && l < in_force.phy2log.size(); ++l) {
     if (in_force.phy2log[l].size() == num_replicas) out[l] = in_force.phy2log[l];
   }
@@ -196,8 +308,7 @@ std::vector<std::vector<float>> EngineState::KnobVectors(const std::string& knob
   const policies::KnobSpec* spec = policies::FindKnob(knob);
   if (spec == nullptr || spec->kind != policies::KnobKind::kVector) return out;
   out.assign(hello_.num_layers, std::vector<float>(hello_.num_experts, 0.0f));
-  const policies::KnobValues values = knobs();
-  const std::vector<std::vector<float>>& in_force = values.*spec->vectors;
+  const std::vector<std::vector<float>>& in_force = ledger_.KnobsRefOf(epoch_).*spec->vectors;
   for (size_t l = 0; l < out.size() && l < in_force.size(); ++l) {
     if (in_force[l].size() == hello_.num_experts) out[l] = in_force[l];
   }
@@ -270,9 +381,17 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
   uint64_t slots = 0, overflowed = 0;
   double tokens = 0, demand_imbalance = 0;
   uint64_t demand_steps = 0;
-  std::vector<policies::LayerEstimate> layers;
-  std::vector<uint32_t> counts;
-  std::vector<uint32_t> quality_counts;
+  // The per-expert sums: kept for the epoch in force, from scratch for another.
+  EpochSums scratch;
+  if (epoch != sums_epoch_) {
+    for (const StepFigures& step : window_) {
+      if (step.epoch == epoch) scratch.Add(step);
+    }
+  }
+  const EpochSums& sums = epoch == sums_epoch_ ? sums_ : scratch;
+  std::vector<policies::LayerEstimate> layers(sums.layers().size());
+  std::vector<uint32_t> quality_counts(layers.size());
+  // The per-layer scalars are few: summed from the window in its order.
   for (const StepFigures& step : window_) {
     if (step.epoch != epoch) continue;
     slots += step.token_slots;
@@ -283,44 +402,28 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
     overflowed += step.overflowed;
     tokens += step.tokens;
     for (const policies::LayerEstimate& e : step.layers) {
-      if (e.layer >= layers.size()) {
-        layers.resize(e.layer + 1);
-        counts.resize(e.layer + 1);
-        quality_counts.resize(e.layer + 1);
-      }
       policies::LayerEstimate& acc = layers[e.layer];
       acc.layer = e.layer;
       acc.drop_rate += e.drop_rate;
       acc.overflow_rate += e.overflow_rate;
       acc.max_over_mean += e.max_over_mean;
       acc.layer_us += e.layer_us;
-      if (acc.expert_load.size() < e.expert_load.size())
-        acc.expert_load.resize(e.expert_load.size());
-      for (size_t i = 0; i < e.expert_load.size(); ++i)
-        acc.expert_load[i] += e.expert_load[i];
-      if (acc.expert_demand.size() < e.expert_demand.size()) {
-        acc.expert_demand.resize(e.expert_demand.size());
-      }
-      for (size_t i = 0; i < e.expert_demand.size(); ++i)
-        acc.expert_demand[i] += e.expert_demand[i];
       if (e.quality_error) {
         acc.quality_error = acc.quality_error.value_or(0) + *e.quality_error;
         ++quality_counts[e.layer];
       }
-      ++counts[e.layer];
     }
   }
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (counts[i] == 0) continue;
-    double n = counts[i];
+    const EpochSums::Layer& sum = sums.layers()[i];
+    if (sum.steps == 0) continue;
+    double n = static_cast<double>(sum.steps);
     layers[i].drop_rate /= n;
     layers[i].overflow_rate /= n;
     layers[i].max_over_mean /= n;
     layers[i].layer_us /= n;
-    for (double& load : layers[i].expert_load)
-      load /= n;
-    for (double& demand : layers[i].expert_demand)
-      demand /= n;
+    layers[i].expert_load = sum.load.MeanOver(n);
+    layers[i].expert_demand = sum.demand.MeanOver(n);
     if (layers[i].quality_error) *layers[i].quality_error /= quality_counts[i];
   }
   s.overflow_rate = slots ? static_cast<double>(overflowed) / static_cast<double>(slots) : 0;
@@ -329,21 +432,11 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
     s.demand_max_over_mean = demand_imbalance / static_cast<double>(demand_steps);
   }
   s.layers = std::move(layers);
-  s.reference_top_k = reference_top_k_ > 0 ? reference_top_k_ : knobs().top_k;
+  s.reference_top_k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
   s.cost_model = cost_model_;
   s.recent.reserve(window_.size());
-  for (const StepFigures& step : window_) {
-    policies::StepDemand d;
-    d.step = step.step;
-    d.epoch = step.epoch;
-    d.tokens = step.tokens;
-    d.all_to_all_us = step.all_to_all_us;
-    for (const policies::LayerEstimate& e : step.layers) {
-      if (d.layers.size() <= e.layer) d.layers.resize(e.layer + 1);
-      d.layers[e.layer] = e.expert_demand;
-    }
-    s.recent.push_back(std::move(d));
-  }
+  for (const StepFigures& step : window_)
+    s.recent.push_back(step.demand);
   return s;
 }
 

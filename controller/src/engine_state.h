@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "epoch_ledger.h"
@@ -39,11 +41,18 @@ struct StepFigures {
   std::optional<double> demand_max_over_mean;
   double device_max_over_mean = 0;  // mean over layers of device_tokens' max over mean
   std::optional<double> quality_error;
+  // Per layer as the step reported them (each layer at most once: the codec
+  // refuses a step that names one twice). expert_load is filled,
+  // expert_demand is not: the demand is in `demand`, shared with snapshots.
   std::vector<policies::LayerEstimate> layers;
-  // For the cost model (policies/cost_model.h), per layer: tokens, served
-  // rows per device, modelled all-to-all; and the step's placement-move time.
+  // The step's demand by layer id (policies::StepDemand), never null.
+  std::shared_ptr<const policies::StepDemand> demand;
+  // For the cost model (policies/cost_model.h), per layer: tokens, the most
+  // served rows on one device, modelled all-to-all; and the step's
+  // placement-move time. has_device_rows: every layer reported its devices.
   std::vector<double> layer_tokens;
-  std::vector<std::vector<double>> device_rows;
+  std::vector<double> max_device_rows;
+  bool has_device_rows = false;
   std::vector<double> all_to_all_us;
   double migration_us = 0;
   uint64_t bytes = 0;  // what these figures hold, vectors included (Summarise sets it)
@@ -58,6 +67,47 @@ struct KnobChange {
   double value = 0;
   std::vector<std::vector<float>> vectors;        // [layer][element]; vector knobs only
   std::vector<std::vector<uint32_t>> placements;  // [layer][slot]; phy2log only
+};
+
+// Running sums of the per-expert figures (served load, demand) of the
+// window's steps under one epoch, kept as steps enter and leave the window,
+// so that a snapshot costs O(layers x experts), not O(window x layers x
+// experts). The figures are token counts, integers, so every sum is exact in
+// a double (below 2^53) and equals a sum from scratch in any order.
+class EpochSums {
+ public:
+  // The sum of vectors of possibly differing lengths, as a from-scratch sum
+  // that grows to the longest one would hold it (an empty vector adds nothing).
+  class VectorSum {
+   public:
+    void Add(const std::vector<double>& v);
+    void Subtract(const std::vector<double>& v);
+    // The longest length added and not subtracted (0: none).
+    size_t size() const;
+    // sum[i] / n for i below size().
+    std::vector<double> MeanOver(double n) const;
+    uint64_t bytes() const { return sum_.capacity() * sizeof(double); }
+
+   private:
+    std::vector<double> sum_;
+    std::vector<std::pair<size_t, uint64_t>> lengths_;  // length -> vectors of it
+  };
+  struct Layer {
+    uint64_t steps = 0;  // steps that reported the layer
+    VectorSum load;
+    VectorSum demand;
+  };
+
+  void Add(const StepFigures& step);
+  void Subtract(const StepFigures& step);
+  uint64_t steps() const { return steps_; }
+  // Indexed by layer id, up to the highest one any step reported.
+  const std::vector<Layer>& layers() const { return layers_; }
+  uint64_t bytes() const;
+
+ private:
+  uint64_t steps_ = 0;
+  std::vector<Layer> layers_;
 };
 
 // A command sent and not yet measured.
@@ -203,6 +253,12 @@ class EngineState {
   uint64_t steps_seen_ = 0;
   EpochLedger ledger_;
   std::deque<StepFigures> window_;
+  // The running sums of the steps of sums_epoch_ in the window (the epoch in
+  // force, SyncSums); a snapshot of another epoch sums from scratch.
+  uint64_t sums_epoch_ = 0;
+  EpochSums sums_;
+  void SyncSums();
+  void Evict();
   std::optional<PendingDecision> pending_;
   policies::GuardState guard_state_;
   uint32_t reference_top_k_ = 0;

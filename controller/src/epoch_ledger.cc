@@ -69,13 +69,14 @@ const EpochEntry* EpochLedger::Find(uint64_t epoch) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
-policies::KnobValues EpochLedger::KnobsOf(uint64_t epoch) const {
+const policies::KnobValues& EpochLedger::KnobsRefOf(uint64_t epoch) const {
+  static const policies::KnobValues kDefaults;
   auto it = entries_.upper_bound(epoch);
   while (it != entries_.begin()) {
     --it;
     if (it->second.status == EpochStatus::kApplied) return it->second.knobs;
   }
-  return policies::KnobValues{};
+  return kDefaults;
 }
 
 bool EpochLedger::Known(uint64_t epoch) const {

@@ -68,7 +68,9 @@ class EpochLedger {
   const EpochEntry* Find(uint64_t epoch) const;
   // The settings of `epoch` when applied; else those of the newest applied
   // epoch below it; else defaults.
-  policies::KnobValues KnobsOf(uint64_t epoch) const;
+  policies::KnobValues KnobsOf(uint64_t epoch) const { return KnobsRefOf(epoch); }
+  // The same without the copy; valid until the ledger changes.
+  const policies::KnobValues& KnobsRefOf(uint64_t epoch) const;
   // True when `epoch` is applied and its settings known.
   bool Known(uint64_t epoch) const;
 

@@ -1,6 +1,11 @@
 #include "plan_worker.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <memory>
 #include <utility>
+#include <vector>
 
 namespace moe::controller {
 
@@ -17,15 +22,26 @@ PlanWorker::~PlanWorker() {
 }
 
 void PlanWorker::Loop() {
+  // Background work: below the control thread, so that a plan in progress
+  // never preempts a cycle (best effort; an error leaves the priority as is).
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kWorkerNice);
   std::unique_lock lock(mu_);
   while (true) {
     cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
     if (stop_) return;
+    if (!retired_.empty()) {
+      std::vector<std::shared_ptr<Job>> retired;
+      retired.swap(retired_);
+      lock.unlock();
+      retired.clear();
+      lock.lock();
+      continue;
+    }
     std::shared_ptr<Job> job = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
     std::optional<policies::Proposal> result =
-        policies::ProposeReplication(job->snapshot, job->params);
+        policies::ProposeReplication(*job->snapshot, job->params);
     lock.lock();
     job->result = std::move(result);
     job->done = true;
@@ -34,6 +50,15 @@ void PlanWorker::Loop() {
 
 std::optional<policies::Proposal> PlanWorker::Ask(const policies::EngineSnapshot& snapshot,
                                                   const policies::ReplicationPolicyParams& params) {
+  size_t num_slots = static_cast<size_t>(snapshot.num_replicas) * snapshot.layers.size();
+  if (num_slots <= kInlineSlots) return policies::ProposeReplication(snapshot, params);
+  return Ask(std::make_shared<const policies::EngineSnapshot>(snapshot), params);
+}
+
+std::optional<policies::Proposal> PlanWorker::Ask(
+    std::shared_ptr<const policies::EngineSnapshot> shared,
+    const policies::ReplicationPolicyParams& params) {
+  const policies::EngineSnapshot& snapshot = *shared;
   size_t num_slots = static_cast<size_t>(snapshot.num_replicas) * snapshot.layers.size();
   if (num_slots <= kInlineSlots) return policies::ProposeReplication(snapshot, params);
   if (snapshot.num_devices <= 1 || snapshot.steps_in_epoch < params.min_steps) return std::nullopt;
@@ -45,13 +70,22 @@ std::optional<policies::Proposal> PlanWorker::Ask(const policies::EngineSnapshot
   }
   if (e.job) {
     std::shared_ptr<Job> job = std::move(e.job);
-    if (job->snapshot.epoch == snapshot.epoch) return std::move(job->result);
+    std::optional<policies::Proposal> result;
+    const bool current = job->snapshot->epoch == snapshot.epoch;
+    if (current) result = std::move(job->result);
+    {
+      // Not woken for this: a woken worker would take the control thread's
+      // core on a small machine; it releases the job when it plans next.
+      std::lock_guard lock(mu_);
+      retired_.push_back(std::move(job));
+    }
+    if (current) return result;
   }
   const bool due = !e.planned || e.epoch != snapshot.epoch ||
                    snapshot.steps_in_epoch >= e.steps + params.min_steps;
   if (!due) return std::nullopt;
   auto job = std::make_shared<Job>();
-  job->snapshot = snapshot;
+  job->snapshot = std::move(shared);
   job->params = params;
   e.job = job;
   e.epoch = snapshot.epoch;

@@ -12,6 +12,9 @@
 // slots over all layers), whose plans take microseconds, are planned inline:
 // their proposal comes in the cycle that asked, deterministically.
 //
+// The worker runs at nice kWorkerNice, below the control thread, and
+// releases finished jobs when it next plans.
+//
 // Thread safety: Ask from one thread (the controller's).
 
 #ifndef MOE_CONTROLLER_SRC_PLAN_WORKER_H_
@@ -25,6 +28,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "moe/policies/replication_policy.h"
 #include "moe/policies/snapshot.h"
@@ -34,6 +38,8 @@ namespace moe::controller {
 class PlanWorker {
  public:
   static constexpr size_t kInlineSlots = 4096;
+  // The worker thread's nice value (the control thread keeps its own).
+  static constexpr int kWorkerNice = 10;
 
   PlanWorker();
   ~PlanWorker();  // a plan in progress finishes first
@@ -45,12 +51,16 @@ class PlanWorker {
   // nothing); starts a plan from `snapshot` when due.
   std::optional<policies::Proposal> Ask(const policies::EngineSnapshot& snapshot,
                                         const policies::ReplicationPolicyParams& params);
+  // The same, sharing `snapshot` with the plan it starts instead of copying
+  // it (the control cycle's way: a snapshot of 61 x 256 is hundreds of KB).
+  std::optional<policies::Proposal> Ask(std::shared_ptr<const policies::EngineSnapshot> snapshot,
+                                        const policies::ReplicationPolicyParams& params);
 
   uint64_t plans_started() const { return plans_started_; }
 
  private:
   struct Job {
-    policies::EngineSnapshot snapshot;
+    std::shared_ptr<const policies::EngineSnapshot> snapshot;
     policies::ReplicationPolicyParams params;
     std::optional<policies::Proposal> result;
     bool done = false;  // guarded by mu_
@@ -69,6 +79,9 @@ class PlanWorker {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
+  // Jobs taken: released on the worker's thread, since a job may hold the
+  // last references to steps long gone from the window (thousands of frees).
+  std::vector<std::shared_ptr<Job>> retired_;
   bool stop_ = false;
   std::thread thread_;
 };

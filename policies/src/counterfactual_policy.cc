@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "moe/policies/cost_model.h"
 
@@ -60,33 +62,82 @@ Status Validate(const CounterfactualParams& p) {
   return Status::Ok();
 }
 
-StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& step,
-                           double capacity_factor, const CounterfactualParams& params,
-                           const RewardParams& reward) {
+namespace {
+
+// Where each slot's rows go in one layer (cost_model.h DeviceRows, taken
+// apart so that a replay of many steps and candidates works it out once per
+// layer): the expert of every slot, its device, and each expert's replicas.
+struct LayerSlots {
+  size_t num_experts = SIZE_MAX;   // for which the slots were worked out
+  std::vector<uint32_t> expert;    // [slot]
+  std::vector<uint32_t> device;    // [slot]
+  std::vector<uint32_t> replicas;  // [expert]
+};
+
+void Prepare(const std::vector<uint32_t>& phy2log, size_t num_experts, uint32_t num_replicas,
+             uint32_t num_devices, LayerSlots* out) {
+  out->num_experts = num_experts;
+  const auto e_count = static_cast<uint32_t>(num_experts);
+  if (num_replicas == 0) num_replicas = e_count;
+  out->expert.resize(num_replicas);
+  out->device.resize(num_replicas);
+  out->replicas.assign(num_experts, 0);
+  if (num_experts == 0) return;
+  const uint32_t per_device = std::max<uint32_t>(1, num_replicas / num_devices);
+  for (uint32_t s = 0; s < num_replicas; ++s) {
+    const uint32_t e =
+        phy2log.size() == num_replicas && phy2log[s] < e_count ? phy2log[s] : s % e_count;
+    out->expert[s] = e;
+    out->device[s] = std::min(num_devices - 1, s / per_device);
+    ++out->replicas[e];
+  }
+}
+
+// A replay's scratch space and the slots of every layer, reused over steps
+// and candidates. The arithmetic is DeviceRows' and LayerPathUs', in the same
+// order, so the figures are the same to the bit.
+struct Replay {
+  std::vector<LayerSlots> layers;
+  std::vector<double> served;
+  std::vector<double> rows;
+};
+
+StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
+                       double capacity_factor, const CounterfactualParams& params,
+                       const RewardParams& reward, Replay* replay) {
   StepPrediction out;
   const uint32_t top_k = std::max<uint32_t>(1, snapshot.knobs.top_k);
   const double reference_k = snapshot.reference_top_k > 0 ? snapshot.reference_top_k : top_k;
   const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
   double slots = 0, dropped = 0;
-  std::vector<double> served;
+  std::vector<double>& served = replay->served;
+  std::vector<double>& rows = replay->rows;
+  if (replay->layers.size() < step.layers.size()) replay->layers.resize(step.layers.size());
   for (size_t l = 0; l < step.layers.size(); ++l) {
     const std::vector<double>& demand = step.layers[l];
     if (demand.empty()) continue;
     const double cap = Capacity(capacity_factor, step.tokens, top_k, demand.size());
-    static const std::vector<uint32_t> kDefault;
-    const std::vector<uint32_t>& placement =
-        l < snapshot.knobs.phy2log.size() ? snapshot.knobs.phy2log[l] : kDefault;
-    const std::vector<uint32_t> replicas =
-        ReplicaCounts(placement, snapshot.num_replicas, static_cast<uint32_t>(demand.size()));
+    LayerSlots& slots_of = replay->layers[l];
+    if (slots_of.num_experts != demand.size()) {
+      static const std::vector<uint32_t> kDefault;
+      const std::vector<uint32_t>& placement =
+          l < snapshot.knobs.phy2log.size() ? snapshot.knobs.phy2log[l] : kDefault;
+      Prepare(placement, demand.size(), snapshot.num_replicas, num_devices, &slots_of);
+    }
+    // Capacity per slot: an expert with r replicas takes up to r x C.
     const bool per_slot = snapshot.knobs.capacity_scope == telemetry::CapacityScope::kSlot;
     served.resize(demand.size());
     for (size_t e = 0; e < demand.size(); ++e) {
-      served[e] = std::min(demand[e], per_slot ? cap * std::max<uint32_t>(1, replicas[e]) : cap);
+      const double room = per_slot ? cap * std::max<double>(1, slots_of.replicas[e]) : cap;
+      served[e] = std::min(demand[e], room);
       slots += demand[e];
       dropped += demand[e] - served[e];
     }
-    const std::vector<double> rows =
-        DeviceRows(served, placement, snapshot.num_replicas, num_devices);
+    rows.assign(num_devices, 0.0);
+    for (size_t s = 0; s < slots_of.expert.size(); ++s) {
+      const uint32_t e = slots_of.expert[s];
+      rows[slots_of.device[s]] += served[e] / slots_of.replicas[e];
+    }
     const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
     out.latency_us += LayerPathUs(snapshot.cost_model, step.tokens, rows, a2a);
     out.balanced_us += BalancedLayerPathUs(snapshot.cost_model, step.tokens,
@@ -102,6 +153,15 @@ StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& ste
   f.capacity_factor = capacity_factor;
   out.reward = Reward(f, reward);
   return out;
+}
+
+}  // namespace
+
+StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& step,
+                           double capacity_factor, const CounterfactualParams& params,
+                           const RewardParams& reward) {
+  Replay replay;
+  return Predict(snapshot, step, capacity_factor, params, reward, &replay);
 }
 
 std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
@@ -120,12 +180,13 @@ std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
     if (std::abs(c - snapshot.knobs.capacity_factor) > 1e-9) candidates.push_back(c);
   }
   std::vector<double> rewards(steps.size());
+  Replay replay;
   for (double cf : candidates) {
     CandidateScore score;
     score.capacity_factor = cf;
     score.steps = steps.size();
     for (size_t i = 0; i < steps.size(); ++i) {
-      StepPrediction p = PredictStep(snapshot, *steps[i], cf, params, reward);
+      StepPrediction p = Predict(snapshot, *steps[i], cf, params, reward, &replay);
       rewards[i] = p.reward;
       score.mean_reward += p.reward;
       score.drop_rate += p.drop_rate;
@@ -173,12 +234,13 @@ double PlacementGain(const EngineSnapshot& snapshot,
   moved.knobs.phy2log = placements;
   double before = 0, after = 0;
   uint64_t n = 0;
+  Replay replay_before, replay_after;
   for (auto it = snapshot.recent.rbegin(); it != snapshot.recent.rend(); ++it) {
     if (params.lookback_steps > 0 && n >= params.lookback_steps) break;
     if (!HasDemand(*it)) continue;
     const double cf = snapshot.knobs.capacity_factor;
-    before += PredictStep(snapshot, *it, cf, params, reward).reward;
-    after += PredictStep(moved, *it, cf, params, reward).reward;
+    before += Predict(snapshot, *it, cf, params, reward, &replay_before).reward;
+    after += Predict(moved, *it, cf, params, reward, &replay_after).reward;
     ++n;
   }
   return n > 0 ? (after - before) / static_cast<double>(n) : 0;

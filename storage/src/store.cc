@@ -244,7 +244,7 @@ void StoreImpl::MarkEngineGone(const std::string& engine_id, int64_t gone_ns) {
 StoreStats StoreImpl::stats() const {
   std::lock_guard lock(mu_);
   StoreStats copy = stats_;
-  copy.pending = queue_.size() + inflight_ops_;
+  copy.pending = queue_.size() + urgent_.size() + inflight_ops_;
   return copy;
 }
 
@@ -319,7 +319,33 @@ void StoreImpl::EnqueueLocked(Payload payload, size_t rows, size_t bytes) {
   if (queued_rows_ >= options_.batch_rows) work_cv_.notify_one();
 }
 
-void StoreImpl::TakeBatchLocked(std::vector<Op>* batch) {
+void StoreImpl::TakeBatchLocked(std::vector<Op>* batch, bool* urgent) {
+  // A write SQLite rejected is being isolated: that goes first.
+  const bool isolating = !queue_.empty() && queue_.front().ticket <= isolate_until_ticket_;
+  *urgent = !urgent_.empty() && !isolating;
+  if (*urgent) {
+    Op decision = std::move(urgent_.front());
+    urgent_.pop_front();
+    // The writes queued before it that are not step records, in order.
+    auto before = std::find_if(queue_.begin(), queue_.end(),
+                               [&](const Op& op) { return op.ticket > decision.ticket; });
+    auto steps = std::stable_partition(queue_.begin(), before, [](const Op& op) {
+      return !std::holds_alternative<PackedStep>(op.payload);
+    });
+    size_t rows = 1;
+    for (auto it = queue_.begin(); it != steps; ++it) {
+      rows += it->rows;
+      queued_rows_ -= it->rows;
+      batch->push_back(std::move(*it));
+    }
+    queue_.erase(queue_.begin(), steps);
+    batch->push_back(std::move(decision));
+    inflight_rows_ = rows;
+    inflight_bytes_ = 0;
+    inflight_ops_ = batch->size();
+    inflight_min_ticket_ = batch->front().ticket;
+    return;
+  }
   size_t rows = 0;
   size_t bytes = 0;
   while (!queue_.empty()) {
@@ -338,15 +364,18 @@ void StoreImpl::TakeBatchLocked(std::vector<Op>* batch) {
   queued_bytes_ -= bytes;
   inflight_bytes_ = bytes;
   inflight_ops_ = batch->size();
+  inflight_min_ticket_ = batch->empty() ? 0 : batch->front().ticket;
 }
 
 void StoreImpl::WriterLoop() {
   std::vector<Op> batch;
+  bool batch_urgent = false;     // batch holds one CommitDecision row
   Millis backoff = kMinBackoff;  // the wait before the next retry
   Millis retry_wait = kMinBackoff;
   bool failing = false;
   auto next_tick = SteadyClock::now() + options_.flush_interval;
   std::unique_lock lock(mu_);
+  std::unique_lock db_lock(db_mu_, std::defer_lock);
   // Under the lock: records a failed attempt; the writer retries after a backoff.
   auto note_failure = [&](const Status& status, std::string_view what) {
     ++stats_.write_errors;
@@ -359,16 +388,21 @@ void StoreImpl::WriterLoop() {
     backoff = std::min(backoff * 2, kMaxBackoff);
   };
   while (true) {
+    if (db_lock.owns_lock()) db_lock.unlock();  // a CommitDecision may write while it waits
     if (failing) {
       work_cv_.wait_for(lock, retry_wait, [&] { return abandon_; });
     } else {
       work_cv_.wait_until(lock, next_tick, [&] {
         return abandon_ || replaced_ || retention_active_ ||
-               retention_requested_ > retention_done_ ||
+               retention_requested_ > retention_done_ || !urgent_.empty() ||
                (!queue_.empty() &&
                 (stopping_ || flush_waiters_ > 0 || queued_rows_ >= options_.batch_rows));
       });
     }
+    if (abandon_) break;
+    lock.unlock();
+    db_lock.lock();
+    lock.lock();
     if (abandon_) break;
     if (SteadyClock::now() >= next_tick) next_tick = SteadyClock::now() + options_.flush_interval;
 
@@ -389,15 +423,28 @@ void StoreImpl::WriterLoop() {
       }
     }
 
-    if (batch.empty()) TakeBatchLocked(&batch);
+    if (batch.empty()) TakeBatchLocked(&batch, &batch_urgent);
     if (!batch.empty()) {
       lock.unlock();
       BatchCounts counts;
-      Status status = WriteBatch(batch, &counts);
-      if (status.ok()) MaybeCheckpoint(/*force=*/false);
+      size_t applied = 0;
+      Status status = WriteBatch(batch, &counts, /*yield_to_urgent=*/!batch_urgent, &applied);
+      // An urgent row's waiter is woken first; a later batch checkpoints.
+      if (status.ok() && !batch_urgent && urgent_waiting_.load() == 0) {
+        MaybeCheckpoint(/*force=*/false);
+      }
       lock.lock();
+      if (status.ok() && applied < batch.size()) {
+        // Cut short for a CommitDecision: the rest goes back, in order.
+        std::vector<Op> rest(
+            std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(applied)),
+            std::make_move_iterator(batch.end()));
+        batch.erase(batch.begin() + static_cast<std::ptrdiff_t>(applied), batch.end());
+        RequeueLocked(&rest);
+      }
       if (status.ok()) {
-        committed_ticket_ = batch.back().ticket;
+        if (batch_urgent) urgent_committed_ticket_ = batch.back().ticket;
+        inflight_min_ticket_ = 0;
         stats_.steps_written += counts.steps;
         stats_.rows_written += counts.rows;
         stats_.unmatched_updates += counts.unmatched;
@@ -422,20 +469,19 @@ void StoreImpl::WriterLoop() {
           ++stats_.discarded;
           spdlog::error("storage: discarding a write that SQLite rejects ({} so far): {}",
                         stats_.discarded, stats_.last_error);
-          committed_ticket_ = batch.back().ticket;
+          if (std::holds_alternative<DecisionRow>(batch.back().payload)) {
+            discarded_decision_ticket_ = batch.back().ticket;
+          }
+          inflight_min_ticket_ = 0;
           batch.clear();
           inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
           done_cv_.notify_all();
           continue;
         }
         isolate_until_ticket_ = batch.back().ticket;
-        for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
-          queued_rows_ += it->rows;
-          queued_bytes_ += it->bytes;
-          queue_.push_front(std::move(*it));
-        }
-        batch.clear();
+        RequeueLocked(&batch);  // an urgent row among them goes the ordinary way now
         inflight_rows_ = inflight_ops_ = inflight_bytes_ = 0;
+        inflight_min_ticket_ = 0;
         continue;
       } else {
         note_failure(status, fmt::format("write of {} records to", batch.size()));
@@ -498,12 +544,17 @@ Status StoreImpl::InTransaction(const std::function<Status()>& body) {
   return status;
 }
 
-Status StoreImpl::WriteBatch(const std::vector<Op>& batch, BatchCounts* counts) {
+Status StoreImpl::WriteBatch(const std::vector<Op>& batch, BatchCounts* counts,
+                             bool yield_to_urgent, size_t* applied) {
   const Status replaced =
       Status::Unavailable(fmt::format("the database file {} was replaced", options_.path));
+  size_t num_applied = 0;
   Status status = InTransaction([&]() -> Status {
-    for (const Op& op : batch)
+    for (const Op& op : batch) {
+      if (yield_to_urgent && num_applied > 0 && urgent_waiting_.load() > 0) break;
       MOE_RETURN_IF_ERROR(ApplyOp(op, counts));
+      ++num_applied;
+    }
     // The last look before COMMIT: nothing is committed to a file that is no
     // longer at the path.
     if (CheckFileReplaced()) return replaced;
@@ -513,6 +564,7 @@ Status StoreImpl::WriteBatch(const std::vector<Op>& batch, BatchCounts* counts) 
   // batch in the old file, so it is kept and written to the new one.
   if (status.ok() && CheckFileReplaced()) status = replaced;
   if (!status.ok()) *counts = BatchCounts{};
+  if (applied != nullptr) *applied = status.ok() ? num_applied : 0;
   return status;
 }
 
@@ -708,17 +760,18 @@ Status StoreImpl::ApplyStep(const PackedStep& step, BatchCounts* counts) {
 
 Status StoreImpl::Flush(Millis timeout) {
   std::unique_lock lock(mu_);
-  uint64_t target = next_ticket_;
-  if (committed_ticket_ >= target) return Status::Ok();
+  const uint64_t target = next_ticket_;
+  auto done = [&] { return CommittedThroughLocked() >= target; };
+  if (done()) return Status::Ok();
   if (abandon_) {
     return Status::FailedPrecondition(fmt::format("store {} is closed with {} writes uncommitted",
                                                   options_.path, queue_.size() + inflight_ops_));
   }
   ++flush_waiters_;
   work_cv_.notify_one();
-  done_cv_.wait_for(lock, timeout, [&] { return committed_ticket_ >= target || abandon_; });
+  done_cv_.wait_for(lock, timeout, [&] { return done() || abandon_; });
   --flush_waiters_;
-  if (committed_ticket_ >= target) return Status::Ok();
+  if (done()) return Status::Ok();
   return Status::Timeout(
       fmt::format("{} writes to {} still pending after {} ms (they stay queued){}{}",
                   queue_.size() + inflight_ops_, options_.path, timeout.count(),
@@ -750,7 +803,7 @@ Status StoreImpl::Close() {
     stopping_ = true;
     work_cv_.notify_all();
     done_cv_.wait_for(lock, options_.close_timeout,
-                      [&] { return queue_.empty() && inflight_ops_ == 0; });
+                      [&] { return queue_.empty() && urgent_.empty() && inflight_ops_ == 0; });
     closed_ = true;
     abandon_ = true;
     work_cv_.notify_all();
@@ -759,7 +812,7 @@ Status StoreImpl::Close() {
   if (writer_.joinable()) writer_.join();
   {
     std::lock_guard lock(mu_);
-    num_lost = queue_.size() + inflight_ops_;
+    num_lost = queue_.size() + urgent_.size() + inflight_ops_;
     stats_.abandoned_at_close += num_lost;
     if (num_lost > 0) {
       close_status_ = Status::Unavailable(
@@ -768,6 +821,8 @@ Status StoreImpl::Close() {
       spdlog::error("storage: {}", close_status_.message());
     }
   }
+  // No CommitDecision writes any more (closed_), none is still writing.
+  std::lock_guard db_guard(db_mu_);
   // A replaced file that could not be released: its WAL must not be left
   // beside the path (closing a moved file does not checkpoint it).
   if (replaced_ && db_ && !Checkpoint().ok()) {

@@ -1,5 +1,6 @@
 // Private: the Store implementation, split over three files:
 //   store.cc            the queue, the writer loop and the writes, Open/Close
+//   store_commit.cc     CommitDecision: a decision row ahead of queued steps
 //   store_retention.cc  rollups of raw rows; rollup and decision retention
 //   store_file.cc       opening the file, WAL checkpoints, noticing the file
 //                       replaced under the Store and reopening it
@@ -11,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -117,6 +119,7 @@ class StoreImpl final : public Store {
   void RecordEpoch(const EpochRow& row) override;
   void RecordLearningSample(const LearningSampleRow& row) override;
   int64_t RecordDecision(DecisionRow row) override;
+  DecisionCommit CommitDecision(DecisionRow row, Millis timeout) override;
   void RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) override;
   void RecordAck(int64_t decision_id, const telemetry::Ack& ack) override;
   void RecordOutcome(int64_t decision_id, const DecisionOutcome& outcome) override;
@@ -174,9 +177,20 @@ class StoreImpl final : public Store {
 
   // store.cc
   void EnqueueLocked(Payload payload, size_t rows, size_t bytes = 0);
-  void TakeBatchLocked(std::vector<Op>* batch);
+  // Takes the next batch: an urgent row with the writes it must follow
+  // (*urgent set; see urgent_), else queued writes up to batch_rows.
+  void TakeBatchLocked(std::vector<Op>* batch, bool* urgent);
+  // Puts a failed batch back into queue_ in ticket order.
+  void RequeueLocked(std::vector<Op>* batch);
+  // Every write with a ticket up to this one is committed (or discarded):
+  // the lowest ticket still queued or in flight, less one.
+  uint64_t CommittedThroughLocked() const;
   void WriterLoop();
-  Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts);
+  // Writes `batch` in one transaction. With `yield_to_urgent`, stops before
+  // the next op once a CommitDecision waits (urgent_waiting_) and commits
+  // what it applied: *applied ops, from the front (all of them otherwise).
+  Status WriteBatch(const std::vector<Op>& batch, BatchCounts* counts, bool yield_to_urgent = false,
+                    size_t* applied = nullptr);
   Status ApplyOp(const Op& op, BatchCounts* counts);
   Status ApplyStep(const PackedStep& step, BatchCounts* counts);
   Status ApplyDecisionUpdate(Statement& stmt, int64_t decision_id, std::string_view what,
@@ -217,13 +231,18 @@ class StoreImpl final : public Store {
   const StoreOptions options_;
   Clock* const clock_;
 
-  // writer
+  // writer: the members below are the writer thread's, and a CommitDecision
+  // that writes its row on the caller's thread while the writer waits (both
+  // hold db_mu_ meanwhile; lock order db_mu_, then mu_, or try_lock).
+  std::mutex db_mu_;
   DbHandle db_;
   std::unique_ptr<Statements> stmts_;
   dev_t file_dev_ = 0;
   ino_t file_ino_ = 0;
   int64_t page_size_ = 4096;
-  bool replaced_ = false;        // db_ is not the file at path: write nothing to it
+  // db_ is not the file at path: write nothing to it (atomic: the writer's
+  // wait reads it without db_mu_).
+  std::atomic<bool> replaced_{false};
   uint64_t wal_frames_ = 0;      // frames in the WAL after the latest commit
   uint64_t wal_frames_new_ = 0;  // frames appended since stats_ last took them
   SteadyClock::time_point next_checkpoint_{};
@@ -239,13 +258,21 @@ class StoreImpl final : public Store {
   std::condition_variable work_cv_;  // wakes the writer
   std::condition_variable done_cv_;  // wakes Flush, RunRetention and Close
   std::deque<Op> queue_;
+  // CommitDecision's rows. Each goes in a transaction of its own with the
+  // writes queued before it that are not step records (step records depend
+  // on no decision and no decision on them; every other write keeps its
+  // order), ahead of those step records.
+  std::deque<Op> urgent_;
+  uint64_t urgent_committed_ticket_ = 0;    // the latest CommitDecision row committed
+  uint64_t discarded_decision_ticket_ = 0;  // the latest decision row SQLite rejected
+  uint64_t inflight_min_ticket_ = 0;        // lowest ticket of the batch in flight; 0: none
+  std::atomic<int> urgent_waiting_{0};      // CommitDecision calls waiting on the writer
   size_t queued_rows_ = 0;
   size_t inflight_rows_ = 0;   // in the writer's current (possibly failing) batch
   size_t queued_bytes_ = 0;    // Op::bytes queued
   size_t inflight_bytes_ = 0;  // Op::bytes in the writer's current batch
   size_t inflight_ops_ = 0;
   uint64_t next_ticket_ = 0;           // last ticket handed out
-  uint64_t committed_ticket_ = 0;      // every write up to this ticket is done
   uint64_t isolate_until_ticket_ = 0;  // writes up to here go one per transaction
   int flush_waiters_ = 0;
   uint64_t retention_requested_ = 0;

@@ -113,10 +113,14 @@ TEST_CASE("Replication falls back to the window mean without per-step demand",
     CAPTURE(variant);
     EngineSnapshot v = s;
     if (variant == 0) v.recent.clear();
-    if (variant == 1) v.recent.resize(1);
+    if (variant == 1) {
+      const StepDemand first = v.recent[0];
+      v.recent.clear();
+      v.recent.push_back(first);
+    }
     if (variant == 2)
-      for (StepDemand& d : v.recent)
-        d.layers[0].resize(7);
+      for (size_t i = 0; i < v.recent.size(); ++i)
+        v.recent[i].layers[0].resize(7);
     auto p = ProposeReplication(v, ahead);
     REQUIRE(p);
     CHECK(p->placements == by_mean->placements);
@@ -124,8 +128,8 @@ TEST_CASE("Replication falls back to the window mean without per-step demand",
   }
   // Rows of zeros only: the forecast refuses them, the window mean decides.
   EngineSnapshot zeros = s;
-  for (StepDemand& d : zeros.recent)
-    d.layers[0].assign(8, 0.0);
+  for (size_t i = 0; i < zeros.recent.size(); ++i)
+    zeros.recent[i].layers[0].assign(8, 0.0);
   auto z = ProposeReplication(zeros, ahead);
   REQUIRE(z);
   CHECK(z->placements == by_mean->placements);

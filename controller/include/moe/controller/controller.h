@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moe/common/clock.h"
@@ -60,6 +61,28 @@ struct ControllerStats {
   uint64_t store_lost = 0;      // every write refused or lost (StoreStats::lost())
 };
 
+// Where the latest run of the policy pipeline (Poll's due work, every engine
+// that was due) spent its time: wall microseconds per phase, measured on the
+// steady clock whatever the controller's Clock says. Phases that did not run
+// are 0. For benchmarks and the debug log; measuring costs ~30 clock reads.
+struct CycleProfile {
+  double snapshot_us = 0;  // the state estimate (EngineState::Snapshot)
+  double learn_us = 0;     // the learner's look at the epoch in force
+  double policies_us = 0;  // every policy asked, together
+  std::vector<std::pair<std::string, double>> policy_us;  // each policy asked, in order
+  double guard_us = 0;       // the guard's verdicts (Judge, the placement judgement)
+  double prediction_us = 0;  // the decisions' predicted outcomes
+  double audit_us = 0;       // the decision rows' JSON
+  double commit_us = 0;      // waiting for an accepted decision's row to be committed
+  double send_us = 0;        // commands on the wire
+  // From the start of the snapshot to the command handed to the wire, when
+  // one was sent (0 otherwise): the decision's own latency.
+  double to_command_us = 0;
+  double total_us = 0;       // the due work as a whole
+  double other_us = 0;       // total_us less the phases above (ack timeouts, bookkeeping)
+  uint64_t engines_run = 0;  // engines whose pipeline ran
+};
+
 // Every message refused (refused_by_reason, max_engines included).
 uint64_t RefusedTotal(const ControllerStats& stats);
 // " (reason n, reason n)" for the nonzero counts, "" when there are none.
@@ -94,6 +117,8 @@ class Controller {
   virtual std::vector<EngineStatus> EngineStatuses() const = 0;
 
   virtual ControllerStats stats() const = 0;
+  // The latest pipeline run's profile (zeros before the first).
+  virtual CycleProfile last_cycle() const = 0;
   // Everything /metrics exports, taken now; per-layer figures only when
   // `per_layer`. Call from the loop's thread and hand the copy on.
   virtual MetricsSnapshot metrics(bool per_layer) const = 0;

@@ -8,9 +8,13 @@
 #define MOE_POLICIES_SNAPSHOT_H_
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moe/policies/cost_model.h"
@@ -46,6 +50,72 @@ struct StepDemand {
   std::vector<double> all_to_all_us;        // [layer] the engine's modelled all-to-all
 };
 
+// A window of StepDemand shared between snapshots: the steps are immutable
+// values held by shared pointers, so taking or copying a snapshot copies
+// pointers, never the demand (61 layers x 256 experts x 64 steps is 8 MB).
+// Reads like a std::vector<StepDemand>; the mutable operator[] (for tests
+// that build a window by hand) copies the step first, so a step another
+// snapshot holds never changes under it.
+class StepWindow {
+ public:
+  using Steps = std::vector<std::shared_ptr<const StepDemand>>;
+
+  class const_iterator {
+   public:
+    using iterator_category = std::bidirectional_iterator_tag;
+    using value_type = StepDemand;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const StepDemand*;
+    using reference = const StepDemand&;
+    const_iterator() = default;
+    explicit const_iterator(Steps::const_iterator it) : it_(it) {}
+    reference operator*() const { return **it_; }
+    pointer operator->() const { return it_->get(); }
+    const_iterator& operator++() {
+      ++it_;
+      return *this;
+    }
+    const_iterator operator++(int) { return const_iterator(it_++); }
+    const_iterator& operator--() {
+      --it_;
+      return *this;
+    }
+    const_iterator operator--(int) { return const_iterator(it_--); }
+    bool operator==(const const_iterator& other) const { return it_ == other.it_; }
+    bool operator!=(const const_iterator& other) const { return it_ != other.it_; }
+
+   private:
+    Steps::const_iterator it_;
+  };
+  using const_reverse_iterator = std::reverse_iterator<const_iterator>;
+
+  size_t size() const { return steps_.size(); }
+  bool empty() const { return steps_.empty(); }
+  const StepDemand& operator[](size_t i) const { return *steps_[i]; }
+  StepDemand& operator[](size_t i) {
+    auto copy = std::make_shared<StepDemand>(*steps_[i]);
+    StepDemand* mutable_step = copy.get();
+    steps_[i] = std::move(copy);
+    return *mutable_step;
+  }
+  const StepDemand& front() const { return *steps_.front(); }
+  const StepDemand& back() const { return *steps_.back(); }
+  const_iterator begin() const { return const_iterator(steps_.begin()); }
+  const_iterator end() const { return const_iterator(steps_.end()); }
+  const_reverse_iterator rbegin() const { return const_reverse_iterator(end()); }
+  const_reverse_iterator rend() const { return const_reverse_iterator(begin()); }
+  void reserve(size_t n) { steps_.reserve(n); }
+  void clear() { steps_.clear(); }
+  void push_back(StepDemand step) {
+    steps_.push_back(std::make_shared<const StepDemand>(std::move(step)));
+  }
+  // Shares `step` (never null).
+  void push_back(std::shared_ptr<const StepDemand> step) { steps_.push_back(std::move(step)); }
+
+ private:
+  Steps steps_;
+};
+
 struct EngineSnapshot {
   std::string engine_id;
   int64_t now_ns = 0;             // when the snapshot was taken
@@ -75,7 +145,7 @@ struct EngineSnapshot {
   CostModel cost_model;
   // The window's steps, whatever epoch they ran under, oldest first: demand
   // does not depend on capacity or placement, so every step is evidence.
-  std::vector<StepDemand> recent;
+  StepWindow recent;
 };
 
 // A policy's wish: set `knob` (on `layer`, or every layer when -1) to `value`.

@@ -175,6 +175,20 @@ class Store {
   // Assigns the decision a new id (larger than any in the database), enqueues
   // it, and returns the id.
   virtual int64_t RecordDecision(DecisionRow row) = 0;
+  // Records the decision as RecordDecision does, but ahead of every queued
+  // write (none of which can depend on a decision not yet made), in a
+  // transaction of its own, and waits until it is committed or `timeout`
+  // passes: what the controller does before it sends the decision's command,
+  // so a command is never sent before its row is durable, and the wait is one
+  // small commit, not the telemetry queued before it. `status` is OK when
+  // committed; kTimeout leaves the row queued (it is written later);
+  // kFailedPrecondition when the store is closed. Call from one thread at a
+  // time (the writer takes one such row per transaction).
+  struct DecisionCommit {
+    int64_t id = 0;
+    Status status;
+  };
+  virtual DecisionCommit CommitDecision(DecisionRow row, std::chrono::milliseconds timeout) = 0;
   // Updates of an existing decision, by id.
   virtual void RecordCommandSent(int64_t decision_id, uint64_t epoch, int64_t sent_ns) = 0;
   virtual void RecordAck(int64_t decision_id, const telemetry::Ack& ack) = 0;
@@ -200,8 +214,9 @@ class Store {
   // again by its next Hello or step). Creates no row for an unknown engine.
   virtual void MarkEngineGone(const std::string& engine_id, int64_t gone_ns) = 0;
 
-  // Blocks until every write enqueued before the call is committed, or the
-  // timeout passes (kTimeout; the writes stay queued).
+  // Blocks until every write enqueued before the call (CommitDecision's
+  // too) is committed, or the timeout passes (kTimeout; the writes stay
+  // queued).
   virtual Status Flush(std::chrono::milliseconds timeout = std::chrono::seconds(10)) = 0;
 
   // Commits what is queued, then runs one retention pass on the writer thread
