@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "telemetry/sample_messages.h"
@@ -244,26 +245,20 @@ TEST_CASE("decode enforces the invariants a hostile peer could break", "[codec]"
     CHECK_THAT(got.status().message(), Catch::Contains("expert_tokens"));
   }
   SECTION("unknown enum value") {
-    std::string knobs;
-    PutVarintField(knobs, 5, 9);  // overflow_policy
-    std::string cmd;
-    PutBytesField(cmd, 1, "e");
-    PutBytesField(cmd, 4, knobs);
-    auto got = Decode(EnvelopeWith(5, cmd));
-    REQUIRE_FALSE(got.ok());
-    CHECK(got.status().code() == StatusCode::kCorruption);
-    CHECK_THAT(got.status().message(), Catch::Contains("overflow_policy"));
-  }
-  SECTION("unknown capacity scope") {
-    std::string knobs;
-    PutVarintField(knobs, 11, 4);  // capacity_scope
-    std::string cmd;
-    PutBytesField(cmd, 1, "e");
-    PutBytesField(cmd, 4, knobs);
-    auto got = Decode(EnvelopeWith(5, cmd));
-    REQUIRE_FALSE(got.ok());
-    CHECK(got.status().code() == StatusCode::kCorruption);
-    CHECK_THAT(got.status().message(), Catch::Contains("capacity_scope has unknown value 4"));
+    // (KnobSet field, value): overflow_policy = 9, capacity_scope = 4.
+    for (const auto& [field, value, name] :
+         {std::tuple{5, 9, "overflow_policy has unknown value 9"},
+          std::tuple{11, 4, "capacity_scope has unknown value 4"}}) {
+      std::string knobs;
+      PutVarintField(knobs, field, value);
+      std::string cmd;
+      PutBytesField(cmd, 1, "e");
+      PutBytesField(cmd, 4, knobs);
+      auto got = Decode(EnvelopeWith(5, cmd));
+      REQUIRE_FALSE(got.ok());
+      CHECK(got.status().code() == StatusCode::kCorruption);
+      CHECK_THAT(got.status().message(), Catch::Contains(name));
+    }
   }
   SECTION("engine id too long or not UTF-8") {
     std::string ack;
