@@ -194,6 +194,9 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
   o.telemetry_endpoint = "tcp://127.0.0.1:*";
   o.command_endpoint = "tcp://127.0.0.1:*";
   o.db_path = dir + "/cycle.db";
+  // The cadence tick is what is timed: a reaction to a dropping step (the
+  // same pipeline) would run it inside the ingest polls instead.
+  o.react_drop_rate = 0;
   o.progress_interval_ms = 0;
   MOE_ASSIGN_OR_RETURN(auto ctl, controller::Controller::Create(o, &clock));
 

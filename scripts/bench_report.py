@@ -49,6 +49,12 @@ def fmt(value):
     return value
 
 
+def measured_line(path):
+    """When the figures of one section were measured (its JSON file's time)."""
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+    return f'Measured {when:%Y-%m-%d %H:%M} UTC.'
+
+
 def engine_section(out_dir):
     """The engine's headline figures from engine.json and engine_peer.json (if present)."""
     def read(name):
@@ -60,7 +66,7 @@ def engine_section(out_dir):
     bench, peer = read('engine'), read('engine_peer')
     if bench is None and peer is None:
         return []
-    lines = ['## engine', '']
+    lines = ['## engine', '', measured_line(os.path.join(out_dir, 'engine.json')), '']
     rows = []
     if peer is not None and 'summary' in peer:
         p = peer['summary']
@@ -169,7 +175,7 @@ def main():
         if name == 'controller.json' and isinstance(data, dict) and 'skipped' not in data:
             lines += controller_section(data)
             continue
-        lines += [f'## {name[:-5]}', '']
+        lines += [f'## {name[:-5]}', '', measured_line(os.path.join(out_dir, name)), '']
         if isinstance(data, dict) and data.get('benchmark') == 'closed-loop':
             # One table of the contenders (scripts/closed_loop_report.py); with
             # every scenario's run (scripts/closed-loop), all of them.
