@@ -220,13 +220,13 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
 
   const std::string engine_log = dir + "/engine.log";
   MOE_ASSIGN_OR_RETURN(
-      Child engine, Child::Start({setup.engine_bin, "--config", setup.engine_config, "--model",
-                                  dir + "/preset.toml", "--scenario", setup.scenario, "--engine-id",
-                                  "engine-0", "--telemetry", telemetry, "--commands", commands,
-                                  "--steps", std::to_string(setup.steps + setup.warmup_steps),
-                                  "--step-interval-ms",
-                                  std::to_string(setup.step_interval_ms), "--log-level", "warn"},
-                                 engine_log));
+      Child engine,
+      Child::Start(
+          {setup.engine_bin, "--config", setup.engine_config, "--model", dir + "/preset.toml",
+           "--scenario", setup.scenario, "--engine-id", "engine-0", "--telemetry", telemetry,
+           "--commands", commands, "--steps", std::to_string(setup.steps + setup.warmup_steps),
+           "--step-interval-ms", std::to_string(setup.step_interval_ms), "--log-level", "warn"},
+          engine_log));
   const auto limit = std::chrono::milliseconds(60'000 + 2'000 * static_cast<int64_t>(setup.steps));
   std::optional<int> engine_rc = engine.Wait(limit);
   if (!engine_rc)
