@@ -138,6 +138,49 @@ TEST_CASE("A late ack after the timeout still counts: the engine did apply it", 
   CHECK(rows[0].ack_error.empty());
 }
 
+TEST_CASE("A joint decision is sent as one command and rolled back as a whole",
+          "[controller][joint]") {
+  Harness h([](ControllerOptions& o) {
+    o.policy_order = {"capacity", "bias"};
+    o.joint_changes = true;
+    o.bias_enabled = true;  // the harness's loads are skewed: bias has a proposal too
+    o.capacity.target_high = 0.02;
+    o.reward.drop_weight = 10;
+  });
+  h.Steps(8, 0, 0.05);
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  const telemetry::Command& joint = first[0];
+  REQUIRE(joint.knobs.capacity_factor.has_value());
+  CHECK(*joint.knobs.capacity_factor > 1.0);
+  auto has_bias = [](const telemetry::Command& c, bool nonzero) {
+    bool any = c.knobs.expert_bias.has_value();
+    for (const telemetry::LayerKnobs& lk : c.layer_knobs) {
+      if (!lk.knobs.expert_bias) continue;
+      any = true;
+      const bool zero = std::all_of(lk.knobs.expert_bias->begin(), lk.knobs.expert_bias->end(),
+                                    [](float b) { return b == 0.0f; });
+      if (nonzero == zero) return false;
+    }
+    return any;
+  };
+  CHECK(has_bias(joint, /*nonzero=*/true));
+  CHECK(joint.reason.find("with bias: expert_bias") != std::string::npos);
+  h.Ack(joint, true);
+  h.Steps(4, joint.epoch, 0.40);  // much worse under the joint epoch
+  auto rollback = h.Tick();
+  REQUIRE(rollback.size() == 1);  // one command undoes both knobs
+  REQUIRE(rollback[0].knobs.capacity_factor.has_value());
+  CHECK(*rollback[0].knobs.capacity_factor == Approx(1.0));
+  CHECK(has_bias(rollback[0], /*nonzero=*/false));  // every bias back to zero
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 2);  // one row per decision, the companion under "with"
+  CHECK(rows[0].proposal_json.find("\"with\"") != std::string::npos);
+  CHECK(rows[0].command_json.find("expert_bias") != std::string::npos);
+  CHECK(rows[1].policy == "guard-rollback");
+  CHECK(rows[1].proposal_json.find("restoring expert_bias") != std::string::npos);
+}
+
 TEST_CASE("A change that lowers the reward is rolled back", "[controller]") {
   Harness h([](ControllerOptions& o) {
     o.capacity.target_high = 0.02;
