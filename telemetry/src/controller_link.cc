@@ -25,6 +25,10 @@ using internal::ShouldLog;
 using Clock = std::chrono::steady_clock;
 using Key = std::array<uint8_t, 32>;
 
+// Most engines with a command route; Hellos for further engine ids on the
+// command channel are skipped ("routes") until one's route is gone.
+constexpr size_t kMaxRoutedEngines = 65536;
+
 // The ZAP endpoint libzmq asks (RFC 27), per context.
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 
@@ -98,6 +102,15 @@ void ServeZap(zmq::socket_t socket, AllowList allowed, std::atomic<uint64_t>* de
     }
   }
   socket.close();
+}
+
+// Whether a command-channel routing id may speak for `engine_id`: the id
+// itself, or the id (cut to fit) + '#' + a 16-digit tag, as engines set it.
+bool RoutingIdNames(std::string_view routing_id, std::string_view engine_id) {
+  if (routing_id == engine_id) return true;
+  constexpr size_t kTag = 17;  // '#' and 16 hex digits
+  if (routing_id.size() <= kTag || routing_id[routing_id.size() - kTag] != '#') return false;
+  return routing_id.substr(0, routing_id.size() - kTag) == engine_id.substr(0, kMaxIdBytes - kTag);
 }
 
 class ZmqControllerLink final : public ControllerLink {
@@ -254,12 +267,18 @@ class ZmqControllerLink final : public ControllerLink {
         return Skip(channel, routing_id, "channel",
                     "only Hello and Ack may use the command channel");
       }
-      if (engine_id != routing_id) {
+      if (!RoutingIdNames(routing_id, engine_id)) {
         return Skip(
             channel, routing_id, "identity",
-            fmt::format("engine_id '{}' differs from the routing id", Printable(engine_id)));
+            fmt::format("engine_id '{}' does not match the routing id", Printable(engine_id)));
       }
-      inbound.peer = std::move(routing_id);
+      const auto bound = engine_of_route_.find(routing_id);
+      if (bound != engine_of_route_.end() && bound->second != engine_id) {
+        return Skip(channel, routing_id, "identity",
+                    fmt::format("engine_id '{}' on a connection that speaks for '{}'",
+                                Printable(engine_id), Printable(bound->second)));
+      }
+      inbound.peer = std::move(engine_id);
     }
     if (options_.curve) {
       // ZAP named the connection's key (User-Id); it must be listed for the
@@ -273,12 +292,17 @@ class ZmqControllerLink final : public ControllerLink {
       const auto it =
           user != nullptr ? allowed_.ids_by_user.find(user) : allowed_.ids_by_user.end();
       if (it == allowed_.ids_by_user.end() || it->second.count(inbound.peer) == 0) {
-        if (channel == Channel::kCommand) verified_routes_.erase(routing_id);
+        // A connection that held a route and now fails the check (someone
+        // who learned its routing id took it over) loses the route.
+        if (channel == Channel::kCommand) Unbind(routing_id);
         return Skip(channel, routing_id, "identity",
                     fmt::format("engine id '{}' is not listed for the key that sent it",
                                 Printable(inbound.peer)));
       }
-      if (channel == Channel::kCommand) verified_routes_.insert(inbound.peer);
+    }
+    if (channel == Channel::kCommand && !BindRoute(inbound.peer, routing_id)) {
+      return Skip(channel, routing_id, "routes",
+                  fmt::format("{} engines already have command routes", kMaxRoutedEngines));
     }
     return Read{ReadKind::kGood, std::move(inbound)};
   }
@@ -295,35 +319,82 @@ class ZmqControllerLink final : public ControllerLink {
     return Read{ReadKind::kSkipped, std::nullopt};
   }
 
+  // Records that `routing_id` speaks for `engine_id`. The first connection of
+  // an engine holds its route; a later one (a restarted engine whose old
+  // connection has not been dropped yet, or a rogue) waits as the candidate
+  // and takes over only once the route in use is gone, so a live engine's
+  // commands cannot be diverted. False if the table is full.
+  bool BindRoute(const std::string& engine_id, const std::string& routing_id) {
+    auto it = routes_.find(engine_id);
+    if (it == routes_.end()) {
+      if (routes_.size() >= kMaxRoutedEngines) return false;
+      it = routes_.emplace(engine_id, Route{}).first;
+    }
+    Route& route = it->second;
+    if (route.current == routing_id || route.candidate == routing_id) return true;
+    if (route.current.empty()) {
+      route.current = routing_id;
+    } else {
+      if (!route.candidate.empty()) engine_of_route_.erase(route.candidate);
+      route.candidate = routing_id;
+    }
+    engine_of_route_[routing_id] = engine_id;
+    return true;
+  }
+
+  // Forgets `routing_id`; when it was its engine's route, the candidate (if
+  // any) steps up.
+  void Unbind(const std::string& routing_id) {
+    const auto bound = engine_of_route_.find(routing_id);
+    if (bound == engine_of_route_.end()) return;
+    const auto it = routes_.find(bound->second);
+    engine_of_route_.erase(bound);
+    if (it == routes_.end()) return;
+    Route& route = it->second;
+    if (route.candidate == routing_id) {
+      route.candidate.clear();
+    } else if (route.current == routing_id) {
+      route.current = std::move(route.candidate);
+      route.candidate.clear();
+    }
+    if (route.current.empty()) routes_.erase(it);
+  }
+
   Status SendCommandImpl(const Command& command) {
     MOE_ASSIGN_OR_RETURN(std::string bytes, Encode(command));
-    if (options_.curve && verified_routes_.count(command.engine_id) == 0) {
-      // The connection holding this routing id has not yet sent a message
-      // under a key listed for it: it may be someone else's.
-      return Status::Unavailable(
-          fmt::format("engine '{}' has not proven its identity on the command channel",
-                      Printable(command.engine_id)));
-    }
-    zmq::send_result_t sent;
-    try {
-      sent = router_.send(zmq::buffer(command.engine_id),
-                          zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    } catch (const zmq::error_t& e) {
-      if (e.num() == EHOSTUNREACH) {
-        verified_routes_.erase(command.engine_id);  // whoever connects next proves itself anew
-        return Status::Unavailable(fmt::format(
-            "engine '{}' is not connected to the command channel", Printable(command.engine_id)));
+    // A connection gone since its last message fails with EHOSTUNREACH; the
+    // engine's newer connection, if one said Hello, is tried next.
+    for (;;) {
+      const auto it = routes_.find(command.engine_id);
+      if (it == routes_.end()) {
+        return Status::Unavailable(
+            options_.curve
+                ? fmt::format("engine '{}' has not proven its identity on the command channel",
+                              Printable(command.engine_id))
+                : fmt::format("engine '{}' is not connected to the command channel",
+                              Printable(command.engine_id)));
       }
-      return internal::ZmqError("router_.send(engine_id, sndmore | dontwait)", __FILE__, __LINE__,
-                                e.num());
+      const std::string route = it->second.current;
+      zmq::send_result_t sent;
+      try {
+        sent =
+            router_.send(zmq::buffer(route), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EHOSTUNREACH) {
+          Unbind(route);
+          continue;
+        }
+        return internal::ZmqError("router_.send(route, sndmore | dontwait)", __FILE__, __LINE__,
+                                  e.num());
+      }
+      if (!sent) {
+        return Status::Unavailable(
+            fmt::format("command queue to engine '{}' is full", Printable(command.engine_id)));
+      }
+      // The routing frame was accepted, so the payload frame goes to the same pipe.
+      MOE_ZMQ_CHECK(sent = router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait));
+      return Status::Ok();
     }
-    if (!sent) {
-      return Status::Unavailable(
-          fmt::format("command queue to engine '{}' is full", Printable(command.engine_id)));
-    }
-    // The routing frame was accepted, so the payload frame goes to the same pipe.
-    MOE_ZMQ_CHECK(sent = router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait));
-    return Status::Ok();
   }
 
   Status ConfigureAndBind(zmq::socket_t& socket, const std::string& endpoint, std::string* bound) {
@@ -347,9 +418,15 @@ class ZmqControllerLink final : public ControllerLink {
   zmq::socket_t router_;
   std::thread zap_thread_;
   AllowList allowed_;  // the ZAP thread has its own copy
-  // With CURVE: routing ids whose latest command-channel message came under a
-  // key listed for them; commands go only to these.
-  std::set<std::string> verified_routes_;
+  // Command routes by engine id, and the engine each known routing id speaks
+  // for (every routing id here is some engine's current or candidate route).
+  // With CURVE only connections whose messages passed the key check appear.
+  struct Route {
+    std::string current;    // where commands go
+    std::string candidate;  // the engine's newest other connection, if any
+  };
+  std::map<std::string, Route> routes_;
+  std::map<std::string, std::string> engine_of_route_;
   std::atomic<uint64_t> auth_denied_{0};
   std::string telemetry_endpoint_;
   std::string command_endpoint_;
@@ -372,11 +449,13 @@ Status ZmqControllerLink::Start(AllowList allowed) {
   MOE_ZMQ_CHECK(pull_ = zmq::socket_t(context_, zmq::socket_type::pull));
   MOE_ZMQ_CHECK(router_ = zmq::socket_t(context_, zmq::socket_type::router));
   // Unknown or gone engines fail loudly (EHOSTUNREACH) instead of silently
-  // dropping. No handover: a second connection claiming a connected routing
-  // id is refused, so nobody can take an engine's route; ZMTP heartbeats drop
-  // dead engines' routes within seconds, and a restarted engine reconnects.
+  // dropping. Handover: every engine connection has its own random routing
+  // id, so a second connection with the same id is that socket reconnecting
+  // before its old connection was dropped; without handover libzmq would
+  // ignore it, and the engine would never be heard on this channel again.
+  // Which connection gets an engine's commands is decided by BindRoute.
   MOE_ZMQ_CHECK(router_.set(zmq::sockopt::router_mandatory, true));
-  MOE_ZMQ_CHECK(router_.set(zmq::sockopt::router_handover, false));
+  MOE_ZMQ_CHECK(router_.set(zmq::sockopt::router_handover, true));
   MOE_ZMQ_CHECK(router_.set(zmq::sockopt::heartbeat_ivl, 1000));
   MOE_ZMQ_CHECK(router_.set(zmq::sockopt::heartbeat_timeout, 3000));
   MOE_RETURN_IF_ERROR(ConfigureAndBind(pull_, options_.telemetry_endpoint, &telemetry_endpoint_)

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <random>
+#include <string>
 #include <utility>
 
 #include "moe/telemetry/transport.h"
@@ -251,13 +253,23 @@ Status ZmqEngineLink::ConfigureSocket(zmq::socket_t& socket, const std::string& 
   return Status::Ok();
 }
 
+// `engine_id` (cut to fit ZeroMQ's 255 bytes) + '#' + 16 random hex digits.
+std::string ConnectionRoutingId(const std::string& engine_id) {
+  std::random_device entropy;
+  const uint64_t tag = (uint64_t{entropy()} << 32) | entropy();
+  return fmt::format("{}#{:016x}", engine_id.substr(0, kMaxIdBytes - 17), tag);
+}
+
 Status ZmqEngineLink::Start() {
   MOE_ZMQ_CHECK(push_ = zmq::socket_t(context_, zmq::socket_type::push));
   MOE_ZMQ_CHECK(dealer_ = zmq::socket_t(context_, zmq::socket_type::dealer));
   MOE_ZMQ_CHECK(monitor_ = zmq::socket_t(context_, zmq::socket_type::pair));
   MOE_ZMQ_CHECK(monitor_.set(zmq::sockopt::linger, 0));
 
-  MOE_ZMQ_CHECK(dealer_.set(zmq::sockopt::routing_id, options_.engine_id));
+  // A routing id of this connection's own (the engine id, for the logs, and
+  // a random tag): a restarted engine is a new route, never a duplicate the
+  // controller's ROUTER would ignore, and nobody else can name this one.
+  MOE_ZMQ_CHECK(dealer_.set(zmq::sockopt::routing_id, ConnectionRoutingId(options_.engine_id)));
   // ZMTP heartbeats: a dead controller is noticed in seconds, not at TCP timeout.
   MOE_ZMQ_CHECK(dealer_.set(zmq::sockopt::heartbeat_ivl, 1000));
   MOE_ZMQ_CHECK(dealer_.set(zmq::sockopt::heartbeat_timeout, 3000));

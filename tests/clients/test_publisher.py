@@ -69,11 +69,11 @@ class PublisherTest(unittest.TestCase):
     def test_hello_on_both_channels_with_one_seq(self):
         """"An engine sends a Hello on both channels when it connects"; "The
         Hello also sent on the command channel carries the same seq"; the
-        command channel's routing id is the engine id."""
+        command channel's routing id is the engine id, '#' and a random tag."""
         ctl = self.controller()
         pub = self.publisher(ctl)
         t_hello, c_hello, rid = self.connected(ctl, pub)
-        self.assertEqual(rid, ENGINE.encode())
+        self.assertRegex(rid, b"^" + ENGINE.encode() + b"#[0-9a-f]{16}$")
         self.assertEqual(t_hello, c_hello)
         self.assertEqual(t_hello.seq, 1)
         self.assertEqual(t_hello.schema_version, wire.SCHEMA_VERSION)

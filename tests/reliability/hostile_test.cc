@@ -698,9 +698,9 @@ TEST_CASE("route hijack: a second peer claims the good engine's id on the comman
   r.tries = kPeers;
   r.refused = stolen == 0 ? kPeers : 0;
   r.notes = fmt::format(
-      "{} peers with routing id 'good': no route handover, {} commands reached them; the real "
-      "engine acked {} more decisions (also tests/telemetry/transport_test.cc: a connected "
-      "engine's command route cannot be taken over)",
+      "{} peers with routing id 'good' said Hello as 'good': the live engine kept its route, {} "
+      "commands reached them; the real engine acked {} more decisions (also "
+      "tests/telemetry/transport_test.cc: a connected engine's command route cannot be taken over)",
       kPeers, stolen, acked_after - acked_before);
   v.Finish(r, rss.Stop(), v.rss_before + 32);
 }

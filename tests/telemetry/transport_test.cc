@@ -486,9 +486,9 @@ TEST_CASE("a connected engine's command route cannot be taken over", "[transport
   auto real = ConnectOrDie(EngineFor(*controller, "e1"));
   std::vector<Inbound> seen;
   REQUIRE(ReceiveAll(*controller, {Is<Hello>(Channel::kCommand, "e1")}, kWait, &seen));
-  // A second connection claims the same routing id (a local process that
-  // knows the id). Without handover it is refused, so commands keep going to
-  // the engine that holds the route.
+  // A second connection claims the same engine id (a local process that
+  // knows it). It only becomes the candidate: commands keep going to the
+  // engine that holds the route while that connection lives.
   auto rogue = ConnectOrDie(EngineFor(*controller, "e1"));
   ReceiveUntil(
       *controller, [](const Inbound&) { return false; }, 500ms, &seen);
@@ -508,6 +508,52 @@ TEST_CASE("a connected engine's command route cannot be taken over", "[transport
   REQUIRE(stolen.ok());
   CHECK(stolen->empty());
   CHECK(to_rogue.empty());
+}
+
+TEST_CASE("a restarted engine takes its route once its old connection is gone", "[transport]") {
+  auto controller = BindOrDie(LoopbackController());
+  auto old = ConnectOrDie(EngineFor(*controller, "e1"));
+  std::vector<Inbound> seen;
+  REQUIRE(ReceiveAll(*controller, {Is<Hello>(Channel::kCommand, "e1")}, kWait, &seen));
+  // The restarted engine connects while the old connection is still up (its
+  // process has not been reaped, or the heartbeat has not dropped it yet).
+  // Its Hello is heard: it is not locked out as a duplicate routing id.
+  auto restarted = ConnectOrDie(EngineFor(*controller, "e1"));
+  seen.clear();
+  REQUIRE(ReceiveAll(*controller, {Is<Hello>(Channel::kCommand, "e1")}, kWait, &seen));
+  // While the old connection lives it keeps the route.
+  REQUIRE(controller->SendCommand(FullCommand("e1")).ok());
+  std::vector<Command> to_old;
+  for (int i = 0; i < 100 && to_old.empty(); ++i) {
+    auto got = old->PollCommands();
+    REQUIRE(got.ok());
+    to_old = *got;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(to_old.size() == 1);
+  // Once it is gone, commands reach the restarted engine. A send may still
+  // go to the old connection until the controller has seen it close, so the
+  // test sends again until one arrives (each lost one is what the
+  // controller's ack timeout covers).
+  old.reset();
+  std::vector<Command> to_restarted;
+  int sends = 0;
+  for (int i = 0; i < 200 && to_restarted.empty(); ++i) {
+    if (i % 10 == 0) {
+      REQUIRE(controller->SendCommand(FullCommand("e1")).ok());
+      ++sends;
+    }
+    auto got = restarted->PollCommands();
+    REQUIRE(got.ok());
+    to_restarted = *got;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(to_restarted.size() == 1);
+  CHECK(sends <= 3);
+  // Acks from the restarted engine are accepted for e1.
+  REQUIRE(restarted->SendAck(FullAck("e1")).ok());
+  seen.clear();
+  CHECK(ReceiveAll(*controller, {Is<Ack>(Channel::kCommand, "e1")}, kWait, &seen));
 }
 
 TEST_CASE("CURVE lets allowed engines in and keeps others out", "[transport][curve]") {

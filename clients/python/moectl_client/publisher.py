@@ -2,8 +2,8 @@
 
 A ``Publisher`` owns two ZeroMQ sockets that connect to a controller
 (``moectld``): PUSH for telemetry (Hello, StepRecord, Heartbeat) and DEALER,
-with the engine id as its routing id, for commands (Command in; Hello and Ack
-out). It behaves like the C++ ``EngineLink`` (telemetry/src/engine_link.cc):
+with a routing id of its own (``<engine id>#<16 random hex digits>``), for
+commands (Command in; Hello and Ack out). It behaves like the C++ ``EngineLink`` (telemetry/src/engine_link.cc):
 
 - every send is non-blocking into a bounded queue of ``send_queue`` messages
   per channel; a message that does not fit is dropped and counted, and the
@@ -27,6 +27,7 @@ not thread safe). It owns its ZeroMQ context.
 
 import dataclasses
 import logging
+import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -43,6 +44,16 @@ log = logging.getLogger("moectl_client")
 def _should_log(count):
     """The 1st..10th event of a kind and every 1000th after (as the C++ side)."""
     return count <= 10 or count % 1000 == 0
+
+
+def routing_id(engine_id):
+    """The command socket's routing id for one connection: the engine id (cut
+    to fit ZeroMQ's 255 bytes), '#' and 16 random hex digits, as the C++
+    EngineLink does. The controller routes by the id the connection's Hello
+    names, so a restarted engine is a new route, never a duplicate that a
+    ROUTER would ignore (docs/telemetry.md, "Routes")."""
+    head = engine_id.encode("utf-8")[:wire.MAX_ID_BYTES - 17]
+    return head + b"#" + os.urandom(8).hex().encode("ascii")
 
 
 def now_ns():
@@ -76,7 +87,7 @@ def _check_curve_key(what, key):
 @dataclasses.dataclass
 class PublisherOptions:
     """How to reach the controller. Defaults match the C++ EngineLinkOptions."""
-    engine_id: str                      # required, 1..255 bytes; also the DEALER routing id
+    engine_id: str                      # required, 1..255 bytes; starts the DEALER routing id
     telemetry_endpoint: str             # required, e.g. "tcp://127.0.0.1:5555"
     command_endpoint: str               # required, e.g. "tcp://127.0.0.1:5556"
     send_queue: int = 1000              # messages queued per channel before drops (>= 1)
@@ -275,7 +286,7 @@ class Publisher:
         try:
             self._push = self._context.socket(zmq.PUSH)
             self._dealer = self._context.socket(zmq.DEALER)
-            self._dealer.setsockopt(zmq.ROUTING_ID, options.engine_id.encode("utf-8"))
+            self._dealer.setsockopt(zmq.ROUTING_ID, routing_id(options.engine_id))
             # ZMTP heartbeats: a dead controller is noticed in seconds.
             self._dealer.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             self._dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)

@@ -3,9 +3,10 @@
 // Two channels, both over ZeroMQ (tcp:// or ipc://):
 //   - telemetry: engine PUSH (connects) -> controller PULL (binds). Carries
 //     Hello, StepRecord and Heartbeat. Many engines may feed one controller.
-//   - commands: controller ROUTER (binds) <-> engine DEALER (connects, with the
-//     engine id as its routing id). Carries Command one way and Ack (and a
-//     Hello, so the controller learns the route) the other.
+//   - commands: controller ROUTER (binds) <-> engine DEALER (connects, with a
+//     routing id of its own: "<engine id>#<16 random hex digits>"). Carries
+//     Command one way and Ack (and a Hello, so the controller learns the
+//     route) the other.
 //
 // The engine never blocks on a slow or absent controller: every send is
 // non-blocking into a bounded queue (`send_queue` messages); a message that
@@ -26,18 +27,20 @@
 // its allow-list maps each engine id to that engine's public key: a
 // connection is accepted only for a listed key (ZAP, RFC 27); every message on
 // either channel must name an engine id listed for the key that sent it (ZAP's
-// User-Id; on the command channel the routing id), so an allowed key cannot
-// speak or ack for another engine; and commands go only to a routing id whose
-// latest command-channel message passed that check (a route someone else
-// claimed is refused as kUnavailable, never written to).
+// User-Id), so an allowed key cannot speak or ack for another engine, and a
+// connection that fails the check is never a route for commands.
 // Engines accept commands only from the controller's key.
 // Without CURVE nothing authenticates a peer, so the controller binds only
 // loopback or ipc:// endpoints unless `insecure` says otherwise.
-// Either way a routing id already connected to the command channel cannot be
-// taken over by a second connection (no ZMQ_ROUTER_HANDOVER): the second is
-// refused, and a restarted engine gets its id back once its old connection
-// is gone (closed by its process's exit, or dropped by the ZMTP heartbeat
-// within seconds).
+// Routes. A command-channel connection's routing id must be its engine id or
+// start with it (an engine sets "<engine id>#<tag>"), and the connection speaks
+// for the one engine id its first accepted Hello or Ack named. An engine's first connection is its
+// route; a later one (a restarted engine whose old connection is not dropped yet, or another
+// process claiming the id) is held as the candidate, and takes over only when sending to the route
+// fails because that connection is gone (closed by its process's exit, or dropped by the ZMTP
+// heartbeat within seconds). So a live engine's commands cannot be diverted, and a restarted engine
+// is never locked out. The same socket reconnecting keeps its routing id and its route
+// (ZMQ_ROUTER_HANDOVER).
 //
 // Thread safety: each link object must be used from one thread at a time
 // (ZeroMQ sockets are not thread safe). Links own their ZeroMQ context.
@@ -66,7 +69,7 @@ struct CurveKeys {
 };
 
 struct EngineLinkOptions {
-  std::string engine_id;              // required (1..255 bytes); also the DEALER routing id
+  std::string engine_id;              // required (1..255 bytes); starts the DEALER routing id
   std::string telemetry_endpoint;     // required, e.g. "tcp://127.0.0.1:5555"
   std::string command_endpoint;       // required, e.g. "tcp://127.0.0.1:5556"
   int send_queue = 1000;              // messages queued per channel before drops (>= 1)
@@ -155,8 +158,8 @@ enum class Channel : uint8_t { kTelemetry, kCommand };
 // A message received by the controller, with the engine it came from.
 struct Inbound {
   Message message;
-  // Engine id: the routing id on the command channel, the message's engine_id
-  // on the telemetry channel.
+  // Engine id: the message's engine_id (on the command channel, the id the
+  // connection speaks for).
   std::string peer;
   Channel channel = Channel::kTelemetry;
 };
@@ -186,13 +189,16 @@ class ControllerLink {
   // and skipped: it never ends the wait with an error. Errors are reserved for
   // the sockets themselves failing. Accepted: Hello, StepRecord, Heartbeat on
   // the telemetry channel; Hello and Ack on the command channel, whose
-  // engine_id must equal the sender's routing id. A Hello arrives once per
-  // channel; treat it as idempotent.
+  // engine_id must be the one its connection speaks for (see Routes above;
+  // skipped as "identity" otherwise, or as "routes" when 65,536 engines hold
+  // routes already). A Hello arrives once per channel per connection; treat
+  // it as idempotent.
   virtual Result<std::optional<Inbound>> Receive(std::chrono::milliseconds timeout) = 0;
 
-  // Sends `command` to engine `command.engine_id` on the command channel.
-  // Never blocks. Fails with kUnavailable if that engine is not connected
-  // (or its queue is full), kInvalidArgument if the command does not encode.
+  // Sends `command` to engine `command.engine_id` on the command channel, on
+  // its route (see Routes above). Never blocks. Fails with kUnavailable if
+  // that engine is not connected (or its queue is full), kInvalidArgument if
+  // the command does not encode.
   virtual Status SendCommand(const Command& command) = 0;
 
   virtual LinkStats stats() const = 0;
