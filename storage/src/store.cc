@@ -147,6 +147,7 @@ StoreImpl::StoreImpl(const StoreOptions& options, Clock* clock, OpenedDb opened)
 
 void StoreImpl::Start() {
   writer_ = std::thread([this] { WriterLoop(); });
+  checkpointer_ = std::thread([this] { CheckpointerLoop(); });
 }
 
 void StoreImpl::UpsertEngine(const telemetry::Hello& hello) {
@@ -393,8 +394,9 @@ void StoreImpl::WriterLoop() {
       work_cv_.wait_for(lock, retry_wait, [&] { return abandon_; });
     } else {
       work_cv_.wait_until(lock, next_tick, [&] {
-        return abandon_ || replaced_ || retention_active_ ||
-               retention_requested_ > retention_done_ || !urgent_.empty() ||
+        if (abandon_ || !urgent_.empty()) return true;
+        if (CheckpointingLocked()) return false;  // woken when the pass ends
+        return replaced_ || retention_active_ || retention_requested_ > retention_done_ ||
                (!queue_.empty() &&
                 (stopping_ || flush_waiters_ > 0 || queued_rows_ >= options_.batch_rows));
       });
@@ -423,7 +425,10 @@ void StoreImpl::WriterLoop() {
       }
     }
 
-    if (batch.empty()) TakeBatchLocked(&batch, &batch_urgent);
+    // While a checkpoint pass runs only a decision row is written.
+    if (batch.empty() && (!CheckpointingLocked() || !urgent_.empty())) {
+      TakeBatchLocked(&batch, &batch_urgent);
+    }
     if (!batch.empty()) {
       lock.unlock();
       BatchCounts counts;
@@ -490,6 +495,7 @@ void StoreImpl::WriterLoop() {
     }
     bool requested = retention_requested_ > retention_done_;
     bool due = RetentionEnabled() && clock_->MonotonicNanos() >= next_retention_mono_;
+    if (CheckpointingLocked()) continue;
     if (!retention_active_ && (requested || due)) {
       retention_active_ = true;
       retention_stage_ = 0;
@@ -808,8 +814,10 @@ Status StoreImpl::Close() {
     abandon_ = true;
     work_cv_.notify_all();
     done_cv_.notify_all();
+    checkpoint_cv_.notify_all();
   }
   if (writer_.joinable()) writer_.join();
+  if (checkpointer_.joinable()) checkpointer_.join();
   {
     std::lock_guard lock(mu_);
     num_lost = queue_.size() + urgent_.size() + inflight_ops_;

@@ -50,6 +50,10 @@ Result<OpenedDb> OpenStoreFile(const StoreOptions& options, Clock* clock) {
     }
   }
   MOE_RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous=NORMAL", "setting synchronous"));
+  // A WAL that restarts from its start after a checkpoint is cut to this size.
+  MOE_RETURN_IF_ERROR(
+      Exec(db, fmt::format("PRAGMA journal_size_limit={}", options.wal_checkpoint_bytes),
+           "setting journal_size_limit"));
   MOE_RETURN_IF_ERROR(Migrate(db, options.path, clock->NowNanos()));
   for (auto [table, out] : {std::pair{"decisions", &opened.last_decision_id},
                             std::pair{"operator_actions", &opened.last_action_id}}) {
@@ -117,6 +121,7 @@ bool StoreImpl::CheckFileReplaced() {
 }
 
 Status StoreImpl::Reopen() {
+  std::lock_guard pass_guard(checkpoint_file_mu_);  // no pass holds the old file
   if (db_) {
     // Whatever the old file's WAL still holds goes into the old file first:
     // the -wal beside the path must hold nothing of it when the new file is
@@ -165,7 +170,72 @@ void StoreImpl::MaybeCheckpoint(bool force) {
   // `force`: also a WAL file that is not empty though no frame is counted (one
   // left by a crash, or backfilled but not yet truncated because of a reader).
   bool due = now >= next_checkpoint_ && (wal_frames_ > 0 || (force && wal_bytes > 0));
-  if (big || due) (void)Checkpoint();
+  if (!big && !due) return;
+  next_checkpoint_ = now + options_.checkpoint_interval;
+  std::lock_guard lock(mu_);
+  if (CheckpointingLocked()) return;
+  checkpoint_requested_ = true;
+  checkpoint_cv_.notify_one();
+}
+
+void StoreImpl::CheckpointerLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    checkpoint_cv_.wait(lock, [&] { return abandon_ || checkpoint_requested_; });
+    if (abandon_) return;
+    checkpoint_requested_ = false;
+    checkpoint_running_ = true;
+    lock.unlock();
+    Status status;
+    {
+      std::lock_guard pass_guard(checkpoint_file_mu_);
+      if (!replaced_) status = CheckpointPass(file_dev_, file_ino_);
+    }
+    lock.lock();
+    checkpoint_running_ = false;
+    if (!status.ok() && status.code() != StatusCode::kUnavailable) {
+      ++stats_.write_errors;
+      stats_.last_error = status.ToString();
+      spdlog::warn("storage: checkpoint of {} failed: {}", options_.path, stats_.last_error);
+    }
+    work_cv_.notify_all();  // step batches go on
+  }
+}
+
+Status StoreImpl::CheckpointPass(dev_t dev, ino_t ino) {
+  // No busy handler: a reader holding an old snapshot stops the pass at once,
+  // after it has copied what it could.
+  MOE_ASSIGN_OR_RETURN(DbHandle db, OpenDatabase(options_.path, SQLITE_OPEN_READWRITE, 0));
+  // The file at the path must still be the writer's (Reopen waits for the
+  // pass, so it cannot change until the pass ends).
+  struct stat st {};
+  if (::stat(options_.path.c_str(), &st) != 0 || st.st_dev != dev || st.st_ino != ino) {
+    return Status::Unavailable(fmt::format("{} is being replaced", options_.path));
+  }
+  // A read opens the WAL on this connection; the read ends with the statement.
+  MOE_RETURN_IF_ERROR(Exec(db.get(), "PRAGMA schema_version", "opening the WAL to checkpoint"));
+  int num_log = -1;
+  int num_done = -1;
+  int rc =
+      sqlite3_wal_checkpoint_v2(db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &num_log, &num_done);
+  Status status;
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.checkpoints;
+    if (rc == SQLITE_OK && num_done >= num_log) {
+      ++stats_.checkpoints_truncated;
+    } else if (rc == SQLITE_OK || (rc & 0xff) == SQLITE_BUSY) {
+      ++stats_.checkpoints_busy;
+      status = Status::Unavailable(
+          fmt::format("a reader of {} holds an old snapshot ({} of {} WAL frames checkpointed)",
+                      options_.path, num_done, num_log));
+    } else {
+      status = SqliteStatus(db.get(), nullptr, rc, "sqlite3_wal_checkpoint_v2(db, PASSIVE)",
+                            __FILE__, __LINE__);
+    }
+  }
+  NoteWalSize();
+  return status;
 }
 
 Status StoreImpl::Checkpoint() {
@@ -198,7 +268,13 @@ Status StoreImpl::Checkpoint() {
       spdlog::warn("storage: checkpoint of {} failed: {}", options_.path, stats_.last_error);
     }
   }
-  NoteWalSize();
+  std::error_code ec;
+  const uint64_t wal_bytes = std::filesystem::file_size(options_.path + "-wal", ec);
+  if (!ec) {
+    std::lock_guard lock(mu_);
+    stats_.wal_bytes = wal_bytes;
+    stats_.wal_bytes_max = std::max(stats_.wal_bytes_max, wal_bytes);
+  }
   return status;
 }
 

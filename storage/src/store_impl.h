@@ -220,11 +220,23 @@ class StoreImpl final : public Store {
   bool CheckFileReplaced();
   // Releases the replaced file and opens the one at path (writer thread).
   Status Reopen();
-  // Checkpoints when the WAL is over wal_checkpoint_bytes or the interval has
-  // passed (`force`: whenever the WAL holds anything).
+  // Asks the checkpointer for a pass when the WAL is over
+  // wal_checkpoint_bytes or the interval has passed (`force`: whenever the
+  // WAL holds anything).
   void MaybeCheckpoint(bool force);
-  // One TRUNCATE checkpoint that does not wait on readers: OK when the WAL
-  // is now empty, kUnavailable when a reader kept it from finishing.
+  // The checkpointer thread: each pass opens a connection of its own, runs a
+  // PASSIVE checkpoint (SQLite copies WAL frames into the file and syncs it
+  // without taking the write lock, so a CommitDecision commits meanwhile),
+  // and closes it. While a pass runs the writer holds back step batches and
+  // retention, so the pass reaches the end of the WAL and the next commit
+  // restarts it from its start (cut to journal_size_limit).
+  void CheckpointerLoop();
+  Status CheckpointPass(dev_t dev, ino_t ino);
+  // True while the writer must leave the WAL to the checkpointer (under mu_).
+  bool CheckpointingLocked() const { return checkpoint_requested_ || checkpoint_running_; }
+  // One TRUNCATE checkpoint on the writer's connection that does not wait on
+  // readers, for a replaced file and at close: OK when the WAL is now empty,
+  // kUnavailable when a reader kept it from finishing.
   Status Checkpoint();
   uint64_t NoteWalSize();  // stats_.wal_bytes from the -wal file; returns it
 
@@ -253,6 +265,11 @@ class StoreImpl final : public Store {
   int64_t retention_now_ns_ = 0;         // the pass's Clock::NowNanos at its start
   uint64_t retention_pass_request_ = 0;  // retention_requested_ when it started
   std::thread writer_;
+  std::thread checkpointer_;
+  // Held by the checkpointer for a pass, and by the writer while it swaps the
+  // file (Reopen, Close): a pass never holds a file the writer is releasing.
+  // Lock order: db_mu_, checkpoint_file_mu_, mu_.
+  std::mutex checkpoint_file_mu_;
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;  // wakes the writer
@@ -278,9 +295,12 @@ class StoreImpl final : public Store {
   uint64_t retention_requested_ = 0;
   uint64_t retention_done_ = 0;
   Status retention_status_;
-  bool stopping_ = false;  // Close has begun: drain, then exit
-  bool abandon_ = false;   // Close gives up: exit now
-  bool closed_ = false;    // writes are no longer accepted
+  bool stopping_ = false;                  // Close has begun: drain, then exit
+  bool checkpoint_requested_ = false;      // the writer asked for a pass
+  bool checkpoint_running_ = false;        // a pass is running
+  std::condition_variable checkpoint_cv_;  // wakes the checkpointer
+  bool abandon_ = false;                   // Close gives up: exit now
+  bool closed_ = false;                    // writes are no longer accepted
   StoreStats stats_;
 
   std::mutex close_mu_;

@@ -13,14 +13,19 @@
 //
 // Readers (the CLI) open the file with Reader (reader.h), read-only.
 //
-// WAL: the writer checkpoints the WAL itself (SQLite's automatic checkpoint is
+// WAL: the Store checkpoints the WAL itself (SQLite's automatic checkpoint is
 // off): after a commit that leaves more than `wal_checkpoint_bytes` in it, and
-// every `checkpoint_interval` while it holds anything. Each checkpoint asks
-// for TRUNCATE without waiting on readers: when no reader holds an old
-// snapshot the WAL file shrinks to 0 bytes; otherwise it backfills what it can
-// (as PASSIVE would) and the WAL is reused from its start once readers move on.
-// The writer never holds a statement open between uses, so it never pins a
-// snapshot of its own. stats() shows the WAL's size and the checkpoints.
+// every `checkpoint_interval` while it holds anything. A checkpoint thread
+// runs each one on a connection of its own, PASSIVE and without waiting on
+// readers, so its copying and fsyncs never hold up a decision row: a
+// CommitDecision commits while it runs. Meanwhile the writer holds back step
+// batches and retention (they wait in the queue), so the checkpoint reaches
+// the end of the WAL, and the next commit reuses the WAL from its start and
+// cuts the file to `wal_checkpoint_bytes` (journal_size_limit). A reader that
+// holds an old snapshot stops a checkpoint short ("busy"); the next one
+// finishes. The writer never holds a statement open between uses, so it never
+// pins a snapshot of its own. stats() shows the WAL's size and the
+// checkpoints.
 //
 // The file replaced under the daemon: before and after every commit, and every
 // `file_check_interval`, the writer checks that the file at `path` is still
@@ -143,7 +148,7 @@ struct StoreStats {
   uint64_t wal_bytes_max = 0;          // the largest size seen
   uint64_t wal_pages_written = 0;      // WAL frames appended by commits, all told
   uint64_t checkpoints = 0;            // checkpoints run
-  uint64_t checkpoints_truncated = 0;  // of which emptied the WAL file
+  uint64_t checkpoints_truncated = 0;  // of which reached the WAL's end (it restarts)
   uint64_t checkpoints_busy = 0;       // of which a reader kept from finishing
 
   // The file at `path` replaced or deleted under the Store.
