@@ -192,6 +192,11 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   double bias_max = b.max_abs_expert_bias;
   bounds.Read("expert_bias_max", &bias_max, Range<double>{0, 1e6});
   b.max_abs_expert_bias = static_cast<float>(bias_max);
+  int64_t k_min_min = b.min_k_min;
+  bounds.Read("k_min_min", &k_min_min, Range<int64_t>{1, 4096});
+  b.min_k_min = static_cast<uint32_t>(k_min_min);
+  bounds.Read("top_p_min", &b.min_top_p, Range<double>{0, 1});
+  bounds.Read("availability_weight_max", &b.max_availability_weight, Range<double>{0, 1});
   int64_t epoch_step = static_cast<int64_t>(b.max_epoch_step);
   bounds.Read("max_epoch_step", &epoch_step, Range<int64_t>{1, int64_t{1} << 40});
   b.max_epoch_step = static_cast<uint64_t>(epoch_step);

@@ -139,6 +139,17 @@ Status CheckCommandBounds(const KnobPatch& patch, const Options& options) {
   if (patch.top_k && (*patch.top_k < b.min_top_k || *patch.top_k > max_top_k)) {
     return out(Cat("top_k ", *patch.top_k, " outside [", b.min_top_k, ", ", max_top_k, "]"));
   }
+  if (patch.k_min && *patch.k_min < b.min_k_min) {
+    return out(Cat("k_min ", *patch.k_min, " below ", b.min_k_min));
+  }
+  if (patch.top_p && *patch.top_p != 0 && !(*patch.top_p >= b.min_top_p)) {
+    return out(
+        Cat("top_p ", *patch.top_p, " below ", b.min_top_p, " (0, dynamic K off, is allowed)"));
+  }
+  if (patch.availability_weight && !(*patch.availability_weight <= b.max_availability_weight)) {
+    return out(Cat("availability_weight ", *patch.availability_weight, " above ",
+                   b.max_availability_weight));
+  }
   if (patch.noise_std && !(*patch.noise_std <= b.max_noise_std)) {
     return out(Cat("noise_std ", *patch.noise_std, " above ", b.max_noise_std));
   }

@@ -72,5 +72,33 @@ TEST_CASE("Engine config: capacity per expert or per replica slot", "[config][en
   CHECK(message.find("slot") != std::string::npos);
 }
 
+TEST_CASE("Engine config: command bounds on dynamic K and two-stage routing", "[config][engine]") {
+  moe::testing::TempDir dir;
+  auto cfg = LoadEngineConfig(dir.Write("bounds.toml",
+                                        "[command_bounds]\n"
+                                        "k_min_min = 2\n"
+                                        "top_p_min = 0.6\n"
+                                        "availability_weight_max = 0.25\n"));
+  INFO(cfg.status().ToString());
+  REQUIRE(cfg.ok());
+  CHECK(cfg->engine.command_bounds.min_k_min == 2);
+  CHECK(cfg->engine.command_bounds.min_top_p == 0.6);
+  CHECK(cfg->engine.command_bounds.max_availability_weight == 0.25);
+  auto defaults = LoadEngineConfig(dir.Write("empty.toml", "[command_bounds]\n"));
+  REQUIRE(defaults.ok());
+  CHECK(defaults->engine.command_bounds.min_k_min == 1);
+  CHECK(defaults->engine.command_bounds.min_top_p == 0.0);
+  CHECK(defaults->engine.command_bounds.max_availability_weight == 1.0);
+
+  const std::string path =
+      dir.Write("bad.toml", "[command_bounds]\nk_min_min = 1\ntop_p_min = 1.5\n");
+  auto bad = LoadEngineConfig(path);
+  REQUIRE_FALSE(bad.ok());
+  const std::string message = bad.status().message();
+  INFO(message);
+  CHECK(message.find(path + ":3:") != std::string::npos);
+  CHECK(message.find("top_p_min") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace moe::engine_app

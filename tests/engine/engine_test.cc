@@ -87,6 +87,9 @@ TEST_CASE("Commands outside the engine's own bounds are refused, whoever sends t
   o.command_bounds.max_noise_std = 0.2;
   o.command_bounds.max_abs_expert_bias = 0.5f;
   o.command_bounds.max_epoch_step = 100;
+  o.command_bounds.min_k_min = 2;
+  o.command_bounds.min_top_p = 0.5;
+  o.command_bounds.max_availability_weight = 0.3;
   auto engine = MakeEngine(o);
   auto refused = [&](KnobUpdate u, const std::string& what) {
     INFO(what);
@@ -108,6 +111,15 @@ TEST_CASE("Commands outside the engine's own bounds are refused, whoever sends t
   u.all_layers.noise_std = 0.3;
   refused(u, "noise_std");
   u.all_layers.noise_std.reset();
+  u.all_layers.k_min = 1;  // dynamic K down to one expert a token
+  refused(u, "k_min 1 below 2");
+  u.all_layers.k_min.reset();
+  u.all_layers.top_p = 0.2;
+  refused(u, "top_p 0.2 below 0.5");
+  u.all_layers.top_p.reset();
+  u.all_layers.availability_weight = 0.9;
+  refused(u, "availability_weight 0.9 above 0.3");
+  u.all_layers.availability_weight.reset();
   u.layers.push_back({0, KnobPatch{}});
   u.layers[0].second.expert_bias = std::vector<float>{0, 0, 0.6f, 0, 0, 0, 0, 0};
   refused(u, "expert_bias[2]");
@@ -117,6 +129,8 @@ TEST_CASE("Commands outside the engine's own bounds are refused, whoever sends t
   refused(u, "jumps more than 100");
   // Nothing was applied; a command within bounds still is.
   u.epoch = 100;
+  u.all_layers.top_p = 0.0;  // dynamic K off is always allowed
+  u.all_layers.availability_weight = 0.3;
   REQUIRE(engine->Submit(u).ok());
   const std::vector<float> x = RandomTokens(8, o.model.hidden, 3);
   auto s = engine->Step({x.data(), 8, {}});

@@ -126,6 +126,13 @@ struct CommandBounds {
   uint32_t max_top_k = 0;  // 0: the model's num_experts
   double max_noise_std = 1.0;
   float max_abs_expert_bias = 1.0f;  // |bias| of every expert
+  // Dynamic K (top_p > 0) gives a token as few as k_min experts: the
+  // smallest k_min and the smallest non-zero top_p a command may set
+  // (top_p 0, dynamic K off, is always allowed).
+  uint32_t min_k_min = 1;
+  double min_top_p = 0.0;
+  // Two-stage routing: how far availability may outweigh affinity.
+  double max_availability_weight = 1.0;
   // A command's epoch may exceed the newest accepted one by at most this, so
   // one message cannot jump the epoch to the end of its range.
   uint64_t max_epoch_step = 1'000'000;
