@@ -323,9 +323,16 @@ void ClosedLoop(const BenchFlags& f) {
     }
     verdict["best_single_mechanism"] = best_baseline;
     verdict["moectl_beats_single_mechanisms"] = m.mean_reward > best;
+    verdict["moectl_vs_best_single_mechanism_relative"] =
+        best != 0 ? (m.mean_reward - best) / std::abs(best) : 0.0;
+    // The static default drops what does not fit, so its p99 is that of less
+    // work; the oracle's is the p99 of a fixed setting that serves the tokens.
     verdict["moectl_p99_below_static_default"] =
         m.p99_latency_us < by_name["static_default"].p99_latency_us;
+    verdict["static_default_drop_rate"] = by_name["static_default"].drop_rate;
     if (by_name.count("static_oracle")) {
+      verdict["moectl_p99_below_static_oracle"] =
+          m.p99_latency_us < by_name["static_oracle"].p99_latency_us;
       const double o = by_name["static_oracle"].mean_reward;
       verdict["moectl_minus_oracle_reward"] = m.mean_reward - o;
       verdict["moectl_vs_oracle_relative"] = o != 0 ? (m.mean_reward - o) / std::abs(o) : 0.0;

@@ -168,12 +168,19 @@ void ControllerImpl::JudgePlacement(const policies::Proposal& proposal,
                                     const policies::EngineSnapshot& snapshot,
                                     policies::Verdict* verdict) const {
   if (!options_.counterfactual_enabled || !policies::IsPlacementKnob(proposal.knob) ||
-      verdict->kind == policies::VerdictKind::kRejected || !snapshot.cost_model.calibrated) {
+      verdict->kind == policies::VerdictKind::kRejected) {
+    return;
+  }
+  if (!snapshot.cost_model.calibrated) {
+    verdict->reason += "; not judged on the window's demand: no cost model fitted yet";
     return;
   }
   const double gain = policies::PlacementGain(snapshot, verdict->placements,
                                               options_.counterfactual, options_.reward);
-  if (gain < options_.counterfactual.min_gain) {
+  if (gain >= options_.counterfactual.min_gain) {
+    verdict->reason +=
+        fmt::format("; predicted reward gain {:.5f} per step on the window's own demand", gain);
+  } else {
     verdict->kind = policies::VerdictKind::kRejected;
     verdict->reason = fmt::format(
         "predicted reward gain {:.5f} per step on the window's own demand is below "
