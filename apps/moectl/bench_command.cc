@@ -205,6 +205,26 @@ void ClosedLoop(const BenchFlags& f) {
       name, f.steps, shape->num_layers, shape->num_experts, shape->top_k, shape->num_devices,
       *replay ? ", replay" : "", setup.out_dir);
 
+  // The cost model is fitted on a calibration run of its own, before the
+  // contenders: the static default's knobs, unlimited capacity, over a range
+  // of token counts (WriteCalibrationScenario).
+  std::error_code ec;
+  fs::create_directories(setup.out_dir, ec);
+  BenchSetup calibration = setup;
+  calibration.scenario = (fs::path(setup.out_dir) / "calibration.toml").string();
+  calibration.steps = kCalibrationLevels * kCalibrationHold;
+  if (Status s = WriteCalibrationScenario(setup, calibration.scenario); !s.ok()) Fail(s);
+  KnobPoint unlimited = base;
+  unlimited.capacity_factor = 0;
+  Result<RunData> calibrated = RunContender(calibration,
+                                            RunSpec{"calibration",
+                                                    "calibration",
+                                                    unlimited,
+                                                    (*configs / "bench" / "static.toml").string(),
+                                                    {}},
+                                            *shape, std::cerr);
+  if (!calibrated.ok()) Fail(calibrated.status().WithContext("the cost model's calibration run"));
+
   std::vector<std::unique_ptr<RunData>> runs;
   auto run = [&](const std::string& contender, const KnobPoint& knobs, const fs::path& policies,
                  std::map<std::string, int64_t> overrides = {}) -> RunData* {
@@ -246,10 +266,7 @@ void ClosedLoop(const BenchFlags& f) {
   }
   if (Wants(f.contenders, "moectl")) dynamic.emplace_back("moectl", run("moectl", base, shipped));
 
-  std::vector<const RunData*> all;
-  for (const auto& r : runs)
-    all.push_back(r.get());
-  Result<policies::CostModel> model = FitCostModel(all, *shape);
+  Result<policies::CostModel> model = FitCostModel({&*calibrated}, *shape);
   if (!model.ok()) Fail(model.status());
 
   // The oracle: the best fixed setting of the capacity-factor grid, then K
@@ -340,44 +357,47 @@ void ClosedLoop(const BenchFlags& f) {
     }
   }
 
-  json doc = {{"benchmark", "closed-loop"},
-              {"scenario", name},
-              {"scenario_file", setup.scenario},
-              {"model_preset", setup.model_preset},
-              {"steps", f.steps},
-              {"warmup_steps", f.warmup_steps},
-              {"step_interval_ms", f.step_interval_ms},
-              {"cadence_ms", f.cadence_ms},
-              {"capacity_scope", f.capacity_scope},
-              {"react_drop_rate", f.react_drop_rate},
-              {"replay", *replay},
-              {"fixed_knobs", *replay ? json::array({"expert_bias", "noise_std"}) : json::array()},
-              {"model",
-               {{"num_layers", shape->num_layers},
-                {"num_experts", shape->num_experts},
-                {"num_replicas", shape->num_replicas},
-                {"num_devices", shape->num_devices},
-                {"top_k", shape->top_k}}},
-              {"cost_model",
-               {{"device_fixed_us", model->device.fixed_us},
-                {"device_per_row_us", model->device.per_row_us},
-                {"overhead_fixed_us", model->overhead.fixed_us},
-                {"overhead_per_token_us", model->overhead.per_row_us},
-                {"fit",
-                 "least squares over every run of this invocation: each layer's measured "
-                 "slowest-device time on its most loaded device's rows"}}},
-              {"reward",
-               {{"from", shipped.string()},
-                {"latency_weight", reward->latency_weight},
-                {"slo_us", reward->slo_us},
-                {"slo_weight", reward->slo_weight},
-                {"drop_weight", reward->drop_weight},
-                {"quality_weight", reward->quality_weight},
-                {"migration_weight", reward->migration_weight},
-                {"capacity_weight", reward->capacity_weight}}},
-              {"contenders", contenders},
-              {"oracle_grid", grid_json},
-              {"verdict", verdict}};
+  json doc = {
+      {"benchmark", "closed-loop"},
+      {"scenario", name},
+      {"scenario_file", setup.scenario},
+      {"model_preset", setup.model_preset},
+      {"steps", f.steps},
+      {"warmup_steps", f.warmup_steps},
+      {"step_interval_ms", f.step_interval_ms},
+      {"cadence_ms", f.cadence_ms},
+      {"capacity_scope", f.capacity_scope},
+      {"react_drop_rate", f.react_drop_rate},
+      {"replay", *replay},
+      {"fixed_knobs", *replay ? json::array({"expert_bias", "noise_std"}) : json::array()},
+      {"model",
+       {{"num_layers", shape->num_layers},
+        {"num_experts", shape->num_experts},
+        {"num_replicas", shape->num_replicas},
+        {"num_devices", shape->num_devices},
+        {"top_k", shape->top_k}}},
+      {"cost_model",
+       {{"device_fixed_us", model->device.fixed_us},
+        {"device_per_row_us", model->device.per_row_us},
+        {"overhead_fixed_us", model->overhead.fixed_us},
+        {"overhead_per_token_us", model->overhead.per_row_us},
+        {"fit", fmt::format("a calibration run before the contenders ({} steps of token count "
+                            "from 0.25x to 3x the scenario's, capacity unlimited): least "
+                            "squares of binned medians of each layer's measured slowest-device "
+                            "time on its most loaded device's rows",
+                            kCalibrationLevels)}}},
+      {"reward",
+       {{"from", shipped.string()},
+        {"latency_weight", reward->latency_weight},
+        {"slo_us", reward->slo_us},
+        {"slo_weight", reward->slo_weight},
+        {"drop_weight", reward->drop_weight},
+        {"quality_weight", reward->quality_weight},
+        {"migration_weight", reward->migration_weight},
+        {"capacity_weight", reward->capacity_weight}}},
+      {"contenders", contenders},
+      {"oracle_grid", grid_json},
+      {"verdict", verdict}};
 
   if (!f.plot.empty()) {
     // One panel per series, a line per contender (matplotlib_figure.h).

@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include <toml++/toml.h>
+#include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -143,6 +146,48 @@ Result<ModelShape> ReadShape(const BenchSetup& setup, KnobPoint* knobs) {
 Result<bool> ScenarioReplays(const std::string& scenario) {
   MOE_ASSIGN_OR_RETURN(toml::table t, ParseToml(scenario));
   return t.contains("trace");
+}
+
+Status WriteCalibrationScenario(const BenchSetup& setup, const std::string& path) {
+  MOE_ASSIGN_OR_RETURN(toml::table base, ParseToml(setup.scenario));
+  const bool replay = base.contains("trace");
+  toml::table out;
+  out.insert("name", "calibration");
+  out.insert("description", "the cost model's calibration: token count in steps");
+  const int64_t tokens = replay ? 256 : base["tokens_per_step"].value_or(int64_t{256});
+  const int64_t num_domains = replay ? 4 : base["num_domains"].value_or(int64_t{4});
+  out.insert("seed", replay ? int64_t{7} : base["seed"].value_or(int64_t{7}));
+  out.insert("num_domains", num_domains);
+  out.insert("domain_scale", replay ? 1.0 : base["domain_scale"].value_or(1.0));
+  out.insert("noise_scale", replay ? 0.8 : base["noise_scale"].value_or(0.8));
+  out.insert("tokens_per_step", tokens);
+  // The scenario's first mix (a skew, when it has one, spreads the rows more).
+  toml::array mix;
+  const toml::array* frames = replay ? nullptr : base["keyframe"].as_array();
+  const toml::table* first =
+      frames != nullptr && !frames->empty() ? frames->get(0)->as_table() : nullptr;
+  if (first != nullptr && first->contains("mix")) {
+    mix = *(*first)["mix"].as_array();
+  } else {
+    for (int64_t d = 0; d < num_domains; ++d)
+      mix.push_back(1.0);
+  }
+  constexpr std::array<double, kCalibrationLevels> kLevels = {0.25, 0.5, 1.0, 1.5, 2.0, 3.0};
+  toml::array keyframes;
+  for (int i = 0; i < kCalibrationLevels; ++i) {
+    toml::table kf;
+    // The first level also covers the warm-up, which is not counted.
+    kf.insert("step", i == 0 ? int64_t{0}
+                             : static_cast<int64_t>(setup.warmup_steps + i * kCalibrationHold));
+    kf.insert("mix", mix);
+    kf.insert("tokens_per_step",
+              std::max<int64_t>(1, static_cast<int64_t>(std::lround(tokens * kLevels[i]))));
+    keyframes.push_back(std::move(kf));
+  }
+  out.insert("keyframe", std::move(keyframes));
+  std::stringstream text;
+  text << out << "\n";
+  return WriteText(path, text.str());
 }
 
 Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const ModelShape& shape,

@@ -51,6 +51,17 @@ Result<ModelShape> ReadShape(const BenchSetup& setup, KnobPoint* knobs);
 // True when the scenario replays a routing trace (bias and noise are fixed).
 Result<bool> ScenarioReplays(const std::string& scenario);
 
+// The cost model's calibration workload, written to `path`: the scenario's
+// token domains (a replay's trace: a synthetic stream of four domains)
+// through kCalibrationLevels steps of token count, from a quarter of the
+// scenario's tokens to three times them, each held kCalibrationHold steps
+// after the warm-up. Rows per device then span a range wide enough to fit a
+// slope, which the contenders' own steps (all near one operating point) are
+// not.
+inline constexpr int kCalibrationLevels = 6;
+inline constexpr uint64_t kCalibrationHold = 10;
+Status WriteCalibrationScenario(const BenchSetup& setup, const std::string& path);
+
 // Runs `spec` and reads its database. Progress lines go to `progress`.
 Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const ModelShape& shape,
                              std::ostream& progress);

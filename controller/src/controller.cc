@@ -681,8 +681,6 @@ void ControllerImpl::Measure(EngineState& e, int64_t now) {
   } else {
     j["note"] = "no steps ran under this epoch before the outcome timeout";
   }
-  outcome.outcome_json = j.dump();
-  store_->RecordOutcome(pending.decision_id, outcome);
 
   spdlog::info(
       "engine {}: decision {} measured over {} steps: drop {:.4f} -> {:.4f}, reward "
@@ -697,9 +695,53 @@ void ControllerImpl::Measure(EngineState& e, int64_t now) {
                             after.steps > 0 ? std::optional<double>(reward_after) : std::nullopt,
                             false,
                             now};
-  if (options_.rollback_enabled && !pending.is_rollback && !pending.from_operator &&
-      after.steps > 0 &&
-      policies::ShouldRollBack(pending.reward_before, reward_after, options_.guard)) {
+  bool roll_back = options_.rollback_enabled && !pending.is_rollback && !pending.from_operator &&
+                   after.steps > 0 &&
+                   policies::ShouldRollBack(pending.reward_before, reward_after, options_.guard);
+  // Before and after differ in their tokens as well as in the knob. A
+  // capacity factor's effect on the very steps it governed is replayed from
+  // their demand: when the previous value would have done no better on them,
+  // the workload, not the change, lowered the reward, and the change stays.
+  // A placement that went with it is replayed too (both ways).
+  const bool replayable = std::all_of(
+      pending.companions.begin(), pending.companions.end(),
+      [](const CompanionChange& c) { return policies::IsPlacementKnob(c.change.knob); });
+  const bool capacity = pending.knob == policies::knob::kCapacityFactor && replayable &&
+                        pending.companions.size() <= 1;
+  const bool placement = policies::IsPlacementKnob(pending.knob) && pending.companions.empty();
+  if (roll_back && (capacity || placement)) {
+    const policies::EngineSnapshot now_snapshot = e.Snapshot(now);
+    const double cf_now = now_snapshot.knobs.capacity_factor;
+    const std::optional<policies::SameTokens> same = policies::CapacityOnSameTokens(
+        now_snapshot, pending.epoch, capacity ? pending.new_value : cf_now,
+        capacity ? pending.previous_value : cf_now, options_.counterfactual, options_.reward,
+        placement                    ? pending.previous_placements
+        : pending.companions.empty() ? std::vector<std::vector<uint32_t>>{}
+                                     : pending.companions[0].previous_placements);
+    if (same) {
+      j["same_tokens"] = {{"steps", same->steps},
+                          {"reward_changed", same->reward_changed},
+                          {"reward_previous", same->reward_previous},
+                          {"drop_changed", same->drop_changed},
+                          {"drop_previous", same->drop_previous}};
+      if (same->reward_previous <= same->reward_changed) {
+        roll_back = false;
+        j["kept"] = fmt::format(
+            "the reward fell from {:.4f} to {:.4f}, but on the same {} steps the previous {} "
+            "would have scored {:.4f} (drop {:.4f}) against {:.4f} (drop {:.4f}): the workload "
+            "moved",
+            pending.reward_before, reward_after, same->steps,
+            placement ? std::string("placement")
+                      : fmt::format("{} = {}", pending.knob, pending.previous_value),
+            same->reward_previous, same->drop_previous, same->reward_changed, same->drop_changed);
+        spdlog::info("engine {}: decision {} kept: {}", e.engine_id(), pending.decision_id,
+                     j["kept"].get<std::string>());
+      }
+    }
+  }
+  outcome.outcome_json = j.dump();
+  store_->RecordOutcome(pending.decision_id, outcome);
+  if (roll_back) {
     ++stats_.rollbacks;
     metrics_.OnRollback(e.engine_id());
     policies::EngineSnapshot snapshot = e.Snapshot(now);

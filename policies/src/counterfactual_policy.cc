@@ -226,6 +226,38 @@ std::optional<Proposal> ProposeCounterfactualCapacity(const EngineSnapshot& snap
   return proposal;
 }
 
+std::optional<SameTokens> CapacityOnSameTokens(
+    const EngineSnapshot& snapshot, uint64_t epoch, double changed_to, double changed_from,
+    const CounterfactualParams& params, const RewardParams& reward,
+    const std::vector<std::vector<uint32_t>>& previous_placements) {
+  if (!snapshot.cost_model.calibrated) return std::nullopt;
+  SameTokens out;
+  std::optional<EngineSnapshot> previous;
+  if (!previous_placements.empty()) {
+    previous = snapshot;
+    previous->knobs.phy2log = previous_placements;
+  }
+  const EngineSnapshot& before = previous ? *previous : snapshot;
+  Replay replay, replay_before;
+  for (const StepDemand& step : snapshot.recent) {
+    if (step.epoch != epoch || !HasDemand(step)) continue;
+    const StepPrediction now = Predict(snapshot, step, changed_to, params, reward, &replay);
+    const StepPrediction then = Predict(before, step, changed_from, params, reward, &replay_before);
+    out.reward_changed += now.reward;
+    out.reward_previous += then.reward;
+    out.drop_changed += now.drop_rate;
+    out.drop_previous += then.drop_rate;
+    ++out.steps;
+  }
+  if (out.steps == 0) return std::nullopt;
+  const double n = static_cast<double>(out.steps);
+  out.reward_changed /= n;
+  out.reward_previous /= n;
+  out.drop_changed /= n;
+  out.drop_previous /= n;
+  return out;
+}
+
 double PlacementGain(const EngineSnapshot& snapshot,
                      const std::vector<std::vector<uint32_t>>& placements,
                      const CounterfactualParams& params, const RewardParams& reward) {

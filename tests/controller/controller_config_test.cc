@@ -21,7 +21,7 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK_FALSE(options->learning_enabled);
   CHECK(options->learning.values == std::vector<double>{1.0, 1.25, 1.5, 2.0, 3.0});
   CHECK(options->replication_enabled);
-  CHECK(options->guard.placement_cooldown_ms == 1'000);
+  CHECK(options->guard.placement_cooldown_ms == 250);
   CHECK(options->joint_changes);  // capacity and placement move in one command
   CHECK(options->replication.time_budget_ms == 1.0);
   CHECK(options->react_drop_rate == 0.02);

@@ -203,6 +203,57 @@ TEST_CASE("A change that lowers the reward is rolled back", "[controller]") {
   CHECK(rows[1].proposal_json.find("lowered the reward") != std::string::npos);
 }
 
+TEST_CASE(
+    "A capacity change is kept when its steps' own demand says the workload lowered the "
+    "reward",
+    "[controller][same-tokens]") {
+  Harness h(
+      [](ControllerOptions& o) {
+        o.capacity.target_high = 0.02;
+        o.reward.drop_weight = 10;
+      },
+      [](telemetry::Hello& hello) {
+        hello.num_devices = 2;
+        hello.num_replicas = 4;
+      });
+  // Per-device times that grow with the rows, so the controller fits its cost
+  // model; the demand is the engine's, before capacity.
+  int n = 0;
+  auto with_demand = [&n](std::vector<uint32_t> demand) {
+    return [&n, demand](telemetry::LayerRecord& l) {
+      l.expert_demand = demand;
+      const uint32_t a = 200 + 37 * (n % 7), b = 600 - 37 * (n % 7);
+      ++n;
+      l.device_tokens = {a, b};
+      l.timing.device_expert_us = {20 + 0.5 * a, 20 + 0.5 * b};
+    };
+  };
+  h.Steps(8, 0, 0.05, with_demand({400, 300, 200, 100}));
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  REQUIRE(first[0].knobs.capacity_factor.has_value());
+  const double raised = *first[0].knobs.capacity_factor;
+  REQUIRE(raised > 1.0);
+  h.Ack(first[0], true);
+  // The workload turns much more skewed right after the change: the measured
+  // reward falls, but on these same steps capacity_factor 1 would have
+  // dropped more.
+  h.Steps(4, first[0].epoch, 0.40, with_demand({700, 200, 50, 50}));
+  auto after = h.Tick();
+  CHECK(h.controller().stats().rollbacks == 0);
+  for (const telemetry::Command& c : after) {
+    if (c.knobs.capacity_factor) CHECK(*c.knobs.capacity_factor != Approx(1.0));
+  }
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE_FALSE(rows.empty());
+  INFO(rows[0].outcome_json);
+  CHECK(rows[0].outcome_json.find("\"kept\"") != std::string::npos);
+  CHECK(rows[0].outcome_json.find("the workload moved") != std::string::npos);
+  CHECK(rows[0].outcome_json.find("same_tokens") != std::string::npos);
+  for (const storage::DecisionRow& r : rows)
+    CHECK(r.policy != "guard-rollback");
+}
+
 TEST_CASE("Expert bias: per-layer vectors sent, applied, audited and rolled back",
           "[controller][bias]") {
   // Layer 1 already carries a bias (per-layer knobs in the Hello).
@@ -301,6 +352,44 @@ TEST_CASE("Replication: a new placement per layer, sent, applied and rolled back
   CHECK(rows[0].proposal_json.find("\"changes\"") != std::string::npos);
   CHECK(rows[0].command_json.find("\"phy2log\"") != std::string::npos);
   CHECK(rows[1].policy == "guard-rollback");
+}
+
+TEST_CASE("A placement is kept when the previous one would have done no better on its steps",
+          "[controller][replication][same-tokens]") {
+  Harness h(
+      [](ControllerOptions& o) {
+        o.capacity_enabled = false;
+        o.replication_enabled = true;
+        o.reward.drop_weight = 10;
+      },
+      [](telemetry::Hello& hello) {
+        hello.num_devices = 2;
+        hello.num_replicas = 6;
+      });
+  // The same skewed demand throughout, and per-device times that fit a cost
+  // model; after the move the engine reports many drops (something else
+  // went wrong), which the new placement did not cause.
+  int n = 0;
+  auto calibrated = [&n](telemetry::LayerRecord& l) {
+    l.expert_demand = {400, 300, 200, 100};
+    const uint32_t a = 300 + 41 * (n % 5), b = 700 - 41 * (n % 5);
+    ++n;
+    l.device_tokens = {a, b};
+    l.timing.device_expert_us = {15 + 0.4 * a, 15 + 0.4 * b};
+  };
+  h.Steps(8, 0, 0.01, calibrated);
+  auto first = h.Tick();
+  REQUIRE(first.size() == 1);
+  REQUIRE(first[0].layer_knobs.size() == 2);
+  h.Ack(first[0], true);
+  h.Steps(4, first[0].epoch, 0.40, calibrated);
+  auto after = h.Tick();
+  CHECK(after.empty());
+  CHECK(h.controller().stats().rollbacks == 0);
+  std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 1);
+  INFO(rows[0].outcome_json);
+  CHECK(rows[0].outcome_json.find("previous placement would have scored") != std::string::npos);
 }
 
 TEST_CASE("Learning explores each value of its knob, then keeps the best; a restart remembers",

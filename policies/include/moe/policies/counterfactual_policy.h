@@ -97,6 +97,26 @@ double PlacementGain(const EngineSnapshot& snapshot,
                      const std::vector<std::vector<uint32_t>>& placements,
                      const CounterfactualParams& params, const RewardParams& reward);
 
+// Judging a capacity or placement change after the fact, on the same tokens
+// (for a placement alone, changed_to = changed_from = the capacity factor in
+// force): the steps of
+// `epoch` (those with demand) replayed under `changed_to` and under
+// `changed_from`, with the snapshot's K, placement and cost model. When the
+// same change also moved experts, `previous_placements` (non-empty) is the
+// placement `changed_from` ran under.
+struct SameTokens {
+  uint64_t steps = 0;
+  double reward_changed = 0;   // mean predicted reward per step under changed_to
+  double reward_previous = 0;  // ... under changed_from
+  double drop_changed = 0;
+  double drop_previous = 0;
+};
+// nullopt without a calibrated cost model or a step of `epoch` with demand.
+std::optional<SameTokens> CapacityOnSameTokens(
+    const EngineSnapshot& snapshot, uint64_t epoch, double changed_to, double changed_from,
+    const CounterfactualParams& params, const RewardParams& reward,
+    const std::vector<std::vector<uint32_t>>& previous_placements = {});
+
 }  // namespace moe::policies
 
 #endif  // MOE_POLICIES_COUNTERFACTUAL_POLICY_H_
