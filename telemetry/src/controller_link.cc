@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <iterator>
 #include <map>
@@ -165,6 +166,12 @@ class ZmqControllerLink final : public ControllerLink {
   };
 
   Result<std::optional<Inbound>> ReceiveImpl(std::chrono::milliseconds timeout) {
+    if (!read_ahead_.empty()) {  // read by SendCommand looking for a route
+      Inbound inbound = std::move(read_ahead_.front());
+      read_ahead_.pop_front();
+      ++stats_.received;
+      return std::optional<Inbound>(std::move(inbound));
+    }
     const Clock::time_point deadline = Clock::now() + timeout;
     for (;;) {
       for (int k = 0; k < 2; ++k) {
@@ -362,6 +369,16 @@ class ZmqControllerLink final : public ControllerLink {
 
   Status SendCommandImpl(const Command& command) {
     MOE_ASSIGN_OR_RETURN(std::string bytes, Encode(command));
+    if (routes_.count(command.engine_id) == 0) {
+      // The engine's command-channel Hello may be waiting behind its steps
+      // (the channels are read in turn): read what the channel holds, keep
+      // it for Receive, and look again.
+      while (read_ahead_.size() < kMaxReadAhead) {
+        MOE_ASSIGN_OR_RETURN(Read read, ReadOne(Channel::kCommand));
+        if (read.kind == ReadKind::kNothing) break;
+        if (read.kind == ReadKind::kGood) read_ahead_.push_back(std::move(*read.inbound));
+      }
+    }
     // A connection gone since its last message fails with EHOSTUNREACH; the
     // engine's newer connection, if one said Hello, is tried next.
     for (;;) {
@@ -427,6 +444,10 @@ class ZmqControllerLink final : public ControllerLink {
   };
   std::map<std::string, Route> routes_;
   std::map<std::string, std::string> engine_of_route_;
+  // Command-channel messages SendCommand read while looking for a route,
+  // returned by Receive first (at most kMaxReadAhead).
+  static constexpr size_t kMaxReadAhead = 1024;
+  std::deque<Inbound> read_ahead_;
   std::atomic<uint64_t> auth_denied_{0};
   std::string telemetry_endpoint_;
   std::string command_endpoint_;

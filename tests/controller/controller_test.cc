@@ -308,19 +308,21 @@ TEST_CASE("Expert bias: per-layer vectors sent, applied, audited and rolled back
   CHECK(rows[1].policy == "guard-rollback");
 }
 
+// The replication policy alone, on 2 devices x 3 slots for 4 experts.
+void ReplicationOnly(ControllerOptions& o) {
+  o.capacity_enabled = false;
+  o.replication_enabled = true;
+  o.reward.drop_weight = 10;
+}
+void TwoDevicesSixSlots(telemetry::Hello& hello) {
+  hello.num_devices = 2;
+  hello.num_replicas = 6;
+}
+
 TEST_CASE("Replication: a new placement per layer, sent, applied and rolled back",
           "[controller][replication]") {
   // 2 devices x 3 slots for 4 experts: 2 spare slots (default: experts 0, 1).
-  Harness h(
-      [](ControllerOptions& o) {
-        o.capacity_enabled = false;
-        o.replication_enabled = true;
-        o.reward.drop_weight = 10;
-      },
-      [](telemetry::Hello& hello) {
-        hello.num_devices = 2;
-        hello.num_replicas = 6;
-      });
+  Harness h(ReplicationOnly, TwoDevicesSixSlots);
   // Loads 400, 300, 200, 100: the default placement puts experts 0, 1, 2 on
   // device 0 (with half of 0's and 1's load) and 3, 0, 1 on device 1.
   h.Steps(8, 0, 0.01);
@@ -356,16 +358,7 @@ TEST_CASE("Replication: a new placement per layer, sent, applied and rolled back
 
 TEST_CASE("A placement is kept when the previous one would have done no better on its steps",
           "[controller][replication][same-tokens]") {
-  Harness h(
-      [](ControllerOptions& o) {
-        o.capacity_enabled = false;
-        o.replication_enabled = true;
-        o.reward.drop_weight = 10;
-      },
-      [](telemetry::Hello& hello) {
-        hello.num_devices = 2;
-        hello.num_replicas = 6;
-      });
+  Harness h(ReplicationOnly, TwoDevicesSixSlots);
   // The same skewed demand throughout, and per-device times that fit a cost
   // model; after the move the engine reports many drops (something else
   // went wrong), which the new placement did not cause.

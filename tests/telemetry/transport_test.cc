@@ -510,6 +510,32 @@ TEST_CASE("a connected engine's command route cannot be taken over", "[transport
   CHECK(to_rogue.empty());
 }
 
+TEST_CASE("a command finds the route of an engine whose command-channel Hello is not read yet",
+          "[transport]") {
+  auto controller = BindOrDie(LoopbackController());
+  auto engine = ConnectOrDie(EngineFor(*controller, "e1"));
+  // Both Hellos wait in the controller's queues; the telemetry channel is
+  // read first, so the first Receive returns that Hello only.
+  std::this_thread::sleep_for(300ms);
+  auto first = controller->Receive(kWait);
+  REQUIRE(first.ok());
+  REQUIRE(first->has_value());
+  REQUIRE((*first)->channel == Channel::kTelemetry);
+  // A controller that decides on the first step sends before it has read
+  // the command-channel Hello: the send reads it and finds the route.
+  REQUIRE(controller->SendCommand(FullCommand("e1")).ok());
+  std::vector<Inbound> seen;
+  CHECK(ReceiveAll(*controller, {Is<Hello>(Channel::kCommand, "e1")}, kWait, &seen));
+  std::vector<Command> got;
+  for (int i = 0; i < 100 && got.empty(); ++i) {
+    auto cmds = engine->PollCommands();
+    REQUIRE(cmds.ok());
+    got = *cmds;
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(got.size() == 1);
+}
+
 TEST_CASE("a restarted engine takes its route once its old connection is gone", "[transport]") {
   auto controller = BindOrDie(LoopbackController());
   auto old = ConnectOrDie(EngineFor(*controller, "e1"));
