@@ -663,6 +663,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
 }
 
 void ControllerImpl::Measure(EngineState& e, int64_t now) {
+  static const std::vector<std::vector<uint32_t>> kNoPlacement;
   PendingDecision pending = *e.pending();
   e.pending().reset();
   policies::OutcomeFigures after = e.Figures(pending.epoch, options_.outcome_steps);
@@ -712,12 +713,15 @@ void ControllerImpl::Measure(EngineState& e, int64_t now) {
   if (roll_back && (capacity || placement)) {
     const policies::EngineSnapshot now_snapshot = e.Snapshot(now);
     const double cf_now = now_snapshot.knobs.capacity_factor;
+    // The placement the previous setting ran under, when this change moved it.
+    const std::vector<std::vector<uint32_t>>& moved_from =
+        placement ? pending.previous_placements
+                  : (pending.companions.empty() ? kNoPlacement
+                                                : pending.companions[0].previous_placements);
     const std::optional<policies::SameTokens> same = policies::CapacityOnSameTokens(
         now_snapshot, pending.epoch, capacity ? pending.new_value : cf_now,
         capacity ? pending.previous_value : cf_now, options_.counterfactual, options_.reward,
-        placement                    ? pending.previous_placements
-        : pending.companions.empty() ? std::vector<std::vector<uint32_t>>{}
-                                     : pending.companions[0].previous_placements);
+        moved_from);
     if (same) {
       j["same_tokens"] = {{"steps", same->steps},
                           {"reward_changed", same->reward_changed},

@@ -25,6 +25,15 @@ using std::chrono::milliseconds;
 
 constexpr int64_t kSecond = 1'000'000'000;
 
+// Queued steps would wait an hour (or `batch_rows` of them): only a decision
+// wakes the writer.
+StoreOptions OnlyDecisionsWake(const std::string& path, size_t batch_rows) {
+  StoreOptions options = TestOptions(path);
+  options.flush_interval = std::chrono::hours(1);
+  options.batch_rows = batch_rows;
+  return options;
+}
+
 size_t CountSteps(const std::string& path) {
   auto reader = OpenReader(path);
   HistoryQuery q;
@@ -38,11 +47,7 @@ TEST_CASE("a committed decision goes ahead of the telemetry queued before it", "
   TempDir dir;
   FakeClock clock;
   const std::string path = dir.File("moectl.db");
-  StoreOptions options = TestOptions(path);
-  // The queued steps would wait an hour: only the decision wakes the writer.
-  options.flush_interval = std::chrono::hours(1);
-  options.batch_rows = 100000;
-  auto store = OpenStore(options, &clock);
+  auto store = OpenStore(OnlyDecisionsWake(path, 100000), &clock);
   for (int s = 0; s < 200; ++s)
     store->AppendStep(MakeStep("e1", s, (s + 1) * kSecond, 4, 8));
   const int64_t rejected = store->RecordDecision(MakeDecision("e1", 1, "capacity"));
@@ -81,10 +86,7 @@ TEST_CASE("a committed decision keeps its place after every write that is not a 
   TempDir dir;
   FakeClock clock;
   const std::string path = dir.File("moectl.db");
-  StoreOptions options = TestOptions(path);
-  options.flush_interval = std::chrono::hours(1);
-  options.batch_rows = 100000;
-  auto store = OpenStore(options, &clock);
+  auto store = OpenStore(OnlyDecisionsWake(path, 100000), &clock);
   DecisionRow in_flight = MakeDecision("e1", 1, "capacity");
   in_flight.status = "sent";
   const int64_t old_id = store->RecordDecision(in_flight);
@@ -117,10 +119,7 @@ TEST_CASE("a batch of step records in progress stops for a decision, and the res
   TempDir dir;
   FakeClock clock;
   const std::string path = dir.File("moectl.db");
-  StoreOptions options = TestOptions(path);
-  options.flush_interval = std::chrono::hours(1);
-  options.batch_rows = 1'000'000;
-  auto store = OpenStore(options, &clock);
+  auto store = OpenStore(OnlyDecisionsWake(path, 1'000'000), &clock);
   constexpr int kSteps = 40000;
   for (int s = 0; s < kSteps; ++s)
     store->AppendStep(MakeStep("e1", s, (s + 1) * kSecond, 1, 4));
@@ -172,14 +171,7 @@ TEST_CASE("a decision SQLite rejects is reported, never taken as committed", "[s
   FakeClock clock;
   const std::string path = dir.File("moectl.db");
   auto store = OpenStore(TestOptions(path), &clock);
-  {
-    // Another writer took decision id 1 behind the Store's back.
-    RawDb raw(path);
-    REQUIRE(raw.Exec("INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, "
-                     "inputs_json, proposal_json, verdict, verdict_reason, command_json, status) "
-                     "VALUES (1, 'x', 0, 'p', -1, 'k', '', '', 'accepted', '', '', 'proposed')") ==
-            SQLITE_OK);
-  }
+  TakeDecisionId(path, 1);  // another writer, behind the Store's back
   Store::DecisionCommit commit =
       store->CommitDecision(MakeDecision("e1", 1, "capacity"), milliseconds(5000));
   CHECK(commit.status.code() == StatusCode::kInvalidArgument);

@@ -327,14 +327,7 @@ TEST_CASE("every write refused or lost is counted", "[store][lost]") {
   // A write SQLite refuses for good: a decision id already taken.
   int64_t id = store->RecordDecision(MakeDecision("e1", 1, "capacity"));
   REQUIRE(store->Flush().ok());
-  {
-    RawDb raw(path);
-    REQUIRE(raw.Exec("INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, "
-                     "inputs_json, proposal_json, verdict, verdict_reason, command_json, status) "
-                     "VALUES (" +
-                     std::to_string(id + 1) + ", 'x', 1, 'p', -1, 'k', '', '', '', '', '', 'x')") ==
-            SQLITE_OK);
-  }
+  TakeDecisionId(path, id + 1);
   store->RecordDecision(MakeDecision("e1", 2, "capacity"));  // gets id + 1: refused
   REQUIRE(store->Flush().ok());
   StoreStats stats = store->stats();

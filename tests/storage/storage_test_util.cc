@@ -179,6 +179,16 @@ int64_t RawDb::QueryInt(const std::string& sql) {
   return text.empty() ? -1 : std::stoll(text);
 }
 
+void TakeDecisionId(const std::string& path, int64_t id) {
+  RawDb raw(path);
+  REQUIRE(raw.Exec("INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, "
+                   "inputs_json, proposal_json, verdict, verdict_reason, command_json, status) "
+                   "VALUES (" +
+                   std::to_string(id) +
+                   ", 'x', 0, 'p', -1, 'k', '', '', 'accepted', '', '', "
+                   "'proposed')") == SQLITE_OK);
+}
+
 void UndoMigration6(RawDb& raw) {
   for (const char* sql : {"DROP TABLE operator_actions", "ALTER TABLE engines DROP COLUMN gone_ns",
                           "ALTER TABLE decisions DROP COLUMN repeats",

@@ -66,6 +66,10 @@ class RawDb {
   sqlite3* db_ = nullptr;
 };
 
+// Inserts a decision row with `id` behind the Store's back (another writer),
+// so the Store's own write of that id is one SQLite rejects for good.
+void TakeDecisionId(const std::string& path, int64_t id);
+
 // Turns a database of the latest schema back into one written before
 // migration 6 (operator levers): its table and columns dropped, its
 // schema_migrations row deleted.

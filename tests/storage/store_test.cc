@@ -560,14 +560,7 @@ TEST_CASE("a write SQLite rejects for good is discarded without blocking the res
   FakeClock clock;
   const std::string path = dir.File("moectl.db");
   auto store = OpenStore(TestOptions(path), &clock);
-  {
-    // Another writer took decision id 1 behind the Store's back.
-    RawDb raw(path);
-    REQUIRE(raw.Exec("INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, "
-                     "inputs_json, proposal_json, verdict, verdict_reason, command_json, status) "
-                     "VALUES (1, 'x', 0, 'p', -1, 'k', '', '', 'accepted', '', '', 'proposed')") ==
-            SQLITE_OK);
-  }
+  TakeDecisionId(path, 1);  // another writer, behind the Store's back
   for (int s = 0; s < 10; ++s) {
     store->AppendStep(MakeStep("e1", s, s * kSecond, 1, 4));
     if (s == 5) CHECK(store->RecordDecision(MakeDecision("e1", 5, "capacity")) == 1);
