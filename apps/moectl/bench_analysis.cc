@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 namespace moe::cli::bench {
@@ -205,8 +206,9 @@ Result<policies::CostModel> FitCostModel(const std::vector<const RunData*>& runs
   return model;
 }
 
-Summary Summarise(const RunData& run, const ModelShape& shape, const policies::CostModel& model,
-                  const policies::RewardParams& reward) {
+Summary Summarise(const RunData& run, const ModelShape& shape, const policies::CostModel& fitted,
+                  const policies::RewardParams& reward, const DeviceSlowdowns& slowdowns) {
+  policies::CostModel model = fitted;
   Summary out;
   out.steps = run.steps.size();
   out.decisions_applied = run.decisions_applied;
@@ -224,6 +226,8 @@ Summary Summarise(const RunData& run, const ModelShape& shape, const policies::C
   uint64_t last_epoch = UINT64_MAX;
   for (const StepData& s : run.steps) {
     const EpochKnobs& k = KnobsAt(run, s.epoch);
+    auto slow = slowdowns.upper_bound(s.step);
+    if (slow != slowdowns.begin()) model.device_factor = std::prev(slow)->second;
     double path = 0, balanced = 0;
     for (size_t l = 0; l < s.expert_rows.size(); ++l) {
       std::vector<double> rows = s.expert_rows[l].empty()

@@ -41,6 +41,10 @@ struct ModelShape {
   double ExpertBytes() const { return 3.0 * hidden * expert_ffn * 4.0; }
 };
 
+// Device slowdown factors [num_devices] in force from each step on (a
+// scenario's straggler keyframes); empty: every device runs at 1.
+using DeviceSlowdowns = std::map<uint64_t, std::vector<double>>;
+
 // One engine step, over its layers.
 struct StepData {
   uint64_t step = 0;
@@ -119,8 +123,10 @@ struct Summary {
       noise_std, max_abs_bias, reward;
 };
 
+// `slowdowns` prices each step's devices (CostModel::device_factor) as the
+// scenario slowed them down.
 Summary Summarise(const RunData& run, const ModelShape& shape, const policies::CostModel& model,
-                  const policies::RewardParams& reward);
+                  const policies::RewardParams& reward, const DeviceSlowdowns& slowdowns = {});
 
 // Nearest-rank percentile (q in [0, 1]) of `values`; 0 when empty.
 double Percentile(std::vector<double> values, double q);

@@ -271,7 +271,11 @@ void ClosedLoop(const BenchFlags& f) {
 
   // The oracle: the best fixed setting of the capacity-factor grid, then K
   // and noise tried at that capacity factor (coordinate search).
-  auto summarise = [&](const RunData& r) { return Summarise(r, *shape, *model, *reward); };
+  Result<DeviceSlowdowns> slowdowns = ScenarioSlowdowns(setup.scenario);
+  if (!slowdowns.ok()) Fail(slowdowns.status());
+  auto summarise = [&](const RunData& r) {
+    return Summarise(r, *shape, *model, *reward, *slowdowns);
+  };
   json grid_json = json::array();
   RunData* oracle = default_run;
   double oracle_reward = summarise(*default_run).mean_reward;
@@ -370,6 +374,15 @@ void ClosedLoop(const BenchFlags& f) {
       {"react_drop_rate", f.react_drop_rate},
       {"replay", *replay},
       {"fixed_knobs", *replay ? json::array({"expert_bias", "noise_std"}) : json::array()},
+      // A straggler: each device's slowdown from a step on, priced by the
+      // cost model for every contender.
+      {"device_slowdown",
+       [&] {
+         json j = json::object();
+         for (const auto& [step, f] : *slowdowns)
+           j[std::to_string(step)] = f;
+         return j;
+       }()},
       {"model",
        {{"num_layers", shape->num_layers},
         {"num_experts", shape->num_experts},

@@ -148,6 +148,36 @@ Result<bool> ScenarioReplays(const std::string& scenario) {
   return t.contains("trace");
 }
 
+Result<DeviceSlowdowns> ScenarioSlowdowns(const std::string& scenario) {
+  MOE_ASSIGN_OR_RETURN(toml::table t, ParseToml(scenario));
+  DeviceSlowdowns out;
+  const toml::array* frames = t["keyframe"].as_array();
+  if (frames == nullptr) return out;
+  for (const toml::node& node : *frames) {
+    const toml::table* kf = node.as_table();
+    if (kf == nullptr) continue;
+    const toml::array* factors = (*kf)["device_slowdown"].as_array();
+    const std::optional<int64_t> step = (*kf)["step"].value<int64_t>();
+    if (factors == nullptr || !step) continue;
+    std::vector<double> f;
+    for (const toml::node& x : *factors) {
+      const std::optional<double> v = x.value<double>();
+      if (!v || !(*v >= 1)) {
+        return Status::InvalidArgument(
+            fmt::format("{}: keyframe at step {}: device_slowdown entries must be numbers >= 1",
+                        scenario, *step));
+      }
+      f.push_back(*v);
+    }
+    out[static_cast<uint64_t>(std::max<int64_t>(0, *step))] = std::move(f);
+  }
+  // Nothing slower than 1 anywhere: nothing to model.
+  for (const auto& [step, f] : out)
+    for (double x : f)
+      if (x != 1.0) return out;
+  return DeviceSlowdowns{};
+}
+
 Status WriteCalibrationScenario(const BenchSetup& setup, const std::string& path) {
   MOE_ASSIGN_OR_RETURN(toml::table base, ParseToml(setup.scenario));
   const bool replay = base.contains("trace");

@@ -51,6 +51,11 @@ Result<ModelShape> ReadShape(const BenchSetup& setup, KnobPoint* knobs);
 // True when the scenario replays a routing trace (bias and noise are fixed).
 Result<bool> ScenarioReplays(const std::string& scenario);
 
+// The device slowdowns the scenario's keyframes inject (a straggler), by the
+// step they start at; empty when none does. The engine applies them to its
+// measured device times, and the bench to its cost model's (Summarise).
+Result<DeviceSlowdowns> ScenarioSlowdowns(const std::string& scenario);
+
 // The cost model's calibration workload, written to `path`: the scenario's
 // token domains (a replay's trace: a synthetic stream of four domains)
 // through kCalibrationLevels steps of token count, from a quarter of the

@@ -291,6 +291,9 @@ void ControllerImpl::OnStep(const telemetry::StepRecord& record, int64_t now) {
   ++stats_.steps;
   EngineState& e = Engine(record.engine_id);
   std::optional<uint64_t> ended = e.OnStep(record, now);
+  if (std::optional<std::string> news = e.TakeCostModelNews()) {
+    spdlog::info("engine {}: cost model: {}", e.engine_id(), *news);
+  }
   metrics_.OnStep(record);
   store_->AppendStep(record);
   // Every epoch is learnt when it ends, also one rolled back at once.

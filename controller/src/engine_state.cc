@@ -1,5 +1,7 @@
 #include "engine_state.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -46,10 +48,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     demand->layers[layer.layer].assign(layer.expert_demand.begin(), layer.expert_demand.end());
     e.layer_us = layer.timing.total_us;
     f.layer_tokens.push_back(layer.num_tokens);
-    double most_rows = 0;
-    for (uint32_t rows : layer.device_tokens)
-      most_rows = std::max(most_rows, static_cast<double>(rows));
-    f.max_device_rows.push_back(most_rows);
+    f.device_rows.emplace_back(layer.device_tokens.begin(), layer.device_tokens.end());
     f.has_device_rows = f.has_device_rows && !layer.device_tokens.empty();
     f.all_to_all_us.push_back(layer.timing.all_to_all_us);
     f.critical_path_us += layer.timing.total_us;
@@ -71,12 +70,13 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   if (demand_n > 0) f.demand_max_over_mean = demand_sum / demand_n;
   f.migration_us = record.placement_move_us;
   demand->all_to_all_us = f.all_to_all_us;
-  f.bytes =
-      sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
-      (f.layer_tokens.capacity() + f.max_device_rows.capacity() + f.all_to_all_us.capacity()) *
-          sizeof(double) +
-      sizeof(policies::StepDemand) + demand->layers.capacity() * sizeof(std::vector<double>) +
-      demand->all_to_all_us.capacity() * sizeof(double);
+  f.bytes = sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
+            (f.layer_tokens.capacity() + f.all_to_all_us.capacity()) * sizeof(double) +
+            f.device_rows.capacity() * sizeof(std::vector<double>) + sizeof(policies::StepDemand) +
+            demand->layers.capacity() * sizeof(std::vector<double>) +
+            demand->all_to_all_us.capacity() * sizeof(double);
+  for (const std::vector<double>& rows : f.device_rows)
+    f.bytes += rows.capacity() * sizeof(double);
   for (const policies::LayerEstimate& e : f.layers)
     f.bytes += e.expert_load.capacity() * sizeof(double);
   for (const std::vector<double>& d : demand->layers)
@@ -159,8 +159,13 @@ void EngineState::FitCostModel(const telemetry::StepRecord& record) {
   for (const telemetry::LayerRecord& layer : record.layers) {
     const telemetry::LayerTiming& t = layer.timing;
     for (size_t d = 0; d < layer.device_tokens.size() && d < t.device_expert_us.size(); ++d) {
-      if (layer.device_tokens[d] > 0)
-        device_fit_.Add(layer.device_tokens[d], t.device_expert_us[d]);
+      if (layer.device_tokens[d] == 0) continue;
+      // The fit is of a device at the usual speed: a straggler's times are
+      // scaled back by its factor, and its ratio to the fit measured.
+      if (cost_model_.calibrated) {
+        device_speed_.Add(d, layer.device_tokens[d], t.device_expert_us[d], cost_model_.device);
+      }
+      device_fit_.Add(layer.device_tokens[d], t.device_expert_us[d] / device_speed_.FactorOf(d));
     }
     overhead_fit_.Add(layer.num_tokens, t.router_us + t.dispatch_us + t.combine_us);
   }
@@ -174,7 +179,34 @@ void EngineState::FitCostModel(const telemetry::StepRecord& record) {
   } else {
     cost_model_.overhead = overhead_fit_.Flat();
   }
+  if (!cost_model_.calibrated || steps_seen_ - cost_model_logged_step_ >= 4096) {
+    cost_model_news_ = true;
+  }
   cost_model_.calibrated = true;
+  // The factors move slowly (a median of window ratios): every 16 steps.
+  if (steps_seen_ % 16 == 0) {
+    device_speed_.Update();
+    if (device_speed_.Factors() != cost_model_.device_factor) cost_model_news_ = true;
+    cost_model_.device_factor = device_speed_.Factors();
+  }
+}
+
+std::optional<std::string> EngineState::TakeCostModelNews() {
+  if (!cost_model_news_) return std::nullopt;
+  cost_model_news_ = false;
+  cost_model_logged_step_ = steps_seen_;
+  std::string slow;
+  for (size_t d = 0; d < cost_model_.device_factor.size(); ++d) {
+    if (cost_model_.device_factor[d] != 1.0) {
+      slow += fmt::format(", device {} at {:.2f}x", d, cost_model_.device_factor[d]);
+    }
+  }
+  return fmt::format(
+      "a device runs {:.1f} us + {:.4f} us a row, a layer's router and exchange {:.1f} us + "
+      "{:.4f} us a token ({} device points){}",
+      cost_model_.device.fixed_us, cost_model_.device.per_row_us, cost_model_.overhead.fixed_us,
+      cost_model_.overhead.per_row_us, device_fit_.count(),
+      slow.empty() ? std::string(", every device at the usual speed") : slow);
 }
 
 std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) const {
@@ -182,13 +214,9 @@ std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) con
   const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
   const double k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
   double path = 0, balanced = 0;
-  for (size_t l = 0; l < step.max_device_rows.size(); ++l) {
+  for (size_t l = 0; l < step.device_rows.size(); ++l) {
     const double tokens = step.layer_tokens[l];
-    // policies::LayerPathUs with the slowest device priced once: a fitted
-    // device cost never falls with rows (slope and intercept >= 0), so the
-    // most rows cost the most, to the bit.
-    path += cost_model_.overhead.At(tokens) + cost_model_.device.At(step.max_device_rows[l]) +
-            step.all_to_all_us[l];
+    path += policies::LayerPathUs(cost_model_, tokens, step.device_rows[l], step.all_to_all_us[l]);
     balanced += policies::BalancedLayerPathUs(cost_model_, tokens, tokens * k, num_devices,
                                               step.all_to_all_us[l]);
   }

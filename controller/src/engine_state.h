@@ -47,11 +47,11 @@ struct StepFigures {
   std::vector<policies::LayerEstimate> layers;
   // The step's demand by layer id (policies::StepDemand), never null.
   std::shared_ptr<const policies::StepDemand> demand;
-  // For the cost model (policies/cost_model.h), per layer: tokens, the most
-  // served rows on one device, modelled all-to-all; and the step's
+  // For the cost model (policies/cost_model.h), per layer: tokens, the
+  // served rows on each device, modelled all-to-all; and the step's
   // placement-move time. has_device_rows: every layer reported its devices.
   std::vector<double> layer_tokens;
-  std::vector<double> max_device_rows;
+  std::vector<std::vector<double>> device_rows;
   bool has_device_rows = false;
   std::vector<double> all_to_all_us;
   double migration_us = 0;
@@ -220,6 +220,10 @@ class EngineState {
   // The cost model fitted from every step seen (per-device rows against
   // measured per-device expert time; per-layer tokens against the rest).
   const policies::CostModel& cost_model() const { return cost_model_; }
+  // What changed in the cost model since the last call, for the log: its
+  // first fit, a refit every 4096 steps, and each change of device factors
+  // (a straggler found or gone); nullopt when nothing did.
+  std::optional<std::string> TakeCostModelNews();
   int64_t next_policy_run_ns = 0;
   int64_t last_react_ns = 0;  // when a dropping step last brought the pipeline forward
 
@@ -264,7 +268,11 @@ class EngineState {
   uint32_t reference_top_k_ = 0;
   policies::AffineFitter device_fit_;
   policies::AffineFitter overhead_fit_;
+  // Each device's time over the fit's (a straggler), into cost_model_.
+  policies::DeviceSpeedEstimator device_speed_;
   policies::CostModel cost_model_;
+  bool cost_model_news_ = false;
+  uint64_t cost_model_logged_step_ = 0;
   void FitCostModel(const telemetry::StepRecord& record);
   // Modelled and balanced critical path of one step (0, 0 without a model).
   std::pair<double, double> ModelledPath(const StepFigures& step) const;

@@ -87,6 +87,48 @@ Result<AffineCost> AffineFitter::Fit(size_t min_points) const {
   return c;
 }
 
+void DeviceSpeedEstimator::Add(size_t d, double rows, double us, const AffineCost& fit) {
+  const double predicted = fit.At(rows);
+  if (!(rows > 0) || !(predicted > 0) || !std::isfinite(us) || !(us >= 0)) return;
+  // A device id past any sane group is refused, not allocated.
+  if (d >= 65536) return;
+  if (devices_.size() <= d) devices_.resize(d + 1);
+  Ring& r = devices_[d];
+  if (r.ratios.size() < window_) {
+    r.ratios.push_back(us / predicted);
+  } else {
+    r.ratios[r.next] = us / predicted;
+    r.next = (r.next + 1) % window_;
+  }
+}
+
+void DeviceSpeedEstimator::Update() {
+  factors_.clear();
+  if (devices_.empty()) return;
+  std::vector<double> medians;
+  medians.reserve(devices_.size());
+  for (const Ring& r : devices_) {
+    if (r.ratios.size() < std::max<size_t>(1, window_ / 2)) return;
+    std::vector<double> v = r.ratios;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    medians.push_back(v[v.size() / 2]);
+  }
+  std::vector<double> sorted = medians;
+  std::sort(sorted.begin(), sorted.end());
+  const double typical = sorted[(sorted.size() - 1) / 2];
+  if (!(typical > 0)) return;
+  bool any = false;
+  std::vector<double> f(medians.size(), 1.0);
+  for (size_t d = 0; d < medians.size(); ++d) {
+    const double x = medians[d] / typical;
+    if (std::abs(x - 1.0) > deadband_) {
+      f[d] = std::clamp(x, 0.01, 100.0);
+      any = true;
+    }
+  }
+  if (any) factors_ = std::move(f);
+}
+
 std::vector<uint32_t> ReplicaCounts(const std::vector<uint32_t>& phy2log, uint32_t num_replicas,
                                     uint32_t num_experts) {
   if (num_replicas == 0) num_replicas = num_experts;
@@ -126,15 +168,37 @@ std::vector<double> DeviceRows(const std::vector<double>& expert_rows,
 double LayerPathUs(const CostModel& model, double tokens, const std::vector<double>& device_rows,
                    double all_to_all_us) {
   double slowest = 0;
-  for (double r : device_rows)
-    slowest = std::max(slowest, model.device.At(r));
+  for (size_t d = 0; d < device_rows.size(); ++d)
+    slowest = std::max(slowest, model.FactorOf(d) * model.device.At(device_rows[d]));
   return model.overhead.At(tokens) + slowest + all_to_all_us;
 }
 
 double BalancedLayerPathUs(const CostModel& model, double tokens, double total_rows,
                            uint32_t num_devices, double all_to_all_us) {
-  const double per_device = total_rows / std::max<uint32_t>(1, num_devices);
-  return model.overhead.At(tokens) + model.device.At(per_device) + all_to_all_us;
+  num_devices = std::max<uint32_t>(1, num_devices);
+  const double overhead = model.overhead.At(tokens) + all_to_all_us;
+  if (model.device_factor.empty()) {
+    return overhead + model.device.At(total_rows / num_devices);
+  }
+  if (!(total_rows > 0)) return overhead;
+  // Every device d that gets rows finishes at T: f_d * (a + b * r_d) = T, so
+  // r_d = T / (f_d b) - a / b, and the rows sum to total_rows. A device whose
+  // r_d would be negative is dropped, slowest first, and T found again.
+  std::vector<double> f(num_devices);
+  for (uint32_t d = 0; d < num_devices; ++d)
+    f[d] = model.FactorOf(d);
+  std::sort(f.begin(), f.end());
+  const double a = model.device.fixed_us, b = model.device.per_row_us;
+  if (!(b > 0)) return overhead + f.front() * a;
+  double t = 0;
+  for (size_t n = f.size(); n >= 1; --n) {
+    double inverse = 0;
+    for (size_t d = 0; d < n; ++d)
+      inverse += 1.0 / f[d];
+    t = (total_rows * b + static_cast<double>(n) * a) / inverse;
+    if (t / (f[n - 1] * b) - a / b >= 0) break;
+  }
+  return overhead + t;
 }
 
 }  // namespace moe::policies

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <limits>
 #include <string>
@@ -187,6 +188,112 @@ Result<DemandPlan> PlanWithDemandCounts(const PlannerShape& shape, const std::ve
   return plan;
 }
 
+// Device speeds (CostModel::device_factor) for `num_devices` devices, or
+// empty when every device runs at 1 (the plans are then left as they are).
+std::vector<double> SpeedFactors(const EngineSnapshot& snapshot) {
+  const std::vector<double>& f = snapshot.cost_model.device_factor;
+  if (f.empty() || !snapshot.cost_model.calibrated) return {};
+  std::vector<double> out(snapshot.num_devices, 1.0);
+  bool any = false;
+  for (size_t d = 0; d < out.size() && d < f.size(); ++d) {
+    if (f[d] > 0 && std::isfinite(f[d])) out[d] = f[d];
+    any = any || out[d] != 1.0;
+  }
+  return any ? out : std::vector<double>{};
+}
+
+// Each device's load under `phy2log`: the sum over its slots of load[e] /
+// replicas of e.
+std::vector<double> DeviceLoads(const std::vector<double>& load, const std::vector<int>& phy2log,
+                                int num_devices) {
+  std::vector<int> counts(load.size(), 0);
+  for (int e : phy2log)
+    ++counts[e];
+  std::vector<double> device(num_devices, 0.0);
+  const size_t per_device = phy2log.size() / num_devices;
+  for (size_t s = 0; s < phy2log.size(); ++s)
+    device[s / per_device] += load[phy2log[s]] / counts[phy2log[s]];
+  return device;
+}
+
+// The largest device time over the balanced one: max over d of f_d x load_d,
+// over total / sum of 1 / f_d (the time at which devices loaded in inverse
+// proportion to their factors all finish). Max/mean when every f_d is 1.
+double TimedMaxOverMean(const std::vector<double>& device, const std::vector<double>& factors) {
+  double total = 0, inverse = 0, top = 0;
+  for (size_t d = 0; d < device.size(); ++d) {
+    total += device[d];
+    inverse += 1.0 / factors[d];
+    top = std::max(top, factors[d] * device[d]);
+  }
+  return total > 0 ? top / (total / inverse) : 1.0;
+}
+
+// Moves load off slow devices: swaps the contents of two slots on different
+// devices (of one node when `node_size` devices form a node) while a swap
+// lowers the largest device time (TimedMaxOverMean) by more than what its
+// two moves cost (move_weight * 2 / num_replicas), taking the best swap each
+// time, and while the plan stays within max_moves of `current` (-1: no
+// limit). Replica counts are kept, so the room a plan gives stays the same.
+void SpreadOffSlowDevices(const std::vector<double>& load, const std::vector<double>& factors,
+                          const PlannerShape& shape, int node_size, const std::vector<int>& current,
+                          int max_moves, double move_weight, std::vector<int>* plan) {
+  std::vector<int>& p = *plan;
+  const int num_devices = shape.num_gpus;
+  const size_t per_device = p.size() / num_devices;
+  std::vector<int> counts(load.size(), 0);
+  for (int e : p)
+    ++counts[e];
+  auto share = [&](size_t s) { return load[p[s]] / counts[p[s]]; };
+  std::vector<double> device = DeviceLoads(load, p, num_devices);
+  double total = 0, inverse = 0;
+  for (int d = 0; d < num_devices; ++d) {
+    total += device[d];
+    inverse += 1.0 / factors[d];
+  }
+  if (!(total > 0)) return;
+  const double balanced = total / inverse;
+  const double step_cost = move_weight * 2.0 / static_cast<double>(p.size()) * balanced;
+  for (size_t it = 0; it < p.size(); ++it) {
+    int slowest = 0;
+    for (int d = 1; d < num_devices; ++d)
+      if (factors[d] * device[d] > factors[slowest] * device[slowest]) slowest = d;
+    const double now = factors[slowest] * device[slowest];
+    double best = now - step_cost;
+    size_t best_a = 0, best_b = 0;
+    bool found = false;
+    for (size_t a = slowest * per_device; a < (slowest + 1) * per_device; ++a) {
+      for (int d = 0; d < num_devices; ++d) {
+        if (d == slowest || d / node_size != slowest / node_size) continue;
+        // The largest time over the devices this swap leaves alone.
+        double others = 0;
+        for (int o = 0; o < num_devices; ++o)
+          if (o != d && o != slowest) others = std::max(others, factors[o] * device[o]);
+        for (size_t b = d * per_device; b < (d + 1) * per_device; ++b) {
+          const double delta = share(a) - share(b);
+          if (!(delta > 0)) continue;
+          const double t = std::max({others, factors[slowest] * (device[slowest] - delta),
+                                     factors[d] * (device[d] + delta)});
+          if (t < best) {
+            best = t;
+            best_a = a;
+            best_b = b;
+            found = true;
+          }
+        }
+      }
+    }
+    if (!found) return;
+    const double delta = share(best_a) - share(best_b);
+    std::swap(p[best_a], p[best_b]);
+    if (max_moves >= 0 && CountMovedReplicas(shape, current, p) > max_moves) {
+      std::swap(p[best_a], p[best_b]);
+      return;
+    }
+    device[slowest] -= delta;
+    device[best_b / per_device] += delta;
+  }
+}
 }  // namespace
 
 std::string_view ReplicaCountRuleName(ReplicaCountRule rule) {
@@ -270,6 +377,8 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
   const bool by_demand =
       params.replica_counts == ReplicaCountRule::kDemand ||
       (params.replica_counts == ReplicaCountRule::kAuto && CapacityPerSlot(snapshot.knobs));
+  // A straggler: plans are then judged by device time, not device load.
+  const std::vector<double> factors = SpeedFactors(snapshot);
   Placements updated = current;
   std::vector<LayerChange> changes;
   size_t num_forecast = 0;
@@ -322,7 +431,22 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
     input.previous_phy2log = ToInt(current[l]);
     Result<Plan> now = EvaluatePlan(input.shape, load, input.previous_phy2log, options.mode);
     if (!now.ok()) return std::nullopt;
-    double before = now->max_over_mean;
+    const int node_size = ResolveMode(input.shape, options.mode) == PlanMode::kHierarchical
+                              ? input.shape.num_gpus / input.shape.num_nodes
+                              : input.shape.num_gpus;
+    // Device max/mean, or with a straggler its time over the balanced time;
+    // `plan` is first spread off the slow devices (SpreadOffSlowDevices).
+    auto judge = [&](std::vector<int>* plan, double planned_ratio) {
+      if (factors.empty()) return planned_ratio;
+      SpreadOffSlowDevices(load, factors, input.shape, node_size, input.previous_phy2log,
+                           options.max_moves, params.move_weight, plan);
+      return TimedMaxOverMean(DeviceLoads(load, *plan, input.shape.num_gpus), factors);
+    };
+    double before =
+        factors.empty()
+            ? now->max_over_mean
+            : TimedMaxOverMean(DeviceLoads(load, input.previous_phy2log, input.shape.num_gpus),
+                               factors);
     double after = before;
     std::vector<int> planned;
     int num_moved = 0;
@@ -330,10 +454,23 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
     // The balance plan: counts and packing for device balance alone.
     Result<PlanReport> report = PlanReplication(input, options);
     if (!report.ok()) return std::nullopt;
-    take = report->plan.max_over_mean <= before * (1 - params.min_gain);
     planned = report->plan.phy2log;
-    num_moved = report->num_moved;
-    after = report->plan.max_over_mean;
+    after = judge(&planned, report->plan.max_over_mean);
+    num_moved = factors.empty() ? report->num_moved
+                                : CountMovedReplicas(input.shape, input.previous_phy2log, planned);
+    if (!factors.empty()) {
+      // The placement in force, only spread off the slow devices: fewer moves.
+      std::vector<int> spread = input.previous_phy2log;
+      const double ratio = judge(&spread, before);
+      const int moved = CountMovedReplicas(input.shape, input.previous_phy2log, spread);
+      const double per_move = params.move_weight / static_cast<double>(snapshot.num_replicas);
+      if (ratio + per_move * moved < after + per_move * num_moved) {
+        planned = std::move(spread);
+        after = ratio;
+        num_moved = moved;
+      }
+    }
+    take = after <= before * (1 - params.min_gain);
     if (by_demand && (input.shape.num_nodes == 1 ||
                       ResolveMode(input.shape, options.mode) == PlanMode::kGlobal)) {
       // Room counts too: with capacity per slot, a replica of a hot expert
@@ -347,8 +484,10 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
       // Among the plans a layer may take (a device gain, or a room gain at
       // most min_gain of device balance), the one with the least device
       // max/mean + room ratio + move cost; the balance plan competes too.
-      double best = take ? after + MaxPerReplica(load, report->plan.replica_count) / per_slot +
-                               cost(num_moved)
+      std::vector<int> planned_counts(load.size(), 0);
+      for (int e : planned)
+        ++planned_counts[e];
+      double best = take ? after + MaxPerReplica(load, planned_counts) / per_slot + cost(num_moved)
                          : std::numeric_limits<double>::infinity();
       std::vector<int> budgets = {options.max_moves};
       // Under a move limit, also leave half of it to the packing.
@@ -359,18 +498,22 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
         if (!dp.ok()) return std::nullopt;
         Result<Plan> next = EvaluatePlan(input.shape, load, dp->phy2log, options.mode);
         if (!next.ok()) return std::nullopt;
+        const double ratio = judge(&dp->phy2log, next->max_over_mean);
+        if (!factors.empty()) {
+          dp->num_moved = CountMovedReplicas(input.shape, input.previous_phy2log, dp->phy2log);
+        }
         const double room_after = MaxPerReplica(load, next->replica_count) / per_slot;
         const double c = cost(dp->num_moved);
-        const bool ok = next->max_over_mean + c <= before * (1 - params.min_gain) ||
+        const bool ok = ratio + c <= before * (1 - params.min_gain) ||
                         (room_after + c <= room_before * (1 - params.min_gain) &&
-                         next->max_over_mean <= before * (1 + params.min_gain));
-        const double score = next->max_over_mean + room_after + c;
+                         ratio <= before * (1 + params.min_gain));
+        const double score = ratio + room_after + c;
         if (ok && score < best) {
           best = score;
           take = true;
           planned = std::move(dp->phy2log);
           num_moved = dp->num_moved;
-          after = next->max_over_mean;
+          after = ratio;
         }
       }
     }
@@ -404,6 +547,14 @@ std::optional<Proposal> ProposeReplication(const EngineSnapshot& snapshot,
   proposal.value = sum_after / static_cast<double>(num_measured);
   proposal.reason = Reason(changes, snapshot.steps_in_epoch, proposal.current, proposal.value,
                            params.forecast.method, num_forecast, num_changed_regime);
+  if (!factors.empty()) {
+    std::string slow;
+    for (size_t d = 0; d < factors.size(); ++d) {
+      if (factors[d] != 1.0)
+        slow += fmt::format("{}device {} at {:.2f}x", slow.empty() ? "" : ", ", d, factors[d]);
+    }
+    proposal.reason += "; judged by device time (" + slow + " the usual device's time)";
+  }
   proposal.current_placements = std::move(current);
   proposal.placements = std::move(updated);
   return proposal;

@@ -4,13 +4,15 @@
 //
 // One layer of one step on an expert-parallel group of D devices costs
 //
-//   overhead(tokens) + max over devices d of device(rows_d) + all_to_all_us
+//   overhead(tokens) + max over devices d of factor_d * device(rows_d) + all_to_all_us
 //
 // where `device` is an affine fit of one device's routed-expert time
 // (grouped expert GEMMs) in the rows it runs, and `overhead` an affine fit of
 // router + dispatch + combine in the layer's tokens. The all-to-all is the
 // engine's own model (bytes over bandwidth), taken as reported. A device with
-// no rows costs nothing.
+// no rows costs nothing. factor_d (CostModel::device_factor) is how much
+// slower device d runs than the fit (a straggler: a throttled or shared GPU);
+// 1 for every device unless one was measured.
 //
 // The fits come from measurements: AffineFitter accumulates (x, y) pairs, e.g.
 // (rows on a device, that device's measured expert time) from telemetry, and
@@ -38,6 +40,10 @@ struct AffineCost {
 struct CostModel {
   AffineCost device;    // one device's routed-expert time by its rows
   AffineCost overhead;  // router + dispatch + combine of one layer by its tokens
+  // [num_devices] each device's time over `device`'s (> 0), or empty: all 1.
+  // A device past the end counts 1.
+  std::vector<double> device_factor;
+  double FactorOf(size_t d) const { return d < device_factor.size() ? device_factor[d] : 1.0; }
   // False until fitted: then the figures fall back to measured times.
   bool calibrated = false;
 };
@@ -65,6 +71,36 @@ class AffineFitter {
   size_t next_ = 0;  // ring position once full
   std::vector<std::pair<double, double>> points_;
 };
+// Each device's speed against the fit: how much longer its routed-expert
+// time runs than `device` predicts for its rows, learnt from measurements.
+// Keeps the newest `window` ratios per device; a device's factor is their
+// median over the median device's (so the usual device counts 1), and
+// factors within `deadband` of 1 count 1. Factors() is empty while no device
+// is that far off, or before every device has `window` / 2 ratios. Belongs to
+// one thread.
+class DeviceSpeedEstimator {
+ public:
+  explicit DeviceSpeedEstimator(size_t window = 128, double deadband = 0.15)
+      : window_(window), deadband_(deadband) {}
+  // One measurement: device `d` ran `rows` in `us`; `fit` prices the rows.
+  // Ignored for no rows, a fit that prices them at 0, or a bad time.
+  void Add(size_t d, double rows, double us, const AffineCost& fit);
+  // Recomputes the factors from the ratios held (O(devices x window)).
+  void Update();
+  const std::vector<double>& Factors() const { return factors_; }
+  // The factor Factors() gives device `d` (1 when empty or past the end).
+  double FactorOf(size_t d) const { return d < factors_.size() ? factors_[d] : 1.0; }
+
+ private:
+  size_t window_;
+  double deadband_;
+  struct Ring {
+    std::vector<double> ratios;
+    size_t next = 0;
+  };
+  std::vector<Ring> devices_;
+  std::vector<double> factors_;
+};
 
 // Replicas of each of `num_experts` experts under `phy2log` [num_replicas]
 // (empty, or not num_replicas long: slot s holds expert s % num_experts);
@@ -84,8 +120,9 @@ std::vector<double> DeviceRows(const std::vector<double>& expert_rows,
 double LayerPathUs(const CostModel& model, double tokens, const std::vector<double>& device_rows,
                    double all_to_all_us);
 
-// The same layer with `total_rows` spread evenly over `num_devices` devices:
-// the reference a perfectly balanced group would reach.
+// The same layer with `total_rows` spread over `num_devices` devices so that
+// they all finish together (evenly when every factor is 1; a device too slow
+// to help gets none): the reference a perfectly balanced group would reach.
 double BalancedLayerPathUs(const CostModel& model, double tokens, double total_rows,
                            uint32_t num_devices, double all_to_all_us);
 
