@@ -59,7 +59,8 @@ def load_docs(out_dir):
 def report(docs, command):
     """The lines of the whole report: the verdicts, then a table per scenario."""
     lines = [f'Made by `{command}`. Latency is the critical path under the cost model fitted '
-             'on a calibration run of the same invocation (measured step time beside it); '
+             'on a calibration run of the same invocation (measured step time beside it), '
+             'a scenario\'s device slowdowns (straggler) priced into it for every contender; '
              'reward as in '
              'docs/controller.md. Every contender runs the same tokens; the first '
              'warm-up steps are run by all and not counted. The static default drops what '
