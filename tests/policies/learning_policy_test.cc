@@ -16,13 +16,7 @@ using testing::Contains;
 using testing::ValidateMessage;
 
 EngineSnapshot LSnapshot(double cf, double max_over_mean = 1.0, double tokens_per_step = 0) {
-  EngineSnapshot s;
-  s.engine_id = "e1";
-  s.now_ns = 100'000'000'000;
-  s.last_telemetry_ns = s.now_ns - 100'000'000;
-  s.epoch = 3;
-  s.steps_in_epoch = 20;
-  s.num_experts = 8;
+  EngineSnapshot s = testing::BaseSnapshot();
   s.knobs.capacity_factor = cf;
   s.max_over_mean = max_over_mean;
   s.tokens_per_step = tokens_per_step;

@@ -32,13 +32,7 @@ LayerEstimate Layer(uint32_t id, std::vector<double> load) {
 // puts experts 0..3 on two slots and 4..7 on one.
 EngineSnapshot RepSnapshot(std::vector<LayerEstimate> layers, uint32_t num_replicas = 12,
                            uint32_t num_devices = 4) {
-  EngineSnapshot s;
-  s.engine_id = "e1";
-  s.now_ns = 100'000'000'000;
-  s.last_telemetry_ns = s.now_ns - 100'000'000;
-  s.epoch = 3;
-  s.steps_in_epoch = 64;
-  s.num_experts = 8;
+  EngineSnapshot s = testing::BaseSnapshot(/*steps_in_epoch=*/64);
   s.num_replicas = num_replicas;
   s.num_devices = num_devices;
   s.layers = std::move(layers);

@@ -97,13 +97,7 @@ TEST_CASE("DeviceSpeedEstimator finds the slow device and ignores noise", "[stra
 
 // 8 experts of equal load in 8 slots on 4 devices: balanced by load.
 EngineSnapshot EvenSnapshot(std::vector<double> factors) {
-  EngineSnapshot s;
-  s.engine_id = "e1";
-  s.now_ns = 100'000'000'000;
-  s.last_telemetry_ns = s.now_ns - 100'000'000;
-  s.epoch = 3;
-  s.steps_in_epoch = 64;
-  s.num_experts = 8;
+  EngineSnapshot s = testing::BaseSnapshot(/*steps_in_epoch=*/64);
   s.num_replicas = 8;
   s.num_devices = 4;
   LayerEstimate l;

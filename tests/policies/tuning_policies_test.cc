@@ -13,19 +13,9 @@
 namespace moe::policies {
 namespace {
 
+using testing::BaseSnapshot;
 using testing::Contains;
 using testing::ValidateMessage;
-
-EngineSnapshot BaseSnapshot() {
-  EngineSnapshot s;
-  s.engine_id = "e1";
-  s.now_ns = 100'000'000'000;
-  s.last_telemetry_ns = s.now_ns - 100'000'000;
-  s.epoch = 3;
-  s.steps_in_epoch = 20;
-  s.num_experts = 8;
-  return s;
-}
 
 // ---- Adaptive K -------------------------------------------------------------
 
