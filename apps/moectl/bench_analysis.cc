@@ -37,10 +37,11 @@ void ApplyScalars(const json& change, EpochKnobs* k) {
   }
 }
 
-// Applies one epoch row's change (controller.cc ChangeJson) to `k`.
-Status ApplyChange(const json& change, const ModelShape& shape, EpochKnobs* k) {
-  k->moved_bytes = 0;
-  k->move_us = 0;
+// Applies one part of an epoch row's change (controller.cc ChangeJson: its
+// scalars, bias and placement) to `k`, counting the slots the placement
+// changes per device into `device_slots`.
+Status ApplyPart(const json& change, const ModelShape& shape, EpochKnobs* k,
+                 std::vector<double>* device_slots) {
   ApplyScalars(change, k);
   if (change.contains("expert_bias") && change["expert_bias"].is_object()) {
     for (const auto& [layer, experts] : change["expert_bias"].items()) {
@@ -57,7 +58,6 @@ Status ApplyChange(const json& change, const ModelShape& shape, EpochKnobs* k) {
   }
   if (change.contains("phy2log") && change["phy2log"].is_object()) {
     const uint32_t per_device = std::max<uint32_t>(1, shape.num_replicas / shape.num_devices);
-    std::vector<double> device_slots(shape.num_devices, 0);
     for (const auto& [layer, slots] : change["phy2log"].items()) {
       const size_t l = std::stoul(layer);
       if (l >= k->phy2log.size())
@@ -67,22 +67,38 @@ Status ApplyChange(const json& change, const ModelShape& shape, EpochKnobs* k) {
         if (s >= k->phy2log[l].size())
           return Status::InvalidArgument("epoch row: slot out of range");
         k->phy2log[l][s] = pair.at(1).get<uint32_t>();
-        device_slots[std::min<size_t>(shape.num_devices - 1, s / per_device)] += 1;
+        (*device_slots)[std::min<size_t>(shape.num_devices - 1, s / per_device)] += 1;
       }
     }
-    double total = 0, largest = 0;
-    for (double n : device_slots) {
-      total += n;
-      largest = std::max(largest, n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ApplyChange(const json& change, const ModelShape& shape, EpochKnobs* k) {
+  k->moved_bytes = 0;
+  k->move_us = 0;
+  std::vector<double> device_slots(std::max<uint32_t>(1, shape.num_devices), 0);
+  MOE_RETURN_IF_ERROR(ApplyPart(change, shape, k, &device_slots));
+  // A joint command's other knobs (a capacity change with its placement).
+  if (change.contains("with") && change["with"].is_array()) {
+    for (const json& part : change["with"]) {
+      if (part.is_object()) MOE_RETURN_IF_ERROR(ApplyPart(part, shape, k, &device_slots));
     }
+  }
+  double total = 0, largest = 0;
+  for (double n : device_slots) {
+    total += n;
+    largest = std::max(largest, n);
+  }
+  if (total > 0) {
     k->moved_bytes = total * shape.ExpertBytes();
     // As the engine models it: the largest device's bytes over the inter-node link.
     k->move_us = largest * shape.ExpertBytes() / (shape.inter_node_gbps * 1e3);
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 double Percentile(std::vector<double> values, double q) {
   if (values.empty()) return 0;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -85,6 +86,13 @@ struct RunData {
   uint64_t rolled_back = 0;        // applied guard rollbacks
   double wall_s = 0;
 };
+
+// Applies one epoch row's change (controller.cc ChangeJson, as parsed JSON)
+// to `k`: its scalars, bias and placement, and those of every part of "with"
+// (a joint command's other knobs); moved_bytes and move_us are those of every
+// placement slot the row changes. Fails on a layer, expert or slot out of
+// range.
+Status ApplyChange(const nlohmann::json& change, const ModelShape& shape, EpochKnobs* k);
 
 // Builds RunData from the rows of one engine. `start` and `shape` give the
 // state before any epoch row. Fails on rows that do not fit the shape.

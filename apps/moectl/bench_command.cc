@@ -379,8 +379,8 @@ void ClosedLoop(const BenchFlags& f) {
       {"device_slowdown",
        [&] {
          json j = json::object();
-         for (const auto& [step, f] : *slowdowns)
-           j[std::to_string(step)] = f;
+         for (const auto& [step, factors] : *slowdowns)
+           j[std::to_string(step)] = factors;
          return j;
        }()},
       {"model",
