@@ -262,13 +262,13 @@ void SpreadOffSlowDevices(const std::vector<double>& load, const std::vector<dou
     double best = now - step_cost;
     size_t best_a = 0, best_b = 0;
     bool found = false;
-    for (size_t a = slowest * per_device; a < (slowest + 1) * per_device; ++a) {
-      for (int d = 0; d < num_devices; ++d) {
-        if (d == slowest || d / node_size != slowest / node_size) continue;
-        // The largest time over the devices this swap leaves alone.
-        double others = 0;
-        for (int o = 0; o < num_devices; ++o)
-          if (o != d && o != slowest) others = std::max(others, factors[o] * device[o]);
+    for (int d = 0; d < num_devices; ++d) {
+      if (d == slowest || d / node_size != slowest / node_size) continue;
+      // The largest time over the devices a swap with `d` leaves alone.
+      double others = 0;
+      for (int o = 0; o < num_devices; ++o)
+        if (o != d && o != slowest) others = std::max(others, factors[o] * device[o]);
+      for (size_t a = slowest * per_device; a < (slowest + 1) * per_device; ++a) {
         for (size_t b = d * per_device; b < (d + 1) * per_device; ++b) {
           const double delta = share(a) - share(b);
           if (!(delta > 0)) continue;
