@@ -1,7 +1,11 @@
 #include "audit_json.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
+#include <iterator>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "moe/policies/guard.h"
@@ -51,29 +55,65 @@ json HelloEpochJson(const policies::KnobValues& knobs) {
   return j;
 }
 
-json SnapshotJson(const policies::EngineSnapshot& s, const std::string& regime) {
-  json layers = json::array();
-  for (const policies::LayerEstimate& l : s.layers) {
-    layers.push_back({{"layer", l.layer},
-                      {"drop_rate", l.drop_rate},
-                      {"overflow_rate", l.overflow_rate},
-                      {"max_over_mean", l.max_over_mean},
-                      {"layer_us", l.layer_us}});
+namespace {
+
+// A JSON number as nlohmann::json dumps a double: the shortest text that
+// reads back to it, with ".0" on a whole number; null when not finite.
+void PutNumber(fmt::memory_buffer& out, double v) {
+  if (!std::isfinite(v)) {
+    fmt::format_to(std::back_inserter(out), "null");
+    return;
   }
-  json j = {{"epoch", s.epoch},
-            {"steps_in_epoch", s.steps_in_epoch},
-            {"drop_rate", s.drop_rate},
-            {"overflow_rate", s.overflow_rate},
-            {"step_us", s.step_us},
-            {"max_over_mean", s.max_over_mean},
-            {"telemetry_age_ms", (s.now_ns - s.last_telemetry_ns) / kNanosPerMilli},
-            {"tokens_per_step", s.tokens_per_step},
-            {"regime", regime},
-            {"knobs", KnobsJson(s.knobs)},
-            {"layers", std::move(layers)}};
-  if (s.quality_error) j["quality_error"] = *s.quality_error;
-  if (s.demand_max_over_mean) j["demand_max_over_mean"] = *s.demand_max_over_mean;
-  return j;
+  const size_t begin = out.size();
+  fmt::format_to(std::back_inserter(out), "{}", v);
+  const std::string_view text(out.data() + begin, out.size() - begin);
+  if (text.find_first_of(".e") == std::string_view::npos) {
+    fmt::format_to(std::back_inserter(out), ".0");
+  }
+}
+
+void PutField(fmt::memory_buffer& out, std::string_view key, double v) {
+  fmt::format_to(std::back_inserter(out), ",\"{}\":", key);
+  PutNumber(out, v);
+}
+
+}  // namespace
+
+std::string SnapshotJsonText(const policies::EngineSnapshot& s, const std::string& regime) {
+  fmt::memory_buffer out;
+  auto put = std::back_inserter(out);
+  // Keys in nlohmann::json's (sorted) order, so the text reads as before.
+  fmt::format_to(put, "{{");
+  if (s.demand_max_over_mean) {
+    fmt::format_to(put, "\"demand_max_over_mean\":");
+    PutNumber(out, *s.demand_max_over_mean);
+    fmt::format_to(put, ",");
+  }
+  fmt::format_to(put, "\"drop_rate\":");
+  PutNumber(out, s.drop_rate);
+  fmt::format_to(put, ",\"epoch\":{},\"knobs\":{},\"layers\":[", s.epoch,
+                 KnobsJson(s.knobs).dump());
+  for (size_t i = 0; i < s.layers.size(); ++i) {
+    const policies::LayerEstimate& l = s.layers[i];
+    fmt::format_to(put, "{}{{\"drop_rate\":", i == 0 ? "" : ",");
+    PutNumber(out, l.drop_rate);
+    fmt::format_to(put, ",\"layer\":{}", l.layer);
+    PutField(out, "layer_us", l.layer_us);
+    PutField(out, "max_over_mean", l.max_over_mean);
+    PutField(out, "overflow_rate", l.overflow_rate);
+    fmt::format_to(put, "}}");
+  }
+  fmt::format_to(put, "]");
+  PutField(out, "max_over_mean", s.max_over_mean);
+  PutField(out, "overflow_rate", s.overflow_rate);
+  if (s.quality_error) PutField(out, "quality_error", *s.quality_error);
+  fmt::format_to(put, ",\"regime\":{}", json(regime).dump());
+  PutField(out, "step_us", s.step_us);
+  fmt::format_to(put, ",\"steps_in_epoch\":{},\"telemetry_age_ms\":{}", s.steps_in_epoch,
+                 (s.now_ns - s.last_telemetry_ns) / kNanosPerMilli);
+  PutField(out, "tokens_per_step", s.tokens_per_step);
+  fmt::format_to(put, "}}");
+  return fmt::to_string(out);
 }
 
 // Writes `change` into `command`; a vector knob goes to the layers whose

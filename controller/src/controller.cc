@@ -501,7 +501,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   row.layer = proposal.layer;
   row.knob = proposal.knob;
   const std::string regime = policies::RegimeOf(snapshot, options_.learning);
-  row.inputs_json = SnapshotJson(snapshot, regime).dump();
+  row.inputs_json = SnapshotJsonText(snapshot, regime);
   json proposal_json = {{"knob", proposal.knob},
                         {"layer", proposal.layer},
                         {"current", proposal.current},

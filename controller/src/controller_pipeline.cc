@@ -25,20 +25,22 @@
 
 namespace moe::controller {
 
+bool ControllerImpl::PolicyEnabled(const std::string& name) const {
+  return (name == "capacity" && options_.capacity_enabled) ||
+         (name == "bias" && options_.bias_enabled) ||
+         (name == "adaptive_k" && options_.adaptive_k_enabled) ||
+         (name == "noise" && options_.noise_enabled) ||
+         (name == "replication" && options_.replication_enabled) ||
+         (name == "learning" && options_.learning_enabled) ||
+         (name == "counterfactual" && options_.counterfactual_enabled) ||
+         (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) ||
+         (name == "eplb" && options_.eplb_enabled);
+}
+
 std::string ControllerImpl::EnabledPolicies() const {
   std::vector<std::string> on;
   for (const std::string& name : options_.policy_order) {
-    if ((name == "capacity" && options_.capacity_enabled) ||
-        (name == "bias" && options_.bias_enabled) ||
-        (name == "adaptive_k" && options_.adaptive_k_enabled) ||
-        (name == "noise" && options_.noise_enabled) ||
-        (name == "replication" && options_.replication_enabled) ||
-        (name == "learning" && options_.learning_enabled) ||
-        (name == "counterfactual" && options_.counterfactual_enabled) ||
-        (name == "dynamic_capacity" && options_.dynamic_capacity_enabled) ||
-        (name == "eplb" && options_.eplb_enabled)) {
-      on.push_back(name);
-    }
+    if (PolicyEnabled(name)) on.push_back(name);
   }
   return on.empty() ? std::string("none") : fmt::format("{}", fmt::join(on, ", "));
 }
@@ -113,7 +115,11 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
     // Joint settings: the policies after it see the snapshot with this change
     // applied; an accepted proposal of another knob joins the command.
     Joint with;
-    if (options_.joint_changes && i + 1 < order.size()) {
+    // Only when a later policy can join: the copy of the snapshot is the
+    // largest cost of a cycle that sends a placement.
+    const bool later = std::any_of(order.begin() + static_cast<std::ptrdiff_t>(i) + 1, order.end(),
+                                   [&](const auto& n) { return PolicyEnabled(n); });
+    if (options_.joint_changes && later) {
       auto joint = std::make_shared<policies::EngineSnapshot>(snapshot);
       ApplyChange({proposal->knob, verdict.value, verdict.vectors, verdict.placements},
                   joint->knobs);

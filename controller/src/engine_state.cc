@@ -298,7 +298,7 @@ void EngineState::OnSent(uint64_t epoch, const KnobChange& change,
   ApplyChange(change, knobs);
   for (const KnobChange& c : companions)
     ApplyChange(c, knobs);
-  ledger_.OnSent(epoch, knobs);
+  ledger_.OnSent(epoch, std::move(knobs));
   last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
 }
 

@@ -1,6 +1,21 @@
 #include "epoch_ledger.h"
 
+#include <utility>
+#include <vector>
+
 namespace moe::controller {
+namespace {
+
+uint64_t BytesOf(const policies::KnobValues& k) {
+  uint64_t bytes = 0;
+  for (const std::vector<float>& layer : k.expert_bias)
+    bytes += sizeof(layer) + layer.capacity() * sizeof(float);
+  for (const std::vector<uint32_t>& layer : k.phy2log)
+    bytes += sizeof(layer) + layer.capacity() * sizeof(uint32_t);
+  return bytes;
+}
+
+}  // namespace
 
 std::string_view EpochStatusName(EpochStatus status) {
   switch (status) {
@@ -19,17 +34,18 @@ void EpochLedger::OnHello(uint64_t epoch, const policies::KnobValues& knobs, boo
   if (learnt_through_ && epoch < *learnt_through_) restarted = true;
   if (restarted) {
     // Its epochs from here on are new ones.
-    entries_.erase(entries_.lower_bound(epoch), entries_.end());
+    for (auto it = entries_.lower_bound(epoch); it != entries_.end();)
+      it = Erase(it);
     ForgetLearnt();
   }
-  EpochEntry& entry = entries_[epoch];
-  const bool learnt = entry.learnt;
-  entry = EpochEntry{knobs, EpochStatus::kApplied, "hello", learnt};
+  const EpochEntry* before = Find(epoch);
+  const bool learnt = before != nullptr && before->learnt;
+  Put(epoch, EpochEntry{knobs, EpochStatus::kApplied, "hello", learnt});
   Trim();
 }
 
-void EpochLedger::OnSent(uint64_t epoch, const policies::KnobValues& knobs) {
-  entries_[epoch] = EpochEntry{knobs, EpochStatus::kSent, "sent", false};
+void EpochLedger::OnSent(uint64_t epoch, policies::KnobValues knobs) {
+  Put(epoch, EpochEntry{std::move(knobs), EpochStatus::kSent, "sent", false});
   Trim();
 }
 
@@ -42,7 +58,7 @@ void EpochLedger::OnAcked(uint64_t epoch) {
 
 void EpochLedger::OnRefused(uint64_t epoch) {
   auto it = entries_.find(epoch);
-  if (it != entries_.end() && it->second.status != EpochStatus::kApplied) entries_.erase(it);
+  if (it != entries_.end() && it->second.status != EpochStatus::kApplied) Erase(it);
 }
 
 void EpochLedger::OnAckTimeout(uint64_t epoch) {
@@ -95,38 +111,32 @@ void EpochLedger::MarkLearnt(uint64_t epoch) {
   if (it != entries_.end()) it->second.learnt = true;
 }
 
-namespace {
-
-uint64_t BytesOf(const policies::KnobValues& k) {
-  uint64_t bytes = 0;
-  for (const std::vector<float>& layer : k.expert_bias)
-    bytes += sizeof(layer) + layer.capacity() * sizeof(float);
-  for (const std::vector<uint32_t>& layer : k.phy2log)
-    bytes += sizeof(layer) + layer.capacity() * sizeof(uint32_t);
-  return bytes;
+EpochEntry& EpochLedger::Put(uint64_t epoch, EpochEntry entry) {
+  const uint64_t added = BytesOf(entry.knobs);
+  auto [it, inserted] = entries_.try_emplace(epoch);
+  if (!inserted) bytes_ -= BytesOf(it->second.knobs);
+  it->second = std::move(entry);
+  bytes_ += added;
+  return it->second;
 }
 
-}  // namespace
-
-uint64_t EpochLedger::bytes() const {
-  uint64_t total = 0;
-  for (const auto& [epoch, entry] : entries_)
-    total += BytesOf(entry.knobs);
-  return total;
+std::map<uint64_t, EpochEntry>::iterator EpochLedger::Erase(
+    std::map<uint64_t, EpochEntry>::iterator it) {
+  bytes_ -= BytesOf(it->second.knobs);
+  return entries_.erase(it);
 }
 
 void EpochLedger::Trim() {
-  uint64_t total = max_bytes_ == UINT64_MAX ? 0 : bytes();
-  while (entries_.size() > kMaxEntries || (total > max_bytes_ && entries_.size() > 2)) {
-    // Keep the newest applied entry: it holds the settings in force.
-    auto newest_applied = entries_.end();
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      if (it->second.status == EpochStatus::kApplied) newest_applied = it;
-    }
+  if (entries_.size() <= kMaxEntries && bytes_ <= max_bytes_) return;
+  // Keep the newest applied entry: it holds the settings in force.
+  auto newest_applied = entries_.end();
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    if (it->second.status == EpochStatus::kApplied) newest_applied = it;
+  }
+  while (entries_.size() > kMaxEntries || (bytes_ > max_bytes_ && entries_.size() > 2)) {
     auto victim = entries_.begin();
     if (victim == newest_applied) ++victim;
-    if (max_bytes_ != UINT64_MAX) total -= BytesOf(victim->second.knobs);
-    entries_.erase(victim);
+    Erase(victim);
   }
 }
 

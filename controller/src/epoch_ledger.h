@@ -44,8 +44,9 @@ class EpochLedger {
   // all entries; the newest applied entry and the newest entry always stay.
   // (A placement of every layer can take MBs: 256 of them, hundreds.)
   void set_max_bytes(uint64_t max_bytes) { max_bytes_ = max_bytes; }
-  // Bytes of knob vectors held now.
-  uint64_t bytes() const;
+  // Bytes of knob vectors held now (kept as entries come and go, so a
+  // command's Trim does not walk every entry's vectors).
+  uint64_t bytes() const { return bytes_; }
 
   // The engine's Hello: `knobs` are in force under `epoch` (kApplied).
   // `restarted` (the Hello's epoch is below the one its telemetry showed, or
@@ -54,7 +55,7 @@ class EpochLedger {
   void OnHello(uint64_t epoch, const policies::KnobValues& knobs, bool restarted);
   // A command under `epoch` will set `knobs` (the settings in force plus its
   // change).
-  void OnSent(uint64_t epoch, const policies::KnobValues& knobs);
+  void OnSent(uint64_t epoch, policies::KnobValues knobs);
   void OnAcked(uint64_t epoch);
   void OnRefused(uint64_t epoch);
   void OnAckTimeout(uint64_t epoch);
@@ -86,8 +87,12 @@ class EpochLedger {
 
  private:
   void Trim();
+  // Sets or replaces the entry of `epoch`, keeping bytes_.
+  EpochEntry& Put(uint64_t epoch, EpochEntry entry);
+  std::map<uint64_t, EpochEntry>::iterator Erase(std::map<uint64_t, EpochEntry>::iterator it);
 
   std::map<uint64_t, EpochEntry> entries_;
+  uint64_t bytes_ = 0;  // BytesOf over entries_
   std::optional<uint64_t> learnt_through_;
   uint64_t max_bytes_ = UINT64_MAX;
 };
