@@ -53,6 +53,7 @@
 
 #include "controller_bench.h"
 #include "controller_config.h"
+#include "moe/common/allocator.h"
 #include "moe/common/clock.h"
 #include "moe/common/logging.h"
 #include "moe/controller/controller.h"
@@ -387,12 +388,15 @@ int main(int argc, char** argv) {
   std::string config_path = std::string(MOE_REPO_ROOT) + "/configs/controller.toml";
   std::string moectld_path = MOE_MOECTLD_PATH;
   bool quick = false;
+  bool malloc_defaults = false;
   b::ModelShape shape;
   b::CycleOptions cycle;
   b::IngestOptions ingest;
   b::MemoryOptions memory;
   std::string rates_text, memory_text, only;
   app.add_flag("--quick", quick, "smaller runs, for a smoke check");
+  app.add_flag("--malloc-defaults", malloc_defaults,
+               "keep glibc's malloc defaults (moectld keeps freed memory: moe/common/allocator.h)");
   app.add_option("--config", config_path, "controller.toml (its policies file is used too)");
   app.add_option("--moectld", moectld_path, "the moectld binary (memory section)");
   app.add_option("--layers", shape.num_layers)->check(CLI::Range(1, 4096));
@@ -413,6 +417,16 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"policies", "cycle", "ingest", "memory"}));
   CLI11_PARSE(app, argc, argv);
   if (moe::Status s = moe::InitLogging("controller_bench", "warn", false); !s.ok()) return 1;
+  // The cycle runs in this process: the allocator as moectld sets it.
+  std::string allocator = "glibc defaults";
+  if (!malloc_defaults) {
+    moe::Result<bool> kept = moe::KeepFreedMemory();
+    if (!kept.ok()) {
+      std::fprintf(stderr, "controller_bench: %s\n", kept.status().ToString().c_str());
+      return 1;
+    }
+    allocator = *kept ? "moectld's (moe/common/allocator.h)" : "GLIBC_TUNABLES";
+  }
   if (shape.num_replicas < shape.num_experts || shape.num_replicas % shape.num_devices != 0) {
     std::fprintf(stderr,
                  "controller_bench: need experts <= replicas and replicas %% devices == 0\n");
@@ -454,8 +468,10 @@ int main(int argc, char** argv) {
   const std::string dir = pattern;
 
   json result = {{"benchmark", "controller"},
-                 {"command", fmt::format("controller_bench{}", quick ? " --quick" : "")},
+                 {"command", fmt::format("controller_bench{}{}", quick ? " --quick" : "",
+                                         malloc_defaults ? " --malloc-defaults" : "")},
                  {"machine", MachineLine()},
+                 {"allocator", allocator},
                  {"shape",
                   {{"layers", shape.num_layers},
                    {"experts", shape.num_experts},

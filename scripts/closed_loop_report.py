@@ -65,8 +65,11 @@ def report(docs, command):
              'docs/controller.md. Every contender runs the same tokens; the first '
              'warm-up steps are run by all and not counted. The static default drops what '
              'does not fit its capacity ("default drops"), so its p99 is the p99 of less '
-             'work; "p99 < oracle" compares with the best fixed setting, which serves the '
-             'tokens.', '']
+             'work. It cannot lie above the balanced p99: at capacity factor 1 per slot a '
+             'slot holds at most T*K/R rows, so a device of R/D slots at most T*K/D, the '
+             'balanced share; a contender that serves every token at the model\'s K is at '
+             'or above that, so "p99 < default" needs drops or a smaller K. "p99 < oracle" '
+             'compares with the best fixed setting, which serves the tokens.', '']
     lines += ['| scenario | moectl best of 1,3,4,5 | vs best of them | beats oracle | vs oracle | '
               'p99 < oracle | p99 < default | default drops | moectl p99 / balanced p99 | '
               'default p99 / balanced p99 |',

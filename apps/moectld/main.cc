@@ -20,6 +20,7 @@
 #include "control_server.h"
 #include "controller_config.h"
 #include "metrics_server.h"
+#include "moe/common/allocator.h"
 #include "moe/common/clock.h"
 #include "moe/common/logging.h"
 #include "moe/controller/controller.h"
@@ -110,6 +111,13 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
   InstallSignalHandlers();
+  // Before the controller's threads start: its cycle frees and rebuilds a
+  // snapshot of every engine (moe/common/allocator.h).
+  if (moe::Result<bool> kept = moe::KeepFreedMemory(); !kept.ok()) {
+    spdlog::warn("{}; glibc's defaults stay", kept.status().message());
+  } else if (!*kept) {
+    spdlog::info("allocator: GLIBC_TUNABLES sets malloc; left as the environment says");
+  }
 
   auto controller = moe::controller::Controller::Create(*options, moe::SystemClock());
   if (!controller.ok()) {
