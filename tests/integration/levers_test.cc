@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon_config.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -34,21 +35,12 @@ using SteadyClock = std::chrono::steady_clock;
 
 std::string Config(const std::string& db, const std::string& telemetry, const std::string& commands,
                    const std::string& socket, const std::string& group) {
-  return fmt::format(R"(log_level = "info"
-cadence = "200ms"
-ack_timeout = "3s"
-outcome_steps = 6
-window_steps = 32
-progress_interval = "0s"
-
-[transport]
-telemetry = "{}"
-commands = "{}"
-
-[storage]
-path = "{}"
-flush_interval = "50ms"
-
+  moe::testing::DaemonConfig c;
+  c.db = db;
+  c.telemetry = telemetry;
+  c.commands = commands;
+  c.progress_interval = "0s";
+  c.tables = fmt::format(R"(
 [control]
 socket = "{}"
 group = "{}"
@@ -62,19 +54,9 @@ enabled = false
 
 [policies.replication]
 enabled = false
-
-[policies.capacity]
-target_low = 0.001
-target_high = 0.01
-min_steps = 4
-
-[policies.guard]
-cooldown = "300ms"
-stale_after = "5s"
-min_steps_in_epoch = 4
-rollback = false
 )",
-                     telemetry, commands, db, socket, group);
+                         socket, group);
+  return moe::testing::DaemonToml(c);
 }
 
 struct Run {

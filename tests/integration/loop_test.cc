@@ -13,6 +13,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "daemon_config.h"
 #include "moe/storage/reader.h"
 #include "moe/telemetry/transport.h"
 #include "support/subprocess.h"
@@ -39,36 +40,16 @@ std::string ReadFile(const std::string& path) {
 // A controller config tuned to decide quickly on a short run.
 std::string ControllerToml(const std::string& db, const std::string& telemetry,
                            const std::string& commands) {
-  return fmt::format(R"(log_level = "debug"
-cadence = "200ms"
-ack_timeout = "3s"
-outcome_steps = 6
-window_steps = 32
-progress_interval = "1s"
-
-[transport]
-telemetry = "{}"
-commands = "{}"
-
-[storage]
-path = "{}"
-flush_interval = "50ms"
-
-[policies.capacity]
-target_low = 0.001
-target_high = 0.01
-min_steps = 4
-
+  moe::testing::DaemonConfig c;
+  c.db = db;
+  c.telemetry = telemetry;
+  c.commands = commands;
+  c.log_level = "debug";
+  c.tables = R"(
 [policies.learning]
 min_steps = 4
-
-[policies.guard]
-cooldown = "300ms"
-stale_after = "5s"
-min_steps_in_epoch = 4
-rollback = false
-)",
-                     telemetry, commands, db);
+)";
+  return moe::testing::DaemonToml(c);
 }
 
 struct Endpoints {

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "daemon_config.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -35,37 +36,18 @@ int PortOf(const std::string& endpoint) {
 
 std::string Config(const std::string& db, const std::string& telemetry, const std::string& commands,
                    int metrics_port) {
-  return fmt::format(R"(log_level = "info"
-cadence = "200ms"
-ack_timeout = "3s"
-outcome_steps = 6
-window_steps = 32
-progress_interval = "2s"
-
-[transport]
-telemetry = "{}"
-commands = "{}"
-
-[storage]
-path = "{}"
-flush_interval = "50ms"
-
+  moe::testing::DaemonConfig c;
+  c.db = db;
+  c.telemetry = telemetry;
+  c.commands = commands;
+  c.progress_interval = "2s";
+  c.tables = fmt::format(R"(
 [metrics]
 listen = "127.0.0.1:{}"
 loop_timeout = "5s"
-
-[policies.capacity]
-target_low = 0.001
-target_high = 0.01
-min_steps = 4
-
-[policies.guard]
-cooldown = "300ms"
-stale_after = "5s"
-min_steps_in_epoch = 4
-rollback = false
 )",
-                     telemetry, commands, db, metrics_port);
+                         metrics_port);
+  return moe::testing::DaemonToml(c);
 }
 
 // The value of the sample whose line starts with `series` (name and labels
