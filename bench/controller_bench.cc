@@ -179,10 +179,29 @@ json TimePolicies(const controller::ControllerOptions& o, const ModelShape& shap
     return policies::ProposeCounterfactualCapacity(snapshot, o.counterfactual, o.reward)
         .has_value();
   });
+  // The same with the replays moectld keeps at ingest (EngineState): each
+  // step worked out once under the candidates, then priced in the cycle.
+  std::vector<double> factors = o.counterfactual.candidates;
+  factors.push_back(snapshot.knobs.capacity_factor);
+  const auto replay_t0 = SteadyClock::now();
+  for (const policies::StepDemand& step : snapshot.recent) {
+    snapshot.capacity_replays.push_back(policies::ReplayCapacities(
+        step, snapshot.knobs, snapshot.num_replicas, snapshot.num_devices, factors));
+  }
+  const double replay_per_step_us =
+      std::chrono::duration<double, std::micro>(SteadyClock::now() - replay_t0).count() /
+      std::max<size_t>(1, snapshot.recent.size());
+  auto [replayed_us, replayed_proposed] = time_us([&] {
+    return policies::ProposeCounterfactualCapacity(snapshot, o.counterfactual, o.reward)
+        .has_value();
+  });
   return {{"bias_us", bias_us},
           {"bias_proposed", bias_proposed},
           {"counterfactual_calibrated_us", counterfactual_us},
           {"counterfactual_proposed", counterfactual_proposed},
+          {"counterfactual_with_replays_us", replayed_us},
+          {"counterfactual_with_replays_proposed", replayed_proposed},
+          {"capacity_replay_per_step_us", replay_per_step_us},
           {"counterfactual_steps", snapshot.recent.size()},
           {"replication_us", replication_us},
           {"replication_proposed", replication_proposed}};

@@ -111,6 +111,8 @@ Status ControllerImpl::Reload(const ControllerOptions& options) {
   }
   const bool knob_changed = learner_.Reload(LearnerOptionsOf(options));
   options_ = options;
+  for (auto& [id, e] : engines_)
+    SetCapacityReplays(e);
   if (knob_changed) {
     // What was learnt of the new knob before is in the database.
     Status flushed = store_ ? store_->Flush() : Status::Ok();
@@ -162,6 +164,13 @@ MetricsSnapshot ControllerImpl::metrics(bool per_layer) const {
                            clock_->NowNanos(), per_layer);
 }
 
+void ControllerImpl::SetCapacityReplays(EngineState& e) const {
+  // Worked out at ingest only for the policy that prices them.
+  e.set_capacity_replays(
+      options_.counterfactual_enabled ? options_.counterfactual.candidates : std::vector<double>{},
+      options_.counterfactual.lookback_steps);
+}
+
 EngineState& ControllerImpl::Engine(const std::string& id) {
   auto it = engines_.find(id);
   if (it == engines_.end()) {
@@ -170,6 +179,7 @@ EngineState& ControllerImpl::Engine(const std::string& id) {
     if (std::optional<uint64_t> through = learner_.RestoredThrough(id)) {
       it->second.ledger().MarkLearntThrough(*through);
     }
+    SetCapacityReplays(it->second);
     auto issued = highest_epochs_.find(id);
     if (issued != highest_epochs_.end()) it->second.ReserveEpochsThrough(issued->second);
     const bool returned = gone_.erase(id) > 0;

@@ -123,6 +123,8 @@ class ControllerImpl final : public Controller {
   // The enabled policies in the order they are asked, e.g. "capacity, bias".
   std::string EnabledPolicies() const;
   bool PolicyEnabled(const std::string& name) const;
+  // The capacity replays `e` keeps at ingest (EngineState::set_capacity_replays).
+  void SetCapacityReplays(EngineState& e) const;
 
   // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
   // (`snapshot` is shared with a plan the replication policy starts.)

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/policies/counterfactual_policy.h"
 #include "moe/telemetry/load.h"
 
 namespace moe::controller {
@@ -277,11 +278,61 @@ std::optional<uint64_t> EngineState::OnStep(const telemetry::StepRecord& record,
   window_bytes_ += window_.back().bytes;
   if (window_.back().epoch == sums_epoch_) sums_.Add(window_.back());
   FitCostModel(record);
+  UpdateCapacityReplays();
   while (window_.size() > 1 &&
          (window_.size() > window_steps_ || window_bytes_ > window_bytes_limit_)) {
     Evict();
   }
   return ended;
+}
+
+void EngineState::set_capacity_replays(std::vector<double> factors, size_t lookback) {
+  replay_factors_ = std::move(factors);
+  replay_lookback_ = lookback;
+  if (replay_factors_.empty()) {
+    for (StepFigures& f : window_) {
+      if (!f.capacity) continue;
+      f.bytes -= f.capacity->bytes();
+      window_bytes_ -= f.capacity->bytes();
+      f.capacity.reset();
+    }
+  }
+}
+
+void EngineState::UpdateCapacityReplays() {
+  // Only for a cost model the counterfactual policy can price them with.
+  if (replay_factors_.empty() || !has_hello_ || !cost_model_.calibrated ||
+      !policies::PricesCapacityReplays(cost_model_)) {
+    return;
+  }
+  const policies::KnobValues& knobs = ledger_.KnobsRefOf(epoch_);
+  std::vector<double> factors = replay_factors_;
+  if (std::find(factors.begin(), factors.end(), knobs.capacity_factor) == factors.end()) {
+    factors.push_back(knobs.capacity_factor);
+  }
+  const uint32_t replicas = hello_.num_replicas > 0 ? hello_.num_replicas : hello_.num_experts;
+  const uint32_t devices = std::max<uint32_t>(1, hello_.num_devices);
+  const policies::CapacityReplay::Settings settings =
+      policies::ReplaySettings(knobs, replicas, devices);
+  const size_t lookback = replay_lookback_ > 0 ? replay_lookback_ : window_.size();
+  size_t n = 0;
+  for (auto it = window_.rbegin(); it != window_.rend() && n < lookback; ++it) {
+    const bool has_demand = std::any_of(it->demand->layers.begin(), it->demand->layers.end(),
+                                        [](const auto& l) { return !l.empty(); });
+    if (!has_demand) continue;
+    ++n;
+    if (it->capacity && it->capacity->settings == settings &&
+        it->capacity->capacity_factors == factors) {
+      continue;
+    }
+    if (it->capacity) {
+      it->bytes -= it->capacity->bytes();
+      window_bytes_ -= it->capacity->bytes();
+    }
+    it->capacity = policies::ReplayCapacities(*it->demand, knobs, replicas, devices, factors);
+    it->bytes += it->capacity->bytes();
+    window_bytes_ += it->capacity->bytes();
+  }
 }
 
 void ApplyChange(const KnobChange& change, policies::KnobValues& knobs) {
@@ -465,6 +516,11 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
   s.recent.reserve(window_.size());
   for (const StepFigures& step : window_)
     s.recent.push_back(step.demand);
+  if (!replay_factors_.empty()) {
+    s.capacity_replays.reserve(window_.size());
+    for (const StepFigures& step : window_)
+      s.capacity_replays.push_back(step.capacity);
+  }
   return s;
 }
 

@@ -55,6 +55,9 @@ struct StepFigures {
   bool has_device_rows = false;
   std::vector<double> all_to_all_us;
   double migration_us = 0;
+  // The step under the counterfactual policy's candidates (null: none kept;
+  // EngineState::set_capacity_replays).
+  std::shared_ptr<const policies::CapacityReplay> capacity;
   uint64_t bytes = 0;  // what these figures hold, vectors included (Summarise sets it)
 };
 
@@ -188,6 +191,14 @@ class EngineState {
     last_issued_epoch_ = std::max(last_issued_epoch_, epoch);
   }
 
+  // Each new step is worked out under these capacity factors (and the one
+  // in force), once, for the counterfactual capacity policy
+  // (policies::ReplayCapacities): the newest `lookback` steps always hold
+  // replays under the settings in force, redone at the next step after the
+  // settings change. None while the cost model is not calibrated or has a
+  // straggler (the policy could not use them). Empty factors: none are kept.
+  void set_capacity_replays(std::vector<double> factors, size_t lookback);
+
   // Any message from the engine at `now_ns` (liveness).
   void Touch(int64_t now_ns) { last_seen_ns_ = std::max(last_seen_ns_, now_ns); }
   int64_t last_seen_ns() const { return last_seen_ns_; }
@@ -274,6 +285,9 @@ class EngineState {
   bool cost_model_news_ = false;
   uint64_t cost_model_logged_step_ = 0;
   void FitCostModel(const telemetry::StepRecord& record);
+  std::vector<double> replay_factors_;
+  size_t replay_lookback_ = 0;
+  void UpdateCapacityReplays();
   // Modelled and balanced critical path of one step (0, 0 without a model).
   std::pair<double, double> ModelledPath(const StepFigures& step) const;
 };

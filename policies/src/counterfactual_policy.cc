@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "moe/policies/cost_model.h"
@@ -155,13 +156,167 @@ StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
   return out;
 }
 
+// The step's figures from its replay under candidate `c` (CapacityReplay),
+// in Predict's arithmetic: the device cost is monotone and every device at
+// the usual speed, so the slowest device is the one with the most rows.
+StepPrediction PriceReplay(const EngineSnapshot& snapshot, const StepDemand& step,
+                           const CapacityReplay& replay, size_t c, double balanced_us,
+                           const CounterfactualParams& params, const RewardParams& reward) {
+  StepPrediction out;
+  const CostModel& model = snapshot.cost_model;
+  const std::vector<double>& max_rows = replay.max_rows[c];
+  for (size_t l = 0; l < max_rows.size(); ++l) {
+    if (std::isnan(max_rows[l])) continue;
+    const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
+    const double slowest = std::max(0.0, model.FactorOf(0) * model.device.At(max_rows[l]));
+    out.latency_us += model.overhead.At(step.tokens) + slowest + a2a;
+  }
+  out.balanced_us = balanced_us;
+  out.drop_rate = replay.slots > 0 ? replay.dropped[c] / replay.slots : 0;
+  OutcomeFigures f;
+  f.steps = 1;
+  f.drop_rate = out.drop_rate;
+  f.model_latency_us = out.latency_us;
+  f.balanced_latency_us = out.balanced_us;
+  f.quality_error = params.quality_per_drop * out.drop_rate;
+  f.capacity_factor = replay.capacity_factors[c];
+  out.reward = Reward(f, reward);
+  return out;
+}
+
+// The balanced reference of a step, as Predict sums it.
+double BalancedUs(const EngineSnapshot& snapshot, const StepDemand& step) {
+  const uint32_t top_k = std::max<uint32_t>(1, snapshot.knobs.top_k);
+  const double reference_k = snapshot.reference_top_k > 0 ? snapshot.reference_top_k : top_k;
+  const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
+  double balanced = 0;
+  for (size_t l = 0; l < step.layers.size(); ++l) {
+    if (step.layers[l].empty()) continue;
+    const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
+    balanced += BalancedLayerPathUs(snapshot.cost_model, step.tokens, step.tokens * reference_k,
+                                    num_devices, a2a);
+  }
+  return balanced;
+}
+
 }  // namespace
+
+bool PricesCapacityReplays(const CostModel& model) {
+  for (double f : model.device_factor) {
+    if (f != 1.0) return false;
+  }
+  return model.device.fixed_us >= 0 && model.device.per_row_us >= 0;
+}
+
+namespace {}  // namespace
 
 StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& step,
                            double capacity_factor, const CounterfactualParams& params,
                            const RewardParams& reward) {
   Replay replay;
   return Predict(snapshot, step, capacity_factor, params, reward, &replay);
+}
+
+uint64_t CapacityReplay::bytes() const {
+  uint64_t b = sizeof(CapacityReplay) +
+               (capacity_factors.capacity() + dropped.capacity()) * sizeof(double) +
+               max_rows.capacity() * sizeof(std::vector<double>);
+  for (const std::vector<double>& layer : max_rows)
+    b += layer.capacity() * sizeof(double);
+  return b;
+}
+
+uint64_t PlacementFingerprint(const std::vector<std::vector<uint32_t>>& phy2log) {
+  // FNV-1a over the layer sizes and slots.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](uint64_t v) {
+    h ^= v;
+    h *= 1099511628211ull;
+  };
+  mix(phy2log.size());
+  for (const std::vector<uint32_t>& layer : phy2log) {
+    mix(layer.size());
+    for (uint32_t e : layer)
+      mix(e);
+  }
+  return h;
+}
+
+CapacityReplay::Settings ReplaySettings(const KnobValues& knobs, uint32_t num_replicas,
+                                        uint32_t num_devices) {
+  CapacityReplay::Settings s;
+  s.placement = PlacementFingerprint(knobs.phy2log);
+  s.top_k = std::max<uint32_t>(1, knobs.top_k);
+  s.scope = knobs.capacity_scope;
+  s.num_replicas = num_replicas;
+  s.num_devices = std::max<uint32_t>(1, num_devices);
+  return s;
+}
+
+std::shared_ptr<const CapacityReplay> ReplayCapacities(
+    const StepDemand& step, const KnobValues& knobs, uint32_t num_replicas, uint32_t num_devices,
+    const std::vector<double>& capacity_factors) {
+  auto out = std::make_shared<CapacityReplay>();
+  out->settings = ReplaySettings(knobs, num_replicas, num_devices);
+  out->capacity_factors = capacity_factors;
+  const uint32_t top_k = out->settings.top_k;
+  num_devices = out->settings.num_devices;
+  const bool per_slot = knobs.capacity_scope == telemetry::CapacityScope::kSlot;
+  std::vector<LayerSlots> layers(step.layers.size());
+  for (size_t l = 0; l < step.layers.size(); ++l) {
+    if (step.layers[l].empty()) continue;
+    static const std::vector<uint32_t> kDefault;
+    const std::vector<uint32_t>& placement = l < knobs.phy2log.size() ? knobs.phy2log[l] : kDefault;
+    Prepare(placement, step.layers[l].size(), num_replicas, num_devices, &layers[l]);
+  }
+  out->dropped.assign(capacity_factors.size(), 0.0);
+  out->max_rows.assign(capacity_factors.size(),
+                       std::vector<double>(step.layers.size(), std::nan("")));
+  // Smallest capacity first: once one drops nothing in a layer, every larger
+  // one serves the same rows there (and adds exact zeros to its drops).
+  std::vector<size_t> order(capacity_factors.size());
+  for (size_t c = 0; c < order.size(); ++c)
+    order[c] = c;
+  auto room_of = [](double cf) { return cf > 0 ? cf : std::numeric_limits<double>::infinity(); };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return room_of(capacity_factors[a]) < room_of(capacity_factors[b]);
+  });
+  std::vector<double> served, rows;
+  double slots = 0;
+  for (size_t l = 0; l < step.layers.size(); ++l) {
+    const std::vector<double>& demand = step.layers[l];
+    if (demand.empty()) continue;
+    for (double d : demand)
+      slots += d;
+    const LayerSlots& slots_of = layers[l];
+    double saturated = std::nan("");  // the rows once nothing drops
+    for (size_t c : order) {
+      if (!std::isnan(saturated)) {
+        out->max_rows[c][l] = saturated;
+        continue;
+      }
+      const double cap = Capacity(capacity_factors[c], step.tokens, top_k, demand.size());
+      served.resize(demand.size());
+      double dropped = out->dropped[c];
+      bool drops = false;
+      for (size_t e = 0; e < demand.size(); ++e) {
+        const double room = per_slot ? cap * std::max<double>(1, slots_of.replicas[e]) : cap;
+        served[e] = std::min(demand[e], room);
+        dropped += demand[e] - served[e];
+        drops = drops || served[e] != demand[e];
+      }
+      out->dropped[c] = dropped;
+      rows.assign(num_devices, 0.0);
+      for (size_t s = 0; s < slots_of.expert.size(); ++s) {
+        const uint32_t e = slots_of.expert[s];
+        rows[slots_of.device[s]] += served[e] / slots_of.replicas[e];
+      }
+      out->max_rows[c][l] = *std::max_element(rows.begin(), rows.end());
+      if (!drops) saturated = out->max_rows[c][l];
+    }
+  }
+  out->slots = slots;
+  return out;
 }
 
 std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
@@ -179,6 +334,26 @@ std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
   for (double c : params.candidates) {
     if (std::abs(c - snapshot.knobs.capacity_factor) > 1e-9) candidates.push_back(c);
   }
+  // Each step's replay, where one holds for these settings (else null), and
+  // its balanced reference (the same for every candidate).
+  std::vector<const CapacityReplay*> replays(steps.size(), nullptr);
+  std::vector<double> balanced(steps.size(), 0.0);
+  if (snapshot.capacity_replays.size() == snapshot.recent.size() &&
+      PricesCapacityReplays(snapshot.cost_model)) {
+    const CapacityReplay::Settings settings =
+        ReplaySettings(snapshot.knobs, snapshot.num_replicas, snapshot.num_devices);
+    // `steps` are the newest steps with demand, newest first.
+    size_t i = 0;
+    for (size_t k = snapshot.recent.size(); k-- > 0 && i < steps.size();) {
+      if (&snapshot.recent[k] != steps[i]) continue;
+      const CapacityReplay* r = snapshot.capacity_replays[k].get();
+      if (r != nullptr && r->settings == settings) {
+        replays[i] = r;
+        balanced[i] = BalancedUs(snapshot, *steps[i]);
+      }
+      ++i;
+    }
+  }
   std::vector<double> rewards(steps.size());
   Replay replay;
   for (double cf : candidates) {
@@ -186,7 +361,15 @@ std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
     score.capacity_factor = cf;
     score.steps = steps.size();
     for (size_t i = 0; i < steps.size(); ++i) {
-      StepPrediction p = Predict(snapshot, *steps[i], cf, params, reward, &replay);
+      size_t c = SIZE_MAX;
+      if (replays[i] != nullptr) {
+        const std::vector<double>& f = replays[i]->capacity_factors;
+        auto it = std::find(f.begin(), f.end(), cf);
+        if (it != f.end()) c = static_cast<size_t>(it - f.begin());
+      }
+      StepPrediction p = c != SIZE_MAX ? PriceReplay(snapshot, *steps[i], *replays[i], c,
+                                                     balanced[i], params, reward)
+                                       : Predict(snapshot, *steps[i], cf, params, reward, &replay);
       rewards[i] = p.reward;
       score.mean_reward += p.reward;
       score.drop_rate += p.drop_rate;

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "engine_state.h"
+#include "moe/policies/counterfactual_policy.h"
 
 namespace moe::controller {
 namespace {
@@ -194,6 +196,90 @@ TEST_CASE("Snapshots share each step's demand; writing to one copies it first",
   // Reverse iteration sees the newest step first.
   CHECK(b.recent.rbegin()->step == 12);
   CHECK(b.recent.front().step == 5);
+}
+
+TEST_CASE("The state keeps capacity replays of the newest steps under the settings in force",
+          "[controller][snapshot]") {
+  EngineState state("e", 16);
+  state.set_capacity_replays({1.0, 2.0, 4.0}, 6);
+  telemetry::Hello hello = HelloAt(0);
+  hello.knobs.capacity_factor = 1.5;
+  state.OnHello(hello, 0);
+  std::mt19937_64 rng(21);
+  uint64_t step = 0;
+  // Per-device times, so that the state fits a cost model (replays are kept
+  // only for one).
+  auto timed = [&](uint64_t at, uint64_t epoch) {
+    telemetry::StepRecord r = RandomStep(rng, at, epoch);
+    for (telemetry::LayerRecord& layer : r.layers) {
+      for (uint64_t rows : layer.device_tokens)
+        layer.timing.device_expert_us.push_back(5.0 + 0.01 * static_cast<double>(rows));
+    }
+    return r;
+  };
+  for (; step < 12; ++step)
+    state.OnStep(timed(step, 0), static_cast<int64_t>(step));
+  REQUIRE(state.cost_model().calibrated);
+
+  policies::CounterfactualParams params;
+  params.min_steps = 1;
+  params.lookback_steps = 6;
+  policies::RewardParams reward;
+  // Each of the newest 6 steps with demand holds a replay under the settings
+  // in force, with the candidates and the value in force; the policy's
+  // scores are those of the demand replayed.
+  auto check = [&](const policies::EngineSnapshot& taken) {
+    policies::EngineSnapshot s = taken;
+    s.cost_model.calibrated = true;
+    s.cost_model.device = {20, 0.5};
+    s.cost_model.overhead = {10, 0.1};
+    REQUIRE(s.capacity_replays.size() == s.recent.size());
+    const auto settings = policies::ReplaySettings(s.knobs, s.num_replicas, s.num_devices);
+    size_t held = 0;
+    const policies::EngineSnapshot& cs = s;  // reads only: no copy of a step
+    for (size_t i = cs.recent.size(); i-- > 0 && held < 6;) {
+      const bool demand = std::any_of(cs.recent[i].layers.begin(), cs.recent[i].layers.end(),
+                                      [](const auto& l) { return !l.empty(); });
+      if (!demand) continue;
+      INFO("step " << i << " of " << s.recent.size() << " epoch " << s.epoch);
+      REQUIRE(s.capacity_replays[i] != nullptr);
+      CHECK(s.capacity_replays[i]->settings == settings);
+      CHECK(s.capacity_replays[i]->capacity_factors ==
+            std::vector<double>{1.0, 2.0, 4.0, s.knobs.capacity_factor});
+      ++held;
+    }
+    CHECK(held == 6);
+    policies::EngineSnapshot bare = s;
+    bare.capacity_replays.clear();
+    const auto with = policies::ScoreCapacity(s, params, reward);
+    const auto without = policies::ScoreCapacity(bare, params, reward);
+    REQUIRE(with.size() == without.size());
+    for (size_t c = 0; c < with.size(); ++c)
+      CHECK(with[c].score == without[c].score);
+  };
+  check(state.Snapshot(100));
+
+  // A new placement in force (the engine's Hello under a new epoch): the next
+  // step redoes the newest steps' replays under it.
+  telemetry::Hello moved = HelloAt(1);
+  moved.knobs.capacity_factor = 1.5;
+  std::vector<uint32_t> p(kExperts);
+  for (uint32_t slot = 0; slot < p.size(); ++slot)
+    p[slot] = slot % kExperts;
+  p.back() = 3;
+  moved.knobs.phy2log = p;
+  state.OnHello(moved, 200);
+  state.OnStep(timed(step++, 1), 201);
+  const policies::EngineSnapshot after = state.Snapshot(300);
+  REQUIRE(after.recent.size() == 13);  // the same window, one step more
+  CHECK_FALSE(after.capacity_replays.back()->settings.placement ==
+              state.Snapshot(100).capacity_replays.front()->settings.placement);
+  check(after);
+  // Off: the replays go, and their bytes with them.
+  const uint64_t bytes = state.window_bytes();
+  state.set_capacity_replays({}, 6);
+  CHECK(state.window_bytes() < bytes);
+  CHECK(state.Snapshot(400).capacity_replays.empty());
 }
 
 }  // namespace

@@ -25,6 +25,8 @@
 #ifndef MOE_POLICIES_COUNTERFACTUAL_POLICY_H_
 #define MOE_POLICIES_COUNTERFACTUAL_POLICY_H_
 
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -74,9 +76,34 @@ struct CandidateScore {
   uint64_t steps = 0;
 };
 
+// A fingerprint of a placement ([layer][slot], as KnobValues::phy2log) for
+// CapacityReplay::Settings: equal placements have equal fingerprints.
+uint64_t PlacementFingerprint(const std::vector<std::vector<uint32_t>>& phy2log);
+
+// The settings a CapacityReplay made with `knobs` holds for.
+CapacityReplay::Settings ReplaySettings(const KnobValues& knobs, uint32_t num_replicas,
+                                        uint32_t num_devices);
+
+// True when a CapacityReplay prices to PredictStep's figures under `model`:
+// every device at the usual speed, and a device cost that never falls with
+// rows (so the slowest device is the one with the most rows).
+bool PricesCapacityReplays(const CostModel& model);
+
+// `step` under every capacity factor of `capacity_factors` with the K,
+// placement and capacity scope of `knobs`, in the arithmetic of PredictStep:
+// a snapshot under the same settings, with a uniform device speed and a
+// device cost that does not fall with rows, prices it to the same bits.
+std::shared_ptr<const CapacityReplay> ReplayCapacities(const StepDemand& step,
+                                                       const KnobValues& knobs,
+                                                       uint32_t num_replicas, uint32_t num_devices,
+                                                       const std::vector<double>& capacity_factors);
+
 // Every candidate (and the value in force, first) scored on the recent
 // steps; empty without a calibrated cost model or with fewer than
-// `min_steps` steps with demand.
+// `min_steps` steps with demand. A step whose snapshot.capacity_replays entry
+// holds for the snapshot's settings and the candidate is priced from it
+// (the same figures, ~100x less work at 61 layers x 256 experts); any other
+// is replayed.
 std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
                                           const CounterfactualParams& params,
                                           const RewardParams& reward);

@@ -50,6 +50,31 @@ struct StepDemand {
   std::vector<double> all_to_all_us;        // [layer] the engine's modelled all-to-all
 };
 
+// One step's demand worked out once under candidate capacity factors, when
+// the step arrived (the controller's EngineState), with the K, placement and
+// capacity scope then in force: the counterfactual capacity policy prices
+// these figures with the cost model instead of replaying the demand on every
+// cycle (counterfactual_policy.h ReplayCapacities). `settings` says what
+// they hold for; under other settings the policy replays the step.
+struct CapacityReplay {
+  struct Settings {
+    uint64_t placement = 0;  // PlacementFingerprint(knobs.phy2log)
+    uint32_t top_k = 0;
+    telemetry::CapacityScope scope = telemetry::CapacityScope::kExpert;
+    uint32_t num_replicas = 0;
+    uint32_t num_devices = 1;
+    friend bool operator==(const Settings&, const Settings&) = default;
+  };
+  Settings settings;
+  std::vector<double> capacity_factors;  // [candidate]
+  double slots = 0;                      // token-slots of the layers with demand
+  std::vector<double> dropped;           // [candidate], over the layers with demand
+  // [candidate][layer]: the most rows on one device; NaN: no demand there.
+  std::vector<std::vector<double>> max_rows;
+
+  uint64_t bytes() const;
+};
+
 // A window of StepDemand shared between snapshots: the steps are immutable
 // values held by shared pointers, so taking or copying a snapshot copies
 // pointers, never the demand (61 layers x 256 experts x 64 steps is 8 MB).
@@ -146,6 +171,9 @@ struct EngineSnapshot {
   // The window's steps, whatever epoch they ran under, oldest first: demand
   // does not depend on capacity or placement, so every step is evidence.
   StepWindow recent;
+  // Beside `recent` (same length, or empty): each step's CapacityReplay, or
+  // null where the controller keeps none.
+  std::vector<std::shared_ptr<const CapacityReplay>> capacity_replays;
 };
 
 // A policy's wish: set `knob` (on `layer`, or every layer when -1) to `value`.
