@@ -123,11 +123,20 @@ def controller_section(data):
         row('cycle wall p99 (us)', cycle['wall'].get('p99_us'))
         row('cycle CPU p50 (us)', cycle['cpu'].get('p50_us'))
         row('cycle CPU p99 (us)', cycle['cpu'].get('p99_us'))
+        row('snapshot to command p99 (us)', cycle.get('snapshot_to_command', {}).get('p99_us'))
         sent = cycle.get('sent_command', {})
         row('cycles that sent a command', sent.get('cycles'))
+        row('  their wall p50 (us)', sent.get('wall', {}).get('p50_us'))
+        row('  their wall p90 (us)', sent.get('wall', {}).get('p90_us'))
         row('  their CPU p99 (us)', sent.get('cpu', {}).get('p99_us'))
         row('cycle p99 under 1 ms', cycle.get('p99_under_goal'))
+    row('allocator', data.get('allocator'))
     alone = data.get('policies_alone', {})
+    row('counterfactual capacity, calibrated, replaying the demand (us)',
+        alone.get('counterfactual_calibrated_us'))
+    row('  the same from the capacity replays kept at ingest (us)',
+        alone.get('counterfactual_with_replays_us'))
+    row('  a capacity replay, per step at ingest (us)', alone.get('capacity_replay_per_step_us'))
     row('bias policy alone (us)', alone.get('bias_us'))
     row('replication policy alone (us, worker thread)', alone.get('replication_us'))
     for run in data.get('ingest', []):
