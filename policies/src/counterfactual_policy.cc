@@ -103,6 +103,20 @@ struct Replay {
   std::vector<double> rows;
 };
 
+// The reward of one replayed step (drops, modelled latency and its balanced
+// reference in `p`), its quality error estimated from its drops.
+double StepReward(const StepPrediction& p, double capacity_factor,
+                  const CounterfactualParams& params, const RewardParams& reward) {
+  OutcomeFigures f;
+  f.steps = 1;
+  f.drop_rate = p.drop_rate;
+  f.model_latency_us = p.latency_us;
+  f.balanced_latency_us = p.balanced_us;
+  f.quality_error = params.quality_per_drop * p.drop_rate;
+  f.capacity_factor = capacity_factor;
+  return Reward(f, reward);
+}
+
 StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
                        double capacity_factor, const CounterfactualParams& params,
                        const RewardParams& reward, Replay* replay) {
@@ -145,14 +159,7 @@ StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
                                            step.tokens * reference_k, num_devices, a2a);
   }
   out.drop_rate = slots > 0 ? dropped / slots : 0;
-  OutcomeFigures f;
-  f.steps = 1;
-  f.drop_rate = out.drop_rate;
-  f.model_latency_us = out.latency_us;
-  f.balanced_latency_us = out.balanced_us;
-  f.quality_error = params.quality_per_drop * out.drop_rate;
-  f.capacity_factor = capacity_factor;
-  out.reward = Reward(f, reward);
+  out.reward = StepReward(out, capacity_factor, params, reward);
   return out;
 }
 
@@ -173,14 +180,7 @@ StepPrediction PriceReplay(const EngineSnapshot& snapshot, const StepDemand& ste
   }
   out.balanced_us = balanced_us;
   out.drop_rate = replay.slots > 0 ? replay.dropped[c] / replay.slots : 0;
-  OutcomeFigures f;
-  f.steps = 1;
-  f.drop_rate = out.drop_rate;
-  f.model_latency_us = out.latency_us;
-  f.balanced_latency_us = out.balanced_us;
-  f.quality_error = params.quality_per_drop * out.drop_rate;
-  f.capacity_factor = replay.capacity_factors[c];
-  out.reward = Reward(f, reward);
+  out.reward = StepReward(out, replay.capacity_factors[c], params, reward);
   return out;
 }
 

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "daemon_config.h"
+#include "support/daemon_config.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 

@@ -13,9 +13,9 @@
 #include <thread>
 #include <zmq.hpp>
 
-#include "daemon_config.h"
 #include "moe/storage/reader.h"
 #include "moe/telemetry/transport.h"
+#include "support/daemon_config.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 

@@ -17,7 +17,7 @@
 #include <sstream>
 #include <thread>
 
-#include "daemon_config.h"
+#include "support/daemon_config.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 

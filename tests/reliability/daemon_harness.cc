@@ -10,6 +10,8 @@
 #include <sstream>
 #include <thread>
 
+#include "support/daemon_config.h"
+
 namespace moe::testing {
 
 std::optional<std::vector<SqlRow>> QueryRows(const std::string& path, const std::string& sql,
@@ -120,40 +122,22 @@ int PortOf(const std::string& endpoint) {
 std::string ControllerToml(const std::string& db, const std::string& telemetry,
                            const std::string& commands, int metrics_port,
                            const std::string& log_level) {
-  return fmt::format(R"(log_level = "{}"
-cadence = "200ms"
-ack_timeout = "2s"
-outcome_steps = 6
-window_steps = 32
-progress_interval = "1s"
-
-[transport]
-telemetry = "{}"
-commands = "{}"
-
-[storage]
-path = "{}"
-flush_interval = "50ms"
-
+  DaemonConfig c;
+  c.db = db;
+  c.telemetry = telemetry;
+  c.commands = commands;
+  c.log_level = log_level;
+  c.ack_timeout = "2s";
+  c.tables = fmt::format(R"(
 [metrics]
 listen = "127.0.0.1:{}"
 loop_timeout = "5s"
 
-[policies.capacity]
-target_low = 0.001
-target_high = 0.01
-min_steps = 4
-
 [policies.learning]
 min_steps = 4
-
-[policies.guard]
-cooldown = "300ms"
-stale_after = "5s"
-min_steps_in_epoch = 4
-rollback = false
 )",
-                     log_level, telemetry, commands, db, metrics_port);
+                         metrics_port);
+  return DaemonToml(c);
 }
 
 }  // namespace

@@ -31,6 +31,7 @@
 #include "moe/telemetry/transport.h"
 #include "moe_telemetry.pb.h"
 #include "reliability/reliability_result.h"
+#include "support/daemon_config.h"
 #include "support/subprocess.h"
 #include "support/temp_dir.h"
 
@@ -52,38 +53,21 @@ int PortOf(const std::string& endpoint) {
 
 // The daemon's configuration: the shipped defaults for everything the attacks
 // aim at ([limits], max_engines, the queue), short cadences for the test.
-std::string DaemonConfig(const std::string& db, const std::string& telemetry,
-                         const std::string& commands, int metrics_port) {
-  return fmt::format(R"(log_level = "info"
-cadence = "300ms"
-ack_timeout = "3s"
-outcome_steps = 6
-window_steps = 64
-progress_interval = "2s"
-
-[transport]
-telemetry = "{}"
-commands = "{}"
-
-[storage]
-path = "{}"
-flush_interval = "50ms"
-
+std::string HostileToml(const std::string& db, const std::string& telemetry,
+                        const std::string& commands, int metrics_port) {
+  moe::testing::DaemonConfig c;
+  c.db = db;
+  c.telemetry = telemetry;
+  c.commands = commands;
+  c.cadence = "300ms";
+  c.window_steps = 64;
+  c.progress_interval = "2s";
+  c.tables = fmt::format(R"(
 [metrics]
 listen = "127.0.0.1:{}"
-
-[policies.capacity]
-target_low = 0.001
-target_high = 0.01
-min_steps = 4
-
-[policies.guard]
-cooldown = "300ms"
-stale_after = "5s"
-min_steps_in_epoch = 4
-rollback = false
 )",
-                     telemetry, commands, db, metrics_port);
+                         metrics_port);
+  return moe::testing::DaemonToml(c);
 }
 
 // Samples a process's VmRSS every 10 ms and keeps the largest.
@@ -153,7 +137,7 @@ class Rig {
         commands_(moe::testing::FreeLoopbackEndpoint()),
         port_(PortOf(moe::testing::FreeLoopbackEndpoint())),
         db_(dir_.File("moectl.db")),
-        config_(dir_.Write("controller.toml", DaemonConfig(db_, telemetry_, commands_, port_))),
+        config_(dir_.Write("controller.toml", HostileToml(db_, telemetry_, commands_, port_))),
         notify_(dir_.File("notify.sock")) {
     StartDaemon();
     engine_ = std::make_unique<Subprocess>(

@@ -1,11 +1,12 @@
-// The controller config the end-to-end tests start moectld with: a quick
+// The controller config the end-to-end and reliability tests start moectld
+// with: a quick
 // cadence, outcome and guard for runs of a few seconds, capacity bands that a
 // shifting scenario crosses, telemetry and commands on the test's loopback
 // endpoints and the database in its temporary directory. Each test appends
 // the tables of its own (metrics, control socket, policies, ...).
 
-#ifndef MOE_TESTS_INTEGRATION_DAEMON_CONFIG_H_
-#define MOE_TESTS_INTEGRATION_DAEMON_CONFIG_H_
+#ifndef MOE_TESTS_SUPPORT_DAEMON_CONFIG_H_
+#define MOE_TESTS_SUPPORT_DAEMON_CONFIG_H_
 
 #include <fmt/format.h>
 
@@ -19,15 +20,18 @@ struct DaemonConfig {
   std::string commands;
   std::string log_level = "info";
   std::string progress_interval = "1s";  // "0s": no progress lines
-  std::string tables;                    // further TOML tables, appended as they are
+  std::string cadence = "200ms";
+  std::string ack_timeout = "3s";
+  int window_steps = 32;
+  std::string tables;  // further TOML tables, appended as they are
 };
 
 inline std::string DaemonToml(const DaemonConfig& c) {
   return fmt::format(R"(log_level = "{}"
-cadence = "200ms"
-ack_timeout = "3s"
+cadence = "{}"
+ack_timeout = "{}"
 outcome_steps = 6
-window_steps = 32
+window_steps = {}
 progress_interval = "{}"
 
 [transport]
@@ -49,10 +53,11 @@ stale_after = "5s"
 min_steps_in_epoch = 4
 rollback = false
 )",
-                     c.log_level, c.progress_interval, c.telemetry, c.commands, c.db) +
+                     c.log_level, c.cadence, c.ack_timeout, c.window_steps, c.progress_interval,
+                     c.telemetry, c.commands, c.db) +
          c.tables;
 }
 
 }  // namespace moe::testing
 
-#endif  // MOE_TESTS_INTEGRATION_DAEMON_CONFIG_H_
+#endif  // MOE_TESTS_SUPPORT_DAEMON_CONFIG_H_
