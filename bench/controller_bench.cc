@@ -221,6 +221,9 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
   MOE_ASSIGN_OR_RETURN(auto ctl, controller::Controller::Create(o, &clock));
 
   SyntheticEngine engine("cycle-engine", shape, 1);
+  // Per-device times, as a real engine reports them: the cost model
+  // calibrates and the counterfactual capacity policy runs in every cycle.
+  engine.set_device_times(true);
   telemetry::EngineLinkOptions link_options;
   link_options.engine_id = "cycle-engine";
   link_options.telemetry_endpoint = ctl->telemetry_endpoint();

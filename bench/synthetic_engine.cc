@@ -146,6 +146,10 @@ telemetry::StepRecord SyntheticEngine::NextStep(int64_t timestamp_ns) {
     layer.timing.combine_us = 12;
     layer.timing.all_to_all_us = 40;
     layer.timing.total_us = 25 + 15 + 0.05 * busiest + 12 + 40;
+    if (device_times_) {
+      for (uint32_t tokens : layer.device_tokens)
+        layer.timing.device_expert_us.push_back(0.05 * tokens);
+    }
     layer.expert_rows = static_cast<uint32_t>(demand_sum - dropped);
     step_us += layer.timing.total_us;
   }

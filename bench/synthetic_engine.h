@@ -46,6 +46,11 @@ class SyntheticEngine {
   // returns its ack. A command for an older epoch is refused.
   telemetry::Ack Apply(const telemetry::Command& command, int64_t now_ns);
 
+  // Also report each device's expert time (50 ns per row), as a real engine
+  // does: the controller then fits its cost model, and the counterfactual
+  // capacity policy runs as it would beside a real engine. Off by default.
+  void set_device_times(bool on) { device_times_ = on; }
+
   uint64_t epoch() const { return epoch_; }
   uint64_t step() const { return step_; }
 
@@ -57,6 +62,7 @@ class SyntheticEngine {
   std::mt19937_64 rng_;
   uint64_t step_ = 0;
   uint64_t epoch_ = 0;
+  bool device_times_ = false;
   double capacity_factor_ = 1.0;
   uint32_t top_k_ = 0;
   // Per layer: each expert's popularity rank (0 = hottest) and the selection

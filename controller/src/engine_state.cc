@@ -50,6 +50,10 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     e.layer_us = layer.timing.total_us;
     f.layer_tokens.push_back(layer.num_tokens);
     f.device_rows.emplace_back(layer.device_tokens.begin(), layer.device_tokens.end());
+    f.max_device_rows.push_back(layer.device_tokens.empty()
+                                    ? 0.0
+                                    : static_cast<double>(*std::max_element(
+                                          layer.device_tokens.begin(), layer.device_tokens.end())));
     f.has_device_rows = f.has_device_rows && !layer.device_tokens.empty();
     f.all_to_all_us.push_back(layer.timing.all_to_all_us);
     f.critical_path_us += layer.timing.total_us;
@@ -71,11 +75,13 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   if (demand_n > 0) f.demand_max_over_mean = demand_sum / demand_n;
   f.migration_us = record.placement_move_us;
   demand->all_to_all_us = f.all_to_all_us;
-  f.bytes = sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
-            (f.layer_tokens.capacity() + f.all_to_all_us.capacity()) * sizeof(double) +
-            f.device_rows.capacity() * sizeof(std::vector<double>) + sizeof(policies::StepDemand) +
-            demand->layers.capacity() * sizeof(std::vector<double>) +
-            demand->all_to_all_us.capacity() * sizeof(double);
+  f.bytes =
+      sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
+      (f.layer_tokens.capacity() + f.all_to_all_us.capacity() + f.max_device_rows.capacity()) *
+          sizeof(double) +
+      f.device_rows.capacity() * sizeof(std::vector<double>) + sizeof(policies::StepDemand) +
+      demand->layers.capacity() * sizeof(std::vector<double>) +
+      demand->all_to_all_us.capacity() * sizeof(double);
   for (const std::vector<double>& rows : f.device_rows)
     f.bytes += rows.capacity() * sizeof(double);
   for (const policies::LayerEstimate& e : f.layers)
@@ -214,10 +220,22 @@ std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) con
   if (!cost_model_.calibrated || !step.has_device_rows) return {0, 0};
   const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
   const double k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
+  // Every device at the usual speed and a device cost that never falls with
+  // rows: the slowest device is the one with the most rows, to the bit
+  // (LayerPathUs over every device would give the same; it is what a
+  // straggler needs).
+  const bool by_max = policies::PricesCapacityReplays(cost_model_);
   double path = 0, balanced = 0;
   for (size_t l = 0; l < step.device_rows.size(); ++l) {
     const double tokens = step.layer_tokens[l];
-    path += policies::LayerPathUs(cost_model_, tokens, step.device_rows[l], step.all_to_all_us[l]);
+    if (by_max) {
+      const double slowest =
+          std::max(0.0, cost_model_.FactorOf(0) * cost_model_.device.At(step.max_device_rows[l]));
+      path += cost_model_.overhead.At(tokens) + slowest + step.all_to_all_us[l];
+    } else {
+      path +=
+          policies::LayerPathUs(cost_model_, tokens, step.device_rows[l], step.all_to_all_us[l]);
+    }
     balanced += policies::BalancedLayerPathUs(cost_model_, tokens, tokens * k, num_devices,
                                               step.all_to_all_us[l]);
   }

@@ -52,6 +52,7 @@ struct StepFigures {
   // placement-move time. has_device_rows: every layer reported its devices.
   std::vector<double> layer_tokens;
   std::vector<std::vector<double>> device_rows;
+  std::vector<double> max_device_rows;  // [layer] the most of device_rows[layer]
   bool has_device_rows = false;
   std::vector<double> all_to_all_us;
   double migration_us = 0;

@@ -447,15 +447,34 @@ double PlacementGain(const EngineSnapshot& snapshot,
   if (!snapshot.cost_model.calibrated) return 0;
   EngineSnapshot moved = snapshot;
   moved.knobs.phy2log = placements;
+  moved.capacity_replays.clear();  // made under the placement in force
+  const double cf = snapshot.knobs.capacity_factor;
+  // The placement in force: from a step's capacity replay where one holds
+  // (the same figures), else replayed.
+  const bool priced = snapshot.capacity_replays.size() == snapshot.recent.size() &&
+                      PricesCapacityReplays(snapshot.cost_model);
+  const CapacityReplay::Settings settings =
+      priced ? ReplaySettings(snapshot.knobs, snapshot.num_replicas, snapshot.num_devices)
+             : CapacityReplay::Settings{};
   double before = 0, after = 0;
   uint64_t n = 0;
   Replay replay_before, replay_after;
-  for (auto it = snapshot.recent.rbegin(); it != snapshot.recent.rend(); ++it) {
+  for (size_t k = snapshot.recent.size(); k-- > 0;) {
     if (params.lookback_steps > 0 && n >= params.lookback_steps) break;
-    if (!HasDemand(*it)) continue;
-    const double cf = snapshot.knobs.capacity_factor;
-    before += Predict(snapshot, *it, cf, params, reward, &replay_before).reward;
-    after += Predict(moved, *it, cf, params, reward, &replay_after).reward;
+    const StepDemand& step = snapshot.recent[k];
+    if (!HasDemand(step)) continue;
+    const CapacityReplay* r = priced ? snapshot.capacity_replays[k].get() : nullptr;
+    size_t c = SIZE_MAX;
+    if (r != nullptr && r->settings == settings) {
+      auto at = std::find(r->capacity_factors.begin(), r->capacity_factors.end(), cf);
+      if (at != r->capacity_factors.end())
+        c = static_cast<size_t>(at - r->capacity_factors.begin());
+    }
+    before +=
+        c != SIZE_MAX
+            ? PriceReplay(snapshot, step, *r, c, BalancedUs(snapshot, step), params, reward).reward
+            : Predict(snapshot, step, cf, params, reward, &replay_before).reward;
+    after += Predict(moved, step, cf, params, reward, &replay_after).reward;
     ++n;
   }
   return n > 0 ? (after - before) / static_cast<double>(n) : 0;

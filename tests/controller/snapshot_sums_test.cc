@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine_state.h"
+#include "moe/policies/cost_model.h"
 #include "moe/policies/counterfactual_policy.h"
 
 namespace moe::controller {
@@ -280,6 +281,42 @@ TEST_CASE("The state keeps capacity replays of the newest steps under the settin
   state.set_capacity_replays({}, 6);
   CHECK(state.window_bytes() < bytes);
   CHECK(state.Snapshot(400).capacity_replays.empty());
+}
+
+TEST_CASE("The modelled path from each layer's busiest device is that over every device",
+          "[controller][snapshot]") {
+  EngineState state("e", 16);
+  state.OnHello(HelloAt(0), 0);
+  std::mt19937_64 rng(33);
+  std::deque<telemetry::StepRecord> fed;
+  for (uint64_t step = 0; step < 20; ++step) {
+    telemetry::StepRecord r = RandomStep(rng, step, 0);
+    for (telemetry::LayerRecord& layer : r.layers) {
+      for (uint64_t rows : layer.device_tokens)
+        layer.timing.device_expert_us.push_back(3.0 + 0.02 * static_cast<double>(rows));
+      layer.timing.all_to_all_us = 1.5;
+    }
+    state.OnStep(r, static_cast<int64_t>(step));
+    fed.push_back(r);
+  }
+  REQUIRE(state.cost_model().calibrated);
+  // Figures' sum, newest step first, of LayerPathUs over every device.
+  auto expected = [&](const policies::CostModel& model, size_t n) {
+    double sum = 0;
+    size_t steps = 0;
+    for (auto it = fed.rbegin(); it != fed.rend() && steps < n; ++it, ++steps) {
+      double path = 0;
+      for (const telemetry::LayerRecord& layer : it->layers) {
+        std::vector<double> rows(layer.device_tokens.begin(), layer.device_tokens.end());
+        path += policies::LayerPathUs(model, layer.num_tokens, rows, layer.timing.all_to_all_us);
+      }
+      sum += path;
+    }
+    return sum / static_cast<double>(steps);
+  };
+  const policies::OutcomeFigures f = state.Figures(0, 8);
+  CHECK(f.model_latency_us == expected(state.cost_model(), 8));  // to the bit
+  CHECK(f.model_latency_us > 0);
 }
 
 }  // namespace

@@ -160,6 +160,32 @@ TEST_CASE("A capacity replay that does not hold falls back to the demand", "[cou
   }
 }
 
+TEST_CASE("A placement's gain takes the placement in force from the replays", "[counterfactual]") {
+  std::mt19937_64 rng(13);
+  CounterfactualParams params;
+  params.min_steps = 1;
+  RewardParams reward;
+  EngineSnapshot s = RandomSnapshot(rng, 30, telemetry::CapacityScope::kSlot);
+  std::vector<std::vector<uint32_t>> other = s.knobs.phy2log;
+  for (auto& layer : other)
+    layer.back() = 7;  // one replica moves to a cold expert in every layer
+  const double replayed = PlacementGain(s, other, params, reward);
+  REQUIRE(replayed != 0);
+  std::vector<double> factors = params.candidates;
+  factors.push_back(s.knobs.capacity_factor);
+  Attach(&s, s.knobs, factors);
+  CHECK(PlacementGain(s, other, params, reward) == replayed);  // to the bit
+  // Used: a doctored replay of the placement in force moves the gain.
+  for (auto& r : s.capacity_replays) {
+    auto copy = std::make_shared<CapacityReplay>(*r);
+    for (auto& layer : copy->max_rows)
+      for (double& rows : layer)
+        if (!std::isnan(rows)) rows *= 2;
+    r = copy;
+  }
+  CHECK(PlacementGain(s, other, params, reward) > replayed);
+}
+
 TEST_CASE("Placement fingerprints tell placements apart", "[counterfactual]") {
   std::vector<std::vector<uint32_t>> a = {{0, 1, 2, 0}, {3, 2, 1, 0}};
   std::vector<std::vector<uint32_t>> b = a;
