@@ -221,21 +221,16 @@ std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) con
   const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
   const double k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
   // Every device at the usual speed and a device cost that never falls with
-  // rows: the slowest device is the one with the most rows, to the bit
-  // (LayerPathUs over every device would give the same; it is what a
-  // straggler needs).
+  // rows: the busiest device's rows alone give the path, to the bit; a
+  // straggler needs every device's.
   const bool by_max = policies::PricesCapacityReplays(cost_model_);
   double path = 0, balanced = 0;
   for (size_t l = 0; l < step.device_rows.size(); ++l) {
     const double tokens = step.layer_tokens[l];
-    if (by_max) {
-      const double slowest =
-          std::max(0.0, cost_model_.FactorOf(0) * cost_model_.device.At(step.max_device_rows[l]));
-      path += cost_model_.overhead.At(tokens) + slowest + step.all_to_all_us[l];
-    } else {
-      path +=
-          policies::LayerPathUs(cost_model_, tokens, step.device_rows[l], step.all_to_all_us[l]);
-    }
+    path += by_max ? policies::LayerPathFromBusiestUs(cost_model_, tokens, step.max_device_rows[l],
+                                                      step.all_to_all_us[l])
+                   : policies::LayerPathUs(cost_model_, tokens, step.device_rows[l],
+                                           step.all_to_all_us[l]);
     balanced += policies::BalancedLayerPathUs(cost_model_, tokens, tokens * k, num_devices,
                                               step.all_to_all_us[l]);
   }
@@ -335,9 +330,7 @@ void EngineState::UpdateCapacityReplays() {
   const size_t lookback = replay_lookback_ > 0 ? replay_lookback_ : window_.size();
   size_t n = 0;
   for (auto it = window_.rbegin(); it != window_.rend() && n < lookback; ++it) {
-    const bool has_demand = std::any_of(it->demand->layers.begin(), it->demand->layers.end(),
-                                        [](const auto& l) { return !l.empty(); });
-    if (!has_demand) continue;
+    if (!policies::StepHasDemand(*it->demand)) continue;
     ++n;
     if (it->capacity && it->capacity->settings == settings &&
         it->capacity->capacity_factors == factors) {

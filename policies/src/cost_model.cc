@@ -173,6 +173,13 @@ double LayerPathUs(const CostModel& model, double tokens, const std::vector<doub
   return model.overhead.At(tokens) + slowest + all_to_all_us;
 }
 
+double LayerPathFromBusiestUs(const CostModel& model, double tokens, double max_device_rows,
+                              double all_to_all_us) {
+  // LayerPathUs' expression, its maximum taken before the cost.
+  const double slowest = std::max(0.0, model.FactorOf(0) * model.device.At(max_device_rows));
+  return model.overhead.At(tokens) + slowest + all_to_all_us;
+}
+
 double BalancedLayerPathUs(const CostModel& model, double tokens, double total_rows,
                            uint32_t num_devices, double all_to_all_us) {
   num_devices = std::max<uint32_t>(1, num_devices);

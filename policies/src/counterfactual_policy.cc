@@ -14,13 +14,6 @@
 namespace moe::policies {
 namespace {
 
-bool HasDemand(const StepDemand& step) {
-  for (const std::vector<double>& layer : step.layers) {
-    if (!layer.empty()) return true;
-  }
-  return false;
-}
-
 // The engine's per-expert capacity (router.h ExpertCapacity); infinity = none.
 double Capacity(double capacity_factor, double tokens, uint32_t top_k, size_t num_experts) {
   if (capacity_factor <= 0 || num_experts == 0) return std::numeric_limits<double>::infinity();
@@ -175,13 +168,20 @@ StepPrediction PriceReplay(const EngineSnapshot& snapshot, const StepDemand& ste
   for (size_t l = 0; l < max_rows.size(); ++l) {
     if (std::isnan(max_rows[l])) continue;
     const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
-    const double slowest = std::max(0.0, model.FactorOf(0) * model.device.At(max_rows[l]));
-    out.latency_us += model.overhead.At(step.tokens) + slowest + a2a;
+    out.latency_us += LayerPathFromBusiestUs(model, step.tokens, max_rows[l], a2a);
   }
   out.balanced_us = balanced_us;
   out.drop_rate = replay.slots > 0 ? replay.dropped[c] / replay.slots : 0;
   out.reward = StepReward(out, replay.capacity_factors[c], params, reward);
   return out;
+}
+
+// The index of `capacity_factor` among the replay's candidates; SIZE_MAX
+// when it was not replayed.
+size_t CandidateOf(const CapacityReplay& replay, double capacity_factor) {
+  const std::vector<double>& f = replay.capacity_factors;
+  auto it = std::find(f.begin(), f.end(), capacity_factor);
+  return it == f.end() ? SIZE_MAX : static_cast<size_t>(it - f.begin());
 }
 
 // The balanced reference of a step, as Predict sums it.
@@ -327,7 +327,7 @@ std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
   std::vector<const StepDemand*> steps;
   for (auto it = snapshot.recent.rbegin(); it != snapshot.recent.rend(); ++it) {
     if (params.lookback_steps > 0 && steps.size() >= params.lookback_steps) break;
-    if (HasDemand(*it)) steps.push_back(&*it);
+    if (StepHasDemand(*it)) steps.push_back(&*it);
   }
   if (steps.size() < params.min_steps) return out;
   std::vector<double> candidates = {snapshot.knobs.capacity_factor};
@@ -361,12 +361,7 @@ std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
     score.capacity_factor = cf;
     score.steps = steps.size();
     for (size_t i = 0; i < steps.size(); ++i) {
-      size_t c = SIZE_MAX;
-      if (replays[i] != nullptr) {
-        const std::vector<double>& f = replays[i]->capacity_factors;
-        auto it = std::find(f.begin(), f.end(), cf);
-        if (it != f.end()) c = static_cast<size_t>(it - f.begin());
-      }
+      const size_t c = replays[i] != nullptr ? CandidateOf(*replays[i], cf) : SIZE_MAX;
       StepPrediction p = c != SIZE_MAX ? PriceReplay(snapshot, *steps[i], *replays[i], c,
                                                      balanced[i], params, reward)
                                        : Predict(snapshot, *steps[i], cf, params, reward, &replay);
@@ -423,7 +418,7 @@ std::optional<SameTokens> CapacityOnSameTokens(
   const EngineSnapshot& before = previous ? *previous : snapshot;
   Replay replay, replay_before;
   for (const StepDemand& step : snapshot.recent) {
-    if (step.epoch != epoch || !HasDemand(step)) continue;
+    if (step.epoch != epoch || !StepHasDemand(step)) continue;
     const StepPrediction now = Predict(snapshot, step, changed_to, params, reward, &replay);
     const StepPrediction then = Predict(before, step, changed_from, params, reward, &replay_before);
     out.reward_changed += now.reward;
@@ -462,14 +457,9 @@ double PlacementGain(const EngineSnapshot& snapshot,
   for (size_t k = snapshot.recent.size(); k-- > 0;) {
     if (params.lookback_steps > 0 && n >= params.lookback_steps) break;
     const StepDemand& step = snapshot.recent[k];
-    if (!HasDemand(step)) continue;
+    if (!StepHasDemand(step)) continue;
     const CapacityReplay* r = priced ? snapshot.capacity_replays[k].get() : nullptr;
-    size_t c = SIZE_MAX;
-    if (r != nullptr && r->settings == settings) {
-      auto at = std::find(r->capacity_factors.begin(), r->capacity_factors.end(), cf);
-      if (at != r->capacity_factors.end())
-        c = static_cast<size_t>(at - r->capacity_factors.begin());
-    }
+    const size_t c = r != nullptr && r->settings == settings ? CandidateOf(*r, cf) : SIZE_MAX;
     before +=
         c != SIZE_MAX
             ? PriceReplay(snapshot, step, *r, c, BalancedUs(snapshot, step), params, reward).reward

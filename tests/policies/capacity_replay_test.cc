@@ -74,6 +74,18 @@ void Attach(EngineSnapshot* s, const KnobValues& knobs, const std::vector<double
         ReplayCapacities(step, knobs, s->num_replicas, s->num_devices, factors));
 }
 
+// Replays that claim twice the rows on each layer's busiest device: a
+// result that comes from them moves.
+void DoubleBusiestRows(EngineSnapshot* s) {
+  for (auto& r : s->capacity_replays) {
+    auto copy = std::make_shared<CapacityReplay>(*r);
+    for (auto& layer : copy->max_rows)
+      for (double& rows : layer)
+        if (!std::isnan(rows)) rows *= 2;
+    r = copy;
+  }
+}
+
 void RequireSameScores(const std::vector<CandidateScore>& a, const std::vector<CandidateScore>& b) {
   REQUIRE(a.size() == b.size());
   for (size_t i = 0; i < a.size(); ++i) {
@@ -104,13 +116,7 @@ TEST_CASE("A capacity replay prices a step to the same bits as its demand", "[co
     RequireSameScores(ScoreCapacity(s, params, reward), replayed);
     // The scores above came from the replays: doctored ones change them.
     EngineSnapshot doctored = s;
-    for (auto& r : doctored.capacity_replays) {
-      auto copy = std::make_shared<CapacityReplay>(*r);
-      for (auto& layer : copy->max_rows)
-        for (double& rows : layer)
-          if (!std::isnan(rows)) rows *= 2;
-      r = copy;
-    }
+    DoubleBusiestRows(&doctored);
     CHECK(ScoreCapacity(doctored, params, reward)[1].mean_reward < replayed[1].mean_reward);
     // And one step at a time, for every candidate.
     for (size_t i = 0; i < s.recent.size(); ++i) {
@@ -176,13 +182,7 @@ TEST_CASE("A placement's gain takes the placement in force from the replays", "[
   Attach(&s, s.knobs, factors);
   CHECK(PlacementGain(s, other, params, reward) == replayed);  // to the bit
   // Used: a doctored replay of the placement in force moves the gain.
-  for (auto& r : s.capacity_replays) {
-    auto copy = std::make_shared<CapacityReplay>(*r);
-    for (auto& layer : copy->max_rows)
-      for (double& rows : layer)
-        if (!std::isnan(rows)) rows *= 2;
-    r = copy;
-  }
+  DoubleBusiestRows(&s);
   CHECK(PlacementGain(s, other, params, reward) > replayed);
 }
 

@@ -120,6 +120,13 @@ std::vector<double> DeviceRows(const std::vector<double>& expert_rows,
 double LayerPathUs(const CostModel& model, double tokens, const std::vector<double>& device_rows,
                    double all_to_all_us);
 
+// The same from the most rows on one device alone: equal to the bit to
+// LayerPathUs over every device when every device is at the usual speed and
+// the device cost never falls with rows (PricesCapacityReplays in
+// counterfactual_policy.h says when).
+double LayerPathFromBusiestUs(const CostModel& model, double tokens, double max_device_rows,
+                              double all_to_all_us);
+
 // The same layer with `total_rows` spread over `num_devices` devices so that
 // they all finish together (evenly when every factor is 1; a device too slow
 // to help gets none): the reference a perfectly balanced group would reach.

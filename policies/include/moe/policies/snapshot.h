@@ -50,6 +50,12 @@ struct StepDemand {
   std::vector<double> all_to_all_us;        // [layer] the engine's modelled all-to-all
 };
 
+// True when some layer of `step` reported its demand.
+inline bool StepHasDemand(const StepDemand& step) {
+  return std::any_of(step.layers.begin(), step.layers.end(),
+                     [](const std::vector<double>& layer) { return !layer.empty(); });
+}
+
 // One step's demand worked out once under candidate capacity factors, when
 // the step arrived (the controller's EngineState), with the K, placement and
 // capacity scope then in force: the counterfactual capacity policy prices
