@@ -377,10 +377,13 @@ void Learning(const QueryFlags& flags, const std::string& knob) {
     double reward_sum = 0;
     uint64_t last_epoch = 0;
   };
-  // (engine, knob, regime) -> value -> arm, in a stable order.
-  std::map<std::tuple<std::string, std::string, std::string>, std::map<double, Arm>> table;
+  // (engine, knobs, regime) -> setting -> arm, in a stable order. A joint
+  // setting's knobs are `knob`'s comma-separated names, its values the
+  // setting's, in that order.
+  std::map<std::tuple<std::string, std::string, std::string>, std::map<std::vector<double>, Arm>>
+      table;
   for (const storage::LearningSampleRow& r : Check(reader->LearningSamples(flags.engine, knob))) {
-    Arm& arm = table[{r.engine_id, r.knob, r.regime}][r.value];
+    Arm& arm = table[{r.engine_id, r.knob, r.regime}][r.setting];
     arm.samples += 1;
     arm.reward_sum += r.reward;
     arm.last_epoch = std::max(arm.last_epoch, r.epoch);
@@ -391,8 +394,10 @@ void Learning(const QueryFlags& flags, const std::string& knob) {
     double best = -std::numeric_limits<double>::infinity();
     for (const auto& [value, arm] : arms)
       best = std::max(best, arm.reward_sum / static_cast<double>(arm.samples));
-    for (const auto& [value, arm] : arms) {
+    for (const auto& [setting, arm] : arms) {
       const double mean = arm.reward_sum / static_cast<double>(arm.samples);
+      Cell value =
+          setting.size() == 1 ? Cell(setting[0]) : Cell(fmt::format("{}", fmt::join(setting, ",")));
       t.rows.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), value, arm.samples,
                         mean, static_cast<int64_t>(arm.last_epoch),
                         std::string(mean == best ? "*" : "")});
@@ -491,9 +496,11 @@ void AddQueryCommands(CLI::App& app) {
 
   auto learning_knob = std::make_shared<std::string>();
   CLI::App* learning = app.add_subcommand(
-      "learning", "what the learning policy has learnt: mean reward per regime and value");
+      "learning", "what the learning policy has learnt: mean reward per regime and setting");
   AddCommonFlags(learning, flags.get(), /*with_window=*/false);
-  learning->add_option("--knob", *learning_knob, "one knob (default: every knob learnt)");
+  learning->add_option("--knob", *learning_knob,
+                       "one learner's knobs, joint ones joined by \",\" as stored (e.g. "
+                       "capacity_factor,top_k; default: every learner)");
   learning->callback([=] { Learning(*flags, *learning_knob); });
 
   auto levers_limit = std::make_shared<size_t>(200);

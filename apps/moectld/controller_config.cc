@@ -22,6 +22,55 @@ void ReadLimits(TableReader table, policies::KnobLimits* limits) {
   table.Read("min_change", &limits->min_change, Range<double>{0, 1e9});
 }
 
+// The learner's arms: `knob` and `values` (one knob), or [learning.grid]
+// (one list of values per knob, every combination an arm).
+void ReadLearningArms(TableReader& learning, policies::LearningPolicyParams* p) {
+  std::vector<std::string> learnable;
+  for (const policies::KnobSpec& spec : policies::AllKnobs()) {
+    if (policies::LearnableKnob(spec.name)) learnable.emplace_back(spec.name);
+  }
+  if (learning.Has("grid")) {
+    for (const char* key : {"knob", "values"}) {
+      if (learning.Has(key)) {
+        learning.Fail(key,
+                      "give either knob and values (one knob) or [learning.grid] (joint "
+                      "settings), not both");
+      }
+    }
+    TableReader grid = learning.Table("grid");
+    std::vector<std::string> knobs;
+    std::vector<std::vector<double>> values;
+    for (const std::string& name : grid.Keys()) {
+      if (std::find(learnable.begin(), learnable.end(), name) == learnable.end()) {
+        grid.Fail(name, fmt::format("cannot be learnt; use one of {}", fmt::join(learnable, ", ")));
+        continue;
+      }
+      std::vector<double> v;
+      grid.Read(name, &v, Range<double>{0, 1e6});
+      if (v.empty()) grid.Fail(name, "needs at least one value");
+      knobs.push_back(name);
+      values.push_back(std::move(v));
+    }
+    if (knobs.empty()) {
+      learning.Fail("grid", "name at least one knob, e.g. capacity_factor = [1.5, 2, 3]");
+      return;
+    }
+    p->knobs = std::move(knobs);
+    p->arms = policies::GridOf(values);
+    return;
+  }
+  std::string knob = p->knobs.empty() ? std::string() : p->knobs.front();
+  learning.ReadChoice("knob", &knob, learnable);
+  std::vector<double> values;
+  for (const policies::Setting& arm : p->arms)
+    values.push_back(arm.empty() ? 0.0 : arm.front());
+  learning.Read("values", &values, Range<double>{0, 1e6});
+  p->knobs = {knob};
+  p->arms.clear();
+  for (double v : values)
+    p->arms.push_back({v});
+}
+
 uint64_t ReadMinSteps(TableReader& table, uint64_t value) {
   int64_t steps = static_cast<int64_t>(value);
   table.Read("min_steps", &steps, Range<int64_t>{1, 1'000'000});
@@ -155,10 +204,7 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
 
   TableReader learning = root.Table("learning");
   learning.Read("enabled", &o->learning_enabled);
-  learning.ReadChoice("knob", &o->learning.knob,
-                      {std::string(policies::knob::kCapacityFactor),
-                       std::string(policies::knob::kTopK), std::string(policies::knob::kNoiseStd)});
-  learning.Read("values", &o->learning.values, Range<double>{0, 1e6});
+  ReadLearningArms(learning, &o->learning);
   learning.Read("imbalance_edges", &o->learning.imbalance_edges, Range<double>{0, 1e9});
   learning.Read("tokens_edges", &o->learning.tokens_edges, Range<double>{0, 1e12});
   learning.Read("exploration", &o->learning.exploration, Range<double>{0, 1e6});

@@ -118,8 +118,8 @@ Status ControllerImpl::Reload(const ControllerOptions& options) {
     Status flushed = store_ ? store_->Flush() : Status::Ok();
     Status restored = flushed.ok() ? learner_.Restore(options_.db_path) : flushed;
     if (!restored.ok()) {
-      spdlog::warn("learning: cannot read back samples of {}: {}", options_.learning.knob,
-                   restored.ToString());
+      spdlog::warn("learning: cannot read back samples of {}: {}",
+                   policies::KnobsName(options_.learning.knobs), restored.ToString());
     }
   }
   spdlog::info("configuration reloaded: cadence {} ms, policies {}, mode {}{}", options_.cadence_ms,
@@ -550,10 +550,17 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   row.verdict_reason = verdict.reason;
   audit_timer.Stop();
   PhaseTimer prediction_timer(&current_.prediction_us);
+  Companions scalar_companions;
+  for (const auto& [p, v] : with) {
+    if (!policies::IsVectorKnob(p.knob) && !policies::IsPlacementKnob(p.knob)) {
+      scalar_companions.emplace_back(p.knob, v.value);
+    }
+  }
   const Prediction prediction =
       Predict(proposal.knob, proposal.current,
               verdict.kind == policies::VerdictKind::kRejected ? proposal.value : verdict.value,
-              snapshot, options_.reward, options_.learning, learner_.StateOf(e.engine_id()));
+              scalar_companions, snapshot, options_.reward, options_.learning,
+              learner_.StateOf(e.engine_id()));
   row.predicted_gain = prediction.gain();
   row.prediction_json = prediction.Json();
   prediction_timer.Stop();

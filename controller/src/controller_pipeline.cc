@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "controller_impl.h"
 #include "moe/policies/adaptive_k_policy.h"
 #include "moe/policies/baseline_policies.h"
@@ -119,11 +121,25 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
     // largest cost of a cycle that sends a placement.
     const bool later = std::any_of(order.begin() + static_cast<std::ptrdiff_t>(i) + 1, order.end(),
                                    [&](const auto& n) { return PolicyEnabled(n); });
-    if (options_.joint_changes && later) {
+    const std::vector<policies::Proposal> companions = std::move(proposal->companions);
+    if (!companions.empty() || (options_.joint_changes && later)) {
       auto joint = std::make_shared<policies::EngineSnapshot>(snapshot);
       ApplyChange({proposal->knob, verdict.value, verdict.vectors, verdict.placements},
                   joint->knobs);
-      for (size_t j = i + 1; j < order.size(); ++j) {
+      // A joint setting's other knobs (the learning policy's) come first:
+      // they are one choice with the proposal. The guard may refuse one (it
+      // is then not sent, and the learner learns the setting applied).
+      for (const policies::Proposal& c : companions) {
+        const policies::Verdict v = JudgeProposal(e, c, *joint, now);
+        if (v.kind == policies::VerdictKind::kRejected) {
+          spdlog::debug("engine {}: {} {} -> {} with {} not sent: {}", e.engine_id(), c.knob,
+                        c.current, c.value, proposal->knob, v.reason);
+          continue;
+        }
+        ApplyChange({c.knob, v.value, v.vectors, v.placements}, joint->knobs);
+        with.emplace_back(c, v);
+      }
+      for (size_t j = i + 1; j < order.size() && options_.joint_changes; ++j) {
         std::optional<policies::Proposal> more = AskTimed(order[j], joint, e.guard_state());
         if (!more || more->knob == proposal->knob) continue;
         const bool taken = std::any_of(with.begin(), with.end(),

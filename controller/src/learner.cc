@@ -13,15 +13,15 @@ namespace moe::controller {
 Status Learner::Restore(const std::string& db_path) {
   MOE_ASSIGN_OR_RETURN(auto reader, storage::Reader::Open(db_path));
   MOE_ASSIGN_OR_RETURN(std::vector<storage::LearningSampleRow> samples,
-                       reader->LearningSamples("", options_.learning.knob));
+                       reader->LearningSamples("", policies::KnobsName(options_.learning.knobs)));
   for (const storage::LearningSampleRow& r : samples) {
-    policies::Learn(r.regime, r.value, r.reward, options_.learning, &states_[r.engine_id]);
+    policies::Learn(r.regime, r.setting, r.reward, options_.learning, &states_[r.engine_id]);
     uint64_t& last = restored_through_[r.engine_id];
     last = std::max(last, r.epoch);
   }
   if (!samples.empty()) {
     spdlog::info("learning: resumed from {} stored samples of {} in {}", samples.size(),
-                 options_.learning.knob, db_path);
+                 policies::KnobsName(options_.learning.knobs), db_path);
   }
   return Status::Ok();
 }
@@ -30,16 +30,16 @@ bool Learner::Reload(LearnerOptions options) {
   // Samples per value over every engine, for the log line.
   policies::LearningState all;
   for (const auto& [engine, state] : states_) {
-    for (const auto& [regime, values] : state.regimes) {
-      for (const auto& [value, stats] : values) {
-        policies::ArmStats& sum = all.regimes[regime][value];
+    for (const auto& [regime, settings] : state.regimes) {
+      for (const auto& [setting, stats] : settings) {
+        policies::ArmStats& sum = all.regimes[regime][setting];
         sum.samples += stats.samples;
         sum.reward_sum += stats.reward_sum;
       }
     }
   }
   const std::string change = policies::ArmsChange(options_.learning, options.learning, all);
-  const bool knob_changed = options.learning.knob != options_.learning.knob;
+  const bool knob_changed = options.learning.knobs != options_.learning.knobs;
   if (knob_changed) {
     states_.clear();
     restored_through_.clear();
@@ -63,16 +63,18 @@ void Learner::MaybeLearn(EngineState& e, uint64_t epoch, bool ended, int64_t now
   sample.epoch = epoch;
   sample.created_ns = now_ns;
   sample.regime = policies::RegimeOf(snapshot, options_.learning);
-  sample.knob = options_.learning.knob;
-  sample.value = policies::KnobInForce(snapshot, options_.learning);
+  sample.knob = policies::KnobsName(options_.learning.knobs);
+  sample.setting = policies::SettingInForce(snapshot, options_.learning);
+  sample.value = sample.setting.empty() ? 0.0 : sample.setting[0];
   sample.reward = policies::Reward(figures, options_.reward);
   sample.steps = figures.steps;
-  policies::Learn(sample.regime, sample.value, sample.reward, options_.learning,
+  policies::Learn(sample.regime, sample.setting, sample.reward, options_.learning,
                   &states_[e.engine_id()]);
   ledger.MarkLearnt(epoch);
-  spdlog::debug("engine {}: learnt epoch {} ({} = {}, {} steps, regime {}): reward {:.4f}",
-                e.engine_id(), epoch, sample.knob, sample.value, sample.steps, sample.regime,
-                sample.reward);
+  spdlog::debug("engine {}: learnt epoch {} ({}, {} steps, regime {}): reward {:.4f}",
+                e.engine_id(), epoch,
+                policies::SettingText(options_.learning.knobs, sample.setting), sample.steps,
+                sample.regime, sample.reward);
   store->RecordLearningSample(sample);
 }
 

@@ -6,8 +6,9 @@
 // unknown) and it has enough steps: `min_steps` while it is in force, or
 // min(min_steps, outcome_steps) once it has ended (a later epoch's step
 // arrived), so an epoch that was measured and rolled back at once is learnt
-// too. The value learnt is the one the ledger says was applied (a clamped
-// value is learnt as itself), the regime that of its own steps' demand.
+// too. The setting learnt (every knob of learning.knobs) is the one the
+// ledger says was applied (a clamped value is learnt as itself), the regime
+// that of its own steps' demand.
 //
 // Samples go to the learning_samples table; a new Learner replays them
 // (Restore), so a restarted controller resumes from what it persisted, and
@@ -41,12 +42,12 @@ class Learner {
  public:
   explicit Learner(LearnerOptions options) : options_(std::move(options)) {}
 
-  // Replays the samples of options.learning.knob stored in `db_path`.
+  // Replays the samples of options.learning.knobs stored in `db_path`.
   Status Restore(const std::string& db_path);
 
-  // New settings. Arms that change keep the statistics of their own values;
-  // another knob resets the statistics (then Restore reads that knob's
-  // samples). Logs what it did; returns true when the knob changed.
+  // New settings. Arms that change keep the statistics of their own
+  // settings; other knobs reset the statistics (then Restore reads those
+  // knobs' samples). Logs what it did; returns true when the knobs changed.
   bool Reload(LearnerOptions options);
 
   // Learns `epoch` of `e` if it is due (see the file comment); `ended` says

@@ -63,7 +63,8 @@ std::string Prediction::Json() const {
 }
 
 Prediction Predict(const std::string& knob, double current, double value,
-                   const policies::EngineSnapshot& snapshot, const policies::RewardParams& reward,
+                   const Companions& companions, const policies::EngineSnapshot& snapshot,
+                   const policies::RewardParams& reward,
                    const policies::LearningPolicyParams& learning,
                    const policies::LearningState& learnt) {
   Prediction p;
@@ -73,7 +74,7 @@ Prediction Predict(const std::string& knob, double current, double value,
     p.device_max_over_mean_after = value;
     return p;
   }
-  if (knob == policies::knob::kCapacityFactor) {
+  if (knob == policies::knob::kCapacityFactor && companions.empty()) {
     const double now = snapshot.knobs.capacity_factor;
     std::optional<double> before = DropRateUnder(now, snapshot);
     std::optional<double> after = DropRateUnder(value, snapshot);
@@ -86,12 +87,24 @@ Prediction Predict(const std::string& knob, double current, double value,
       return p;
     }
   }
-  if (knob == learning.knob) {
+  // The setting the command makes: each changed knob must be learnt.
+  const policies::Setting in_force = policies::SettingInForce(snapshot, learning);
+  policies::Setting made = in_force;
+  auto set = [&](const std::string& name, double v) {
+    auto at = std::find(learning.knobs.begin(), learning.knobs.end(), name);
+    if (at == learning.knobs.end()) return false;
+    made[static_cast<size_t>(at - learning.knobs.begin())] = v;
+    return true;
+  };
+  bool learnt_knobs = set(knob, value);
+  for (const auto& [name, v] : companions)
+    learnt_knobs = set(name, v) && learnt_knobs;
+  if (learnt_knobs) {
     const std::string regime = policies::RegimeOf(snapshot, learning);
     auto it = learnt.regimes.find(regime);
     if (it != learnt.regimes.end()) {
-      auto from = it->second.find(policies::ValueKey(policies::KnobInForce(snapshot, learning)));
-      auto to = it->second.find(policies::ValueKey(value));
+      auto from = it->second.find(policies::SettingKey(in_force));
+      auto to = it->second.find(policies::SettingKey(made));
       if (from != it->second.end() && to != it->second.end() && from->second.samples > 0 &&
           to->second.samples > 0) {
         p.basis = "learnt means";

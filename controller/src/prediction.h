@@ -8,9 +8,11 @@
 //     current and the new capacity factor follow; the reward of the
 //     snapshot's figures with each drop rate and capacity factor gives
 //     before and after. Basis "demand counterfactual".
-//   the learning policy's knob: the learnt mean rewards of the value in
-//     force and of the value proposed, when both have samples in the
-//     snapshot's regime. Basis "learnt means".
+//     Not for a joint change (other knobs in the same command).
+//   the learning policy's knobs: the learnt mean rewards of the setting in
+//     force and of the setting the command makes (this knob and its
+//     companions changed), when both have samples in the snapshot's regime.
+//     Basis "learnt means".
 //   phy2log: the planner's device max-over-mean load (on demand) before and
 //     after; no reward (basis "planned device load"; the gain is absent).
 //   anything else: no prediction (basis "none"; the gain is absent).
@@ -22,6 +24,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "moe/policies/learning_policy.h"
 #include "moe/policies/reward.h"
@@ -44,10 +48,16 @@ struct Prediction {
   std::string Json() const;
 };
 
+// The other scalar knobs a command changes with the decision's (joint
+// settings): each knob and its new value.
+using Companions = std::vector<std::pair<std::string, double>>;
+
 // The prediction for setting `knob` from `current` (a proposal's `current`)
-// to `value` (its `value`, or the guard's clamped one).
+// to `value` (its `value`, or the guard's clamped one), with `companions`
+// changed in the same command.
 Prediction Predict(const std::string& knob, double current, double value,
-                   const policies::EngineSnapshot& snapshot, const policies::RewardParams& reward,
+                   const Companions& companions, const policies::EngineSnapshot& snapshot,
+                   const policies::RewardParams& reward,
                    const policies::LearningPolicyParams& learning,
                    const policies::LearningState& learnt);
 

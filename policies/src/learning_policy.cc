@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <cstddef>
@@ -12,10 +13,6 @@
 
 namespace moe::policies {
 namespace {
-
-bool IsKnownKnob(const std::string& name) {
-  return name == knob::kCapacityFactor || name == knob::kTopK || name == knob::kNoiseStd;
-}
 
 // Number of edges <= value: NaN compares false everywhere, so it lands in 0.
 size_t Bucket(double value, const std::vector<double>& edges) {
@@ -41,47 +38,144 @@ Status ValidateEdges(const std::vector<double>& edges, const char* field) {
   return Status::Ok();
 }
 
-// True when arm `a` is nearer to arm `current` than arm `b` is; at equal
-// distance the higher value wins.
-bool Nearer(size_t a, size_t b, size_t current, const std::vector<double>& values) {
-  double da = std::fabs(values[a] - values[current]);
-  double db = std::fabs(values[b] - values[current]);
-  if (da != db) return da < db;
-  return values[a] > values[b];
+// Each knob's spread of values over the arms (1 where they all agree): the
+// unit of that knob in NearestArm's distance.
+std::vector<double> Spreads(const LearningPolicyParams& params) {
+  std::vector<double> spread(params.knobs.size(), 1.0);
+  for (size_t k = 0; k < params.knobs.size(); ++k) {
+    double lo = std::numeric_limits<double>::infinity();
+    double hi = -lo;
+    for (const Setting& arm : params.arms) {
+      if (k >= arm.size()) continue;
+      lo = std::min(lo, arm[k]);
+      hi = std::max(hi, arm[k]);
+    }
+    if (hi > lo) spread[k] = hi - lo;
+  }
+  return spread;
 }
+
+double Distance(const Setting& a, const Setting& b, const std::vector<double>& spread) {
+  double d = 0;
+  for (size_t k = 0; k < spread.size(); ++k) {
+    const double x = k < a.size() ? a[k] : std::numeric_limits<double>::quiet_NaN();
+    const double y = k < b.size() ? b[k] : std::numeric_limits<double>::quiet_NaN();
+    const double dk = std::fabs(x - y) / spread[k];
+    d += std::isnan(dk) ? std::numeric_limits<double>::max() / 16 : dk;
+  }
+  return d;
+}
+
+// The arms' geometry, computed once per call.
+struct Arms {
+  const LearningPolicyParams& params;
+  std::vector<double> spread = Spreads(params);
+
+  double DistanceTo(size_t a, size_t b) const {
+    return Distance(params.arms[a], params.arms[b], spread);
+  }
+  // True when arm `a` is nearer to arm `current` than arm `b` is; at equal
+  // distance the higher setting wins.
+  bool Nearer(size_t a, size_t b, size_t current) const {
+    const double da = DistanceTo(a, current);
+    const double db = DistanceTo(b, current);
+    if (da != db) return da < db;
+    return params.arms[a] > params.arms[b];
+  }
+};
 
 std::string ArmText(const ArmStats& s) {
   return fmt::format("mean {:.3f} over {}", s.Mean(), s.samples);
 }
 
-Proposal MakeProposal(const LearningPolicyParams& params, double in_force, double value,
-                      std::string reason) {
-  Proposal proposal;
-  proposal.policy = "learning";
-  proposal.knob = params.knob;
-  proposal.layer = -1;
-  proposal.current = in_force;
-  proposal.value = value;
-  proposal.reason = std::move(reason);
+// The arm's setting for a reason: its values alone for one knob ("1.5"),
+// the knobs named for more ("capacity_factor 2, top_k 6").
+std::string ArmName(const LearningPolicyParams& params, const Setting& setting) {
+  if (params.knobs.size() == 1 && setting.size() == 1) {
+    return fmt::format("{}", setting[0]);
+  }
+  return SettingText(params.knobs, setting);
+}
+
+// A setting in a list: "1.5" for one knob, "(2, 6)" for more.
+std::string ListText(const Setting& setting) {
+  if (setting.size() == 1) return fmt::format("{}", setting[0]);
+  return fmt::format("({})", fmt::join(setting, ", "));
+}
+
+std::string ListText(const std::vector<Setting>& settings) {
+  std::vector<std::string> parts;
+  for (const Setting& s : settings)
+    parts.push_back(ListText(s));
+  return fmt::format("[{}]", fmt::join(parts, ", "));
+}
+
+// The proposal that moves `in_force` to `target`: the first differing knob,
+// the others as companions. Nothing when no knob differs.
+std::optional<Proposal> MakeProposal(const LearningPolicyParams& params, const Setting& in_force,
+                                     const Setting& target, const std::string& reason) {
+  std::optional<Proposal> proposal;
+  for (size_t k = 0; k < params.knobs.size(); ++k) {
+    if (ValueKey(target[k]) == ValueKey(in_force[k])) continue;
+    Proposal p;
+    p.policy = "learning";
+    p.knob = params.knobs[k];
+    p.layer = -1;
+    p.current = in_force[k];
+    p.value = target[k];
+    p.reason = reason;
+    if (!proposal) {
+      proposal = std::move(p);
+    } else {
+      proposal->companions.push_back(std::move(p));
+    }
+  }
   return proposal;
 }
 
-// True when `value` is one of the arms.
-bool IsArm(double value, const LearningPolicyParams& params) {
-  for (double arm : params.values) {
-    if (ValueKey(arm) == ValueKey(value)) return true;
+// True when `setting` is one of the arms.
+bool IsArm(const Setting& setting, const LearningPolicyParams& params) {
+  const Setting key = SettingKey(setting);
+  for (const Setting& arm : params.arms) {
+    if (SettingKey(arm) == key) return true;
   }
   return false;
 }
 
-// Samples per value of one regime, e.g. "1: 2 samples".
-uint64_t SamplesAt(const LearningState& state, double value) {
+// Samples of one setting over every regime.
+uint64_t SamplesAt(const LearningState& state, const Setting& setting) {
   uint64_t n = 0;
-  for (const auto& [regime, values] : state.regimes) {
-    auto it = values.find(ValueKey(value));
-    if (it != values.end()) n += it->second.samples;
+  const Setting key = SettingKey(setting);
+  for (const auto& [regime, settings] : state.regimes) {
+    auto it = settings.find(key);
+    if (it != settings.end()) n += it->second.samples;
   }
   return n;
+}
+
+Status ValidateArm(const LearningPolicyParams& p, size_t i) {
+  const Setting& arm = p.arms[i];
+  if (arm.size() != p.knobs.size()) {
+    return Status::InvalidArgument(
+        fmt::format("learning policy: arms[{}] has {} values for {} knobs ({})", i, arm.size(),
+                    p.knobs.size(), KnobsName(p.knobs)));
+  }
+  for (size_t k = 0; k < arm.size(); ++k) {
+    const double v = arm[k];
+    const std::string& name = p.knobs[k];
+    const KnobSpec* spec = FindKnob(name);
+    auto bad = [&](std::string_view rule) {
+      return Status::InvalidArgument(fmt::format(
+          "learning policy: values[{}]{} must be {} for {}, got {}", i,
+          p.knobs.size() == 1 ? std::string() : fmt::format(" ({})", name), rule, name, v));
+    };
+    if (!std::isfinite(v)) return bad("finite");
+    if (name == knob::kCapacityFactor && !(v > 0)) return bad("> 0");
+    if (!(v >= 0)) return bad(">= 0");
+    if (spec != nullptr && spec->whole() && v != std::floor(v)) return bad("a whole number");
+    if (name == knob::kTopK && !(v >= 1)) return bad("a whole number >= 1");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -90,13 +184,59 @@ double ValueKey(double value) {
   return std::round(value * 1e6) / 1e6;
 }
 
+Setting SettingKey(const Setting& setting) {
+  Setting key(setting.size());
+  for (size_t k = 0; k < setting.size(); ++k)
+    key[k] = ValueKey(setting[k]);
+  return key;
+}
+
+bool LearnableKnob(std::string_view name) {
+  const KnobSpec* spec = FindKnob(name);
+  return spec != nullptr && spec->limits != nullptr &&
+         (spec->kind == KnobKind::kInteger || spec->kind == KnobKind::kReal);
+}
+
+std::vector<Setting> GridOf(const std::vector<std::vector<double>>& values_per_knob) {
+  std::vector<Setting> grid = {Setting{}};
+  for (const std::vector<double>& values : values_per_knob) {
+    std::vector<Setting> next;
+    next.reserve(grid.size() * values.size());
+    for (const Setting& prefix : grid) {
+      for (double v : values) {
+        Setting s = prefix;
+        s.push_back(v);
+        next.push_back(std::move(s));
+      }
+    }
+    grid = std::move(next);
+  }
+  if (values_per_knob.empty()) grid.clear();
+  return grid;
+}
+
+std::string KnobsName(const std::vector<std::string>& knobs) {
+  return fmt::format("{}", fmt::join(knobs, ","));
+}
+
+std::string SettingText(const std::vector<std::string>& knobs, const Setting& setting) {
+  std::vector<std::string> parts;
+  for (size_t k = 0; k < knobs.size() && k < setting.size(); ++k) {
+    const KnobSpec* spec = FindKnob(knobs[k]);
+    parts.push_back(fmt::format("{} {}", knobs[k],
+                                spec != nullptr && spec->scalar() ? spec->Format(setting[k])
+                                                                  : fmt::format("{}", setting[k])));
+  }
+  return fmt::format("{}", fmt::join(parts, ", "));
+}
+
 std::vector<ArmStats> ArmStatsOf(const std::string& regime, const LearningPolicyParams& params,
                                  const LearningState& state) {
-  std::vector<ArmStats> stats(params.values.size());
+  std::vector<ArmStats> stats(params.arms.size());
   auto it = state.regimes.find(regime);
   if (it == state.regimes.end()) return stats;
   for (size_t a = 0; a < stats.size(); ++a) {
-    auto at = it->second.find(ValueKey(params.values[a]));
+    auto at = it->second.find(SettingKey(params.arms[a]));
     if (at != it->second.end()) stats[a] = at->second;
   }
   return stats;
@@ -107,36 +247,38 @@ double ArmStats::Mean() const {
 }
 
 Status Validate(const LearningPolicyParams& p) {
-  if (!IsKnownKnob(p.knob)) {
-    return Status::InvalidArgument(fmt::format(
-        "learning policy: knob must be capacity_factor, top_k or noise_std, got '{}'", p.knob));
+  if (p.knobs.empty()) {
+    return Status::InvalidArgument("learning policy: knob: name at least one knob to learn");
   }
-  if (p.values.size() < 2) {
+  for (size_t k = 0; k < p.knobs.size(); ++k) {
+    if (!LearnableKnob(p.knobs[k])) {
+      return Status::InvalidArgument(
+          fmt::format("learning policy: knob '{}' cannot be learnt; use one of {}", p.knobs[k],
+                      KnobNames([](const KnobSpec& s) { return LearnableKnob(s.name); })));
+    }
+    for (size_t j = 0; j < k; ++j) {
+      if (p.knobs[j] == p.knobs[k]) {
+        return Status::InvalidArgument(
+            fmt::format("learning policy: knob '{}' is named twice", p.knobs[k]));
+      }
+    }
+  }
+  if (p.arms.size() < 2) {
     return Status::InvalidArgument(
-        fmt::format("learning policy: values needs at least 2 entries, got {}", p.values.size()));
+        fmt::format("learning policy: values needs at least 2 settings, got {}", p.arms.size()));
   }
-  for (size_t i = 0; i < p.values.size(); ++i) {
-    double v = p.values[i];
-    if (!std::isfinite(v)) {
+  for (size_t i = 0; i < p.arms.size(); ++i) {
+    MOE_RETURN_IF_ERROR(ValidateArm(p, i));
+    if (i > 0 && p.knobs.size() == 1 && !(p.arms[i][0] > p.arms[i - 1][0])) {
       return Status::InvalidArgument(
-          fmt::format("learning policy: values[{}] must be finite, got {}", i, v));
+          fmt::format("learning policy: values must be strictly increasing, got {} after {}",
+                      p.arms[i][0], p.arms[i - 1][0]));
     }
-    if (i > 0 && !(v > p.values[i - 1])) {
-      return Status::InvalidArgument(
-          fmt::format("learning policy: values must be strictly increasing, got {} after {}", v,
-                      p.values[i - 1]));
-    }
-    if (p.knob == knob::kCapacityFactor && !(v > 0)) {
-      return Status::InvalidArgument(
-          fmt::format("learning policy: values[{}] must be > 0 for capacity_factor, got {}", i, v));
-    }
-    if (p.knob == knob::kNoiseStd && !(v >= 0)) {
-      return Status::InvalidArgument(
-          fmt::format("learning policy: values[{}] must be >= 0 for noise_std, got {}", i, v));
-    }
-    if (p.knob == knob::kTopK && !(v >= 1 && v == std::floor(v))) {
-      return Status::InvalidArgument(fmt::format(
-          "learning policy: values[{}] must be a whole number >= 1 for top_k, got {}", i, v));
+    for (size_t j = 0; j < i; ++j) {
+      if (SettingKey(p.arms[j]) == SettingKey(p.arms[i])) {
+        return Status::InvalidArgument(fmt::format(
+            "learning policy: values[{}] repeats values[{}] {}", i, j, ListText(p.arms[i])));
+      }
     }
   }
   MOE_RETURN_IF_ERROR(ValidateEdges(p.imbalance_edges, "imbalance_edges"));
@@ -167,20 +309,24 @@ std::string RegimeOf(const EngineSnapshot& snapshot, const LearningPolicyParams&
       Bucket(snapshot.tokens_per_step, params.tokens_edges), params.tokens_edges.size() + 1);
 }
 
-double KnobInForce(const EngineSnapshot& snapshot, const LearningPolicyParams& params) {
-  const KnobSpec* spec = FindKnob(params.knob);
-  if (!IsKnownKnob(params.knob) || spec == nullptr || !spec->scalar()) {
-    return std::numeric_limits<double>::quiet_NaN();
+Setting SettingInForce(const EngineSnapshot& snapshot, const LearningPolicyParams& params) {
+  Setting setting;
+  setting.reserve(params.knobs.size());
+  for (const std::string& name : params.knobs) {
+    const KnobSpec* spec = FindKnob(name);
+    setting.push_back(spec != nullptr && spec->scalar() ? spec->value(snapshot.knobs)
+                                                        : std::numeric_limits<double>::quiet_NaN());
   }
-  return spec->value(snapshot.knobs);
+  return setting;
 }
 
-size_t NearestArm(double value, const LearningPolicyParams& params) {
-  assert(!params.values.empty());
+size_t NearestArm(const Setting& setting, const LearningPolicyParams& params) {
+  assert(!params.arms.empty());
+  const std::vector<double> spread = Spreads(params);
   size_t best = 0;
-  double best_distance = std::fabs(params.values[0] - value);
-  for (size_t a = 1; a < params.values.size(); ++a) {
-    double distance = std::fabs(params.values[a] - value);
+  double best_distance = Distance(params.arms[0], setting, spread);
+  for (size_t a = 1; a < params.arms.size(); ++a) {
+    const double distance = Distance(params.arms[a], setting, spread);
     if (distance < best_distance) {  // strict: a tie keeps the lower arm
       best = a;
       best_distance = distance;
@@ -189,12 +335,14 @@ size_t NearestArm(double value, const LearningPolicyParams& params) {
   return best;
 }
 
-void Learn(const std::string& regime, double knob_value, double reward,
+void Learn(const std::string& regime, const Setting& applied, double reward,
            const LearningPolicyParams& params, LearningState* state) {
-  (void)params;
   assert(state != nullptr);
-  if (!std::isfinite(knob_value) || !std::isfinite(reward)) return;
-  ArmStats& at = state->regimes[regime][ValueKey(knob_value)];
+  if (applied.size() != params.knobs.size() || !std::isfinite(reward)) return;
+  for (double v : applied) {
+    if (!std::isfinite(v)) return;
+  }
+  ArmStats& at = state->regimes[regime][SettingKey(applied)];
   ++at.samples;
   at.reward_sum += reward;
   ++state->samples;
@@ -202,92 +350,97 @@ void Learn(const std::string& regime, double knob_value, double reward,
 
 std::string ArmsChange(const LearningPolicyParams& before, const LearningPolicyParams& after,
                        const LearningState& state) {
-  if (before.knob != after.knob) {
-    return fmt::format("learning: knob changed from {} to {}: statistics reset", before.knob,
-                       after.knob);
+  if (before.knobs != after.knobs) {
+    return fmt::format("learning: knobs changed from {} to {}: statistics reset",
+                       KnobsName(before.knobs), KnobsName(after.knobs));
   }
-  if (before.values == after.values) return "";
+  if (before.arms == after.arms) return "";
   std::vector<std::string> arms;
-  for (double v : after.values) {
-    uint64_t n = SamplesAt(state, v);
-    arms.push_back(n == 0 ? fmt::format("{}: new", v) : fmt::format("{}: {} samples", v, n));
+  for (const Setting& s : after.arms) {
+    uint64_t n = SamplesAt(state, s);
+    arms.push_back(n == 0 ? fmt::format("{}: new", ListText(s))
+                          : fmt::format("{}: {} samples", ListText(s), n));
   }
   std::vector<std::string> dropped;
-  for (double v : before.values) {
-    if (IsArm(v, after)) continue;
-    dropped.push_back(fmt::format("{} ({} samples, kept)", v, SamplesAt(state, v)));
+  for (const Setting& s : before.arms) {
+    if (IsArm(s, after)) continue;
+    dropped.push_back(fmt::format("{} ({} samples, kept)", ListText(s), SamplesAt(state, s)));
   }
-  return fmt::format(
-      "learning: arms changed from [{}] to [{}]; statistics follow their values: {}{}",
-      fmt::join(before.values, ", "), fmt::join(after.values, ", "), fmt::join(arms, ", "),
-      dropped.empty() ? std::string()
-                      : fmt::format("; no longer arms: {}", fmt::join(dropped, ", ")));
+  return fmt::format("learning: arms changed from {} to {}; statistics follow their settings: {}{}",
+                     ListText(before.arms), ListText(after.arms), fmt::join(arms, ", "),
+                     dropped.empty()
+                         ? std::string()
+                         : fmt::format("; no longer arms: {}", fmt::join(dropped, ", ")));
 }
 
 std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
                                         const LearningPolicyParams& params,
                                         const LearningState& state) {
   if (snapshot.steps_in_epoch < params.min_steps) return std::nullopt;
-  if (params.values.empty()) return std::nullopt;
-  double in_force = KnobInForce(snapshot, params);
-  if (!std::isfinite(in_force)) return std::nullopt;
-  if (params.knob == knob::kCapacityFactor && in_force == 0) return std::nullopt;
+  if (params.arms.empty()) return std::nullopt;
+  const Setting in_force = SettingInForce(snapshot, params);
+  for (size_t k = 0; k < in_force.size(); ++k) {
+    if (!std::isfinite(in_force[k])) return std::nullopt;
+    if (params.knobs[k] == knob::kCapacityFactor && in_force[k] == 0) return std::nullopt;
+  }
 
-  const std::vector<double>& values = params.values;
-  std::string regime = RegimeOf(snapshot, params);
-  std::vector<ArmStats> stats = ArmStatsOf(regime, params, state);
-  size_t current = NearestArm(in_force, params);
+  const std::vector<Setting>& arms = params.arms;
+  const Arms geometry{params};
+  const std::string regime = RegimeOf(snapshot, params);
+  const std::vector<ArmStats> stats = ArmStatsOf(regime, params, state);
+  const size_t current = NearestArm(in_force, params);
   // Off an arm (a clamped move), moving onto the nearest arm measures an arm.
   const bool on_arm = IsArm(in_force, params);
+  const std::string knob_text = params.knobs.size() == 1 ? params.knobs[0] + " " : std::string();
 
   // Explore: the unexplored arm nearest the current one.
   std::optional<size_t> unexplored;
   size_t num_known = 0;
-  for (size_t a = 0; a < values.size(); ++a) {
+  for (size_t a = 0; a < arms.size(); ++a) {
     if (stats[a].samples >= params.min_samples) {
       ++num_known;
-    } else if (!unexplored || Nearer(a, *unexplored, current, values)) {
+    } else if (!unexplored || geometry.Nearer(a, *unexplored, current)) {
       unexplored = a;
     }
   }
   if (unexplored) {
-    size_t arm = *unexplored;
+    const size_t arm = *unexplored;
     // The current arm is being measured now; its epoch's outcome comes first.
-    if (ValueKey(values[arm]) == ValueKey(in_force)) return std::nullopt;
-    return MakeProposal(
-        params, in_force, values[arm],
-        fmt::format("regime {}: explore {} {} ({} of {} samples; {} of {} arms "
-                    "known) from {} ({})",
-                    regime, params.knob, values[arm], stats[arm].samples, params.min_samples,
-                    num_known, values.size(), values[current], ArmText(stats[current])));
+    if (SettingKey(arms[arm]) == SettingKey(in_force)) return std::nullopt;
+    return MakeProposal(params, in_force, arms[arm],
+                        fmt::format("regime {}: explore {}{} ({} of {} samples; {} of {} arms "
+                                    "known) from {} ({})",
+                                    regime, knob_text, ArmName(params, arms[arm]),
+                                    stats[arm].samples, params.min_samples, num_known, arms.size(),
+                                    ArmName(params, arms[current]), ArmText(stats[current])));
   }
 
   // Exploit: UCB1 over the regime's arms, all with samples >= min_samples >= 1.
   uint64_t total = 0;
   for (const ArmStats& s : stats)
     total += s.samples;
-  double log_total = std::log(static_cast<double>(total));
-  std::vector<double> score(values.size());
-  for (size_t a = 0; a < values.size(); ++a) {
+  const double log_total = std::log(static_cast<double>(total));
+  std::vector<double> score(arms.size());
+  for (size_t a = 0; a < arms.size(); ++a) {
     score[a] = stats[a].Mean() +
                params.exploration * std::sqrt(log_total / static_cast<double>(stats[a].samples));
   }
   size_t best = current;
-  for (size_t a = 0; a < values.size(); ++a) {
-    if (score[a] > score[best] || (score[a] == score[best] && Nearer(a, best, current, values))) {
+  for (size_t a = 0; a < arms.size(); ++a) {
+    if (score[a] > score[best] || (score[a] == score[best] && geometry.Nearer(a, best, current))) {
       best = a;
     }
   }
-  if (ValueKey(values[best]) == ValueKey(in_force)) return std::nullopt;
-  double gain = score[best] - score[current];
+  if (SettingKey(arms[best]) == SettingKey(in_force)) return std::nullopt;
+  const double gain = score[best] - score[current];
   if (on_arm && !(gain >= params.min_gain)) return std::nullopt;
   return MakeProposal(
-      params, in_force, values[best],
-      fmt::format("regime {}: exploit {} {} (mean reward {:.3f} over {} samples) over {} ({}); "
+      params, in_force, arms[best],
+      fmt::format("regime {}: exploit {}{} (mean reward {:.3f} over {} samples) over {} ({}); "
                   "upper confidence {:.3f} vs {:.3f} (exploration {}, {} samples in regime)",
-                  regime, params.knob, values[best], stats[best].Mean(), stats[best].samples,
-                  values[current], ArmText(stats[current]), score[best], score[current],
-                  params.exploration, total));
+                  regime, knob_text, ArmName(params, arms[best]), stats[best].Mean(),
+                  stats[best].samples, ArmName(params, arms[current]), ArmText(stats[current]),
+                  score[best], score[current], params.exploration, total));
 }
 
 }  // namespace moe::policies

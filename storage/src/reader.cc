@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "schema.h"
+#include "setting_text.h"
 #include "sqlite_util.h"
 #include "step_blob.h"
 
@@ -512,9 +513,11 @@ Result<std::vector<LearningSampleRow>> ReaderImpl::LearningSamples(const std::st
   if (!knob.empty()) where.Add("knob = ?", knob);
   MOE_ASSIGN_OR_RETURN(
       Statement stmt,
-      Prepare(fmt::format("SELECT engine_id, epoch, created_ns, regime, knob, value, reward, steps "
-                          "FROM learning_samples{} ORDER BY engine_id, id",
-                          where.Sql())));
+      Prepare(
+          fmt::format("SELECT engine_id, epoch, created_ns, regime, knob, value, reward, steps, "
+                      "setting "
+                      "FROM learning_samples{} ORDER BY engine_id, id",
+                      where.Sql())));
   where.Bind(stmt);
   std::vector<LearningSampleRow> rows;
   while (true) {
@@ -529,6 +532,7 @@ Result<std::vector<LearningSampleRow>> ReaderImpl::LearningSamples(const std::st
     r.value = stmt.ColumnReal(5);
     r.reward = stmt.ColumnReal(6);
     r.steps = stmt.ColumnU64(7);
+    MOE_ASSIGN_OR_RETURN(r.setting, internal::SettingOf(stmt.ColumnText(8), r.value));
     rows.push_back(std::move(r));
   }
   return rows;

@@ -220,6 +220,12 @@ ALTER TABLE epochs_history RENAME TO epochs;
 CREATE INDEX epochs_by_engine ON epochs(engine_id, epoch);
 CREATE INDEX epochs_by_time ON epochs(created_ns);
 )sql"},
+    // A learner of joint settings: every knob's value of the sample, as a
+    // JSON array in the order of `knob`'s comma-separated names ('' on rows
+    // of one knob written before: their setting is `value`).
+    {9, "joint learning settings", R"sql(
+ALTER TABLE learning_samples ADD COLUMN setting TEXT NOT NULL DEFAULT '';
+)sql"},
 };
 
 // Numbered 1, 2, ... with no gap; the last is the latest.

@@ -15,7 +15,7 @@
 namespace moe::storage::internal {
 
 // The highest migration this binary knows.
-inline constexpr int kLatestSchemaVersion = 8;
+inline constexpr int kLatestSchemaVersion = 9;
 
 inline constexpr int64_t kNanosPerMinute = 60'000'000'000;
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "schema.h"
+#include "setting_text.h"
 #include "store_impl.h"
 
 namespace moe::storage::internal {
@@ -59,8 +60,9 @@ WHERE NOT EXISTS (SELECT 1 FROM epochs WHERE engine_id = ?1 AND epoch = ?2
                   AND id = (SELECT MAX(id) FROM epochs WHERE engine_id = ?1 AND epoch = ?2)))sql";
 
 constexpr const char* kInsertLearningSample = R"sql(
-INSERT INTO learning_samples(engine_id, epoch, knob, created_ns, regime, value, reward, steps)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8))sql";
+INSERT INTO learning_samples(engine_id, epoch, knob, created_ns, regime, value, reward, steps,
+                             setting)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9))sql";
 
 constexpr const char* kInsertDecision = R"sql(
 INSERT INTO decisions(id, engine_id, created_ns, policy, layer, knob, inputs_json,
@@ -615,6 +617,8 @@ Status StoreImpl::ApplyOp(const Op& op, BatchCounts* counts) {
         .BindReal(6, sample->value)
         .BindReal(7, sample->reward)
         .BindU64(8, sample->steps)
+        .BindText(9, SettingJson(sample->setting.empty() ? std::vector<double>{sample->value}
+                                                         : sample->setting))
         .Run();
   }
   if (const auto* d = std::get_if<DecisionRow>(&op.payload)) {

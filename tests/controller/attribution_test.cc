@@ -83,7 +83,7 @@ TEST_CASE("Defect 2: a clamped value is learnt as the value applied, not as the 
           "[controller][attribution]") {
   Harness h([](ControllerOptions& o) {
     LearningOnly(o);
-    o.learning.values = {1.0, 2.0};  // one step of the guard (0.5) apart is not enough
+    o.learning.arms = {{1.0}, {2.0}};  // one step of the guard (0.5) apart is not enough
   });
   h.Steps(8, 0, 0.10);  // cf 1.0: many drops
   auto explore = h.Tick();
@@ -232,7 +232,9 @@ TEST_CASE("Defect 5: a reload that changes the arms remaps statistics by value a
   ExploreFirstTwoValues(h);
   h.Steps(8, 2, 0.05);
   // New arms: 0.5 is new; 1.0, 1.5 and 2.0 keep what was learnt at them.
-  REQUIRE(h.Reload([](ControllerOptions& o) { o.learning.values = {0.5, 1.0, 1.5, 2.0}; }).ok());
+  REQUIRE(h.Reload([](ControllerOptions& o) {
+             o.learning.arms = {{0.5}, {1.0}, {1.5}, {2.0}};
+           }).ok());
   CHECK(log.Contains("learning: arms changed"));
   CHECK(log.Contains("0.5: new"));
   auto next = h.Tick();

@@ -19,7 +19,9 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
                                                           "capacity", "bias", "adaptive_k", "noise",
                                                           "learning"});
   CHECK_FALSE(options->learning_enabled);
-  CHECK(options->learning.values == std::vector<double>{1.0, 1.25, 1.5, 2.0, 3.0});
+  CHECK(options->learning.knobs == std::vector<std::string>{"capacity_factor"});
+  CHECK(options->learning.arms ==
+        std::vector<policies::Setting>{{1.0}, {1.25}, {1.5}, {2.0}, {3.0}});
   CHECK(options->replication_enabled);
   CHECK(options->guard.placement_cooldown_ms == 250);
   CHECK(options->joint_changes);  // capacity and placement move in one command

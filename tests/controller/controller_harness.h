@@ -213,7 +213,7 @@ class Harness {
     REQUIRE(controller_->Shutdown().ok());
     auto reader = storage::Reader::Open(options_.db_path);
     REQUIRE(reader.ok());
-    auto rows = (*reader)->LearningSamples("", options_.learning.knob);
+    auto rows = (*reader)->LearningSamples("", policies::KnobsName(options_.learning.knobs));
     REQUIRE(rows.ok());
     return *rows;
   }
@@ -243,7 +243,7 @@ inline void LearningOnly(ControllerOptions& o) {
   o.learning_enabled = true;
   o.rollback_enabled = false;
   o.guard.cooldown_ms = 0;
-  o.learning.values = {1.0, 1.5, 2.0};
+  o.learning.arms = {{1.0}, {1.5}, {2.0}};
   o.learning.min_steps = 8;
   o.learning.exploration = 0.0;
 }

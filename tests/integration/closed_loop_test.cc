@@ -92,8 +92,9 @@ TEST_CASE("bench closed-loop runs every contender and reports sane figures", "[b
     CHECK(std::isfinite(reward));
     CHECK(reward < 0.5);
   }
-  CHECK(names == std::set<std::string>{"static_default", "static_oracle", "dynamic_capacity",
-                                       "expert_bias", "periodic_eplb", "moectl"});
+  CHECK(names == std::set<std::string>{"static_default", "static_dropless", "static_oracle",
+                                       "dynamic_capacity", "expert_bias", "periodic_eplb",
+                                       "moectl"});
   // The static ones send nothing; the oracle is the best of its grid.
   for (const json& c : doc["contenders"]) {
     if (c["name"] == "static_default" || c["name"] == "static_oracle") {

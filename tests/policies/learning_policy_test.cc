@@ -28,7 +28,7 @@ void Teach(const std::string& regime, const std::vector<double>& means, uint32_t
            const LearningPolicyParams& p, LearningState* state) {
   for (size_t a = 0; a < means.size(); ++a) {
     for (uint32_t i = 0; i < samples; ++i)
-      Learn(regime, p.values[a], means[a], p, state);
+      Learn(regime, p.arms[a], means[a], p, state);
   }
 }
 
@@ -55,48 +55,48 @@ TEST_CASE("RegimeOf buckets imbalance and tokens; an edge belongs to the upper b
 
 TEST_CASE("NearestArm picks the nearest value, the lower arm on a tie", "[learning]") {
   LearningPolicyParams p;  // {1.0, 1.25, 1.5, 2.0, 3.0}
-  CHECK(NearestArm(0.1, p) == 0);
-  CHECK(NearestArm(1.0, p) == 0);
-  CHECK(NearestArm(1.1, p) == 0);
-  CHECK(NearestArm(1.125, p) == 0);  // tie between 1.0 and 1.25
-  CHECK(NearestArm(1.13, p) == 1);
-  CHECK(NearestArm(1.5, p) == 2);
-  CHECK(NearestArm(1.75, p) == 2);  // tie between 1.5 and 2.0
-  CHECK(NearestArm(1.76, p) == 3);
-  CHECK(NearestArm(2.6, p) == 4);
-  CHECK(NearestArm(100, p) == 4);
+  CHECK(NearestArm({0.1}, p) == 0);
+  CHECK(NearestArm({1.0}, p) == 0);
+  CHECK(NearestArm({1.1}, p) == 0);
+  CHECK(NearestArm({1.125}, p) == 0);  // tie between 1.0 and 1.25
+  CHECK(NearestArm({1.13}, p) == 1);
+  CHECK(NearestArm({1.5}, p) == 2);
+  CHECK(NearestArm({1.75}, p) == 2);  // tie between 1.5 and 2.0
+  CHECK(NearestArm({1.76}, p) == 3);
+  CHECK(NearestArm({2.6}, p) == 4);
+  CHECK(NearestArm({100}, p) == 4);
 }
 
 TEST_CASE("Learn accumulates per regime and value and counts samples", "[learning]") {
   LearningPolicyParams p;  // {1.0, 1.25, 1.5, 2.0, 3.0}
   LearningState state;
-  Learn("a", 1.5, -0.5, p, &state);
-  Learn("a", 1.5, -0.25, p, &state);
-  Learn("a", 1.3, -1.0, p, &state);  // no arm: kept as 1.3, credited to none
-  Learn("b", 1.5, 2.0, p, &state);
+  Learn("a", {1.5}, -0.5, p, &state);
+  Learn("a", {1.5}, -0.25, p, &state);
+  Learn("a", {1.3}, -1.0, p, &state);  // no arm: kept as 1.3, credited to none
+  Learn("b", {1.5}, 2.0, p, &state);
   CHECK(state.samples == 4);
   REQUIRE(state.regimes.size() == 2);
   const std::vector<ArmStats> a = ArmStatsOf("a", p, state);
-  REQUIRE(a.size() == p.values.size());
+  REQUIRE(a.size() == p.arms.size());
   CHECK(a[2].samples == 2);
   CHECK(a[2].reward_sum == -0.75);
   CHECK(a[2].Mean() == -0.375);
   CHECK(a[1].samples == 0);  // 1.3 is not 1.25
   CHECK(a[0].samples == 0);
   CHECK(a[0].Mean() == 0);
-  CHECK(state.regimes.at("a").at(ValueKey(1.3)).samples == 1);
+  CHECK(state.regimes.at("a").at(SettingKey({1.3})).samples == 1);
   const std::vector<ArmStats> b = ArmStatsOf("b", p, state);
   CHECK(b[2].samples == 1);
   CHECK(b[2].Mean() == 2.0);
   CHECK(b[1].samples == 0);
 
   // A value that crossed the wire as a float is its arm.
-  Learn("a", static_cast<double>(1.25f), -0.5, p, &state);
+  Learn("a", {static_cast<double>(1.25f)}, -0.5, p, &state);
   CHECK(ArmStatsOf("a", p, state)[1].samples == 1);
 
   // Non-finite outcomes are not recorded.
-  Learn("a", 1.5, std::nan(""), p, &state);
-  Learn("a", std::nan(""), -1, p, &state);
+  Learn("a", {1.5}, std::nan(""), p, &state);
+  Learn("a", {std::nan("")}, -1, p, &state);
   CHECK(state.samples == 5);
   CHECK(ArmStatsOf("a", p, state)[2].samples == 2);
 }
@@ -104,13 +104,13 @@ TEST_CASE("Learn accumulates per regime and value and counts samples", "[learnin
 TEST_CASE("Defect 2: a value clamped between two arms is credited to neither", "[learning]") {
   // 2.0 -> 3.0 clamped to 2.5 used to land on 2.0 (the lower arm of a tie).
   LearningPolicyParams p;
-  p.values = {1.0, 2.0, 3.0};
+  p.arms = {{1.0}, {2.0}, {3.0}};
   p.exploration = 0;
   LearningState state;
   const std::string regime = RegimeOf(LSnapshot(2.0), p);
-  Learn(regime, 1.0, -0.5, p, &state);
-  Learn(regime, 3.0, -0.4, p, &state);
-  Learn(regime, 2.5, 1.0, p, &state);  // the clamped epoch, excellent
+  Learn(regime, {1.0}, -0.5, p, &state);
+  Learn(regime, {3.0}, -0.4, p, &state);
+  Learn(regime, {2.5}, 1.0, p, &state);  // the clamped epoch, excellent
   CHECK(ArmStatsOf(regime, p, state)[1].samples == 0);
   // 2.0 is still unexplored: explored, not exploited on 2.5's reward.
   auto move = ProposeLearning(LSnapshot(3.0), p, state);
@@ -121,7 +121,7 @@ TEST_CASE("Defect 2: a value clamped between two arms is credited to neither", "
 
 TEST_CASE("Off an arm (a clamped move), the policy moves onto an arm", "[learning]") {
   LearningPolicyParams p;
-  p.values = {1.0, 2.0, 3.0};
+  p.arms = {{1.0}, {2.0}, {3.0}};
   p.exploration = 0;
   LearningState state;
   const std::string regime = RegimeOf(LSnapshot(2.5), p);
@@ -151,14 +151,14 @@ TEST_CASE("Defect 3: the regime follows demand imbalance, not the served one", "
 
 TEST_CASE("Defect 5: ArmsChange says which arms keep statistics and which are new", "[learning]") {
   LearningPolicyParams before;
-  before.values = {1.0, 1.5, 2.0};
+  before.arms = {{1.0}, {1.5}, {2.0}};
   LearningState state;
-  Learn("r", 1.0, -1, before, &state);
-  Learn("r", 1.5, -0.5, before, &state);
-  Learn("r", 1.5, -0.4, before, &state);
+  Learn("r", {1.0}, -1, before, &state);
+  Learn("r", {1.5}, -0.5, before, &state);
+  Learn("r", {1.5}, -0.4, before, &state);
   LearningPolicyParams after = before;
   CHECK(ArmsChange(before, after, state).empty());
-  after.values = {0.5, 1.5, 2.0};
+  after.arms = {{0.5}, {1.5}, {2.0}};
   const std::string line = ArmsChange(before, after, state);
   CHECK(Contains(line, "learning: arms changed from [1, 1.5, 2] to [0.5, 1.5, 2]"));
   CHECK(Contains(line, "0.5: new, 1.5: 2 samples, 2: new"));
@@ -167,9 +167,9 @@ TEST_CASE("Defect 5: ArmsChange says which arms keep statistics and which are ne
   CHECK(ArmStatsOf("r", after, state)[1].samples == 2);
   CHECK(ArmStatsOf("r", after, state)[0].samples == 0);
   LearningPolicyParams other = before;
-  other.knob = "top_k";
-  other.values = {1, 2};
-  CHECK(Contains(ArmsChange(before, other, state), "knob changed from capacity_factor to top_k"));
+  other.knobs = {"top_k"};
+  other.arms = {{1}, {2}};
+  CHECK(Contains(ArmsChange(before, other, state), "knobs changed from capacity_factor to top_k"));
 }
 
 TEST_CASE("Exploration walks to the nearest unexplored arm, never proposing the arm in force",
@@ -185,7 +185,7 @@ TEST_CASE("Exploration walks to the nearest unexplored arm, never proposing the 
   double cf = 1.5;
   std::vector<double> walk;
   for (int i = 0; i < 10; ++i) {
-    Learn(regime, cf, -1.0, p, &state);
+    Learn(regime, {cf}, -1.0, p, &state);
     auto proposal = ProposeLearning(LSnapshot(cf), p, state);
     if (!proposal) break;
     CHECK(proposal->policy == "learning");
@@ -202,9 +202,9 @@ TEST_CASE("Exploration walks to the nearest unexplored arm, never proposing the 
 
   // Equal distances go to the higher value.
   LearningPolicyParams even;
-  even.values = {1.0, 2.0, 3.0};
+  even.arms = {{1.0}, {2.0}, {3.0}};
   LearningState fresh;
-  Learn(RegimeOf(LSnapshot(2.0), even), 2.0, -1.0, even, &fresh);
+  Learn(RegimeOf(LSnapshot(2.0), even), {2.0}, -1.0, even, &fresh);
   auto up = ProposeLearning(LSnapshot(2.0), even, fresh);
   REQUIRE(up);
   CHECK(up->value == 3.0);
@@ -212,7 +212,7 @@ TEST_CASE("Exploration walks to the nearest unexplored arm, never proposing the 
   // With min_samples 2, an arm in force holding one sample is still measured.
   even.min_samples = 2;
   CHECK_FALSE(ProposeLearning(LSnapshot(2.0), even, fresh));
-  Learn(RegimeOf(LSnapshot(2.0), even), 2.0, -1.0, even, &fresh);
+  Learn(RegimeOf(LSnapshot(2.0), even), {2.0}, -1.0, even, &fresh);
   auto next = ProposeLearning(LSnapshot(2.0), even, fresh);
   REQUIRE(next);
   CHECK(next->value == 3.0);
@@ -224,7 +224,7 @@ TEST_CASE("Exploitation picks the best mean once every arm is known", "[learning
   LearningState state;
   const std::string regime = RegimeOf(LSnapshot(2.0), p);
   Teach(regime, {-0.30, -0.20, -0.12, -0.18, -0.50}, 1, p, &state);
-  Learn(regime, 1.5, -0.12, p, &state);  // 1.5: 2 samples of -0.12
+  Learn(regime, {1.5}, -0.12, p, &state);  // 1.5: 2 samples of -0.12
 
   auto proposal = ProposeLearning(LSnapshot(2.0), p, state);
   REQUIRE(proposal);
@@ -261,13 +261,13 @@ TEST_CASE("Exploitation picks the best mean once every arm is known", "[learning
 
 TEST_CASE("With exploration > 0 a rarely tried arm is retried (UCB)", "[learning]") {
   LearningPolicyParams p;
-  p.values = {1.0, 2.0};
+  p.arms = {{1.0}, {2.0}};
   p.exploration = 0.1;
   LearningState state;
   const std::string regime = RegimeOf(LSnapshot(1.0), p);
   for (int i = 0; i < 50; ++i)
-    Learn(regime, 1.0, 0.0, p, &state);
-  Learn(regime, 2.0, -0.1, p, &state);
+    Learn(regime, {1.0}, 0.0, p, &state);
+  Learn(regime, {2.0}, -0.1, p, &state);
 
   // 2.0: -0.1 + 0.1 sqrt(ln 51 / 1) = 0.098 beats 1.0: 0 + 0.1 sqrt(ln 51 / 50) = 0.028.
   auto retry = ProposeLearning(LSnapshot(1.0), p, state);
@@ -280,7 +280,7 @@ TEST_CASE("With exploration > 0 a rarely tried arm is retried (UCB)", "[learning
   CHECK_FALSE(ProposeLearning(LSnapshot(1.0), p, state));
   // A wider gap outweighs the bonus.
   p.exploration = 0.1;
-  Learn(regime, 2.0, -0.5, p, &state);  // 2.0: mean -0.3 over 2
+  Learn(regime, {2.0}, -0.5, p, &state);  // 2.0: mean -0.3 over 2
   CHECK_FALSE(ProposeLearning(LSnapshot(1.0), p, state));
 }
 
@@ -296,7 +296,7 @@ TEST_CASE("Regimes learn independently", "[learning]") {
   // What the skewed regime learnt does not decide the balanced one: with no
   // sample there the arm in force is measured first, then the others explored.
   CHECK_FALSE(ProposeLearning(balanced, p, state));
-  Learn(RegimeOf(balanced, p), 1.5, -0.3, p, &state);
+  Learn(RegimeOf(balanced, p), {1.5}, -0.3, p, &state);
   auto balanced_move = ProposeLearning(balanced, p, state);
   REQUIRE(balanced_move);
   CHECK(Contains(balanced_move->reason, "explore"));
@@ -325,7 +325,7 @@ TEST_CASE("Regimes learn independently", "[learning]") {
 
 TEST_CASE("min_gain blocks small moves", "[learning]") {
   LearningPolicyParams p;
-  p.values = {1.0, 2.0};
+  p.arms = {{1.0}, {2.0}};
   p.exploration = 0;
   p.min_gain = 0.005;
   const std::string regime = RegimeOf(LSnapshot(1.0), p);
@@ -347,7 +347,7 @@ TEST_CASE("min_gain blocks small moves", "[learning]") {
 TEST_CASE("min_steps holds the policy back on a young epoch", "[learning]") {
   LearningPolicyParams p;  // min_steps 16
   LearningState state;
-  Learn(RegimeOf(LSnapshot(1.5), p), 1.5, -1, p, &state);
+  Learn(RegimeOf(LSnapshot(1.5), p), {1.5}, -1, p, &state);
   EngineSnapshot young = LSnapshot(1.5);
   young.steps_in_epoch = 15;
   CHECK_FALSE(ProposeLearning(young, p, state));
@@ -371,14 +371,14 @@ TEST_CASE("Unlimited capacity (capacity_factor 0) is left alone", "[learning]") 
 
 TEST_CASE("top_k and noise_std read their own value in force", "[learning]") {
   LearningPolicyParams k;
-  k.knob = "top_k";
-  k.values = {1, 2, 4};
+  k.knobs = {"top_k"};
+  k.arms = {{1}, {2}, {4}};
   k.exploration = 0;
   REQUIRE(Validate(k).ok());
   EngineSnapshot s = LSnapshot(0);  // capacity unlimited: does not hold top_k back
   s.knobs.top_k = 4;
   s.knobs.noise_std = 0.05;
-  CHECK(KnobInForce(s, k) == 4);
+  CHECK(SettingInForce(s, k) == Setting{4});
   LearningState state;
   const std::string regime = RegimeOf(s, k);
   Teach(regime, {-0.3, -0.1, -0.2}, 1, k, &state);
@@ -391,11 +391,11 @@ TEST_CASE("top_k and noise_std read their own value in force", "[learning]") {
   CHECK_FALSE(ProposeLearning(s, k, state));
 
   LearningPolicyParams noise;
-  noise.knob = "noise_std";
-  noise.values = {0, 0.05, 0.1};
+  noise.knobs = {"noise_std"};
+  noise.arms = {{0}, {0.05}, {0.1}};
   noise.exploration = 0;
   REQUIRE(Validate(noise).ok());
-  CHECK(KnobInForce(s, noise) == 0.05);
+  CHECK(SettingInForce(s, noise) == Setting{0.05});
   LearningState noise_state;
   Teach(regime, {-0.1, -0.3, -0.2}, 1, noise, &noise_state);
   auto n_move = ProposeLearning(s, noise, noise_state);
@@ -411,36 +411,54 @@ TEST_CASE("top_k and noise_std read their own value in force", "[learning]") {
 
   LearningPolicyParams cf;
   s.knobs.capacity_factor = 1.25;
-  CHECK(KnobInForce(s, cf) == 1.25);
+  CHECK(SettingInForce(s, cf) == Setting{1.25});
 }
 
 TEST_CASE("Learning policy parameters are validated", "[learning]") {
   LearningPolicyParams p;
   REQUIRE(Validate(p).ok());
-  p.knob = "top_p";
+  p.knobs = {"overflow_policy"};  // an enum: not learnt
+  CHECK(Contains(ValidateMessage(p), "knob"));
+  p.knobs = {"phy2log"};
+  CHECK(Contains(ValidateMessage(p), "knob"));
+  p.knobs = {};
   CHECK(Contains(ValidateMessage(p), "knob"));
   p = {};
-  p.values = {1.5};
+  p.knobs = {"capacity_factor", "capacity_factor"};
+  p.arms = {{1, 1}, {2, 2}};
+  CHECK(Contains(ValidateMessage(p), "twice"));
+  p = {};
+  p.knobs = {"capacity_factor", "top_k"};
+  p.arms = {{1, 8}, {2}};  // one value short
+  CHECK(Contains(ValidateMessage(p), "arms[1] has 1 values for 2 knobs"));
+  p.arms = {{1, 8}, {2, 8}, {1.0000001, 8}};  // the same setting after ValueKey
+  CHECK(Contains(ValidateMessage(p), "repeats"));
+  p.arms = {{1, 8}, {2, 7.5}};
+  CHECK(Contains(ValidateMessage(p), "values[1] (top_k) must be a whole number for top_k"));
+  p.arms = {{2, 8}, {1, 6}};  // joint settings need no order
+  CHECK(Validate(p).ok());
+  p = {};
+  p.arms = {{1.5}};
   CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
-  p.values = {1.0, 2.0, 2.0};
+  p.arms = {{1.0}, {2.0}, {2.0}};
   CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
-  p.values = {2.0, 1.0};
+  p.arms = {{2.0}, {1.0}};
   CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
-  p.values = {0.0, 1.0};  // capacity_factor 0 means unlimited, not an arm
+  p.arms = {{0.0}, {1.0}};  // capacity_factor 0 means unlimited, not an arm
   CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
-  p.values = {1.0, INFINITY};
+  p.arms = {{1.0}, {INFINITY}};
   CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
-  p.knob = "top_k";
-  p.values = {1, 1.5};
+  p.knobs = {"top_k"};
+  p.arms = {{1}, {1.5}};
   CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
-  p.knob = "noise_std";
-  p.values = {-0.1, 0.1};
+  p.knobs = {"noise_std"};
+  p.arms = {{-0.1}, {0.1}};
   CHECK(Contains(ValidateMessage(p), "values"));
   p = {};
   p.imbalance_edges = {3.0, 1.5};
@@ -488,7 +506,7 @@ TEST_CASE("A simulated loop converges to the best arm of each regime", "[learnin
       cf = proposal->value;
       ++num_moves;
     }
-    Learn(RegimeOf(s, p), cf, reward(load, cf), p, &state);
+    Learn(RegimeOf(s, p), {cf}, reward(load, cf), p, &state);
     if (phase >= 4 && cf == optimum(load)) ++num_last_at_optimum[phase % 2];
   }
   CHECK(num_moves >= 10);  // every arm of both regimes was tried
@@ -500,14 +518,15 @@ TEST_CASE("A simulated loop converges to the best arm of each regime", "[learnin
   for (double load : {balanced_load, skewed_load}) {
     EngineSnapshot s = LSnapshot(1.0, load);
     const std::vector<ArmStats> stats = ArmStatsOf(RegimeOf(s, p), p, state);
-    size_t best = NearestArm(optimum(load), p);
+    size_t best = NearestArm({optimum(load)}, p);
     for (size_t a = 0; a < stats.size(); ++a) {
       CHECK(stats[a].samples >= 1);
       if (a != best) CHECK(stats[a].samples < stats[best].samples);
     }
     LearningPolicyParams greedy = p;
     greedy.exploration = 0;
-    for (double from : p.values) {
+    for (const Setting& arm : p.arms) {
+      const double from = arm[0];
       s.knobs.capacity_factor = from;
       auto move = ProposeLearning(s, greedy, state);
       if (from == optimum(load)) {
@@ -518,6 +537,117 @@ TEST_CASE("A simulated loop converges to the best arm of each regime", "[learnin
       }
     }
   }
+}
+
+TEST_CASE("GridOf makes every combination, the first knob varying slowest", "[learning]") {
+  CHECK(GridOf({{1, 2}, {6, 8}}) == std::vector<Setting>{{1, 6}, {1, 8}, {2, 6}, {2, 8}});
+  CHECK(GridOf({{1, 2, 3}}) == std::vector<Setting>{{1}, {2}, {3}});
+  CHECK(GridOf({{1, 2}, {}}).empty());
+  CHECK(GridOf({}).empty());
+  CHECK(KnobsName({"capacity_factor", "top_k"}) == "capacity_factor,top_k");
+  CHECK(SettingText({"capacity_factor", "top_k"}, {2.5, 6}) == "capacity_factor 2.5, top_k 6");
+}
+
+// A joint learner of (capacity_factor, top_k) over a 2 x 2 grid.
+LearningPolicyParams Joint() {
+  LearningPolicyParams p;
+  p.knobs = {"capacity_factor", "top_k"};
+  p.arms = GridOf({{1.0, 2.0}, {4, 8}});  // (1, 4), (1, 8), (2, 4), (2, 8)
+  p.exploration = 0;
+  return p;
+}
+
+EngineSnapshot JSnapshot(double cf, uint32_t top_k) {
+  EngineSnapshot s = LSnapshot(cf);
+  s.knobs.top_k = top_k;
+  return s;
+}
+
+TEST_CASE("Joint settings: statistics per setting, the nearest arm by spread-scaled distance",
+          "[learning]") {
+  const LearningPolicyParams p = Joint();
+  REQUIRE(Validate(p).ok());
+  CHECK(SettingInForce(JSnapshot(1.5, 8), p) == Setting{1.5, 8});
+  // One unit of each knob is its spread over the arms (1 and 4).
+  CHECK(NearestArm({1.0, 4}, p) == 0);
+  CHECK(NearestArm({1.2, 7}, p) == 1);
+  CHECK(NearestArm({1.9, 5}, p) == 2);
+  CHECK(NearestArm({1.5, 6}, p) == 0);  // equidistant from all four: the lowest index
+
+  LearningState state;
+  const std::string regime = RegimeOf(JSnapshot(1.0, 8), p);
+  Learn(regime, {1.0, 8}, -0.5, p, &state);
+  Learn(regime, {1.0, 8}, -0.3, p, &state);
+  Learn(regime, {1.0, 7}, -0.1, p, &state);  // clamped: credited to no arm
+  Learn(regime, {1.0}, -0.1, p, &state);     // wrong size: not recorded
+  CHECK(state.samples == 3);
+  const std::vector<ArmStats> stats = ArmStatsOf(regime, p, state);
+  CHECK(stats[1].samples == 2);
+  CHECK(stats[1].Mean() == Approx(-0.4));
+  CHECK(stats[0].samples == 0);
+  CHECK(state.regimes.at(regime).at(SettingKey({1.0, 7})).samples == 1);
+}
+
+TEST_CASE("Joint settings: a move changes every knob that differs; the first is the proposal",
+          "[learning]") {
+  const LearningPolicyParams p = Joint();
+  LearningState state;
+  const std::string regime = RegimeOf(JSnapshot(1.0, 8), p);
+  Teach(regime, {-0.5, -0.4, -0.1, -0.3}, 1, p, &state);  // best (2, 4)
+
+  // From (1, 8) both knobs move: capacity_factor leads, top_k goes with it.
+  auto both = ProposeLearning(JSnapshot(1.0, 8), p, state);
+  REQUIRE(both);
+  CHECK(both->knob == "capacity_factor");
+  CHECK(both->current == 1.0);
+  CHECK(both->value == 2.0);
+  REQUIRE(both->companions.size() == 1);
+  CHECK(both->companions[0].knob == "top_k");
+  CHECK(both->companions[0].policy == "learning");
+  CHECK(both->companions[0].current == 8);
+  CHECK(both->companions[0].value == 4);
+  CHECK(both->companions[0].layer == -1);
+  CHECK(Contains(both->reason, "exploit capacity_factor 2, top_k 4"));
+  CHECK(Contains(both->reason, "over capacity_factor 1, top_k 8 (mean -0.400 over 1)"));
+
+  // From (2, 8) only top_k differs: it is the proposal, alone.
+  auto one = ProposeLearning(JSnapshot(2.0, 8), p, state);
+  REQUIRE(one);
+  CHECK(one->knob == "top_k");
+  CHECK(one->current == 8);
+  CHECK(one->value == 4);
+  CHECK(one->companions.empty());
+  CHECK_FALSE(ProposeLearning(JSnapshot(2.0, 4), p, state));  // at the best
+
+  // Exploration walks to the nearest unexplored setting.
+  LearningState fresh;
+  Learn(regime, {1.0, 4}, -0.5, p, &fresh);
+  auto walk = ProposeLearning(JSnapshot(1.0, 4), p, fresh);
+  REQUIRE(walk);
+  // (1, 8) and (2, 4) are one unit away, (2, 8) two: the higher of the tie.
+  CHECK(walk->knob == "capacity_factor");
+  CHECK(walk->value == 2.0);
+  CHECK(walk->companions.empty());
+  CHECK(Contains(walk->reason, "explore capacity_factor 2, top_k 4"));
+}
+
+TEST_CASE("Joint settings: ArmsChange follows settings; other knobs reset", "[learning]") {
+  LearningPolicyParams before = Joint();
+  LearningState state;
+  Learn("r", {2.0, 4}, -0.1, before, &state);
+  LearningPolicyParams after = before;
+  after.arms = GridOf({{2.0, 3.0}, {4, 8}});
+  const std::string line = ArmsChange(before, after, state);
+  CHECK(Contains(line,
+                 "arms changed from [(1, 4), (1, 8), (2, 4), (2, 8)] to [(2, 4), (2, 8), "
+                 "(3, 4), (3, 8)]"));
+  CHECK(Contains(line, "(2, 4): 1 samples, (2, 8): new"));
+  CHECK(Contains(line, "no longer arms: (1, 4) (0 samples, kept)"));
+  LearningPolicyParams other = before;
+  other.knobs = {"capacity_factor", "noise_std"};
+  other.arms = {{1, 0}, {2, 0.05}};
+  CHECK(Contains(ArmsChange(before, other, state),
+                 "knobs changed from capacity_factor,top_k to capacity_factor,noise_std"));
 }
 
 }  // namespace

@@ -198,6 +198,7 @@ TEST_CASE("migration 8 keeps every epoch of a keyed epochs table", "[store][leve
   {
     // The epochs table as migrations 1 to 7 left it: one row per (engine, epoch).
     RawDb raw(path);
+    UndoMigration9(raw);
     for (const char* sql :
          {"DROP TABLE epochs",
           "CREATE TABLE epochs (engine_id TEXT NOT NULL, epoch INTEGER NOT NULL, created_ns "

@@ -109,6 +109,7 @@ TEST_CASE("a step is one row, and rows written before migration 5 stay readable"
     records.push_back(MakeStep("e1", s, t0 + static_cast<int64_t>(s) * kSecond, 3, 8));
   {
     RawDb raw(path);
+    UndoMigration9(raw);
     UndoMigration6(raw);
     REQUIRE(raw.Exec("DROP TABLE steps") == SQLITE_OK);
     REQUIRE(raw.Exec("DROP INDEX decisions_by_time") == SQLITE_OK);  // migration 7

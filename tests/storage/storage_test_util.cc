@@ -189,6 +189,15 @@ void TakeDecisionId(const std::string& path, int64_t id) {
                    "'proposed')") == SQLITE_OK);
 }
 
+void UndoMigration9(RawDb& raw) {
+  for (const char* sql : {"ALTER TABLE learning_samples DROP COLUMN setting",
+                          "DELETE FROM schema_migrations WHERE version = 9"}) {
+    std::string error;
+    INFO(sql << ": " << error);
+    REQUIRE(raw.Exec(sql, &error) == SQLITE_OK);
+  }
+}
+
 void UndoMigration6(RawDb& raw) {
   for (const char* sql : {"DROP TABLE operator_actions", "ALTER TABLE engines DROP COLUMN gone_ns",
                           "ALTER TABLE decisions DROP COLUMN repeats",

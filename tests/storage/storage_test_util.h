@@ -21,7 +21,7 @@
 namespace moe::storage::testing {
 
 // The schema version of a database this build creates (the last migration).
-inline constexpr int kSchemaVersion = 8;
+inline constexpr int kSchemaVersion = 9;
 
 // A step of `num_layers` layers with `num_experts` experts each; every figure
 // depends on (step, layer) so rows are told apart.
@@ -74,6 +74,8 @@ void TakeDecisionId(const std::string& path, int64_t id);
 // migration 6 (operator levers): its table and columns dropped, its
 // schema_migrations row deleted.
 void UndoMigration6(RawDb& raw);
+// Takes migration 9 (learning_samples.setting) back out.
+void UndoMigration9(RawDb& raw);
 
 // The whole file's bytes ("" if missing).
 std::string ReadFileBytes(const std::string& path);

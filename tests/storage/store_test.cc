@@ -52,7 +52,8 @@ TEST_CASE("migrations are numbered, recorded, and reopening applies nothing twic
                                ",5:steps as one row:" + std::to_string(opened_at) +
                                ",6:operator levers:" + std::to_string(opened_at) +
                                ",7:decision retention:" + std::to_string(opened_at) +
-                               ",8:epoch history:" + std::to_string(opened_at);
+                               ",8:epoch history:" + std::to_string(opened_at) +
+                               ",9:joint learning settings:" + std::to_string(opened_at);
   CHECK(read_migrations() == expected);
 
   clock.Advance(3600 * kSecond);
@@ -77,6 +78,7 @@ TEST_CASE("a schema-3 database gains the prediction columns; a prediction round-
   {
     // What a database written before migration 4 looks like.
     RawDb raw(path);
+    UndoMigration9(raw);
     UndoMigration6(raw);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN predicted_gain") == 0);
     REQUIRE(raw.Exec("ALTER TABLE decisions DROP COLUMN prediction_json") == 0);
@@ -126,7 +128,7 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
   auto store = OpenStore(TestOptions(path), &clock);
   CHECK(store->stats().last_decision_id == 1);
   storage::LearningSampleRow sample{
-      "e1", 7, 100, "imbalance 1 of 3, tokens 0 of 1", "capacity_factor", 1.5, -0.25, 16};
+      "e1", 7, 100, "imbalance 1 of 3, tokens 0 of 1", "capacity_factor", 1.5, -0.25, 16, {1.5}};
   store->RecordLearningSample(sample);
   store->RecordLearningSample({"e1", 8, 200, "imbalance 2 of 3, tokens 0 of 1", "top_k", 2, -1, 8});
   REQUIRE(store->Flush().ok());
@@ -142,6 +144,57 @@ TEST_CASE("a schema-2 database gains the learning table and keeps every row", "[
   auto all = reader->LearningSamples("", "");
   REQUIRE(all.ok());
   CHECK(all->size() == 2);
+  CHECK((*all)[1].setting == std::vector<double>{2});  // written without a setting
+}
+
+TEST_CASE(
+    "learning samples keep a joint setting; rows from before migration 9 read as their "
+    "value; a setting not written by moectld is an error",
+    "[store]") {
+  TempDir dir;
+  FakeClock clock;
+  const std::string path = dir.File("moectl.db");
+  {
+    auto store = OpenStore(TestOptions(path), &clock);
+    store->RecordLearningSample({"e1", 1, 100, "r", "capacity_factor", 1.25, -0.5, 8});
+    REQUIRE(store->Close().ok());
+  }
+  {
+    // A row as a schema-8 database holds it: no setting column.
+    RawDb raw(path);
+    UndoMigration9(raw);
+  }
+  {
+    auto store = OpenStore(TestOptions(path), &clock);
+    // 0.1 + 0.2 has no short decimal form: the text must round-trip it.
+    store->RecordLearningSample(
+        {"e1", 2, 200, "r", "capacity_factor,top_k", 0.1 + 0.2, -0.25, 8, {0.1 + 0.2, 6}});
+    REQUIRE(store->Close().ok());
+  }
+  {
+    auto reader = OpenReader(path);
+    auto old_rows = reader->LearningSamples("e1", "capacity_factor");
+    REQUIRE(old_rows.ok());
+    REQUIRE(old_rows->size() == 1);
+    CHECK((*old_rows)[0].setting == std::vector<double>{1.25});
+    auto joint = reader->LearningSamples("e1", "capacity_factor,top_k");
+    REQUIRE(joint.ok());
+    REQUIRE(joint->size() == 1);
+    CHECK((*joint)[0].setting == std::vector<double>{0.1 + 0.2, 6});
+    CHECK((*joint)[0].value == 0.1 + 0.2);
+  }
+  for (const char* bad : {"[1,x]", "1,2", "[]", "[1,]"}) {
+    {
+      RawDb raw(path);
+      REQUIRE(raw.Exec(std::string("UPDATE learning_samples SET setting = '") + bad +
+                       "' WHERE epoch = 2") == SQLITE_OK);
+    }
+    auto reader = OpenReader(path);
+    auto rows = reader->LearningSamples("e1", "");
+    INFO(bad);
+    REQUIRE_FALSE(rows.ok());
+    CHECK(rows.status().message().find("learning_samples.setting") != std::string::npos);
+  }
 }
 
 TEST_CASE("the database runs in WAL mode", "[store]") {

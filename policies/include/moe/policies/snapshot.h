@@ -202,6 +202,11 @@ struct Proposal {
   std::vector<std::vector<float>> vectors;
   std::vector<std::vector<uint32_t>> current_placements;
   std::vector<std::vector<uint32_t>> placements;
+  // Other scalar knobs of the same setting (the learning policy's joint
+  // settings): each judged by the guard and sent in this proposal's command,
+  // as a joint change. Each has the same policy and layer; none has
+  // companions of its own.
+  std::vector<Proposal> companions;
 };
 
 // The snapshot's layer estimates indexed by layer id: entry l is the first

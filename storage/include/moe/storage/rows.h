@@ -68,10 +68,15 @@ struct LearningSampleRow {
   uint64_t epoch = 0;
   int64_t created_ns = 0;
   std::string regime;  // e.g. "imbalance 1 of 3, tokens 0 of 1"
-  std::string knob;    // e.g. "capacity_factor"
-  double value = 0;
+  // The knobs learnt, joined by ",": "capacity_factor", or for joint
+  // settings "capacity_factor,top_k".
+  std::string knob;
+  double value = 0;  // the first knob's value
   double reward = 0;
   uint64_t steps = 0;  // steps the reward covers
+  // Every knob's value, in `knob`'s order; a one-knob sample may leave it
+  // empty (stored as {value}), and reads back {value}.
+  std::vector<double> setting;
 
   friend bool operator==(const LearningSampleRow&, const LearningSampleRow&) = default;
 };
