@@ -70,6 +70,7 @@ ControllerImpl::ControllerImpl(const ControllerOptions& options, Clock* clock,
       store_(std::move(store)),
       learner_(LearnerOptionsOf(options)) {
   next_progress_ns_ = clock_->NowNanos() + options_.progress_interval_ms * kNanosPerMilli;
+  SetPlanGainParams();
 }
 
 Status ControllerImpl::Poll(std::chrono::milliseconds wait) {
@@ -111,6 +112,7 @@ Status ControllerImpl::Reload(const ControllerOptions& options) {
   }
   const bool knob_changed = learner_.Reload(LearnerOptionsOf(options));
   options_ = options;
+  SetPlanGainParams();
   for (auto& [id, e] : engines_)
     SetCapacityReplays(e);
   if (knob_changed) {
@@ -169,6 +171,14 @@ void ControllerImpl::SetCapacityReplays(EngineState& e) const {
   e.set_capacity_replays(
       options_.counterfactual_enabled ? options_.counterfactual.candidates : std::vector<double>{},
       options_.counterfactual.lookback_steps);
+}
+
+void ControllerImpl::SetPlanGainParams() {
+  if (!options_.counterfactual_enabled) {
+    plans_.set_gain_params(std::nullopt);
+    return;
+  }
+  plans_.set_gain_params(PlanWorker::GainParams{options_.counterfactual, options_.reward});
 }
 
 EngineState& ControllerImpl::Engine(const std::string& id) {

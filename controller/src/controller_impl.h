@@ -125,6 +125,9 @@ class ControllerImpl final : public Controller {
   bool PolicyEnabled(const std::string& name) const;
   // The capacity replays `e` keeps at ingest (EngineState::set_capacity_replays).
   void SetCapacityReplays(EngineState& e) const;
+  // What the plan worker judges its plans with (JudgePlacement's parameters,
+  // or none with the counterfactual policy off).
+  void SetPlanGainParams();
 
   // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
   // (`snapshot` is shared with a plan the replication policy starts.)
@@ -140,8 +143,11 @@ class ControllerImpl final : public Controller {
 
   // With the counterfactual policy on, a placement is judged on the window's
   // own demand too: one that is not predicted to gain min_gain is rejected.
+  // A plan the worker judged on the snapshot it was made from keeps that
+  // gain when the guard let its placements through unchanged (the reason
+  // says which window); any other placement is replayed on `snapshot`.
   void JudgePlacement(const policies::Proposal& proposal, const policies::EngineSnapshot& snapshot,
-                      policies::Verdict* verdict) const;
+                      policies::Verdict* verdict);
 
   // Records the decision and, unless rejected or advisory, sends it. Returns
   // its row's id (0 when folded into an earlier identical rejection).
