@@ -179,8 +179,11 @@ class ControllerImpl final : public Controller {
     int64_t decision_id = 0;
     std::string knob;
     double value = 0;
-    nlohmann::json change;  // the epochs row's knobs_json once applied (ChangeJson)
+    nlohmann::json change;  // the epochs row's knobs_json once applied (ChangeJson) ...
+    // ... with, when set, the member `knob` as text (a placement's changes).
+    std::optional<std::string> change_text;
     int64_t sent_ns = 0;
+    std::string ChangeText() const;  // the epochs row's knobs_json
   };
 
   ControllerOptions options_;
