@@ -345,11 +345,29 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
   query.limit = 0;
   MOE_ASSIGN_OR_RETURN(std::vector<storage::DecisionRow> decisions, reader->Decisions(query));
   std::map<std::string, std::map<std::string, int>> counts;
-  for (const storage::DecisionRow& d : decisions)
+  // Where each placement was judged on demand (JudgePlacement's reason): on
+  // the plan's own snapshot, by the plan worker, or replayed in the cycle.
+  uint64_t judged_on_plan = 0, judged_in_cycle = 0;
+  for (const storage::DecisionRow& d : decisions) {
     ++counts[d.policy][d.verdict];
+    if (d.knob != "phy2log") continue;
+    if (d.verdict_reason.find("the window the plan was made from") != std::string::npos) {
+      ++judged_on_plan;
+    } else if (d.verdict_reason.find("the window's own demand") != std::string::npos) {
+      ++judged_in_cycle;
+    }
+  }
   for (const auto& [policy, verdicts] : counts)
     by_policy[policy] = verdicts;
 
+  // Cycles over the goal, and of those the ones whose own thread ran under
+  // it: the rest of their wall time was spent off the core (preempted).
+  uint64_t over_goal = 0, over_goal_cpu_under = 0;
+  for (size_t i = 0; i < wall_all.size(); ++i) {
+    if (wall_all[i] < 1000) continue;
+    ++over_goal;
+    if (cpu_all[i] < 1000) ++over_goal_cpu_under;
+  }
   const double p99 = Percentile(wall_all, 99);
   const double to_command_p99 = Percentile(to_command, 99);
   auto phase_table = [](const std::map<std::string, std::vector<double>>& phases) {
@@ -372,10 +390,13 @@ Result<json> RunCycles(const controller::ControllerOptions& base, const ModelSha
        {"phases", phase_table(phases_all)},
        {"phases_sent_command", phase_table(phases_sent)},
        {"decisions_by_policy", by_policy},
+       {"placements_judged",
+        {{"on_the_plans_window", judged_on_plan}, {"replayed_in_the_cycle", judged_in_cycle}}},
        {"commands_sent", end.commands_sent},
        {"rollbacks", end.rollbacks},
        {"snapshot_to_command", Distribution(to_command)},
        {"goal_p99_us", 1000},
+       {"over_goal", {{"cycles", over_goal}, {"thread_cpu_under_goal", over_goal_cpu_under}}},
        {"p99_under_goal", p99 < 1000},
        {"snapshot_to_command_p99_under_goal", to_command_p99 < 1000}});
 }

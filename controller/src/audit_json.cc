@@ -2,11 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iterator>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "moe/policies/guard.h"
 
@@ -158,6 +160,74 @@ json PlacementChangesJson(const std::vector<std::vector<uint32_t>>& before,
     if (!changed.empty()) layers[std::to_string(l)] = std::move(changed);
   }
   return layers;
+}
+
+namespace {
+
+// `indices` in the order nlohmann::json keeps their decimal strings as keys.
+void SortAsKeys(std::vector<std::pair<std::string, size_t>>* indices) {
+  std::sort(indices->begin(), indices->end());
+}
+
+}  // namespace
+
+std::string PlacementChangesText(const std::vector<std::vector<uint32_t>>& before,
+                                 const std::vector<std::vector<uint32_t>>& after) {
+  std::vector<std::pair<std::string, size_t>> layers;
+  for (size_t l = 0; l < after.size(); ++l) {
+    const bool changed = l >= before.size() || before[l].size() < after[l].size() ||
+                         !std::equal(after[l].begin(), after[l].end(), before[l].begin());
+    if (changed && !after[l].empty()) layers.emplace_back(std::to_string(l), l);
+  }
+  SortAsKeys(&layers);
+  std::string out = "{";
+  std::vector<std::pair<std::string, size_t>> slots;
+  for (const auto& [layer_key, l] : layers) {
+    slots.clear();
+    for (size_t s = 0; s < after[l].size(); ++s) {
+      const bool known = l < before.size() && s < before[l].size();
+      if (!known || before[l][s] != after[l][s]) slots.emplace_back(std::to_string(s), s);
+    }
+    SortAsKeys(&slots);
+    if (out.size() > 1) out += ',';
+    fmt::format_to(std::back_inserter(out), "\"{}\":{{", layer_key);
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const size_t s = slots[i].second;
+      const bool known = l < before.size() && s < before[l].size();
+      if (known) {
+        fmt::format_to(std::back_inserter(out), "{}\"{}\":[{},{}]", i > 0 ? "," : "",
+                       slots[i].first, before[l][s], after[l][s]);
+      } else {
+        fmt::format_to(std::back_inserter(out), "{}\"{}\":[null,{}]", i > 0 ? "," : "",
+                       slots[i].first, after[l][s]);
+      }
+    }
+    out += '}';
+  }
+  out += '}';
+  return out;
+}
+
+std::string DumpWithMember(const json& object, const std::string& key,
+                           std::string_view member_text) {
+  std::string out = "{";
+  bool placed = false;
+  auto add = [&out](const std::string& k, std::string_view text) {
+    if (out.size() > 1) out += ',';
+    out += json(k).dump();
+    out += ':';
+    out += text;
+  };
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    if (!placed && key < it.key()) {
+      add(key, member_text);
+      placed = true;
+    }
+    add(it.key(), it.value().dump());
+  }
+  if (!placed) add(key, member_text);
+  out += '}';
+  return out;
 }
 
 // A vector change as JSON: per changed layer, {expert: [before, after]}.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine_state.h"
@@ -48,6 +49,18 @@ void AddChange(const KnobChange& change, const std::vector<std::vector<float>>& 
 // A placement change: per changed layer, {slot: [expert before, after]}.
 nlohmann::json PlacementChangesJson(const std::vector<std::vector<uint32_t>>& before,
                                     const std::vector<std::vector<uint32_t>>& after);
+
+// PlacementChangesJson(before, after).dump(), written directly: the same
+// text (layers and slots as decimal keys in string order), without building
+// the tree (~0.3 ms for a plan of 61 layers at 8 moves each).
+std::string PlacementChangesText(const std::vector<std::vector<uint32_t>>& before,
+                                 const std::vector<std::vector<uint32_t>>& after);
+
+// The text `object` (an object without `key`) would dump with `member_text`
+// (JSON text, e.g. PlacementChangesText's) set under `key`: the members in
+// key order, as nlohmann::json::dump() writes them.
+std::string DumpWithMember(const nlohmann::json& object, const std::string& key,
+                           std::string_view member_text);
 
 // A vector change: per changed layer, {element: [before, after]}.
 nlohmann::json VectorChangesJson(const std::vector<std::vector<float>>& before,

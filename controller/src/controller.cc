@@ -70,6 +70,7 @@ ControllerImpl::ControllerImpl(const ControllerOptions& options, Clock* clock,
       store_(std::move(store)),
       learner_(LearnerOptionsOf(options)) {
   next_progress_ns_ = clock_->NowNanos() + options_.progress_interval_ms * kNanosPerMilli;
+  SetPlanGainParams();
 }
 
 Status ControllerImpl::Poll(std::chrono::milliseconds wait) {
@@ -111,6 +112,7 @@ Status ControllerImpl::Reload(const ControllerOptions& options) {
   }
   const bool knob_changed = learner_.Reload(LearnerOptionsOf(options));
   options_ = options;
+  SetPlanGainParams();
   for (auto& [id, e] : engines_)
     SetCapacityReplays(e);
   if (knob_changed) {
@@ -169,6 +171,18 @@ void ControllerImpl::SetCapacityReplays(EngineState& e) const {
   e.set_capacity_replays(
       options_.counterfactual_enabled ? options_.counterfactual.candidates : std::vector<double>{},
       options_.counterfactual.lookback_steps);
+}
+
+std::string ControllerImpl::SentCommand::ChangeText() const {
+  return change_text ? DumpWithMember(change, knob, *change_text) : change.dump();
+}
+
+void ControllerImpl::SetPlanGainParams() {
+  if (!options_.counterfactual_enabled) {
+    plans_.set_gain_params(std::nullopt);
+    return;
+  }
+  plans_.set_gain_params(PlanWorker::GainParams{options_.counterfactual, options_.reward});
 }
 
 EngineState& ControllerImpl::Engine(const std::string& id) {
@@ -358,7 +372,7 @@ void ControllerImpl::SettleApplied(EngineState& e, std::optional<uint64_t> at_st
   auto sent = sent_.find({e.engine_id(), pending.epoch});
   if (sent != sent_.end()) {
     const SentCommand& cmd = sent->second;
-    store_->RecordEpoch({e.engine_id(), pending.epoch, now, cmd.change.dump(), cmd.decision_id});
+    store_->RecordEpoch({e.engine_id(), pending.epoch, now, cmd.ChangeText(), cmd.decision_id});
     sent_.erase(sent);
   }
   spdlog::info("engine {}: epoch {} was applied without an ack ({})", e.engine_id(), pending.epoch,
@@ -402,7 +416,7 @@ void ControllerImpl::OnAck(const telemetry::Ack& ack, int64_t now) {
     return;
   }
   e.ledger().OnAcked(ack.epoch);
-  store_->RecordEpoch({ack.engine_id, ack.epoch, now, cmd.change.dump(), cmd.decision_id});
+  store_->RecordEpoch({ack.engine_id, ack.epoch, now, cmd.ChangeText(), cmd.decision_id});
   spdlog::info("engine {}: applied epoch {} ({} = {}) at step {}", ack.engine_id, ack.epoch,
                cmd.knob, cmd.value, ack.applied_at_step);
   if (is_pending) {
@@ -522,9 +536,12 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   if (vector_knob) {
     proposal_json["changes"] = VectorChangesJson(proposal.current_vectors, proposal.vectors);
   }
+  // A placement's changes are written as text once (PlacementChangesText):
+  // for the proposal and, when the guard let it through as proposed, for the
+  // command and the epochs row.
+  std::string placement_changes;
   if (placement_knob) {
-    proposal_json["changes"] =
-        PlacementChangesJson(proposal.current_placements, proposal.placements);
+    placement_changes = PlacementChangesText(proposal.current_placements, proposal.placements);
   }
   // Joint settings: the command's other knobs, what a rollback restores.
   std::vector<CompanionChange> companions;
@@ -545,7 +562,8 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
     companion_changes.push_back(c.change);
     companions.push_back(std::move(c));
   }
-  row.proposal_json = proposal_json.dump();
+  row.proposal_json = placement_knob ? DumpWithMember(proposal_json, "changes", placement_changes)
+                                     : proposal_json.dump();
   row.verdict = std::string(policies::VerdictName(verdict.kind));
   row.verdict_reason = verdict.reason;
   audit_timer.Stop();
@@ -582,14 +600,25 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   // built a second time.
   PhaseTimer change_audit_timer(&current_.audit_us);
   json change_json;
-  if ((vector_knob && in_force == proposal.current_vectors && change.vectors == proposal.vectors) ||
-      (placement_knob && placed == proposal.current_placements &&
-       change.placements == proposal.placements)) {
+  // A placement's change stays text, dumped under proposal.knob with the
+  // rest of change_json (SentCommand::ChangeText).
+  std::optional<std::string> change_text;
+  if (vector_knob && in_force == proposal.current_vectors && change.vectors == proposal.vectors) {
     change_json = json::object();
     change_json[proposal.knob] = std::move(proposal_json["changes"]);
+  } else if (placement_knob) {
+    change_json = json::object();
+    const bool as_proposed =
+        placed == proposal.current_placements && change.placements == proposal.placements;
+    change_text = as_proposed ? std::move(placement_changes)
+                              : PlacementChangesText(placed, change.placements);
   } else {
     change_json = ChangeJson(change, in_force, placed);
   }
+  auto dump_change = [&] {
+    return change_text ? DumpWithMember(change_json, proposal.knob, *change_text)
+                       : change_json.dump();
+  };
   for (const CompanionChange& c : companions) {
     change_json["with"].push_back(ChangeJson(c.change, c.previous_vectors, c.previous_placements));
   }
@@ -597,7 +626,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   if (ModeOf(e.engine_id()) == ControlMode::kAdvisory) {
     // Decided and audited as if active; nothing goes to the engine.
     ++stats_.advisory;
-    row.command_json = change_json.dump();
+    row.command_json = dump_change();
     row.status = "advisory";
     int64_t id = store_->RecordDecision(std::move(row));
     spdlog::info(
@@ -618,7 +647,7 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   }
   PhaseTimer command_audit_timer(&current_.audit_us);
   change_json["epoch"] = command.epoch;
-  row.command_json = change_json.dump();
+  row.command_json = dump_change();
   change_json.erase("epoch");  // what the epochs row records once the engine applies it
   command_audit_timer.Stop();
   row.status = "sent";
@@ -660,8 +689,8 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   ++stats_.commands_sent;
   e.OnSent(command.epoch, change, companion_changes);
   store_->RecordCommandSent(id, command.epoch, now);
-  sent_[{e.engine_id(), command.epoch}] = {id, change.knob, change.value, std::move(change_json),
-                                           now};
+  sent_[{e.engine_id(), command.epoch}] = {
+      id, change.knob, change.value, std::move(change_json), std::move(change_text), now};
   PendingDecision pending;
   pending.decision_id = id;
   pending.epoch = command.epoch;

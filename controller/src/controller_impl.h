@@ -125,6 +125,9 @@ class ControllerImpl final : public Controller {
   bool PolicyEnabled(const std::string& name) const;
   // The capacity replays `e` keeps at ingest (EngineState::set_capacity_replays).
   void SetCapacityReplays(EngineState& e) const;
+  // What the plan worker judges its plans with (JudgePlacement's parameters,
+  // or none with the counterfactual policy off).
+  void SetPlanGainParams();
 
   // The proposal of policy `name` for `snapshot`, when it is enabled and wants one.
   // (`snapshot` is shared with a plan the replication policy starts.)
@@ -140,8 +143,11 @@ class ControllerImpl final : public Controller {
 
   // With the counterfactual policy on, a placement is judged on the window's
   // own demand too: one that is not predicted to gain min_gain is rejected.
+  // A plan the worker judged on the snapshot it was made from keeps that
+  // gain when the guard let its placements through unchanged (the reason
+  // says which window); any other placement is replayed on `snapshot`.
   void JudgePlacement(const policies::Proposal& proposal, const policies::EngineSnapshot& snapshot,
-                      policies::Verdict* verdict) const;
+                      policies::Verdict* verdict);
 
   // Records the decision and, unless rejected or advisory, sends it. Returns
   // its row's id (0 when folded into an earlier identical rejection).
@@ -173,8 +179,11 @@ class ControllerImpl final : public Controller {
     int64_t decision_id = 0;
     std::string knob;
     double value = 0;
-    nlohmann::json change;  // the epochs row's knobs_json once applied (ChangeJson)
+    nlohmann::json change;  // the epochs row's knobs_json once applied (ChangeJson) ...
+    // ... with, when set, the member `knob` as text (a placement's changes).
+    std::optional<std::string> change_text;
     int64_t sent_ns = 0;
+    std::string ChangeText() const;  // the epochs row's knobs_json
   };
 
   ControllerOptions options_;

@@ -188,7 +188,7 @@ std::optional<policies::Proposal> ControllerImpl::AskTimed(
 
 void ControllerImpl::JudgePlacement(const policies::Proposal& proposal,
                                     const policies::EngineSnapshot& snapshot,
-                                    policies::Verdict* verdict) const {
+                                    policies::Verdict* verdict) {
   if (!options_.counterfactual_enabled || !policies::IsPlacementKnob(proposal.knob) ||
       verdict->kind == policies::VerdictKind::kRejected) {
     return;
@@ -197,17 +197,28 @@ void ControllerImpl::JudgePlacement(const policies::Proposal& proposal,
     verdict->reason += "; not judged on the window's demand: no cost model fitted yet";
     return;
   }
-  const double gain = policies::PlacementGain(snapshot, verdict->placements,
-                                              options_.counterfactual, options_.reward);
+  // A plan made on the worker was judged there, on the snapshot it was made
+  // from: its gain holds for exactly its placements, under the same epoch and
+  // settings (PlanWorker::TakeGain); any other placement is replayed here.
+  double gain = 0;
+  std::string window;
+  if (const std::optional<PlanWorker::PlanGain> planned =
+          plans_.TakeGain(snapshot, verdict->placements)) {
+    gain = planned->gain;
+    window = fmt::format("on the window the plan was made from (through step {})",
+                         planned->through_step);
+  } else {
+    gain = policies::PlacementGain(snapshot, verdict->placements, options_.counterfactual,
+                                   options_.reward);
+    window = "on the window's own demand";
+  }
   if (gain >= options_.counterfactual.min_gain) {
-    verdict->reason +=
-        fmt::format("; predicted reward gain {:.5f} per step on the window's own demand", gain);
+    verdict->reason += fmt::format("; predicted reward gain {:.5f} per step {}", gain, window);
   } else {
     verdict->kind = policies::VerdictKind::kRejected;
-    verdict->reason = fmt::format(
-        "predicted reward gain {:.5f} per step on the window's own demand is below "
-        "counterfactual.min_gain {}",
-        gain, options_.counterfactual.min_gain);
+    verdict->reason =
+        fmt::format("predicted reward gain {:.5f} per step {} is below counterfactual.min_gain {}",
+                    gain, window, options_.counterfactual.min_gain);
   }
 }
 

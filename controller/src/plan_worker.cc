@@ -42,10 +42,62 @@ void PlanWorker::Loop() {
     lock.unlock();
     std::optional<policies::Proposal> result =
         policies::ProposeReplication(*job->snapshot, job->params);
+    std::optional<Judged> judged = result ? Judge(*job, *result) : std::nullopt;
     lock.lock();
     job->result = std::move(result);
+    job->judged = std::move(judged);
     job->done = true;
   }
+}
+
+std::optional<PlanWorker::Judged> PlanWorker::Judge(const Job& job,
+                                                    const policies::Proposal& proposal) {
+  const policies::EngineSnapshot& snapshot = *job.snapshot;
+  if (!job.gain_params || proposal.placements.empty() || !snapshot.cost_model.calibrated) {
+    return std::nullopt;
+  }
+  Judged out;
+  out.gain.gain = policies::PlacementGain(snapshot, proposal.placements,
+                                          job.gain_params->counterfactual, job.gain_params->reward);
+  out.gain.through_step = snapshot.recent.empty() ? 0 : snapshot.recent.back().step;
+  out.generation = job.generation;
+  out.epoch = snapshot.epoch;
+  out.capacity_factor = snapshot.knobs.capacity_factor;
+  out.top_k = snapshot.knobs.top_k;
+  out.capacity_scope = snapshot.knobs.capacity_scope;
+  out.num_replicas = snapshot.num_replicas;
+  out.num_devices = snapshot.num_devices;
+  out.reference_top_k = snapshot.reference_top_k;
+  out.in_force = snapshot.knobs.phy2log;
+  out.placements = proposal.placements;
+  return out;
+}
+
+void PlanWorker::set_gain_params(std::optional<GainParams> params) {
+  gain_params_ = std::move(params);
+  ++generation_;
+}
+
+std::optional<PlanWorker::PlanGain> PlanWorker::TakeGain(
+    const policies::EngineSnapshot& snapshot,
+    const std::vector<std::vector<uint32_t>>& placements) {
+  auto it = engines_.find(snapshot.engine_id);
+  if (it == engines_.end() || !it->second.judged) return std::nullopt;
+  std::optional<Judged> judged = std::move(it->second.judged);
+  it->second.judged.reset();
+  const policies::KnobValues& knobs = snapshot.knobs;
+  // Cheapest first; the placements are compared in full, never by a hash.
+  const bool same = judged->generation == generation_ && judged->epoch == snapshot.epoch &&
+                    judged->capacity_factor == knobs.capacity_factor &&
+                    judged->top_k == knobs.top_k &&
+                    judged->capacity_scope == knobs.capacity_scope &&
+                    judged->num_replicas == snapshot.num_replicas &&
+                    judged->num_devices == snapshot.num_devices &&
+                    judged->reference_top_k == snapshot.reference_top_k &&
+                    judged->placements == placements && judged->in_force == knobs.phy2log;
+  if (!same) return std::nullopt;
+  ++gains_taken_;
+  return judged->gain;
 }
 
 std::optional<policies::Proposal> PlanWorker::Ask(const policies::EngineSnapshot& snapshot,
@@ -72,7 +124,12 @@ std::optional<policies::Proposal> PlanWorker::Ask(
     std::shared_ptr<Job> job = std::move(e.job);
     std::optional<policies::Proposal> result;
     const bool current = job->snapshot->epoch == snapshot.epoch;
-    if (current) result = std::move(job->result);
+    e.judged.reset();
+    if (current) {
+      result = std::move(job->result);
+      e.judged = std::move(job->judged);
+      if (e.judged) ++gains_computed_;
+    }
     {
       // Not woken for this: a woken worker would take the control thread's
       // core on a small machine; it releases the job when it plans next.
@@ -87,6 +144,8 @@ std::optional<policies::Proposal> PlanWorker::Ask(
   auto job = std::make_shared<Job>();
   job->snapshot = std::move(shared);
   job->params = params;
+  job->gain_params = gain_params_;
+  job->generation = generation_;
   e.job = job;
   e.epoch = snapshot.epoch;
   e.steps = snapshot.steps_in_epoch;

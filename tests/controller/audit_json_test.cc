@@ -1,7 +1,8 @@
 // The decision row's inputs (SnapshotJsonText), written straight to text on
 // the path from snapshot to command, reads back as the json tree of the same
-// figures; and the epoch ledger's running byte count stays that of its
-// entries through every change.
+// figures; a placement's changes written as text (PlacementChangesText,
+// DumpWithMember) are the very text the json tree dumps; and the epoch
+// ledger's running byte count stays that of its entries through every change.
 
 #include <catch2/catch.hpp>
 
@@ -109,6 +110,51 @@ uint64_t BytesFromScratch(const EpochLedger& ledger, uint64_t last_epoch) {
       bytes += sizeof(layer) + layer.capacity() * sizeof(uint32_t);
   }
   return bytes;
+}
+
+TEST_CASE("A placement's changes as text are the text of their json tree", "[audit]") {
+  std::mt19937_64 rng(17);
+  std::uniform_int_distribution<uint32_t> expert(0, 255);
+  std::uniform_int_distribution<int> coin(0, 9);
+  for (int round = 0; round < 50; ++round) {
+    // 61 x 288 slots, a few moved per layer; some layers untouched, and
+    // (some rounds) layers or slots the placement in force lacks.
+    std::vector<std::vector<uint32_t>> before(61, std::vector<uint32_t>(288));
+    for (auto& layer : before)
+      for (uint32_t& e : layer)
+        e = expert(rng);
+    std::vector<std::vector<uint32_t>> after = before;
+    for (auto& layer : after) {
+      if (coin(rng) < 3) continue;
+      for (int m = 0; m < 8; ++m)
+        layer[expert(rng) % layer.size()] = expert(rng);
+    }
+    if (round % 5 == 1) before.resize(40);
+    if (round % 5 == 2) before[7].resize(100);
+    if (round % 5 == 3) after.push_back({});
+    if (round % 5 == 4) before.clear();
+    const json tree = PlacementChangesJson(before, after);
+    const std::string text = PlacementChangesText(before, after);
+    REQUIRE(text == tree.dump());
+
+    // Spliced into a proposal (a member sorting first) and a command (in
+    // the middle, between "epoch" and "with"), with text that needs escaping.
+    json proposal = {{"knob", "phy2log"},
+                     {"layer", -1},
+                     {"current", 1.25},
+                     {"value", 1.0 / 3},
+                     {"reason", "moves \"hot\" experts\n\u00e9"}};
+    json full = proposal;
+    full["changes"] = tree;
+    CHECK(DumpWithMember(proposal, "changes", text) == full.dump());
+    json command = {{"epoch", 12}, {"with", json::array({{{"capacity_factor", 2.5}}})}};
+    full = command;
+    full["phy2log"] = tree;
+    CHECK(DumpWithMember(command, "phy2log", text) == full.dump());
+    CHECK(DumpWithMember(json::object(), "phy2log", text) == json({{"phy2log", tree}}).dump());
+    CHECK(DumpWithMember(json({{"a", 1}}), "phy2log", text) ==
+          json({{"a", 1}, {"phy2log", tree}}).dump());
+  }
 }
 
 TEST_CASE("The epoch ledger's byte count follows its entries", "[audit][window]") {
