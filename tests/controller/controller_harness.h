@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -216,6 +217,15 @@ class Harness {
     auto rows = (*reader)->LearningSamples("", policies::KnobsName(options_.learning.knobs));
     REQUIRE(rows.ok());
     return *rows;
+  }
+
+  // Copies the database (with any WAL beside it) to `to`; call after
+  // Decisions() or Samples() closed the store.
+  void CopyDatabaseTo(const std::string& to) const {
+    for (const char* suffix : {"", "-wal"}) {
+      const std::string from = options_.db_path + suffix;
+      if (std::filesystem::exists(from)) std::filesystem::copy_file(from, to + suffix);
+    }
   }
 
   Controller& controller() { return *controller_; }

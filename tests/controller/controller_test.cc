@@ -417,10 +417,7 @@ TEST_CASE("Learning explores each value of its knob, then keeps the best; a rest
     CHECK(rows[2].proposal_json.find("exploit") != std::string::npos);
     CHECK(rows[0].inputs_json.find("\"regime\"") != std::string::npos);
     // Decisions() closed the store; copy the database with any WAL beside it.
-    for (const char* suffix : {"", "-wal"}) {
-      const std::string from = h.options().db_path + suffix;
-      if (std::filesystem::exists(from)) std::filesystem::copy_file(from, copy + suffix);
-    }
+    h.CopyDatabaseTo(copy);
   }
   // A new controller on that database: the measured decisions teach it, so an
   // engine at cf 1.0 in the same regime goes straight to 1.5.

@@ -56,10 +56,7 @@ TEST_CASE(
     const std::string reason = proposal["reason"];
     CHECK(reason.find("explore capacity_factor 1.5, top_k 1") != std::string::npos);
     CHECK(json::parse(rows[0].command_json)["with"].size() == 1);
-    for (const char* suffix : {"", "-wal"}) {
-      const std::string from = h.options().db_path + suffix;
-      if (std::filesystem::exists(from)) std::filesystem::copy_file(from, copy + suffix);
-    }
+    h.CopyDatabaseTo(copy);
   }
   {
     // The samples carry every knob's value, under the knobs' joined name.
