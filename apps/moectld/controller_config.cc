@@ -210,6 +210,11 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   learning.Read("exploration", &o->learning.exploration, Range<double>{0, 1e6});
   learning.Read("min_samples", &o->learning.min_samples, Range<int64_t>{1, 1'000'000});
   learning.Read("min_gain", &o->learning.min_gain, Range<double>{0, 1e6});
+  learning.Read("explore_max_drop_rate", &o->learning.explore_max_drop_rate, Range<double>{0, 1});
+  learning.Read("explore_quantile", &o->learning.explore_quantile, Range<double>{0, 1});
+  int64_t explore_lookback = static_cast<int64_t>(o->learning.explore_lookback_steps);
+  learning.Read("explore_lookback_steps", &explore_lookback, Range<int64_t>{1, 1'000'000});
+  o->learning.explore_lookback_steps = static_cast<uint64_t>(explore_lookback);
   o->learning.min_steps = ReadMinSteps(learning, o->learning.min_steps);
 
   TableReader bias = root.Table("bias");

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "moe/policies/cost_model.h"
@@ -317,6 +318,56 @@ std::shared_ptr<const CapacityReplay> ReplayCapacities(
   }
   out->slots = slots;
   return out;
+}
+
+std::optional<double> PessimisticDropRate(const EngineSnapshot& snapshot, double capacity_factor,
+                                          uint32_t top_k, uint64_t lookback_steps,
+                                          double quantile) {
+  const uint32_t k_in_force = std::max<uint32_t>(1, snapshot.knobs.top_k);
+  top_k = std::max<uint32_t>(1, top_k);
+  const double scale = static_cast<double>(top_k) / k_in_force;
+  const bool per_slot = snapshot.knobs.capacity_scope == telemetry::CapacityScope::kSlot;
+  const bool replays =
+      top_k == k_in_force && snapshot.capacity_replays.size() == snapshot.recent.size();
+  const CapacityReplay::Settings settings =
+      ReplaySettings(snapshot.knobs, snapshot.num_replicas, snapshot.num_devices);
+  const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
+  std::vector<LayerSlots> layers;
+  std::vector<double> rates;
+  for (size_t k = snapshot.recent.size(); k-- > 0;) {
+    if (lookback_steps > 0 && rates.size() >= lookback_steps) break;
+    const StepDemand& step = snapshot.recent[k];
+    if (!StepHasDemand(step)) continue;
+    const CapacityReplay* r = replays ? snapshot.capacity_replays[k].get() : nullptr;
+    const size_t c =
+        r != nullptr && r->settings == settings ? CandidateOf(*r, capacity_factor) : SIZE_MAX;
+    if (c != SIZE_MAX) {
+      rates.push_back(r->slots > 0 ? r->dropped[c] / r->slots : 0.0);
+      continue;
+    }
+    double slots = 0, dropped = 0;
+    if (layers.size() < step.layers.size()) layers.resize(step.layers.size());
+    for (size_t l = 0; l < step.layers.size(); ++l) {
+      const std::vector<double>& demand = step.layers[l];
+      if (demand.empty()) continue;
+      const double cap = Capacity(capacity_factor, step.tokens, top_k, demand.size());
+      if (per_slot && layers[l].num_experts != demand.size()) {
+        static const std::vector<uint32_t> kDefault;
+        Prepare(l < snapshot.knobs.phy2log.size() ? snapshot.knobs.phy2log[l] : kDefault,
+                demand.size(), snapshot.num_replicas, num_devices, &layers[l]);
+      }
+      for (size_t e = 0; e < demand.size(); ++e) {
+        slots += demand[e];
+        const double d = top_k > k_in_force ? std::min(step.tokens, demand[e] * scale) : demand[e];
+        const double room = per_slot ? cap * std::max<double>(1, layers[l].replicas[e]) : cap;
+        dropped += std::max(0.0, d - room);
+      }
+    }
+    const double slots_at_k = slots * scale;
+    rates.push_back(slots_at_k > 0 ? std::min(1.0, dropped / slots_at_k) : 0.0);
+  }
+  if (rates.empty()) return std::nullopt;
+  return LowQuantile(std::move(rates), quantile);
 }
 
 std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "moe/policies/counterfactual_policy.h"
+
 namespace moe::policies {
 namespace {
 
@@ -295,7 +297,32 @@ Status Validate(const LearningPolicyParams& p) {
     return Status::InvalidArgument(
         fmt::format("learning policy: min_gain must be >= 0, got {}", p.min_gain));
   }
+  if (!(p.explore_max_drop_rate >= 0 && p.explore_max_drop_rate <= 1)) {
+    return Status::InvalidArgument(
+        fmt::format("learning policy: explore_max_drop_rate must be in [0, 1] (1: no gate), got {}",
+                    p.explore_max_drop_rate));
+  }
+  if (!(p.explore_quantile >= 0 && p.explore_quantile <= 1)) {
+    return Status::InvalidArgument(fmt::format(
+        "learning policy: explore_quantile must be in [0, 1], got {}", p.explore_quantile));
+  }
+  if (p.explore_lookback_steps < 1) {
+    return Status::InvalidArgument(fmt::format(
+        "learning policy: explore_lookback_steps must be >= 1, got {}", p.explore_lookback_steps));
+  }
   return Status::Ok();
+}
+
+std::optional<double> ExploreDropRate(const EngineSnapshot& snapshot, const Setting& arm,
+                                      const LearningPolicyParams& params) {
+  double cf = snapshot.knobs.capacity_factor;
+  double top_k = snapshot.knobs.top_k;
+  for (size_t k = 0; k < params.knobs.size() && k < arm.size(); ++k) {
+    if (params.knobs[k] == knob::kCapacityFactor) cf = arm[k];
+    if (params.knobs[k] == knob::kTopK) top_k = arm[k];
+  }
+  return PessimisticDropRate(snapshot, cf, static_cast<uint32_t>(std::max(1.0, top_k)),
+                             params.explore_lookback_steps, params.explore_quantile);
 }
 
 double DemandImbalance(const EngineSnapshot& snapshot) {
@@ -393,54 +420,86 @@ std::optional<Proposal> ProposeLearning(const EngineSnapshot& snapshot,
   const bool on_arm = IsArm(in_force, params);
   const std::string knob_text = params.knobs.size() == 1 ? params.knobs[0] + " " : std::string();
 
-  // Explore: the unexplored arm nearest the current one.
-  std::optional<size_t> unexplored;
+  // Explore: the unexplored arm nearest the current one whose pessimistic
+  // drop rate passes the gate (worked out nearest first, and only as far as
+  // needed: each costs a pass over the window's demand).
+  std::vector<size_t> unexplored;
   size_t num_known = 0;
   for (size_t a = 0; a < arms.size(); ++a) {
     if (stats[a].samples >= params.min_samples) {
       ++num_known;
-    } else if (!unexplored || geometry.Nearer(a, *unexplored, current)) {
-      unexplored = a;
+    } else {
+      unexplored.push_back(a);
     }
   }
-  if (unexplored) {
-    const size_t arm = *unexplored;
+  std::stable_sort(unexplored.begin(), unexplored.end(),
+                   [&](size_t a, size_t b) { return geometry.Nearer(a, b, current); });
+  const bool gate = params.explore_max_drop_rate < 1;
+  std::vector<std::string> gated;
+  bool current_gated = false;
+  for (size_t arm : unexplored) {
+    std::optional<double> drops;
+    if (gate) drops = ExploreDropRate(snapshot, arms[arm], params);
+    if (drops && *drops > params.explore_max_drop_rate) {
+      gated.push_back(fmt::format("{} (drops {:.1f}%)", ArmName(params, arms[arm]), 100 * *drops));
+      current_gated = current_gated || arm == current;
+      continue;
+    }
     // The current arm is being measured now; its epoch's outcome comes first.
     if (SettingKey(arms[arm]) == SettingKey(in_force)) return std::nullopt;
-    return MakeProposal(params, in_force, arms[arm],
-                        fmt::format("regime {}: explore {}{} ({} of {} samples; {} of {} arms "
-                                    "known) from {} ({})",
-                                    regime, knob_text, ArmName(params, arms[arm]),
-                                    stats[arm].samples, params.min_samples, num_known, arms.size(),
-                                    ArmName(params, arms[current]), ArmText(stats[current])));
+    const std::string gate_text =
+        !gate   ? std::string()
+        : drops ? fmt::format("; predicted drops {:.1f}% <= {:.1f}%", 100 * *drops,
+                              100 * params.explore_max_drop_rate)
+                : std::string("; no demand to gate on");
+    return MakeProposal(
+        params, in_force, arms[arm],
+        fmt::format(
+            "regime {}: explore {}{} ({} of {} samples; {} of {} arms known{}) from {} "
+            "({}){}",
+            regime, knob_text, ArmName(params, arms[arm]), stats[arm].samples, params.min_samples,
+            num_known, arms.size(),
+            gated.empty() ? std::string() : fmt::format(", gated: {}", fmt::join(gated, ", ")),
+            ArmName(params, arms[current]), ArmText(stats[current]), gate_text));
   }
+  if (num_known == 0) return std::nullopt;
+  const std::string gated_text =
+      gated.empty() ? std::string()
+                    : fmt::format("; not explored, predicted drops above {:.1f}%: {}",
+                                  100 * params.explore_max_drop_rate, fmt::join(gated, ", "));
 
-  // Exploit: UCB1 over the regime's arms, all with samples >= min_samples >= 1.
+  // Exploit: UCB1 over the regime's known arms (samples >= min_samples >= 1).
+  auto known = [&](size_t a) { return stats[a].samples >= params.min_samples; };
   uint64_t total = 0;
-  for (const ArmStats& s : stats)
-    total += s.samples;
-  const double log_total = std::log(static_cast<double>(total));
-  std::vector<double> score(arms.size());
   for (size_t a = 0; a < arms.size(); ++a) {
+    if (known(a)) total += stats[a].samples;
+  }
+  const double log_total = std::log(static_cast<double>(total));
+  std::vector<double> score(arms.size(), -std::numeric_limits<double>::infinity());
+  for (size_t a = 0; a < arms.size(); ++a) {
+    if (!known(a)) continue;
     score[a] = stats[a].Mean() +
                params.exploration * std::sqrt(log_total / static_cast<double>(stats[a].samples));
   }
-  size_t best = current;
+  std::optional<size_t> best_known;
   for (size_t a = 0; a < arms.size(); ++a) {
-    if (score[a] > score[best] || (score[a] == score[best] && geometry.Nearer(a, best, current))) {
-      best = a;
+    if (!known(a)) continue;
+    if (!best_known || score[a] > score[*best_known] ||
+        (score[a] == score[*best_known] && geometry.Nearer(a, *best_known, current))) {
+      best_known = a;
     }
   }
+  const size_t best = *best_known;  // num_known > 0; a tie keeps the current arm
   if (SettingKey(arms[best]) == SettingKey(in_force)) return std::nullopt;
   const double gain = score[best] - score[current];
-  if (on_arm && !(gain >= params.min_gain)) return std::nullopt;
+  if (on_arm && !current_gated && !(gain >= params.min_gain)) return std::nullopt;
   return MakeProposal(
       params, in_force, arms[best],
       fmt::format("regime {}: exploit {}{} (mean reward {:.3f} over {} samples) over {} ({}); "
-                  "upper confidence {:.3f} vs {:.3f} (exploration {}, {} samples in regime)",
+                  "upper confidence {:.3f} vs {:.3f} (exploration {}, {} samples in regime){}",
                   regime, knob_text, ArmName(params, arms[best]), stats[best].Mean(),
                   stats[best].samples, ArmName(params, arms[current]), ArmText(stats[current]),
-                  score[best], score[current], params.exploration, total));
+                  score[best], score[current], params.exploration, total, gated_text));
 }
 
 }  // namespace moe::policies

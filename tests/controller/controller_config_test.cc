@@ -22,6 +22,9 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   CHECK(options->learning.knobs == std::vector<std::string>{"capacity_factor"});
   CHECK(options->learning.arms ==
         std::vector<policies::Setting>{{1.0}, {1.25}, {1.5}, {2.0}, {3.0}});
+  CHECK(options->learning.explore_max_drop_rate == 0.05);
+  CHECK(options->learning.explore_quantile == 0.9);
+  CHECK(options->learning.explore_lookback_steps == 16);
   CHECK(options->replication_enabled);
   CHECK(options->guard.placement_cooldown_ms == 250);
   CHECK(options->joint_changes);  // capacity and placement move in one command

@@ -68,6 +68,18 @@ StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& ste
                            double capacity_factor, const CounterfactualParams& params,
                            const RewardParams& reward);
 
+// The drop rate that `capacity_factor` (0 = unlimited) with `top_k` would
+// have given on the newest `lookback_steps` steps with demand (0: all), as
+// the `quantile` from below of the per-step rates (0.9: nearly the worst
+// step), under the snapshot's placement and capacity scope. At the K in force
+// it is each step's own replay, exact. Below it, an upper bound: a token's
+// K' choices are among its K, so no expert's demand grows, while capacity
+// and token-slots shrink with K'. Above it, an estimate, not a bound: each
+// expert's demand scaled by top_k / K, at most the step's tokens. nullopt
+// when no step of the window reported demand.
+std::optional<double> PessimisticDropRate(const EngineSnapshot& snapshot, double capacity_factor,
+                                          uint32_t top_k, uint64_t lookback_steps, double quantile);
+
 struct CandidateScore {
   double capacity_factor = 0;
   double score = 0;        // pessimistic (quantile) reward

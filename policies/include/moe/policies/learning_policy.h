@@ -32,12 +32,21 @@
 //      to the higher setting (compared knob by knob), so exploration walks
 //      step by step within the guard's maximum change. When that arm is the
 //      setting in force it is being measured now, and nothing is proposed.
-//   4. Exploit: once every arm is known, score(a) = mean(a) + exploration *
-//      sqrt(ln(N) / n(a)), N the regime's samples on arms, n(a) the arm's;
-//      the best score wins (ties: the arm nearest the current one, then the
-//      higher setting). It is proposed when it is not the setting in force
-//      and its score beats the current arm's by at least min_gain (off an
-//      arm: whatever the gain).
+//      Gate: an unexplored arm is explored live only when its pessimistic
+//      drop rate on the window's own demand (ExploreDropRate) is at most
+//      explore_max_drop_rate; a gated arm is passed over (the reason names
+//      it) and stays unexplored, so it is tried once the window says it is
+//      safe. The drop limit is the quality limit too: the quality error that
+//      drops cause is quality_per_drop x drop rate (counterfactual_policy.h);
+//      what demand cannot show (a knob's own effect on quality, the cost
+//      model's error) is what the live sample measures.
+//   4. Exploit: once every arm that is not gated is known, score(a) =
+//      mean(a) + exploration * sqrt(ln(N) / n(a)) over the known arms, N the
+//      regime's samples on them, n(a) the arm's; the best score wins (ties:
+//      the arm nearest the current one, then the higher setting). It is
+//      proposed when it is not the setting in force and its score beats the
+//      current arm's by at least min_gain (off an arm, or from an arm in
+//      force that is gated and unknown: whatever the gain).
 //
 // A proposal moves every knob whose value differs: the first such knob (in
 // params.knobs order) is the proposal, the others its `companions`, judged
@@ -92,6 +101,14 @@ struct LearningPolicyParams {
   double min_gain = 0.005;
   // Steps under the epoch in force before it acts.
   uint64_t min_steps = 16;
+  // Exploration gate (rule 3): the most an unexplored arm's pessimistic
+  // drop rate may be for it to be tried live; in [0, 1], 1 = no gate.
+  double explore_max_drop_rate = 0.05;
+  // ... that drop rate is this quantile from below of the per-step rates
+  // (0.9: nearly the worst step); in [0, 1] ...
+  double explore_quantile = 0.9;
+  // ... over the newest this many steps with demand; >= 1.
+  uint64_t explore_lookback_steps = 16;
 };
 
 // Checks the parameters' ranges and ordering; the message names the field.
@@ -169,6 +186,15 @@ std::vector<ArmStats> ArmStatsOf(const std::string& regime, const LearningPolicy
 // Precondition: state != nullptr.
 void Learn(const std::string& regime, const Setting& applied, double reward,
            const LearningPolicyParams& params, LearningState* state);
+
+// The pessimistic drop rate of `arm` on the snapshot's window, the gate of
+// rule 3: PessimisticDropRate (counterfactual_policy.h) at the arm's
+// capacity_factor and top_k, a knob the learner does not learn (and any other
+// knob of the arm, which demand cannot show) as in force, over the newest
+// explore_lookback_steps steps at explore_quantile. nullopt when the window
+// has no demand: the gate is then open.
+std::optional<double> ExploreDropRate(const EngineSnapshot& snapshot, const Setting& arm,
+                                      const LearningPolicyParams& params);
 
 // What a change of the arms (or of the knobs) does to what was learnt, as
 // one log line; empty when `before` and `after` have the same knobs and
