@@ -176,6 +176,7 @@ void EngineState::FitCostModel(const telemetry::StepRecord& record) {
     }
     overhead_fit_.Add(layer.num_tokens, t.router_us + t.dispatch_us + t.combine_us);
   }
+  device_speed_.EndStep();
   Result<policies::AffineCost> device = device_fit_.Fit(16);
   if (!device.ok()) return;
   cost_model_.device = *device;
@@ -190,11 +191,17 @@ void EngineState::FitCostModel(const telemetry::StepRecord& record) {
     cost_model_news_ = true;
   }
   cost_model_.calibrated = true;
-  // The factors move slowly (a median of window ratios): every 16 steps.
-  if (steps_seen_ % 16 == 0) {
-    device_speed_.Update();
-    if (device_speed_.Factors() != cost_model_.device_factor) cost_model_news_ = true;
-    cost_model_.device_factor = device_speed_.Factors();
+  // A median of the window's step ratios: a slowdown shows half a window
+  // after it began, at a cost of O(devices x window) a step.
+  device_speed_.Update();
+  cost_model_.device_factor = device_speed_.Factors();
+  const std::vector<double>& f = cost_model_.device_factor;
+  bool moved = f.size() != logged_factors_.size();
+  for (size_t d = 0; !moved && d < f.size(); ++d)
+    moved = std::abs(f[d] - logged_factors_[d]) > 0.1 * logged_factors_[d];
+  if (moved) {
+    cost_model_news_ = true;
+    logged_factors_ = f;
   }
 }
 

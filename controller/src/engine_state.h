@@ -285,6 +285,9 @@ class EngineState {
   policies::CostModel cost_model_;
   bool cost_model_news_ = false;
   uint64_t cost_model_logged_step_ = 0;
+  // The device factors last reported as news: a factor that drifts by less
+  // than 10% of them is not news (they are recomputed every step).
+  std::vector<double> logged_factors_;
   void FitCostModel(const telemetry::StepRecord& record);
   std::vector<double> replay_factors_;
   size_t replay_lookback_ = 0;

@@ -93,12 +93,21 @@ void DeviceSpeedEstimator::Add(size_t d, double rows, double us, const AffineCos
   // A device id past any sane group is refused, not allocated.
   if (d >= 65536) return;
   if (devices_.size() <= d) devices_.resize(d + 1);
-  Ring& r = devices_[d];
-  if (r.ratios.size() < window_) {
-    r.ratios.push_back(us / predicted);
-  } else {
-    r.ratios[r.next] = us / predicted;
-    r.next = (r.next + 1) % window_;
+  devices_[d].step_us += us;
+  devices_[d].step_predicted += predicted;
+}
+
+void DeviceSpeedEstimator::EndStep() {
+  for (Ring& r : devices_) {
+    if (!(r.step_predicted > 0)) continue;
+    const double ratio = r.step_us / r.step_predicted;
+    r.step_us = r.step_predicted = 0;
+    if (r.ratios.size() < window_) {
+      r.ratios.push_back(ratio);
+    } else {
+      r.ratios[r.next] = ratio;
+      r.next = (r.next + 1) % window_;
+    }
   }
 }
 

@@ -7,7 +7,9 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine_state.h"
@@ -78,6 +80,38 @@ TEST_CASE("The state estimate learns a slow device and forgets it once it recove
   for (; step < 600; ++step)
     state.OnStep(Step(rng, step, 1.0), static_cast<int64_t>(step));
   CHECK(state.Snapshot(1000).cost_model.device_factor.empty());
+}
+
+TEST_CASE("The state estimate sees a slowdown within half its window of steps",
+          "[controller][straggler]") {
+  EngineState state("e", 64);
+  telemetry::Hello hello;
+  hello.engine_id = "e";
+  hello.num_layers = 4;
+  hello.num_experts = 8;
+  hello.num_devices = kDevices;
+  hello.knobs.top_k = 2;
+  state.OnHello(hello, 0);
+  std::mt19937_64 rng(9);
+  uint64_t step = 0;
+  for (; step < 100; ++step)
+    state.OnStep(Step(rng, step, 1.0), static_cast<int64_t>(step));
+  REQUIRE(state.Snapshot(1000).cost_model.device_factor.empty());
+  REQUIRE(state.TakeCostModelNews());  // the fit itself
+  uint64_t seen_after = 0;
+  for (uint64_t i = 1; i <= 40 && seen_after == 0; ++i, ++step) {
+    state.OnStep(Step(rng, step, 3.0), static_cast<int64_t>(step));
+    if (!state.Snapshot(1000).cost_model.device_factor.empty()) seen_after = i;
+  }
+  // 16 steps of ratios, one a step: the straggler is priced 8 steps in (not
+  // a whole window, nor a fixed schedule of updates), and said once.
+  CHECK(seen_after == 8);
+  std::optional<std::string> news = state.TakeCostModelNews();
+  REQUIRE(news);
+  CHECK(news->find("device 3 at") != std::string::npos);
+  for (int i = 0; i < 20; ++i, ++step)
+    state.OnStep(Step(rng, step, 3.0), static_cast<int64_t>(step));
+  CHECK_FALSE(state.TakeCostModelNews());  // it drifts within 10%: no news
 }
 
 }  // namespace

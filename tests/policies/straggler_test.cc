@@ -62,20 +62,27 @@ TEST_CASE("The balanced reference lets every device finish together", "[straggle
   }
 }
 
+// One step of `layers` layers on 4 devices, device 3 at `slow` x.
+void AddStep(DeviceSpeedEstimator& speed, std::mt19937_64& rng, int layers, double slow) {
+  const AffineCost fit{10.0, 1.0};
+  std::uniform_real_distribution<double> noise(0.9, 1.1);
+  for (int l = 0; l < layers; ++l)
+    for (size_t d = 0; d < 4; ++d)
+      speed.Add(d, 100, 110 * noise(rng) * (d == 3 ? slow : 1.0), fit);
+  speed.EndStep();
+}
+
 TEST_CASE("DeviceSpeedEstimator finds the slow device and ignores noise", "[straggler][cost]") {
   const AffineCost fit{10.0, 1.0};
   std::mt19937_64 rng(11);
-  std::uniform_real_distribution<double> noise(0.9, 1.1);
-  DeviceSpeedEstimator speed(/*window=*/64);
-  // Too few ratios yet: no factors.
-  for (int i = 0; i < 20; ++i)
-    for (size_t d = 0; d < 4; ++d)
-      speed.Add(d, 100, 110 * noise(rng) * (d == 3 ? 3.0 : 1.0), fit);
+  DeviceSpeedEstimator speed(/*window=*/16);
+  // Too few steps yet: no factors.
+  for (int i = 0; i < 7; ++i)
+    AddStep(speed, rng, 4, 3.0);
   speed.Update();
   CHECK(speed.Factors().empty());
-  for (int i = 0; i < 64; ++i)
-    for (size_t d = 0; d < 4; ++d)
-      speed.Add(d, 100, 110 * noise(rng) * (d == 3 ? 3.0 : 1.0), fit);
+  for (int i = 0; i < 16; ++i)
+    AddStep(speed, rng, 4, 3.0);
   speed.Update();
   REQUIRE(speed.Factors().size() == 4);
   CHECK(speed.FactorOf(0) == 1.0);  // within the deadband
@@ -84,15 +91,36 @@ TEST_CASE("DeviceSpeedEstimator finds the slow device and ignores noise", "[stra
   speed.Add(3, 100, -1, fit);
   speed.Add(3, 100, std::numeric_limits<double>::infinity(), fit);
   speed.Add(3, 0, 50, fit);
+  speed.EndStep();
   speed.Update();
   CHECK(speed.FactorOf(3) == Approx(3.0).epsilon(0.1));
 
   // The device recovers: once its window holds normal ratios, no factors.
-  for (int i = 0; i < 64; ++i)
-    for (size_t d = 0; d < 4; ++d)
-      speed.Add(d, 100, 110 * noise(rng), fit);
+  for (int i = 0; i < 16; ++i)
+    AddStep(speed, rng, 4, 1.0);
   speed.Update();
   CHECK(speed.Factors().empty());
+}
+
+TEST_CASE("DeviceSpeedEstimator sees a slowdown half a window after it, whatever the depth",
+          "[straggler][cost]") {
+  for (int layers : {1, 4, 61}) {
+    INFO(layers << " layers");
+    std::mt19937_64 rng(3);
+    DeviceSpeedEstimator speed(/*window=*/16);
+    for (int i = 0; i < 40; ++i)
+      AddStep(speed, rng, layers, 1.0);
+    speed.Update();
+    REQUIRE(speed.Factors().empty());
+    int seen_after = -1;
+    for (int i = 1; i <= 40 && seen_after < 0; ++i) {
+      AddStep(speed, rng, layers, 3.0);
+      speed.Update();
+      if (speed.FactorOf(3) > 2.0) seen_after = i;
+    }
+    // The upper median of 16 ratios is a slow one once 8 of them are.
+    CHECK(seen_after == 8);
+  }
 }
 
 // 8 experts of equal load in 8 slots on 4 devices: balanced by load.

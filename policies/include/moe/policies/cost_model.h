@@ -73,18 +73,24 @@ class AffineFitter {
 };
 // Each device's speed against the fit: how much longer its routed-expert
 // time runs than `device` predicts for its rows, learnt from measurements.
-// Keeps the newest `window` ratios per device; a device's factor is their
-// median over the median device's (so the usual device counts 1), and
-// factors within `deadband` of 1 count 1. Factors() is empty while no device
-// is that far off, or before every device has `window` / 2 ratios. Belongs to
-// one thread.
+// A step's measurements of a device (one per layer) are pooled into one
+// ratio, its time over its predicted time, so the window is in steps
+// whatever the model's depth. Keeps the newest `window` steps' ratios per
+// device; a device's factor is their median over the median device's (so
+// the usual device counts 1), and factors within `deadband` of 1 count 1. A
+// device that slows down is therefore seen window / 2 + 1 steps after it
+// did. Factors() is empty while no device is that far off, or before every
+// device has window / 2 ratios. Belongs to one thread.
 class DeviceSpeedEstimator {
  public:
-  explicit DeviceSpeedEstimator(size_t window = 128, double deadband = 0.15)
+  explicit DeviceSpeedEstimator(size_t window = 16, double deadband = 0.15)
       : window_(window), deadband_(deadband) {}
-  // One measurement: device `d` ran `rows` in `us`; `fit` prices the rows.
-  // Ignored for no rows, a fit that prices them at 0, or a bad time.
+  // One measurement of the step being gathered: device `d` ran `rows` in
+  // `us`; `fit` prices the rows. Ignored for no rows, a fit that prices them
+  // at 0, or a bad time.
   void Add(size_t d, double rows, double us, const AffineCost& fit);
+  // Ends the step: each device measured in it gets one ratio.
+  void EndStep();
   // Recomputes the factors from the ratios held (O(devices x window)).
   void Update();
   const std::vector<double>& Factors() const { return factors_; }
@@ -97,6 +103,8 @@ class DeviceSpeedEstimator {
   struct Ring {
     std::vector<double> ratios;
     size_t next = 0;
+    double step_us = 0;         // the step being gathered: measured ...
+    double step_predicted = 0;  // ... and predicted time
   };
   std::vector<Ring> devices_;
   std::vector<double> factors_;
