@@ -657,8 +657,12 @@ int64_t ControllerImpl::Decide(EngineState& e, const policies::EngineSnapshot& s
   // The audit row is committed before the engine can act on the command,
   // so a crash cannot leave a change applied with no record of it. It is
   // written ahead of the telemetry queued before it, in its own transaction.
+  // The wait is bounded well under the loop's health limit: a database that
+  // stops accepting writes holds this command back, never the loop.
+  const int64_t commit_wait_ms =
+      std::min(options_.ack_timeout_ms, options_.metrics.loop_timeout_ms / 4);
   const storage::Store::DecisionCommit commit =
-      store_->CommitDecision(std::move(row), std::chrono::milliseconds(options_.ack_timeout_ms));
+      store_->CommitDecision(std::move(row), std::chrono::milliseconds(commit_wait_ms));
   const int64_t id = commit.id;
   const Status& committed = commit.status;
   commit_timer.Stop();

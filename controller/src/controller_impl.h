@@ -203,6 +203,7 @@ class ControllerImpl final : public Controller {
   CycleProfile current_;  // the RunDue in progress
   // When the pipeline of the engine now deciding began (CycleProfile::to_command_us).
   std::optional<std::chrono::steady_clock::time_point> cycle_start_;
+  bool held_for_database_ = false;  // decisions held: the store's writes fail
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
   PlanWorker plans_;  // last member: its thread stops first

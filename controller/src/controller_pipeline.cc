@@ -103,6 +103,19 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   }
   // One change in flight per engine: its outcome is measured before the next.
   if (e.pending()) return;
+  // While the database refuses writes no decision can be audited before it
+  // is sent, and waiting on its commit would stall the loop: none is made.
+  if (store_ != nullptr && store_->stats().failing) {
+    if (!held_for_database_) {
+      spdlog::warn("engine {}: no decision while the database does not accept writes",
+                   e.engine_id());
+    }
+    held_for_database_ = true;
+    return;
+  }
+  if (held_for_database_)
+    spdlog::info("engine {}: the database accepts writes again; deciding", e.engine_id());
+  held_for_database_ = false;
   if (ApplyPins(e, snapshot, now) != 0) return;
   if (levers_.paused(e.engine_id())) return;
   const std::vector<std::string>& order = options_.policy_order;

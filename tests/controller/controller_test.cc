@@ -2,6 +2,7 @@
 // loopback and a real SQLite file, with a FakeClock so cadences, cooldowns,
 // staleness and ack timeouts run on the test's schedule.
 
+#include <sqlite3.h>
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -44,6 +45,41 @@ TEST_CASE("High drop rate raises capacity; the outcome is measured under the new
   REQUIRE(d.reward_after.has_value());
   CHECK(*d.reward_after > *d.reward_before);  // fewer drops
   CHECK(d.inputs_json.find("\"drop_rate\":0.1") != std::string::npos);
+}
+
+TEST_CASE("No decision while the database refuses writes, and the loop does not stall",
+          "[controller][storage]") {
+  Harness h;
+  // Another connection holds the write lock: every write of the daemon fails.
+  sqlite3* lock = nullptr;
+  REQUIRE(sqlite3_open(h.options().db_path.c_str(), &lock) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(lock, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 400 && !h.controller().metrics(false).db_failing; ++i)
+    REQUIRE(h.controller().Poll(milliseconds(10)).ok());
+  REQUIRE(h.controller().metrics(false).db_failing);
+  // Steps that drop would make the capacity policy act: it is held.
+  h.Steps(8, 0, 0.10);
+  const auto tick = std::chrono::steady_clock::now();
+  CHECK(h.Tick().empty());
+  // The store's own busy wait (2 s) is not spent on the loop.
+  CHECK(std::chrono::steady_clock::now() - tick < std::chrono::seconds(1));
+  CHECK(h.controller().stats().decisions == 0);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+
+  // Released: the queued writes commit and the decision is made and sent.
+  REQUIRE(sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(lock);
+  for (int i = 0; i < 1000 && h.controller().metrics(false).db_failing; ++i)
+    REQUIRE(h.controller().Poll(milliseconds(10)).ok());
+  REQUIRE_FALSE(h.controller().metrics(false).db_failing);
+  h.Steps(8, 0, 0.10);
+  const std::vector<telemetry::Command> commands = h.Tick();
+  REQUIRE(commands.size() == 1);
+  CHECK(commands[0].knobs.capacity_factor.has_value());
+  const std::vector<storage::DecisionRow> rows = h.Decisions();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].status == "sent");
 }
 
 TEST_CASE("A step that drops runs the pipeline at once, not a cadence later", "[controller]") {
