@@ -30,6 +30,7 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   int demand_n = 0;
   f.has_device_rows = !record.layers.empty();
   f.layers.reserve(record.layers.size());
+  f.expert_load.reserve(record.layers.size());
   for (const telemetry::LayerRecord& layer : record.layers) {
     if (!layer.expert_demand.empty()) {
       demand_sum += telemetry::MaxOverMean(layer.expert_demand);
@@ -38,13 +39,13 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
     f.token_slots += layer.num_token_slots;
     f.dropped += layer.dropped;
     f.overflowed += layer.overflowed;
-    policies::LayerEstimate e;
+    LayerFigures e;
     e.layer = layer.layer;
     double slots = std::max<double>(1, static_cast<double>(layer.num_token_slots));
     e.drop_rate = layer.dropped / slots;
     e.overflow_rate = layer.overflowed / slots;
     e.max_over_mean = telemetry::MaxOverMean(layer.expert_tokens);
-    e.expert_load.assign(layer.expert_tokens.begin(), layer.expert_tokens.end());
+    f.expert_load.emplace_back(layer.expert_tokens.begin(), layer.expert_tokens.end());
     if (demand->layers.size() <= layer.layer) demand->layers.resize(layer.layer + 1);
     demand->layers[layer.layer].assign(layer.expert_demand.begin(), layer.expert_demand.end());
     e.layer_us = layer.timing.total_us;
@@ -56,16 +57,18 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
                                           layer.device_tokens.begin(), layer.device_tokens.end())));
     f.has_device_rows = f.has_device_rows && !layer.device_tokens.empty();
     f.all_to_all_us.push_back(layer.timing.all_to_all_us);
+    f.path_sums.AddLayer(layer.num_tokens, f.max_device_rows.back(), layer.timing.all_to_all_us);
     f.critical_path_us += layer.timing.total_us;
     f.device_max_over_mean +=
         layer.device_tokens.empty() ? 1.0 : telemetry::MaxOverMean(layer.device_tokens);
-    e.quality_error = layer.quality_error;
+    e.has_quality = layer.quality_error.has_value();
+    e.quality_error = layer.quality_error.value_or(0);
     f.max_over_mean += e.max_over_mean;
     if (layer.quality_error) {
       quality_sum += *layer.quality_error;
       ++quality_n;
     }
-    f.layers.push_back(std::move(e));
+    f.layers.push_back(e);
   }
   if (!record.layers.empty()) {
     f.max_over_mean /= static_cast<double>(record.layers.size());
@@ -76,7 +79,8 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
   f.migration_us = record.placement_move_us;
   demand->all_to_all_us = f.all_to_all_us;
   f.bytes =
-      sizeof(StepFigures) + f.layers.capacity() * sizeof(policies::LayerEstimate) +
+      sizeof(StepFigures) + f.layers.capacity() * sizeof(LayerFigures) +
+      f.expert_load.capacity() * sizeof(std::vector<double>) +
       (f.layer_tokens.capacity() + f.all_to_all_us.capacity() + f.max_device_rows.capacity()) *
           sizeof(double) +
       f.device_rows.capacity() * sizeof(std::vector<double>) + sizeof(policies::StepDemand) +
@@ -84,8 +88,8 @@ StepFigures Summarise(const telemetry::StepRecord& record) {
       demand->all_to_all_us.capacity() * sizeof(double);
   for (const std::vector<double>& rows : f.device_rows)
     f.bytes += rows.capacity() * sizeof(double);
-  for (const policies::LayerEstimate& e : f.layers)
-    f.bytes += e.expert_load.capacity() * sizeof(double);
+  for (const std::vector<double>& load : f.expert_load)
+    f.bytes += load.capacity() * sizeof(double);
   for (const std::vector<double>& d : demand->layers)
     f.bytes += d.capacity() * sizeof(double);
   f.demand = std::move(demand);
@@ -133,22 +137,24 @@ std::vector<double> EpochSums::VectorSum::MeanOver(double n) const {
 
 void EpochSums::Add(const StepFigures& step) {
   ++steps_;
-  for (const policies::LayerEstimate& e : step.layers) {
-    if (layers_.size() <= e.layer) layers_.resize(e.layer + 1);
-    Layer& acc = layers_[e.layer];
+  for (size_t i = 0; i < step.layers.size(); ++i) {
+    const uint32_t layer = step.layers[i].layer;
+    if (layers_.size() <= layer) layers_.resize(layer + 1);
+    Layer& acc = layers_[layer];
     ++acc.steps;
-    acc.load.Add(e.expert_load);
-    acc.demand.Add(step.demand->layers[e.layer]);
+    acc.load.Add(step.expert_load[i]);
+    acc.demand.Add(step.demand->layers[layer]);
   }
 }
 
 void EpochSums::Subtract(const StepFigures& step) {
   --steps_;
-  for (const policies::LayerEstimate& e : step.layers) {
-    Layer& acc = layers_[e.layer];
+  for (size_t i = 0; i < step.layers.size(); ++i) {
+    const uint32_t layer = step.layers[i].layer;
+    Layer& acc = layers_[layer];
     --acc.steps;
-    acc.load.Subtract(e.expert_load);
-    acc.demand.Subtract(step.demand->layers[e.layer]);
+    acc.load.Subtract(step.expert_load[i]);
+    acc.demand.Subtract(step.demand->layers[layer]);
   }
   while (!layers_.empty() && layers_.back().steps == 0)
     layers_.pop_back();
@@ -228,18 +234,24 @@ std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) con
   const uint32_t num_devices = std::max<uint32_t>(1, hello_.num_devices);
   const double k = reference_top_k_ > 0 ? reference_top_k_ : ledger_.KnobsRefOf(epoch_).top_k;
   // Every device at the usual speed and a device cost that never falls with
-  // rows: the busiest device's rows alone give the path, to the bit; a
-  // straggler needs every device's.
-  const bool by_max = policies::PricesCapacityReplays(cost_model_);
-  double path = 0, balanced = 0;
+  // rows: the step's sums price it in O(1) (policies::PathSums); a straggler
+  // needs every layer's devices.
+  const bool by_sums = policies::PricesCapacityReplays(cost_model_);
+  const bool balanced_by_sums = cost_model_.device_factor.empty();
+  double path = by_sums ? policies::PathUs(cost_model_, step.path_sums) : 0;
+  double balanced =
+      balanced_by_sums ? policies::BalancedPathUs(cost_model_, step.path_sums, k, num_devices) : 0;
+  if (by_sums && balanced_by_sums) return {path, balanced};
   for (size_t l = 0; l < step.device_rows.size(); ++l) {
     const double tokens = step.layer_tokens[l];
-    path += by_max ? policies::LayerPathFromBusiestUs(cost_model_, tokens, step.max_device_rows[l],
-                                                      step.all_to_all_us[l])
-                   : policies::LayerPathUs(cost_model_, tokens, step.device_rows[l],
-                                           step.all_to_all_us[l]);
-    balanced += policies::BalancedLayerPathUs(cost_model_, tokens, tokens * k, num_devices,
-                                              step.all_to_all_us[l]);
+    if (!by_sums) {
+      path +=
+          policies::LayerPathUs(cost_model_, tokens, step.device_rows[l], step.all_to_all_us[l]);
+    }
+    if (!balanced_by_sums) {
+      balanced += policies::BalancedLayerPathUs(cost_model_, tokens, tokens * k, num_devices,
+                                                step.all_to_all_us[l]);
+    }
   }
   return {path, balanced};
 }
@@ -498,15 +510,15 @@ policies::EngineSnapshot EngineState::SnapshotOf(uint64_t epoch, int64_t now_ns)
     }
     overflowed += step.overflowed;
     tokens += step.tokens;
-    for (const policies::LayerEstimate& e : step.layers) {
+    for (const LayerFigures& e : step.layers) {
       policies::LayerEstimate& acc = layers[e.layer];
       acc.layer = e.layer;
       acc.drop_rate += e.drop_rate;
       acc.overflow_rate += e.overflow_rate;
       acc.max_over_mean += e.max_over_mean;
       acc.layer_us += e.layer_us;
-      if (e.quality_error) {
-        acc.quality_error = acc.quality_error.value_or(0) + *e.quality_error;
+      if (e.has_quality) {
+        acc.quality_error = acc.quality_error.value_or(0) + e.quality_error;
         ++quality_counts[e.layer];
       }
     }

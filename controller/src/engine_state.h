@@ -26,6 +26,19 @@
 namespace moe::controller {
 
 // The figures of one step, summed over layers.
+// One layer's scalars as a step reported them: what a snapshot sums over
+// the window every cycle, kept apart from the loads so that the sum reads
+// 48 bytes a layer.
+struct LayerFigures {
+  uint32_t layer = 0;
+  bool has_quality = false;
+  double drop_rate = 0;      // dropped / token-slots
+  double overflow_rate = 0;  // overflowed / token-slots
+  double max_over_mean = 0;  // expert load imbalance
+  double layer_us = 0;       // layer critical path
+  double quality_error = 0;  // when has_quality
+};
+
 struct StepFigures {
   uint64_t step = 0;
   uint64_t epoch = 0;
@@ -42,9 +55,10 @@ struct StepFigures {
   double device_max_over_mean = 0;  // mean over layers of device_tokens' max over mean
   std::optional<double> quality_error;
   // Per layer as the step reported them (each layer at most once: the codec
-  // refuses a step that names one twice). expert_load is filled,
-  // expert_demand is not: the demand is in `demand`, shared with snapshots.
-  std::vector<policies::LayerEstimate> layers;
+  // refuses a step that names one twice): the scalars, and beside them each
+  // layer's served load. The demand is in `demand`, shared with snapshots.
+  std::vector<LayerFigures> layers;
+  std::vector<std::vector<double>> expert_load;  // [i] of layers[i]
   // The step's demand by layer id (policies::StepDemand), never null.
   std::shared_ptr<const policies::StepDemand> demand;
   // For the cost model (policies/cost_model.h), per layer: tokens, the
@@ -53,6 +67,7 @@ struct StepFigures {
   std::vector<double> layer_tokens;
   std::vector<std::vector<double>> device_rows;
   std::vector<double> max_device_rows;  // [layer] the most of device_rows[layer]
+  policies::PathSums path_sums;         // the layers reduced, to price them in O(1)
   bool has_device_rows = false;
   std::vector<double> all_to_all_us;
   double migration_us = 0;

@@ -182,13 +182,6 @@ double LayerPathUs(const CostModel& model, double tokens, const std::vector<doub
   return model.overhead.At(tokens) + slowest + all_to_all_us;
 }
 
-double LayerPathFromBusiestUs(const CostModel& model, double tokens, double max_device_rows,
-                              double all_to_all_us) {
-  // LayerPathUs' expression, its maximum taken before the cost.
-  const double slowest = std::max(0.0, model.FactorOf(0) * model.device.At(max_device_rows));
-  return model.overhead.At(tokens) + slowest + all_to_all_us;
-}
-
 double BalancedLayerPathUs(const CostModel& model, double tokens, double total_rows,
                            uint32_t num_devices, double all_to_all_us) {
   num_devices = std::max<uint32_t>(1, num_devices);
@@ -215,6 +208,25 @@ double BalancedLayerPathUs(const CostModel& model, double tokens, double total_r
     if (t / (f[n - 1] * b) - a / b >= 0) break;
   }
   return overhead + t;
+}
+
+double PathUs(const CostModel& model, const PathSums& sums) {
+  // Per layer: overhead.At(tokens) + max(0, At(max_rows)) + all_to_all, with
+  // At(x) = x > 0 ? fixed + per_row * x : 0 and fixed, per_row >= 0.
+  return (sums.token_layers * model.overhead.fixed_us + model.overhead.per_row_us * sums.tokens) +
+         sums.all_to_all_us +
+         (sums.busy_layers * model.device.fixed_us + model.device.per_row_us * sums.max_rows);
+}
+
+double BalancedPathUs(const CostModel& model, const PathSums& sums, double top_k,
+                      uint32_t num_devices) {
+  // Per layer: overhead.At(tokens) + all_to_all + device.At(tokens * top_k /
+  // num_devices), the last > 0 exactly where the tokens are.
+  const double per_device = top_k / static_cast<double>(std::max<uint32_t>(1, num_devices));
+  const double busy = top_k > 0 ? sums.token_layers : 0;
+  return (sums.token_layers * model.overhead.fixed_us + model.overhead.per_row_us * sums.tokens) +
+         sums.all_to_all_us +
+         (busy * model.device.fixed_us + model.device.per_row_us * per_device * sums.tokens);
 }
 
 }  // namespace moe::policies

@@ -111,14 +111,39 @@ double StepReward(const StepPrediction& p, double capacity_factor,
   return Reward(f, reward);
 }
 
+// The balanced reference of a step: the sum over its layers with demand of
+// BalancedLayerPathUs (from the step's sums when no device factor is set).
+double BalancedUs(const EngineSnapshot& snapshot, const StepDemand& step) {
+  const uint32_t top_k = std::max<uint32_t>(1, snapshot.knobs.top_k);
+  const double reference_k = snapshot.reference_top_k > 0 ? snapshot.reference_top_k : top_k;
+  const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
+  const bool by_sums = snapshot.cost_model.device_factor.empty();
+  PathSums sums;
+  double balanced = 0;
+  for (size_t l = 0; l < step.layers.size(); ++l) {
+    if (step.layers[l].empty()) continue;
+    const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
+    if (by_sums) {
+      sums.AddLayer(step.tokens, 0, a2a);
+    } else {
+      balanced += BalancedLayerPathUs(snapshot.cost_model, step.tokens, step.tokens * reference_k,
+                                      num_devices, a2a);
+    }
+  }
+  return by_sums ? BalancedPathUs(snapshot.cost_model, sums, reference_k, num_devices) : balanced;
+}
+
 StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
                        double capacity_factor, const CounterfactualParams& params,
                        const RewardParams& reward, Replay* replay) {
   StepPrediction out;
   const uint32_t top_k = std::max<uint32_t>(1, snapshot.knobs.top_k);
-  const double reference_k = snapshot.reference_top_k > 0 ? snapshot.reference_top_k : top_k;
   const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
   double slots = 0, dropped = 0;
+  // Every device at the usual speed: the path from the sums, as a
+  // CapacityReplay prices it (PriceReplay), to the same bits.
+  const bool by_sums = PricesCapacityReplays(snapshot.cost_model);
+  PathSums sums;
   std::vector<double>& served = replay->served;
   std::vector<double>& rows = replay->rows;
   if (replay->layers.size() < step.layers.size()) replay->layers.resize(step.layers.size());
@@ -148,10 +173,14 @@ StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
       rows[slots_of.device[s]] += served[e] / slots_of.replicas[e];
     }
     const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
-    out.latency_us += LayerPathUs(snapshot.cost_model, step.tokens, rows, a2a);
-    out.balanced_us += BalancedLayerPathUs(snapshot.cost_model, step.tokens,
-                                           step.tokens * reference_k, num_devices, a2a);
+    if (by_sums) {
+      sums.AddLayer(step.tokens, *std::max_element(rows.begin(), rows.end()), a2a);
+    } else {
+      out.latency_us += LayerPathUs(snapshot.cost_model, step.tokens, rows, a2a);
+    }
   }
+  if (by_sums) out.latency_us = PathUs(snapshot.cost_model, sums);
+  out.balanced_us = BalancedUs(snapshot, step);
   out.drop_rate = slots > 0 ? dropped / slots : 0;
   out.reward = StepReward(out, capacity_factor, params, reward);
   return out;
@@ -164,13 +193,7 @@ StepPrediction PriceReplay(const EngineSnapshot& snapshot, const StepDemand& ste
                            const CapacityReplay& replay, size_t c, double balanced_us,
                            const CounterfactualParams& params, const RewardParams& reward) {
   StepPrediction out;
-  const CostModel& model = snapshot.cost_model;
-  const std::vector<double>& max_rows = replay.max_rows[c];
-  for (size_t l = 0; l < max_rows.size(); ++l) {
-    if (std::isnan(max_rows[l])) continue;
-    const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
-    out.latency_us += LayerPathFromBusiestUs(model, step.tokens, max_rows[l], a2a);
-  }
+  out.latency_us = PathUs(snapshot.cost_model, replay.paths[c]);
   out.balanced_us = balanced_us;
   out.drop_rate = replay.slots > 0 ? replay.dropped[c] / replay.slots : 0;
   out.reward = StepReward(out, replay.capacity_factors[c], params, reward);
@@ -183,21 +206,6 @@ size_t CandidateOf(const CapacityReplay& replay, double capacity_factor) {
   const std::vector<double>& f = replay.capacity_factors;
   auto it = std::find(f.begin(), f.end(), capacity_factor);
   return it == f.end() ? SIZE_MAX : static_cast<size_t>(it - f.begin());
-}
-
-// The balanced reference of a step, as Predict sums it.
-double BalancedUs(const EngineSnapshot& snapshot, const StepDemand& step) {
-  const uint32_t top_k = std::max<uint32_t>(1, snapshot.knobs.top_k);
-  const double reference_k = snapshot.reference_top_k > 0 ? snapshot.reference_top_k : top_k;
-  const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
-  double balanced = 0;
-  for (size_t l = 0; l < step.layers.size(); ++l) {
-    if (step.layers[l].empty()) continue;
-    const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
-    balanced += BalancedLayerPathUs(snapshot.cost_model, step.tokens, step.tokens * reference_k,
-                                    num_devices, a2a);
-  }
-  return balanced;
 }
 
 }  // namespace
@@ -219,26 +227,34 @@ StepPrediction PredictStep(const EngineSnapshot& snapshot, const StepDemand& ste
 }
 
 uint64_t CapacityReplay::bytes() const {
-  uint64_t b = sizeof(CapacityReplay) +
-               (capacity_factors.capacity() + dropped.capacity()) * sizeof(double) +
-               max_rows.capacity() * sizeof(std::vector<double>);
-  for (const std::vector<double>& layer : max_rows)
-    b += layer.capacity() * sizeof(double);
-  return b;
+  return sizeof(CapacityReplay) +
+         (capacity_factors.capacity() + dropped.capacity()) * sizeof(double) +
+         paths.capacity() * sizeof(PathSums);
 }
 
 uint64_t PlacementFingerprint(const std::vector<std::vector<uint32_t>>& phy2log) {
-  // FNV-1a over the layer sizes and slots.
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](uint64_t v) {
-    h ^= v;
-    h *= 1099511628211ull;
+  // FNV-1a over the layer sizes and slots, the slots of a layer in four
+  // interleaved lanes (so the multiplies do not wait on one another) that
+  // are mixed into the layer's hash at its end.
+  constexpr uint64_t kBasis = 1469598103934665603ull, kPrime = 1099511628211ull;
+  uint64_t h = kBasis;
+  auto mix = [](uint64_t& into, uint64_t v) {
+    into ^= v;
+    into *= kPrime;
   };
-  mix(phy2log.size());
+  mix(h, phy2log.size());
   for (const std::vector<uint32_t>& layer : phy2log) {
-    mix(layer.size());
-    for (uint32_t e : layer)
-      mix(e);
+    mix(h, layer.size());
+    uint64_t lanes[4] = {kBasis, kBasis ^ 1, kBasis ^ 2, kBasis ^ 3};
+    size_t s = 0;
+    for (; s + 4 <= layer.size(); s += 4) {
+      for (size_t j = 0; j < 4; ++j)
+        mix(lanes[j], layer[s + j]);
+    }
+    for (; s < layer.size(); ++s)
+      mix(lanes[s % 4], layer[s]);
+    for (uint64_t lane : lanes)
+      mix(h, lane);
   }
   return h;
 }
@@ -271,8 +287,7 @@ std::shared_ptr<const CapacityReplay> ReplayCapacities(
     Prepare(placement, step.layers[l].size(), num_replicas, num_devices, &layers[l]);
   }
   out->dropped.assign(capacity_factors.size(), 0.0);
-  out->max_rows.assign(capacity_factors.size(),
-                       std::vector<double>(step.layers.size(), std::nan("")));
+  out->paths.assign(capacity_factors.size(), PathSums{});
   // Smallest capacity first: once one drops nothing in a layer, every larger
   // one serves the same rows there (and adds exact zeros to its drops).
   std::vector<size_t> order(capacity_factors.size());
@@ -290,10 +305,11 @@ std::shared_ptr<const CapacityReplay> ReplayCapacities(
     for (double d : demand)
       slots += d;
     const LayerSlots& slots_of = layers[l];
+    const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
     double saturated = std::nan("");  // the rows once nothing drops
     for (size_t c : order) {
       if (!std::isnan(saturated)) {
-        out->max_rows[c][l] = saturated;
+        out->paths[c].AddLayer(step.tokens, saturated, a2a);
         continue;
       }
       const double cap = Capacity(capacity_factors[c], step.tokens, top_k, demand.size());
@@ -312,8 +328,9 @@ std::shared_ptr<const CapacityReplay> ReplayCapacities(
         const uint32_t e = slots_of.expert[s];
         rows[slots_of.device[s]] += served[e] / slots_of.replicas[e];
       }
-      out->max_rows[c][l] = *std::max_element(rows.begin(), rows.end());
-      if (!drops) saturated = out->max_rows[c][l];
+      const double max_rows = *std::max_element(rows.begin(), rows.end());
+      out->paths[c].AddLayer(step.tokens, max_rows, a2a);
+      if (!drops) saturated = max_rows;
     }
   }
   out->slots = slots;

@@ -79,9 +79,8 @@ void Attach(EngineSnapshot* s, const KnobValues& knobs, const std::vector<double
 void DoubleBusiestRows(EngineSnapshot* s) {
   for (auto& r : s->capacity_replays) {
     auto copy = std::make_shared<CapacityReplay>(*r);
-    for (auto& layer : copy->max_rows)
-      for (double& rows : layer)
-        if (!std::isnan(rows)) rows *= 2;
+    for (PathSums& path : copy->paths)
+      path.max_rows *= 2;
     r = copy;
   }
 }

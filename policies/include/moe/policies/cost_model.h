@@ -128,18 +128,51 @@ std::vector<double> DeviceRows(const std::vector<double>& expert_rows,
 double LayerPathUs(const CostModel& model, double tokens, const std::vector<double>& device_rows,
                    double all_to_all_us);
 
-// The same from the most rows on one device alone: equal to the bit to
-// LayerPathUs over every device when every device is at the usual speed and
-// the device cost never falls with rows (PricesCapacityReplays in
-// counterfactual_policy.h says when).
-double LayerPathFromBusiestUs(const CostModel& model, double tokens, double max_device_rows,
-                              double all_to_all_us);
-
 // The same layer with `total_rows` spread over `num_devices` devices so that
 // they all finish together (evenly when every factor is 1; a device too slow
 // to help gets none): the reference a perfectly balanced group would reach.
 double BalancedLayerPathUs(const CostModel& model, double tokens, double total_rows,
                            uint32_t num_devices, double all_to_all_us);
+
+// A step's layers reduced to what prices them under a model whose devices
+// all run at the usual speed: there both the layer's path and its balanced
+// reference are affine in the layer's tokens and its busiest device's rows,
+// so their sums over the layers are affine in these sums. A step is reduced
+// once, when it arrives, and priced under any later fit in O(1), where a
+// sum over layers would read every layer of every step again.
+struct PathSums {
+  double layers = 0;         // layers added
+  double token_layers = 0;   // of them, those with tokens
+  double tokens = 0;         // their tokens, summed
+  double all_to_all_us = 0;  // their modelled all-to-all, summed
+  double busy_layers = 0;    // of them, those whose busiest device has rows
+  double max_rows = 0;       // the busiest device's rows, summed
+
+  void AddLayer(double layer_tokens, double max_device_rows, double layer_all_to_all_us) {
+    layers += 1;
+    if (layer_tokens > 0) {
+      token_layers += 1;
+      tokens += layer_tokens;
+    }
+    all_to_all_us += layer_all_to_all_us;
+    if (max_device_rows > 0) {
+      busy_layers += 1;
+      max_rows += max_device_rows;
+    }
+  }
+};
+
+// The sum over the layers of `sums` of LayerPathUs, up to rounding, for a
+// model under which PricesCapacityReplays holds (counterfactual_policy.h):
+// every device at the usual speed and a device cost that never falls with
+// rows, so that the busiest device is the slowest.
+double PathUs(const CostModel& model, const PathSums& sums);
+
+// The sum over the layers of BalancedLayerPathUs(model, tokens_l, tokens_l *
+// top_k, num_devices, all_to_all_l), up to rounding, for a model with no
+// device factors (device_factor empty).
+double BalancedPathUs(const CostModel& model, const PathSums& sums, double top_k,
+                      uint32_t num_devices);
 
 }  // namespace moe::policies
 

@@ -75,8 +75,9 @@ struct CapacityReplay {
   std::vector<double> capacity_factors;  // [candidate]
   double slots = 0;                      // token-slots of the layers with demand
   std::vector<double> dropped;           // [candidate], over the layers with demand
-  // [candidate][layer]: the most rows on one device; NaN: no demand there.
-  std::vector<std::vector<double>> max_rows;
+  // [candidate]: the layers with demand, each with the step's tokens, its
+  // all-to-all and the most rows on one device under the candidate.
+  std::vector<PathSums> paths;
 
   uint64_t bytes() const;
 };
