@@ -47,16 +47,21 @@ telemetry::StepRecord Step(std::mt19937_64& rng, uint64_t step, double slow_fact
   return r;
 }
 
-TEST_CASE("The state estimate learns a slow device and forgets it once it recovers",
-          "[controller][straggler]") {
-  EngineState state("e", 64);
+// The Hello of an engine of 4 layers x 8 experts on kDevices devices.
+telemetry::Hello FourLayerHello() {
   telemetry::Hello hello;
   hello.engine_id = "e";
   hello.num_layers = 4;
   hello.num_experts = 8;
   hello.num_devices = kDevices;
   hello.knobs.top_k = 2;
-  state.OnHello(hello, 0);
+  return hello;
+}
+
+TEST_CASE("The state estimate learns a slow device and forgets it once it recovers",
+          "[controller][straggler]") {
+  EngineState state("e", 64);
+  state.OnHello(FourLayerHello(), 0);
   std::mt19937_64 rng(5);
   uint64_t step = 0;
   for (; step < 200; ++step)
@@ -85,13 +90,7 @@ TEST_CASE("The state estimate learns a slow device and forgets it once it recove
 TEST_CASE("The state estimate sees a slowdown within half its window of steps",
           "[controller][straggler]") {
   EngineState state("e", 64);
-  telemetry::Hello hello;
-  hello.engine_id = "e";
-  hello.num_layers = 4;
-  hello.num_experts = 8;
-  hello.num_devices = kDevices;
-  hello.knobs.top_k = 2;
-  state.OnHello(hello, 0);
+  state.OnHello(FourLayerHello(), 0);
   std::mt19937_64 rng(9);
   uint64_t step = 0;
   for (; step < 100; ++step)
