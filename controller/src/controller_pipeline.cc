@@ -107,14 +107,12 @@ void ControllerImpl::RunPolicies(EngineState& e, int64_t now) {
   // is sent, and waiting on its commit would stall the loop: none is made.
   if (store_ != nullptr && store_->stats().failing) {
     if (!held_for_database_) {
-      spdlog::warn("engine {}: no decision while the database does not accept writes",
-                   e.engine_id());
+      spdlog::warn("no decisions while the database does not accept writes");
     }
     held_for_database_ = true;
     return;
   }
-  if (held_for_database_)
-    spdlog::info("engine {}: the database accepts writes again; deciding", e.engine_id());
+  if (held_for_database_) spdlog::info("the database accepts writes again: deciding");
   held_for_database_ = false;
   if (ApplyPins(e, snapshot, now) != 0) return;
   if (levers_.paused(e.engine_id())) return;

@@ -111,26 +111,32 @@ double StepReward(const StepPrediction& p, double capacity_factor,
   return Reward(f, reward);
 }
 
-// The balanced reference of a step: the sum over its layers with demand of
-// BalancedLayerPathUs (from the step's sums when no device factor is set).
-double BalancedUs(const EngineSnapshot& snapshot, const StepDemand& step) {
+// The balanced reference of `step`: the sum over its layers with demand of
+// BalancedLayerPathUs; from `sums` (those layers with the step's tokens and
+// all-to-all, as Predict and ReplayCapacities add them) when no device
+// factor is set.
+double BalancedUs(const EngineSnapshot& snapshot, const StepDemand& step, const PathSums& sums) {
   const uint32_t top_k = std::max<uint32_t>(1, snapshot.knobs.top_k);
   const double reference_k = snapshot.reference_top_k > 0 ? snapshot.reference_top_k : top_k;
   const uint32_t num_devices = std::max<uint32_t>(1, snapshot.num_devices);
-  const bool by_sums = snapshot.cost_model.device_factor.empty();
-  PathSums sums;
+  if (snapshot.cost_model.device_factor.empty()) {
+    return BalancedPathUs(snapshot.cost_model, sums, reference_k, num_devices);
+  }
   double balanced = 0;
   for (size_t l = 0; l < step.layers.size(); ++l) {
     if (step.layers[l].empty()) continue;
     const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
-    if (by_sums) {
-      sums.AddLayer(step.tokens, 0, a2a);
-    } else {
-      balanced += BalancedLayerPathUs(snapshot.cost_model, step.tokens, step.tokens * reference_k,
-                                      num_devices, a2a);
-    }
+    balanced += BalancedLayerPathUs(snapshot.cost_model, step.tokens, step.tokens * reference_k,
+                                    num_devices, a2a);
   }
-  return by_sums ? BalancedPathUs(snapshot.cost_model, sums, reference_k, num_devices) : balanced;
+  return balanced;
+}
+
+// The same for a step replayed under candidates (any candidate's sums hold
+// its tokens and all-to-all).
+double BalancedUs(const EngineSnapshot& snapshot, const StepDemand& step,
+                  const CapacityReplay& replay) {
+  return BalancedUs(snapshot, step, replay.paths.empty() ? PathSums{} : replay.paths.front());
 }
 
 StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
@@ -173,14 +179,11 @@ StepPrediction Predict(const EngineSnapshot& snapshot, const StepDemand& step,
       rows[slots_of.device[s]] += served[e] / slots_of.replicas[e];
     }
     const double a2a = l < step.all_to_all_us.size() ? step.all_to_all_us[l] : 0.0;
-    if (by_sums) {
-      sums.AddLayer(step.tokens, *std::max_element(rows.begin(), rows.end()), a2a);
-    } else {
-      out.latency_us += LayerPathUs(snapshot.cost_model, step.tokens, rows, a2a);
-    }
+    sums.AddLayer(step.tokens, *std::max_element(rows.begin(), rows.end()), a2a);
+    if (!by_sums) out.latency_us += LayerPathUs(snapshot.cost_model, step.tokens, rows, a2a);
   }
   if (by_sums) out.latency_us = PathUs(snapshot.cost_model, sums);
-  out.balanced_us = BalancedUs(snapshot, step);
+  out.balanced_us = BalancedUs(snapshot, step, sums);
   out.drop_rate = slots > 0 ? dropped / slots : 0;
   out.reward = StepReward(out, capacity_factor, params, reward);
   return out;
@@ -417,7 +420,7 @@ std::vector<CandidateScore> ScoreCapacity(const EngineSnapshot& snapshot,
       const CapacityReplay* r = snapshot.capacity_replays[k].get();
       if (r != nullptr && r->settings == settings) {
         replays[i] = r;
-        balanced[i] = BalancedUs(snapshot, *steps[i]);
+        balanced[i] = BalancedUs(snapshot, *steps[i], *r);
       }
       ++i;
     }
@@ -528,10 +531,10 @@ double PlacementGain(const EngineSnapshot& snapshot,
     if (!StepHasDemand(step)) continue;
     const CapacityReplay* r = priced ? snapshot.capacity_replays[k].get() : nullptr;
     const size_t c = r != nullptr && r->settings == settings ? CandidateOf(*r, cf) : SIZE_MAX;
-    before +=
-        c != SIZE_MAX
-            ? PriceReplay(snapshot, step, *r, c, BalancedUs(snapshot, step), params, reward).reward
-            : Predict(snapshot, step, cf, params, reward, &replay_before).reward;
+    before += c != SIZE_MAX ? PriceReplay(snapshot, step, *r, c, BalancedUs(snapshot, step, *r),
+                                          params, reward)
+                                  .reward
+                            : Predict(snapshot, step, cf, params, reward, &replay_before).reward;
     after += Predict(moved, step, cf, params, reward, &replay_after).reward;
     ++n;
   }

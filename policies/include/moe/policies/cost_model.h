@@ -141,15 +141,13 @@ double BalancedLayerPathUs(const CostModel& model, double tokens, double total_r
 // once, when it arrives, and priced under any later fit in O(1), where a
 // sum over layers would read every layer of every step again.
 struct PathSums {
-  double layers = 0;         // layers added
-  double token_layers = 0;   // of them, those with tokens
+  double token_layers = 0;   // layers added with tokens
   double tokens = 0;         // their tokens, summed
   double all_to_all_us = 0;  // their modelled all-to-all, summed
-  double busy_layers = 0;    // of them, those whose busiest device has rows
+  double busy_layers = 0;    // layers added whose busiest device has rows
   double max_rows = 0;       // the busiest device's rows, summed
 
   void AddLayer(double layer_tokens, double max_device_rows, double layer_all_to_all_us) {
-    layers += 1;
     if (layer_tokens > 0) {
       token_layers += 1;
       tokens += layer_tokens;
