@@ -149,6 +149,8 @@ Result<EngineConfig> LoadEngineConfig(const std::string& path) {
   int64_t queue = app.send_queue;
   t.Read("send_queue", &queue, Range<int64_t>{1, 1000000});
   app.send_queue = static_cast<int>(queue);
+  t.Read("await_controller", &app.await_controller);
+  t.ReadDurationMs("await_timeout", &app.await_timeout_ms, Range<int64_t>{1, 3600000});
   TableReader curve = t.Table("curve");
   curve.Read("public_key", &app.curve_public_key);
   curve.Read("secret_key", &app.curve_secret_key);

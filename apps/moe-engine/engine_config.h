@@ -31,6 +31,11 @@ struct AppOptions {
   std::string telemetry_endpoint = "tcp://127.0.0.1:5555";  // controller's PULL socket
   std::string command_endpoint = "tcp://127.0.0.1:5556";    // controller's ROUTER socket
   int send_queue = 1000;  // messages queued per channel before drops
+  // Lockstep: after each step, wait for the controller's Sync of it (at most
+  // await_timeout_ms, then run on until it answers again). For benchmarks and
+  // simulations, with a controller on a step clock (`step_clock`).
+  bool await_controller = false;
+  int64_t await_timeout_ms = 5000;
   // CURVE (Z85 keys): this engine's key pair and the controller's public key;
   // all empty = plain TCP. The engine accepts commands only from that key.
   std::string curve_public_key;

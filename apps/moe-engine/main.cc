@@ -57,6 +57,7 @@ struct Flags {
   std::string duration;
   int64_t step_interval_ms = -1;
   bool no_telemetry = false;
+  bool await_controller = false;
   std::string record_trace;
   std::string log_level = "info";
   std::optional<uint64_t> initial_epoch;
@@ -87,6 +88,8 @@ int main(int argc, char** argv) {
   cli.add_option("--step-interval-ms", flags.step_interval_ms,
                  "minimum milliseconds between step starts (demo pacing)");
   cli.add_flag("--no-telemetry", flags.no_telemetry, "run without telemetry and commands");
+  cli.add_flag("--await-controller", flags.await_controller,
+               "lockstep: after each step wait for the controller's Sync of it (benchmarks)");
   cli.add_option("--initial-epoch", flags.initial_epoch,
                  "epoch of the starting settings (default: the start time in milliseconds since "
                  "1970, so a restarted engine never repeats an epoch)")
@@ -125,6 +128,7 @@ int main(int argc, char** argv) {
   if (!flags.backend.empty()) app.backend = flags.backend;
   if (flags.step_interval_ms >= 0) app.step_interval_ms = flags.step_interval_ms;
   if (flags.no_telemetry) app.telemetry_enabled = false;
+  if (flags.await_controller) app.await_controller = true;
   int64_t duration_ns = 0;
   if (!flags.duration.empty()) {
     auto parsed = ParseDuration(flags.duration);
@@ -240,6 +244,7 @@ int main(int argc, char** argv) {
       link ? app.telemetry_endpoint + " / " + app.command_endpoint : std::string("off"));
 
   engine_app::CommandHandler commands(eng.get(), app.engine_id);
+  engine_app::SyncWaiter sync_waiter(app.await_timeout_ms);
   engine_app::ProgressMeter progress(app.progress_ms * 1000000);
   const int64_t start_ns = clock->MonotonicNanos();
   int64_t last_publish_ns = start_ns;
@@ -268,6 +273,7 @@ int main(int argc, char** argv) {
       commands.AckApplied(link.get(), *stats, clock->NowNanos());
       telemetry::StepRecord record =
           engine_app::MakeStepRecord(*stats, app.engine_id, clock->NowNanos());
+      record.await_sync = app.await_controller;
       if (Status st = link->Publish(std::move(record)); !st.ok()) {
         spdlog::warn("publish step {}: {}", step, st.ToString());
       }
@@ -281,6 +287,9 @@ int main(int argc, char** argv) {
         }
       }
       last_publish_ns = clock->MonotonicNanos();
+      if (app.await_controller) {
+        sync_waiter.Await(link.get(), &commands, step, [] { return g_stop.load(); });
+      }
     }
     if (recorder) {
       if (Status st = recorder->Append(*stats); !st.ok()) {

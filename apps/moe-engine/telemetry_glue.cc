@@ -3,7 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
+#include <optional>
 
+#include "moe/common/clock.h"
 #include "moe/common/status.h"
 
 namespace moe::engine_app {
@@ -261,6 +264,45 @@ bool HelloTicker::Due(uint64_t epoch, int64_t now_ns) {
   epoch_ = epoch;
   last_ns_ = now_ns;
   return true;
+}
+
+bool SyncWaiter::Synced(const telemetry::EngineLink& link, uint64_t step) {
+  const std::optional<uint64_t> synced = link.synced_step();
+  return synced && *synced >= step;
+}
+
+bool SyncWaiter::Await(telemetry::EngineLink* link, CommandHandler* commands, uint64_t step,
+                       const std::function<bool()>& stop) {
+  const auto now = [] { return std::chrono::steady_clock::now(); };
+  if (lapsed_) {
+    // Answers again? A Sync newer than the one that did not come says so.
+    commands->Poll(link, SystemClock()->NowNanos());
+    const std::optional<uint64_t> synced = link->synced_step();
+    if (!synced || *synced <= lapsed_step_) return false;
+    lapsed_ = false;
+    spdlog::info("the controller answers again (Sync of step {}): lockstep resumes", *synced);
+  }
+  const auto deadline = now() + std::chrono::milliseconds(timeout_ms_);
+  for (;;) {
+    commands->Poll(link, SystemClock()->NowNanos());
+    if (Synced(*link, step)) return true;
+    if (stop()) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now());
+    if (left.count() <= 0) break;
+    if (Status st = link->WaitForCommands(std::min(left, std::chrono::milliseconds(20)));
+        !st.ok()) {
+      spdlog::warn("await the controller: {}", st.ToString());
+      break;
+    }
+  }
+  ++timeouts_;
+  lapsed_ = true;
+  lapsed_step_ = step;
+  spdlog::warn(
+      "the controller did not answer step {} within {} ms; running on without waiting for it "
+      "until it answers again",
+      step, timeout_ms_);
+  return false;
 }
 
 }  // namespace moe::engine_app

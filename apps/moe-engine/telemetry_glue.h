@@ -6,6 +6,7 @@
 #define MOE_APPS_MOE_ENGINE_TELEMETRY_GLUE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,33 @@ class CommandHandler {
   engine::Engine* engine_;
   std::string engine_id_;
   std::vector<uint64_t> accepted_;  // epochs waiting for their first step
+};
+
+// Lockstep with the controller (`[telemetry] await_controller`): after each
+// step the engine waits for the controller's Sync of it, taking the commands
+// that arrive meanwhile, so a decision made on step s applies at step s + 1
+// whatever either process's speed. A controller that does not answer within
+// `timeout_ms` is not waited for again until it answers (one warning each
+// way): a dead controller costs one timeout, not one per step.
+class SyncWaiter {
+ public:
+  explicit SyncWaiter(int64_t timeout_ms) : timeout_ms_(timeout_ms) {}
+
+  // Returns once the Sync of `step` arrived, the timeout passed, or `stop()`
+  // is true (checked every 20 ms). False when it did not wait for a Sync
+  // (the controller lapsed, now or before).
+  bool Await(telemetry::EngineLink* link, CommandHandler* commands, uint64_t step,
+             const std::function<bool()>& stop);
+  bool lapsed() const { return lapsed_; }
+  uint64_t timeouts() const { return timeouts_; }
+
+ private:
+  static bool Synced(const telemetry::EngineLink& link, uint64_t step);
+
+  int64_t timeout_ms_;
+  bool lapsed_ = false;
+  uint64_t lapsed_step_ = 0;  // the step whose Sync did not come
+  uint64_t timeouts_ = 0;
 };
 
 // When to send the engine's Hello again: every `interval_ns`, and at once

@@ -38,6 +38,7 @@ struct BenchFlags {
   uint64_t steps = 240;
   uint64_t warmup_steps = 16;
   int64_t step_interval_ms = 15;
+  bool wall_clock = false;
   int64_t cadence_ms = 100;
   std::string capacity_scope = "slot";
   double react_drop_rate = 0.02;
@@ -188,6 +189,7 @@ void ClosedLoop(const BenchFlags& f) {
   setup.steps = f.steps;
   setup.warmup_steps = f.warmup_steps;
   setup.step_interval_ms = f.step_interval_ms;
+  setup.wall_clock = f.wall_clock;
   setup.cadence_ms = f.cadence_ms;
   setup.capacity_scope = f.capacity_scope;
   setup.react_drop_rate = f.react_drop_rate;
@@ -388,6 +390,7 @@ void ClosedLoop(const BenchFlags& f) {
       {"steps", f.steps},
       {"warmup_steps", f.warmup_steps},
       {"step_interval_ms", f.step_interval_ms},
+      {"clock", f.wall_clock ? "wall" : "lockstep"},
       {"cadence_ms", f.cadence_ms},
       {"capacity_scope", f.capacity_scope},
       {"react_drop_rate", f.react_drop_rate},
@@ -502,8 +505,13 @@ void AddBenchCommand(CLI::App& app) {
                  "moectl")
       ->capture_default_str();
   cl->add_option("--grid", flags->grid, "oracle's capacity factors")->delimiter(',');
-  cl->add_option("--step-interval-ms", flags->step_interval_ms, "engine pacing")
+  cl->add_option("--step-interval-ms", flags->step_interval_ms,
+                 "a step's length on the controller's step clock (with --wall-clock: the "
+                 "engine's pacing)")
       ->capture_default_str();
+  cl->add_flag("--wall-clock", flags->wall_clock,
+               "controller on the wall clock, engine paced, no lockstep (the verdict moves with "
+               "the machine's speed)");
   cl->add_option("--cadence-ms", flags->cadence_ms, "controller cadence")->capture_default_str();
   cl->add_option("--warmup-steps", flags->warmup_steps,
                  "steps every contender runs first on the same tokens, not counted")

@@ -17,6 +17,7 @@
 #include <regex>
 #include <sstream>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -265,10 +266,11 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
       fmt::format(
           "log_level = \"info\"\ncadence = {}\nreact_drop_rate = {}\nack_timeout = \"2s\"\n"
           "outcome_steps = 8\nwindow_steps = 32\nprogress_interval = \"0s\"\n"
-          "policies_file = \"policies.toml\"\n"
+          "policies_file = \"policies.toml\"\nstep_clock = \"{}ms\"\n"
           "[transport]\ntelemetry = \"tcp://127.0.0.1:*\"\ncommands = \"tcp://127.0.0.1:*\"\n"
           "[storage]\npath = \"{}\"\nflush_interval = \"50ms\"\nraw_retention = \"0s\"\n",
-          setup.cadence_ms, setup.react_drop_rate, db)));
+          setup.cadence_ms, setup.react_drop_rate, setup.wall_clock ? 0 : setup.step_interval_ms,
+          db)));
 
   const auto started = Clock::now();
   const std::string daemon_log = dir + "/moectld.log";
@@ -294,14 +296,29 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
     return Status::Unavailable("moectld did not start: " + Tail(ReadText(daemon_log)));
 
   const std::string engine_log = dir + "/engine.log";
-  MOE_ASSIGN_OR_RETURN(
-      Child engine,
-      Child::Start(
-          {setup.engine_bin, "--config", setup.engine_config, "--model", dir + "/preset.toml",
-           "--scenario", setup.scenario, "--engine-id", "engine-0", "--telemetry", telemetry,
-           "--commands", commands, "--steps", std::to_string(setup.steps + setup.warmup_steps),
-           "--step-interval-ms", std::to_string(setup.step_interval_ms), "--log-level", "warn"},
-          engine_log));
+  const std::vector<std::pair<std::string, std::string>> engine_flags = {
+      {"--config", setup.engine_config},
+      {"--model", dir + "/preset.toml"},
+      {"--scenario", setup.scenario},
+      {"--engine-id", "engine-0"},
+      {"--telemetry", telemetry},
+      {"--commands", commands},
+      {"--steps", std::to_string(setup.steps + setup.warmup_steps)},
+      {"--log-level", "warn"},
+  };
+  std::vector<std::string> engine_args = {setup.engine_bin};
+  for (const auto& [flag, value] : engine_flags) {
+    engine_args.push_back(flag);
+    engine_args.push_back(value);
+  }
+  if (setup.wall_clock) {
+    engine_args.insert(engine_args.end(),
+                       {"--step-interval-ms", std::to_string(setup.step_interval_ms)});
+  } else {
+    // Lockstep: the controller's step clock paces; the engine needs no sleep.
+    engine_args.insert(engine_args.end(), {"--step-interval-ms", "0", "--await-controller"});
+  }
+  MOE_ASSIGN_OR_RETURN(Child engine, Child::Start(engine_args, engine_log));
   const auto limit = std::chrono::milliseconds(60'000 + 2'000 * static_cast<int64_t>(setup.steps));
   std::optional<int> engine_rc = engine.Wait(limit);
   if (!engine_rc)

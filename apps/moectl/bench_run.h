@@ -27,7 +27,14 @@ struct BenchSetup {
   // deployed controller is never cold when the workload moves, and the
   // engine's first steps reach a controller before its link is up.
   uint64_t warmup_steps = 16;
-  int64_t step_interval_ms = 15;  // engine pacing, so control cycles cover similar steps
+  // Each step's length on the controller's clock. In lockstep (the default)
+  // the engine awaits the controller after every step and the controller's
+  // clock is its step count times this (`step_clock`), so every cadence and
+  // cooldown counts steps and decisions land at the same steps on any
+  // machine; with wall_clock, the engine's pacing instead (the verdict then
+  // moves with the machine's speed).
+  int64_t step_interval_ms = 15;
+  bool wall_clock = false;
   int64_t cadence_ms = 100;       // controller policy cadence
   double react_drop_rate = 0.02;  // a step dropping this much runs the pipeline at once
   // Every contender's engine runs this capacity scope ("slot": each replica

@@ -329,6 +329,7 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
           engine_mode == "advisory" ? ControlMode::kAdvisory : ControlMode::kActive;
     }
   }
+  root.ReadDurationMs("step_clock", &o.step_clock_ms, {0, 3'600'000});
   root.ReadDurationMs("ack_timeout", &o.ack_timeout_ms, {10, 3'600'000});
   root.ReadDurationMs("progress_interval", &o.progress_interval_ms, {0, 86'400'000});
   root.ReadDurationMs("stale_after", &o.stale_after_ms, {100, 86'400'000});

@@ -65,7 +65,11 @@ ControllerImpl::ControllerImpl(const ControllerOptions& options, Clock* clock,
                                std::unique_ptr<telemetry::ControllerLink> link,
                                std::unique_ptr<storage::Store> store)
     : options_(options),
-      clock_(clock),
+      wall_clock_(clock),
+      step_clock_(options.step_clock_ms > 0
+                      ? std::make_unique<StepClock>(*clock, options.step_clock_ms * kNanosPerMilli)
+                      : nullptr),
+      clock_(step_clock_ ? step_clock_.get() : clock),
       link_(std::move(link)),
       store_(std::move(store)),
       learner_(LearnerOptionsOf(options)) {
@@ -83,7 +87,23 @@ Status ControllerImpl::Poll(std::chrono::milliseconds wait) {
     timeout = std::chrono::milliseconds(0);
   }
   RunDue();
+  SendSyncs();
   return Status::Ok();
+}
+
+void ControllerImpl::SendSyncs() {
+  for (const auto& [id, step] : syncs_due_) {
+    telemetry::Sync sync;
+    sync.engine_id = id;
+    sync.step = step;
+    sync.timestamp_ns = clock_->NowNanos();
+    if (Status st = link_->SendSync(sync); !st.ok() && LogThisOne(++stats_.syncs_failed)) {
+      // The engine waits out its await timeout and runs on.
+      spdlog::warn("engine {}: Sync of step {} not sent ({} so far): {}", id, step,
+                   stats_.syncs_failed, st.ToString());
+    }
+  }
+  syncs_due_.clear();
 }
 
 Status ControllerImpl::Reload(const ControllerOptions& options) {
@@ -94,6 +114,7 @@ Status ControllerImpl::Reload(const ControllerOptions& options) {
   }
   if (options.command_endpoint != options_.command_endpoint) fixed.push_back("command_endpoint");
   if (options.db_path != options_.db_path) fixed.push_back("db_path");
+  if (options.step_clock_ms != options_.step_clock_ms) fixed.push_back("step_clock");
   if (options.curve_secret_key != options_.curve_secret_key ||
       options.engine_keys != options_.engine_keys || options.insecure != options_.insecure) {
     fixed.push_back("curve keys");
@@ -209,7 +230,7 @@ const std::string& ControllerImpl::EngineIdOf(const telemetry::Inbound& inbound)
   return std::visit(
       [](const auto& message) -> const std::string& {
         using T = std::decay_t<decltype(message)>;
-        if constexpr (std::is_same_v<T, telemetry::Command>) {
+        if constexpr (std::is_same_v<T, telemetry::Command> || std::is_same_v<T, telemetry::Sync>) {
           return kNone;
         } else {
           return message.engine_id;
@@ -220,6 +241,9 @@ const std::string& ControllerImpl::EngineIdOf(const telemetry::Inbound& inbound)
 
 void ControllerImpl::Handle(telemetry::Inbound inbound) {
   ++stats_.messages;
+  if (step_clock_ && std::holds_alternative<telemetry::StepRecord>(inbound.message)) {
+    step_clock_->OnStep();
+  }
   int64_t now = clock_->NowNanos();
   const std::string& id = EngineIdOf(inbound);
   if (!id.empty()) {
@@ -255,7 +279,7 @@ void ControllerImpl::Handle(telemetry::Inbound inbound) {
         } else if constexpr (std::is_same_v<T, telemetry::Heartbeat>) {
           Engine(message.engine_id);
         } else {
-          spdlog::warn("ignoring a Command message from {}: engines do not send commands",
+          spdlog::warn("ignoring a Command or Sync from {}: engines do not send them",
                        inbound.peer);
         }
       },
@@ -338,6 +362,7 @@ void ControllerImpl::OnStep(const telemetry::StepRecord& record, int64_t now) {
     Measure(e, now);
   }
   MaybeReact(e, record, now);
+  if (record.await_sync) syncs_due_[record.engine_id] = record.step;
 }
 
 void ControllerImpl::MaybeReact(EngineState& e, const telemetry::StepRecord& record, int64_t now) {

@@ -45,6 +45,7 @@ Status Validate(const ControllerOptions& o) {
     return bad("react_drop_rate", "must be in [0, 1]");
   }
   if (o.react_min_interval_ms < 0) return bad("react_min_interval_ms", "must be >= 0");
+  if (o.step_clock_ms < 0) return bad("step_clock_ms", "must be >= 0");
   if (o.ack_timeout_ms <= 0) return bad("ack_timeout_ms", "must be > 0");
   if (o.outcome_steps == 0) return bad("outcome_steps", "must be > 0");
   if (o.window_steps < o.outcome_steps) return bad("window_steps", "must be >= outcome_steps");

@@ -26,6 +26,7 @@
 #include "moe/storage/store.h"
 #include "moe/telemetry/transport.h"
 #include "plan_worker.h"
+#include "step_clock.h"
 
 namespace moe::controller {
 
@@ -119,6 +120,9 @@ class ControllerImpl final : public Controller {
   void ExpireEngines(int64_t now);
 
   void RunDue();
+  // Answers every step that awaits the controller (syncs_due_), after the
+  // RunDue that took it in: what that cycle decided was sent before.
+  void SendSyncs();
 
   // The enabled policies in the order they are asked, e.g. "capacity, bias".
   std::string EnabledPolicies() const;
@@ -187,7 +191,9 @@ class ControllerImpl final : public Controller {
   };
 
   ControllerOptions options_;
-  Clock* clock_;
+  Clock* wall_clock_;                      // the clock Create was given
+  std::unique_ptr<StepClock> step_clock_;  // with options_.step_clock_ms
+  Clock* clock_;                           // the step clock when there is one, else the wall's
   std::unique_ptr<telemetry::ControllerLink> link_;
   std::unique_ptr<storage::Store> store_;
   std::map<std::string, EngineState> engines_;
@@ -204,6 +210,9 @@ class ControllerImpl final : public Controller {
   // When the pipeline of the engine now deciding began (CycleProfile::to_command_us).
   std::optional<std::chrono::steady_clock::time_point> cycle_start_;
   bool held_for_database_ = false;  // decisions held: the store's writes fail
+  // Engines whose newest step awaits a Sync (StepRecord::await_sync): the
+  // step it names, sent once the cycle after its ingest ran.
+  std::map<std::string, uint64_t> syncs_due_;
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
   PlanWorker plans_;  // last member: its thread stops first

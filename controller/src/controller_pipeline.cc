@@ -70,7 +70,9 @@ std::optional<policies::Proposal> ControllerImpl::Ask(
       return std::nullopt;
     }
     policies::ReplicationPolicyParams params = options_.replication;
-    params.clock = clock_;  // a deadline per layer; a frozen test clock never expires
+    // A deadline per layer, on the wall (a budget of work, not of engine
+    // steps); a frozen test clock never expires.
+    params.clock = wall_clock_;
     return plans_.Ask(shared, params);
   }
   if (name == "counterfactual" && options_.counterfactual_enabled) {

@@ -234,6 +234,11 @@ void CheckMessage(Checker& c, const Command& m) {
   }
 }
 
+void CheckMessage(Checker& c, const Sync& m) {
+  c.EngineId("Sync.engine_id", m.engine_id);
+  c.Timestamp("Sync.timestamp_ns", m.timestamp_ns);
+}
+
 void CheckMessage(Checker& c, const Ack& m) {
   c.EngineId("Ack.engine_id", m.engine_id);
   c.Text("Ack.error", m.error);
@@ -281,6 +286,7 @@ void ToProto(const StepRecord& m, pb::StepRecord* out) {
   out->set_placement_moved_bytes(m.placement_moved_bytes);
   out->set_placement_copy_us(m.placement_copy_us);
   out->set_placement_move_us(m.placement_move_us);
+  out->set_await_sync(m.await_sync);
   out->mutable_layers()->Reserve(static_cast<int>(m.layers.size()));
   for (const LayerRecord& l : m.layers) {
     pb::LayerRecord* p = out->add_layers();
@@ -355,6 +361,12 @@ void ToProto(const Command& m, pb::Command* out) {
   out->set_reason(m.reason);
 }
 
+void ToProto(const Sync& m, pb::Sync* out) {
+  out->set_engine_id(m.engine_id);
+  out->set_step(m.step);
+  out->set_timestamp_ns(m.timestamp_ns);
+}
+
 void ToProto(const Ack& m, pb::Ack* out) {
   out->set_engine_id(m.engine_id);
   out->set_epoch(m.epoch);
@@ -415,6 +427,7 @@ void FromProto(const pb::StepRecord& p, StepRecord* out, Checker& c) {
   out->placement_moved_bytes = p.placement_moved_bytes();
   out->placement_copy_us = p.placement_copy_us();
   out->placement_move_us = p.placement_move_us();
+  out->await_sync = p.await_sync();
   out->layers.reserve(static_cast<size_t>(p.layers_size()));
   for (const pb::LayerRecord& l : p.layers()) {
     LayerRecord& r = out->layers.emplace_back();
@@ -493,6 +506,12 @@ void FromProto(const pb::Command& p, Command* out, Checker& c) {
   out->reason = p.reason();
 }
 
+void FromProto(const pb::Sync& p, Sync* out, Checker& /*c*/) {
+  out->engine_id = p.engine_id();
+  out->step = p.step();
+  out->timestamp_ns = p.timestamp_ns();
+}
+
 void FromProto(const pb::Ack& p, Ack* out, Checker& /*c*/) {
   out->engine_id = p.engine_id();
   out->epoch = p.epoch();
@@ -543,6 +562,8 @@ Result<Message> DecodeImpl(std::string_view bytes) {
       return Convert<Command>(envelope.command());
     case pb::Envelope::kAck:
       return Convert<Ack>(envelope.ack());
+    case pb::Envelope::kSync:
+      return Convert<Sync>(envelope.sync());
     case pb::Envelope::PAYLOAD_NOT_SET:
       break;
   }
@@ -577,9 +598,11 @@ Result<std::string> Encode(const Message& message) {
             ToProto(m, envelope.mutable_heartbeat());
           } else if constexpr (std::is_same_v<T, Command>) {
             ToProto(m, envelope.mutable_command());
-          } else {
-            static_assert(std::is_same_v<T, Ack>);
+          } else if constexpr (std::is_same_v<T, Ack>) {
             ToProto(m, envelope.mutable_ack());
+          } else {
+            static_assert(std::is_same_v<T, Sync>);
+            ToProto(m, envelope.mutable_sync());
           }
         },
         message);

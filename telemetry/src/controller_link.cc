@@ -141,11 +141,21 @@ class ZmqControllerLink final : public ControllerLink {
 
   Status SendCommand(const Command& command) override {
     try {
-      return SendCommandImpl(command);
+      return SendToEngine(command.engine_id, command);
     } catch (const zmq::error_t& e) {
       return internal::ZmqError("ControllerLink::SendCommand", __FILE__, __LINE__, e.num());
     } catch (const std::exception& e) {
       return Status::Internal(fmt::format("ControllerLink::SendCommand: {}", e.what()));
+    }
+  }
+
+  Status SendSync(const Sync& sync) override {
+    try {
+      return SendToEngine(sync.engine_id, sync);
+    } catch (const zmq::error_t& e) {
+      return internal::ZmqError("ControllerLink::SendSync", __FILE__, __LINE__, e.num());
+    } catch (const std::exception& e) {
+      return Status::Internal(fmt::format("ControllerLink::SendSync: {}", e.what()));
     }
   }
 
@@ -367,9 +377,10 @@ class ZmqControllerLink final : public ControllerLink {
     if (route.current.empty()) routes_.erase(it);
   }
 
-  Status SendCommandImpl(const Command& command) {
-    MOE_ASSIGN_OR_RETURN(std::string bytes, Encode(command));
-    if (routes_.count(command.engine_id) == 0) {
+  // Sends a Command or a Sync to `engine_id` on its route.
+  Status SendToEngine(const std::string& engine_id, const Message& message) {
+    MOE_ASSIGN_OR_RETURN(std::string bytes, Encode(message));
+    if (routes_.count(engine_id) == 0) {
       // The engine's command-channel Hello may be waiting behind its steps
       // (the channels are read in turn): read what the channel holds, keep
       // it for Receive, and look again.
@@ -382,14 +393,14 @@ class ZmqControllerLink final : public ControllerLink {
     // A connection gone since its last message fails with EHOSTUNREACH; the
     // engine's newer connection, if one said Hello, is tried next.
     for (;;) {
-      const auto it = routes_.find(command.engine_id);
+      const auto it = routes_.find(engine_id);
       if (it == routes_.end()) {
         return Status::Unavailable(
             options_.curve
                 ? fmt::format("engine '{}' has not proven its identity on the command channel",
-                              Printable(command.engine_id))
+                              Printable(engine_id))
                 : fmt::format("engine '{}' is not connected to the command channel",
-                              Printable(command.engine_id)));
+                              Printable(engine_id)));
       }
       const std::string route = it->second.current;
       zmq::send_result_t sent;
@@ -406,7 +417,7 @@ class ZmqControllerLink final : public ControllerLink {
       }
       if (!sent) {
         return Status::Unavailable(
-            fmt::format("command queue to engine '{}' is full", Printable(command.engine_id)));
+            fmt::format("command queue to engine '{}' is full", Printable(engine_id)));
       }
       // The routing frame was accepted, so the payload frame goes to the same pipe.
       MOE_ZMQ_CHECK(sent = router_.send(zmq::buffer(bytes), zmq::send_flags::dontwait));

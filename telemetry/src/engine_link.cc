@@ -64,6 +64,20 @@ class ZmqEngineLink final : public EngineLink {
     return commands;
   }
 
+  std::optional<uint64_t> synced_step() const override { return synced_step_; }
+
+  Status WaitForCommands(std::chrono::milliseconds timeout) override {
+    return Guard("WaitForCommands", [&]() -> Status {
+      zmq::pollitem_t items[] = {{dealer_.handle(), 0, ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 1, timeout);
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;  // a signal only ends the wait early
+      }
+      return Status::Ok();
+    });
+  }
+
   Status SendAck(const Ack& ack) override {
     return Guard("SendAck", [&]() -> Status {
       Ack copy = ack;
@@ -197,9 +211,17 @@ class ZmqEngineLink final : public EngineLink {
         CountMalformed(decoded.status().ToString());
         continue;
       }
+      if (const Sync* sync = std::get_if<Sync>(&*decoded)) {
+        if (sync->engine_id != options_.engine_id) {
+          CountMalformed(fmt::format("Sync for engine '{}'", sync->engine_id));
+        } else if (!synced_step_ || sync->step > *synced_step_) {
+          synced_step_ = sync->step;
+        }
+        continue;
+      }
       Command* command = std::get_if<Command>(&*decoded);
       if (command == nullptr) {
-        CountMalformed("not a Command");
+        CountMalformed("not a Command or Sync");
         continue;
       }
       if (command->engine_id != options_.engine_id) {
@@ -227,6 +249,7 @@ class ZmqEngineLink final : public EngineLink {
   zmq::socket_t dealer_;
   zmq::socket_t monitor_;
   uint64_t next_seq_ = 1;
+  std::optional<uint64_t> synced_step_;  // the newest step a Sync named
   int num_handshakes_ = 0;
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> malformed_{0};

@@ -94,8 +94,13 @@ class CppSamplesTest(unittest.TestCase):
         self.assertEqual(ack.error.decode(), "top_k 99 exceeds num_experts")
         self.assertEqual(ack.applied_at_step, 1002)
 
+    def test_sync_and_await(self):
+        sync = self.sample("sync")
+        self.assertEqual((sync.engine_id, sync.step), (b"engine-a", 1000))
+        self.assertTrue(self.sample("step").await_sync)
+
     def test_python_reencodes_cpp_bytes_unchanged(self):
-        for kind in ("step", "hello", "heartbeat", "command", "ack"):
+        for kind in ("step", "hello", "heartbeat", "command", "ack", "sync"):
             with self.subTest(kind=kind):
                 with open(os.path.join(self.dir.name, kind + ".bin"), "rb") as f:
                     data = f.read()
@@ -188,7 +193,7 @@ class PythonToCppTest(unittest.TestCase):
             "version 2": (envelope_bytes(schema_version=2, ack=pb.Ack(engine_id=b"e")),
                           "unsupported"),
             "no payload": (envelope_bytes(schema_version=1), "corruption"),
-            "newer payload type": (envelope_bytes(schema_version=1) + b"\x3a\x02\x08\x01",
+            "newer payload type": (envelope_bytes(schema_version=1) + b"\x7a\x02\x08\x01",
                                    "unsupported"),
             "empty engine id": (envelope_bytes(schema_version=1, ack=pb.Ack(epoch=3)),
                                 "corruption"),

@@ -47,6 +47,7 @@ const char* KindOf(const Message& message) {
         if constexpr (std::is_same_v<T, moe::telemetry::Hello>) return "hello";
         if constexpr (std::is_same_v<T, moe::telemetry::Heartbeat>) return "heartbeat";
         if constexpr (std::is_same_v<T, moe::telemetry::Command>) return "command";
+        if constexpr (std::is_same_v<T, moe::telemetry::Sync>) return "sync";
         return "ack";
       },
       message);
@@ -54,8 +55,9 @@ const char* KindOf(const Message& message) {
 
 int Write(const std::string& dir) {
   namespace samples = moe::telemetry::testing;
-  const Message messages[] = {samples::FullStep(), samples::FullHello(), samples::FullHeartbeat(),
-                              samples::FullCommand(), samples::FullAck()};
+  const Message messages[] = {samples::FullStep(),      samples::FullHello(),
+                              samples::FullHeartbeat(), samples::FullCommand(),
+                              samples::FullAck(),       samples::FullSync()};
   for (const Message& m : messages) {
     auto bytes = moe::telemetry::Encode(m);
     if (!bytes.ok()) {

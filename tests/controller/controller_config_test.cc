@@ -11,6 +11,7 @@ TEST_CASE("The shipped controller config and policies file load", "[config]") {
   INFO(options.status().ToString());
   REQUIRE(options.ok());
   CHECK(options->cadence_ms == 1000);
+  CHECK(options->step_clock_ms == 0);  // real time
   CHECK(options->db_path == "/var/lib/moectld/moectl.db");
   CHECK(options->capacity.target_high == 0.02);      // from policies/default.toml
   CHECK(options->guard.capacity_factor.max == 8.0);  // from policies/default.toml
@@ -180,6 +181,20 @@ TEST_CASE("Config errors name file, line, column and key", "[config]") {
   CHECK(m.find(path + ":5:15: policies.capacity.target_high: expected a number in [0, 1]") !=
         std::string::npos);
   CHECK(m.find("policies.gaurd: unknown key") != std::string::npos);
+}
+
+TEST_CASE("step_clock is a duration of at most an hour", "[config]") {
+  moe::testing::TempDir dir;
+  auto ok = LoadControllerConfig(dir.Write("c.toml", "step_clock = \"15ms\"\n"));
+  INFO(ok.status().ToString());
+  REQUIRE(ok.ok());
+  CHECK(ok->step_clock_ms == 15);
+  const std::string path = dir.Write("bad.toml", "cadence = \"1s\"\nstep_clock = \"2h\"\n");
+  auto bad = LoadControllerConfig(path);
+  REQUIRE_FALSE(bad.ok());
+  INFO(bad.status().message());
+  CHECK(bad.status().message().find(path + ":2:") != std::string::npos);
+  CHECK(bad.status().message().find("step_clock") != std::string::npos);
 }
 
 TEST_CASE("A policies file is resolved beside the config and checked too", "[config]") {

@@ -101,27 +101,34 @@ class Harness {
     uint64_t want = controller_->stats().steps + static_cast<uint64_t>(n);
     for (int i = 0; i < n; ++i) {
       clock_.Advance(10 * kMs);
-      telemetry::StepRecord r;
-      r.engine_id = "e1";
-      r.step = ++step_;
-      r.epoch = epoch;
-      r.timestamp_ns = clock_.NowNanos();
-      r.step_us = 1000;
-      for (uint32_t layer = 0; layer < 2; ++layer) {
-        telemetry::LayerRecord l;
-        l.layer = layer;
-        l.num_tokens = 500;
-        l.num_token_slots = 1000;
-        l.dropped = static_cast<uint32_t>(drop_rate * 1000);
-        l.overflowed = l.dropped;
-        l.expert_tokens = {400, 300, 200, 100};
-        l.timing.total_us = 400;
-        if (tweak) tweak(l);
-        r.layers.push_back(l);
-      }
-      REQUIRE(engine_->Publish(r).ok());
+      REQUIRE(engine_->Publish(NextStep(epoch, drop_rate, tweak)).ok());
     }
     PollUntil([&] { return controller_->stats().steps >= want; });
+  }
+
+  // The engine's next step record (2 layers of 500 tokens, a skewed load)
+  // under `epoch` with the given drop rate, stamped now; not sent.
+  telemetry::StepRecord NextStep(uint64_t epoch, double drop_rate,
+                                 const LayerTweak& tweak = nullptr) {
+    telemetry::StepRecord r;
+    r.engine_id = "e1";
+    r.step = ++step_;
+    r.epoch = epoch;
+    r.timestamp_ns = clock_.NowNanos();
+    r.step_us = 1000;
+    for (uint32_t layer = 0; layer < 2; ++layer) {
+      telemetry::LayerRecord l;
+      l.layer = layer;
+      l.num_tokens = 500;
+      l.num_token_slots = 1000;
+      l.dropped = static_cast<uint32_t>(drop_rate * 1000);
+      l.overflowed = l.dropped;
+      l.expert_tokens = {400, 300, 200, 100};
+      l.timing.total_us = 400;
+      if (tweak) tweak(l);
+      r.layers.push_back(l);
+    }
+    return r;
   }
 
   // Runs the pipeline once (the cadence has passed) and returns the commands

@@ -512,6 +512,70 @@ TEST_CASE("Reload takes new policy settings but refuses endpoint changes", "[con
   CHECK(h.controller().Reload(next).code() == StatusCode::kInvalidArgument);
 }
 
+// Lockstep (the closed-loop benchmark's mode): the engine sends a step that
+// awaits the controller and waits for its Sync. Returns the first step after
+// which a command had arrived (0: none in 40 steps), the wall clock moving
+// `wall_per_step_ns` per step; every Sync must come, after what it covers.
+uint64_t FirstCommandInLockstep(int64_t step_clock_ms, int64_t wall_per_step_ns) {
+  Harness h([&](ControllerOptions& o) { o.step_clock_ms = step_clock_ms; });
+  for (int i = 0; i < 40; ++i) {
+    h.clock().Advance(wall_per_step_ns);
+    telemetry::StepRecord r = h.NextStep(0, 0.10);
+    r.await_sync = true;
+    REQUIRE(h.engine().Publish(r).ok());
+    std::vector<telemetry::Command> got;
+    for (int tries = 0; tries < 1000; ++tries) {
+      REQUIRE(h.controller().Poll(milliseconds(5)).ok());
+      auto polled = h.engine().PollCommands();
+      REQUIRE(polled.ok());
+      got.insert(got.end(), polled->begin(), polled->end());
+      const auto synced = h.engine().synced_step();
+      if (synced && *synced >= r.step) break;
+    }
+    REQUIRE(h.engine().synced_step() == r.step);
+    if (!got.empty()) {
+      // Decided on this step, so sent before its Sync.
+      CHECK(*got[0].knobs.capacity_factor > 1.0);
+      CHECK(h.controller().stats().syncs_failed == 0);
+      return r.step;
+    }
+  }
+  return 0;
+}
+
+TEST_CASE("On a step clock decisions land at the same step however fast the wall moves",
+          "[controller]") {
+  // cadence 100 ms on a 10 ms step clock: the pipeline runs every 10 steps.
+  const uint64_t fast = FirstCommandInLockstep(10, 1 * kMs);
+  const uint64_t slow = FirstCommandInLockstep(10, 3000 * kMs);
+  CHECK(fast >= 4);  // the capacity policy's and the guard's min_steps
+  CHECK(fast <= 12);
+  CHECK(fast == slow);
+  // On the wall clock the same steps are decided on by wall time: 1 ms apart
+  // the cadence has not come after 40 steps; 3 s apart it comes at once.
+  CHECK(FirstCommandInLockstep(0, 1 * kMs) == 0);
+  CHECK(FirstCommandInLockstep(0, 3000 * kMs) < fast);
+}
+
+TEST_CASE("A step clock stands still between steps and cannot change on reload", "[controller]") {
+  Harness h([](ControllerOptions& o) { o.step_clock_ms = 10; });
+  // Five dropping steps (50 ms on the step clock), then an hour of wall time
+  // without a step: the 100 ms cadence does not pass, nothing is sent (on
+  // the wall clock the capacity policy would raise capacity now).
+  h.Steps(5, 0, 0.10);
+  h.clock().Advance(3'600'000 * kMs);
+  REQUIRE(h.controller().Poll(milliseconds(0)).ok());
+  CHECK(h.Received().empty());
+  ControllerOptions next = h.options();
+  next.step_clock_ms = 0;
+  Status refused = h.controller().Reload(next);
+  CHECK(refused.code() == StatusCode::kFailedPrecondition);
+  CHECK(refused.message().find("step_clock") != std::string::npos);
+  ControllerOptions bad;
+  bad.step_clock_ms = -1;
+  CHECK(Validate(bad).message().find("step_clock_ms") != std::string::npos);
+}
+
 TEST_CASE("Options are validated with the field named", "[controller]") {
   ControllerOptions o;
   o.command_endpoint = o.telemetry_endpoint;

@@ -72,6 +72,31 @@ TEST_CASE("Engine config: capacity per expert or per replica slot", "[config][en
   CHECK(message.find("slot") != std::string::npos);
 }
 
+TEST_CASE("Engine config: lockstep with the controller and its timeout", "[config][engine]") {
+  moe::testing::TempDir dir;
+  auto on = LoadEngineConfig(
+      dir.Write("on.toml", "[telemetry]\nawait_controller = true\nawait_timeout = \"250ms\"\n"));
+  INFO(on.status().ToString());
+  REQUIRE(on.ok());
+  CHECK(on->app.await_controller);
+  CHECK(on->app.await_timeout_ms == 250);
+  auto defaults = LoadEngineConfig(dir.Write("empty.toml", "[telemetry]\n"));
+  REQUIRE(defaults.ok());
+  CHECK_FALSE(defaults->app.await_controller);
+  CHECK(defaults->app.await_timeout_ms == 5000);
+
+  const std::string path =
+      dir.Write("bad.toml", "[telemetry]\nawait_controller = \"yes\"\nawait_timeout = \"0s\"\n");
+  auto bad = LoadEngineConfig(path);
+  REQUIRE_FALSE(bad.ok());
+  const std::string message = bad.status().message();
+  INFO(message);
+  CHECK(message.find(path + ":2:") != std::string::npos);
+  CHECK(message.find("await_controller") != std::string::npos);
+  CHECK(message.find(path + ":3:") != std::string::npos);
+  CHECK(message.find("await_timeout") != std::string::npos);
+}
+
 TEST_CASE("Engine config: command bounds on dynamic K and two-stage routing", "[config][engine]") {
   moe::testing::TempDir dir;
   auto cfg = LoadEngineConfig(dir.Write("bounds.toml",

@@ -1,9 +1,13 @@
 // DESIGN.md, "Telemetry (per step, per layer)": every field the engine reports
 // reaches the wire. Engine LayerStats -> MakeStepRecord -> protobuf and back.
 
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <variant>
 
 #include "moe/telemetry/codec.h"
+#include "moe/telemetry/transport.h"
 #include "telemetry_glue.h"
 #include "test_util.h"
 
@@ -160,6 +164,84 @@ TEST_CASE("The Hello is re-sent periodically and at once on a new epoch", "[tele
   CHECK(ticker.Due(1, 6 * kSecond));  // the epoch changed: now
   CHECK_FALSE(ticker.Due(1, 7 * kSecond));
   CHECK(ticker.Due(1, 11 * kSecond));
+}
+
+// Lockstep over real sockets on loopback: the engine's wait for the
+// controller's Sync, its timeout, and what it does once the controller lapsed.
+TEST_CASE("The engine awaits the controller's Sync, and stops waiting for a lapsed one",
+          "[telemetry]") {
+  using Clock = std::chrono::steady_clock;
+  using namespace std::chrono_literals;
+  telemetry::ControllerLinkOptions co;
+  co.telemetry_endpoint = "tcp://127.0.0.1:*";
+  co.command_endpoint = "tcp://127.0.0.1:*";
+  auto controller = telemetry::ControllerLink::Bind(co);
+  REQUIRE(controller.ok());
+  auto engine = MakeEngine(SmallOptions());
+  engine_app::AppOptions app;
+  app.engine_id = "lockstep";
+  telemetry::EngineLinkOptions eo;
+  eo.engine_id = app.engine_id;
+  eo.telemetry_endpoint = (*controller)->telemetry_endpoint();
+  eo.command_endpoint = (*controller)->command_endpoint();
+  auto link = telemetry::EngineLink::Connect(eo, engine_app::MakeHello(*engine, app, 1));
+  REQUIRE(link.ok());
+  engine_app::CommandHandler commands(engine.get(), app.engine_id);
+  const auto never = [] { return false; };
+  const auto sync = [&](uint64_t step) {
+    telemetry::Sync s;
+    s.engine_id = app.engine_id;
+    s.step = step;
+    s.timestamp_ns = 1;
+    // The route is known once the engine's command-channel Hello is in.
+    Status st;
+    for (auto deadline = Clock::now() + 5s; Clock::now() < deadline;) {
+      st = (*controller)->SendSync(s);
+      if (st.ok()) break;
+      std::this_thread::sleep_for(5ms);
+    }
+    REQUIRE(st.ok());
+  };
+
+  engine_app::SyncWaiter waiter(/*timeout_ms=*/150);
+  sync(1);
+  CHECK(waiter.Await(link->get(), &commands, 1, never));
+  CHECK(waiter.timeouts() == 0);
+
+  // No Sync of step 2: one timeout, then no waiting at all.
+  auto t0 = Clock::now();
+  CHECK_FALSE(waiter.Await(link->get(), &commands, 2, never));
+  CHECK(Clock::now() - t0 >= 140ms);
+  CHECK(waiter.lapsed());
+  CHECK(waiter.timeouts() == 1);
+  t0 = Clock::now();
+  CHECK_FALSE(waiter.Await(link->get(), &commands, 3, never));
+  CHECK(Clock::now() - t0 < 100ms);
+  CHECK(waiter.timeouts() == 1);
+
+  // The controller answers again (a Sync newer than the one missed): the
+  // engine waits for it once more.
+  sync(3);
+  sync(4);
+  t0 = Clock::now();
+  for (auto deadline = Clock::now() + 5s; waiter.lapsed() && Clock::now() < deadline;) {
+    waiter.Await(link->get(), &commands, 4, never);
+  }
+  CHECK_FALSE(waiter.lapsed());
+  CHECK(waiter.Await(link->get(), &commands, 4, never));
+
+  // A stop request ends a wait early, without counting as a lapse.
+  std::atomic<bool> stop{false};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(30ms);
+    stop = true;
+  });
+  engine_app::SyncWaiter patient(/*timeout_ms=*/10'000);
+  t0 = Clock::now();
+  CHECK_FALSE(patient.Await(link->get(), &commands, 99, [&] { return stop.load(); }));
+  stopper.join();
+  CHECK(Clock::now() - t0 < 5s);
+  CHECK_FALSE(patient.lapsed());
 }
 
 }  // namespace

@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   ok &= WriteMessage(env, "heartbeat", testing::FullHeartbeat());
   ok &= WriteMessage(env, "ack", testing::FullAck());
   ok &= WriteMessage(env, "command", testing::FullCommand());
+  ok &= WriteMessage(env, "sync", testing::FullSync());
   const auto commands = SampleCommands();
   for (const auto& [name, command] : commands) {
     ok &= WriteMessage(root / "command", name, command);

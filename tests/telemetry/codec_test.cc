@@ -24,9 +24,10 @@ using testing::FullHeartbeat;
 using testing::FullHello;
 using testing::FullKnobs;
 using testing::FullStep;
+using testing::FullSync;
 
 std::vector<Message> AllSamples() {
-  return {FullStep(), FullHello(), FullHeartbeat(), FullCommand(), FullAck()};
+  return {FullStep(), FullHello(), FullHeartbeat(), FullCommand(), FullAck(), FullSync()};
 }
 
 std::string EncodeOk(const Message& m) {

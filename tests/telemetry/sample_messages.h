@@ -39,6 +39,7 @@ inline StepRecord FullStep(const std::string& engine_id = "engine-a") {
   s.placement_moved_bytes = 3 * 786432;
   s.placement_copy_us = 41.25;
   s.placement_move_us = 47.1859;
+  s.await_sync = true;
   for (uint32_t i = 0; i < 2; ++i) {
     LayerRecord l;
     l.layer = i;
@@ -108,6 +109,10 @@ inline Command FullCommand(const std::string& engine_id = "engine-a") {
 
 inline Ack FullAck(const std::string& engine_id = "engine-a") {
   return Ack{engine_id, 8, false, "top_k 99 exceeds num_experts", 1002, 1'700'000'003'000'000'000};
+}
+
+inline Sync FullSync(const std::string& engine_id = "engine-a") {
+  return Sync{engine_id, 1000, 1'700'000'004'000'000'000};
 }
 
 }  // namespace moe::telemetry::testing

@@ -29,6 +29,7 @@ using testing::FullCommand;
 using testing::FullHeartbeat;
 using testing::FullHello;
 using testing::FullStep;
+using testing::FullSync;
 
 constexpr auto kWait = 5s;  // generous bound for anything that must happen
 
@@ -276,6 +277,60 @@ TEST_CASE("command and ack round trip", "[transport]") {
   REQUIRE(got);
   CHECK(std::get<Ack>(got->message) == ack);
   CHECK(engine->malformed() == 0);
+}
+
+TEST_CASE("a Sync arrives behind the commands sent before it", "[transport]") {
+  // "a command sent before the Sync of step s has been returned by the
+  // PollCommands that takes that Sync in"
+  auto controller = BindOrDie(LoopbackController());
+  auto engine = ConnectOrDie(EngineFor(*controller, "engine-a"));
+  AwaitHellos(*controller, "engine-a");
+  CHECK_FALSE(engine->synced_step().has_value());
+
+  // Nothing waits: WaitForCommands returns after its timeout.
+  const auto before = Clock::now();
+  REQUIRE(engine->WaitForCommands(30ms).ok());
+  CHECK(Clock::now() - before >= 25ms);
+
+  std::vector<Command> received;
+  for (uint64_t step : {5u, 6u}) {
+    Command command = FullCommand("engine-a");
+    command.epoch = 100 + step;
+    REQUIRE(controller->SendCommand(command).ok());
+    Sync sync = FullSync("engine-a");
+    sync.step = step;
+    REQUIRE(controller->SendSync(sync).ok());
+    const auto deadline = Clock::now() + kWait;
+    while (!(engine->synced_step() && *engine->synced_step() >= step) && Clock::now() < deadline) {
+      REQUIRE(engine->WaitForCommands(50ms).ok());
+      auto polled = engine->PollCommands();
+      REQUIRE(polled.ok());
+      received.insert(received.end(), polled->begin(), polled->end());
+    }
+    REQUIRE(engine->synced_step() == step);
+    // The command sent before the Sync was already handed out.
+    REQUIRE(received.size() == step - 4);
+    CHECK(received.back().epoch == 100 + step);
+  }
+  // A stale Sync (of a step already answered) never moves the engine's view back.
+  Sync old = FullSync("engine-a");
+  old.step = 2;
+  REQUIRE(controller->SendSync(old).ok());
+  Command marker = FullCommand("engine-a");
+  marker.epoch = 999;
+  REQUIRE(controller->SendCommand(marker).ok());
+  const auto deadline = Clock::now() + kWait;
+  while (received.back().epoch != 999 && Clock::now() < deadline) {
+    REQUIRE(engine->WaitForCommands(50ms).ok());
+    auto polled = engine->PollCommands();
+    REQUIRE(polled.ok());
+    received.insert(received.end(), polled->begin(), polled->end());
+  }
+  CHECK(received.back().epoch == 999);
+  CHECK(engine->synced_step() == 6u);
+  CHECK(engine->malformed() == 0);
+  // A Sync to nobody fails as a command does.
+  CHECK(controller->SendSync(FullSync("nobody")).code() == StatusCode::kUnavailable);
 }
 
 TEST_CASE("a command to an unknown engine fails with unavailable", "[transport]") {

@@ -37,7 +37,7 @@ _COUNT_KNOBS = ("top_k", "k_min", "shortlist")
 # OverflowPolicy on the wire <-> the names used in knob dicts.
 OVERFLOW_POLICIES = ("drop", "reroute", "replica")  # index = enum value
 
-_PAYLOADS = ("step", "hello", "heartbeat", "command", "ack")
+_PAYLOADS = ("step", "hello", "heartbeat", "command", "ack", "sync")
 
 
 class WireError(Exception):
@@ -149,7 +149,7 @@ def _check_layer_knobs(layer_knobs, where):
 def _check_payload(kind, m):
     """Raises WireError("corruption", ...) if payload `m` breaks an invariant."""
     name = {"step": "StepRecord", "hello": "Hello", "heartbeat": "Heartbeat",
-            "command": "Command", "ack": "Ack"}[kind]
+            "command": "Command", "ack": "Ack", "sync": "Sync"}[kind]
     _check_engine_id(name + ".engine_id", m.engine_id)
     if kind == "step":
         _check_length("StepRecord.layers", len(m.layers))
@@ -180,7 +180,7 @@ def _check_payload(kind, m):
 
 def encode(kind, message):
     """Serialises payload `message` (a pb.StepRecord, pb.Hello, ...) of type
-    `kind` ("step", "hello", "heartbeat", "command" or "ack") into one
+    `kind` ("step", "hello", "heartbeat", "command", "ack" or "sync") into one
     Envelope with this client's schema version. Raises WireError
     ("invalid_argument") when the message breaks an invariant."""
     if kind not in _PAYLOADS:
@@ -208,7 +208,7 @@ def _has_unknown_fields(envelope, data):
 
 def decode(data):
     """Parses one message: returns (kind, payload) with kind one of "step",
-    "hello", "heartbeat", "command", "ack". Raises WireError: "corruption" for
+    "hello", "heartbeat", "command", "ack", "sync". Raises WireError: "corruption" for
     empty or unparsable bytes, a missing schema_version, no payload, or a
     broken invariant; "unsupported" for another major version or a payload
     type this client does not know."""

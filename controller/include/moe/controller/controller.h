@@ -55,6 +55,7 @@ struct ControllerStats {
   uint64_t acks = 0;
   uint64_t failed_commands = 0;  // send failures, negative acks, ack timeouts
   uint64_t rollbacks = 0;
+  uint64_t syncs_failed = 0;  // Syncs (answers to awaiting steps) that could not be sent
   uint64_t store_pending = 0;
   uint64_t store_write_errors = 0;
   uint64_t store_rejected = 0;  // telemetry the database queue refused (full)

@@ -108,6 +108,13 @@ struct ControllerOptions {
   // two, not a cadence later). 0 = only the cadence; in [0, 1].
   double react_drop_rate = 0.0;
   int64_t react_min_interval_ms = 10;
+  // The controller's clock. 0: the wall clock. > 0 (for benchmarks and
+  // simulations, with engines that await the controller): time advances by
+  // this many ms per step record taken in, from any engine, and stands still
+  // between them, so the cadence, the cooldowns and every timeout count steps
+  // and a decision lands at the same step however fast the machine runs. The
+  // planner's time budget stays on the wall clock. Fixed at start.
+  int64_t step_clock_ms = 0;
   // A command without an ack after this long is recorded as failed.
   int64_t ack_timeout_ms = 5000;
   // Steps under a new epoch before its outcome is measured (and judged for rollback).

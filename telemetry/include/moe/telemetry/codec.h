@@ -49,7 +49,7 @@ inline constexpr uint64_t kMaxEpoch = uint64_t{1} << 62;
 inline constexpr int64_t kMaxTimestampNs = int64_t{1} << 62;
 
 // Any message that travels on a channel.
-using Message = std::variant<StepRecord, Hello, Heartbeat, Command, Ack>;
+using Message = std::variant<StepRecord, Hello, Heartbeat, Command, Ack, Sync>;
 
 // Serialises `message` into an Envelope. Fails with kInvalidArgument, naming
 // the field, if the message breaks one of the invariants above (never for

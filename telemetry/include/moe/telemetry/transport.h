@@ -5,7 +5,8 @@
 //     Hello, StepRecord and Heartbeat. Many engines may feed one controller.
 //   - commands: controller ROUTER (binds) <-> engine DEALER (connects, with a
 //     routing id of its own: "<engine id>#<16 random hex digits>"). Carries
-//     Command one way and Ack (and a Hello, so the controller learns the
+//     Command (and Sync, the answer to a StepRecord that awaits the
+//     controller) one way and Ack (and a Hello, so the controller learns the
 //     route) the other.
 //
 // The engine never blocks on a slow or absent controller: every send is
@@ -110,6 +111,16 @@ class EngineLink {
   // notices command-channel reconnects and then re-sends the Hello.
   virtual Result<std::vector<Command>> PollCommands() = 0;
 
+  // The newest step a Sync from the controller named (taken in by
+  // PollCommands, in order with the commands: a command sent before the Sync
+  // of step s has been returned by the PollCommands that takes that Sync in);
+  // nullopt before the first.
+  virtual std::optional<uint64_t> synced_step() const { return std::nullopt; }
+
+  // Blocks until a message waits on the command channel or `timeout` passed
+  // (a signal may end it early); PollCommands then takes it.
+  virtual Status WaitForCommands(std::chrono::milliseconds timeout) = 0;
+
   // Non-blocking; dropped and counted if the queue is full. An empty
   // `engine_id` (here and in Publish/PublishHeartbeat) is filled in with the
   // link's; a different one is kInvalidArgument.
@@ -200,6 +211,10 @@ class ControllerLink {
   // that engine is not connected (or its queue is full), kInvalidArgument if
   // the command does not encode.
   virtual Status SendCommand(const Command& command) = 0;
+
+  // Sends `sync` to engine `sync.engine_id` on the command channel, behind
+  // every command sent to it before; as SendCommand otherwise.
+  virtual Status SendSync(const Sync& sync) = 0;
 
   virtual LinkStats stats() const = 0;
 

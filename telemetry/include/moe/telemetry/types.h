@@ -97,6 +97,9 @@ struct StepRecord {
   uint64_t placement_moved_bytes = 0;  // expert weight bytes copied into changed slots
   double placement_copy_us = 0;        // measured on-device copy time
   double placement_move_us = 0;        // modelled network transfer time
+  // Lockstep: the engine runs its next step only after the controller's Sync
+  // of this one (or a timeout).
+  bool await_sync = false;
 
   friend bool operator==(const StepRecord&, const StepRecord&) = default;
 };
@@ -142,6 +145,17 @@ struct Command {
   std::string reason;                   // short text for logs
 
   friend bool operator==(const Command&, const Command&) = default;
+};
+
+// Controller -> engine: every message of the engine through `step` is taken
+// in and acted on; a Command decided on them was sent before this. The
+// answer to a StepRecord with `await_sync`.
+struct Sync {
+  std::string engine_id;
+  uint64_t step = 0;
+  int64_t timestamp_ns = 0;
+
+  friend bool operator==(const Sync&, const Sync&) = default;
 };
 
 // Engine -> controller: the outcome of a Command.
