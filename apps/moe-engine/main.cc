@@ -246,6 +246,9 @@ int main(int argc, char** argv) {
   engine_app::CommandHandler commands(eng.get(), app.engine_id);
   engine_app::SyncWaiter sync_waiter(app.await_timeout_ms);
   engine_app::ProgressMeter progress(app.progress_ms * 1000000);
+  if (link && app.await_controller) {
+    sync_waiter.AwaitLink(link.get(), &commands, [] { return g_stop.load(); });
+  }
   const int64_t start_ns = clock->MonotonicNanos();
   int64_t last_publish_ns = start_ns;
   engine_app::HelloTicker hello_ticker(app.hello_interval_ms * 1000000, eng->epoch(), start_ns);

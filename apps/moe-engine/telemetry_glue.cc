@@ -271,6 +271,20 @@ bool SyncWaiter::Synced(const telemetry::EngineLink& link, uint64_t step) {
   return synced && *synced >= step;
 }
 
+bool SyncWaiter::AwaitLink(telemetry::EngineLink* link, CommandHandler* commands,
+                           const std::function<bool()>& stop) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
+  for (;;) {
+    commands->Poll(link, SystemClock()->NowNanos());
+    if (link->command_channel_up()) return true;
+    if (stop() || std::chrono::steady_clock::now() >= deadline) break;
+    if (Status st = link->WaitForCommands(std::chrono::milliseconds(5)); !st.ok()) break;
+  }
+  spdlog::warn("no controller on the command channel within {} ms; the first step runs anyway",
+               timeout_ms_);
+  return false;
+}
+
 bool SyncWaiter::Await(telemetry::EngineLink* link, CommandHandler* commands, uint64_t step,
                        const std::function<bool()>& stop) {
   const auto now = [] { return std::chrono::steady_clock::now(); };

@@ -61,6 +61,12 @@ class SyncWaiter {
   // (the controller lapsed, now or before).
   bool Await(telemetry::EngineLink* link, CommandHandler* commands, uint64_t step,
              const std::function<bool()>& stop);
+  // Before the first step: waits (at most `timeout_ms`, checking `stop`)
+  // until the command channel is up, so the controller knows this engine's
+  // route when its first step arrives. False on timeout or stop (then the
+  // first Await times out and the engine runs on, as for a lapse).
+  bool AwaitLink(telemetry::EngineLink* link, CommandHandler* commands,
+                 const std::function<bool()>& stop);
   bool lapsed() const { return lapsed_; }
   uint64_t timeouts() const { return timeouts_; }
 

@@ -92,18 +92,33 @@ Status ControllerImpl::Poll(std::chrono::milliseconds wait) {
 }
 
 void ControllerImpl::SendSyncs() {
-  for (const auto& [id, step] : syncs_due_) {
+  const int64_t wall_ns = wall_clock_->MonotonicNanos();
+  for (auto it = syncs_due_.begin(); it != syncs_due_.end();) {
+    const auto& [id, due] = *it;
     telemetry::Sync sync;
     sync.engine_id = id;
-    sync.step = step;
+    sync.step = due.step;
     sync.timestamp_ns = clock_->NowNanos();
-    if (Status st = link_->SendSync(sync); !st.ok() && LogThisOne(++stats_.syncs_failed)) {
-      // The engine waits out its await timeout and runs on.
-      spdlog::warn("engine {}: Sync of step {} not sent ({} so far): {}", id, step,
+    const Status st = link_->SendSync(sync);
+    if (st.ok()) {
+      it = syncs_due_.erase(it);
+      continue;
+    }
+    if (it->second.first_failed_ns < 0) it->second.first_failed_ns = wall_ns;
+    const bool retry =
+        st.code() == StatusCode::kUnavailable &&
+        wall_ns - it->second.first_failed_ns < options_.ack_timeout_ms * kNanosPerMilli;
+    if (retry) {
+      ++it;
+      continue;
+    }
+    // The engine waits out its await timeout and runs on.
+    if (LogThisOne(++stats_.syncs_failed)) {
+      spdlog::warn("engine {}: Sync of step {} not sent ({} so far): {}", id, due.step,
                    stats_.syncs_failed, st.ToString());
     }
+    it = syncs_due_.erase(it);
   }
-  syncs_due_.clear();
 }
 
 Status ControllerImpl::Reload(const ControllerOptions& options) {
@@ -362,7 +377,7 @@ void ControllerImpl::OnStep(const telemetry::StepRecord& record, int64_t now) {
     Measure(e, now);
   }
   MaybeReact(e, record, now);
-  if (record.await_sync) syncs_due_[record.engine_id] = record.step;
+  if (record.await_sync) syncs_due_[record.engine_id] = DueSync{record.step};
 }
 
 void ControllerImpl::MaybeReact(EngineState& e, const telemetry::StepRecord& record, int64_t now) {

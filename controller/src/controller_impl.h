@@ -210,9 +210,15 @@ class ControllerImpl final : public Controller {
   // When the pipeline of the engine now deciding began (CycleProfile::to_command_us).
   std::optional<std::chrono::steady_clock::time_point> cycle_start_;
   bool held_for_database_ = false;  // decisions held: the store's writes fail
-  // Engines whose newest step awaits a Sync (StepRecord::await_sync): the
-  // step it names, sent once the cycle after its ingest ran.
-  std::map<std::string, uint64_t> syncs_due_;
+  // Engines whose newest step awaits a Sync (StepRecord::await_sync), sent
+  // once the cycle after its ingest ran; one the link could not route yet
+  // (the engine's command-channel Hello comes on the other channel) is tried
+  // again each poll, for up to ack_timeout on the wall clock.
+  struct DueSync {
+    uint64_t step = 0;
+    int64_t first_failed_ns = -1;  // wall clock's MonotonicNanos; -1: not tried
+  };
+  std::map<std::string, DueSync> syncs_due_;
   MetricsRecorder metrics_;
   int64_t next_progress_ns_ = 0;
   PlanWorker plans_;  // last member: its thread stops first

@@ -103,6 +103,7 @@ void ControllerImpl::ExpireEngines(int64_t now) {
     // returns starts them again, a counter reset to Prometheus), so ids
     // that come and go cannot grow the recorder.
     metrics_.Forget(id);
+    syncs_due_.erase(id);
     it = engines_.erase(it);
   }
 }

@@ -71,8 +71,10 @@ std::optional<policies::Proposal> ControllerImpl::Ask(
     }
     policies::ReplicationPolicyParams params = options_.replication;
     // A deadline per layer, on the wall (a budget of work, not of engine
-    // steps); a frozen test clock never expires.
-    params.clock = wall_clock_;
+    // steps); a frozen test clock never expires. On a step clock none: the
+    // planner runs to its work limits, so a plan does not depend on how
+    // much CPU the machine gave it.
+    params.clock = step_clock_ ? nullptr : wall_clock_;
     return plans_.Ask(shared, params);
   }
   if (name == "counterfactual" && options_.counterfactual_enabled) {

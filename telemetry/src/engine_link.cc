@@ -65,6 +65,7 @@ class ZmqEngineLink final : public EngineLink {
   }
 
   std::optional<uint64_t> synced_step() const override { return synced_step_; }
+  bool command_channel_up() const override { return num_handshakes_ > 0; }
 
   Status WaitForCommands(std::chrono::milliseconds timeout) override {
     return Guard("WaitForCommands", [&]() -> Status {

@@ -557,6 +557,58 @@ TEST_CASE("On a step clock decisions land at the same step however fast the wall
   CHECK(FirstCommandInLockstep(0, 3000 * kMs) < fast);
 }
 
+TEST_CASE("A Sync waits for the engine's route, for up to ack_timeout", "[controller]") {
+  Harness h([](ControllerOptions& o) { o.step_clock_ms = 10; });
+  // An engine whose command channel is not up yet (it points nowhere): its
+  // step that awaits the controller cannot be answered at once.
+  const auto connect = [&](const std::string& id, const std::string& commands) {
+    telemetry::EngineLinkOptions o;
+    o.engine_id = id;
+    o.telemetry_endpoint = h.controller().telemetry_endpoint();
+    o.command_endpoint = commands;
+    telemetry::Hello hello = h.hello();
+    hello.engine_id = id;
+    auto link = telemetry::EngineLink::Connect(o, hello);
+    REQUIRE(link.ok());
+    return std::move(*link);
+  };
+  const auto publish = [&](telemetry::EngineLink& link, const std::string& id) {
+    telemetry::StepRecord r = h.NextStep(0, 0.0);
+    r.engine_id = id;
+    r.await_sync = true;
+    REQUIRE(link.Publish(r).ok());
+    return r.step;
+  };
+  auto early = connect("late", "tcp://127.0.0.1:1");
+  const uint64_t step = publish(*early, "late");
+  const uint64_t steps = h.controller().stats().steps;
+  h.PollUntil([&] { return h.controller().stats().steps > steps; });
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(h.controller().Poll(milliseconds(5)).ok());
+  CHECK(h.controller().stats().syncs_failed == 0);  // still trying
+  // Its command channel comes up (here: as a second connection of the id):
+  // the Sync goes there.
+  auto up = connect("late", h.controller().command_endpoint());
+  for (int i = 0; i < 1000 && up->synced_step() != step; ++i) {
+    REQUIRE(h.controller().Poll(milliseconds(5)).ok());
+    REQUIRE(up->PollCommands().ok());
+  }
+  CHECK(up->synced_step() == step);
+  CHECK(h.controller().stats().syncs_failed == 0);
+
+  // One that never comes up: given up after ack_timeout, counted once.
+  auto never = connect("never", "tcp://127.0.0.1:1");
+  const uint64_t before = h.controller().stats().steps;
+  publish(*never, "never");
+  h.PollUntil([&] { return h.controller().stats().steps > before; });
+  REQUIRE(h.controller().Poll(milliseconds(0)).ok());
+  CHECK(h.controller().stats().syncs_failed == 0);
+  h.clock().Advance((h.options().ack_timeout_ms + 1) * kMs);
+  REQUIRE(h.controller().Poll(milliseconds(0)).ok());
+  REQUIRE(h.controller().Poll(milliseconds(0)).ok());
+  CHECK(h.controller().stats().syncs_failed == 1);
+}
+
 TEST_CASE("A step clock stands still between steps and cannot change on reload", "[controller]") {
   Harness h([](ControllerOptions& o) { o.step_clock_ms = 10; });
   // Five dropping steps (50 ms on the step clock), then an hour of wall time

@@ -204,6 +204,10 @@ TEST_CASE("The engine awaits the controller's Sync, and stops waiting for a laps
   };
 
   engine_app::SyncWaiter waiter(/*timeout_ms=*/150);
+  // The command channel comes up (the controller is there).
+  engine_app::SyncWaiter linker(/*timeout_ms=*/5000);
+  CHECK(linker.AwaitLink(link->get(), &commands, never));
+  CHECK((*link)->command_channel_up());
   sync(1);
   CHECK(waiter.Await(link->get(), &commands, 1, never));
   CHECK(waiter.timeouts() == 0);
@@ -242,6 +246,22 @@ TEST_CASE("The engine awaits the controller's Sync, and stops waiting for a laps
   stopper.join();
   CHECK(Clock::now() - t0 < 5s);
   CHECK_FALSE(patient.lapsed());
+
+  // No controller on the command channel: AwaitLink gives up after its timeout.
+  telemetry::EngineLinkOptions nowhere = eo;
+  nowhere.engine_id = "alone";
+  nowhere.command_endpoint = "tcp://127.0.0.1:1";
+  engine_app::AppOptions alone_app = app;
+  alone_app.engine_id = "alone";
+  auto alone =
+      telemetry::EngineLink::Connect(nowhere, engine_app::MakeHello(*engine, alone_app, 1));
+  INFO(alone.status().ToString());
+  REQUIRE(alone.ok());
+  engine_app::CommandHandler alone_commands(engine.get(), "alone");
+  t0 = Clock::now();
+  CHECK_FALSE(waiter.AwaitLink(alone->get(), &alone_commands, never));
+  CHECK(Clock::now() - t0 >= 140ms);
+  CHECK_FALSE((*alone)->command_channel_up());
 }
 
 }  // namespace

@@ -113,7 +113,8 @@ struct ControllerOptions {
   // this many ms per step record taken in, from any engine, and stands still
   // between them, so the cadence, the cooldowns and every timeout count steps
   // and a decision lands at the same step however fast the machine runs. The
-  // planner's time budget stays on the wall clock. Fixed at start.
+  // replication planner then has no deadline (it runs to its work limits:
+  // time_budget_ms is not used). Fixed at start.
   int64_t step_clock_ms = 0;
   // A command without an ack after this long is recorded as failed.
   int64_t ack_timeout_ms = 5000;

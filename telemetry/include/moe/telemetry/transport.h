@@ -117,6 +117,12 @@ class EngineLink {
   // nullopt before the first.
   virtual std::optional<uint64_t> synced_step() const { return std::nullopt; }
 
+  // True once the command channel's handshake with a controller succeeded
+  // (seen by PollCommands): the Hello that tells the controller this
+  // engine's route has left. Lockstep waits for it before the first step, so
+  // the controller can answer that step.
+  virtual bool command_channel_up() const { return false; }
+
   // Blocks until a message waits on the command channel or `timeout` passed
   // (a signal may end it early); PollCommands then takes it.
   virtual Status WaitForCommands(std::chrono::milliseconds timeout) = 0;
