@@ -140,22 +140,24 @@ class ZmqControllerLink final : public ControllerLink {
   }
 
   Status SendCommand(const Command& command) override {
-    try {
-      return SendToEngine(command.engine_id, command);
-    } catch (const zmq::error_t& e) {
-      return internal::ZmqError("ControllerLink::SendCommand", __FILE__, __LINE__, e.num());
-    } catch (const std::exception& e) {
-      return Status::Internal(fmt::format("ControllerLink::SendCommand: {}", e.what()));
-    }
+    return Guarded("ControllerLink::SendCommand", __LINE__,
+                   [&] { return SendToEngine(command.engine_id, command); });
   }
 
   Status SendSync(const Sync& sync) override {
+    return Guarded("ControllerLink::SendSync", __LINE__,
+                   [&] { return SendToEngine(sync.engine_id, sync); });
+  }
+
+  // Runs `send`, turning a ZeroMQ or other exception into a Status named `what`.
+  template <typename F>
+  static Status Guarded(const char* what, int line, F&& send) {
     try {
-      return SendToEngine(sync.engine_id, sync);
+      return send();
     } catch (const zmq::error_t& e) {
-      return internal::ZmqError("ControllerLink::SendSync", __FILE__, __LINE__, e.num());
+      return internal::ZmqError(what, __FILE__, line, e.num());
     } catch (const std::exception& e) {
-      return Status::Internal(fmt::format("ControllerLink::SendSync: {}", e.what()));
+      return Status::Internal(fmt::format("{}: {}", what, e.what()));
     }
   }
 
