@@ -504,8 +504,14 @@ enabled = true
 min_steps = 1
 min_gain = 0.01
 )";
+  // In lockstep on a step clock (docs/telemetry.md): the planner then has no
+  // wall-clock deadline, so whether a placement joins does not depend on how
+  // much CPU a loaded machine gave it (a CI run under load saw none join).
+  run.base_toml = "step_clock = \"15ms\"\n" + run.base_toml;
   auto daemon = run.Start(policies);
-  Subprocess engine(EngineArgs(run.ep, "joint", 160), run.dir.File("engine.log"));
+  std::vector<std::string> args = EngineArgs(run.ep, "joint", 160);
+  args.push_back("--await-controller");
+  Subprocess engine(args, run.dir.File("engine.log"));
   std::optional<int> engine_status = engine.Wait(seconds(120));
   INFO("engine log:\n" << engine.Log());
   REQUIRE(engine_status == std::optional<int>(0));
