@@ -266,19 +266,30 @@ bool HelloTicker::Due(uint64_t epoch, int64_t now_ns) {
   return true;
 }
 
-bool SyncWaiter::Synced(const telemetry::EngineLink& link, uint64_t step) {
-  const std::optional<uint64_t> synced = link.synced_step();
-  return synced && *synced >= step;
+bool SyncWaiter::PollUntil(telemetry::EngineLink* link, CommandHandler* commands,
+                           const std::function<bool()>& done, const std::function<bool()>& stop,
+                           std::chrono::milliseconds slice) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
+  for (;;) {
+    commands->Poll(link, SystemClock()->NowNanos());
+    if (done()) return true;
+    if (stop()) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    if (Status st = link->WaitForCommands(std::min(left, slice)); !st.ok()) {
+      spdlog::warn("await the controller: {}", st.ToString());
+      return false;
+    }
+  }
 }
 
 bool SyncWaiter::AwaitLink(telemetry::EngineLink* link, CommandHandler* commands,
                            const std::function<bool()>& stop) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
-  for (;;) {
-    commands->Poll(link, SystemClock()->NowNanos());
-    if (link->command_channel_up()) return true;
-    if (stop() || std::chrono::steady_clock::now() >= deadline) break;
-    if (Status st = link->WaitForCommands(std::chrono::milliseconds(5)); !st.ok()) break;
+  if (PollUntil(
+          link, commands, [&] { return link->command_channel_up(); }, stop,
+          std::chrono::milliseconds(5))) {
+    return true;
   }
   spdlog::warn("no controller on the command channel within {} ms; the first step runs anyway",
                timeout_ms_);
@@ -287,7 +298,6 @@ bool SyncWaiter::AwaitLink(telemetry::EngineLink* link, CommandHandler* commands
 
 bool SyncWaiter::Await(telemetry::EngineLink* link, CommandHandler* commands, uint64_t step,
                        const std::function<bool()>& stop) {
-  const auto now = [] { return std::chrono::steady_clock::now(); };
   if (lapsed_) {
     // Answers again? A Sync newer than the one that did not come says so.
     commands->Poll(link, SystemClock()->NowNanos());
@@ -296,19 +306,9 @@ bool SyncWaiter::Await(telemetry::EngineLink* link, CommandHandler* commands, ui
     lapsed_ = false;
     spdlog::info("the controller answers again (Sync of step {}): lockstep resumes", *synced);
   }
-  const auto deadline = now() + std::chrono::milliseconds(timeout_ms_);
-  for (;;) {
-    commands->Poll(link, SystemClock()->NowNanos());
-    if (Synced(*link, step)) return true;
-    if (stop()) return false;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now());
-    if (left.count() <= 0) break;
-    if (Status st = link->WaitForCommands(std::min(left, std::chrono::milliseconds(20)));
-        !st.ok()) {
-      spdlog::warn("await the controller: {}", st.ToString());
-      break;
-    }
-  }
+  const auto synced = [&] { return link->synced_step() && *link->synced_step() >= step; };
+  if (PollUntil(link, commands, synced, stop, std::chrono::milliseconds(20))) return true;
+  if (stop()) return false;
   ++timeouts_;
   lapsed_ = true;
   lapsed_step_ = step;

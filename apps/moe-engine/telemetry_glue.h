@@ -5,6 +5,7 @@
 #ifndef MOE_APPS_MOE_ENGINE_TELEMETRY_GLUE_H_
 #define MOE_APPS_MOE_ENGINE_TELEMETRY_GLUE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -71,7 +72,11 @@ class SyncWaiter {
   uint64_t timeouts() const { return timeouts_; }
 
  private:
-  static bool Synced(const telemetry::EngineLink& link, uint64_t step);
+  // Polls commands until `done()` (true), `stop()` or timeout_ms_ (false),
+  // blocking at most `slice` between looks.
+  bool PollUntil(telemetry::EngineLink* link, CommandHandler* commands,
+                 const std::function<bool()>& done, const std::function<bool()>& stop,
+                 std::chrono::milliseconds slice);
 
   int64_t timeout_ms_;
   bool lapsed_ = false;

@@ -94,7 +94,7 @@ Status ControllerImpl::Poll(std::chrono::milliseconds wait) {
 void ControllerImpl::SendSyncs() {
   const int64_t wall_ns = wall_clock_->MonotonicNanos();
   for (auto it = syncs_due_.begin(); it != syncs_due_.end();) {
-    const auto& [id, due] = *it;
+    auto& [id, due] = *it;
     telemetry::Sync sync;
     sync.engine_id = id;
     sync.step = due.step;
@@ -104,10 +104,9 @@ void ControllerImpl::SendSyncs() {
       it = syncs_due_.erase(it);
       continue;
     }
-    if (it->second.first_failed_ns < 0) it->second.first_failed_ns = wall_ns;
-    const bool retry =
-        st.code() == StatusCode::kUnavailable &&
-        wall_ns - it->second.first_failed_ns < options_.ack_timeout_ms * kNanosPerMilli;
+    if (due.first_failed_ns < 0) due.first_failed_ns = wall_ns;
+    const bool retry = st.code() == StatusCode::kUnavailable &&
+                       wall_ns - due.first_failed_ns < options_.ack_timeout_ms * kNanosPerMilli;
     if (retry) {
       ++it;
       continue;
