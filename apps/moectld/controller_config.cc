@@ -103,6 +103,27 @@ void ReadEngineLimits(TableReader table, LimitsOptions* l) {
   l->window_bytes = static_cast<uint64_t>(window_mib) << 20;
 }
 
+// [cost_model]: a fixed model instead of the online fit, and stragglers.
+void ReadCostModel(TableReader table, CostModelOptions* c) {
+  std::string source = c->fixed ? "fixed" : "measured";
+  table.ReadChoice("source", &source, {"measured", "fixed"});
+  c->fixed = source == "fixed";
+  const std::pair<const char*, double*> figures[] = {
+      {"device_fixed_us", &c->device.fixed_us},
+      {"device_per_row_us", &c->device.per_row_us},
+      {"overhead_fixed_us", &c->overhead.fixed_us},
+      {"overhead_per_token_us", &c->overhead.per_row_us}};
+  for (const auto& [key, value] : figures) {
+    if (!c->fixed && table.Has(key)) {
+      table.Fail(key, "is read only with source = \"fixed\" (the measured fit finds its own)");
+      continue;
+    }
+    table.Read(key, value, Range<double>{0, 1e9});
+  }
+  if (c->fixed) table.Require("device_per_row_us");
+  table.Read("stragglers", &c->stragglers);
+}
+
 void ReadControl(TableReader table, ControlOptions* c) {
   table.Read("socket", &c->socket);
   if (!c->socket.empty() && c->socket.size() >= 108) {
@@ -393,6 +414,7 @@ Result<ControllerOptions> LoadControllerConfig(const std::string& path) {
   ReadEngineLimits(root.Table("limits"), &o.limits);
   ReadMetrics(root.Table("metrics"), &o.metrics);
   ReadControl(root.Table("control"), &o.control);
+  ReadCostModel(root.Table("cost_model"), &o.cost_model);
 
   ReadPolicies(root.Table("policies"), &o);
   std::string policies_file;

@@ -148,8 +148,10 @@ Status ControllerImpl::Reload(const ControllerOptions& options) {
   const bool knob_changed = learner_.Reload(LearnerOptionsOf(options));
   options_ = options;
   SetPlanGainParams();
-  for (auto& [id, e] : engines_)
+  for (auto& [id, e] : engines_) {
     SetCapacityReplays(e);
+    e.set_cost_model_options(options_.cost_model);
+  }
   if (knob_changed) {
     // What was learnt of the new knob before is in the database.
     Status flushed = store_ ? store_->Flush() : Status::Ok();
@@ -229,6 +231,7 @@ EngineState& ControllerImpl::Engine(const std::string& id) {
       it->second.ledger().MarkLearntThrough(*through);
     }
     SetCapacityReplays(it->second);
+    it->second.set_cost_model_options(options_.cost_model);
     auto issued = highest_epochs_.find(id);
     if (issued != highest_epochs_.end()) it->second.ReserveEpochsThrough(issued->second);
     const bool returned = gone_.erase(id) > 0;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,6 +89,19 @@ Status Validate(const ControllerOptions& o) {
   }
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
+  const CostModelOptions& cm = o.cost_model;
+  for (const auto& [field, value] :
+       {std::pair{"cost_model.device_fixed_us", cm.device.fixed_us},
+        std::pair{"cost_model.device_per_row_us", cm.device.per_row_us},
+        std::pair{"cost_model.overhead_fixed_us", cm.overhead.fixed_us},
+        std::pair{"cost_model.overhead_per_token_us", cm.overhead.per_row_us}}) {
+    if (!(value >= 0 && std::isfinite(value))) return bad(field, "must be a finite number >= 0");
+  }
+  if (cm.fixed && !(cm.device.per_row_us > 0)) {
+    // A device whose time does not grow with its rows makes imbalance free.
+    return bad("cost_model.device_per_row_us",
+               "must be > 0 with a fixed cost model (the time a device takes per row it runs)");
+  }
   MOE_RETURN_IF_ERROR(Validate(o.limits));
   if (o.db_max_queue_rows <= 0) return bad("db_max_queue_rows", "must be > 0");
   if (o.db_max_queue_bytes <= 0) return bad("db_max_queue_bytes", "must be > 0");

@@ -168,35 +168,59 @@ uint64_t EpochSums::bytes() const {
   return total;
 }
 
+void EngineState::set_cost_model_options(const CostModelOptions& options) {
+  if (options == cost_options_) return;
+  cost_options_ = options;
+  if (options.fixed) {
+    cost_model_.device = options.device;
+    cost_model_.overhead = options.overhead;
+    cost_model_.calibrated = true;
+  } else {
+    // Refitted from the points gathered at the next step; until then none.
+    cost_model_.calibrated = false;
+  }
+  if (!options.stragglers) {
+    device_speed_ = policies::DeviceSpeedEstimator();
+    cost_model_.device_factor.clear();
+    logged_factors_.clear();
+  }
+  cost_model_news_ = true;
+}
+
 void EngineState::FitCostModel(const telemetry::StepRecord& record) {
+  const bool stragglers = cost_options_.stragglers;
   for (const telemetry::LayerRecord& layer : record.layers) {
     const telemetry::LayerTiming& t = layer.timing;
     for (size_t d = 0; d < layer.device_tokens.size() && d < t.device_expert_us.size(); ++d) {
       if (layer.device_tokens[d] == 0) continue;
       // The fit is of a device at the usual speed: a straggler's times are
-      // scaled back by its factor, and its ratio to the fit measured.
-      if (cost_model_.calibrated) {
+      // scaled back by its factor, and its ratio to the model measured.
+      if (cost_model_.calibrated && stragglers) {
         device_speed_.Add(d, layer.device_tokens[d], t.device_expert_us[d], cost_model_.device);
       }
+      // Gathered under a fixed model too, so a reload back to the fit has points.
       device_fit_.Add(layer.device_tokens[d], t.device_expert_us[d] / device_speed_.FactorOf(d));
     }
     overhead_fit_.Add(layer.num_tokens, t.router_us + t.dispatch_us + t.combine_us);
   }
-  device_speed_.EndStep();
-  Result<policies::AffineCost> device = device_fit_.Fit(16);
-  if (!device.ok()) return;
-  cost_model_.device = *device;
-  // The tokens may not vary (a steady workload): then the overhead is its mean.
-  Result<policies::AffineCost> overhead = overhead_fit_.Fit(4);
-  if (overhead.ok()) {
-    cost_model_.overhead = *overhead;
-  } else {
-    cost_model_.overhead = overhead_fit_.Flat();
+  if (stragglers) device_speed_.EndStep();
+  if (!cost_options_.fixed) {
+    Result<policies::AffineCost> device = device_fit_.Fit(16);
+    if (!device.ok()) return;
+    cost_model_.device = *device;
+    // The tokens may not vary (a steady workload): then the overhead is its mean.
+    Result<policies::AffineCost> overhead = overhead_fit_.Fit(4);
+    if (overhead.ok()) {
+      cost_model_.overhead = *overhead;
+    } else {
+      cost_model_.overhead = overhead_fit_.Flat();
+    }
+    if (!cost_model_.calibrated || steps_seen_ - cost_model_logged_step_ >= 4096) {
+      cost_model_news_ = true;
+    }
+    cost_model_.calibrated = true;
   }
-  if (!cost_model_.calibrated || steps_seen_ - cost_model_logged_step_ >= 4096) {
-    cost_model_news_ = true;
-  }
-  cost_model_.calibrated = true;
+  if (!stragglers) return;
   // A median of the window's step ratios: a slowdown shows half a window
   // after it began, at a cost of O(devices x window) a step.
   device_speed_.Update();
@@ -223,10 +247,14 @@ std::optional<std::string> EngineState::TakeCostModelNews() {
   }
   return fmt::format(
       "a device runs {:.1f} us + {:.4f} us a row, a layer's router and exchange {:.1f} us + "
-      "{:.4f} us a token ({} device points){}",
+      "{:.4f} us a token ({}){}",
       cost_model_.device.fixed_us, cost_model_.device.per_row_us, cost_model_.overhead.fixed_us,
-      cost_model_.overhead.per_row_us, device_fit_.count(),
-      slow.empty() ? std::string(", every device at the usual speed") : slow);
+      cost_model_.overhead.per_row_us,
+      cost_options_.fixed ? std::string("fixed by [cost_model]")
+                          : fmt::format("{} device points", device_fit_.count()),
+      !cost_options_.stragglers ? std::string(", stragglers not measured")
+      : slow.empty()            ? std::string(", every device at the usual speed")
+                                : slow);
 }
 
 std::pair<double, double> EngineState::ModelledPath(const StepFigures& step) const {

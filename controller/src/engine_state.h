@@ -17,6 +17,7 @@
 
 #include "epoch_ledger.h"
 #include "moe/controller/levers.h"
+#include "moe/controller/options.h"
 #include "moe/policies/cost_model.h"
 #include "moe/policies/guard.h"
 #include "moe/policies/reward.h"
@@ -214,6 +215,10 @@ class EngineState {
   // settings change. None while the cost model is not calibrated or has a
   // straggler (the policy could not use them). Empty factors: none are kept.
   void set_capacity_replays(std::vector<double> factors, size_t lookback);
+  // Where the cost model comes from (CostModelOptions): a fixed model is in
+  // force at once; back to the measured fit, the points gathered meanwhile
+  // are fitted at the next step. Stragglers off clears the device factors.
+  void set_cost_model_options(const CostModelOptions& options);
 
   // Any message from the engine at `now_ns` (liveness).
   void Touch(int64_t now_ns) { last_seen_ns_ = std::max(last_seen_ns_, now_ns); }
@@ -298,6 +303,7 @@ class EngineState {
   // Each device's time over the fit's (a straggler), into cost_model_.
   policies::DeviceSpeedEstimator device_speed_;
   policies::CostModel cost_model_;
+  CostModelOptions cost_options_;
   bool cost_model_news_ = false;
   uint64_t cost_model_logged_step_ = 0;
   // The device factors last reported as news: a factor that drifts by less

@@ -197,6 +197,53 @@ TEST_CASE("step_clock is a duration of at most an hour", "[config]") {
   CHECK(bad.status().message().find("step_clock") != std::string::npos);
 }
 
+TEST_CASE("[cost_model] reads a fixed model and the straggler switch; bad ones name the key",
+          "[config]") {
+  moe::testing::TempDir dir;
+  auto shipped = LoadControllerConfig(dir.Write("empty.toml", ""));
+  REQUIRE(shipped.ok());
+  CHECK_FALSE(shipped->cost_model.fixed);  // fitted online by default
+  CHECK(shipped->cost_model.stragglers);
+  auto ok = LoadControllerConfig(
+      dir.Write("c.toml",
+                "[cost_model]\nsource = \"fixed\"\ndevice_fixed_us = 120\n"
+                "device_per_row_us = 1.25\noverhead_fixed_us = 700\noverhead_per_token_us = 0.5\n"
+                "stragglers = false\n"));
+  INFO(ok.status().ToString());
+  REQUIRE(ok.ok());
+  CHECK(ok->cost_model.fixed);
+  CHECK(ok->cost_model.device.fixed_us == 120);
+  CHECK(ok->cost_model.device.per_row_us == 1.25);
+  CHECK(ok->cost_model.overhead.fixed_us == 700);
+  CHECK(ok->cost_model.overhead.per_row_us == 0.5);
+  CHECK_FALSE(ok->cost_model.stragglers);
+
+  struct Bad {
+    std::string toml;
+    std::string where;  // file:line: of the offending key
+    std::string says;
+  };
+  const std::vector<Bad> bad = {
+      // A fixed model needs its per-row cost.
+      {"[cost_model]\nsource = \"fixed\"\ndevice_fixed_us = 100\n", ":1:", "device_per_row_us"},
+      {"[cost_model]\nsource = \"fixed\"\ndevice_per_row_us = 0\n", "", "must be > 0"},
+      {"[cost_model]\nsource = \"fixed\"\ndevice_per_row_us = -1\n", ":3:", "device_per_row_us"},
+      // Figures without a fixed model would be silently ignored.
+      {"[cost_model]\ndevice_per_row_us = 1.5\n", ":2:", "source = \"fixed\""},
+      {"[cost_model]\nsource = \"guessed\"\n", ":2:", "measured"},
+      {"[cost_model]\nstragglers = 1\n", ":2:", "stragglers"},
+  };
+  for (const Bad& b : bad) {
+    const std::string path = dir.Write("bad.toml", b.toml);
+    auto r = LoadControllerConfig(path);
+    INFO(b.toml);
+    REQUIRE_FALSE(r.ok());
+    INFO(r.status().message());
+    CHECK(r.status().message().find(path + b.where) != std::string::npos);
+    CHECK(r.status().message().find(b.says) != std::string::npos);
+  }
+}
+
 TEST_CASE("A policies file is resolved beside the config and checked too", "[config]") {
   moe::testing::TempDir dir;
   dir.Write("p/pol.toml", "[capacity]\ntarget_low = 0.3\ntarget_high = 0.2\n");

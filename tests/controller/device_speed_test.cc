@@ -113,5 +113,58 @@ TEST_CASE("The state estimate sees a slowdown within half its window of steps",
   CHECK_FALSE(state.TakeCostModelNews());  // it drifts within 10%: no news
 }
 
+TEST_CASE("A fixed cost model holds whatever the times; stragglers are measured against it or off",
+          "[controller][straggler][cost_model]") {
+  CostModelOptions fixed;
+  fixed.fixed = true;
+  fixed.device = {100, 2.0};  // not the 20 us + 0.5 us a row the devices run
+  fixed.overhead = {40, 0};
+  EngineState state("e", 64);
+  state.set_cost_model_options(fixed);
+  state.OnHello(FourLayerHello(), 0);
+  // In force before any step: nothing waits for a fit.
+  policies::CostModel m = state.Snapshot(0).cost_model;
+  REQUIRE(m.calibrated);
+  CHECK(m.device.per_row_us == 2.0);
+  std::optional<std::string> news = state.TakeCostModelNews();
+  REQUIRE(news);
+  CHECK(news->find("fixed by [cost_model]") != std::string::npos);
+  std::mt19937_64 rng(9);
+  uint64_t step = 0;
+  for (; step < 100; ++step)
+    state.OnStep(Step(rng, step, 3.0), static_cast<int64_t>(step));
+  m = state.Snapshot(1000).cost_model;
+  CHECK(m.device.fixed_us == 100);  // never refitted
+  CHECK(m.device.per_row_us == 2.0);
+  CHECK(m.overhead.fixed_us == 40);
+  // A device 3x slower than its peers is still seen, against the fixed
+  // model's prices (the factor is relative to the median device).
+  REQUIRE(m.device_factor.size() == kDevices);
+  CHECK(m.device_factor[3] == Approx(3.0).epsilon(0.1));
+
+  // Stragglers off: every device at the usual speed, whatever it measures.
+  CostModelOptions no_stragglers = fixed;
+  no_stragglers.stragglers = false;
+  state.set_cost_model_options(no_stragglers);
+  CHECK(state.Snapshot(1000).cost_model.device_factor.empty());
+  for (; step < 200; ++step)
+    state.OnStep(Step(rng, step, 3.0), static_cast<int64_t>(step));
+  CHECK(state.Snapshot(1000).cost_model.device_factor.empty());
+  news = state.TakeCostModelNews();
+  REQUIRE(news);
+  CHECK(news->find("stragglers not measured") != std::string::npos);
+
+  // Back to the measured fit (a reload): fitted at the next step from the
+  // points gathered all along, the usual device's 0.5 us a row.
+  state.set_cost_model_options(CostModelOptions{});
+  CHECK_FALSE(state.Snapshot(1000).cost_model.calibrated);
+  state.OnStep(Step(rng, step, 3.0), static_cast<int64_t>(step));
+  ++step;
+  m = state.Snapshot(1000).cost_model;
+  REQUIRE(m.calibrated);
+  CHECK(m.device.per_row_us == Approx(0.5).epsilon(0.5));
+  CHECK(m.device.per_row_us < 1.5);
+}
+
 }  // namespace
 }  // namespace moe::controller

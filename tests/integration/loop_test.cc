@@ -504,11 +504,22 @@ enabled = true
 min_steps = 1
 min_gain = 0.01
 )";
-  // In lockstep on a step clock (docs/telemetry.md): the planner then has no
-  // wall-clock deadline, so whether a placement joins does not depend on how
-  // much CPU a loaded machine gave it (a CI run under load saw none join).
+  // In lockstep on a step clock (docs/telemetry.md), with a fixed cost model
+  // and no straggler measurement: the planner then has no wall-clock
+  // deadline and every price is one of demand alone, so whether a placement
+  // joins does not depend on how much CPU a loaded machine gave each device
+  // (CI runs under load saw none join: once for the planner's deadline, once
+  // for a noise "straggler" the measured model saw at 3.5x).
   run.base_toml = "step_clock = \"15ms\"\n" + run.base_toml;
-  auto daemon = run.Start(policies);
+  const std::string cost_model = R"(
+[cost_model]
+source = "fixed"
+device_fixed_us = 150.0
+device_per_row_us = 1.5
+overhead_fixed_us = 800.0
+stragglers = false
+)";
+  auto daemon = run.Start(cost_model + policies);
   std::vector<std::string> args = EngineArgs(run.ep, "joint", 160);
   args.push_back("--await-controller");
   Subprocess engine(args, run.dir.File("engine.log"));

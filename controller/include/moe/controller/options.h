@@ -15,6 +15,7 @@
 #include "moe/policies/baseline_policies.h"
 #include "moe/policies/bias_policy.h"
 #include "moe/policies/capacity_policy.h"
+#include "moe/policies/cost_model.h"
 #include "moe/policies/counterfactual_policy.h"
 #include "moe/policies/guard.h"
 #include "moe/policies/learning_policy.h"
@@ -62,6 +63,27 @@ struct LimitsOptions {
   uint64_t max_layer_replicas = 524'288;       // num_layers x num_replicas
   uint32_t max_devices = 1024;                 // Hello.num_devices
   uint64_t window_bytes = uint64_t{64} << 20;  // figures kept per engine
+};
+
+// The cost model the controller prices steps with ([cost_model] in
+// controller.toml; policies/cost_model.h). By default it is fitted online
+// from each engine's measured per-device times, so it follows the hardware,
+// and also the noise of a shared machine. `fixed` replaces the fit with the
+// figures given (an offline calibration, or a benchmark's, so that decisions
+// do not move with the machine's load). `stragglers` measures each device's
+// speed against the model in force (a throttled or shared device gets its
+// factor); off, every device counts at the usual speed. Both apply to every
+// engine and change on reload.
+struct CostModelOptions {
+  bool fixed = false;
+  policies::AffineCost device;    // with fixed: one device's expert time by rows
+  policies::AffineCost overhead;  // with fixed: router + exchange of a layer by tokens
+  bool stragglers = true;
+  bool operator==(const CostModelOptions& o) const {
+    return fixed == o.fixed && device.fixed_us == o.device.fixed_us &&
+           device.per_row_us == o.device.per_row_us && overhead.fixed_us == o.overhead.fixed_us &&
+           overhead.per_row_us == o.overhead.per_row_us && stragglers == o.stragglers;
+  }
 };
 
 enum class ControlMode {
@@ -188,6 +210,7 @@ struct ControllerOptions {
   policies::GuardParams guard;
   policies::RewardParams reward;
   bool rollback_enabled = true;
+  CostModelOptions cost_model;
 
   MetricsOptions metrics;
   ControlOptions control;
