@@ -39,6 +39,7 @@ struct BenchFlags {
   uint64_t warmup_steps = 16;
   int64_t step_interval_ms = 15;
   bool wall_clock = false;
+  bool online_cost_model = false;
   int64_t cadence_ms = 100;
   std::string capacity_scope = "slot";
   double react_drop_rate = 0.02;
@@ -228,6 +229,12 @@ void ClosedLoop(const BenchFlags& f) {
                                             *shape, std::cerr);
   if (!calibrated.ok()) Fail(calibrated.status().WithContext("the cost model's calibration run"));
 
+  Result<policies::CostModel> model = FitCostModel({&*calibrated}, *shape);
+  if (!model.ok()) Fail(model.status());
+  // The controller prices with the same model unless asked to fit its own:
+  // then its decisions move with how loaded the machine is.
+  if (!f.online_cost_model) setup.controller_cost_model = *model;
+
   std::vector<std::unique_ptr<RunData>> runs;
   auto run = [&](const std::string& contender, const KnobPoint& knobs, const fs::path& policies,
                  std::map<std::string, int64_t> overrides = {}) -> RunData* {
@@ -276,9 +283,6 @@ void ClosedLoop(const BenchFlags& f) {
                              {{"eplb.period_steps", period}}));
   }
   if (Wants(f.contenders, "moectl")) dynamic.emplace_back("moectl", run("moectl", base, shipped));
-
-  Result<policies::CostModel> model = FitCostModel({&*calibrated}, *shape);
-  if (!model.ok()) Fail(model.status());
 
   // The oracle: the best fixed setting of the capacity-factor grid, then K
   // and noise tried at that capacity factor (coordinate search).
@@ -416,6 +420,10 @@ void ClosedLoop(const BenchFlags& f) {
         {"device_per_row_us", model->device.per_row_us},
         {"overhead_fixed_us", model->overhead.fixed_us},
         {"overhead_per_token_us", model->overhead.per_row_us},
+        {"controller", f.online_cost_model
+                           ? "fitted online from each run's measured times (--online-cost-model)"
+                           : "this model, fixed ([cost_model] source = \"fixed\"; stragglers "
+                             "measured against it)"},
         {"fit", fmt::format("a calibration run before the contenders ({} steps of token count "
                             "from 0.25x to 3x the scenario's, capacity unlimited): least "
                             "squares of binned medians of each layer's measured slowest-device "
@@ -512,6 +520,10 @@ void AddBenchCommand(CLI::App& app) {
   cl->add_flag("--wall-clock", flags->wall_clock,
                "controller on the wall clock, engine paced, no lockstep (the verdict moves with "
                "the machine's speed)");
+  cl->add_flag("--online-cost-model", flags->online_cost_model,
+               "the controller fits its cost model from each run's measured times, as shipped, "
+               "instead of pricing with the calibration's (its decisions then move with the "
+               "machine's load)");
   cl->add_option("--cadence-ms", flags->cadence_ms, "controller cadence")->capture_default_str();
   cl->add_option("--warmup-steps", flags->warmup_steps,
                  "steps every contender runs first on the same tokens, not counted")

@@ -104,6 +104,17 @@ std::string Tail(const std::string& text, size_t n = 1500) {
   return text.size() > n ? text.substr(text.size() - n) : text;
 }
 
+// controller.toml's [cost_model] for a given model (none: the online fit).
+// Printed with every digit, so the controller prices with the bench's model.
+std::string CostModelToml(const std::optional<policies::CostModel>& model) {
+  if (!model) return "";
+  return fmt::format(
+      "[cost_model]\nsource = \"fixed\"\ndevice_fixed_us = {:.17g}\ndevice_per_row_us = "
+      "{:.17g}\noverhead_fixed_us = {:.17g}\noverhead_per_token_us = {:.17g}\n",
+      model->device.fixed_us, model->device.per_row_us, model->overhead.fixed_us,
+      model->overhead.per_row_us);
+}
+
 Status WriteText(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
   out << text;
@@ -268,9 +279,9 @@ Result<RunData> RunContender(const BenchSetup& setup, const RunSpec& spec, const
           "outcome_steps = 8\nwindow_steps = 32\nprogress_interval = \"0s\"\n"
           "policies_file = \"policies.toml\"\nstep_clock = \"{}ms\"\n"
           "[transport]\ntelemetry = \"tcp://127.0.0.1:*\"\ncommands = \"tcp://127.0.0.1:*\"\n"
-          "[storage]\npath = \"{}\"\nflush_interval = \"50ms\"\nraw_retention = \"0s\"\n",
+          "[storage]\npath = \"{}\"\nflush_interval = \"50ms\"\nraw_retention = \"0s\"\n{}",
           setup.cadence_ms, setup.react_drop_rate, setup.wall_clock ? 0 : setup.step_interval_ms,
-          db)));
+          db, CostModelToml(setup.controller_cost_model))));
 
   const auto started = Clock::now();
   const std::string daemon_log = dir + "/moectld.log";

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -40,6 +41,11 @@ struct BenchSetup {
   // Every contender's engine runs this capacity scope ("slot": each replica
   // has its own buffer, as in expert-parallel serving; "expert": split).
   std::string capacity_scope = "slot";
+  // The controller's cost model: given, it runs on it (`[cost_model] source
+  // = "fixed"`, stragglers still measured against it), so its decisions do
+  // not move with the machine's load; nullopt: it fits one online from the
+  // run's measured times, as shipped.
+  std::optional<policies::CostModel> controller_cost_model;
 };
 
 // One run: the engine's starting knobs, the controller's policies file, and

@@ -108,6 +108,19 @@ TEST_CASE("bench closed-loop runs every contender and reports sane figures", "[b
     if (c["name"] == "static_oracle") CHECK(c["mean_reward"].get<double>() == Approx(best));
   }
   CHECK(doc["verdict"].contains("moectl_beats_single_mechanisms"));
+  // The controller prices with the calibration's model, not a fit of its own
+  // run's times (which move with the machine's load): its config says so,
+  // with the bench's figures to the last digit, and so does its log.
+  CHECK(doc["cost_model"]["controller"].get<std::string>().find("fixed") != std::string::npos);
+  const std::string run_dir = dir.File("runs") + "/moectl_cf1_k2_n0";
+  const std::string toml = ReadFile(run_dir + "/controller.toml");
+  INFO(toml);
+  CHECK(toml.find("[cost_model]\nsource = \"fixed\"") != std::string::npos);
+  const size_t per_row = toml.find("device_per_row_us = ");
+  REQUIRE(per_row != std::string::npos);
+  CHECK(std::stod(toml.substr(per_row + 20)) ==
+        doc["cost_model"]["device_per_row_us"].get<double>());
+  CHECK(ReadFile(run_dir + "/moectld.log").find("(fixed by [cost_model])") != std::string::npos);
 }
 
 TEST_CASE("bench closed-loop refuses an unknown scenario", "[bench]") {
