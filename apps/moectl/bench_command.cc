@@ -255,7 +255,9 @@ void ClosedLoop(const BenchFlags& f) {
     k.capacity_factor = 0;
     dropless_run = run("static_dropless", k, static_policies);
   }
+  // Unlimited capacity is a fixed setting too: the oracle considers it.
   std::vector<RunData*> grid = {default_run};
+  if (dropless_run != nullptr) grid.push_back(dropless_run);
   const bool want_oracle = Wants(f.contenders, "oracle");
   if (want_oracle) {
     for (double cf : f.grid) {

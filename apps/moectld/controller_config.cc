@@ -192,6 +192,8 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
       ReadLimits(guard.Table(spec.name), &(o->guard.*spec.limits));
     }
   }
+  guard.Table(policies::knob::kCapacityFactor)
+      .Read("unlimited", &o->guard.unlimited_capacity);
   int64_t max_slot_moves = o->guard.max_slot_moves;
   guard.Read("max_slot_moves", &max_slot_moves, Range<int64_t>{1, 1'000'000});
   o->guard.max_slot_moves = static_cast<int>(max_slot_moves);
@@ -277,7 +279,15 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
 
   TableReader counterfactual = root.Table("counterfactual");
   counterfactual.Read("enabled", &o->counterfactual_enabled);
-  counterfactual.Read("candidates", &o->counterfactual.candidates, Range<double>{0.01, 1e3});
+  // 0 is unlimited capacity; a finite factor is at least 0.01.
+  counterfactual.Read("candidates", &o->counterfactual.candidates, Range<double>{0, 1e3});
+  for (double c : o->counterfactual.candidates) {
+    if (c > 0 && c < 0.01) {
+      counterfactual.Fail("candidates",
+                          fmt::format("{} is below 0.01 (0 means unlimited capacity)", c));
+      break;
+    }
+  }
   counterfactual.Read("pessimism", &o->counterfactual.pessimism, Range<double>{0.001, 1});
   counterfactual.Read("quality_per_drop", &o->counterfactual.quality_per_drop,
                       Range<double>{0, 1e3});

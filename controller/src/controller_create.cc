@@ -88,6 +88,20 @@ Status Validate(const ControllerOptions& o) {
                            o.eplb.period_steps, o.window_steps));
   }
   MOE_RETURN_IF_ERROR(policies::Validate(o.guard));
+  const std::vector<double>& candidates = o.counterfactual.candidates;
+  if (o.counterfactual_enabled &&
+      std::find(candidates.begin(), candidates.end(), 0.0) != candidates.end()) {
+    if (!o.guard.unlimited_capacity) {
+      return bad("counterfactual.candidates",
+                 "0 (unlimited capacity) is a candidate but [guard.capacity_factor] unlimited is "
+                 "false, so the guard would reject it every time: allow it or drop the 0");
+    }
+    if (o.reward.capacity_weight > 0) {
+      return bad("counterfactual.candidates",
+                 "0 (unlimited capacity) has no finite capacity factor for reward.capacity_weight "
+                 "to price: set capacity_weight = 0 or drop the 0");
+    }
+  }
   MOE_RETURN_IF_ERROR(policies::Validate(o.reward));
   const CostModelOptions& cm = o.cost_model;
   for (const auto& [field, value] :

@@ -39,9 +39,9 @@ Status Validate(const CounterfactualParams& p) {
     return Status::InvalidArgument("counterfactual policy: candidates must not be empty");
   }
   for (double c : p.candidates) {
-    if (!(c > 0)) {
-      return Status::InvalidArgument(
-          fmt::format("counterfactual policy: candidates must be > 0, got {}", c));
+    if (!(c >= 0 && std::isfinite(c))) {
+      return Status::InvalidArgument(fmt::format(
+          "counterfactual policy: candidates must be > 0, or 0 for unlimited capacity, got {}", c));
     }
   }
   if (!(p.pessimism > 0 && p.pessimism <= 1)) {

@@ -199,9 +199,27 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
   if (IsVectorKnob(proposal.knob))
     return JudgeVector(proposal, snapshot, *limits, min_change, state);
   double wanted = proposal.value;
+  const bool capacity = proposal.knob == knob::kCapacityFactor;
+  if (capacity && wanted == 0) {
+    if (!params.unlimited_capacity) {
+      return Reject(
+          "capacity_factor 0 (unlimited) is not allowed ([guard.capacity_factor] unlimited = "
+          "false)");
+    }
+    if (proposal.current == 0) return Reject("hysteresis: capacity is unlimited already");
+    state->last_change_ns[proposal.knob] = snapshot.now_ns;
+    Verdict accepted;
+    accepted.kind = VerdictKind::kAccepted;
+    accepted.value = 0;
+    accepted.reason = "unlimited capacity (dropless), allowed by [guard.capacity_factor] unlimited";
+    return accepted;
+  }
   double value = std::clamp(wanted, limits->min, limits->max);
-  value = std::clamp(value, proposal.current - limits->max_change,
-                     proposal.current + limits->max_change);
+  // From unlimited capacity any value within the bounds is one step down.
+  if (!(capacity && proposal.current == 0)) {
+    value = std::clamp(value, proposal.current - limits->max_change,
+                       proposal.current + limits->max_change);
+  }
   if (FindKnob(proposal.knob)->whole()) value = std::round(value);
   if (std::abs(value - proposal.current) < min_change) {
     return Reject(fmt::format("hysteresis: change {} -> {} is below {} (bounds [{}, {}])",

@@ -244,6 +244,35 @@ TEST_CASE("[cost_model] reads a fixed model and the straggler switch; bad ones n
   }
 }
 
+TEST_CASE("Unlimited capacity as a counterfactual candidate needs the guard's leave",
+          "[config][unlimited]") {
+  moe::testing::TempDir dir;
+  const std::string policies =
+      "[policies]\norder = [\"counterfactual\"]\n[policies.counterfactual]\nenabled = true\n"
+      "candidates = [1.5, 0.0]\n";
+  auto ok = LoadControllerConfig(
+      dir.Write("c.toml", policies + "[policies.guard.capacity_factor]\nunlimited = true\n"));
+  INFO(ok.status().ToString());
+  REQUIRE(ok.ok());
+  CHECK(ok->guard.unlimited_capacity);
+  CHECK(ok->counterfactual.candidates == std::vector<double>{1.5, 0.0});
+
+  auto refused = LoadControllerConfig(dir.Write("no.toml", policies));
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().message().find("unlimited is false") != std::string::npos);
+  auto priced = LoadControllerConfig(
+      dir.Write("w.toml", policies + "[policies.guard.capacity_factor]\nunlimited = true\n"
+                                     "[policies.reward]\ncapacity_weight = 0.1\n"));
+  REQUIRE_FALSE(priced.ok());
+  CHECK(priced.status().message().find("capacity_weight") != std::string::npos);
+  const std::string tiny_path = dir.Write(
+      "tiny.toml", "[policies.counterfactual]\nenabled = true\ncandidates = [1.5, 0.001]\n");
+  auto tiny = LoadControllerConfig(tiny_path);
+  REQUIRE_FALSE(tiny.ok());
+  CHECK(tiny.status().message().find(tiny_path + ":3:") != std::string::npos);
+  CHECK(tiny.status().message().find("0 means unlimited") != std::string::npos);
+}
+
 TEST_CASE("A policies file is resolved beside the config and checked too", "[config]") {
   moe::testing::TempDir dir;
   dir.Write("p/pol.toml", "[capacity]\ntarget_low = 0.3\ntarget_high = 0.2\n");

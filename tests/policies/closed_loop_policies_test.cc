@@ -229,6 +229,33 @@ TEST_CASE("The counterfactual policy picks the capacity the reward prefers", "[c
   CHECK(c->value > m->value);
 }
 
+TEST_CASE(
+    "The counterfactual policy moves to unlimited capacity only when no finite one does as well",
+    "[counterfactual][unlimited]") {
+  RewardParams r;
+  // Expert 0 needs 40 / 17.5 = 2.29x: with candidates up to 2 every finite
+  // one drops, and unlimited capacity (0) is the best.
+  CounterfactualParams p;
+  p.candidates = {1.5, 2.0, 0.0};
+  EngineSnapshot s = Skewed({40, 10, 10, 10}, 35, 16, 1.0);
+  std::optional<Proposal> up = ProposeCounterfactualCapacity(s, p, r);
+  REQUIRE(up);
+  CHECK(up->value == 0);
+  // With a finite candidate that drops nothing, that one: it serves the same
+  // rows, and a tie goes to the finite capacity.
+  p.candidates = {1.5, 2.0, 2.5, 0.0};
+  up = ProposeCounterfactualCapacity(s, p, r);
+  REQUIRE(up);
+  CHECK(up->value == Approx(2.5));
+  // Under unlimited capacity, with nothing to gain from a finite one, it stays.
+  EngineSnapshot dropless = s;
+  dropless.knobs.capacity_factor = 0;
+  CHECK_FALSE(ProposeCounterfactualCapacity(dropless, p, r));
+  CHECK(Validate(p).ok());
+  p.candidates = {1.5, -1.0};
+  CHECK_FALSE(Validate(p).ok());
+}
+
 TEST_CASE("PlacementGain judges a placement on the window's own demand", "[counterfactual]") {
   CounterfactualParams p;
   RewardParams r;

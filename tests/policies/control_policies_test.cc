@@ -81,6 +81,39 @@ TEST_CASE("Guard bounds, limits the step, and clamps", "[guard]") {
   CHECK(vl.value == Approx(0.5));  // lower bound
 }
 
+TEST_CASE("Guard passes unlimited capacity only where allowed, in one step either way",
+          "[guard][unlimited]") {
+  GuardParams g;  // max_change 0.5, bounds [0.5, 4]
+  EngineSnapshot s = Snapshot(0.3, 1.0);
+  GuardState state;
+  Verdict refused = Judge(Scalar("counterfactual", "capacity_factor", 1.0, 0.0), s, g, &state);
+  CHECK(refused.kind == VerdictKind::kRejected);
+  CHECK(refused.reason.find("unlimited = false") != std::string::npos);
+  CHECK(state.last_change_ns.empty());  // a refusal starts no cooldown
+
+  g.unlimited_capacity = true;
+  Verdict up = Judge(Scalar("counterfactual", "capacity_factor", 1.0, 0.0), s, g, &state);
+  CHECK(up.kind == VerdictKind::kAccepted);  // not clamped to 1.5 by max_change
+  CHECK(up.value == 0);
+  CHECK(up.reason.find("dropless") != std::string::npos);
+  CHECK(state.last_change_ns.count("capacity_factor") == 1);
+
+  // Back down: any value within the bounds, max_change does not apply from
+  // unlimited; the bounds do.
+  GuardState fresh;
+  Verdict down = Judge(Scalar("counterfactual", "capacity_factor", 0.0, 3.0), s, g, &fresh);
+  CHECK(down.kind == VerdictKind::kAccepted);
+  CHECK(down.value == 3.0);
+  GuardState other;
+  Verdict over = Judge(Scalar("counterfactual", "capacity_factor", 0.0, 9.0), s, g, &other);
+  CHECK(over.kind == VerdictKind::kClamped);
+  CHECK(over.value == 4.0);
+  GuardState again;
+  Verdict same = Judge(Scalar("counterfactual", "capacity_factor", 0.0, 0.0), s, g, &again);
+  CHECK(same.kind == VerdictKind::kRejected);
+  CHECK(same.reason.find("unlimited already") != std::string::npos);
+}
+
 TEST_CASE("Guard enforces cooldown, hysteresis, staleness and epoch maturity", "[guard]") {
   GuardParams g;
   GuardState state;

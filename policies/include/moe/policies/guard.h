@@ -29,6 +29,12 @@ namespace moe::policies {
 // points here), then the placement's budget and the rules of every knob.
 struct GuardParams {
   KnobLimits capacity_factor{0.5, 4.0, 0.5};
+  // capacity_factor 0 (unlimited: every token served, as a dropless engine
+  // runs) may be proposed and sent ([guard.capacity_factor] unlimited). A
+  // finite value moves to it in one decision, whatever max_change says (it
+  // is the limit of ever larger capacity), and back to any value within
+  // [min, max]. Off: a proposal of 0 is rejected.
+  bool unlimited_capacity = false;
   KnobLimits top_k{1, 8, 1};
   KnobLimits noise_std{0, 0.2, 0.02, 0.001};
   KnobLimits expert_bias{-0.1, 0.1, 0.005, 1e-4};
