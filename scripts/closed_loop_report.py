@@ -64,8 +64,9 @@ def report(docs, command):
              'a scenario\'s device slowdowns (straggler) priced into it for every contender; '
              'reward as in '
              'docs/controller.md. Every contender runs the same tokens, in lockstep with its '
-             'controller on a step clock (the JSON\'s `clock`; docs/controller.md), so its '
-             'decisions land at the same steps however loaded the machine is; the first '
+             'controller on a step clock (the JSON\'s `clock`; docs/controller.md), and each '
+             'controller prices with that same calibrated model (`cost_model.controller`), so '
+             'its decisions land at the same steps however loaded the machine is; the first '
              'warm-up steps are run by all and not counted. The static default drops what '
              'does not fit its capacity ("default drops"), so its p99 is the p99 of less '
              'work. It cannot lie above the balanced p99: at capacity factor 1 per slot a '
@@ -74,7 +75,8 @@ def report(docs, command):
              'or above that, so "p99 < default" needs drops or a smaller K. "p99 < dropless" '
              'compares with what serving engines run by default (no capacity limit: every '
              'token served at the model\'s K, the static default\'s other knobs); '
-             '"p99 < oracle" with the best fixed setting of the grid.', '']
+             '"p99 < oracle" with the best fixed setting of the grid, whose capacity factors '
+             'include unlimited (the dropless run).', '']
     lines += ['| scenario | moectl best of 1,3,4,5 | vs best of them | beats oracle | vs oracle | '
               'p99 < oracle | p99 < dropless | moectl p99 / dropless p99 | p99 < default | '
               'default drops | moectl p99 / balanced p99 | default p99 / balanced p99 |',

@@ -179,6 +179,7 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
   TableReader guard = root.Table("guard");
   guard.Read("rollback", &o->rollback_enabled);
   guard.ReadDurationMs("cooldown", &o->guard.cooldown_ms, {0, 86'400'000});
+  guard.Read("urgent_drop_rate", &o->guard.urgent_drop_rate, Range<double>{0, 1});
   guard.Read("hysteresis", &o->guard.hysteresis, Range<double>{0, 10});
   guard.ReadDurationMs("stale_after", &o->guard.stale_after_ms, {1, 86'400'000});
   int64_t min_steps_in_epoch = static_cast<int64_t>(o->guard.min_steps_in_epoch);

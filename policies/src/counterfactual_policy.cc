@@ -455,10 +455,17 @@ std::optional<Proposal> ProposeCounterfactualCapacity(const EngineSnapshot& snap
   if (scores.size() < 2) return std::nullopt;
   const CandidateScore& now = scores.front();
   const CandidateScore* best = &now;
+  // A tie (the window cannot tell them apart: neither drops there) goes to
+  // unlimited capacity where it is a candidate (the operator allowed it: the
+  // next shift then drops nothing), else to the smaller finite capacity.
+  auto wins_tie = [](double a, double b) {
+    if (a == 0 || b == 0) return a == 0 && b != 0;
+    return a < b;
+  };
   for (const CandidateScore& s : scores) {
     const bool better = s.score > best->score + 1e-12 ||
                         (std::abs(s.score - best->score) <= 1e-12 &&
-                         s.capacity_factor < best->capacity_factor && s.capacity_factor > 0);
+                         wins_tie(s.capacity_factor, best->capacity_factor));
     if (better) best = &s;
   }
   if (best == &now || best->score < now.score + params.min_gain) return std::nullopt;

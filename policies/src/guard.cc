@@ -110,6 +110,10 @@ Status Validate(const GuardParams& p) {
     return Status::InvalidArgument(
         "guard: max_slot_moves must be >= 1 and placement_cooldown >= 0");
   }
+  if (!(p.urgent_drop_rate >= 0 && p.urgent_drop_rate <= 1)) {
+    return Status::InvalidArgument(
+        fmt::format("guard: urgent_drop_rate must be in [0, 1], got {}", p.urgent_drop_rate));
+  }
   if (p.cooldown_ms < 0 || p.stale_after_ms <= 0 || p.hysteresis < 0 || p.rollback_threshold < 0 ||
       p.rollback_min_delta < 0) {
     return Status::InvalidArgument(
@@ -185,7 +189,11 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
     return Reject(fmt::format("frozen: only {} steps under epoch {} (need {})",
                               snapshot.steps_in_epoch, snapshot.epoch, params.min_steps_in_epoch));
   }
-  if (CooldownLeftMs(proposal.knob, snapshot.now_ns, params, *state) > 0) {
+  const bool capacity_raise = proposal.knob == knob::kCapacityFactor && proposal.current != 0 &&
+                              (proposal.value == 0 || proposal.value > proposal.current);
+  const bool urgent = capacity_raise && params.urgent_drop_rate > 0 &&
+                      snapshot.drop_rate >= params.urgent_drop_rate;
+  if (!urgent && CooldownLeftMs(proposal.knob, snapshot.now_ns, params, *state) > 0) {
     const int64_t cooldown_ms =
         placement ? std::max(params.cooldown_ms, params.placement_cooldown_ms) : params.cooldown_ms;
     const int64_t since_ms =

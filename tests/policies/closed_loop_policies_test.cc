@@ -229,9 +229,8 @@ TEST_CASE("The counterfactual policy picks the capacity the reward prefers", "[c
   CHECK(c->value > m->value);
 }
 
-TEST_CASE(
-    "The counterfactual policy moves to unlimited capacity only when no finite one does as well",
-    "[counterfactual][unlimited]") {
+TEST_CASE("The counterfactual policy moves to unlimited capacity unless a finite one does better",
+          "[counterfactual][unlimited]") {
   RewardParams r;
   // Expert 0 needs 40 / 17.5 = 2.29x: with candidates up to 2 every finite
   // one drops, and unlimited capacity (0) is the best.
@@ -241,12 +240,28 @@ TEST_CASE(
   std::optional<Proposal> up = ProposeCounterfactualCapacity(s, p, r);
   REQUIRE(up);
   CHECK(up->value == 0);
-  // With a finite candidate that drops nothing, that one: it serves the same
-  // rows, and a tie goes to the finite capacity.
-  p.candidates = {1.5, 2.0, 2.5, 0.0};
+  // A finite candidate that drops nothing serves the same rows: the window
+  // cannot tell them apart, and the tie goes to unlimited capacity (the next
+  // shift drops nothing); without it, to the smaller finite one.
+  p.candidates = {1.5, 2.0, 2.5, 3.0, 0.0};
+  up = ProposeCounterfactualCapacity(s, p, r);
+  REQUIRE(up);
+  CHECK(up->value == 0);
+  p.candidates = {1.5, 2.0, 3.0, 2.5};
   up = ProposeCounterfactualCapacity(s, p, r);
   REQUIRE(up);
   CHECK(up->value == Approx(2.5));
+  // Where dropping pays (latency alone counts), a finite one beats unlimited.
+  RewardParams latency_only;
+  latency_only.drop_weight = 0;
+  latency_only.quality_weight = 0;
+  p.candidates = {1.0, 0.0};
+  EngineSnapshot unlimited = s;
+  unlimited.knobs.capacity_factor = 0;
+  up = ProposeCounterfactualCapacity(unlimited, p, latency_only);
+  REQUIRE(up);
+  CHECK(up->value == 1.0);
+  p.candidates = {1.5, 2.0, 2.5, 0.0};
   // Under unlimited capacity, with nothing to gain from a finite one, it stays.
   EngineSnapshot dropless = s;
   dropless.knobs.capacity_factor = 0;

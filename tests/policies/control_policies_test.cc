@@ -114,6 +114,41 @@ TEST_CASE("Guard passes unlimited capacity only where allowed, in one step eithe
   CHECK(same.reason.find("unlimited already") != std::string::npos);
 }
 
+TEST_CASE("Guard lets a capacity raise past the cooldown while the epoch drops", "[guard]") {
+  GuardParams g;
+  g.urgent_drop_rate = 0.02;
+  g.unlimited_capacity = true;
+  GuardState state;
+  EngineSnapshot s = Snapshot(0.3, 1.0);  // dropping 30%
+  REQUIRE(Judge(Scalar("counterfactual", "capacity_factor", 1.0, 1.5), s, g, &state).kind ==
+          VerdictKind::kAccepted);
+  s.now_ns += 100 * kMs;  // well within the 3 s cooldown
+  s.last_telemetry_ns = s.now_ns;
+  s.knobs.capacity_factor = 1.5;
+  CHECK(Judge(Scalar("counterfactual", "capacity_factor", 1.5, 2.0), s, g, &state).kind ==
+        VerdictKind::kAccepted);
+  CHECK(Judge(Scalar("counterfactual", "capacity_factor", 2.0, 0.0), s, g, &state).kind ==
+        VerdictKind::kAccepted);  // to unlimited: a raise too
+  // Lowering it, another knob, or a raise while drops are below the rate:
+  // the cooldown holds.
+  Verdict lower = Judge(Scalar("counterfactual", "capacity_factor", 2.0, 1.5), s, g, &state);
+  CHECK(lower.reason.find("cooldown") != std::string::npos);
+  GuardState k_state;
+  REQUIRE(Judge(Scalar("adaptive_k", "top_k", 2, 3), s, g, &k_state).kind ==
+          VerdictKind::kAccepted);
+  CHECK(Judge(Scalar("adaptive_k", "top_k", 3, 4), s, g, &k_state).reason.find("cooldown") !=
+        std::string::npos);
+  s.drop_rate = 0.01;
+  Verdict calm = Judge(Scalar("counterfactual", "capacity_factor", 2.0, 2.5), s, g, &state);
+  CHECK(calm.reason.find("cooldown") != std::string::npos);
+  g.urgent_drop_rate = 0;  // off
+  s.drop_rate = 0.5;
+  CHECK(Judge(Scalar("counterfactual", "capacity_factor", 2.0, 2.5), s, g, &state)
+            .reason.find("cooldown") != std::string::npos);
+  g.urgent_drop_rate = 1.5;
+  CHECK_FALSE(Validate(g).ok());
+}
+
 TEST_CASE("Guard enforces cooldown, hysteresis, staleness and epoch maturity", "[guard]") {
   GuardParams g;
   GuardState state;

@@ -50,6 +50,11 @@ struct GuardParams {
   int max_slot_moves = 16;
   int64_t placement_cooldown_ms = 30'000;
   int64_t cooldown_ms = 3000;       // per knob, between accepted changes
+  // A capacity_factor raise (or a move to unlimited) skips the cooldown while
+  // the epoch in force drops at least this share of its token-slots: more
+  // capacity only serves more tokens, and raises cannot oscillate (they end
+  // at max or unlimited). 0: never.
+  double urgent_drop_rate = 0;
   double hysteresis = 0.02;         // |new - current| below this is rejected
   int64_t stale_after_ms = 3000;    // no telemetry for this long freezes changes
   uint64_t min_steps_in_epoch = 8;  // steps under the epoch in force before the next change
