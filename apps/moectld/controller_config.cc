@@ -193,8 +193,7 @@ void ReadPolicies(TableReader root, ControllerOptions* o) {
       ReadLimits(guard.Table(spec.name), &(o->guard.*spec.limits));
     }
   }
-  guard.Table(policies::knob::kCapacityFactor)
-      .Read("unlimited", &o->guard.unlimited_capacity);
+  guard.Table(policies::knob::kCapacityFactor).Read("unlimited", &o->guard.unlimited_capacity);
   int64_t max_slot_moves = o->guard.max_slot_moves;
   guard.Read("max_slot_moves", &max_slot_moves, Range<int64_t>{1, 1'000'000});
   o->guard.max_slot_moves = static_cast<int>(max_slot_moves);

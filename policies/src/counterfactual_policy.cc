@@ -463,9 +463,9 @@ std::optional<Proposal> ProposeCounterfactualCapacity(const EngineSnapshot& snap
     return a < b;
   };
   for (const CandidateScore& s : scores) {
-    const bool better = s.score > best->score + 1e-12 ||
-                        (std::abs(s.score - best->score) <= 1e-12 &&
-                         wins_tie(s.capacity_factor, best->capacity_factor));
+    const bool better =
+        s.score > best->score + 1e-12 || (std::abs(s.score - best->score) <= 1e-12 &&
+                                          wins_tie(s.capacity_factor, best->capacity_factor));
     if (better) best = &s;
   }
   if (best == &now || best->score < now.score + params.min_gain) return std::nullopt;

@@ -49,7 +49,7 @@ struct GuardParams {
   // and this cooldown (at least cooldown_ms) between placement changes.
   int max_slot_moves = 16;
   int64_t placement_cooldown_ms = 30'000;
-  int64_t cooldown_ms = 3000;       // per knob, between accepted changes
+  int64_t cooldown_ms = 3000;  // per knob, between accepted changes
   // A capacity_factor raise (or a move to unlimited) skips the cooldown while
   // the epoch in force drops at least this share of its token-slots: more
   // capacity only serves more tokens, and raises cannot oscillate (they end
