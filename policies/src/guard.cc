@@ -189,7 +189,9 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
     return Reject(fmt::format("frozen: only {} steps under epoch {} (need {})",
                               snapshot.steps_in_epoch, snapshot.epoch, params.min_steps_in_epoch));
   }
-  const bool capacity_raise = proposal.knob == knob::kCapacityFactor && proposal.current != 0 &&
+  // capacity_factor 0 is unlimited: the largest capacity, outside the bounds.
+  const bool capacity = proposal.knob == knob::kCapacityFactor;
+  const bool capacity_raise = capacity && proposal.current != 0 &&
                               (proposal.value == 0 || proposal.value > proposal.current);
   const bool urgent = capacity_raise && params.urgent_drop_rate > 0 &&
                       snapshot.drop_rate >= params.urgent_drop_rate;
@@ -207,7 +209,6 @@ Verdict Judge(const Proposal& proposal, const EngineSnapshot& snapshot, const Gu
   if (IsVectorKnob(proposal.knob))
     return JudgeVector(proposal, snapshot, *limits, min_change, state);
   double wanted = proposal.value;
-  const bool capacity = proposal.knob == knob::kCapacityFactor;
   if (capacity && wanted == 0) {
     if (!params.unlimited_capacity) {
       return Reject(

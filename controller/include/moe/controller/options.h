@@ -79,11 +79,7 @@ struct CostModelOptions {
   policies::AffineCost device;    // with fixed: one device's expert time by rows
   policies::AffineCost overhead;  // with fixed: router + exchange of a layer by tokens
   bool stragglers = true;
-  bool operator==(const CostModelOptions& o) const {
-    return fixed == o.fixed && device.fixed_us == o.device.fixed_us &&
-           device.per_row_us == o.device.per_row_us && overhead.fixed_us == o.overhead.fixed_us &&
-           overhead.per_row_us == o.overhead.per_row_us && stragglers == o.stragglers;
-  }
+  bool operator==(const CostModelOptions&) const = default;
 };
 
 enum class ControlMode {

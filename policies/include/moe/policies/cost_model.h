@@ -35,6 +35,7 @@ struct AffineCost {
   double fixed_us = 0;
   double per_row_us = 0;
   double At(double x) const { return x > 0 ? fixed_us + per_row_us * x : 0.0; }
+  bool operator==(const AffineCost&) const = default;
 };
 
 struct CostModel {
